@@ -1,0 +1,83 @@
+"""``daq-sim``: run a simulated Standard DAQ until Ctrl-C or SIGTERM.
+
+Exit codes: 0 clean shutdown; 1 the simulator could not start; 2 bad usage or config file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from typing import Optional, Sequence
+
+__all__ = ["main"]
+
+
+def _parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="daq-sim", description="Simulated Standard DAQ: REST API, Redis streams, HDF5 files.")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, loopback only)")
+    parser.add_argument("--port", type=int, default=5000, help="REST port (default 5000; 0 picks a free one)")
+    parser.add_argument("--redis-url", default=None, help="use this Redis (default: start a private redis-server)")
+    parser.add_argument("--config", default=None, metavar="FILE", help="initial DAQ config (JSON or YAML)")
+    parser.add_argument("--frame-rate", type=float, default=100.0, metavar="HZ", help="detector frame rate (default 100)")
+    parser.add_argument("--sync-limit", type=float, default=60.0, metavar="S", help="write_sync limit (default 60)")
+    parser.add_argument("--deploy-delay", type=float, default=0.2, metavar="S", help="config deployment time (default 0.2)")
+    args = parser.parse_args(argv)
+    if not 0 < args.frame_rate <= 100_000:
+        parser.error("--frame-rate must be in (0, 100000]")
+    if not 0 <= args.port <= 65535:
+        parser.error("--port must be in 0..65535")
+    return args
+
+
+def _load_config(path: str) -> dict:
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            config = yaml.safe_load(handle)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ValueError(f"cannot read config file {path!r}: {str(exc).splitlines()[0]}") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"config file {path!r} must hold a mapping of config fields")
+    return config
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = _parse(argv)
+    try:
+        from .daq import SimRefusal, SimSettings, validate_config_update
+        from .server import SimulatedDaq
+    except ImportError as exc:
+        print(f"daq-sim: error: the simulator needs the sim extra (pip install 'daq-runner[sim]'): {exc}", file=sys.stderr)
+        return 1
+    config = None
+    if args.config:
+        try:
+            config = validate_config_update(None, _load_config(args.config))
+        except (ValueError, SimRefusal) as exc:
+            print(f"daq-sim: error: {exc}", file=sys.stderr)
+            return 2
+    settings = SimSettings(frame_rate=args.frame_rate, sync_limit_s=args.sync_limit, deploy_delay_s=args.deploy_delay)
+    done = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, lambda *_: done.set())
+    sim = SimulatedDaq(host=args.host, port=args.port, redis_url=args.redis_url, config=config, settings=settings)
+    try:
+        sim.start()
+    except Exception as exc:  # one clear line: port in use, no redis-server, ...
+        print(f"daq-sim: error: cannot start: {exc}", file=sys.stderr)
+        return 1
+    try:
+        print(f"daq-sim ready rest={sim.url} redis={sim.redis_url}", flush=True)
+        while not done.wait(0.5):
+            pass
+    finally:
+        sim.stop()
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
