@@ -1,23 +1,24 @@
-"""daq-runner: client, simulator and unattended batch runner for PSI's Standard DAQ."""
+"""daq-runner: client, simulator and unattended batch runner for PSI's Standard DAQ.
+
+Public API::
+
+    from daq_runner import StdDaqClient, Runner, load_batch
+
+    report = Runner(url="http://127.0.0.1:5000").run(load_batch("scan.yaml"))
+
+Names are imported on first use, so that command-line tools start fast.
+"""
+
+from importlib import import_module
+from typing import Any
 
 from ._version import __version__
-from .client import StdDaqClient
-from .exceptions import (
-    BatchValidationError,
-    DaqError,
-    DaqHTTPError,
-    DaqProtocolError,
-    DaqRunnerError,
-    DaqTimeoutError,
-    DaqTransportError,
-    LockHeldError,
-    StdDaqAdminException,
-    WriteOutcomeUnknown,
-)
 
 __all__ = [
     "__version__",
+    # client
     "StdDaqClient",
+    # exceptions
     "StdDaqAdminException",
     "DaqRunnerError",
     "DaqError",
@@ -28,4 +29,50 @@ __all__ = [
     "DaqProtocolError",
     "BatchValidationError",
     "LockHeldError",
+    # batches, runner, reports
+    "Batch",
+    "Step",
+    "ConfigStep",
+    "CheckStep",
+    "WriteStep",
+    "WaitStep",
+    "StopStep",
+    "load_batch",
+    "Runner",
+    "RunReport",
+    "Event",
+    "JsonReportFile",
+    "JUnitFile",
 ]
+
+_WHERE = {
+    "StdDaqClient": ".client",
+    "Batch": ".batch",
+    "Step": ".batch",
+    "ConfigStep": ".batch",
+    "CheckStep": ".batch",
+    "WriteStep": ".batch",
+    "WaitStep": ".batch",
+    "StopStep": ".batch",
+    "load_batch": ".batch",
+    "Runner": ".runner",
+    "RunReport": ".report",
+    "JsonReportFile": ".report",
+    "JUnitFile": ".report",
+    "Event": ".events",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        value = getattr(import_module(_WHERE[name], __name__), name)
+    elif name in __all__:
+        value = getattr(import_module(".exceptions", __name__), name)
+    else:
+        raise AttributeError(f"module 'daq_runner' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list:
+    return sorted(__all__)

@@ -123,9 +123,9 @@ class _Publisher:
         self._redis = None
         self.was_down = False
         if redis_url:
-            import redis
+            from .._redis import connect
 
-            self._redis = redis.Redis.from_url(redis_url, socket_timeout=1.0, socket_connect_timeout=0.5)
+            self._redis = connect(redis_url, socket_timeout=1.0)
 
     def xadd(self, stream: str, obj: Any, fields: Optional[dict] = None) -> Optional[str]:
         if self._redis is None or time.monotonic() < self._down_until:

@@ -69,6 +69,9 @@ class SimulatedDaq:
             self.core = SimulatedDaqCore(self.settings, self._redis_url, self._config).start()
             sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET, socket.SOCK_STREAM)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            # Accepted connections inherit it: without it a keep-alive client waits 40 ms per reply
+            # (the reply goes out in two writes, Nagle meets delayed ACK).
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.bind((self.host, self.port))
             self.port = sock.getsockname()[1]
             config = uvicorn.Config(
