@@ -194,7 +194,7 @@ class StdDaqClient:
             stop = stop | tenacity.stop_after_delay(self.retry_deadline)
         retrying = tenacity.Retrying(
             stop=stop,
-            wait=tenacity.wait_exponential_jitter(initial=0.1, max=5.0, jitter=0.2),
+            wait=tenacity.wait_exponential(multiplier=0.1, max=5.0) + tenacity.wait_random(0, 0.2),
             # WriteOutcomeUnknown is a transport error that must never be re-sent.
             retry=tenacity.retry_if_exception(
                 lambda e: isinstance(e, DaqTransportError) and not isinstance(e, WriteOutcomeUnknown)

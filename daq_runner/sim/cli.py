@@ -20,7 +20,7 @@ def _parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, loopback only)")
     parser.add_argument("--port", type=int, default=5000, help="REST port (default 5000; 0 picks a free one)")
     parser.add_argument("--redis-url", default=None, help="use this Redis (default: start a private redis-server)")
-    parser.add_argument("--config", default=None, metavar="FILE", help="initial DAQ config (JSON or YAML)")
+    parser.add_argument("--config", default=None, metavar="FILE", help="initial DAQ config, whole or partial (JSON or YAML)")
     parser.add_argument("--frame-rate", type=float, default=100.0, metavar="HZ", help="detector frame rate (default 100)")
     parser.add_argument("--sync-limit", type=float, default=60.0, metavar="S", help="write_sync limit (default 60)")
     parser.add_argument("--deploy-delay", type=float, default=0.2, metavar="S", help="config deployment time (default 0.2)")
@@ -48,7 +48,7 @@ def _load_config(path: str) -> dict:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parse(argv)
     try:
-        from .daq import SimRefusal, SimSettings, validate_config_update
+        from .daq import DEFAULT_CONFIG, SimRefusal, SimSettings, validate_config_update
         from .server import SimulatedDaq
     except ImportError as exc:
         print(f"daq-sim: error: the simulator needs the sim extra (pip install 'daq-runner[sim]'): {exc}", file=sys.stderr)
@@ -56,7 +56,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     config = None
     if args.config:
         try:
-            config = validate_config_update(None, _load_config(args.config))
+            config = validate_config_update(DEFAULT_CONFIG, _load_config(args.config))
         except (ValueError, SimRefusal) as exc:
             print(f"daq-sim: error: {exc}", file=sys.stderr)
             return 2
