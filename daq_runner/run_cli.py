@@ -27,15 +27,11 @@ class _Usage(Exception):
     """A usage problem: one line, exit 2."""
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, not usage + error
-        raise _Usage(f"{message} (see daq-run --help)")
-
-
 def _parser() -> argparse.ArgumentParser:
+    from ._cli import OneLineArgumentParser
     from ._version import __version__
 
-    parser = _Parser(
+    parser = OneLineArgumentParser(
         prog="daq-run",
         description="Run a YAML batch of Standard DAQ steps unattended and write a report.",
         epilog="Exit codes: 0 passed, 1 a step failed, 2 invalid batch/usage, 3 DAQ unreachable, "
@@ -191,6 +187,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except _Usage as exc:
         print(f"daq-run: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as exc:  # e.g. the report cannot be written (disk full)
+        print(f"daq-run: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
 
 
 def _main(argv: Optional[Sequence[str]]) -> int:

@@ -156,7 +156,6 @@ class Runner:
             batch={"name": batch.name, "path": batch.path, "sha256": batch.sha256},
             daq={"url": redact_url(self.url), "redis": redact_url(self.redis_url)},
             n_steps=len(batch.steps),
-            run=self.run_id,
         )
         outcome = "passed"
         try:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
 from . import api
+from ._cli import OneLineArgumentParser
 from .client import StdDaqClient
 from .exceptions import DaqRunnerError, DaqTransportError, StdDaqAdminException
 
@@ -105,7 +106,7 @@ TOOLS = {
 
 
 def _parser(prog: str, tool: Tool) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=tool.description)
+    parser = OneLineArgumentParser(prog=prog, description=tool.description)
     parser.add_argument(
         "--url_base",
         "-b",

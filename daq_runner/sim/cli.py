@@ -12,11 +12,13 @@ import sys
 import threading
 from typing import Optional, Sequence
 
+from .._cli import OneLineArgumentParser
+
 __all__ = ["main"]
 
 
 def _parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="daq-sim", description="Simulated Standard DAQ: REST API, Redis streams, HDF5 files.")
+    parser = OneLineArgumentParser(prog="daq-sim", description="Simulated Standard DAQ: REST API, Redis streams, HDF5 files.")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, loopback only)")
     parser.add_argument("--port", type=int, default=5000, help="REST port (default 5000; 0 picks a free one)")
     parser.add_argument("--redis-url", default=None, help="use this Redis (default: start a private redis-server)")

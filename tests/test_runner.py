@@ -1,0 +1,305 @@
+"""The Runner against daq-sim over real HTTP and a real Redis: semantics, faults, reports."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import xml.etree.ElementTree as ET
+
+import pytest
+import redis
+import requests
+
+from daq_runner import LockHeldError, Runner, events
+from daq_runner.batch import load_batch_text
+from daq_runner.lock import DaqLock
+from daq_runner.report import JsonReportFile, JUnitFile
+
+from .conftest import wait_until
+
+WRITE = "version: 1\nsteps:\n  - write: {{output_file: '{{root}}/{name}.h5', n_images: {n}}}\n"
+
+
+def faults(sim, **armed):
+    assert 200 == requests.post(sim.url + "/sim/faults", json=armed, timeout=5).status_code
+
+
+class Collect:
+    def __init__(self):
+        self.events = []
+
+    def __call__(self, event):
+        self.events.append(event)
+
+    def kinds(self, kind):
+        return [e for e in self.events if e.kind == kind]
+
+
+def test_write_passes_with_daq_log_from_redis(run_batch, tmp_path):
+    """A write passes when FINISHED with all images, confirmed by the daq:log record."""
+    report = run_batch(WRITE.format(name="a", n=20))
+    assert "passed" == report.status
+    step = report.steps[0]
+    assert ("passed", 1, 20) == (step["status"], step["attempts"], step["acquisition"]["stats"]["n_write_completed"])
+    assert step["run_id"] == step["daq_log"]["info"]["run_id"]
+    assert step["daq_log_source"].startswith("redis daq:log")
+    assert (tmp_path / "a.h5").exists()
+
+
+def test_every_write_gets_a_unique_run_id(run_batch):
+    """Each write carries its own run_id."""
+    report = run_batch("version: 1\nsteps:\n  - for: {i: [1, 2, 3]}\n    steps:\n      - write: {output_file: '{root}/u{i}.h5', n_images: 1}\n")
+    ids = [s["run_id"] for s in report.steps]
+    assert 3 == len(set(ids))
+
+
+def test_without_redis_rest_polling_and_rest_logs(daq_sim, tmp_path):
+    """Without Redis the runner polls REST and confirms from /daq/logs."""
+    batch = load_batch_text(WRITE.format(name="p", n=10), vars={"root": str(tmp_path)})
+    report = Runner(daq_sim.url, None).run(batch)
+    assert "passed" == report.status
+    assert "rest /daq/logs" == report.steps[0]["daq_log_source"]
+
+
+def test_failed_acquisition_is_retried_then_passes(run_batch, daq_sim):
+    """A FAILED acquisition fails the attempt with the DAQ's message; a retry passes."""
+    faults(daq_sim, fail_next="ERROR: detector lost")
+    collect = Collect()
+    report = run_batch("version: 1\nsteps:\n  - write: {output_file: '{root}/f.h5', n_images: 10}\n    retries: 1\n", consumers=[collect])
+    assert "passed" == report.status and 2 == report.steps[0]["attempts"]
+    failure = collect.kinds(events.ATTEMPT_FAILED)[0]
+    assert "acquisition FAILED: ERROR: detector lost" == failure.data["error"] and failure.data["will_retry"]
+
+
+def test_failed_step_aborts_and_skips_the_rest(run_batch, daq_sim):
+    """Without retries a failure fails the run; on_error abort skips what follows."""
+    faults(daq_sim, fail_next="ERROR: disk full")
+    report = run_batch("version: 1\nsteps:\n  - write: {output_file: '{root}/f.h5', n_images: 4}\n  - stop: {}\n")
+    assert "failed" == report.status
+    assert ["failed", "skipped"] == [s["status"] for s in report.steps]
+    assert "ERROR: disk full" in report.steps[0]["error"]
+    assert {"passed": 0, "failed": 1, "skipped": 1, "interrupted": 0} == report.summary
+
+
+def test_on_error_continue_goes_on(run_batch, daq_sim):
+    """on_error: continue runs the next steps; the run still fails."""
+    faults(daq_sim, fail_next="ERROR: x")
+    report = run_batch("version: 1\nsteps:\n  - write: {output_file: '{root}/f.h5', n_images: 4}\n    on_error: continue\n  - stop: {}\n")
+    assert ("failed", ["failed", "passed"]) == (report.status, [s["status"] for s in report.steps])
+
+
+def test_unknown_before_step_is_recovered_and_recorded(run_batch, daq_sim):
+    """A writer found UNKNOWN before a write is stopped, becomes READY, and the write runs."""
+    faults(daq_sim, writer_state="UNKNOWN")
+    report = run_batch(WRITE.format(name="u", n=5))
+    assert "passed" == report.status
+    recoveries = report.steps[0]["recoveries"]
+    assert 1 == len(recoveries) and "stop_writer" == recoveries[0]["action"] and "READY" == recoveries[0]["outcome"]
+
+
+def test_unknown_during_acquisition_fails_attempt_recovers_and_retries(run_batch, daq_sim):
+    """The writer going UNKNOWN mid-acquisition: recovery, the attempt fails, the retry passes."""
+    daq_sim.core.settings.frame_rate = 100
+
+    def strike():
+        wait_until(lambda: requests.get(daq_sim.url + "/writer/status", timeout=5).json()["writer"]["state"] == "WRITING")
+        faults(daq_sim, writer_state="UNKNOWN")
+        daq_sim.core.settings.frame_rate = 2000
+
+    thread = threading.Thread(target=strike)
+    thread.start()
+    report = run_batch("version: 1\nsteps:\n  - write: {output_file: '{root}/x.h5', n_images: 300}\n    retries: 1\n")
+    thread.join()
+    step = report.steps[0]
+    assert ("passed", 2) == (step["status"], step["attempts"])
+    assert any("during the acquisition" in r["reason"] for r in step["recoveries"])
+
+
+def test_stall_hits_timeout_and_acquisition_is_stopped(run_batch, daq_sim):
+    """A stalled acquisition fails at the step timeout, and the runner stops it."""
+    faults(daq_sim, stall_s=30)
+    start = time.monotonic()
+    report = run_batch("version: 1\nsteps:\n  - write: {output_file: '{root}/s.h5', n_images: 10}\n    timeout: 1\n")
+    assert time.monotonic() - start < 8
+    step = report.steps[0]
+    assert "failed" == report.status and "timed out after 1 s with 0/10 images written; acquisition stopped" == step["error"]
+    assert "READY" == requests.get(daq_sim.url + "/writer/status", timeout=5).json()["writer"]["state"]
+
+
+def test_config_waits_for_deployment_and_fails_on_error(run_batch, daq_sim):
+    """config passes after deployment SUCCESS; a failed deployment fails the step."""
+    assert "passed" == run_batch("version: 1\nsteps:\n  - config: {bit_depth: 8}\n").status
+    faults(daq_sim, deployment="ERROR")
+    report = run_batch("version: 1\nsteps:\n  - config: {bit_depth: 32}\n")
+    assert "failed" == report.status and "deployment failed" in report.steps[0]["error"]
+
+
+def test_check_conditions(run_batch):
+    """check compares deployment, writer, config values and rates; the message lists mismatches."""
+    ok = run_batch("version: 1\nsteps:\n  - check: {deployment: SUCCESS, writer: READY, config: {bit_depth: 16}}\n")
+    assert "passed" == ok.status
+    bad = run_batch("version: 1\nsteps:\n  - check: {writer: WRITING, config: {bit_depth: 8}, min_detector_rate: 1000000}\n")
+    error = bad.steps[0]["error"]
+    assert "writer is READY, expected WRITING" in error and "config bit_depth is 16, expected 8" in error
+    assert "expected at least 1e+06" in error
+
+
+def test_refusal_is_reported_with_the_daqs_message(run_batch, tmp_path):
+    """A write the DAQ refuses (missing folder) fails with the DAQ's own message."""
+    report = run_batch("version: 1\nsteps:\n  - write: {output_file: /no/such/dir/x.h5, n_images: 1}\n")
+    assert "the DAQ refused: Output folder '/no/such/dir' does not exist." == report.steps[0]["error"]
+
+
+def test_no_wait_write_then_wait_and_stop(run_batch, daq_sim):
+    """wait: false starts and goes on; wait state and stop behave."""
+    daq_sim.core.settings.frame_rate = 100
+    report = run_batch(
+        "version: 1\nsteps:\n  - write: {output_file: '{root}/bg.h5', n_images: 100000, wait: false}\n"
+        "  - check: {writer: WRITING}\n  - stop: {}\n  - wait: {state: READY, timeout: 5}\n"
+    )
+    assert ["passed"] * 4 == [s["status"] for s in report.steps]
+    assert "Interrupted." == report.steps[2]["acquisition"]["message"]
+
+
+def test_write_waits_for_a_running_acquisition(run_batch, daq_sim):
+    """A write after a no-wait write waits for READY, then runs."""
+    daq_sim.core.settings.frame_rate = 1000
+    report = run_batch(
+        "version: 1\nsteps:\n  - write: {output_file: '{root}/a.h5', n_images: 300, wait: false}\n"
+        "  - write: {output_file: '{root}/b.h5', n_images: 5}\n"
+    )
+    assert "passed" == report.status
+
+
+def test_rest_outage_is_ridden_out(run_batch, daq_sim):
+    """A short REST outage (HTTP 503) mid-batch is waited out with backoff."""
+    faults(daq_sim, unavailable_s=1.5)
+    report = run_batch(WRITE.format(name="o", n=5))
+    assert "passed" == report.status
+    assert any("retrying" in n for n in report.notices)
+
+
+def test_redis_dies_mid_batch_falls_back_and_returns(tmp_path):
+    """Redis killed mid-batch: REST polling takes over; Redis back: the stream is used again."""
+    from daq_runner.sim import RedisServer, SimSettings, SimulatedDaq
+
+    server = RedisServer().start()
+    with SimulatedDaq(redis_url=server.url, settings=SimSettings(frame_rate=50, heartbeat_s=0.3)) as sim:
+        batch = load_batch_text(
+            "version: 1\nsteps:\n  - for: {i: [1, 2, 3, 4]}\n    steps:\n      - write: {output_file: '{root}/r{i}.h5', n_images: 20}\n",
+            vars={"root": str(tmp_path)},
+        )
+        collect = Collect()
+        runner = Runner(sim.url, server.url, [collect], require_log=False)
+        restarted = {}
+
+        def chaos():
+            wait_until(lambda: len(collect.kinds(events.STEP_FINISHED)) >= 1)
+            server.kill()
+            wait_until(lambda: len(collect.kinds(events.STEP_FINISHED)) >= 2)
+            restarted["server"] = RedisServer(port=server.port).start()
+
+        thread = threading.Thread(target=chaos)
+        thread.start()
+        report = runner.run(batch)
+        thread.join()
+        restarted["server"].stop()
+    assert "passed" == report.status, report.to_dict()
+    notices = " | ".join(report.notices)
+    assert "falling back to REST polling" in notices
+
+
+def test_interrupt_stops_the_acquisition_and_reports(daq_sim, tmp_path):
+    """request_stop during a write: acquisition stopped, step interrupted, rest skipped."""
+    daq_sim.core.settings.frame_rate = 50
+    batch = load_batch_text(WRITE.format(name="i", n=100000) + "  - stop: {}\n", vars={"root": str(tmp_path)})
+    runner = Runner(daq_sim.url, daq_sim.redis_url)
+    threading.Timer(0.5, runner.request_stop, args=("SIGTERM",)).start()
+    start = time.monotonic()
+    report = runner.run(batch)
+    assert time.monotonic() - start < 5
+    assert ("interrupted", ["interrupted", "skipped"]) == (report.status, [s["status"] for s in report.steps])
+    status = requests.get(daq_sim.url + "/writer/status", timeout=5).json()["writer"]
+    assert ("READY", "Interrupted.") == (status["state"], status["acquisition"]["message"])
+
+
+def test_json_report_is_valid_at_every_step_and_final(daq_sim, tmp_path):
+    """The report file parses after every step and holds the full report at the end."""
+    path = tmp_path / "report.json"
+    snapshots = []
+
+    def snapshot(event):
+        if event.kind == events.STEP_FINISHED:
+            snapshots.append(json.loads(path.read_text()))
+
+    batch = load_batch_text(
+        "version: 1\nname: r\nsteps:\n  - write: {output_file: '{root}/a.h5', n_images: 3}\n  - stop: {}\n  - check: {writer: READY}\n",
+        vars={"root": str(tmp_path)},
+    )
+    report = Runner(daq_sim.url, daq_sim.redis_url, [JsonReportFile(str(path)), snapshot]).run(batch)
+    assert [1, 2, 3] == [len(s["steps"]) for s in snapshots]
+    assert all("running" == s["status"] for s in snapshots)
+    final = json.loads(path.read_text())
+    assert final == json.loads(json.dumps(report.to_dict(), default=str))
+    assert {"batch", "daq", "status", "started_at", "finished_at", "steps", "summary"} <= set(final)
+    assert {"name", "path", "sha256"} == set(final["batch"])
+    step = final["steps"][0]
+    for key in ("index", "name", "kind", "params", "status", "attempts", "started_at", "finished_at", "duration_s", "error", "run_id", "output_file", "n_images", "acquisition", "daq_log"):
+        assert key in step
+
+
+def test_junit_has_one_testcase_per_executed_step(run_batch, daq_sim, tmp_path):
+    """JUnit XML: one testcase per executed step, failures with the error."""
+    path = tmp_path / "junit.xml"
+    faults(daq_sim, fail_next="ERROR: boom")
+    run_batch(
+        "version: 1\nsteps:\n  - stop: {}\n  - write: {output_file: '{root}/j.h5', n_images: 2}\n  - stop: {}\n",
+        consumers=[JUnitFile(str(path))],
+    )
+    suite = ET.parse(path).getroot()
+    assert ("2", "1") == (suite.get("tests"), suite.get("failures"))
+    assert "ERROR: boom" in suite.find("testcase/failure").get("message")
+
+
+def test_credentials_are_redacted_in_report(daq_sim, tmp_path):
+    """Passwords in URLs never reach the report."""
+    url = daq_sim.redis_url.replace("redis://", "redis://:s3cret@")
+    batch = load_batch_text("version: 1\nsteps:\n  - stop: {}\n", vars={})
+    report = Runner(daq_sim.url, url, lock=False).run(batch)
+    text = json.dumps(report.to_dict())
+    assert "s3cret" not in text and "***@" in report.daq["redis"]
+
+
+def test_second_runner_is_refused_by_the_lock(daq_sim):
+    """A second runner on the same DAQ gets LockHeldError naming the holder."""
+    client = redis.Redis.from_url(daq_sim.redis_url)
+    holder = DaqLock(client, {"host": "beamline-pc", "pid": 4242, "batch": "night.yaml"})
+    holder.acquire()
+    try:
+        batch = load_batch_text("version: 1\nsteps:\n  - stop: {}\n")
+        with pytest.raises(LockHeldError, match="host beamline-pc, pid 4242, batch night.yaml"):
+            Runner(daq_sim.url, daq_sim.redis_url).run(batch)
+    finally:
+        holder.release()
+    assert "passed" == Runner(daq_sim.url, daq_sim.redis_url).run(batch).status
+    assert client.get("daq-runner:lock") is None, "the lock is released after the run"
+
+
+def test_lock_expires_when_not_renewed(daq_sim):
+    """A crashed runner's lock expires after its ttl."""
+    client = redis.Redis.from_url(daq_sim.redis_url)
+    client.set("daq-runner:lock", json.dumps({"host": "dead"}), px=300)
+    batch = load_batch_text("version: 1\nsteps:\n  - stop: {}\n")
+    assert "passed" == Runner(daq_sim.url, daq_sim.redis_url, lock_wait=3).run(batch).status
+
+
+def test_resume_skips_passed_steps(daq_sim, tmp_path):
+    """Steps passed earlier are kept, not run again."""
+    batch = load_batch_text(WRITE.format(name="r1", n=2) + "  - stop: {}\n", vars={"root": str(tmp_path)})
+    first = Runner(daq_sim.url, daq_sim.redis_url).run(batch)
+    previous = {s["index"]: s for s in first.to_dict()["steps"] if s["status"] == "passed" and s["index"] == 1}
+    collect = Collect()
+    second = Runner(daq_sim.url, daq_sim.redis_url, [collect]).run(batch, previous)
+    assert "passed" == second.status and second.steps[0]["resumed"]
+    assert [2] == [e.step for e in collect.kinds(events.STEP_STARTED)]
