@@ -428,7 +428,7 @@ class SimulatedDaqCore:
             worker.join(10)
 
     def _acquire(self, job: "_Job") -> None:
-        from .hdf5 import FrameSource, Hdf5Writer
+        from .hdf5 import Hdf5Writer, frame_source
 
         rate = self.settings.frame_rate
         try:
@@ -436,7 +436,7 @@ class SimulatedDaqCore:
         except Exception as exc:  # the real writer reports any file problem as FAILED
             self._finish(job, AcquisitionState.FAILED, f"ERROR: cannot create file: {exc}")
             return
-        source = FrameSource(job.config)
+        source = frame_source(job.config)
         written = 0
         last_publish = time.monotonic()
         t0 = time.monotonic()
@@ -455,7 +455,8 @@ class SimulatedDaqCore:
                         self._cond.wait(self._stall_until - now)
                         t0 = time.monotonic() - written / rate
                         continue
-                    due = min(job.n_images, int((now - t0) * rate))
+                    # At most 64 images per HDF5 write: bounded memory at any frame rate.
+                    due = min(job.n_images, int((now - t0) * rate), written + 64)
                     if fail_at is not None and due > fail_at:
                         due = fail_at
                     if due <= written and fail_at != written:

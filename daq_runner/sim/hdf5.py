@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import time
 
 import h5py
 import numpy as np
 
-__all__ = ["Hdf5Writer", "FrameSource", "DTYPES"]
+__all__ = ["Hdf5Writer", "FrameSource", "frame_source", "DTYPES"]
 
 DTYPES = {8: np.uint8, 16: np.uint16, 32: np.uint32}
 METADATA_DTYPE = np.dtype([("image_id", "<u8"), ("status", "<u8")])
@@ -42,6 +43,16 @@ class FrameSource:
     def frames(self, start: int, stop: int) -> np.ndarray:
         """Images ``start`` .. ``stop - 1`` as an array ``(stop - start, height, width)``."""
         return self._frames[np.arange(start, stop) % self._N_BASE]
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_source(height: int, width: int, bit_depth: int) -> "FrameSource":
+    return FrameSource({"image_pixel_height": height, "image_pixel_width": width, "bit_depth": bit_depth})
+
+
+def frame_source(config: dict) -> FrameSource:
+    """The frame source of a config, drawn once per image size and bit depth (drawing takes ~20 ms)."""
+    return _cached_source(config["image_pixel_height"], config["image_pixel_width"], config["bit_depth"])
 
 
 class Hdf5Writer:

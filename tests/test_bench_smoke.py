@@ -1,0 +1,16 @@
+"""The benchmark script still runs (CI runs tests, not benchmarks: this is --quick)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from .conftest import REPO
+
+
+def test_bench_all_quick_runs():
+    """bench/bench_all.py --quick completes and prints every section."""
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "bench_all.py"), "--quick"], capture_output=True, text=True, timeout=120)
+    assert 0 == proc.returncode, proc.stderr
+    for section in ("Per-step cost", "Reaction latency", "round trip", "Start-up"):
+        assert section in proc.stdout
