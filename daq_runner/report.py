@@ -91,7 +91,7 @@ class ReportRecorder:
             report.run_id = event.run_id
             report.started_at = event.time
         elif event.kind == events.STEP_FINISHED:
-            record = dict(event.data)
+            record = event.data  # shared, not copied: every consumer sees the same record
             report.steps.append(record)
             report.summary[record["status"]] = report.summary.get(record["status"], 0) + 1
         elif event.kind == events.NOTICE:
