@@ -243,3 +243,23 @@ def test_daq_run_version_and_help_are_fast():
         start = time.monotonic()
         assert 0 == daq_run(flag).returncode
         assert time.monotonic() - start < 2
+
+
+def test_daq_run_second_sigint_exits_at_once_report_valid(daq_sim, tmp_path):
+    """A second SIGINT exits 130 at once; the report on disk is still valid JSON."""
+    daq_sim.core.settings.frame_rate = 50
+    path = batch_file(tmp_path, "version: 1\nsteps:\n  - stop: {}\n  - write: {output_file: '{root}/s.h5', n_images: 100000}\n")
+    report = tmp_path / "r.json"
+    proc = subprocess.Popen(
+        [script("daq-run"), str(path), "--url", daq_sim.url, "--redis", daq_sim.redis_url, "--report", str(report)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        wait_until(lambda: requests.get(daq_sim.url + "/writer/status", timeout=5).json()["writer"]["state"] == "WRITING")
+        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGINT)
+        assert 130 == proc.wait(5)
+    finally:
+        proc.kill()
+        requests.post(daq_sim.url + "/writer/stop", json={}, timeout=5)
+    assert json.loads(report.read_text())["steps"][0]["status"] == "passed"

@@ -303,3 +303,13 @@ def test_resume_skips_passed_steps(daq_sim, tmp_path):
     second = Runner(daq_sim.url, daq_sim.redis_url, [collect]).run(batch, previous)
     assert "passed" == second.status and second.steps[0]["resumed"]
     assert [2] == [e.step for e in collect.kinds(events.STEP_STARTED)]
+
+
+def test_rest_outage_longer_than_the_budget_fails_the_step_clearly(daq_sim, tmp_path):
+    """An outage beyond the retry budget fails the step naming the URL and HTTP 503."""
+    batch = load_batch_text("version: 1\nsteps:\n  - check: {writer: READY}\n")
+    faults(daq_sim, unavailable_s=3)
+    report = Runner(daq_sim.url, daq_sim.redis_url, outage_s=0.5, lock=False).run(batch)
+    error = report.steps[0]["error"]
+    assert "failed" == report.status and "DAQ unreachable" in error and "/writer/status" in error and "503" in error
+    requests.post(daq_sim.url + "/sim/reset", timeout=5)
