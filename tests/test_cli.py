@@ -187,18 +187,24 @@ def test_daq_run_validate_dry_run_and_schema(daq_sim, tmp_path):
     assert "steps" in schema["properties"]
 
 
+def start_daq_run_until_writing(daq_sim, path, report):
+    """Start daq-run in the background and return once the DAQ is writing."""
+    proc = subprocess.Popen(
+        [script("daq-run"), str(path), "--url", daq_sim.url, "--redis", daq_sim.redis_url, "--report", str(report)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    wait_until(lambda: requests.get(daq_sim.url + "/writer/status", timeout=5).json()["writer"]["state"] == "WRITING")
+    return proc
+
+
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 143)])
 def test_daq_run_signal_stops_acquisition_and_writes_report(daq_sim, tmp_path, signum, code):
     """A signal during a write stops the acquisition, writes an interrupted report, exits 130/143."""
     daq_sim.core.settings.frame_rate = 50
     path = batch_file(tmp_path, "version: 1\nsteps:\n  - write: {output_file: '{root}/s.h5', n_images: 100000}\n  - stop: {}\n")
     report = tmp_path / "r.json"
-    proc = subprocess.Popen(
-        [script("daq-run"), str(path), "--url", daq_sim.url, "--redis", daq_sim.redis_url, "--report", str(report)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+    proc = start_daq_run_until_writing(daq_sim, path, report)
     try:
-        wait_until(lambda: requests.get(daq_sim.url + "/writer/status", timeout=5).json()["writer"]["state"] == "WRITING")
         proc.send_signal(signum)
         assert code == proc.wait(10)
     finally:
@@ -250,12 +256,8 @@ def test_daq_run_second_sigint_exits_at_once_report_valid(daq_sim, tmp_path):
     daq_sim.core.settings.frame_rate = 50
     path = batch_file(tmp_path, "version: 1\nsteps:\n  - stop: {}\n  - write: {output_file: '{root}/s.h5', n_images: 100000}\n")
     report = tmp_path / "r.json"
-    proc = subprocess.Popen(
-        [script("daq-run"), str(path), "--url", daq_sim.url, "--redis", daq_sim.redis_url, "--report", str(report)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+    proc = start_daq_run_until_writing(daq_sim, path, report)
     try:
-        wait_until(lambda: requests.get(daq_sim.url + "/writer/status", timeout=5).json()["writer"]["state"] == "WRITING")
         proc.send_signal(signal.SIGINT)
         proc.send_signal(signal.SIGINT)
         assert 130 == proc.wait(5)
