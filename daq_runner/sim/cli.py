@@ -6,7 +6,6 @@ Exit codes: 0 clean shutdown; 1 the simulator could not start; 2 bad usage or co
 from __future__ import annotations
 
 import argparse
-import json
 import signal
 import sys
 import threading
@@ -26,6 +25,12 @@ def _parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--frame-rate", type=float, default=100.0, metavar="HZ", help="detector frame rate (default 100)")
     parser.add_argument("--sync-limit", type=float, default=60.0, metavar="S", help="write_sync limit (default 60)")
     parser.add_argument("--deploy-delay", type=float, default=0.2, metavar="S", help="config deployment time (default 0.2)")
+    parser.add_argument(
+        "--start-state",
+        choices=("READY", "UNKNOWN"),
+        default=None,
+        help="writer state at start (default: UNKNOWN when restarted on a Redis that holds an earlier status, else READY)",
+    )
     args = parser.parse_args(argv)
     if not 0 < args.frame_rate <= 100_000:
         parser.error("--frame-rate must be in (0, 100000]")
@@ -62,7 +67,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         except (ValueError, SimRefusal) as exc:
             print(f"daq-sim: error: {exc}", file=sys.stderr)
             return 2
-    settings = SimSettings(frame_rate=args.frame_rate, sync_limit_s=args.sync_limit, deploy_delay_s=args.deploy_delay)
+    settings = SimSettings(frame_rate=args.frame_rate, sync_limit_s=args.sync_limit, deploy_delay_s=args.deploy_delay, start_state=args.start_state)
     done = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, lambda *_: done.set())

@@ -56,6 +56,9 @@ class SimSettings:
         status_interval_s: status publication period while writing.
         heartbeat_s: status and stats publication period.
         stream_maxlen: approximate length at which streams are trimmed.
+        start_state: writer state at start, ``"READY"`` or ``"UNKNOWN"``. ``None``: as a
+            deployed DAQ, UNKNOWN when this is a restart (the DAQ's Redis already holds a
+            writer status from an earlier instance), READY on a fresh system.
     """
 
     frame_rate: float = 100.0
@@ -66,6 +69,7 @@ class SimSettings:
     status_interval_s: float = 0.5
     heartbeat_s: float = 1.0
     stream_maxlen: int = 10_000
+    start_state: Optional[str] = None
 
 
 def validate_config_update(current: Optional[dict], update: Any) -> dict:
@@ -152,6 +156,19 @@ class _Publisher:
         if self._redis is not None:
             self._redis.close()
 
+    def history(self, stream: str, count: int) -> List[Tuple[str, Any]]:
+        """The newest ``count`` entries of ``stream``, newest first (empty when Redis is down)."""
+        if self._redis is None:
+            return []
+        import redis
+
+        from .._redis import decode_entries
+
+        try:
+            return decode_entries(self._redis.xrevrange(stream, count=count))
+        except redis.RedisError:
+            return []
+
 
 class _LocalIds:
     """Stream-like ids for entries that could not be published (Redis down)."""
@@ -210,8 +227,19 @@ class SimulatedDaqCore:
         self._stats: Optional[dict] = None
 
     def start(self) -> "SimulatedDaqCore":
-        """Deploy the initial config and start the 1 Hz status and stats publication."""
+        """Deploy the initial config and start the 1 Hz status and stats publication.
+
+        A restart (the Redis already holds an earlier instance's writer status) comes up
+        as a deployed DAQ does after a writer restart: writer UNKNOWN, no acquisition,
+        the acquisition logs still served from ``daq:log``.
+        """
+        restarted = bool(self._publisher.history(self.streams.status, 1))
+        start_state = self.settings.start_state or (WriterState.UNKNOWN.value if restarted else WriterState.READY.value)
+        with self._cond:
+            self._writer_state = WriterState(start_state)
+            self._logs = self._publisher.history(self.streams.log, 1000)
         self.set_config(self._initial_config, _wait=True)
+        self._publish_status()
         self._ticker = threading.Thread(target=self._tick, name="daq-sim-ticker", daemon=True)
         self._ticker.start()
         return self

@@ -295,6 +295,26 @@ def test_redis_outage_keeps_rest_alive_and_publishing_resumes(tmp_path):
         server.stop()
 
 
+def test_restart_on_the_same_redis_comes_up_unknown_with_its_logs(tmp_path):
+    """As a deployed DAQ after a writer restart: UNKNOWN, no acquisition, earlier logs still served."""
+    from daq_runner.sim import RedisServer, SimSettings, SimulatedDaq
+
+    with RedisServer() as server:
+        with SimulatedDaq(redis_url=server.url, settings=SimSettings(frame_rate=1000)) as first:
+            assert "READY" == OriginalClient(first.url).get_status()["state"]  # a fresh system
+            OriginalClient(first.url).start_writer_sync({"output_file": str(tmp_path / "a.h5"), "n_images": 3, "run_id": 7})
+        with SimulatedDaq(redis_url=server.url, settings=SimSettings(frame_rate=1000)) as second:
+            client = OriginalClient(second.url)
+            assert {"state": "UNKNOWN", "acquisition": None} == client.get_status()
+            assert "UNKNOWN" == stream_entries(server.url, "daq:status")[-1]["state"]
+            assert [7] == [log["info"]["run_id"] for log in client.get_logs(5).values()]
+            with pytest.raises(OriginalAdminException, match="UNKNOWN"):
+                client.start_writer_async({"output_file": str(tmp_path / "b.h5"), "n_images": 3})
+            assert "READY" == client.stop_writer()["state"]
+        with SimulatedDaq(redis_url=server.url, settings=SimSettings(start_state="READY")) as third:
+            assert "READY" == OriginalClient(third.url).get_status()["state"]
+
+
 def test_openapi_document(daq_sim):
     """The REST API documents itself."""
     paths = requests.get(daq_sim.url + "/openapi.json", timeout=5).json()["paths"]
