@@ -9,6 +9,7 @@ and logs always handed back as a list.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, Callable, Optional
 
 import requests
@@ -65,11 +66,13 @@ class StdDaqClient:
         timeout: connect and read timeout of every request, in seconds.
         retries: extra attempts after a transport failure (connection refused or reset,
             timeout, HTTP 502/503/504); ``0`` means one attempt.
-        retry_deadline: give up retrying once this many seconds have passed since the
-            first attempt (``None``: bounded by ``retries`` only).
+        retry_deadline: give up rather than retry past this many seconds since the first
+            attempt (``None``: bounded by ``retries`` only).
         sync_timeout: read timeout of ``start_writer_sync``, which blocks server-side.
         session: a ``requests.Session`` to use instead of the client's own.
         on_retry: called as ``on_retry(url, attempt, error, sleep_s)`` before each retry.
+        sleep: how to wait between retries (default ``time.sleep``); a caller that must
+            react to a stop request passes a sleep that raises instead of waiting on.
 
     Write starts are never sent twice blindly: a write whose reply was lost raises
     :class:`~daq_runner.exceptions.WriteOutcomeUnknown` (see :meth:`start_writer_async`).
@@ -85,6 +88,7 @@ class StdDaqClient:
         sync_timeout: float = SYNC_WRITE_TIMEOUT,
         session: Optional[requests.Session] = None,
         on_retry: Optional[RetryHook] = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if retries < 0:
             raise ValueError("retries must be >= 0")
@@ -94,6 +98,7 @@ class StdDaqClient:
         self.retry_deadline = retry_deadline
         self.sync_timeout = float(sync_timeout)
         self.on_retry = on_retry
+        self.sleep = sleep
         if session is None:
             session = requests.Session()
             # Retries are ours (tenacity), not urllib3's hidden ones.
@@ -191,7 +196,8 @@ class StdDaqClient:
         is_write = endpoint in (api.WRITER_WRITE_ASYNC, api.WRITER_WRITE_SYNC)
         stop = tenacity.stop_after_attempt(self.retries + 1)
         if self.retry_deadline is not None:
-            stop = stop | tenacity.stop_after_delay(self.retry_deadline)
+            # Give up instead of sleeping past the deadline: the budget is a promise to callers.
+            stop = stop | tenacity.stop_before_delay(self.retry_deadline)
         retrying = tenacity.Retrying(
             stop=stop,
             wait=tenacity.wait_exponential(multiplier=0.1, max=5.0) + tenacity.wait_random(0, 0.2),
@@ -200,6 +206,7 @@ class StdDaqClient:
                 lambda e: isinstance(e, DaqTransportError) and not isinstance(e, WriteOutcomeUnknown)
             ),
             before_sleep=self._before_sleep(url),
+            sleep=self.sleep,
             reraise=True,
         )
         return retrying(self._send_once, endpoint, url, body, read_timeout or self.timeout, is_write)
