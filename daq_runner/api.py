@@ -15,6 +15,7 @@ from typing import Any, Dict, List, NamedTuple, Optional, TypedDict
 __all__ = [
     "DEFAULT_URL",
     "DEFAULT_REDIS_PORT",
+    "DEFAULT_OUTAGE_S",
     "Endpoint",
     "WRITER_STATUS",
     "WRITER_WRITE_ASYNC",
@@ -49,6 +50,8 @@ __all__ = [
 
 DEFAULT_URL = "http://127.0.0.1:5000"
 DEFAULT_REDIS_PORT = 6379
+# How long a runner rides out an unreachable DAQ: a writer service restart takes ~10-30 s.
+DEFAULT_OUTAGE_S = 40.0
 
 
 class Endpoint(NamedTuple):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 import redis
 
@@ -53,9 +53,20 @@ class DaqLock:
         except ValueError:
             return {"raw": raw.decode(errors="replace")}
 
-    def acquire(self, wait: float = 0.0, stop_event: Optional[threading.Event] = None) -> None:
-        """Take the lock, waiting up to ``wait`` seconds; raises :class:`LockHeldError`."""
+    def acquire(
+        self,
+        wait: float = 0.0,
+        stop_event: Optional[threading.Event] = None,
+        on_held: Optional[Callable[[dict], None]] = None,
+    ) -> None:
+        """Take the lock, waiting up to ``wait`` seconds; raises :class:`LockHeldError`.
+
+        ``on_held(holder)`` is called once when the lock is found held and the call is
+        going to wait; a set ``stop_event`` ends the wait at once (with the error).
+        """
         deadline = time.monotonic() + wait
+        told = False
+        stop_event = stop_event or threading.Event()
         while True:
             try:
                 if self.client.set(self.key, self.value, nx=True, px=int(self.ttl * 1000)):
@@ -63,14 +74,17 @@ class DaqLock:
                 holder = self.holder() or {}
             except redis.RedisError as exc:
                 raise DaqError(f"Redis: {exc}") from exc
-            if time.monotonic() >= deadline or (stop_event is not None and stop_event.is_set()):
+            if time.monotonic() >= deadline or stop_event.is_set():
                 raise LockHeldError(
                     "another runner drives this DAQ: "
                     f"host {holder.get('host', '?')}, pid {holder.get('pid', '?')}, "
                     f"batch {holder.get('batch', '?')}, since {holder.get('since', '?')}",
                     holder,
                 )
-            time.sleep(min(0.5, max(deadline - time.monotonic(), 0.01)))
+            if on_held is not None and not told:
+                told = True
+                on_held(holder)
+            stop_event.wait(min(0.5, max(deadline - time.monotonic(), 0.01)))
         self._renewer = threading.Thread(target=self._renew, name="daq-runner-lock", daemon=True)
         self._renewer.start()
 

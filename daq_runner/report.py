@@ -38,6 +38,7 @@ class RunReport:
         self.run_id = ""
         self.status = "running"
         self.reason: Optional[str] = None
+        self.daq_unreachable = False  # the run ended because the DAQ stopped answering
         self.started_at: Optional[float] = None
         self.finished_at: Optional[float] = None
         self.steps: List[Dict[str, Any]] = []
@@ -60,6 +61,7 @@ class RunReport:
         return {
             "status": self.status,
             "reason": self.reason,
+            "daq_unreachable": self.daq_unreachable,
             "finished_at": _iso(self.finished_at),
             "summary": dict(self.summary),
             "notices": self.notices[-50:],
@@ -99,6 +101,7 @@ class ReportRecorder:
         elif event.kind == events.RUN_FINISHED:
             report.status = event.data["status"]
             report.reason = event.data.get("reason")
+            report.daq_unreachable = bool(event.data.get("daq_unreachable"))
             report.finished_at = event.time
 
 

@@ -25,10 +25,13 @@ from .feed import Interrupted, StatusFeed
 from .lock import DaqLock
 from .report import ReportRecorder, RunReport
 
-__all__ = ["Runner", "StepFailed"]
+__all__ = ["Runner", "StepFailed", "DEFAULT_OUTAGE_S"]
 
+DEFAULT_OUTAGE_S = api.DEFAULT_OUTAGE_S
 _LOG_WAIT_S = 3.0
 _READY_AFTER_STOP_S = 10.0
+_VANISHED_AFTER_S = 2.0
+_STOP_BUDGET_S = 5.0  # after a stop request: try this long to stop our acquisition, then exit
 _DEPLOY_POLL_S = 0.05
 
 
@@ -56,6 +59,9 @@ class Runner:
         streams: Redis stream names of the DAQ.
         poll_interval: REST polling period when Redis is not available.
         retry_delay: pause between attempts of a failed step.
+        outage_s: how long every request rides out an unreachable DAQ (connection
+            refused, timeouts, HTTP 502/503/504). Beyond it the DAQ counts as gone: the
+            step fails and the rest of the run is skipped, whatever their ``on_error``.
         require_log: a write passes only when the DAQ's own log records it.
         lock: take the DAQ's runner lock in its Redis (see :class:`~daq_runner.lock.DaqLock`).
         lock_wait: seconds to wait for a lock held by another runner.
@@ -76,7 +82,7 @@ class Runner:
         streams: api.StreamNames = api.StreamNames(),
         poll_interval: float = 0.05,
         retry_delay: float = 1.0,
-        outage_s: float = 40.0,
+        outage_s: float = DEFAULT_OUTAGE_S,
         require_log: bool = True,
         lock: bool = True,
         lock_wait: float = 0.0,
@@ -84,8 +90,16 @@ class Runner:
         self.url = url
         self.redis_url = redis_url
         self.consumers: List[events.Consumer] = list(consumers)
+        self.stop_event = threading.Event()
+        self.stop_reason: Optional[str] = None
+        self.daq_lost: Optional[str] = None  # why the DAQ is considered gone for this run
         self.client = client or StdDaqClient(
-            url, timeout=5.0, retries=1000, retry_deadline=outage_s, on_retry=self._on_client_retry
+            url,
+            timeout=5.0,
+            retries=1000,
+            retry_deadline=outage_s,
+            on_retry=self._on_client_retry,
+            sleep=self._retry_sleep,
         )
         self.streams = streams
         self.poll_interval = poll_interval
@@ -93,8 +107,8 @@ class Runner:
         self.require_log = require_log
         self.use_lock = lock
         self.lock_wait = lock_wait
-        self.stop_event = threading.Event()
-        self.stop_reason: Optional[str] = None
+        self.outage_s = outage_s
+        self._budget = f"{outage_s:g} s" if client is None else "the client's retries"
         self.run_id = ""
         self._step: Optional[Step] = None
         self._own_acquisition: Optional[int] = None  # run_id of an acquisition we started and have not seen end
@@ -113,6 +127,11 @@ class Runner:
 
     def _notice(self, message: str) -> None:
         self._emit(events.NOTICE, self._step, message=message)
+
+    def _retry_sleep(self, seconds: float) -> None:
+        # The client's pause between retries: a stop request ends a DAQ outage wait at once.
+        if self.stop_event.wait(seconds):
+            raise Interrupted()
 
     def _on_client_retry(self, url: str, attempt: int, error: BaseException, sleep: float) -> None:
         # One notice per outage second is enough for people and logs.
@@ -171,12 +190,18 @@ class Runner:
             raise
         finally:
             try:
-                if outcome == "interrupted" or self.stop_event.is_set():
-                    self._stop_own_acquisition("run interrupted")
+                # Whatever ended the run (a stop, a crash in a consumer, a bug), an
+                # acquisition this runner started and did not see end is stopped.
+                self._stop_own_acquisition("run interrupted" if outcome == "interrupted" else f"run ended ({outcome})")
             finally:
                 if lock is not None:
                     lock.release()
-                self._emit(events.RUN_FINISHED, status=outcome, reason=self.stop_reason)
+                self._emit(
+                    events.RUN_FINISHED,
+                    status=outcome,
+                    reason=self.stop_reason or self.daq_lost,
+                    daq_unreachable=self.daq_lost is not None,
+                )
                 self.consumers.remove(recorder)
                 if redis_client is not None:
                     redis_client.close()
@@ -188,9 +213,18 @@ class Runner:
             return None
         holder = {"host": socket.gethostname(), "pid": os.getpid(), "batch": batch.path, "run": self.run_id}
         lock = DaqLock(redis_client, holder)
+
+        def on_held(other: dict) -> None:
+            self._notice(
+                f"waiting up to {self.lock_wait:g} s for the runner lock held by host {other.get('host', '?')}, "
+                f"pid {other.get('pid', '?')}, batch {other.get('batch', '?')}"
+            )
+
         try:
-            lock.acquire(wait=self.lock_wait, stop_event=self.stop_event)
+            lock.acquire(wait=self.lock_wait, stop_event=self.stop_event, on_held=on_held)
         except LockHeldError:
+            if self.stop_event.is_set():
+                return None  # told to stop while waiting: every step is skipped, nothing is sent
             raise
         except DaqRunnerError as exc:
             self._notice(f"no runner lock could be taken: {exc}")
@@ -210,6 +244,10 @@ class Runner:
             if status == "interrupted":
                 self._skip(batch.steps[position + 1 :], "run interrupted")
                 return "interrupted"
+            if self.daq_lost is not None:
+                # Every further request would wait out the whole outage budget again.
+                self._skip(batch.steps[position + 1 :], self.daq_lost)
+                return "failed"
             if status == "failed":
                 outcome = "failed"
                 if step.on_error == "abort":
@@ -239,6 +277,7 @@ class Runner:
         if isinstance(step, WriteStep):
             record.update({"run_id": None, "output_file": step.output_file, "n_images": step.n_images, "acquisition": None, "daq_log": None, "daq_log_reason": None})
         record["recoveries"] = []
+        record["failed_attempts"] = []
         if result:
             record.update(result)
         return record
@@ -261,14 +300,19 @@ class Runner:
                     break
                 except (StepFailed, StdDaqAdminException, DaqRunnerError) as exc:
                     error = _describe(exc)
-                    will_retry = attempt <= step.retries
+                    # Every failed attempt stays in the report, also when a later one passes.
+                    result.setdefault("failed_attempts", []).append({"attempt": attempt, "error": error, "at": time.time()})
+                    if _daq_gone(exc):
+                        self.daq_lost = f"DAQ unreachable beyond the retry budget ({self._budget})"
+                    will_retry = attempt <= step.retries and self.daq_lost is None
                     self._emit(events.ATTEMPT_FAILED, step, attempt=attempt, error=error, will_retry=will_retry)
-                    if will_retry:
-                        feed.sleep(self.retry_delay)
+                    if not will_retry:
+                        break
+                    feed.sleep(self.retry_delay)
         except (Interrupted, KeyboardInterrupt):
             status, error = "interrupted", f"interrupted ({self.stop_reason or 'stop requested'})"
             self.request_stop(self.stop_reason or "SIGINT")
-            self._stop_own_acquisition(error)
+            self._stop_own_acquisition(error, result)
         finally:
             self._step = None
         self._emit(events.STEP_FINISHED, step, **self._record(step, status, attempt, started, result, error))
@@ -287,19 +331,31 @@ class Runner:
         if not ready:
             raise StepFailed(f"writer was UNKNOWN and did not return to READY after a stop ({reason})")
 
-    def _stop_own_acquisition(self, reason: str) -> None:
-        """Stop the acquisition this runner started, if it is still running. Never raises."""
+    def _stop_own_acquisition(self, reason: str, result: Optional[dict] = None) -> None:
+        """Stop the acquisition this runner started, if it is still running. Never raises.
+
+        Rides out a DAQ outage for a few seconds only: it runs when the runner has been
+        told to stop. What it did is a recovery of the step (in ``result``) and an event.
+        """
         run_id, self._own_acquisition = self._own_acquisition, None
         if run_id is None:
             return
+        record = {"reason": reason, "action": "stop_writer", "at": time.time()}
         try:
-            probe = StdDaqClient(self.url, timeout=2.0, retries=2, session=self.client.session)
+            # Once the DAQ has failed for the whole outage budget, one more try is enough.
+            budget = 0.0 if self.daq_lost else _STOP_BUDGET_S
+            probe = StdDaqClient(self.url, timeout=2.0, retries=100, retry_deadline=budget, session=self.client.session)
             status = probe.get_status()
-            if status.get("state") == api.WriterState.WRITING.value and api.acquisition_run_id(status) == run_id:
-                probe.stop_writer()
-                self._emit(events.RECOVERY, self._step, reason=reason, action="stop_writer", outcome=f"stopped acquisition {run_id}")
+            if status.get("state") != api.WriterState.WRITING.value or api.acquisition_run_id(status) != run_id:
+                return  # it ended by itself
+            probe.stop_writer()
+            record["outcome"] = f"stopped acquisition {run_id}"
         except Exception as exc:  # best effort: the DAQ may be gone
-            self._emit(events.NOTICE, self._step, message=f"could not stop acquisition {run_id}: {exc}")
+            record["outcome"] = f"could not stop acquisition {run_id}, it may still be running: {exc}"
+            self._notice(record["outcome"])
+        if result is not None:
+            result.setdefault("recoveries", []).append(record)
+        self._emit(events.RECOVERY, self._step, **record)
 
     def _ready_for_writer(self, step: Step, feed: StatusFeed, deadline: float, result: dict) -> dict:
         """Writer status once READY: recovers UNKNOWN, waits out a running acquisition."""
@@ -329,8 +385,11 @@ class Runner:
         result.update(run_id=run_id, acquisition=None, daq_log=None, daq_log_reason=None)
         status_mark = feed.mark()
         log_mark = feed.mark(self.streams.log)
+        started = time.monotonic()
+        seen_ours = False  # our run_id has shown up in a writer status
         try:
-            self.client.start_writer_async(request)
+            reply = self.client.start_writer_async(request)
+            seen_ours = api.acquisition_run_id(reply) == run_id
         except WriteOutcomeUnknown as exc:
             # The reply was lost: our run_id tells whether the acquisition started.
             status = self.client.get_status()
@@ -349,10 +408,17 @@ class Runner:
             return
 
         def ended(status: dict) -> bool:
+            nonlocal seen_ours
             if status.get("state") == api.WriterState.UNKNOWN.value:
                 return True
-            acquisition = status.get("acquisition") or {}
-            return api.acquisition_run_id(status) == run_id and acquisition.get("state") in ("FINISHED", "FAILED")
+            if api.acquisition_run_id(status) == run_id:
+                seen_ours = True
+                return (status.get("acquisition") or {}).get("state") in ("FINISHED", "FAILED")
+            # READY without our acquisition once it had started: the DAQ lost it (a restart).
+            # Before we have seen it, allow for statuses published before the start took effect.
+            return status.get("state") == api.WriterState.READY.value and (
+                seen_ours or time.monotonic() - started > _VANISHED_AFTER_S
+            )
 
         def progress(status: dict) -> None:
             if api.acquisition_run_id(status) == run_id:
@@ -369,11 +435,14 @@ class Runner:
         if final is None:
             status = self.client.get_status()
             done = ((status.get("acquisition") or {}).get("stats") or {}).get("n_write_completed", 0)
-            self._stop_own_acquisition(f"step timeout ({step.timeout:g} s)")
+            self._stop_own_acquisition(f"step timeout ({step.timeout:g} s)", result)
             result["acquisition"] = self.client.get_status().get("acquisition")
             raise StepFailed(f"timed out after {step.timeout:g} s with {done}/{step.n_images} images written; acquisition stopped")
         self._own_acquisition = None
         acquisition = final.get("acquisition") or {}
+        if final.get("state") == api.WriterState.READY.value and api.acquisition_run_id(final) != run_id:
+            result["acquisition"] = acquisition or None
+            raise StepFailed(f"acquisition {run_id} vanished: the writer is READY with no record of it (was the DAQ restarted?)")
         if final.get("state") == api.WriterState.UNKNOWN.value:
             result["acquisition"] = acquisition
             self._recover_unknown(step, feed, result, "writer UNKNOWN during the acquisition")
@@ -471,6 +540,14 @@ class Runner:
         WaitStep: _do_wait,
         StopStep: _do_stop,
     }
+
+
+def _daq_gone(exc: BaseException) -> bool:
+    """A transport failure that outlasted the client's whole retry budget.
+
+    A lost write reply is not one: it is raised at once and resolved by ``run_id``.
+    """
+    return isinstance(exc, DaqTransportError) and not isinstance(exc, WriteOutcomeUnknown)
 
 
 def _describe(exc: BaseException) -> str:

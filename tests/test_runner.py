@@ -224,6 +224,23 @@ def test_interrupt_stops_the_acquisition_and_reports(daq_sim, tmp_path):
     assert ("READY", "Interrupted.") == (status["state"], status["acquisition"]["message"])
 
 
+def test_a_crashing_consumer_ends_the_run_and_the_acquisition_is_stopped(daq_sim, tmp_path):
+    """Whatever ends a run (here a consumer that raises, e.g. a full disk), the acquisition
+    the runner started is stopped and the lock released."""
+    daq_sim.core.settings.frame_rate = 50
+
+    def disk_full(event):
+        if event.kind == events.PROGRESS:
+            raise OSError(28, "No space left on device")
+
+    batch = load_batch_text(WRITE.format(name="c", n=100000), vars={"root": str(tmp_path)})
+    with pytest.raises(OSError, match="No space left"):
+        Runner(daq_sim.url, daq_sim.redis_url, [disk_full]).run(batch)
+    status = requests.get(daq_sim.url + "/writer/status", timeout=5).json()["writer"]
+    assert ("READY", "Interrupted.") == (status["state"], status["acquisition"]["message"])
+    assert redis.Redis.from_url(daq_sim.redis_url).get("daq-runner:lock") is None
+
+
 def test_json_report_is_valid_at_every_step_and_final(daq_sim, tmp_path):
     """The report file parses after every step and holds the full report at the end."""
     path = tmp_path / "report.json"
