@@ -1,8 +1,9 @@
 """``daq-run``: run a batch file against a Standard DAQ (or the embedded simulator).
 
 Exit codes: 0 every step passed; 1 a step failed; 2 invalid batch file or usage; 3 DAQ
-unreachable before the first step; 4 another runner holds this DAQ's lock; 130 / 143
-interrupted by SIGINT / SIGTERM (SIGHUP counts as SIGTERM).
+unreachable before the first step, or for longer than ``--max-outage`` during the run;
+4 another runner holds this DAQ's lock; 130 / 143 interrupted by SIGINT / SIGTERM
+(SIGHUP counts as SIGTERM).
 
 Configuration precedence: flags > environment (``STD_DAQ_API_URL``, ``STD_DAQ_REDIS_URL``)
 > the batch's ``daq:`` > the profile chosen with ``--daq`` > defaults. Heavy modules are
@@ -21,6 +22,7 @@ __all__ = ["main", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_UNREACHABLE", "
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_LOCKED = 0, 1, 2, 3, 4
 EXIT_SIGNAL = {"SIGINT": 130, "SIGTERM": 143, "SIGHUP": 143}
 DEFAULT_PROFILES = os.path.join("config", "daqs.yaml")
+MAX_SECONDS = 7 * 24 * 3600.0
 
 
 class _Usage(Exception):
@@ -29,12 +31,13 @@ class _Usage(Exception):
 
 def _parser() -> argparse.ArgumentParser:
     from ._cli import OneLineArgumentParser
+    from .api import DEFAULT_OUTAGE_S
     from ._version import __version__
 
     parser = OneLineArgumentParser(
         prog="daq-run",
         description="Run a YAML batch of Standard DAQ steps unattended and write a report.",
-        epilog="Exit codes: 0 passed, 1 a step failed, 2 invalid batch/usage, 3 DAQ unreachable, "
+        epilog="Exit codes: 0 passed, 1 a step failed, 2 invalid batch/usage, 3 DAQ unreachable (at start or beyond --max-outage), "
         "4 DAQ locked by another runner, 130/143 interrupted.",
     )
     parser.add_argument("batch", nargs="?", help="batch file (YAML)")
@@ -54,6 +57,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", metavar="REPORT", help="re-run only the steps that did not pass in REPORT")
     run.add_argument("--force", action="store_true", help="with --resume: accept a batch file that changed")
     run.add_argument("--wait-lock", type=float, default=0.0, metavar="SECONDS", help="wait for another runner's lock")
+    run.add_argument(
+        "--max-outage",
+        type=float,
+        default=DEFAULT_OUTAGE_S,
+        metavar="SECONDS",
+        help=f"ride out an unreachable DAQ this long; beyond it the run stops, exit 3 (default {DEFAULT_OUTAGE_S:g})",
+    )
     run.add_argument("--no-require-log", action="store_true", help="pass writes the DAQ did not log")
     modes = parser.add_argument_group("modes")
     modes.add_argument("--dry-run", action="store_true", help="validate, print the plan, read the DAQ state; change nothing")
@@ -190,6 +200,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except OSError as exc:  # e.g. the report cannot be written (disk full)
         print(f"daq-run: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    except KeyboardInterrupt:  # Ctrl-C before the run began: nothing was started
+        print("daq-run: interrupted before the run began", file=sys.stderr)
+        return EXIT_SIGNAL["SIGINT"]
+    except Exception as exc:
+        # An unforeseen failure: one line for cron mail; -v shows the traceback. Any
+        # acquisition the runner started has been stopped by then (Runner.run's cleanup).
+        if any(arg in ("-v", "--verbose") for arg in (sys.argv[1:] if argv is None else argv)):
+            raise
+        print(f"daq-run: internal error: {type(exc).__name__}: {exc} (run with -v for the traceback)", file=sys.stderr)
+        return EXIT_FAILED
 
 
 def _main(argv: Optional[Sequence[str]]) -> int:
@@ -203,6 +223,10 @@ def _main(argv: Optional[Sequence[str]]) -> int:
         return EXIT_OK
     if not args.batch:
         raise _Usage("a batch file is required")
+    if not 0 <= args.wait_lock <= MAX_SECONDS:
+        raise _Usage(f"--wait-lock must be between 0 and {MAX_SECONDS:g} seconds")
+    if not 0 < args.max_outage <= MAX_SECONDS:
+        raise _Usage(f"--max-outage must be more than 0 and at most {MAX_SECONDS:g} seconds")
 
     from .batch import load_batch, parse_var
     from .exceptions import BatchValidationError
@@ -284,6 +308,7 @@ def _run(args: argparse.Namespace, batch: Any, daq: Dict[str, Optional[str]], pr
         require_log=not args.no_require_log,
         lock=daq["redis"] is not None,
         lock_wait=args.wait_lock,
+        outage_s=args.max_outage,
     )
     try:
         runner.check_reachable()
@@ -313,6 +338,9 @@ def _run(args: argparse.Namespace, batch: Any, daq: Dict[str, Optional[str]], pr
         return EXIT_OK
     if report.status == "interrupted":
         return EXIT_SIGNAL.get(received[0] if received else "SIGINT", 130)
+    if report.daq_unreachable:
+        print(f"daq-run: {report.reason} at {redact_url(daq['url'])}; the rest of the run was skipped", file=sys.stderr)
+        return EXIT_UNREACHABLE
     return EXIT_FAILED
 
 
