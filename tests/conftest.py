@@ -52,6 +52,40 @@ def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.02) ->
         time.sleep(interval)
 
 
+def batch_file(tmp_path: Path, body: str, name: str = "b.yaml") -> Path:
+    """Write a batch file into ``tmp_path``; ``{root}`` in ``body`` becomes ``tmp_path``."""
+    path = tmp_path / name
+    path.write_text(body.replace("{root}", str(tmp_path)))
+    return path
+
+
+def daq_run(*args: str, **kwargs: Any) -> subprocess.CompletedProcess:
+    """Run the installed ``daq-run`` to its end."""
+    return run_script("daq-run", *args, **kwargs)
+
+
+def writer_state(url: str) -> Optional[str]:
+    """The writer state over REST, ``None`` while the DAQ does not answer."""
+    import requests
+
+    try:
+        return requests.get(url + "/writer/status", timeout=2).json()["writer"]["state"]
+    except (requests.RequestException, ValueError, KeyError):
+        return None
+
+
+def start_daq_run(path: Path, *args: str) -> subprocess.Popen:
+    """Start the installed ``daq-run`` in the background."""
+    return subprocess.Popen([script("daq-run"), str(path), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def start_daq_run_until_writing(daq_sim: Any, path: Path, report: Path, *args: str) -> subprocess.Popen:
+    """Start ``daq-run`` on ``daq_sim`` in the background and return once the DAQ is writing."""
+    proc = start_daq_run(path, "--url", daq_sim.url, "--redis", daq_sim.redis_url, "--report", str(report), *args)
+    wait_until(lambda: writer_state(daq_sim.url) == "WRITING")
+    return proc
+
+
 @pytest.fixture
 def python() -> str:
     return sys.executable

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
 import time
 
 import pytest
@@ -12,7 +11,7 @@ import requests
 
 from daq_runner.sim.redis_server import free_port
 
-from .conftest import REPO, run_script, script, wait_until
+from .conftest import REPO, batch_file, daq_run, run_script, script, start_daq_run_until_writing
 
 
 def test_std_cli_scripts_are_ours():
@@ -76,16 +75,6 @@ def test_std_cli_config_not_json(daq_sim, tmp_path):
 
 
 # -- daq-run -------------------------------------------------------------------------------
-
-
-def batch_file(tmp_path, body: str, name: str = "b.yaml"):
-    path = tmp_path / name
-    path.write_text(body.replace("{root}", str(tmp_path)))
-    return path
-
-
-def daq_run(*args, **kwargs):
-    return run_script("daq-run", *args, **kwargs)
 
 
 def test_daq_run_passes_exit_0_with_report_and_junit(daq_sim, tmp_path):
@@ -185,16 +174,6 @@ def test_daq_run_validate_dry_run_and_schema(daq_sim, tmp_path):
     assert before == requests.get(daq_sim.url + "/daq/config", timeout=5).json()["config_id"]
     schema = json.loads(daq_run("--schema").stdout)
     assert "steps" in schema["properties"]
-
-
-def start_daq_run_until_writing(daq_sim, path, report):
-    """Start daq-run in the background and return once the DAQ is writing."""
-    proc = subprocess.Popen(
-        [script("daq-run"), str(path), "--url", daq_sim.url, "--redis", daq_sim.redis_url, "--report", str(report)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    wait_until(lambda: requests.get(daq_sim.url + "/writer/status", timeout=5).json()["writer"]["state"] == "WRITING")
-    return proc
 
 
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 143)])

@@ -1,0 +1,285 @@
+"""Unattended runs under faults, end to end: the installed ``daq-run`` against a real daq-sim and Redis.
+
+The DAQ is killed and restarted as a process, its REST API goes away for 30 s, signals
+arrive while the DAQ does not answer, and another runner holds the lock. Each test reads
+the run's JSON report and the DAQ's own state afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Iterator, Optional
+
+import h5py
+import pytest
+import redis
+import requests
+
+from daq_runner.lock import LOCK_KEY, DaqLock
+from daq_runner.sim.redis_server import RedisServer, free_port
+
+from .conftest import batch_file, daq_run, script, start_daq_run, start_daq_run_until_writing, wait_until, writer_state
+
+
+class SimProcess:
+    """``daq-sim`` as a process of its own on fixed ports, killed and restarted like a DAQ service."""
+
+    def __init__(self, redis_url: str, frame_rate: float) -> None:
+        self.redis_url = redis_url
+        self.frame_rate = frame_rate
+        self.port = free_port()
+        self.proc: Optional[subprocess.Popen] = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, *args: str) -> "SimProcess":
+        command = [script("daq-sim"), "--port", str(self.port), "--redis-url", self.redis_url]
+        self.proc = subprocess.Popen(
+            [*command, "--frame-rate", str(self.frame_rate), "--deploy-delay", "0.05", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        line = self.proc.stdout.readline()
+        assert line.startswith("daq-sim ready"), line + self.proc.stderr.read()
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, as a crash or a power cut."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+        if self.proc is not None:
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        for stream in (self.proc.stdout, self.proc.stderr) if self.proc else ():
+            stream.close()
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A Redis of its own: it outlives the DAQ process, as a deployed DAQ's Redis does."""
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture
+def sim_process(redis_server: RedisServer) -> Iterator[SimProcess]:
+    sim = SimProcess(redis_server.url, frame_rate=200).start()
+    try:
+        yield sim
+    finally:
+        sim.stop()
+
+
+def n_images_in(path: Path) -> int:
+    """Images in a file the writer wrote (its ``/<detector>/data`` dataset)."""
+    with h5py.File(path, "r") as handle:
+        (dataset,) = [handle[name]["data"] for name in handle if "data" in handle[name]]
+        return dataset.shape[0]
+
+
+def report_of(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+# -- the DAQ process killed ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "restart_args, first_attempt",
+    [
+        ((), "writer went UNKNOWN during the acquisition"),  # as a deployed DAQ after a restart
+        (("--start-state", "READY"), "vanished"),  # a DAQ that comes back READY without our acquisition
+    ],
+    ids=["back-unknown", "back-ready"],
+)
+def test_daq_killed_and_restarted_mid_write_the_write_is_retried(tmp_path, sim_process, restart_args, first_attempt):
+    """The DAQ process dies during a write and comes back: the attempt fails, is retried, the run passes."""
+    path = batch_file(
+        tmp_path,
+        "version: 1\nsteps:\n"
+        "  - write: {output_file: '{root}/a.h5', n_images: 300}\n    retries: 1\n"
+        "  - write: {output_file: '{root}/b.h5', n_images: 20}\n",
+    )
+    report = tmp_path / "r.json"
+    proc = start_daq_run(path, "--url", sim_process.url, "--redis", sim_process.redis_url, "--report", str(report))
+    wait_until(lambda: writer_state(sim_process.url) == "WRITING")
+    sim_process.kill()
+    time.sleep(1.0)
+    sim_process.start(*restart_args)
+    _, err = proc.communicate(timeout=60)
+    assert 0 == proc.returncode, err
+    final = report_of(report)
+    first, second = final["steps"]
+    assert ("passed", 2) == (first["status"], first["attempts"])
+    assert [1] == [a["attempt"] for a in first["failed_attempts"]]
+    assert first_attempt in first["failed_attempts"][0]["error"]
+    if not restart_args:
+        assert [("writer UNKNOWN during the acquisition", "READY")] == [(r["reason"], r["outcome"]) for r in first["recoveries"]]
+    assert first["daq_log"]["info"]["run_id"] == first["run_id"]
+    assert "passed" == second["status"]
+    assert (300, 20) == (n_images_in(tmp_path / "a.h5"), n_images_in(tmp_path / "b.h5"))
+
+
+def test_daq_gone_for_good_the_run_stops_with_exit_3(tmp_path, sim_process, redis_server):
+    """The DAQ does not come back: the step fails after --max-outage, the rest is skipped, exit 3."""
+    path = batch_file(
+        tmp_path,
+        "version: 1\nsteps:\n"
+        "  - write: {output_file: '{root}/a.h5', n_images: 100000}\n    retries: 3\n    on_error: continue\n"
+        "  - check: {writer: READY}\n"
+        "  - stop: {}\n",
+    )
+    report = tmp_path / "r.json"
+    proc = start_daq_run(
+        path, "--url", sim_process.url, "--redis", redis_server.url, "--report", str(report), "--max-outage", "3", "--quiet"
+    )
+    wait_until(lambda: writer_state(sim_process.url) == "WRITING")
+    sim_process.kill()
+    killed = time.monotonic()
+    _, err = proc.communicate(timeout=60)
+    assert 3 == proc.returncode, err
+    assert time.monotonic() - killed < 15  # 3 s budget, a few s for the best-effort stop; not 4 attempts x 3 steps
+    assert 1 == len(err.strip().splitlines()) and "DAQ unreachable" in err and sim_process.url in err
+    final = report_of(report)
+    assert ("failed", True) == (final["status"], final["daq_unreachable"])
+    assert ["failed", "skipped", "skipped"] == [s["status"] for s in final["steps"]]
+    assert 1 == final["steps"][0]["attempts"] and sim_process.url in final["steps"][0]["error"]
+    assert all("DAQ unreachable beyond the retry budget (3 s)" in s["error"] for s in final["steps"][1:])
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        assert client.get(LOCK_KEY) is None  # the lock is released, the next runner need not wait
+    finally:
+        client.close()
+
+
+# -- the REST API unavailable --------------------------------------------------------------
+
+
+def test_rest_outage_of_30_s_mid_batch_is_waited_out(daq_sim, tmp_path):
+    """A 30 s REST outage between two writes: the run waits it out with backoff and passes."""
+    path = batch_file(
+        tmp_path,
+        "version: 1\nsteps:\n"
+        "  - write: {output_file: '{root}/a.h5', n_images: 20}\n"
+        "  - wait: {seconds: 1}\n"
+        "  - write: {output_file: '{root}/b.h5', n_images: 20}\n"
+        "  - check: {writer: READY}\n",
+    )
+    report = tmp_path / "r.json"
+    proc = start_daq_run(path, "--url", daq_sim.url, "--redis", daq_sim.redis_url, "--report", str(report))
+    wait_until(lambda: daq_sim.core.logs(1))
+    assert 200 == requests.post(daq_sim.url + "/sim/faults", json={"unavailable_s": 30}, timeout=5).status_code
+    outage = time.monotonic()
+    _, err = proc.communicate(timeout=120)
+    assert 0 == proc.returncode, err
+    assert time.monotonic() - outage >= 29  # it really had to wait
+    final = report_of(report)
+    assert ["passed"] * 4 == [s["status"] for s in final["steps"]]
+    retries = [n for n in final["notices"] if "DAQ request failed" in n and "503" in n]
+    assert 5 <= len(retries) <= 40  # backoff: noticed about once a second, not once per request
+    assert 20 == n_images_in(tmp_path / "b.h5")
+
+
+@pytest.mark.parametrize("outage_s, stopped", [(3, True), (60, False)], ids=["outage-shorter-than-stop-budget", "outage-longer"])
+def test_sigterm_during_rest_outage_exits_within_seconds(daq_sim, tmp_path, outage_s, stopped):
+    """SIGTERM while the runner rides out an outage: it stops waiting at once, tries to stop
+    the acquisition for a few seconds, reports what it could do, and exits 143."""
+    daq_sim.core.settings.frame_rate = 50
+    path = batch_file(tmp_path, "version: 1\nsteps:\n  - write: {output_file: '{root}/s.h5', n_images: 100000}\n")
+    report = tmp_path / "r.json"
+    proc = start_daq_run_until_writing(daq_sim, path, report, "--no-redis")
+    try:
+        requests.post(daq_sim.url + "/sim/faults", json={"unavailable_s": outage_s}, timeout=5)
+        time.sleep(1.0)  # the runner's status polls now fail and are being retried
+        signalled = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert 143 == proc.wait(15)
+        assert time.monotonic() - signalled < 8
+    finally:
+        proc.kill()
+    step = report_of(report)["steps"][0]
+    assert "interrupted" == step["status"]
+    (recovery,) = step["recoveries"]
+    if stopped:
+        assert recovery["outcome"].startswith("stopped acquisition")
+        status = requests.get(daq_sim.url + "/writer/status", timeout=5).json()["writer"]
+        assert ("READY", "Interrupted.") == (status["state"], status["acquisition"]["message"])
+    else:
+        assert "could not stop acquisition" in recovery["outcome"] and "may still be running" in recovery["outcome"]
+
+
+# -- another runner holds the lock ---------------------------------------------------------
+
+
+@pytest.fixture
+def other_runner(daq_sim) -> Iterator[DaqLock]:
+    """The DAQ's runner lock, held by 'another runner'."""
+    client = redis.Redis.from_url(daq_sim.redis_url)
+    lock = DaqLock(client, {"host": "other-pc", "pid": 4242, "batch": "night.yaml"})
+    lock.acquire()
+    try:
+        yield lock
+    finally:
+        lock.release()
+        client.close()
+
+
+def test_wait_lock_waits_for_the_other_runner_then_runs(daq_sim, tmp_path, other_runner):
+    """--wait-lock: the run waits (and says for whom) until the other runner releases the DAQ."""
+    path = batch_file(tmp_path, "version: 1\nsteps:\n  - write: {output_file: '{root}/a.h5', n_images: 5}\n")
+    report = tmp_path / "r.json"
+    threading.Timer(1.5, other_runner.release).start()
+    started = time.monotonic()
+    proc = daq_run(str(path), "--url", daq_sim.url, "--redis", daq_sim.redis_url, "--report", str(report), "--wait-lock", "30")
+    assert 0 == proc.returncode, proc.stderr
+    assert 1.4 <= time.monotonic() - started < 15
+    notices = report_of(report)["notices"]
+    assert any("waiting up to 30 s for the runner lock held by host other-pc, pid 4242, batch night.yaml" in n for n in notices)
+
+
+def test_wait_lock_gives_up_with_exit_4_and_sends_nothing(daq_sim, tmp_path, other_runner):
+    """--wait-lock that runs out: exit 4 naming the holder; the DAQ was not touched."""
+    path = batch_file(tmp_path, "version: 1\nsteps:\n  - write: {output_file: '{root}/a.h5', n_images: 5}\n")
+    started = time.monotonic()
+    proc = daq_run(
+        str(path), "--url", daq_sim.url, "--redis", daq_sim.redis_url, "--report", str(tmp_path / "r.json"), "--wait-lock", "1", "--quiet"
+    )
+    assert 4 == proc.returncode
+    assert 1 <= time.monotonic() - started < 10
+    assert "other-pc" in proc.stderr and "4242" in proc.stderr and "night.yaml" in proc.stderr
+    assert 1 == len(proc.stderr.strip().splitlines())
+    assert requests.get(daq_sim.url + "/writer/status", timeout=5).json()["writer"]["acquisition"] is None
+    assert not (tmp_path / "a.h5").exists()
+
+
+def test_sigterm_while_waiting_for_the_lock_exits_143_and_sends_nothing(daq_sim, tmp_path, other_runner):
+    """Told to stop while waiting for the lock: exit 143 at once, every step skipped, nothing sent."""
+    path = batch_file(tmp_path, "version: 1\nsteps:\n  - write: {output_file: '{root}/a.h5', n_images: 5}\n")
+    report = tmp_path / "r.json"
+    proc = start_daq_run(path, "--url", daq_sim.url, "--redis", daq_sim.redis_url, "--report", str(report), "--wait-lock", "60")
+    wait_until(report.exists)
+    time.sleep(0.5)  # the report is created before the lock is tried; taking it is quick
+    signalled = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    assert 143 == proc.wait(10)
+    assert time.monotonic() - signalled < 3
+    final = report_of(report)
+    assert ("interrupted", ["skipped"]) == (final["status"], [s["status"] for s in final["steps"]])
+    assert any("waiting up to 60 s for the runner lock" in n for n in final["notices"])
+    assert requests.get(daq_sim.url + "/writer/status", timeout=5).json()["writer"]["acquisition"] is None
