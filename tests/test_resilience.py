@@ -283,3 +283,95 @@ def test_sigterm_while_waiting_for_the_lock_exits_143_and_sends_nothing(daq_sim,
     assert ("interrupted", ["skipped"]) == (final["status"], [s["status"] for s in final["steps"]])
     assert any("waiting up to 60 s for the runner lock" in n for n in final["notices"])
     assert requests.get(daq_sim.url + "/writer/status", timeout=5).json()["writer"]["acquisition"] is None
+
+
+# -- hostile and broken batch files, through the installed daq-run --------------------------
+
+
+def _alias_bomb() -> bytes:
+    lines = ["a: &a [x, x, x, x, x, x, x, x, x, x]"]
+    for i in range(1, 12):
+        previous = chr(96 + i)
+        lines.append(f"{chr(97 + i)}: &{chr(97 + i)} [" + ", ".join([f"*{previous}"] * 10) + "]")
+    return ("\n".join(lines) + "\n").encode()
+
+
+HOSTILE = {
+    "alias-bomb": (_alias_bomb(), "document too large"),
+    "absurd-sweep": (
+        (
+            "version: 1\nsteps:\n  - for: {a: [" + ", ".join(map(str, range(1000))) + "], b: ["
+            + ", ".join(map(str, range(1000))) + "]}\n    steps: [{stop: {}}]\n"
+        ).encode(),
+        "steps",
+    ),
+    "python-tag": (b"version: 1\nsteps:\n  - stop: !!python/object/apply:os.system ['touch /tmp/daq-runner-pwned']\n", "is not allowed"),
+    "attribute-access": (b"version: 1\nsteps:\n  - write: {output_file: '/d/{root.__class__}.h5', n_images: 1}\n", "not a plain variable name"),
+    "index-access": (b"version: 1\nsteps:\n  - write: {output_file: '/d/{root[0]}.h5', n_images: 1}\n", "not a plain variable name"),
+    "dot-dot-path": (b"version: 1\nsteps:\n  - write: {output_file: '/data/../etc/x.h5', n_images: 1}\n", "'..' segments"),
+    "not-utf8": (b"version: 1\nname: \xff\xfe\nsteps:\n  - stop: {}\n", "not UTF-8"),
+    "binary": (bytes(range(256)) * 8, "b.yaml"),
+    "empty": (b"", "batch file is empty"),
+    "enormous-number": (b"version: 1\nsteps:\n  - wait: {seconds: " + b"9" * 5000 + b"}\n", "b.yaml:3"),
+    "huge-n-images": (b"version: 1\nsteps:\n  - write: {output_file: /d/x.h5, n_images: 1e400}\n", "n_images"),
+    "too-big-file": (b"version: 1\nsteps:\n" + b"  - stop: {}\n" * 200_000, "b.yaml"),
+}
+
+
+@pytest.mark.parametrize("content, text", list(HOSTILE.values()), ids=list(HOSTILE))
+def test_hostile_batch_exits_2_fast_with_one_line_and_no_side_effects(daq_sim, tmp_path, content, text):
+    """Each exits 2 within a couple of seconds, says why in one line, and touches nothing:
+    no request reaches the DAQ, no report is written."""
+    before = requests.get(daq_sim.url + "/daq/config", timeout=5).json()["config_id"]
+    path = tmp_path / "b.yaml"
+    path.write_bytes(content)
+    started = time.monotonic()
+    proc = daq_run(str(path), "--url", daq_sim.url, "--redis", daq_sim.redis_url, "--var", "root=/data")
+    assert time.monotonic() - started < 3
+    assert 2 == proc.returncode, proc.stderr
+    assert 1 == len(proc.stderr.strip().splitlines()) and text in proc.stderr and "Traceback" not in proc.stderr
+    assert "" == proc.stdout
+    assert [p.name for p in tmp_path.iterdir()] == ["b.yaml"]  # no report, no temp file
+    assert before == requests.get(daq_sim.url + "/daq/config", timeout=5).json()["config_id"]
+    assert requests.get(daq_sim.url + "/writer/status", timeout=5).json()["writer"]["acquisition"] is None
+
+
+# -- nothing leaks ---------------------------------------------------------------------------
+
+
+def test_passwords_and_environment_never_reach_logs_or_reports(daq_sim, tmp_path):
+    """Passwords in the DAQ's URLs are redacted in logs and report; the environment never appears."""
+    path = batch_file(tmp_path, "version: 1\nsteps:\n  - write: {output_file: '{root}/a.h5', n_images: 3}\n")
+    report = tmp_path / "r.json"
+    rest = daq_sim.url.replace("http://", "http://operator:rest-pw-4711@")
+    # A Redis that refuses the password: the run goes on over REST, and says so without the URL's secret.
+    redis_url = daq_sim.redis_url.replace("redis://", "redis://:redis-pw-4711@")
+    proc = daq_run(
+        str(path), "--url", rest, "--redis", redis_url, "--report", str(report), "--log-format", "json", "-v",
+        env={"DAQ_TEST_SECRET": "env-secret-4711"},
+    )
+    assert 0 == proc.returncode, proc.stderr
+    everything = proc.stdout + proc.stderr + report.read_text()
+    assert "4711" not in everything
+    assert "***@" in report_of(report)["daq"]["url"] and "***@" in report_of(report)["daq"]["redis"]
+    assert "DAQ_TEST_SECRET" not in everything and "PATH" not in everything
+
+
+# -- resume never rewrites what passed ---------------------------------------------------------
+
+
+def test_resume_refuses_to_rewrite_a_file_an_earlier_passed_step_wrote(daq_sim, tmp_path):
+    """Even with --force, a resumed run may not overwrite data a passed step wrote."""
+    path = batch_file(
+        tmp_path,
+        "version: 1\nsteps:\n  - write: {output_file: '{root}/a.h5', n_images: 3}\n  - check: {writer: WRITING}\n",
+    )
+    first = tmp_path / "first.json"
+    common = ["--url", daq_sim.url, "--redis", daq_sim.redis_url]
+    assert 1 == daq_run(str(path), *common, "--report", str(first)).returncode
+    written = (tmp_path / "a.h5").stat().st_mtime_ns
+    path.write_text(path.read_text().replace("check: {writer: WRITING}", f"write: {{output_file: '{tmp_path}/a.h5', n_images: 3}}"))
+    proc = daq_run(str(path), *common, "--resume", str(first), "--force", "--report", str(tmp_path / "second.json"))
+    assert 2 == proc.returncode and "step 2 would rewrite" in proc.stderr and "step 1" in proc.stderr
+    assert written == (tmp_path / "a.h5").stat().st_mtime_ns
+    assert not (tmp_path / "second.json").exists()

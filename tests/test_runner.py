@@ -60,6 +60,7 @@ def test_without_redis_rest_polling_and_rest_logs(daq_sim, tmp_path):
     report = Runner(daq_sim.url, None).run(batch)
     assert "passed" == report.status
     assert "rest /daq/logs" == report.steps[0]["daq_log_source"]
+    assert any("no runner lock could be taken" in n for n in report.notices)
 
 
 def test_failed_acquisition_is_retried_then_passes(run_batch, daq_sim):
@@ -187,7 +188,7 @@ def test_redis_dies_mid_batch_falls_back_and_returns(tmp_path):
     server = RedisServer().start()
     with SimulatedDaq(redis_url=server.url, settings=SimSettings(frame_rate=50, heartbeat_s=0.3)) as sim:
         batch = load_batch_text(
-            "version: 1\nsteps:\n  - for: {i: [1, 2, 3, 4]}\n    steps:\n      - write: {output_file: '{root}/r{i}.h5', n_images: 20}\n",
+            "version: 1\nsteps:\n  - for: {i: [1, 2, 3, 4, 5, 6, 7, 8]}\n    steps:\n      - write: {output_file: '{root}/r{i}.h5', n_images: 20}\n",
             vars={"root": str(tmp_path)},
         )
         collect = Collect()
@@ -208,6 +209,8 @@ def test_redis_dies_mid_batch_falls_back_and_returns(tmp_path):
     assert "passed" == report.status, report.to_dict()
     notices = " | ".join(report.notices)
     assert "falling back to REST polling" in notices
+    assert "Redis is back; waiting on the status stream again" in notices
+    assert report.steps[-1]["daq_log_source"].startswith("redis daq:log")  # back on the stream
 
 
 def test_interrupt_stops_the_acquisition_and_reports(daq_sim, tmp_path):
