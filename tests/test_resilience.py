@@ -375,3 +375,45 @@ def test_resume_refuses_to_rewrite_a_file_an_earlier_passed_step_wrote(daq_sim, 
     assert 2 == proc.returncode and "step 2 would rewrite" in proc.stderr and "step 1" in proc.stderr
     assert written == (tmp_path / "a.h5").stat().st_mtime_ns
     assert not (tmp_path / "second.json").exists()
+
+
+# -- the runner itself killed -----------------------------------------------------------------
+
+
+def test_runner_killed_leaves_a_valid_report_an_expiring_lock_and_can_be_resumed(daq_sim, tmp_path):
+    """SIGKILL (nothing can run): the report on disk is valid JSON with what had passed, the
+    lock names the dead runner and expires, and --resume re-runs only what had not passed."""
+    daq_sim.core.settings.frame_rate = 100
+    path = batch_file(
+        tmp_path,
+        "version: 1\nsteps:\n"
+        "  - write: {output_file: '{root}/a.h5', n_images: 5}\n"
+        "  - write: {output_file: '{root}/b.h5', n_images: 150}\n"
+        "  - check: {writer: READY}\n",
+    )
+    report = tmp_path / "r.json"
+    proc = start_daq_run(path, "--url", daq_sim.url, "--redis", daq_sim.redis_url, "--report", str(report))
+
+    def writing_b() -> bool:
+        acquisition = requests.get(daq_sim.url + "/writer/status", timeout=5).json()["writer"]["acquisition"] or {}
+        return acquisition.get("info", {}).get("output_file", "").endswith("b.h5")
+
+    wait_until(writing_b)  # step 1 has passed and is in the report
+    proc.kill()
+    proc.communicate(timeout=10)
+    crashed = report_of(report)
+    assert ("running", ["passed"]) == (crashed["status"], [s["status"] for s in crashed["steps"]])
+    client = redis.Redis.from_url(daq_sim.redis_url)
+    try:
+        assert proc.pid == json.loads(client.get(LOCK_KEY))["pid"]
+        assert 0 < client.pttl(LOCK_KEY) <= 30_000
+        client.delete(LOCK_KEY)  # as after its expiry, without waiting 30 s
+    finally:
+        client.close()
+    resumed = tmp_path / "resumed.json"
+    proc = daq_run(str(path), "--url", daq_sim.url, "--redis", daq_sim.redis_url, "--resume", str(report), "--report", str(resumed))
+    assert 0 == proc.returncode, proc.stderr
+    steps = report_of(resumed)["steps"]
+    assert [True, None, None] == [s.get("resumed") for s in steps]
+    assert ["passed"] * 3 == [s["status"] for s in steps]
+    assert 150 == n_images_in(tmp_path / "b.h5")
