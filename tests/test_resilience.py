@@ -53,21 +53,24 @@ class SimProcess:
 
     def kill(self) -> None:
         """SIGKILL: no cleanup, as a crash or a power cut."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-        if self.proc is not None:
-            self.proc.wait(10)
+        self._end(signal.SIGKILL)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
+        self._end(signal.SIGTERM)
+
+    def _end(self, signum: int) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.send_signal(signum)
             try:
-                self.proc.wait(10)
+                proc.wait(10)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        for stream in (self.proc.stdout, self.proc.stderr) if self.proc else ():
-            stream.close()
+                proc.kill()
+                proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
 
 
 @pytest.fixture
