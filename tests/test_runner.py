@@ -71,6 +71,7 @@ def test_failed_acquisition_is_retried_then_passes(run_batch, daq_sim):
     assert "passed" == report.status and 2 == report.steps[0]["attempts"]
     failure = collect.kinds(events.ATTEMPT_FAILED)[0]
     assert "acquisition FAILED: ERROR: detector lost" == failure.data["error"] and failure.data["will_retry"]
+    assert [(1, "acquisition FAILED: ERROR: detector lost")] == [(a["attempt"], a["error"]) for a in report.steps[0]["failed_attempts"]]
 
 
 def test_failed_step_aborts_and_skips_the_rest(run_batch, daq_sim):
@@ -115,6 +116,7 @@ def test_unknown_during_acquisition_fails_attempt_recovers_and_retries(run_batch
     step = report.steps[0]
     assert ("passed", 2) == (step["status"], step["attempts"])
     assert any("during the acquisition" in r["reason"] for r in step["recoveries"])
+    assert "writer went UNKNOWN during the acquisition" in step["failed_attempts"][0]["error"]
 
 
 def test_stall_hits_timeout_and_acquisition_is_stopped(run_batch, daq_sim):
@@ -125,6 +127,8 @@ def test_stall_hits_timeout_and_acquisition_is_stopped(run_batch, daq_sim):
     assert time.monotonic() - start < 8
     step = report.steps[0]
     assert "failed" == report.status and "timed out after 1 s with 0/10 images written; acquisition stopped" == step["error"]
+    assert [("step timeout (1 s)", "stop_writer")] == [(r["reason"], r["action"]) for r in step["recoveries"]]
+    assert step["recoveries"][0]["outcome"].startswith("stopped acquisition")
     assert "READY" == requests.get(daq_sim.url + "/writer/status", timeout=5).json()["writer"]["state"]
 
 
@@ -134,6 +138,7 @@ def test_config_waits_for_deployment_and_fails_on_error(run_batch, daq_sim):
     faults(daq_sim, deployment="ERROR")
     report = run_batch("version: 1\nsteps:\n  - config: {bit_depth: 32}\n")
     assert "failed" == report.status and "deployment failed" in report.steps[0]["error"]
+    assert "ERROR" == report.steps[0]["deployment"]["status"]
 
 
 def test_check_conditions(run_batch):
