@@ -221,3 +221,27 @@ def test_any_structure_loads_or_raises_validation_error(document):
         load_batch_text(yaml.safe_dump(document), "fuzz.yaml")
     except BatchValidationError:
         pass
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(st.binary(max_size=400))
+def test_any_bytes_in_a_file_load_or_raise_validation_error(tmp_path, content):
+    """Any file content (binary, broken encodings, NULs) loads or raises BatchValidationError."""
+    path = tmp_path / "fuzz.yaml"
+    path.write_bytes(content)
+    try:
+        load_batch(path)
+    except BatchValidationError as exc:
+        assert str(exc).startswith(str(path)) and "\n" not in str(exc)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=60), st.sampled_from(["output_file: '/d/{x}.h5'", "n_images: '{x}'", "output_file: '{x}'"]))
+def test_any_var_value_loads_or_raises_validation_error(value, field):
+    """Whatever --var x=VALUE holds, it types or templates into a step or is refused clearly."""
+    try:
+        name, parsed = parse_var(f"x={value}")
+        fields = "{" + field + (", n_images: 1}" if "n_images" not in field else ", output_file: /d/a.h5}")
+        load_batch_text(f"version: 1\nsteps:\n  - write: {fields}\n", "fuzz.yaml", vars={name: parsed})
+    except BatchValidationError:
+        pass
