@@ -386,10 +386,12 @@ class Runner:
         status_mark = feed.mark()
         log_mark = feed.mark(self.streams.log)
         started = time.monotonic()
-        seen_ours = False  # our run_id has shown up in a writer status
+        # Our run_id has shown up in the statuses read *in order* (stream or live REST).
+        # Not the start's reply: the stream may still hold an older READY status published
+        # between the mark and the start, which must not read as "ours has vanished".
+        seen_ours = False
         try:
-            reply = self.client.start_writer_async(request)
-            seen_ours = api.acquisition_run_id(reply) == run_id
+            self.client.start_writer_async(request)
         except WriteOutcomeUnknown as exc:
             # The reply was lost: our run_id tells whether the acquisition started.
             status = self.client.get_status()

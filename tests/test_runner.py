@@ -338,3 +338,18 @@ def test_rest_outage_longer_than_the_budget_fails_the_step_clearly(daq_sim, tmp_
     error = report.steps[0]["error"]
     assert "failed" == report.status and "DAQ unreachable" in error and "/writer/status" in error and "503" in error
     requests.post(daq_sim.url + "/sim/reset", timeout=5)
+
+
+def test_a_status_published_between_mark_and_start_is_not_a_vanished_acquisition(tmp_path):
+    """The stream may hold a READY status of the previous acquisition after the runner's
+    mark (a heartbeat); it must not read as 'our acquisition vanished'."""
+    from daq_runner.sim import SimSettings, SimulatedDaq
+
+    with SimulatedDaq(settings=SimSettings(frame_rate=20000, heartbeat_s=0.002)) as sim:
+        batch = load_batch_text(
+            "version: 1\nsteps:\n  - for: {i: [" + ", ".join(map(str, range(60))) + "]}\n"
+            "    steps: [{write: {output_file: '{root}/h{i}.h5', n_images: 1}}]\n",
+            vars={"root": str(tmp_path)},
+        )
+        report = Runner(sim.url, sim.redis_url, lock=False).run(batch)
+    assert "passed" == report.status, report.failed_steps[:1]
