@@ -211,6 +211,12 @@ class JUnitFile:
                 ET.SubElement(case, "failure", message=step.get("error") or "failed").text = step.get("error")
             elif step["status"] == "interrupted":
                 ET.SubElement(case, "error", message=step.get("error") or "interrupted").text = step.get("error")
+            # What went wrong on the way, also for a step that passed on a retry (a flaky DAQ
+            # shows in CI instead of hiding behind a green test).
+            trail = [f"attempt {a['attempt']} failed: {a['error']}" for a in step.get("failed_attempts") or []]
+            trail += [f"recovery ({r.get('reason')}): {r.get('action')} -> {r.get('outcome')}" for r in step.get("recoveries") or []]
+            if trail:
+                ET.SubElement(case, "system-out").text = "\n".join(trail)
         write_atomic(self.path, ET.tostring(ET.ElementTree(suite).getroot(), encoding="utf-8", xml_declaration=True))
 
 

@@ -287,6 +287,19 @@ def test_junit_has_one_testcase_per_executed_step(run_batch, daq_sim, tmp_path):
     assert "ERROR: boom" in suite.find("testcase/failure").get("message")
 
 
+def test_junit_shows_the_failed_attempts_of_a_step_that_passed_on_retry(run_batch, daq_sim, tmp_path):
+    """A retry that passed is still visible in CI: the testcase's system-out lists the failure."""
+    path = tmp_path / "junit.xml"
+    faults(daq_sim, fail_next="ERROR: flaky")
+    run_batch(
+        "version: 1\nsteps:\n  - write: {output_file: '{root}/j.h5', n_images: 2}\n    retries: 1\n",
+        consumers=[JUnitFile(str(path))],
+    )
+    suite = ET.parse(path).getroot()
+    assert ("1", "0") == (suite.get("tests"), suite.get("failures"))
+    assert "attempt 1 failed: acquisition FAILED: ERROR: flaky" == suite.find("testcase/system-out").text
+
+
 def test_credentials_are_redacted_in_report(daq_sim, tmp_path):
     """Passwords in URLs never reach the report."""
     url = daq_sim.redis_url.replace("redis://", "redis://:s3cret@")
