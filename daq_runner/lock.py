@@ -21,9 +21,16 @@ __all__ = ["DaqLock", "LOCK_KEY", "LOCK_TTL_S"]
 LOCK_KEY = "daq-runner:lock"
 LOCK_TTL_S = 30.0
 
-# Delete or extend only a lock that is still ours.
+# Delete only a lock that is still ours.
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"
-_RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end"
+# Renewing also takes the lock back when it is gone: a restarted (empty) Redis, or an expiry
+# during a Redis outage longer than the ttl. A lock someone else took meanwhile is left alone.
+_RENEW = """
+local holder = redis.call('get', KEYS[1])
+if holder == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end
+if not holder then redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 2 end
+return 0
+"""
 
 
 class DaqLock:

@@ -332,6 +332,23 @@ def test_lock_expires_when_not_renewed(daq_sim):
     assert "passed" == Runner(daq_sim.url, daq_sim.redis_url, lock_wait=3).run(batch).status
 
 
+def test_lock_is_taken_back_after_a_redis_restart(daq_sim):
+    """Redis restarted empty while a runner holds the lock: the next renewal takes it back;
+    a lock another runner took meanwhile is left alone."""
+    client = redis.Redis.from_url(daq_sim.redis_url)
+    lock = DaqLock(client, {"host": "here"}, ttl=0.6)
+    lock.acquire()
+    try:
+        client.flushdb()  # what a restarted Redis without persistence holds
+        wait_until(lambda: client.get("daq-runner:lock") == lock.value.encode(), timeout=3)
+        client.set("daq-runner:lock", json.dumps({"host": "other"}))
+        time.sleep(0.5)  # at least one renewal
+        assert json.loads(client.get("daq-runner:lock")) == {"host": "other"}
+    finally:
+        lock.release()
+        client.delete("daq-runner:lock")
+
+
 def test_resume_skips_passed_steps(daq_sim, tmp_path):
     """Steps passed earlier are kept, not run again."""
     batch = load_batch_text(WRITE.format(name="r1", n=2) + "  - stop: {}\n", vars={"root": str(tmp_path)})
