@@ -274,28 +274,26 @@ def test_json_report_is_valid_at_every_step_and_final(daq_sim, tmp_path):
         assert key in step
 
 
+def junit_of_failing_first_write(run_batch, daq_sim, tmp_path, body: str, error: str):
+    """Run ``body`` with the next acquisition failing with ``error``; the JUnit XML's root."""
+    path = tmp_path / "junit.xml"
+    faults(daq_sim, fail_next=error)
+    run_batch(body, consumers=[JUnitFile(str(path))])
+    return ET.parse(path).getroot()
+
+
 def test_junit_has_one_testcase_per_executed_step(run_batch, daq_sim, tmp_path):
     """JUnit XML: one testcase per executed step, failures with the error."""
-    path = tmp_path / "junit.xml"
-    faults(daq_sim, fail_next="ERROR: boom")
-    run_batch(
-        "version: 1\nsteps:\n  - stop: {}\n  - write: {output_file: '{root}/j.h5', n_images: 2}\n  - stop: {}\n",
-        consumers=[JUnitFile(str(path))],
-    )
-    suite = ET.parse(path).getroot()
+    body = "version: 1\nsteps:\n  - stop: {}\n  - write: {output_file: '{root}/j.h5', n_images: 2}\n  - stop: {}\n"
+    suite = junit_of_failing_first_write(run_batch, daq_sim, tmp_path, body, "ERROR: boom")
     assert ("2", "1") == (suite.get("tests"), suite.get("failures"))
     assert "ERROR: boom" in suite.find("testcase/failure").get("message")
 
 
 def test_junit_shows_the_failed_attempts_of_a_step_that_passed_on_retry(run_batch, daq_sim, tmp_path):
     """A retry that passed is still visible in CI: the testcase's system-out lists the failure."""
-    path = tmp_path / "junit.xml"
-    faults(daq_sim, fail_next="ERROR: flaky")
-    run_batch(
-        "version: 1\nsteps:\n  - write: {output_file: '{root}/j.h5', n_images: 2}\n    retries: 1\n",
-        consumers=[JUnitFile(str(path))],
-    )
-    suite = ET.parse(path).getroot()
+    body = "version: 1\nsteps:\n  - write: {output_file: '{root}/j.h5', n_images: 2}\n    retries: 1\n"
+    suite = junit_of_failing_first_write(run_batch, daq_sim, tmp_path, body, "ERROR: flaky")
     assert ("1", "0") == (suite.get("tests"), suite.get("failures"))
     assert "attempt 1 failed: acquisition FAILED: ERROR: flaky" == suite.find("testcase/system-out").text
 
