@@ -25,9 +25,8 @@ from .feed import Interrupted, StatusFeed
 from .lock import DaqLock
 from .report import ReportRecorder, RunReport
 
-__all__ = ["Runner", "StepFailed", "DEFAULT_OUTAGE_S"]
+__all__ = ["Runner", "StepFailed"]
 
-DEFAULT_OUTAGE_S = api.DEFAULT_OUTAGE_S
 _LOG_WAIT_S = 3.0
 _READY_AFTER_STOP_S = 10.0
 _VANISHED_AFTER_S = 2.0
@@ -82,7 +81,7 @@ class Runner:
         streams: api.StreamNames = api.StreamNames(),
         poll_interval: float = 0.05,
         retry_delay: float = 1.0,
-        outage_s: float = DEFAULT_OUTAGE_S,
+        outage_s: float = api.DEFAULT_OUTAGE_S,
         require_log: bool = True,
         lock: bool = True,
         lock_wait: float = 0.0,
@@ -107,7 +106,6 @@ class Runner:
         self.require_log = require_log
         self.use_lock = lock
         self.lock_wait = lock_wait
-        self.outage_s = outage_s
         self._budget = f"{outage_s:g} s" if client is None else "the client's retries"
         self.run_id = ""
         self._step: Optional[Step] = None
