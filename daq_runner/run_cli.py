@@ -325,13 +325,17 @@ def _run(args: argparse.Namespace, batch: Any, daq: Dict[str, Optional[str]], pr
         received.append(name)
         runner.request_stop(name)
 
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, on_signal)
+    # Restored afterwards, so that main() can also be called from Python (a test, a script).
+    handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    before = {signum: signal.signal(signum, on_signal) for signum in handled}
     try:
         report = runner.run(batch, previous)
     except LockHeldError as exc:
         print(f"daq-run: {exc}", file=sys.stderr)
         return EXIT_LOCKED
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
     if not args.quiet and log_format == "console":
         print(f"report: {report_path}")
     if report.status == "passed":
