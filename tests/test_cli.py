@@ -8,10 +8,11 @@ import time
 
 import pytest
 import requests
+import structlog
 
 from daq_runner.sim.redis_server import free_port
 
-from .conftest import REPO, batch_file, daq_run, run_script, script, start_daq_run_until_writing
+from .conftest import REPO, batch_file, daq_run, run_script, script, start_daq_run, start_daq_run_until_writing
 
 
 def test_std_cli_scripts_are_ours():
@@ -131,6 +132,9 @@ def test_daq_run_invalid_batch_exit_2_nothing_sent(daq_sim, tmp_path, body, text
         (["--report", "/no/such/dir/r.json"], "does not exist"),
         (["--daq", "nope"], "no DAQ named 'nope'"),
         (["--var", "1x=2"], "--var expects NAME=VALUE"),
+        (["--max-outage", "0"], "--max-outage must be more than 0"),
+        (["--wait-lock", "-1"], "--wait-lock must be between 0"),
+        (["--wait-lock", "nan"], "--wait-lock must be between 0"),
     ],
 )
 def test_daq_run_usage_errors_exit_2(tmp_path, args, text):
@@ -162,6 +166,53 @@ def test_daq_run_locked_exit_4(daq_sim, tmp_path):
         assert 4 == proc.returncode and "other-pc" in proc.stderr
     finally:
         lock.release()
+
+
+def test_daq_run_ctrl_c_before_the_run_is_one_line_exit_130(tmp_path):
+    """Ctrl-C while daq-run still waits for the DAQ's first answer: one line, 130, no report."""
+    import socket
+
+    with socket.socket() as silent:  # accepts connections, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        path = batch_file(tmp_path, "version: 1\nsteps:\n  - stop: {}\n")
+        report = tmp_path / "r.json"
+        proc = start_daq_run(path, "--url", f"http://127.0.0.1:{silent.getsockname()[1]}", "--no-redis", "--report", str(report))
+        silent.settimeout(20)
+        connection, _ = silent.accept()  # daq-run's first status request
+        with connection:
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=10)
+    assert 130 == proc.returncode
+    assert "daq-run: interrupted before the run began" == err.strip()
+    assert not report.exists()
+
+
+def test_daq_run_unforeseen_error_is_one_line_and_stops_the_acquisition(daq_sim, tmp_path, monkeypatch, capsys):
+    """A bug in a consumer mid-write: one line, exit 1, the acquisition stopped; -v re-raises."""
+    from daq_runner import events, run_cli
+    from daq_runner.console import LogEvents
+
+    def broken(self, event):
+        if event.kind == events.PROGRESS:
+            raise KeyError("n_written")
+
+    monkeypatch.setattr(LogEvents, "__call__", broken)
+    daq_sim.core.settings.frame_rate = 50
+    path = batch_file(tmp_path, "version: 1\nsteps:\n  - write: {output_file: '{root}/a.h5', n_images: 100000}\n")
+    args = [str(path), "--url", daq_sim.url, "--redis", daq_sim.redis_url, "--report", str(tmp_path / "r.json"), "--log-format", "json"]
+    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    try:
+        assert 1 == run_cli.main(args)
+        assert "daq-run: internal error: KeyError: 'n_written' (run with -v for the traceback)" == capsys.readouterr().err.strip()
+        status = requests.get(daq_sim.url + "/writer/status", timeout=5).json()["writer"]
+        assert ("READY", "Interrupted.") == (status["state"], status["acquisition"]["message"])
+        with pytest.raises(KeyError):
+            run_cli.main([*args, "-v"])
+        assert handlers == (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
+    finally:
+        structlog.reset_defaults()  # main() configured logging for this process
+        requests.post(daq_sim.url + "/writer/stop", json={}, timeout=5)
 
 
 def test_daq_run_validate_dry_run_and_schema(daq_sim, tmp_path):

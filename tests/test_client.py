@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 import requests
@@ -236,6 +237,36 @@ def test_retry_deadline_stops_retrying():
     with pytest.raises(DaqTransportError):
         client.get_status()
     assert 1 == len(responses.calls)
+
+
+@responses.activate
+def test_retry_deadline_is_never_slept_past():
+    """A retry whose pause would end past the deadline is not made: the budget is kept."""
+    responses.get(BASE + "/writer/status", status=503, body="down")
+    client = StdDaqClient(BASE, retries=50, retry_deadline=1.0)
+    started = time.monotonic()
+    with pytest.raises(DaqTransportError):
+        client.get_status()
+    # Stopping only once the deadline has passed always ends at 1 s or later (the pause
+    # that crosses it is slept); stopping before such a pause ends before 1 s.
+    assert time.monotonic() - started < 1.03
+    assert len(responses.calls) >= 3
+
+
+def test_retry_sleep_can_end_the_retries():
+    """The sleep hook may raise (a stop request): retries end at once with its exception."""
+
+    class Stopped(Exception):
+        pass
+
+    def sleep(seconds):
+        raise Stopped()
+
+    from daq_runner.sim.redis_server import free_port
+
+    client = StdDaqClient(f"http://127.0.0.1:{free_port()}", timeout=0.5, retries=50, sleep=sleep)
+    with pytest.raises(Stopped):
+        client.get_status()
 
 
 @responses.activate
