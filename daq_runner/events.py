@@ -2,7 +2,43 @@
 
 The Runner emits :class:`Event` objects; consumers (console view, structured logs, JSON
 report, JUnit file, your own code) are callables ``consumer(event)`` that import only
-this module.
+this module. ``event.time`` is Unix time (s), ``event.step`` the 1-based step index
+(``None`` for run-level events) and ``event.step_name`` that step's name.
+
+The data of each kind (keys marked * may be missing: consumers must not need them, an
+older Runner does not send them):
+
+``run_started``
+    ``batch`` {name, path, sha256, vars*}; ``daq`` {url, redis, url_source*,
+    redis_source*} (credentials already removed); ``n_steps``; ``daq_runner``* (version);
+    ``host``*, ``user``*, ``pid``*; ``command``* (list of str, or null when not run from
+    the command line); ``python``* (version).
+``step_started``
+    ``attempt`` (1, 2, ...); ``kind``*; ``timeout``* (s); writes also ``output_file``*,
+    ``n_images``*.
+``progress``
+    ``n_written``, ``n_images``, ``state`` (the acquisition's state).
+``waiting``
+    ``what`` ("settle", "wait", "deployment", "writer READY", "lock", "retry", ...);
+    ``seconds``: how long at most, or null when unknown.
+``attempt_failed``
+    ``attempt``, ``error``, ``will_retry``.
+``recovery``
+    ``reason``, ``action``, ``outcome``, ``at``* (Unix time). With ``step`` None it is a
+    pre-run recovery (e.g. a fresh DAQ's UNKNOWN writer reset before the first step).
+``notice``
+    ``message`` (the event's ``time`` and ``step`` are the notice's).
+``step_finished``
+    the step's record: index, name, kind, params, tags, identity*, status (``passed``,
+    ``failed``, ``skipped``, ``interrupted``), attempts, started_at, finished_at (Unix time
+    or null), duration_s, error, recoveries [{reason, action, outcome, at}],
+    failed_attempts [{attempt, error, at}], resumed* (kept from an earlier run); writes
+    also run_id (a string; an older Runner sends an int), output_file, n_images,
+    n_written*, acquisition, daq_log, daq_log_reason, overwrite*; config steps config,
+    config_id*, deployment; check steps observed.
+``run_finished``
+    ``status`` (passed, failed, interrupted), ``reason`` (null when passed),
+    ``daq_unreachable``.
 """
 
 from __future__ import annotations
@@ -17,21 +53,27 @@ __all__ = [
     "RUN_STARTED",
     "STEP_STARTED",
     "PROGRESS",
+    "WAITING",
     "ATTEMPT_FAILED",
     "RECOVERY",
     "NOTICE",
     "STEP_FINISHED",
     "RUN_FINISHED",
+    "STEP_STATUSES",
 ]
 
-RUN_STARTED = "run_started"  # data: batch, daq, n_steps, started_at
-STEP_STARTED = "step_started"  # data: attempt
+RUN_STARTED = "run_started"  # data: batch, daq, n_steps, daq_runner, host, user, pid, command, python
+STEP_STARTED = "step_started"  # data: attempt, kind, timeout, output_file, n_images
 PROGRESS = "progress"  # data: n_written, n_images, state
+WAITING = "waiting"  # data: what, seconds (at most; null when unknown)
 ATTEMPT_FAILED = "attempt_failed"  # data: attempt, error, will_retry
-RECOVERY = "recovery"  # data: reason, action, outcome
+RECOVERY = "recovery"  # data: reason, action, outcome, at
 NOTICE = "notice"  # data: message (Redis fallback, lock, retries of the client...)
 STEP_FINISHED = "step_finished"  # data: the step's report record
-RUN_FINISHED = "run_finished"  # data: status, summary, finished_at
+RUN_FINISHED = "run_finished"  # data: status, reason, daq_unreachable
+
+STEP_STATUSES = ("passed", "failed", "skipped", "interrupted")
+"""What a step can end as (``step_finished``'s ``status``)."""
 
 
 @dataclass(frozen=True)
@@ -43,7 +85,7 @@ class Event:
         run_id: identifies the run (for log systems following a batch).
         step: 1-based index of the step concerned, or ``None`` for run-level events.
         step_name: that step's name.
-        data: kind-specific details (JSON-compatible).
+        data: kind-specific details (JSON-compatible), see the module's docstring.
         time: Unix time of the event.
     """
 

@@ -1,119 +1,149 @@
 """Run reports: built from the event stream, written as JSON and JUnit XML.
 
-:class:`ReportRecorder` turns events into a :class:`RunReport`. :class:`JsonReportFile`
-keeps a report file valid at every moment: it is created atomically (temp file and
-rename), each finished step is added with a single write of the file's tail (so the
-cost per step does not grow with the number of finished steps), and the final report
-replaces it atomically again. :class:`JUnitFile` writes one testcase per executed step.
+- :class:`RunReport` (what ``Runner.run`` returns) is built by :class:`ReportRecorder`.
+- :class:`JsonReportFile` keeps a report file valid JSON at every instant, in memory that
+  does not grow with the number of steps: it is created atomically (temp file and rename),
+  each finished step is appended in place with one write of the file's tail, and the end of
+  the run finishes the file in place. A full disk leaves the last complete version; the
+  consumer says so once on stderr, sets :attr:`JsonReportFile.error` and never raises into
+  the runner.
+- :class:`JUnitFile` streams test cases to a temporary file and assembles the XML at the end.
+- :func:`load_report` reads a report back (``--resume``, ``daq-run show``).
+- :func:`check_output_path` and :func:`default_report_path` are for the command line.
+
+The report (JSON object, keys in this order)::
+
+    run_id, batch {name, path, sha256, vars}, daq {url, redis, url_source, redis_source},
+    daq_runner, host, user, pid, command, python, n_steps, started_at,
+    steps [step records], files [{path, step, n_images, size_bytes, run_id}],
+    status (running | passed | failed | interrupted), reason, daq_unreachable,
+    finished_at, duration_s, summary {passed, failed, skipped, interrupted},
+    totals {steps, images, bytes, files, failed_attempts}, recoveries [pre-run],
+    notices [{at, step, message}] (the first 10 and the last 40), notices_omitted
+
+Times are ISO 8601 UTC (``2026-11-29T18:44:55.123Z``), also in failed_attempts and
+recoveries; run ids are strings. ``files`` and the final status are written when the run
+ends; a report whose status is still ``running`` is one of a run that was killed (or is
+still going). ``summary`` adds up to ``n_steps`` once the run has ended: steps the runner
+never reported count as skipped. A run that did not pass always has a ``reason``.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import math
 import os
+import re
+import sys
 import tempfile
 import time
-from typing import Any, Dict, List, Optional
-from xml.etree import ElementTree as ET
+import uuid
+from typing import IO, Any, Dict, Iterable, List, Optional, TextIO
 
 from . import events
+from ._tally import SUMMARY_KEYS, StepDone, Tally, iso, step_json
 
-__all__ = ["RunReport", "ReportRecorder", "JsonReportFile", "JUnitFile", "write_atomic", "load_report", "SUMMARY_KEYS"]
+__all__ = [
+    "RunReport",
+    "ReportRecorder",
+    "JsonReportFile",
+    "JUnitFile",
+    "write_atomic",
+    "load_report",
+    "check_output_path",
+    "default_report_path",
+    "step_json",
+    "SUMMARY_KEYS",
+]
 
-SUMMARY_KEYS = ("passed", "failed", "skipped", "interrupted")
+_CHUNK = 64 * 1024  # the file grows by at least this much at a time; files are written in pieces of about this size
 
 
-def _iso(ts: Optional[float]) -> Optional[str]:
-    if ts is None:
-        return None
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(ts)) + f".{int(ts % 1 * 1000):03d}" + time.strftime("%z", time.localtime(ts))
+# -- the run report in memory ---------------------------------------------------------------
 
 
-class RunReport:
-    """What a run did. ``status`` is ``running``, ``passed``, ``failed`` or ``interrupted``."""
+class RunReport(Tally):
+    """What a run did, for Python users (``Runner.run`` returns it).
 
-    def __init__(self) -> None:
-        self.batch: Dict[str, Any] = {}
-        self.daq: Dict[str, Any] = {}
-        self.run_id = ""
-        self.status = "running"
-        self.reason: Optional[str] = None
-        self.daq_unreachable = False  # the run ended because the DAQ stopped answering
-        self.started_at: Optional[float] = None
-        self.finished_at: Optional[float] = None
+    Everything of :class:`~daq_runner._tally.Tally` (``status``, ``reason``, ``summary``,
+    ``totals()``, ``notices``, ``recoveries``, ``started_at``...), plus:
+
+    Attributes:
+        steps: the step records as the report holds them; with ``keep_steps=False`` only
+            the failed and interrupted ones (memory then stays flat in the number of steps).
+        files: the files written, [{path, step, n_images, size_bytes, run_id}].
+    """
+
+    def __init__(self, keep_steps: bool = True) -> None:
+        super().__init__()
+        self.keep_steps = keep_steps
         self.steps: List[Dict[str, Any]] = []
-        self.notices: List[str] = []
-        self.summary: Dict[str, int] = {key: 0 for key in SUMMARY_KEYS}
+        self.files: List[Dict[str, Any]] = []
+
+    def feed(self, event: events.Event) -> Optional[StepDone]:
+        done = super().feed(event)
+        if done is not None:
+            if self.keep_steps or done.record.get("status") in ("failed", "interrupted"):
+                self.steps.append(done.record)
+            if done.file is not None:
+                self.files.append(done.file)
+        return done
 
     @property
     def failed_steps(self) -> List[Dict[str, Any]]:
-        return [s for s in self.steps if s["status"] in ("failed", "interrupted")]
-
-    def head(self) -> Dict[str, Any]:
-        return {
-            "batch": self.batch,
-            "daq": self.daq,
-            "run_id": self.run_id,
-            "started_at": _iso(self.started_at),
-        }
-
-    def tail(self) -> Dict[str, Any]:
-        return {
-            "status": self.status,
-            "reason": self.reason,
-            "daq_unreachable": self.daq_unreachable,
-            "finished_at": _iso(self.finished_at),
-            "summary": dict(self.summary),
-            "notices": self.notices[-50:],
-        }
+        """The steps that failed or were interrupted."""
+        return [s for s in self.steps if s.get("status") in ("failed", "interrupted")]
 
     def to_dict(self) -> Dict[str, Any]:
-        """The JSON report as a dict."""
-        return {**self.head(), "steps": [step_json(s) for s in self.steps], **self.tail()}
-
-
-def step_json(record: Dict[str, Any]) -> Dict[str, Any]:
-    out = dict(record)
-    out["started_at"] = _iso(record.get("started_at")) if isinstance(record.get("started_at"), (int, float)) else record.get("started_at")
-    out["finished_at"] = _iso(record.get("finished_at")) if isinstance(record.get("finished_at"), (int, float)) else record.get("finished_at")
-    return out
+        """The JSON report as a dict (with ``keep_steps=False``, ``steps`` holds the problems only)."""
+        return {**self.head(), "steps": list(self.steps), "files": list(self.files), **self.tail()}
 
 
 class ReportRecorder:
-    """Consumer that builds the :class:`RunReport` of a run."""
+    """Consumer that builds the :class:`RunReport` of a run (``keep_steps``: see :class:`RunReport`)."""
 
-    def __init__(self) -> None:
-        self.report = RunReport()
+    def __init__(self, keep_steps: bool = True) -> None:
+        self.report = RunReport(keep_steps=keep_steps)
 
     def __call__(self, event: events.Event) -> None:
-        report = self.report
-        if event.kind == events.RUN_STARTED:
-            report.batch = event.data["batch"]
-            report.daq = event.data["daq"]
-            report.run_id = event.run_id
-            report.started_at = event.time
-        elif event.kind == events.STEP_FINISHED:
-            record = event.data  # shared, not copied: every consumer sees the same record
-            report.steps.append(record)
-            report.summary[record["status"]] = report.summary.get(record["status"], 0) + 1
-        elif event.kind == events.NOTICE:
-            report.notices.append(event.data["message"])
-        elif event.kind == events.RUN_FINISHED:
-            report.status = event.data["status"]
-            report.reason = event.data.get("reason")
-            report.daq_unreachable = bool(event.data.get("daq_unreachable"))
-            report.finished_at = event.time
+        self.report.feed(event)
 
 
-def write_atomic(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a mix."""
+# -- writing files that survive ---------------------------------------------------------------
+
+
+def _write_all(fd: int, data: bytes, offset: Optional[int] = None) -> None:
+    """Write all of ``data`` (at ``offset``, else at the file position); a short write is continued.
+
+    ``os.write``/``os.pwrite`` may write less than asked (a full disk, a signal): the rest is
+    written by the next call, and a call that writes nothing ends in ``OSError(ENOSPC)``.
+    """
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view) if offset is None else os.pwrite(fd, view, offset)
+        if n <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        view = view[n:]
+        if offset is not None:
+            offset += n
+
+
+def _create(path: str, chunks: Iterable[bytes]) -> None:
+    """Create ``path`` with ``chunks`` atomically: readers see the old file or the whole new one.
+
+    The file gets its permissions from the umask, like any file the user creates.
+    """
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex[:8]}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+        try:
+            for chunk in chunks:
+                _write_all(fd, chunk)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -123,112 +153,464 @@ def write_atomic(path: str, data: bytes) -> None:
         raise
 
 
+def write_atomic(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a mix.
+
+    Raises ``OSError``; the old file is then untouched and no temporary file is left.
+    """
+    _create(path, [data])
+
+
+def _finite(obj: Any) -> Any:
+    """``obj`` with NaN and infinities replaced by ``None`` (JSON has no such numbers)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
 def _dumps(obj: Any) -> str:
-    return json.dumps(obj, indent=None, separators=(",", ":"), default=str)
+    """Compact JSON, UTF-8 text kept as it is."""
+    try:
+        return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), default=str, allow_nan=False)
+    except ValueError:
+        return json.dumps(_finite(obj), ensure_ascii=False, separators=(",", ":"), default=str, allow_nan=False)
+
+
+def _encode(text: str) -> bytes:
+    return text.encode("utf-8", "replace")  # a lone surrogate (undecodable file name) becomes '?'
+
+
+def _what(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
+        return "disk full"
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc)
+    return f"{type(exc).__name__}: {exc}"
 
 
 class JsonReportFile:
     """Consumer that keeps ``path`` a valid JSON report during and after the run.
 
-    Layout: ``{head..., "steps": [ ... ], tail...}``. A finished step rewrites only the
-    tail (``,<step>],<tail>}`` plus padding) with one ``pwrite``; whitespace after the
-    closing brace is valid JSON, so the file parses after any write, crash or signal.
+    Layout (one step record, one file entry per line)::
+
+        {<head>,"steps":[
+        {step 1},
+        {step 2}
+        ],"files":[
+        {file 1}
+        ],<tail>}
+
+    The file is created atomically at ``run_started``. A finished step overwrites the tail
+    in place with ``,<step>`` + the new tail, in one write (cost per step independent of
+    the number of steps); a notice rewrites the tail alone. Space is reserved ahead by
+    appending spaces after the closing brace (valid JSON), so an overwrite never needs new
+    space: on a full disk the file keeps its last complete version. At ``run_finished`` the
+    ``files`` list (kept in a temporary file meanwhile, not in memory) and the final tail
+    are written in place the same way, and the padding is cut off.
+
+    Never raises ``OSError`` into the runner: the first error is printed once on
+    ``stream`` (stderr) — ``report r.json: disk full; the file holds the run up to step 12``
+    — and kept in :attr:`error`; the run goes on without further writes.
+
+    Attributes:
+        path: the report file.
+        error: ``None``, or the one-line description of what went wrong.
+        complete: the run ended and its whole report is on disk.
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, stream: Optional[TextIO] = None) -> None:
         self.path = path
-        self.recorder = ReportRecorder()
+        self.error: Optional[str] = None
+        self._stream = stream
+        self._tally = Tally()
         self._fd: Optional[int] = None
-        self._tail_at = 0
-        self._tail_len = 0
-        self._n_steps = 0
+        self._tail_at = 0  # offset of the tail: where the next item goes
+        self._end = 0  # end of the JSON text; [end, size) holds spaces
+        self._size = 0
+        self._items = 0  # items in the array being written (steps, then files)
+        self._held: Optional[int] = None  # index of the last step on disk
+        self._finishing = False
+        self._done = False
+        self._spool: Optional[IO[bytes]] = None
+
+    @property
+    def complete(self) -> bool:
+        return self._done and self.error is None
 
     def __call__(self, event: events.Event) -> None:
-        self.recorder(event)
-        report = self.recorder.report
-        if event.kind == events.RUN_STARTED:
-            head = _dumps(report.head())[:-1] + ',"steps":['
-            tail = self._tail()
-            write_atomic(self.path, (head + tail).encode())
-            self._fd = os.open(self.path, os.O_WRONLY)
-            self._tail_at = len(head.encode())
-            self._tail_len = len(tail.encode())
-        elif event.kind == events.STEP_FINISHED and self._fd is not None:
-            chunk = ("," if self._n_steps else "") + _dumps(step_json(report.steps[-1]))
-            self._n_steps += 1
-            self._write_tail(chunk)
-        elif event.kind == events.RUN_FINISHED:
-            if self._fd is not None:
-                os.close(self._fd)
-                self._fd = None
-            write_atomic(self.path, (json.dumps(report.to_dict(), indent=1, default=str) + "\n").encode())
+        if self._done or (self.error is not None):
+            self._tally.feed(event)
+            return
+        try:
+            if event.kind == events.RUN_FINISHED:
+                self._finish(event)
+                return
+            done = self._tally.feed(event)
+            if event.kind == events.RUN_STARTED:
+                self._start()
+            elif self._fd is None:
+                return
+            elif done is not None:
+                self._add_step(done)
+            elif event.kind == events.NOTICE or (event.kind == events.RECOVERY and event.step is None):
+                self._write("")
+        except (OSError, ValueError, TypeError) as exc:
+            self._fail(exc)
+
+    # -- the steps ------------------------------------------------------------------------
 
     def _tail(self) -> str:
-        return "]," + _dumps(self.recorder.report.tail())[1:] + "\n"
+        return "\n]," + _dumps(self._tally.tail())[1:] + "\n"
 
-    def _write_tail(self, chunk: str) -> None:
-        data = (chunk + self._tail()).encode()
-        new_tail_len = len(data) - len(chunk.encode())
-        padded = data + b" " * max(0, self._tail_len - len(data))
-        os.pwrite(self._fd, padded, self._tail_at)
-        self._tail_at += len(chunk.encode())
-        self._tail_len = max(new_tail_len, self._tail_len - len(chunk.encode()))
+    def _start(self) -> None:
+        head = _encode(_dumps(self._tally.head())[:-1] + ',"steps":[')
+        tail = _encode(self._tail())
+        _create(self.path, [head + tail])
+        self._fd = os.open(self.path, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))
+        self._tail_at = len(head)
+        self._end = self._size = len(head) + len(tail)
+
+    def _add_step(self, done: StepDone) -> None:
+        if done.file is not None:
+            if self._spool is None:
+                self._spool = tempfile.TemporaryFile()  # on disk from the start: no copy when it grows
+            self._spool.write(_encode(_dumps(done.file)) + b"\n")
+        self._write(("," if self._items else "") + "\n" + _dumps(done.record))
+        self._items += 1
+        self._held = done.record.get("index", self._held)
+
+    def _write(self, chunk: str, tail: Optional[str] = None) -> None:
+        """Write ``chunk`` (the next items) and the tail at the tail's place, in one write."""
+        assert self._fd is not None
+        body = _encode(chunk)
+        data = body + _encode(self._tail() if tail is None else tail)
+        end = self._tail_at + len(data)
+        self._reserve(end)
+        # Spaces over what is left of a longer tail: the JSON text ends at the new brace.
+        _write_all(self._fd, data + b" " * max(0, self._end - end), self._tail_at)
+        self._tail_at += len(body)
+        self._end = end
+
+    def _reserve(self, end: int) -> None:
+        """Make the file at least ``end`` bytes long by appending spaces (still valid JSON)."""
+        assert self._fd is not None
+        if end <= self._size:
+            return
+        grow = max(end - self._size, _CHUNK, self._size // 8)  # amortized: few reservations in a long run
+        spaces = b" " * min(grow, _CHUNK)
+        try:
+            at, stop = self._size, self._size + grow
+            while at < stop:  # in pieces: memory stays small however large the file
+                piece = spaces[: stop - at]
+                _write_all(self._fd, piece, at)
+                at += len(piece)
+        except OSError:
+            # A generous reservation may not fit where the needed one does.
+            self._size = os.fstat(self._fd).st_size
+            if self._size < end:
+                raise
+        self._size = os.fstat(self._fd).st_size
+
+    # -- the end ----------------------------------------------------------------------------
+
+    def _finish(self, event: events.Event) -> None:
+        running_tail = self._tail()
+        self._tally.feed(event)
+        if self._fd is None:  # never started (no run_started): nothing to finish
+            self._done = True
+            return
+        self._finishing = True
+        # Close the steps, open the files: `...}\n],"files":[` then file entries.
+        pending = ["\n],\"files\":["]
+        size = len(pending[0])
+        self._items = 0
+        for line in self._spooled_files():
+            entry = ("," if self._items else "") + "\n" + line
+            self._items += 1
+            pending.append(entry)
+            size += len(entry)
+            if size >= _CHUNK:  # a long list goes in pieces; the file stays valid in between
+                self._write("".join(pending), running_tail)
+                pending, size = [], 0
+        self._write("".join(pending), self._tail())
+        try:
+            os.ftruncate(self._fd, self._end)  # the padding is no longer needed
+        except OSError:
+            pass  # trailing spaces are valid JSON
+        os.fsync(self._fd)
+        self._close()
+        self._done = True
+
+    def _spooled_files(self) -> Iterable[str]:
+        if self._spool is None:
+            return
+        self._spool.seek(0)
+        for raw in self._spool:
+            yield raw.decode("utf-8").rstrip("\n")
+        self._spool.close()
+        self._spool = None
+
+    def _close(self) -> None:
+        if self._fd is not None:
+            try:
+                os.close(self._fd)
+            except OSError:
+                pass
+            self._fd = None
+
+    def _fail(self, exc: BaseException) -> None:
+        what = _what(exc)
+        if self._fd is None and not self._finishing:
+            self.error = f"report {self.path}: {what}; no report was written"
+        elif self._held is None:
+            self.error = f"report {self.path}: {what}; the file holds the run's start, no step"
+        else:
+            self.error = f"report {self.path}: {what}; the file holds the run up to step {self._held}"
+        if self._finishing:
+            self.error += " but not its end"
+        self._close()
+        if self._spool is not None:
+            self._spool.close()
+            self._spool = None
+        _say(self._stream, self.error)
+
+
+def _say(stream: Optional[TextIO], line: str) -> None:
+    """One line on ``stream`` (stderr at call time); a broken stderr does not matter."""
+    try:
+        target = stream or sys.stderr
+        target.write(line + "\n")
+        target.flush()
+    except (OSError, ValueError):
+        pass
+
+
+# -- JUnit ---------------------------------------------------------------------------------
+
+# XML 1.0 allows tab, newline, carriage return and these ranges; anything else (ESC, BEL,
+# NUL from a DAQ error text) makes the whole file unparsable.
+_XML_FORBIDDEN = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def xml_clean(text: Any) -> str:
+    """``text`` as a string without the characters XML 1.0 forbids."""
+    return _XML_FORBIDDEN.sub("", str(text))
+
+
+def _xml_text(text: Any) -> str:
+    return xml_clean(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _xml_attr(text: Any) -> str:
+    value = _xml_text(text).replace('"', "&quot;").replace("\n", "&#10;").replace("\r", "&#13;").replace("\t", "&#9;")
+    return f'"{value}"'
 
 
 class JUnitFile:
-    """Consumer that writes JUnit XML at the end of the run: one testcase per executed step."""
+    """Consumer that writes JUnit XML: one testcase per step, written at the end of the run.
 
-    def __init__(self, path: str) -> None:
+    Failed steps carry ``<failure>``, interrupted ones ``<error>``, skipped ones (and steps
+    kept from an earlier run) ``<skipped>``; tags are ``<properties>``; failed attempts and
+    recoveries are in ``<system-out>`` (a retry that passed still shows in CI). Test cases
+    are streamed to a temporary file during the run, so memory stays flat. Errors are
+    handled as by :class:`JsonReportFile` (:attr:`error`, one line on stderr, never raised).
+    """
+
+    def __init__(self, path: str, *, stream: Optional[TextIO] = None) -> None:
         self.path = path
-        self.recorder = ReportRecorder()
+        self.error: Optional[str] = None
+        self._stream = stream
+        self._tally = Tally()
+        self._cases: Optional[IO[bytes]] = None
+        self._counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+        self._done = False
+
+    @property
+    def complete(self) -> bool:
+        return self._done and self.error is None
 
     def __call__(self, event: events.Event) -> None:
-        self.recorder(event)
-        if event.kind != events.RUN_FINISHED:
-            return
-        report = self.recorder.report
-        name = report.batch.get("name") or "batch"
-        executed = [s for s in report.steps if s["status"] != "skipped" and not s.get("resumed")]
-        suite = ET.Element(
-            "testsuite",
-            name=name,
-            tests=str(len(executed)),
-            failures=str(sum(s["status"] == "failed" for s in executed)),
-            errors=str(sum(s["status"] == "interrupted" for s in executed)),
-            skipped="0",
-            time=f"{(report.finished_at or 0) - (report.started_at or 0):.3f}",
-            timestamp=_iso(report.started_at) or "",
+        try:
+            done = self._tally.feed(event)
+            if self.error is not None:
+                return
+            if done is not None:
+                self._case(done.record, event.step_name)
+            elif event.kind == events.RUN_FINISHED:
+                self._write()
+        except (OSError, ValueError, TypeError) as exc:
+            self.error = f"JUnit file {self.path}: {_what(exc)}; it was not written"
+            _say(self._stream, self.error)
+
+    def _case(self, step: Dict[str, Any], step_name: Optional[str]) -> None:
+        if self._cases is None:
+            self._cases = tempfile.TemporaryFile()
+        suite = self._tally.batch.get("name") or "batch"
+        name = step.get("name") or step_name or "step"
+        index = step.get("index")
+        label = f"{index:04d} {name}" if isinstance(index, int) else str(name)
+        status = step.get("status")
+        classname = f"{suite}.{step.get('kind')}"
+        parts = [f'  <testcase classname={_xml_attr(classname)} name={_xml_attr(label)} time="{_seconds(step.get("duration_s"))}">']
+        tags = step.get("tags") or []
+        if tags:
+            parts.append("    <properties>")
+            parts += [f'      <property name="tag" value={_xml_attr(tag)}/>' for tag in tags]
+            parts.append("    </properties>")
+        error = step.get("error")
+        self._counts["tests"] += 1
+        if status == "failed":
+            self._counts["failures"] += 1
+            parts.append(f"    <failure message={_xml_attr(error or 'failed')}>{_xml_text(error or '')}</failure>")
+        elif status == "interrupted":
+            self._counts["errors"] += 1
+            parts.append(f"    <error message={_xml_attr(error or 'interrupted')}>{_xml_text(error or '')}</error>")
+        elif status == "skipped" or step.get("resumed"):
+            self._counts["skipped"] += 1
+            why = "passed in an earlier run (resumed)" if step.get("resumed") else (error or "not run")
+            parts.append(f"    <skipped message={_xml_attr(why)}/>")
+        # What went wrong on the way, also for a step that passed on a retry.
+        trail = [f"attempt {a.get('attempt')} failed: {a.get('error')}" for a in step.get("failed_attempts") or [] if isinstance(a, dict)]
+        trail += [
+            f"recovery ({r.get('reason')}): {r.get('action')} -> {r.get('outcome')}" for r in step.get("recoveries") or [] if isinstance(r, dict)
+        ]
+        if trail:
+            parts.append(f"    <system-out>{_xml_text(chr(10).join(trail))}</system-out>")
+        parts.append("  </testcase>\n")
+        self._cases.write(_encode("\n".join(parts)))
+
+    def _write(self) -> None:
+        tally = self._tally
+        props = {
+            "run_id": tally.run_id,
+            "status": tally.status,
+            "reason": tally.reason,
+            "batch": tally.batch.get("path"),
+            "batch_sha256": tally.batch.get("sha256"),
+            "daq_url": tally.daq.get("url"),
+            "daq_runner": tally.info.get("daq_runner"),
+            "host": tally.info.get("host"),
+        }
+        head = ['<?xml version="1.0" encoding="utf-8"?>']
+        attrs = " ".join(f"{k}={_xml_attr(v)}" for k, v in self._counts.items())
+        head.append(
+            f"<testsuite name={_xml_attr(tally.batch.get('name') or 'batch')} {attrs} "
+            f'time="{_seconds(tally.duration_s)}" timestamp={_xml_attr(iso(tally.started_at) or "")}>'
         )
-        for step in executed:
-            case = ET.SubElement(
-                suite,
-                "testcase",
-                classname=f"{name}.{step['kind']}",
-                name=f"{step['index']:04d} {step['name']}",
-                time=f"{step.get('duration_s') or 0:.3f}",
-            )
-            if step["status"] == "failed":
-                ET.SubElement(case, "failure", message=step.get("error") or "failed").text = step.get("error")
-            elif step["status"] == "interrupted":
-                ET.SubElement(case, "error", message=step.get("error") or "interrupted").text = step.get("error")
-            # What went wrong on the way, also for a step that passed on a retry (a flaky DAQ
-            # shows in CI instead of hiding behind a green test).
-            trail = [f"attempt {a['attempt']} failed: {a['error']}" for a in step.get("failed_attempts") or []]
-            trail += [f"recovery ({r.get('reason')}): {r.get('action')} -> {r.get('outcome')}" for r in step.get("recoveries") or []]
-            if trail:
-                ET.SubElement(case, "system-out").text = "\n".join(trail)
-        write_atomic(self.path, ET.tostring(ET.ElementTree(suite).getroot(), encoding="utf-8", xml_declaration=True))
+        head.append("  <properties>")
+        head += [f"    <property name={_xml_attr(k)} value={_xml_attr(v)}/>" for k, v in props.items() if v is not None]
+        head.append("  </properties>\n")
+
+        def chunks() -> Iterable[bytes]:
+            yield _encode("\n".join(head))
+            if self._cases is not None:
+                self._cases.seek(0)
+                while True:
+                    block = self._cases.read(_CHUNK)
+                    if not block:
+                        break
+                    yield block
+            yield b"</testsuite>\n"
+
+        try:
+            _create(self.path, chunks())
+        finally:
+            if self._cases is not None:
+                self._cases.close()
+                self._cases = None
+        self._done = True
+
+
+def _seconds(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) else "0.000"
+
+
+# -- reading reports and choosing where they go -------------------------------------------------
 
 
 def load_report(path: str) -> Dict[str, Any]:
-    """Read a JSON report (for ``--resume``); raises ``ValueError`` with a clear message."""
+    """Read a JSON report (``--resume``, ``daq-run show``).
+
+    Tolerant: any report of daq-run, finished or not (a killed run's report is valid JSON),
+    old or new layout. Raises ``ValueError`` with one clear line: unreadable (missing, a
+    directory, no permission), not JSON, or not a daq-run report.
+    """
     try:
         with open(path, encoding="utf-8") as handle:
             report = json.load(handle)
     except OSError as exc:
         raise ValueError(f"cannot read report {path}: {exc.strerror or exc}") from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ValueError(f"report {path} is not valid JSON: {exc}") from None
-    if not isinstance(report, dict) or not isinstance(report.get("steps"), list) or "batch" not in report:
-        raise ValueError(f"{path} is not a daq-run report")
+    except UnicodeDecodeError:
+        raise ValueError(f"report {path} is not UTF-8 text: not a daq-run report") from None
+    except ValueError as exc:
+        raise ValueError(f"report {path} is not valid JSON ({exc}): not a daq-run report, or cut short") from None
+    except RecursionError:
+        raise ValueError(f"report {path} is nested too deeply: not a daq-run report") from None
+    if not isinstance(report, dict) or not isinstance(report.get("steps"), list) or not isinstance(report.get("batch"), dict):
+        raise ValueError(f"{path} is not a daq-run report (no batch and steps)")
     return report
+
+
+def check_output_path(path: str, *, batch_path: Optional[str], what: str) -> str:
+    """Refuse an output path that would replace something it must not; return it made absolute.
+
+    Allowed: a regular file (it is replaced), or a new name in an existing, writable folder.
+    Refused with ``ValueError`` (one line naming ``what``, e.g. ``"report"``): the batch file
+    itself (``--report batch.yaml``), a directory, a symbolic link, a device, pipe or socket
+    (``--report /dev/null`` run as root would replace /dev/null), a read-only file, a folder
+    that does not exist or is not writable.
+    """
+    if not path:
+        raise ValueError(f"{what} path is empty")
+    full = os.path.abspath(path)
+    if batch_path and os.path.exists(batch_path):
+        try:
+            same = os.path.samefile(full, batch_path)
+        except OSError:
+            same = os.path.realpath(full) == os.path.realpath(batch_path)
+        if same:
+            raise ValueError(f"{what} {path} is the batch file itself; choose another path")
+    try:
+        info = os.lstat(full)
+    except FileNotFoundError:
+        info = None
+    except OSError as exc:
+        raise ValueError(f"{what} {path}: {exc.strerror or exc}") from None
+    if info is not None:
+        import stat
+
+        if stat.S_ISDIR(info.st_mode):
+            raise ValueError(f"{what} {path} is a directory; give a file name")
+        if stat.S_ISLNK(info.st_mode):
+            raise ValueError(f"{what} {path} is a symbolic link; give the file's own path")
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError(f"{what} {path} is not a regular file (a device, pipe or socket); give a file name")
+        if not os.access(full, os.W_OK):
+            raise ValueError(f"{what} {path} is read-only")
+    folder = os.path.dirname(full)
+    if not os.path.isdir(folder):
+        raise ValueError(f"{what} folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"{what} folder {folder} is not writable")
+    return full
+
+
+def default_report_path(batch_path: str, run_id: str) -> str:
+    """``<batch folder>/<batch stem>-<YYYYmmdd-HHMMSS>-<run id>.report.json``.
+
+    The run id makes names unique also for runs started within the same second; should
+    the name exist anyway, ``-2``, ``-3``... is added.
+    """
+    stem = os.path.splitext(os.path.basename(batch_path))[0] or "batch"
+    folder = os.path.dirname(os.path.abspath(batch_path))
+    tag = re.sub(r"[^A-Za-z0-9]", "", str(run_id))[:12] or uuid.uuid4().hex[:12]
+    base = os.path.join(folder, f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}-{tag}")
+    path, n = base + ".report.json", 1
+    while os.path.lexists(path):
+        n += 1
+        path = f"{base}-{n}.report.json"
+    return path

@@ -194,7 +194,7 @@ def test_rest_outage_of_30_s_mid_batch_is_waited_out(daq_sim, tmp_path):
     assert time.monotonic() - outage >= 29  # it really had to wait
     final = report_of(report)
     assert ["passed"] * 4 == [s["status"] for s in final["steps"]]
-    retries = [n for n in final["notices"] if "DAQ request failed" in n and "503" in n]
+    retries = [n for n in final["notices"] if "DAQ request failed" in n["message"] and "503" in n["message"]]
     assert 5 <= len(retries) <= 40  # backoff: noticed about once a second, not once per request
     assert 20 == n_images_in(tmp_path / "b.h5")
 
@@ -253,7 +253,7 @@ def test_wait_lock_waits_for_the_other_runner_then_runs(daq_sim, tmp_path, other
     assert 0 == proc.returncode, proc.stderr
     assert 1.4 <= time.monotonic() - started < 15
     notices = report_of(report)["notices"]
-    assert any("waiting up to 30 s for the runner lock held by host other-pc, pid 4242, batch night.yaml" in n for n in notices)
+    assert any("waiting up to 30 s for the runner lock held by host other-pc, pid 4242, batch night.yaml" in n["message"] for n in notices)
 
 
 def test_wait_lock_gives_up_with_exit_4_and_sends_nothing(daq_sim, tmp_path, other_runner):
@@ -284,7 +284,7 @@ def test_sigterm_while_waiting_for_the_lock_exits_143_and_sends_nothing(daq_sim,
     assert time.monotonic() - signalled < 3
     final = report_of(report)
     assert ("interrupted", ["skipped"]) == (final["status"], [s["status"] for s in final["steps"]])
-    assert any("waiting up to 60 s for the runner lock" in n for n in final["notices"])
+    assert any("waiting up to 60 s for the runner lock" in n["message"] for n in final["notices"])
     assert requests.get(daq_sim.url + "/writer/status", timeout=5).json()["writer"]["acquisition"] is None
 
 

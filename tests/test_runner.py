@@ -42,7 +42,7 @@ def test_write_passes_with_daq_log_from_redis(run_batch, tmp_path):
     assert "passed" == report.status
     step = report.steps[0]
     assert ("passed", 1, 20) == (step["status"], step["attempts"], step["acquisition"]["stats"]["n_write_completed"])
-    assert step["run_id"] == step["daq_log"]["info"]["run_id"]
+    assert step["run_id"] == str(step["daq_log"]["info"]["run_id"])  # run ids are strings in reports
     assert step["daq_log_source"].startswith("redis daq:log")
     assert (tmp_path / "a.h5").exists()
 
@@ -60,7 +60,7 @@ def test_without_redis_rest_polling_and_rest_logs(daq_sim, tmp_path):
     report = Runner(daq_sim.url, None).run(batch)
     assert "passed" == report.status
     assert "rest /daq/logs" == report.steps[0]["daq_log_source"]
-    assert any("no runner lock could be taken" in n for n in report.notices)
+    assert any("no runner lock could be taken" in n["message"] for n in report.notices)
 
 
 def test_failed_acquisition_is_retried_then_passes(run_batch, daq_sim):
@@ -183,7 +183,7 @@ def test_rest_outage_is_ridden_out(run_batch, daq_sim):
     faults(daq_sim, unavailable_s=1.5)
     report = run_batch(WRITE.format(name="o", n=5))
     assert "passed" == report.status
-    assert any("retrying" in n for n in report.notices)
+    assert any("retrying" in n["message"] for n in report.notices)
 
 
 def test_redis_dies_mid_batch_falls_back_and_returns(tmp_path):
@@ -212,7 +212,7 @@ def test_redis_dies_mid_batch_falls_back_and_returns(tmp_path):
         thread.join()
         restarted["server"].stop()
     assert "passed" == report.status, report.to_dict()
-    notices = " | ".join(report.notices)
+    notices = " | ".join(n["message"] for n in report.notices)
     assert "falling back to REST polling" in notices
     assert "Redis is back; waiting on the status stream again" in notices
     assert report.steps[-1]["daq_log_source"].startswith("redis daq:log")  # back on the stream
@@ -283,10 +283,10 @@ def junit_of_failing_first_write(run_batch, daq_sim, tmp_path, body: str, error:
 
 
 def test_junit_has_one_testcase_per_executed_step(run_batch, daq_sim, tmp_path):
-    """JUnit XML: one testcase per executed step, failures with the error."""
+    """JUnit XML: one testcase per step (the skipped one too), failures with the error."""
     body = "version: 1\nsteps:\n  - stop: {}\n  - write: {output_file: '{root}/j.h5', n_images: 2}\n  - stop: {}\n"
     suite = junit_of_failing_first_write(run_batch, daq_sim, tmp_path, body, "ERROR: boom")
-    assert ("2", "1") == (suite.get("tests"), suite.get("failures"))
+    assert ("3", "1", "1") == (suite.get("tests"), suite.get("failures"), suite.get("skipped"))
     assert "ERROR: boom" in suite.find("testcase/failure").get("message")
 
 
