@@ -1,124 +1,415 @@
-"""Consumers for people and log systems: a terminal view, structured log lines, a quiet summary."""
+"""Consumers for people and log systems: a terminal view, structured log lines, a quiet summary.
+
+- :class:`ConsoleView`: one line per step; on a terminal also a live line (built on ``rich``,
+  imported only then) naming the step and its file, with a progress bar, a countdown while
+  the runner waits, and an ETA once it means something. It fits the terminal's width.
+- :class:`LogEvents`: every event as one structlog line (progress at most every 10 s).
+- :class:`QuietSummary`: nothing when every step passed (cron mails any output), a short
+  summary with the reason otherwise.
+
+A broken output (``EPIPE``: piped into ``head``; a closed terminal) switches the consumer
+off; the run goes on.
+"""
 
 from __future__ import annotations
 
+import os
 import sys
+import threading
 import time
-from typing import Any, Dict, List, Optional, TextIO
+from typing import Any, Callable, List, Optional, TextIO
 
 from . import events
+from ._tally import Tally, format_seconds
 
-__all__ = ["ConsoleView", "LogEvents", "QuietSummary"]
+__all__ = ["ConsoleView", "LogEvents", "QuietSummary", "end_line"]
 
 _MARKS = {"passed": "ok  ", "failed": "FAIL", "skipped": "skip", "interrupted": "INT "}
+_STYLES = {"passed": "green", "failed": "bold red", "skipped": "dim", "interrupted": "bold yellow"}
+ETA_AFTER_S = 0.5  # no estimate before the writer has been watched this long...
+ETA_AFTER_IMAGES = 1  # ...and has written this many more images: a first guess is wild
+
+
+def end_line(tally: Tally) -> str:
+    """``daq-run: passed — 14 steps (14 passed), 450 images, 3 files, 12.4 s``."""
+    return f"daq-run: {tally.status} — {tally.counts_line()}"
+
+
+def _switch_off(stream: Any) -> None:
+    """After EPIPE: point the stream's descriptor at /dev/null, so that later writes (Python's
+    own flush at exit, the CLI's last line) do not fail again and the run can end normally."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, fd)
+        finally:
+            os.close(devnull)
+    except OSError:
+        pass
+
+
+def _middle(text: str, width: int) -> str:
+    """``text`` shortened to ``width`` characters with an ellipsis in the middle (file names keep their end)."""
+    if len(text) <= width:
+        return text
+    if width <= 1:
+        return text[:width]
+    keep = width - 1
+    return text[: keep // 2] + "…" + text[len(text) - (keep - keep // 2) :]
+
+
+class _Current:
+    """What the live line shows: the step under way, its progress or the runner's wait."""
+
+    __slots__ = ("index", "name", "file", "attempt", "since", "n_written", "n_images", "first_seen", "waiting", "wait_s", "wait_since")
+
+    def __init__(self, index: Optional[int], name: str, file: Optional[str], attempt: int, now: float) -> None:
+        self.index, self.name, self.file, self.attempt, self.since = index, name, file, attempt, now
+        self.n_written: Optional[int] = None
+        self.n_images: Optional[int] = None
+        self.first_seen: Optional[tuple] = None  # (time, n_written) of the first progress of this attempt
+        self.waiting: Optional[str] = None
+        self.wait_s: Optional[float] = None
+        self.wait_since = now
+
+
+def live_line(current: Optional[_Current], n_steps: int, width: int, now: float) -> List[tuple]:
+    """The live line as (text, style) pieces whose total length is at most ``width - 1``.
+
+    ``[ 3/14] write 50 to /data/…_16bit.h5 ━━━━━━━━      20/50  812 img/s  ETA 3 s``; while
+    the runner waits, ``… waiting for writer READY: 7 s left`` (or the time waited so far
+    when the wait has no known bound). The label gives way first, then ETA and rate.
+    """
+    limit = max(width - 1, 1)  # the last column would wrap on some terminals
+    pieces, left = [], limit
+    for text, style in _pieces(current, n_steps, limit, now):
+        text = text[:left]
+        left -= len(text)
+        pieces.append((text, style))
+    return pieces
+
+
+def _pieces(current: Optional[_Current], n_steps: int, limit: int, now: float) -> List[tuple]:
+    if current is None:
+        return [("", "")]
+    prefix = f"[{current.index:>{len(str(n_steps))}}/{n_steps}] " if current.index is not None else ""
+    label = current.name
+    if current.file:
+        base = os.path.basename(current.file)
+        # The folder is the same for a whole batch; the file name is what tells the steps apart.
+        label = label.replace(current.file, base) if current.file in label else label
+        if base not in label:
+            label += f" → {base}"
+    if current.attempt > 1:
+        label += f" (attempt {current.attempt})"
+    if current.waiting is not None:
+        waited = now - current.wait_since
+        if current.wait_s is not None:
+            left = max(current.wait_s - waited, 0.0)
+            tail, short = f" waiting for {current.waiting}: {left:.0f} s left", f" {left:.0f} s left"
+        else:
+            tail, short = f" waiting for {current.waiting} ({waited:.0f} s)", f" ({waited:.0f} s)"
+        if limit - len(prefix) - len(tail) < 12:
+            tail = short
+        tail = tail[: max(limit - len(prefix), 0)]
+        return [(prefix, "bold"), (_middle(label, max(limit - len(prefix) - len(tail), 0)), ""), (tail, "yellow")]
+    if current.n_images:
+        written = current.n_written or 0
+        counts = f" {written}/{current.n_images}"
+        extras = []
+        if current.first_seen is not None:
+            t0, n0 = current.first_seen
+            elapsed = now - t0
+            if elapsed >= ETA_AFTER_S and written - n0 >= ETA_AFTER_IMAGES:
+                rate = (written - n0) / elapsed
+                extras.append(f" {_rate(rate)} img/s")
+                extras.append(f" ETA {format_seconds(max(current.n_images - written, 0) / rate)}")
+        pieces = [counts] + extras
+        while pieces and len(prefix) + len("".join(pieces)) + 10 + 8 > limit:
+            pieces.pop()  # ETA first, then the rate, then the counts give way to the label and bar
+        tail = "".join(pieces)
+        room = limit - len(prefix) - len(tail)
+        bar_width = max(min(30, room // 3), 5) if room >= 13 else 0
+        label_room = room - bar_width - (1 if bar_width else 0)
+        label_text = _middle(label, max(label_room, 0))
+        bar_width += label_room - len(label_text)  # a short label leaves more bar
+        done = int(bar_width * min(written / current.n_images, 1.0))
+        bar = [(" ", ""), ("━" * done, "green"), ("━" * (bar_width - done), "grey37")] if bar_width else []
+        return [(prefix, "bold"), (label_text, "")] + bar + [(tail, "")]
+    elapsed = f" {format_seconds(now - current.since)}"
+    room = limit - len(prefix) - len(elapsed)
+    return [(prefix, "bold"), (_middle(label, max(room, 1)), ""), (elapsed, "dim")]
+
+
+def _rate(rate: float) -> str:
+    return f"{rate / 1000:.1f}k" if rate >= 10_000 else f"{rate:.0f}"
 
 
 class ConsoleView:
-    """One line per step and a live progress bar for writes (for a terminal)."""
+    """One line per step, and on a terminal a live line for the step under way.
 
-    def __init__(self, stream: TextIO = sys.stdout, verbose: bool = False, live: Optional[bool] = None) -> None:
-        self.stream = stream
+    Args:
+        stream: where to write (default: standard output at the time of creation).
+        verbose: also list skipped steps and each wait.
+        live: draw the live line (default: when ``stream`` is a terminal). Only then is
+            ``rich`` imported.
+        console: a ready ``rich.console.Console`` to draw on (implies ``live``; tests use one
+            writing to a ``StringIO`` with a fixed width).
+        refresh_per_second: how often the live line is redrawn between events (countdowns,
+            elapsed time); ``0`` redraws only on events.
+        clock: monotonic time source (tests).
+    """
+
+    def __init__(
+        self,
+        stream: Optional[TextIO] = None,
+        verbose: bool = False,
+        live: Optional[bool] = None,
+        *,
+        console: Any = None,
+        refresh_per_second: float = 4.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.stream = stream if stream is not None else sys.stdout
         self.verbose = verbose
-        self.live = stream.isatty() if live is None else live
+        self.clock = clock
+        self.refresh_per_second = refresh_per_second
+        self.off = False  # set once the output broke; the run goes on without this view
+        self.tally = Tally()
         self.n_steps = 0
-        self._bar_shown = False
-        self._progress_started: Dict[int, float] = {}
-        self._last_draw = 0.0
+        self._console = console
+        if live is None:
+            live = console is not None or _isatty(self.stream)
+        self.live = live
+        self._live: Any = None
+        self._current: Optional[_Current] = None
+        self._lock = threading.RLock()
+        self._ticker: Optional[threading.Thread] = None
+        self._stop_ticker = threading.Event()
 
-    def _print(self, text: str) -> None:
-        if self._bar_shown:
-            self.stream.write("\r\033[K")
-            self._bar_shown = False
-        self.stream.write(text + "\n")
-        self.stream.flush()
+    # -- output, guarded ----------------------------------------------------------------------
+
+    def _guard(self, action: Callable[[], None]) -> None:
+        if self.off:
+            return
+        try:
+            action()
+        except (OSError, ValueError):  # EPIPE, EIO, a closed stream: this view ends, not the run
+            self.off = True
+            self._stop_ticker.set()
+            _switch_off(self._console.file if self._console is not None else self.stream)
+
+    def _print(self, text: str, style: str = "") -> None:
+        def emit() -> None:
+            if self._console is not None:
+                from rich.text import Text
+
+                self._console.print(Text(text, style=style))
+            else:
+                self.stream.write(text + "\n")
+                self.stream.flush()
+
+        with self._lock:
+            self._guard(emit)
+
+    def _refresh(self) -> None:
+        with self._lock:
+            if self._live is not None:
+                self._guard(self._live.refresh)
+
+    def _start_live(self) -> None:
+        from rich.console import Console
+        from rich.live import Live
+
+        if self._console is None:
+            self._console = Console(file=self.stream, highlight=False, soft_wrap=False)
+        view = self
+
+        class _Line:
+            def __rich__(self) -> Any:
+                from rich.text import Text
+
+                text = Text(no_wrap=True, overflow="ellipsis", end="")
+                for piece, style in live_line(view._current, view.n_steps, view._console.width, view.clock()):
+                    text.append(piece, style=style or None)
+                return text
+
+        self._live = Live(_Line(), console=self._console, auto_refresh=False, transient=True, redirect_stdout=False, redirect_stderr=False)
+        self._guard(self._live.start)
+        if self.refresh_per_second > 0:
+            self._ticker = threading.Thread(target=self._tick, name="daq-run-console", daemon=True)
+            self._ticker.start()
+
+    def _tick(self) -> None:
+        while not self._stop_ticker.wait(1.0 / self.refresh_per_second):
+            self._refresh()
+
+    def _stop_live(self) -> None:
+        self._stop_ticker.set()
+        if self._ticker is not None:
+            self._ticker.join(timeout=1.0)
+        with self._lock:
+            if self._live is not None:
+                live, self._live = self._live, None
+                self._guard(live.stop)
+
+    # -- events ---------------------------------------------------------------------------------
 
     def __call__(self, event: events.Event) -> None:
-        data = event.data
-        prefix = f"[{event.step:>{len(str(self.n_steps))}}/{self.n_steps}]" if event.step else ""
-        if event.kind == events.RUN_STARTED:
-            self.n_steps = data["n_steps"]
-            daq = data["daq"]
-            redis = f", redis {daq['redis']}" if daq.get("redis") else ", no redis"
-            self._print(f"daq-run: {data['batch']['name']} ({self.n_steps} steps) on {daq['url']}{redis}")
-        elif event.kind == events.STEP_STARTED and data["attempt"] > 1:
-            self._print(f"{prefix} retry {data['attempt']}: {event.step_name}")
-        elif event.kind == events.PROGRESS and self.live:
-            self._draw(event, prefix)
-        elif event.kind == events.ATTEMPT_FAILED:
-            again = "; retrying" if data["will_retry"] else ""
-            self._print(f"{prefix} attempt {data['attempt']} failed: {data['error']}{again}")
-        elif event.kind == events.RECOVERY:
-            self._print(f"{prefix} recovery: {data.get('reason')} -> {data.get('action')} ({data.get('outcome')})")
-        elif event.kind == events.NOTICE:
-            self._print(f"{prefix + ' ' if prefix else ''}note: {data['message']}")
-        elif event.kind == events.STEP_FINISHED:
-            if data["status"] == "skipped" and not self.verbose:
-                return
-            resumed = " (passed earlier)" if data.get("resumed") else ""
-            line = f"{prefix} {_MARKS.get(data['status'], data['status'])} {event.step_name}{resumed}  {data.get('duration_s', 0):.2f} s"
-            if data.get("error") and data["status"] != "skipped":
-                line += f"\n      {data['error']}"
-            self._print(line)
-        elif event.kind == events.RUN_FINISHED:
-            self._print(f"daq-run: {data['status']}" + (f" ({data['reason']})" if data.get("reason") else ""))
-
-    def _draw(self, event: events.Event, prefix: str) -> None:
-        now = time.monotonic()
-        written, total = event.data["n_written"] or 0, event.data["n_images"]
-        start = self._progress_started.setdefault(event.step, now)
-        if now - self._last_draw < 0.1 and written < total:
+        self.tally.feed(event)
+        if self.off:
             return
-        self._last_draw = now
-        elapsed = max(now - start, 1e-6)
-        rate = written / elapsed
-        eta = (total - written) / rate if rate > 0 else float("inf")
-        width = 30
-        filled = int(width * written / max(total, 1))
-        eta_text = f"ETA {eta:.1f} s" if eta != float("inf") else "ETA ?"
-        self.stream.write(
-            f"\r\033[K{prefix} [{'#' * filled}{'.' * (width - filled)}] {written}/{total} {rate:.0f} img/s {eta_text}"
-        )
-        self.stream.flush()
-        self._bar_shown = True
+        data = event.data if isinstance(event.data, dict) else {}
+        kind = event.kind
+        prefix = f"[{event.step:>{len(str(self.n_steps))}}/{self.n_steps}]" if event.step else ""
+        if kind == events.RUN_STARTED:
+            self.n_steps = data.get("n_steps") or 0
+            daq = data.get("daq") or {}
+            redis = f", redis {daq['redis']}" if daq.get("redis") else ", no redis"
+            name = (data.get("batch") or {}).get("name")
+            if self.live and self._live is None:
+                with self._lock:
+                    self._guard(self._start_live)
+            self._print(f"daq-run: {name} ({self.n_steps} steps) on {daq.get('url')}{redis}", "bold")
+            return
+        if kind == events.STEP_STARTED:
+            attempt = data.get("attempt") or 1
+            with self._lock:
+                self._current = _Current(event.step, event.step_name or "", data.get("output_file"), attempt, self.clock())
+            if attempt > 1:
+                self._print(f"{prefix} retry {attempt}: {event.step_name}", "yellow")
+        elif kind == events.PROGRESS:
+            current = self._current
+            if current is not None:
+                with self._lock:
+                    now = self.clock()
+                    current.waiting = None
+                    current.n_written, current.n_images = data.get("n_written") or 0, data.get("n_images")
+                    if current.first_seen is None:
+                        current.first_seen = (now, current.n_written)
+        elif kind == events.WAITING:
+            what, seconds = str(data.get("what") or "the DAQ"), data.get("seconds")
+            if self._current is not None and self._current.index == event.step:
+                with self._lock:
+                    self._current.waiting, self._current.wait_s, self._current.wait_since = what, seconds, self.clock()
+            elif self.live:
+                with self._lock:
+                    self._current = _Current(event.step, "run", None, 1, self.clock())
+                    self._current.waiting, self._current.wait_s = what, seconds
+            if not self.live and self.verbose:
+                bound = f"up to {seconds:g} s" if isinstance(seconds, (int, float)) else "(no bound known)"
+                self._print(f"{prefix + ' ' if prefix else ''}waiting for {what} {bound}")
+        elif kind == events.ATTEMPT_FAILED:
+            again = "; retrying" if data.get("will_retry") else ""
+            self._print(f"{prefix} attempt {data.get('attempt')} failed: {data.get('error')}{again}", "red")
+        elif kind == events.RECOVERY:
+            self._print(f"{prefix + ' ' if prefix else ''}recovery: {data.get('reason')} -> {data.get('action')} ({data.get('outcome')})", "yellow")
+        elif kind == events.NOTICE:
+            self._print(f"{prefix + ' ' if prefix else ''}note: {data.get('message')}", "cyan")
+        elif kind == events.STEP_FINISHED:
+            self._step_line(event, data, prefix)
+        elif kind == events.RUN_FINISHED:
+            with self._lock:
+                self._current = None
+            self._stop_live()
+            style = "bold green" if self.tally.status == "passed" else "bold red"
+            self._print(end_line(self.tally), style)
+            if self.tally.reason:
+                self._print(f"  reason: {self.tally.reason}")
+            return
+        self._refresh()
+
+    def _step_line(self, event: events.Event, data: dict, prefix: str) -> None:
+        status = data.get("status")
+        with self._lock:
+            if self._current is not None and self._current.index == event.step:
+                self._current = None
+        if status == "skipped" and not self.verbose:
+            return
+        resumed = " (passed earlier)" if data.get("resumed") else ""
+        duration = data.get("duration_s") or 0.0
+        line = f"{prefix} {_MARKS.get(status, status)} {event.step_name}{resumed}  {format_seconds(duration)}"
+        self._print(line, _STYLES.get(status, ""))
+        if data.get("error") and status != "skipped":
+            self._print(f"      {data['error']}", _STYLES.get(status, ""))
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):
+        return False
 
 
 class LogEvents:
-    """Every event as one structlog line, with run and step ids (progress at most once a second)."""
+    """Every event as one structlog line, with run and step ids.
 
-    def __init__(self, logger: Any = None, progress_every_s: float = 1.0) -> None:
+    Progress lines come at most every ``progress_every_s`` seconds (default 10): enough to
+    follow a long acquisition in a log system without flooding it.
+    """
+
+    def __init__(self, logger: Any = None, progress_every_s: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
         if logger is None:
             import structlog
 
             logger = structlog.get_logger("daq_runner")
         self.logger = logger
         self.progress_every_s = progress_every_s
-        self._last_progress = 0.0
+        self.clock = clock
+        self._last_progress: Optional[float] = None
 
     def __call__(self, event: events.Event) -> None:
         if event.kind == events.PROGRESS:
-            now = time.monotonic()
-            if now - self._last_progress < self.progress_every_s:
+            now = self.clock()
+            if self._last_progress is not None and now - self._last_progress < self.progress_every_s:
                 return
             self._last_progress = now
         level = "info"
         if event.kind in (events.ATTEMPT_FAILED, events.RECOVERY, events.NOTICE):
             level = "warning"
-        if event.kind == events.STEP_FINISHED and event.data.get("status") in ("failed", "interrupted"):
+        data = event.data if isinstance(event.data, dict) else {}
+        if event.kind == events.STEP_FINISHED and data.get("status") in ("failed", "interrupted"):
             level = "error"
-        fields = {k: v for k, v in event.data.items() if k not in ("daq_log", "acquisition", "config", "deployment")}
+        if event.kind == events.RUN_FINISHED and data.get("status") != "passed":
+            level = "error"
+        fields = {k: v for k, v in data.items() if k not in ("daq_log", "acquisition", "config", "deployment", "step", "run", "step_name")}
         getattr(self.logger, level)(event.kind, run=event.run_id, step=event.step, step_name=event.step_name, **fields)
 
 
 class QuietSummary:
-    """Nothing when every step passed (cron mails any output); a short summary otherwise."""
+    """Nothing when every step passed (cron mails any output); a short summary otherwise::
 
-    def __init__(self, stream: TextIO = sys.stdout) -> None:
-        self.stream = stream
+        daq-run: failed — 3 steps (1 passed, 1 failed, 1 skipped), 13 images, 1 file, 60.0 s
+          reason: step 2 (write 2) failed: acquisition FAILED: ERROR: detector lost
+          step 2 failed: write 2: acquisition FAILED: ERROR: detector lost
+    """
+
+    MAX_PROBLEMS = 20
+
+    def __init__(self, stream: Optional[TextIO] = None) -> None:
+        self.stream = stream if stream is not None else sys.stdout
+        self.tally = Tally()
         self._problems: List[str] = []
+        self._more = 0
 
     def __call__(self, event: events.Event) -> None:
-        if event.kind == events.STEP_FINISHED and event.data["status"] in ("failed", "interrupted"):
-            self._problems.append(f"  step {event.step} {event.data['status']}: {event.step_name}: {event.data.get('error')}")
-        elif event.kind == events.RUN_FINISHED and event.data["status"] != "passed":
-            self.stream.write(f"daq-run: {event.data['status']}\n" + "\n".join(self._problems) + "\n")
-            self.stream.flush()
+        done = self.tally.feed(event)
+        if done is not None and done.record.get("status") in ("failed", "interrupted"):
+            if len(self._problems) < self.MAX_PROBLEMS:
+                record = done.record
+                self._problems.append(f"  step {record.get('index')} {record.get('status')}: {record.get('name')}: {record.get('error')}")
+            else:
+                self._more += 1
+        elif event.kind == events.RUN_FINISHED and self.tally.status != "passed":
+            lines = [end_line(self.tally), f"  reason: {self.tally.reason}"] + self._problems
+            if self._more:
+                lines.append(f"  ... and {self._more} more (see the report)")
+            try:
+                self.stream.write("\n".join(lines) + "\n")
+                self.stream.flush()
+            except (OSError, ValueError):
+                _switch_off(self.stream)
