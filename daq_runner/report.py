@@ -555,12 +555,12 @@ def load_report(path: str) -> Dict[str, Any]:
     return report
 
 
-def check_output_path(path: str, *, batch_path: Optional[str], what: str) -> str:
+def check_output_path(path: str, *, batch_path: Optional[str], what: str, protects: str = "the batch file") -> str:
     """Refuse an output path that would replace something it must not; return it made absolute.
 
     Allowed: a regular file (it is replaced), or a new name in an existing, writable folder.
-    Refused with ``ValueError`` (one line naming ``what``, e.g. ``"report"``): the batch file
-    itself (``--report batch.yaml``), a directory, a symbolic link, a device, pipe or socket
+    Refused with ``ValueError`` (one line naming ``what``, e.g. ``"report"``): the file at
+    ``batch_path`` itself (``--report batch.yaml``; ``protects`` names it in the message), a directory, a symbolic link, a device, pipe or socket
     (``--report /dev/null`` run as root would replace /dev/null), a read-only file, a folder
     that does not exist or is not writable.
     """
@@ -573,7 +573,7 @@ def check_output_path(path: str, *, batch_path: Optional[str], what: str) -> str
         except OSError:
             same = os.path.realpath(full) == os.path.realpath(batch_path)
         if same:
-            raise ValueError(f"{what} {path} is the batch file itself; choose another path")
+            raise ValueError(f"{what} {path} is {protects} itself; choose another path")
     try:
         info = os.lstat(full)
     except FileNotFoundError:

@@ -213,6 +213,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _main(argv: Optional[Sequence[str]]) -> int:
+    words = list(sys.argv[1:] if argv is None else argv)
+    if words[:1] == ["show"]:  # `daq-run show REPORT`: a report for people (a batch file named show: ./show)
+        from .show import main as show_main
+
+        return show_main(words[1:])
     args = _parser().parse_args(argv)
     if args.schema:
         import json

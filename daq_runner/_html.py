@@ -1,0 +1,367 @@
+"""One self-contained HTML page for a run report (``daq-run show --html``).
+
+Everything is inline (CSS, an SVG timeline); a Content-Security-Policy forbids any fetch, so
+the page shows the same offline, from a mail attachment or an archive. Every text from the
+report is escaped. Status is told by colour *and* by a symbol, a word and a bar pattern.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from html import escape
+from typing import Any, Dict, List, Optional, Tuple
+
+from ._tally import SUMMARY_KEYS, format_bytes, format_seconds, iso
+from .show import digest
+
+__all__ = ["render"]
+
+MAX_ROWS = 400  # timeline rows; beyond them the steps that did not pass are preferred
+
+_SYMBOL = {"passed": "✓", "failed": "✗", "interrupted": "■", "skipped": "–", "running": "…"}
+_COLOR = {"passed": "#2e7d32", "failed": "#c62828", "interrupted": "#e65100", "skipped": "#9e9e9e", "running": "#1565c0"}
+_FILL = {"passed": "#43a047", "failed": "url(#hatch-failed)", "interrupted": "url(#dots-interrupted)", "skipped": "#e0e0e0"}
+
+_CSS = """
+:root { --fg:#1f2328; --muted:#656d76; --line:#d0d7de; --bg:#ffffff; --panel:#f6f8fa; }
+* { box-sizing: border-box; }
+body { margin: 0; font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; color: var(--fg); background: var(--bg); }
+main { max-width: 1180px; margin: 0 auto; padding: 24px 28px 48px; }
+h1 { font-size: 22px; margin: 0 0 4px; display: flex; align-items: center; gap: 12px; flex-wrap: wrap; }
+h2 { font-size: 16px; margin: 32px 0 10px; padding-bottom: 4px; border-bottom: 1px solid var(--line); }
+.badge { display: inline-block; padding: 3px 12px; border-radius: 14px; color: #fff; font-size: 15px; letter-spacing: .04em; }
+.reason { margin: 8px 0 0; padding: 10px 14px; border-left: 4px solid; background: var(--panel); border-radius: 0 6px 6px 0; white-space: pre-wrap; word-break: break-word; }
+.cards { display: grid; grid-template-columns: repeat(auto-fit, minmax(150px, 1fr)); gap: 12px; margin-top: 18px; }
+.card { background: var(--panel); border: 1px solid var(--line); border-radius: 8px; padding: 10px 14px; }
+.card .k { color: var(--muted); font-size: 12px; text-transform: uppercase; letter-spacing: .05em; }
+.card .v { font-size: 20px; font-weight: 600; margin-top: 2px; }
+.card .s { color: var(--muted); font-size: 12px; }
+table { border-collapse: collapse; width: 100%; }
+th, td { text-align: left; padding: 5px 10px 5px 0; border-bottom: 1px solid var(--line); vertical-align: top; }
+th { color: var(--muted); font-weight: 600; font-size: 12px; text-transform: uppercase; letter-spacing: .04em; }
+td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
+.facts th { width: 170px; text-transform: none; letter-spacing: 0; font-size: 13px; }
+.mono { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: 12.5px; word-break: break-all; }
+.muted { color: var(--muted); }
+.legend { display: flex; gap: 18px; flex-wrap: wrap; margin: 6px 0 10px; font-size: 13px; }
+.legend span { display: inline-flex; align-items: center; gap: 6px; }
+.legend svg { vertical-align: middle; }
+.timeline { width: 100%; height: auto; display: block; border: 1px solid var(--line); border-radius: 8px; background: #fff; }
+.rate { display: flex; align-items: center; gap: 8px; }
+.rate .bar { height: 10px; background: #1e88e5; border-radius: 2px; min-width: 1px; }
+.fail { border: 1px solid var(--line); border-left: 4px solid #c62828; border-radius: 0 6px 6px 0; padding: 8px 12px; margin: 8px 0; background: #fff; }
+.fail.interrupted { border-left-color: #e65100; }
+.fail.retried { border-left-color: #f9a825; }
+.fail .err { white-space: pre-wrap; word-break: break-word; margin-top: 4px; }
+.fail ul { margin: 6px 0 0; padding-left: 20px; }
+footer { margin-top: 40px; color: var(--muted); font-size: 12px; }
+"""
+
+
+def _e(value: Any) -> str:
+    return escape("" if value is None else str(value), quote=True)
+
+
+def _ticks(span: float) -> Tuple[float, List[float]]:
+    """A round tick step giving at most about 8 ticks over ``span`` seconds."""
+    for step in (0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 21600, 43200, 86400):
+        if span / step <= 8:
+            break
+    count = int(math.floor(span / step)) + 1
+    return step, [i * step for i in range(count)]
+
+
+def _clock(seconds: float, step: float) -> str:
+    """``0:30``, ``12:00``, ``1:05:00``; tenths when ticks are that fine."""
+    if step < 1:
+        return f"{seconds:.1f} s"
+    total = int(round(seconds))
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def _swatch(status: str) -> str:
+    fill = _FILL.get(status, "#bbb")
+    stroke = _COLOR.get(status, "#888")
+    return (
+        f'<svg width="28" height="14" aria-hidden="true"><rect x="0.5" y="0.5" width="27" height="13" rx="2" '
+        f'fill="{fill}" stroke="{stroke}"/></svg>'
+    )
+
+
+def _defs() -> str:
+    return (
+        "<defs>"
+        '<pattern id="hatch-failed" width="6" height="6" patternUnits="userSpaceOnUse" patternTransform="rotate(45)">'
+        '<rect width="6" height="6" fill="#e57373"/><rect width="3" height="6" fill="#c62828"/></pattern>'
+        '<pattern id="dots-interrupted" width="5" height="5" patternUnits="userSpaceOnUse">'
+        '<rect width="5" height="5" fill="#ffb74d"/><circle cx="2.5" cy="2.5" r="1.3" fill="#e65100"/></pattern>'
+        "</defs>"
+    )
+
+
+def _rows(steps: List[Dict[str, Any]]) -> Tuple[List[Dict[str, Any]], int]:
+    if len(steps) <= MAX_ROWS:
+        return steps, 0
+    problems = {id(s) for s in steps if s["status"] != "passed"}
+    keep = [s for s in steps if id(s) in problems][:MAX_ROWS]
+    room = MAX_ROWS - len(keep)
+    keep_ids = {id(s) for s in keep} | {id(s) for s in [s for s in steps if id(s) not in problems][:room]}
+    shown = [s for s in steps if id(s) in keep_ids]
+    return shown, len(steps) - len(shown)
+
+
+def _timeline(d: Dict[str, Any]) -> str:
+    steps, hidden = _rows(d["steps"])
+    timed = [s for s in steps if s["start"] is not None]
+    t0 = d["started"] if d["started"] is not None else min((s["start"] for s in timed), default=None)
+    ends = [s["end"] for s in timed if s["end"] is not None] + ([d["finished"]] if d["finished"] is not None else [])
+    if t0 is None or not steps:
+        return '<p class="muted">No step has a start time: nothing to draw.</p>'
+    t1 = max(ends + [t0 + 1e-3])
+    span = max(t1 - t0, 1e-3)
+    label_w, plot_w, right, row_h, top = 300, 640, 20, 20, 30
+    width = label_w + plot_w + right
+    height = top + row_h * len(steps) + 12
+
+    def x(t: float) -> float:
+        return label_w + (t - t0) / span * plot_w
+
+    step_s, ticks = _ticks(span)
+    out = [
+        f'<svg class="timeline" viewBox="0 0 {width} {height}" role="img" aria-label="timeline of {len(steps)} steps" '
+        'font-family="system-ui, sans-serif" font-size="12">',
+    ]
+    for tick in ticks:
+        px = label_w + tick / span * plot_w
+        out.append(f'<line x1="{px:.1f}" y1="{top - 6}" x2="{px:.1f}" y2="{height - 8}" stroke="#eaeef2"/>')
+        out.append(f'<text x="{px:.1f}" y="{top - 12}" text-anchor="middle" fill="#656d76">{_e(_clock(tick, step_s))}</text>')
+    for row, step in enumerate(steps):
+        y = top + row * row_h
+        status = step["status"]
+        color = _COLOR.get(status, "#888")
+        if row % 2:
+            out.append(f'<rect x="0" y="{y}" width="{width}" height="{row_h}" fill="#f6f8fa"/>')
+        name = step["name"]
+        if step["output_file"] and step["output_file"] in name:  # the folder is the same all night: keep the file name
+            name = name.replace(step["output_file"], os.path.basename(step["output_file"]))
+        name = name if len(name) <= 34 else name[:33] + "…"
+        out.append(
+            f'<text x="8" y="{y + 14}" fill="{color}" font-weight="600">{_e(_SYMBOL.get(status, "?"))}</text>'
+            f'<text x="24" y="{y + 14}" fill="#1f2328"><tspan fill="#656d76">{step["index"]}</tspan> {_e(name)}'
+            f"<title>{_e(step['name'])}</title></text>"
+        )
+        tip = f"step {step['index']} {step['name']}: {status}"
+        if step["duration_s"] is not None:
+            tip += f", {format_seconds(step['duration_s'])}"
+        if step["attempts"] > 1:
+            tip += f", {step['attempts']} attempts"
+        if step["error"]:
+            tip += f"\n{step['error']}"
+        if step["start"] is not None:
+            x0 = x(step["start"])
+            x1 = max(x(step["end"] if step["end"] is not None else t1), x0 + 2)
+            out.append(
+                f'<rect x="{x0:.1f}" y="{y + 4}" width="{x1 - x0:.1f}" height="{row_h - 8}" rx="2" fill="{_FILL.get(status, "#bbb")}" '
+                f'stroke="{color}" stroke-width="0.8"><title>{_e(tip)}</title></rect>'
+            )
+            after = x1 + 4
+            if step["attempts"] > 1:
+                label = f"×{step['attempts']}"
+                out.append(f'<text x="{after:.1f}" y="{y + 14}" fill="#c62828" font-size="11">{_e(label)}<title>{_e(tip)}</title></text>')
+        else:
+            why = "kept from an earlier run" if step["resumed"] else (step["error"] or status)
+            out.append(
+                f'<text x="{label_w + 4}" y="{y + 14}" fill="#8c959f" font-style="italic" font-size="11">{_e(why[:90])}<title>{_e(tip)}</title></text>'
+            )
+        for attempt in step["failed_attempts"]:
+            if attempt["at"] is not None:
+                ax = x(attempt["at"])
+                text = f"attempt {attempt['attempt']} failed: {attempt['error']}"
+                out.append(
+                    f'<path d="M{ax - 4:.1f},{y + 3} L{ax + 4:.1f},{y + row_h - 3} M{ax + 4:.1f},{y + 3} L{ax - 4:.1f},{y + row_h - 3}" '
+                    f'stroke="#b71c1c" stroke-width="2"><title>{_e(text)}</title></path>'
+                )
+        for recovery in step["recoveries"]:
+            if recovery["at"] is not None:
+                rx = x(recovery["at"])
+                text = f"recovery ({recovery['reason']}): {recovery['action']} -> {recovery['outcome']}"
+                out.append(
+                    f'<path d="M{rx:.1f},{y + 2} L{rx + 6:.1f},{y + row_h / 2} L{rx:.1f},{y + row_h - 2} L{rx - 6:.1f},{y + row_h / 2} Z" '
+                    f'fill="#fb8c00" stroke="#fff" stroke-width="1"><title>{_e(text)}</title></path>'
+                )
+    out.append("</svg>")
+    note = f'<p class="muted">{hidden} passed steps are not drawn (the steps that did not pass all are).</p>' if hidden else ""
+    return "\n".join(out) + note
+
+
+def _legend() -> str:
+    items = [f"<span>{_swatch(s)} {_SYMBOL[s]} {s}</span>" for s in SUMMARY_KEYS]
+    items.append(
+        '<span><svg width="14" height="14" aria-hidden="true"><path d="M3,2 L11,12 M11,2 L3,12" stroke="#b71c1c" stroke-width="2"/></svg>'
+        " failed attempt (retried)</span>"
+    )
+    items.append('<span><svg width="14" height="14" aria-hidden="true"><path d="M7,1 L13,7 L7,13 L1,7 Z" fill="#fb8c00"/></svg> recovery</span>')
+    items.append('<span><b style="color:#c62828">×3</b> attempts</span>')
+    return '<div class="legend">' + "".join(items) + "</div>"
+
+
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
+def _card(key: str, value: str, sub: str = "") -> str:
+    return f'<div class="card"><div class="k">{_e(key)}</div><div class="v">{_e(value)}</div><div class="s">{_e(sub)}</div></div>'
+
+
+def _facts(d: Dict[str, Any]) -> str:
+    def source(value: Optional[str], where: Optional[str]) -> str:
+        return f'<span class="mono">{_e(value or "none")}</span>' + (f' <span class="muted">(from {_e(where)})</span>' if where else "")
+
+    rows = [
+        ("Batch", f'{_e(d["batch_name"])} <span class="mono muted">{_e(d["batch_path"] or "")}</span>'),
+        ("Variables", ", ".join(f'<span class="mono">{_e(k)}={_e(v)}</span>' for k, v in d["vars"].items()) or '<span class="muted">none</span>'),
+        ("Started", _e(iso(d["started"]) or "unknown")),
+        ("Finished", _e(iso(d["finished"]) or "not finished")),
+        ("DAQ", source(d["daq_url"], d["url_source"])),
+        ("Redis", source(d["redis"], d["redis_source"])),
+        ("Run", f'<span class="mono">{_e(d["run_id"] or "?")}</span>'),
+        ("By", _e(" on ".join(x for x in (d["user"], d["host"]) if x) or "?")),
+        ("Command", f'<span class="mono">{_e(" ".join(d["command"]))}</span>' if d["command"] else '<span class="muted">not from the command line</span>'),
+        ("Software", _e(" · ".join(x for x in (d["daq_runner"] and f"daq-runner {d['daq_runner']}", d["python"] and f"Python {d['python']}") if x) or "?")),
+    ]
+    return '<table class="facts">' + "".join(f"<tr><th>{_e(k)}</th><td>{v}</td></tr>" for k, v in rows) + "</table>"
+
+
+def _failures(d: Dict[str, Any]) -> str:
+    problems = [s for s in d["steps"] if s["status"] in ("failed", "interrupted")]
+    retried = [s for s in d["steps"] if s["status"] == "passed" and s["failed_attempts"]]
+    if not problems and not retried:
+        return ""
+    out = ["<h2>Failures and retries</h2>"]
+    for step in problems[:100] + retried[:100]:
+        klass = {"interrupted": "fail interrupted", "passed": "fail retried"}.get(step["status"], "fail")
+        head = f"{_SYMBOL.get(step['status'], '?')} step {step['index']} {step['status']}" if step["status"] != "passed" else f"✓ step {step['index']} passed on attempt {step['attempts']}"
+        items = [f"<li>attempt {_e(a['attempt'])}: {_e(a['error'])}</li>" for a in step["failed_attempts"]]
+        items += [f"<li>recovery ({_e(r['reason'])}): {_e(r['action'])} → {_e(r['outcome'])}</li>" for r in step["recoveries"]]
+        error = f'<div class="err mono">{_e(step["error"])}</div>' if step["error"] and step["status"] != "passed" else ""
+        out.append(
+            f'<div class="{klass}"><b>{_e(head)}</b>: {_e(step["name"])} <span class="muted">({step["attempts"]} attempt{"s" if step["attempts"] != 1 else ""})</span>'
+            f"{error}" + (f"<ul>{''.join(items)}</ul>" if items else "") + "</div>"
+        )
+    rest = len(problems[100:]) + len(retried[100:])
+    if rest:
+        out.append(f'<p class="muted">… and {rest} more in the report.</p>')
+    return "\n".join(out)
+
+
+def _throughput(d: Dict[str, Any]) -> str:
+    writes = [s for s in d["steps"] if s["kind"] == "write" and s["status"] != "skipped"]
+    if not writes:
+        return ""
+    top = max((s["rate"] or 0 for s in writes), default=0) or 1
+    rows = []
+    for step in writes[:MAX_ROWS]:
+        rate = step["rate"]
+        bar = f'<div class="bar" style="width:{max(rate / top * 220, 1):.0f}px"></div>' if rate else ""
+        name = os.path.basename(step["output_file"] or "") or step["name"]
+        rows.append(
+            f"<tr><td class=num>{step['index']}</td><td><span style=\"color:{_COLOR.get(step['status'], '#888')}\">{_e(_SYMBOL.get(step['status'], '?'))}</span> "
+            f'<span class="mono" title="{_e(step["output_file"])}">{_e(name)}</span></td>'
+            f"<td class=num>{_e(step['written'] if step['written'] is not None else '?')}"
+            f"{' / ' + _e(step['n_images']) if step['n_images'] is not None and step['written'] != step['n_images'] else ''}</td>"
+            f"<td class=num>{_e(format_seconds(step['duration_s']) if step['duration_s'] is not None else '?')}</td>"
+            f'<td><div class="rate"><span class="num" style="min-width:70px;text-align:right">{_e(f"{rate:,.0f}" if rate else "–")}</span>{bar}</div></td></tr>'
+        )
+    more = f'<p class="muted">{len(writes) - MAX_ROWS} more writes in the report.</p>' if len(writes) > MAX_ROWS else ""
+    return (
+        "<h2>Images per second, per write</h2>"
+        '<table><tr><th class=num>Step</th><th>File</th><th class=num>Images</th><th class=num>Step time</th><th>Images/s (acquisition)</th></tr>'
+        + "".join(rows)
+        + "</table>"
+        + more
+    )
+
+
+def _files(d: Dict[str, Any]) -> str:
+    if not d["files"]:
+        return ""
+    rows = []
+    for entry in d["files"][:1000]:
+        size = entry.get("size_bytes")
+        rows.append(
+            f'<tr><td class="mono">{_e(entry.get("path"))}</td><td class=num>{_e(entry.get("n_images") if entry.get("n_images") is not None else "?")}</td>'
+            f"<td class=num>{_e(format_bytes(size) if size is not None else 'not visible here')}</td><td class=num>{_e(entry.get('step'))}</td>"
+            f'<td class="mono muted">{_e(entry.get("run_id") or "")}</td></tr>'
+        )
+    more = f'<p class="muted">{len(d["files"]) - 1000} more files in the report.</p>' if len(d["files"]) > 1000 else ""
+    return (
+        f"<h2>Files written ({len(d['files'])})</h2><table><tr><th>Path</th><th class=num>Images</th><th class=num>Size</th>"
+        f"<th class=num>Step</th><th>Run id</th></tr>" + "".join(rows) + "</table>" + more
+    )
+
+
+def _notices(d: Dict[str, Any]) -> str:
+    if not d["notices"] and not d["recoveries"]:
+        return ""
+    rows = [
+        f"<tr><td class=mono>{_e(iso(n['at']) or '')}</td><td class=num>{_e(n['step'] if n['step'] is not None else 'run')}</td><td>{_e(n['message'])}</td></tr>"
+        for n in d["notices"]
+    ]
+    rows = [
+        f"<tr><td class=mono>{_e(r.get('at') or '')}</td><td class=num>before</td><td>recovery ({_e(r.get('reason'))}): {_e(r.get('action'))} → {_e(r.get('outcome'))}</td></tr>"
+        for r in d["recoveries"]
+    ] + rows
+    omitted = f'<p class="muted">{d["notices_omitted"]} notices between these were left out of the report.</p>' if d["notices_omitted"] else ""
+    return "<h2>Notices</h2><table><tr><th>At (UTC)</th><th class=num>Step</th><th>Message</th></tr>" + "".join(rows) + "</table>" + omitted
+
+
+def render(report: Dict[str, Any]) -> str:
+    """The HTML page of a loaded report (any daq-run version)."""
+    d = digest(report)
+    status = d["status"]
+    color = _COLOR.get(status, "#555")
+    summary = d["summary"]
+    counts = " · ".join(f"{_SYMBOL[k]} {summary[k]} {k}" for k in SUMMARY_KEYS if summary.get(k)) or "no step"
+    duration = format_seconds(d["duration_s"]) if d["duration_s"] is not None else "unknown"
+    rates = [s["rate"] for s in d["steps"] if s["rate"]]
+    cards = [
+        _card("Steps", str(d["n_steps"]), counts),
+        _card("Duration", duration, iso(d["started"]) or ""),
+        _card("Images", f"{d['images']:,}", f"{max(rates):,.0f} images/s at best" if rates else ""),
+        _card("Files", str(len(d["files"])), format_bytes(d["bytes"]) if d["bytes"] is not None else "size not visible here"),
+        _card("Failed attempts", str(d["retries"]), _count(sum(len(s["recoveries"]) for s in d["steps"]) + len(d["recoveries"]), "recovery", "recoveries")),
+    ]
+    reason = f'<div class="reason" style="border-color:{color}">{_e(d["reason"])}</div>' if d["reason"] else ""
+    title = f"daq-run {status}: {d['batch_name']}"
+    return f"""<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; img-src data:">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{_e(title)}</title>
+<style>{_CSS}</style>
+</head>
+<body>
+<svg width="0" height="0" style="position:absolute" aria-hidden="true">{_defs()}</svg>
+<main>
+<h1><span class="badge" style="background:{color}">{_e(_SYMBOL.get(status, "?"))} {_e(status.upper())}</span> {_e(d["batch_name"])}</h1>
+{reason}
+<div class="cards">{"".join(cards)}</div>
+<h2>Timeline</h2>
+{_legend()}
+{_timeline(d)}
+{_failures(d)}
+{_throughput(d)}
+{_files(d)}
+{_notices(d)}
+<h2>Run</h2>
+{_facts(d)}
+<footer>daq-run show · report of run {_e(d["run_id"] or "?")} · times in UTC</footer>
+</main>
+</body>
+</html>
+"""

@@ -1,0 +1,288 @@
+"""`daq-run show`: the text summary and the HTML page, from reports of this and older versions.
+
+The page is opened in a real headless browser when one is installed (Debian's chromium).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any, List, Optional
+
+import pytest
+
+from daq_runner import events
+from daq_runner.events import Event
+from daq_runner.report import JsonReportFile, load_report
+from daq_runner.show import main as show_main
+from daq_runner.show import summary_text
+
+from .conftest import batch_file, daq_run
+from .test_report import T0, fill, finished, run_started, small_disk  # noqa: F401 - small_disk is a fixture
+
+# -- a night's report: ~30 steps, retries, a recovery, a failure, a skipped tail ----------------------
+
+
+def night(tmp_path: Path, evil: str = "") -> Path:
+    """A report of 31 steps: config and checks, an 8-depth sweep of writes, a write that passed on
+    its second attempt after a recovery, one that failed twice, and three steps not run."""
+    path = tmp_path / "night.report.json"
+    report_file = JsonReportFile(str(path))
+    report_file(run_started(31))
+    report_file(Event(events.NOTICE, "run1", None, None, {"message": "no Redis lock: another runner could drive this DAQ"}, time=T0 + 0.2))
+    t = T0 + 0.5
+    index = 0
+
+    def step(kind: str, name: str, seconds: float, status: str = "passed", **extra: Any) -> None:
+        nonlocal t, index
+        index += 1
+        record = {
+            "index": index, "name": name, "kind": kind, "params": {}, "tags": ["night"], "status": status,
+            "attempts": extra.pop("attempts", 1), "started_at": t, "finished_at": t + seconds, "duration_s": seconds,
+            "error": None, "recoveries": [], "failed_attempts": [],
+        }  # fmt: skip
+        record.update(extra)
+        report_file(Event(events.STEP_FINISHED, "run1", index, name, record, time=t + seconds))
+        t += seconds + 0.05
+
+    def write(depth: int, n: int, seconds: float, **extra: Any) -> None:
+        target = tmp_path / f"sweep_{depth}bit.h5"
+        status = extra.get("status", "passed")
+        if status == "passed":
+            target.write_bytes(b"\0" * (n * depth * 8))
+        written = extra.pop("n_written", n)
+        acquisition = {"state": "FINISHED", "message": "Completed.", "stats": {"n_write_completed": written, "start_time": t + 0.1, "stop_time": t + seconds - 0.1}}
+        step("write", f"write {n} to {target}", seconds, output_file=str(target), n_images=n, n_written=written,
+             run_id=str(1795978630763249142 + index), acquisition=acquisition, **extra)  # fmt: skip
+
+    step("check", "DAQ is healthy" + evil, 0.08)
+    step("config", "config writer_user_id=0, bit_depth=16", 1.3)
+    for depth in (8, 12, 16, 24, 32, 8, 16, 32):
+        step("config", f"config bit_depth={depth}", 0.6 + depth / 40)
+        step("check", f"check config bit_depth={depth}", 0.05)
+        write(depth, 500, 0.4 + depth / 16)
+    write(
+        64, 800, 2.4, attempts=2,
+        failed_attempts=[{"attempt": 1, "error": "writer went UNKNOWN during the acquisition; it was lost (writer reset to READY)", "at": t + 0.7}],
+        recoveries=[{"reason": "writer UNKNOWN during the acquisition", "action": "stop_writer", "outcome": "READY", "at": t + 0.8}],
+    )  # fmt: skip
+    error = "acquisition FAILED: ERROR: Cannot create output file."
+    write(
+        128, 1000, 1.6, status="failed", attempts=2, error=error, n_written=0,
+        failed_attempts=[{"attempt": 1, "error": error, "at": t + 0.6}, {"attempt": 2, "error": error, "at": t + 1.5}],
+    )  # fmt: skip
+    for name in ("wait 2 s", "stop", "check writer READY"):
+        index += 1
+        record = {"index": index, "name": name, "kind": "wait", "params": {}, "tags": [], "status": "skipped", "attempts": 0,
+                  "started_at": None, "finished_at": None, "duration_s": 0.0, "error": "not run: step 28 failed", "recoveries": [], "failed_attempts": []}  # fmt: skip
+        report_file(Event(events.STEP_FINISHED, "run1", index, name, record, time=t))
+    report_file(finished("failed", None, at=t + 0.1))
+    assert report_file.complete
+    return path
+
+
+# -- the text summary ------------------------------------------------------------------------------
+
+
+def test_the_summary_says_status_and_reason_first_then_counts_failures_files(tmp_path):
+    """Status and reason on the first line; counts, duration, images; failures with attempts; files written."""
+    text = summary_text(load_report(str(night(tmp_path))))
+    lines = text.splitlines()
+    assert lines[0] == "FAILED: sweep µ — step 28 (write 1000 to " + str(tmp_path / "sweep_128bit.h5") + ") failed: acquisition FAILED: ERROR: Cannot create output file."
+    assert lines[1] == "31 steps: 27 passed, 1 failed, 3 skipped; 3 failed attempts"
+    assert re.fullmatch(r"duration \d+\.\d s \(2027-01-15T08:00:00\.000Z to 2027-01-15T08:00:\d\d\.\d{3}Z\)", lines[2]), lines[2]
+    assert re.fullmatch(r"images 4800 in 9 files, \d+\.\d KiB", lines[3]), lines[3]
+    order = [text.index(h) for h in ("\nFailures\n", "\nPassed after a retry\n", "\nFiles written\n")]
+    assert order == sorted(order)
+    assert "  step 28 failed: write 1000 to " in text and "(2 attempts)" in text
+    assert "  step 27: write 800 to " in text and "attempt 1: writer went UNKNOWN" in text
+    assert f"  {tmp_path / 'sweep_8bit.h5'}  500 images  31.2 KiB  step 5" in text
+    assert "DAQ http://daq:5000 (from --url) · Redis redis://daq:6379/0 (from default)" in text
+
+
+def test_daq_run_show_prints_it(tmp_path, capsys):
+    """`daq-run show REPORT` through run_cli: exit 0, the summary on stdout."""
+    from daq_runner.run_cli import main
+
+    assert 0 == main(["show", str(night(tmp_path))])
+    assert capsys.readouterr().out.startswith("FAILED: sweep µ — step 28")
+
+
+def test_a_report_of_an_older_daq_run_is_shown(tmp_path):
+    """Local times with an offset, notices as strings, no files, totals or n_steps: still a summary and a page."""
+    old = {
+        "batch": {"name": "old", "path": "/b/old.yaml", "sha256": "0"}, "daq": {"url": "http://daq:5000", "redis": None},
+        "run_id": "abc", "started_at": "2025-03-01T22:00:00.000+0100", "status": "failed", "reason": None, "daq_unreachable": False,
+        "finished_at": "2025-03-01T22:00:10.500+0100", "summary": {"passed": 1, "failed": 1, "skipped": 0, "interrupted": 0},
+        "notices": ["DAQ request failed (attempt 1): 503; retrying"],
+        "steps": [
+            {"index": 1, "name": "write 5 to /d/a.h5", "kind": "write", "status": "passed", "attempts": 1, "started_at": "2025-03-01T22:00:01.000+0100",
+             "finished_at": "2025-03-01T22:00:02.000+0100", "duration_s": 1.0, "error": None, "output_file": "/d/a.h5", "n_images": 5, "run_id": 17,
+             "acquisition": {"state": "FINISHED", "stats": {"n_write_completed": 5}}},
+            {"index": 2, "name": "stop", "kind": "stop", "status": "failed", "attempts": 1, "started_at": "2025-03-01T22:00:03.000+0100",
+             "finished_at": "2025-03-01T22:00:10.000+0100", "duration_s": 7.0, "error": "writer did not return to READY after the stop"},
+        ],
+    }  # fmt: skip
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(old))
+    text = summary_text(load_report(str(path)))
+    assert text.startswith("FAILED: old — step 2 (stop) failed: writer did not return to READY after the stop\n2 steps: 1 passed, 1 failed\n")
+    assert "duration 10.5 s (2025-03-01T21:00:00.000Z to 2025-03-01T21:00:10.500Z)" in text
+    assert "images 5 in 1 file\n" in text and "  /d/a.h5  5 images  size unknown  step 1" in text
+    assert 0 == show_main(["--html", str(path), "-o", str(tmp_path / "old.html")])
+    assert "DAQ request failed (attempt 1): 503; retrying" in (tmp_path / "old.html").read_text()
+
+
+def test_the_report_of_a_killed_run_says_it_was_not_finished(tmp_path):
+    """A report whose run never ended (status running): the summary says so instead of a reason."""
+    path = tmp_path / "r.json"
+    report_file = JsonReportFile(str(path))
+    report_file(run_started(4))
+    text = summary_text(load_report(str(path)))
+    assert text.startswith("RUNNING: sweep µ — the report was not finished: the run was killed, or is still going\n4 steps\n")
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: p, "Is a directory"),
+        (lambda p: p / "missing.json", "No such file"),
+        (lambda p: (p / "x.yaml").write_text("version: 1\n") and p / "x.yaml", "not valid JSON"),
+        (lambda p: (p / "x.json").write_text('{"a": 1}') and p / "x.json", "is not a daq-run report"),
+        (lambda p: (p / "x.bin").write_bytes(b"\x89PNG\r\n\x1a\n\0\0") and p / "x.bin", "not UTF-8"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, make, message):
+    """Not a report, unreadable, a directory: one line on stderr, exit 2, nothing on stdout."""
+    for extra in ([], ["--html", "-o", str(tmp_path / "out.html")]):
+        assert 2 == show_main([*extra, str(make(tmp_path))])
+        captured = capsys.readouterr()
+        assert "" == captured.out and 1 == len(captured.err.splitlines()) and message in captured.err, captured.err
+        assert captured.err.startswith("daq-run show: ")
+    assert not (tmp_path / "out.html").exists()
+
+
+def test_the_installed_command_refuses_bad_input_and_bad_outputs(tmp_path):
+    """Through the installed daq-run: a directory is exit 2 in one line; -o onto the report itself is refused."""
+    proc = daq_run("show", str(tmp_path))
+    assert (2, "") == (proc.returncode, proc.stdout) and 1 == len(proc.stderr.splitlines()) and "Traceback" not in proc.stderr
+    report = night(tmp_path)
+    before = report.read_bytes()
+    proc = daq_run("show", "--html", str(report), "-o", str(report))
+    assert 2 == proc.returncode and "is the batch file itself" not in proc.stderr and str(report) in proc.stderr
+    assert before == report.read_bytes()
+    proc = daq_run("show", "--html", str(report), "-o", str(tmp_path / "no" / "such" / "p.html"))
+    assert 2 == proc.returncode and "does not exist" in proc.stderr
+    proc = daq_run("show", str(report), "-o", str(tmp_path / "p.html"))
+    assert 2 == proc.returncode and "--html" in proc.stderr
+
+
+def test_a_full_disk_under_the_page_is_exit_1_and_leaves_nothing(small_disk, tmp_path, capsys):  # noqa: F811
+    """The page cannot be written: one line, exit 1, no half page, no temp file."""
+    report = night(tmp_path)
+    fill(small_disk)
+    assert 1 == show_main(["--html", str(report), "-o", str(small_disk / "p.html")])
+    assert "No space left on device" in capsys.readouterr().err
+    assert ["filler"] == [p.name for p in small_disk.iterdir()]
+
+
+# -- the HTML page ----------------------------------------------------------------------------------
+
+
+def page(tmp_path: Path, evil: str = "") -> str:
+    out = tmp_path / "night.html"
+    assert 0 == show_main(["--html", str(night(tmp_path, evil)), "-o", str(out)])
+    return out.read_text(encoding="utf-8")
+
+
+def test_the_page_is_self_contained_and_escapes_everything(tmp_path):
+    """No script, no external resource (a CSP forbids fetching anything); hostile text from the report is escaped."""
+    from html.parser import HTMLParser
+
+    class Elements(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.tags: set = set()
+            self.links: list = []
+
+        def handle_starttag(self, tag: str, attrs: list) -> None:
+            self.tags.add(tag)
+            self.links += [value for name, value in attrs if name in ("src", "href", "xlink:href", "action", "data") and value]
+
+    html = page(tmp_path, evil=' <script>alert("x")</script><img src=http://evil/x.png>')
+    elements = Elements()
+    elements.feed(html)
+    assert not elements.tags & {"script", "link", "img", "iframe", "object", "embed", "image", "use"}, elements.tags
+    assert [] == elements.links
+    assert "@import" not in html and "url(http" not in html and "url(//" not in html
+    assert "default-src 'none'" in html
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in html
+
+
+def test_the_page_holds_summary_timeline_and_rates(tmp_path):
+    """Status with symbol and word, the reason, one timeline row per step, retry and recovery marks, a legend in words, images/s per write."""
+    html = page(tmp_path)
+    assert '✗ FAILED</span> sweep µ</h1>' in html
+    assert "step 28 (write 1000 to" in html  # the reason
+    assert 31 == html.count('<text x="8" y=')  # one status symbol per timeline row
+    assert 3 == html.count('stroke="#b71c1c" stroke-width="2"><title>attempt ')  # each failed attempt marked on its row
+    assert "recovery (writer UNKNOWN during the acquisition): stop_writer -&gt; READY</title>" in html
+    for word in ("✓ passed", "✗ failed", "■ interrupted", "– skipped", "failed attempt (retried)", "recovery"):
+        assert word in html
+    assert "Images per second, per write" in html and html.count('<div class="bar"') == 9  # the 9 writes that wrote images
+    assert "not run: step 28 failed" in html
+
+
+def find_browser() -> Optional[str]:
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+def browser(args: List[str], tmp_path: Path) -> subprocess.CompletedProcess:
+    executable = find_browser()
+    if executable is None:
+        pytest.skip("no headless browser installed (Debian: apt-get install chromium)")
+    profile = tmp_path / "profile"
+    command = [executable, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
+               f"--user-data-dir={profile}", *args]  # fmt: skip
+    return subprocess.run(command, capture_output=True, text=True, timeout=90)
+
+
+def test_a_real_browser_renders_the_page(tmp_path):
+    """Headless chromium loads the page offline: the DOM has the badge, the timeline and the tables; a screenshot is drawn."""
+    page(tmp_path)
+    html = tmp_path / "night.html"
+    dom = browser(["--dump-dom", html.as_uri()], tmp_path)
+    assert 0 == dom.returncode, dom.stderr[-2000:]
+    assert "✗ FAILED" in dom.stdout and 'class="timeline"' in dom.stdout and "Files written (9)" in dom.stdout
+    shot = tmp_path / "night.png"
+    proc = browser([f"--screenshot={shot}", "--window-size=1280,2400", "--hide-scrollbars", html.as_uri()], tmp_path)
+    assert 0 == proc.returncode and shot.exists(), proc.stderr[-2000:]
+    assert shot.stat().st_size > 50_000  # a drawn page, not a blank one
+
+
+# -- end to end -------------------------------------------------------------------------------------
+
+
+def test_show_on_the_report_of_a_real_run(daq_sim, tmp_path):
+    """daq-run on the simulator, then `daq-run show` and `--html` on its report."""
+    path = batch_file(tmp_path, "version: 1\nname: e2e\nsteps:\n  - write: {output_file: '{root}/a.h5', n_images: 20}\n  - stop: {}\n")
+    report = tmp_path / "r.json"
+    assert 0 == daq_run(str(path), "--url", daq_sim.url, "--redis", daq_sim.redis_url, "--report", str(report)).returncode
+    proc = daq_run("show", str(report))
+    assert 0 == proc.returncode, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert ("PASSED: e2e", "2 steps: 2 passed") == (lines[0], lines[1])
+    assert f"  {tmp_path / 'a.h5'}  20 images  " in proc.stdout
+    proc = daq_run("show", "--html", str(report))
+    assert 0 == proc.returncode and str(tmp_path / "r.html") == proc.stdout.strip()
+    assert "✓ PASSED" in (tmp_path / "r.html").read_text()
+    assert os.path.getsize(tmp_path / "r.html") < 200_000
+    assert "a.h5" in json.dumps(load_report(str(report))["files"])
