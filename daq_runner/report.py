@@ -277,7 +277,9 @@ class JsonReportFile:
     def _add_step(self, done: StepDone) -> None:
         if done.file is not None:
             if self._spool is None:
-                self._spool = tempfile.TemporaryFile()  # on disk from the start: no copy when it grows
+                # On disk from the start (no copy when it grows), beside the report: a full /tmp
+                # does not stop a report whose own disk has room.
+                self._spool = tempfile.TemporaryFile(dir=os.path.dirname(os.path.abspath(self.path)))
             self._spool.write(_encode(_dumps(done.file)) + b"\n")
         self._write(("," if self._items else "") + "\n" + _dumps(done.record))
         self._items += 1
@@ -351,7 +353,7 @@ class JsonReportFile:
         self._spool.seek(0)
         for raw in self._spool:
             yield raw.decode("utf-8").rstrip("\n")
-        self._spool.close()
+        _discard(self._spool)
         self._spool = None
 
     def _close(self) -> None:
@@ -373,10 +375,18 @@ class JsonReportFile:
         if self._finishing:
             self.error += " but not its end"
         self._close()
-        if self._spool is not None:
-            self._spool.close()
-            self._spool = None
+        _discard(self._spool)
+        self._spool = None
         _say(self._stream, self.error)
+
+
+def _discard(spool: Optional[IO[bytes]]) -> None:
+    """Close a temporary file whose content is no longer wanted (its unwritten buffer may fail: a full disk)."""
+    if spool is not None:
+        try:
+            spool.close()
+        except OSError:
+            pass
 
 
 def _say(stream: Optional[TextIO], line: str) -> None:
@@ -444,11 +454,13 @@ class JUnitFile:
                 self._write()
         except (OSError, ValueError, TypeError) as exc:
             self.error = f"JUnit file {self.path}: {_what(exc)}; it was not written"
+            _discard(self._cases)
+            self._cases = None
             _say(self._stream, self.error)
 
     def _case(self, step: Dict[str, Any], step_name: Optional[str]) -> None:
         if self._cases is None:
-            self._cases = tempfile.TemporaryFile()
+            self._cases = tempfile.TemporaryFile(dir=os.path.dirname(os.path.abspath(self.path)))
         suite = self._tally.batch.get("name") or "batch"
         name = step.get("name") or step_name or "step"
         index = step.get("index")
@@ -519,9 +531,8 @@ class JUnitFile:
         try:
             _create(self.path, chunks())
         finally:
-            if self._cases is not None:
-                self._cases.close()
-                self._cases = None
+            _discard(self._cases)
+            self._cases = None
         self._done = True
 
 

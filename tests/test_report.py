@@ -378,6 +378,19 @@ def test_a_full_disk_does_not_stop_a_real_run(small_disk, daq_sim, tmp_path, mon
     assert list(range(1, int(match.group(1)) + 1)) == [s["index"] for s in load_report(str(small_disk / "r.json"))["steps"]]
 
 
+def test_a_full_disk_under_the_junit_file_is_one_line_and_leaves_nothing(small_disk, tmp_path):
+    """JUnit on a full disk: one line, error set, no half file, no temp file, no exception."""
+    import io
+
+    err = io.StringIO()
+    junit = JUnitFile(str(small_disk / "j.xml"), stream=err)
+    fill(small_disk)
+    feed([junit], a_failed_run(tmp_path))
+    assert f"JUnit file {small_disk / 'j.xml'}: disk full; it was not written\n" == err.getvalue()
+    assert junit.error and not junit.complete
+    assert ["filler"] == [p.name for p in small_disk.iterdir()]
+
+
 # -- JUnit -------------------------------------------------------------------------------------
 
 

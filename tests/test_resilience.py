@@ -134,7 +134,7 @@ def test_daq_killed_and_restarted_mid_write_the_write_is_retried(tmp_path, sim_p
     assert first_attempt in first["failed_attempts"][0]["error"]
     if not restart_args:
         assert [("writer UNKNOWN during the acquisition", "READY")] == [(r["reason"], r["outcome"]) for r in first["recoveries"]]
-    assert first["daq_log"]["info"]["run_id"] == first["run_id"]
+    assert str(first["daq_log"]["info"]["run_id"]) == first["run_id"]  # run ids are strings in reports
     assert "passed" == second["status"]
     assert (300, 20) == (n_images_in(tmp_path / "a.h5"), n_images_in(tmp_path / "b.h5"))
 
