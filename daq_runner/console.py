@@ -80,9 +80,10 @@ class _Current:
 def live_line(current: Optional[_Current], n_steps: int, width: int, now: float) -> List[tuple]:
     """The live line as (text, style) pieces whose total length is at most ``width - 1``.
 
-    ``[ 3/14] write 50 to /data/…_16bit.h5 ━━━━━━━━      20/50  812 img/s  ETA 3 s``; while
-    the runner waits, ``… waiting for writer READY: 7 s left`` (or the time waited so far
-    when the wait has no known bound). The label gives way first, then ETA and rate.
+    ``[ 3/14] write 50 to sweep_16bit.h5 ━━━━━━━━━━━━ 20/50 812 img/s ETA 3.0 s`` (a write's
+    folder gives way to its file name); while the runner waits, ``… waiting for writer READY:
+    7 s left`` (or the time waited so far when the wait has no known bound). When the width
+    is short, the ETA goes first, then the rate, then the label is shortened in the middle.
     """
     limit = max(width - 1, 1)  # the last column would wrap on some terminals
     pieces, left = [], limit
