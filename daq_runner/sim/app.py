@@ -71,7 +71,12 @@ class ConfigRequest(BaseModel):
 
 class ConfigStatus(BaseModel):
     """The config as the server's reply model declares it: a stored config that does not fit
-    (e.g. ``detector_type`` null) breaks ``GET /daq/config``."""
+    (e.g. ``detector_type`` null) breaks ``GET /daq/config`` (HTTP 200 error with the
+    validation text, whose wording depends on the pydantic version).
+
+    The reference says only that such a config "breaks later replies"; the POST that
+    stores it still answers ok, with the null in its config.
+    """
 
     model_config = ConfigDict(extra="allow")
 

@@ -761,7 +761,10 @@ class SimulatedDaqCore:
                 return True
 
     def _give_up(self, message: str) -> None:
-        # The driver resets its status and asks for a restart; a following stop is confirmed.
+        # The driver resets its status to UNKNOWN without acquisition and asks for a restart.
+        # What a following stop does is not in the reference, and the last driver version's
+        # source was not readable; it follows the reference's start-up rule (UNKNOWN without
+        # acquisition, a stop makes it READY), so that stops always recover the DAQ.
         with self._cond:
             self._token += 1
             self._lost = False
