@@ -367,7 +367,7 @@ def _reported(deployment):
 def test_deployment_is_unknown_waiting_for_servers_then_success(daq_sim):
     """Right after a change the deployment is UNKNOWN "Waiting for servers..." until the first server
     reports, then SUCCESS "Deployment successful"."""
-    daq_sim.core.settings.deploy_delay_s = 0.6
+    daq_sim.core.settings.deploy_delay_s = 1.2  # the first server reports after 0.6 s
     ok(post(daq_sim, "/daq/config", full_config(daq_sim, bit_depth=8)))
     first = ok(get(daq_sim, "/daq/deployment"))["deployment"]
     assert ("UNKNOWN", "Waiting for servers...", {}) == (first["status"], first["message"], first["servers"])
@@ -377,7 +377,7 @@ def test_deployment_is_unknown_waiting_for_servers_then_success(daq_sim):
 
 def test_deployment_success_lists_only_the_servers_that_reported(daq_sim):
     """SUCCESS means every server that has reported so far is Done: a slower server may be missing."""
-    daq_sim.core.settings.deploy_delay_s = 1.0
+    daq_sim.core.settings.deploy_delay_s = 2.0  # one server reports after 1 s, the other after 2 s
     ok(post(daq_sim, "/daq/config", full_config(daq_sim, bit_depth=8)))
     partial = wait_until(lambda: _reported(ok(get(daq_sim, "/daq/deployment"))["deployment"]), interval=0.01)
     assert ("SUCCESS", {"sim-daq-0": "Done"}) == (partial["status"], partial["servers"])
