@@ -132,6 +132,86 @@ class DeploymentStatus(str, Enum):
 MESSAGE_COMPLETED = "Completed."
 MESSAGE_INTERRUPTED = "Interrupted."
 
+# -- The deployed rest_v2 server's exact texts (PSI std_daq_service, its last version) -----
+# Envelope messages of successful replies; ``{...}`` are str.format fields.
+MESSAGE_WRITER_STATUS = "Writer is {state}"
+MESSAGE_WRITING_STARTED = "Writing started."
+MESSAGE_WRITING_FINISHED = "Writing finished."
+MESSAGE_WRITING_STOPPED = "Writing stopped."
+MESSAGE_CONFIG = "DAQ configured for bit_depth={bit_depth}."
+MESSAGE_NO_CONFIG = "No config set yet."
+MESSAGE_CONFIG_SET = "Setting new daq config."
+MESSAGE_STATS = "DAQ statistics"
+MESSAGE_LOGS = "DAQ logs"
+MESSAGE_DEPLOYMENT = "Deployment status"
+# Refusals (HTTP 200, ``status: error``). A write while the writer is not READY; the
+# server appends the Python repr of its status dict after the newline and a space.
+MESSAGE_BUSY = "Cannot start new acquisition while previous one is running:\n {status}"
+MESSAGE_BUSY_PREFIX = "Cannot start new acquisition while previous one is running"
+# The writer driver polls its writer every 0.1 s, 50 times, for the state it asked for.
+MESSAGE_NEEDS_RESTART = "Writer needs to be restarted."
+MESSAGE_CANNOT_REACH_WRITING = "Cannot reach WRITING. " + MESSAGE_NEEDS_RESTART
+MESSAGE_CANNOT_REACH_READY = "Cannot reach READY. " + MESSAGE_NEEDS_RESTART
+# Acquisition messages of the writer (``acquisition.message``, state FAILED).
+MESSAGE_CANNOT_CREATE_FILE = "ERROR: Cannot create output file."
+MESSAGE_UNSUPPORTED_BIT_DEPTH = "ERROR: Unsupported bits per pixel:{bit_depth}"
+# Output path checks of the write request.
+MESSAGE_PATH_NOT_ABSOLUTE = 'Invalid output_file={output_file}. Path must be absolute - starts with "/".'
+MESSAGE_PATH_INVALID = "Invalid output_file={output_file}. Must be a valid posix path."
+MESSAGE_FOLDER_MISSING = "Output file folder {folder} does not exist. Please create it first."
+# write_sync after its limit (60 s on the real server); the acquisition goes on.
+MESSAGE_SYNC_LIMIT = (
+    "Your acquisition is still running, just the REST call has ended. "
+    "Sync acquisition limit of {limit} seconds exceeded. Use async write call for long acquisitions."
+)
+# POST /daq/config: a partial config (the server fills absent fields with null, then int()s them),
+# and module_positions in the object form its own model declares.
+MESSAGE_PARTIAL_CONFIG = "int() argument must be a string, a bytes-like object or a real number, not 'NoneType'"
+MESSAGE_MODULE_POSITIONS = "Object of type ModulePositions is not JSON serializable"
+# GET /daq/logs/{n} with n < 1 (redis-py's refusal, passed through).
+MESSAGE_LOGS_COUNT = "XREVRANGE count must be a positive integer"
+# Deployment status messages (``deployment.message``).
+MESSAGE_DEPLOYMENT_NO_CONFIG = "No config available"
+MESSAGE_DEPLOYMENT_WAITING = "Waiting for servers..."
+MESSAGE_DEPLOYMENT_RUNNING = "Deploying on servers..."
+MESSAGE_DEPLOYMENT_SUCCESS = "Deployment successful"
+MESSAGE_DEPLOYMENT_FAILED = "Deployment failed"
+# n_images the writer protocol carries (a 32-bit signed integer): 2**31 and more never start.
+MAX_WRITER_N_IMAGES = 2**31 - 1
+
+__all__ += [
+    "MESSAGE_WRITER_STATUS",
+    "MESSAGE_WRITING_STARTED",
+    "MESSAGE_WRITING_FINISHED",
+    "MESSAGE_WRITING_STOPPED",
+    "MESSAGE_CONFIG",
+    "MESSAGE_NO_CONFIG",
+    "MESSAGE_CONFIG_SET",
+    "MESSAGE_STATS",
+    "MESSAGE_LOGS",
+    "MESSAGE_DEPLOYMENT",
+    "MESSAGE_BUSY",
+    "MESSAGE_BUSY_PREFIX",
+    "MESSAGE_NEEDS_RESTART",
+    "MESSAGE_CANNOT_REACH_WRITING",
+    "MESSAGE_CANNOT_REACH_READY",
+    "MESSAGE_CANNOT_CREATE_FILE",
+    "MESSAGE_UNSUPPORTED_BIT_DEPTH",
+    "MESSAGE_PATH_NOT_ABSOLUTE",
+    "MESSAGE_PATH_INVALID",
+    "MESSAGE_FOLDER_MISSING",
+    "MESSAGE_SYNC_LIMIT",
+    "MESSAGE_PARTIAL_CONFIG",
+    "MESSAGE_MODULE_POSITIONS",
+    "MESSAGE_LOGS_COUNT",
+    "MESSAGE_DEPLOYMENT_NO_CONFIG",
+    "MESSAGE_DEPLOYMENT_WAITING",
+    "MESSAGE_DEPLOYMENT_RUNNING",
+    "MESSAGE_DEPLOYMENT_SUCCESS",
+    "MESSAGE_DEPLOYMENT_FAILED",
+    "MAX_WRITER_N_IMAGES",
+]
+
 DETECTOR_TYPES = ("eiger", "gigafrost", "jungfrau", "bsread")
 BIT_DEPTHS = (8, 16, 32)
 INTEGER_CONFIG_FIELDS = (

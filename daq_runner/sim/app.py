@@ -1,31 +1,96 @@
-"""The REST API of the simulated DAQ: the deployed rest_v2 server's paths, envelopes and errors.
+"""The REST API of the simulated DAQ: the deployed rest_v2 server's paths, models, envelopes and errors.
 
-Application errors are HTTP 200 with ``{"status": "error", "message": ...}``; request
-bodies that fail validation are HTTP 422 with FastAPI's ``detail``; ``/sim/*`` adds fault
-injection. While an ``unavailable_s`` fault is armed, every other path answers HTTP 503.
+As the real server (PSI std_daq_service rest_v2, its last version, FastAPI):
+
+- request bodies are typed by the server's models: a body that fails them (``n_images:
+  0``, a missing field, a wrong type, malformed JSON, ``module_positions`` in the
+  README's list form) is HTTP 422 with FastAPI's ``detail`` list and no envelope;
+- every other error, including the output path checks that the server's model raises
+  as exceptions, is HTTP 200 ``{"status": "error", "message": <exception text>}`` (the
+  server's catch-all exception handler);
+- replies carry the server's exact messages (:mod:`daq_runner.api`).
+
+``/sim/*`` adds fault injection. While an ``unavailable_s`` fault is armed, every other
+path answers HTTP 503.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any, Dict, Literal, Optional
 
-from fastapi import Body, FastAPI
-from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
 from .. import api
 from .._version import __version__
-from .daq import SimRefusal, SimulatedDaqCore
+from .daq import SimRefusal, SimulatedDaqCore, check_output_path
 
-__all__ = ["create_app", "WriteRequest", "FaultRequest"]
-
+__all__ = ["create_app", "WriteRequest", "ConfigRequest", "ModulePositions", "FaultRequest", "ResetRequest"]
 
 class WriteRequest(BaseModel):
-    """Body of ``/writer/write_async`` and ``/writer/write_sync``."""
+    """Body of ``/writer/write_async`` and ``/writer/write_sync`` (the server's model, fields in its order)."""
 
-    output_file: str
-    n_images: int = Field(ge=1)
-    run_id: Optional[int] = None
+    n_images: int = Field(ge=1, description="Number of images to acquire")
+    output_file: str = Field(description="Output file: absolute path, its folder must exist")
+    run_id: int = Field(default_factory=time.time_ns, description="Run ID (default: the request time in ns)")
+
+    @field_validator("output_file")
+    @classmethod
+    def _output_file(cls, output_file: str) -> str:
+        # The server's validator raises a plain exception, not a validation error: it
+        # escapes the model and becomes an HTTP 200 error (even when other fields also fail).
+        check_output_path(output_file)
+        return output_file
+
+
+class ModulePositions(BaseModel):
+    """The server's model of one module's position: declared, but not JSON serializable when stored."""
+
+    start_x: int
+    start_y: int
+    end_x: int
+    end_y: int
+
+
+class ConfigRequest(BaseModel):
+    """Body of ``POST /daq/config``: every field optional; unknown fields are ignored."""
+
+    bit_depth: Optional[int] = None
+    detector_name: Optional[str] = None
+    detector_type: Optional[str] = None
+    image_pixel_height: Optional[int] = None
+    image_pixel_width: Optional[int] = None
+    n_modules: Optional[int] = None
+    start_udp_port: Optional[int] = None
+    writer_user_id: Optional[int] = None
+    submodule_info: Optional[Any] = None
+    module_positions: Optional[Dict[str, ModulePositions]] = None
+
+
+class ConfigStatus(BaseModel):
+    """The config as the server's reply model declares it: a stored config that does not fit
+    (e.g. ``detector_type`` null) breaks ``GET /daq/config`` (HTTP 200 error with the
+    validation text, whose wording depends on the pydantic version).
+
+    The reference says only that such a config "breaks later replies"; the POST that
+    stores it still answers ok, with the null in its config.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    bit_depth: int
+    detector_name: str
+    detector_type: str
+    image_pixel_height: int
+    image_pixel_width: int
+    n_modules: int
+    start_udp_port: int
+    writer_user_id: int
+
+
+_CONFIG_STATUS = TypeAdapter(ConfigStatus)
 
 
 class FaultRequest(BaseModel):
@@ -38,6 +103,14 @@ class FaultRequest(BaseModel):
     unavailable_s: Optional[float] = Field(default=None, ge=0, le=3600)
     deployment: Optional[Literal["ERROR"]] = None
     stall_s: Optional[float] = Field(default=None, ge=0, le=3600)
+
+
+class ResetRequest(BaseModel):
+    """Body of ``POST /sim/reset`` (optional): the writer state to come back in."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    start_state: Literal["READY", "UNKNOWN"] = "READY"
 
 
 def _ok(message: str, key: str, payload: Any, **extra: Any) -> Dict[str, Any]:
@@ -75,67 +148,72 @@ def create_app(daq: SimulatedDaqCore) -> FastAPI:
     app = FastAPI(title="daq-sim: simulated Standard DAQ", version=__version__)
     app.add_middleware(_Unavailable, daq=daq)
 
-    def writer_reply(message: str) -> Dict[str, Any]:
-        status = daq.status()
-        return _ok(message or f"Writer is {status['state']}", "writer", status)
+    @app.exception_handler(SimRefusal)
+    def refused(_: Request, exc: SimRefusal) -> JSONResponse:
+        return JSONResponse(_error(str(exc)), status_code=200)
+
+    @app.exception_handler(Exception)
+    def failed(_: Request, exc: Exception) -> JSONResponse:
+        # The real server answers any exception this way. Starlette re-raises it after the
+        # reply, so uvicorn still logs the traceback (here it would be a simulator bug).
+        return JSONResponse(_error(str(exc)), status_code=200)
+
+    def writer_reply(message: str, status: Dict[str, Any]) -> Dict[str, Any]:
+        return _ok(message, "writer", status)
 
     @app.get(api.WRITER_STATUS.path)
     def writer_status() -> Dict[str, Any]:
-        return writer_reply("")
+        status = daq.status()
+        return writer_reply(api.MESSAGE_WRITER_STATUS.format(state=status["state"]), status)
 
     @app.post(api.WRITER_WRITE_ASYNC.path)
     def write_async(request: WriteRequest) -> Dict[str, Any]:
-        try:
-            daq.start_write(request.output_file, request.n_images, request.run_id)
-        except SimRefusal as exc:
-            return _error(str(exc))
-        return writer_reply("Writing started.")
+        return writer_reply(api.MESSAGE_WRITING_STARTED, daq.start_write(request.output_file, request.n_images, request.run_id))
 
     @app.post(api.WRITER_WRITE_SYNC.path)
     def write_sync(request: WriteRequest) -> Dict[str, Any]:
-        try:
-            daq.start_write(request.output_file, request.n_images, request.run_id)
-        except SimRefusal as exc:
-            return _error(str(exc))
+        daq.start_write(request.output_file, request.n_images, request.run_id)
         limit = daq.settings.sync_limit_s
         if not daq.wait_while_writing(limit):
-            return _error(
-                f"Acquisition is still running after {limit:g} seconds; it goes on. "
-                "Use write_async for long acquisitions."
-            )
-        status = daq.status()
-        acquisition = status.get("acquisition") or {}
-        return _ok(acquisition.get("message") or "Writing finished.", "writer", status)
+            return _error(api.MESSAGE_SYNC_LIMIT.format(limit=f"{limit:g}"))
+        return writer_reply(api.MESSAGE_WRITING_FINISHED, daq.status())
 
     @app.post(api.WRITER_STOP.path)
-    def writer_stop(_: Any = Body(default=None)) -> Dict[str, Any]:
-        daq.stop()
-        return writer_reply("Writer stopped.")
+    def writer_stop() -> Dict[str, Any]:
+        # The server reads no body: whatever is sent (the original client sends {}) is ignored.
+        return writer_reply(api.MESSAGE_WRITING_STOPPED, daq.stop())
 
     @app.get(api.DAQ_CONFIG_GET.path)
     def get_config() -> Dict[str, Any]:
-        return _ok("DAQ configuration", "config", daq.config, config_id=daq.config_id)
+        config_id, config = daq.get_config()
+        if config_id is None:
+            return _ok(api.MESSAGE_NO_CONFIG, "config", config, config_id=config_id)
+        try:
+            _CONFIG_STATUS.validate_python(config)
+        except ValidationError as exc:
+            return _error(str(exc))
+        return _ok(api.MESSAGE_CONFIG.format(bit_depth=config.get("bit_depth")), "config", config, config_id=config_id)
 
     @app.post(api.DAQ_CONFIG_SET.path)
-    async def set_config(update: Dict[str, Any] = Body(...)) -> Dict[str, Any]:
-        try:
-            config = await run_in_threadpool(daq.set_config, update)
-        except SimRefusal as exc:
-            return _error(str(exc))
-        return _ok("DAQ configuration changed; deploying.", "config", config, config_id=daq.config_id)
+    def set_config(request: ConfigRequest) -> Dict[str, Any]:
+        # Field by field, not model_dump(): the server stores the model's values as they are,
+        # ModulePositions objects included (which then fail to serialize).
+        fields = {name: getattr(request, name) for name in ConfigRequest.model_fields}
+        config = daq.set_config(fields)
+        # The reply model has a config_id the server does not fill in: GET /daq/config gives it.
+        return _ok(api.MESSAGE_CONFIG_SET, "config", config, config_id=None)
 
     @app.get(api.DAQ_STATS.path)
     def get_stats() -> Dict[str, Any]:
-        return _ok("DAQ statistics", "stats", daq.stats())
+        return _ok(api.MESSAGE_STATS, "stats", daq.stats())
 
     @app.get(api.DAQ_LOGS.path)
     def get_logs(n: int) -> Dict[str, Any]:
-        return _ok(f"Last {n} acquisition logs", "logs", daq.logs(n))
+        return _ok(api.MESSAGE_LOGS, "logs", daq.logs(n))
 
     @app.get(api.DAQ_DEPLOYMENT.path)
     def get_deployment() -> Dict[str, Any]:
-        deployment = daq.deployment()
-        return _ok(deployment["message"], "deployment", deployment)
+        return _ok(api.MESSAGE_DEPLOYMENT, "deployment", daq.deployment())
 
     @app.get("/sim/faults")
     def get_faults() -> Dict[str, Any]:
@@ -147,8 +225,8 @@ def create_app(daq: SimulatedDaqCore) -> FastAPI:
         return _ok("Faults armed", "faults", armed)
 
     @app.post("/sim/reset")
-    def post_reset() -> Dict[str, Any]:
-        daq.reset()
+    def post_reset(request: Optional[ResetRequest] = None) -> Dict[str, Any]:
+        daq.reset(start_state=(request or ResetRequest()).start_state)
         return _ok("Simulator reset", "faults", daq.armed_faults())
 
     return app

@@ -9,9 +9,12 @@ import argparse
 import signal
 import sys
 import threading
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 from .._cli import OneLineArgumentParser
+
+if TYPE_CHECKING:
+    from .daq import SimSettings
 
 __all__ = ["main"]
 
@@ -28,15 +31,44 @@ def _parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument(
         "--start-state",
         choices=("READY", "UNKNOWN"),
-        default=None,
-        help="writer state at start (default: UNKNOWN when restarted on a Redis that holds an earlier status, else READY)",
+        default="UNKNOWN",
+        help="writer state at start (default UNKNOWN, as the real server until a stop)",
+    )
+    parser.add_argument(
+        "--driver-poll-s",
+        type=float,
+        default=0.1,
+        metavar="SECONDS",
+        help="how often the writer driver looks for WRITING/READY during a start or stop "
+        "(default 0.1, as the real server; 0: no delay, for benchmarks)",
+    )
+    parser.add_argument(
+        "--accept-partial-config",
+        action="store_true",
+        help="merge partial configs as mid-2023 servers did (default: refuse them, as the last server version)",
     )
     args = parser.parse_args(argv)
     if not 0 < args.frame_rate <= 100_000:
         parser.error("--frame-rate must be in (0, 100000]")
     if not 0 <= args.port <= 65535:
         parser.error("--port must be in 0..65535")
+    if not 0 <= args.driver_poll_s <= 5:
+        parser.error("--driver-poll-s must be in [0, 5]")
     return args
+
+
+def _settings(args: argparse.Namespace) -> "SimSettings":
+    """The simulator settings the command line asks for."""
+    from .daq import SimSettings
+
+    return SimSettings(
+        frame_rate=args.frame_rate,
+        sync_limit_s=args.sync_limit,
+        deploy_delay_s=args.deploy_delay,
+        start_state=args.start_state,
+        driver_poll_s=args.driver_poll_s,
+        accept_partial_config=args.accept_partial_config,
+    )
 
 
 def _load_config(path: str) -> dict:
@@ -55,7 +87,7 @@ def _load_config(path: str) -> dict:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parse(argv)
     try:
-        from .daq import DEFAULT_CONFIG, SimRefusal, SimSettings, validate_config_update
+        from .daq import DEFAULT_CONFIG, SimRefusal, validate_config_update
         from .server import SimulatedDaq
     except ImportError as exc:
         print(f"daq-sim: error: the simulator needs the sim extra (pip install 'daq-runner[sim]'): {exc}", file=sys.stderr)
@@ -67,7 +99,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         except (ValueError, SimRefusal) as exc:
             print(f"daq-sim: error: {exc}", file=sys.stderr)
             return 2
-    settings = SimSettings(frame_rate=args.frame_rate, sync_limit_s=args.sync_limit, deploy_delay_s=args.deploy_delay, start_state=args.start_state)
+    settings = _settings(args)
     done = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, lambda *_: done.set())

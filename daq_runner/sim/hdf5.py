@@ -1,9 +1,20 @@
-"""HDF5 files in the layout of the Standard DAQ writer, and synthetic detector frames."""
+"""HDF5 files in the layout of the Standard DAQ writer, and synthetic detector frames.
+
+The layout is the C++ writer's (std_detector_buffer): group ``/<detector_name>/`` with
+
+- ``data``: ``(n, image_pixel_height, image_pixel_width)`` of the bit depth's dtype,
+  chunked one image per chunk;
+- ``image_id`` and ``status``: contiguous 1-D ``uint64``, one value per image.
+
+There is no compound ``metadata`` dataset. The file is opened with truncation: an
+existing file of that name is overwritten without warning, as the real writer does.
+"""
 
 from __future__ import annotations
 
 import functools
 import time
+from typing import List
 
 import h5py
 import numpy as np
@@ -11,7 +22,6 @@ import numpy as np
 __all__ = ["Hdf5Writer", "FrameSource", "frame_source", "DTYPES"]
 
 DTYPES = {8: np.uint8, 16: np.uint16, 32: np.uint32}
-METADATA_DTYPE = np.dtype([("image_id", "<u8"), ("status", "<u8")])
 _FLUSH_EVERY_S = 0.5
 
 
@@ -56,44 +66,69 @@ def frame_source(config: dict) -> FrameSource:
 
 
 class Hdf5Writer:
-    """Writes one acquisition: ``/<detector_name>/data`` and ``/<detector_name>/metadata``.
+    """Writes one acquisition into ``path`` (created, or truncated when it exists).
 
-    Images are appended as they arrive and flushed regularly, so an interrupted
-    acquisition leaves a valid file holding the images written so far.
+    Args:
+        path: output file; ``OSError`` when it cannot be created (no permission, a folder...).
+        config: the DAQ config (``detector_name``, ``image_pixel_height``/``width``).
+        bit_depth: 8, 16 or 32; any other value leaves the file empty (the writer fails
+            such an acquisition before its first image, see :attr:`supported`).
+
+    Images are appended as they arrive and flushed every 0.5 s, so ``data`` of an
+    interrupted acquisition holds the images written so far. ``image_id`` and
+    ``status`` are contiguous datasets, which HDF5 cannot grow: they are written once,
+    at :meth:`close`, with one value per image written.
     """
 
-    def __init__(self, path: str, config: dict, n_images: int) -> None:
-        height, width = config["image_pixel_height"], config["image_pixel_width"]
+    def __init__(self, path: str, config: dict, bit_depth: int) -> None:
         self._file = h5py.File(path, "w")
-        group = self._file.create_group(config["detector_name"])
-        self._data = group.create_dataset(
-            "data",
-            shape=(0, height, width),
-            maxshape=(None, height, width),
-            chunks=(1, height, width),
-            dtype=DTYPES[config["bit_depth"]],
-        )
-        self._metadata = group.create_dataset(
-            "metadata", shape=(0,), maxshape=(None,), chunks=(max(1, min(n_images, 4096)),), dtype=METADATA_DTYPE
-        )
-        self._data.attrs["n_images_requested"] = n_images
+        self._ids: List[np.ndarray] = []
+        self._group = None
+        self._data = None
+        self.supported = bit_depth in DTYPES
+        if not self.supported:
+            return
+        height, width = config["image_pixel_height"], config["image_pixel_width"]
+        try:
+            self._group = self._file.create_group(str(config["detector_name"]))
+            self._data = self._group.create_dataset(
+                "data",
+                shape=(0, height, width),
+                maxshape=(None, height, width),
+                chunks=(1, height, width),
+                dtype=DTYPES[bit_depth],
+            )
+        except BaseException:
+            self._file.close()
+            raise
         self._last_flush = time.monotonic()
 
+    @property
+    def n_written(self) -> int:
+        return 0 if self._data is None else int(self._data.shape[0])
+
     def append(self, frames: np.ndarray, first_image_id: int) -> None:
+        """Append ``frames`` (n, height, width) with the detector's image ids from ``first_image_id``."""
         n = len(frames)
-        if n == 0:
+        if n == 0 or self._data is None:
             return
         start = self._data.shape[0]
         self._data.resize(start + n, axis=0)
         self._data[start:] = frames
-        meta = np.zeros(n, dtype=METADATA_DTYPE)
-        meta["image_id"] = np.arange(first_image_id, first_image_id + n, dtype=np.uint64)
-        self._metadata.resize(start + n, axis=0)
-        self._metadata[start:] = meta
+        self._ids.append(np.arange(first_image_id, first_image_id + n, dtype=np.uint64))
         if time.monotonic() - self._last_flush >= _FLUSH_EVERY_S:
             self._file.flush()
             self._last_flush = time.monotonic()
 
     def close(self) -> None:
-        if self._file.id.valid:
+        """Write ``image_id`` and ``status`` (contiguous, one value per image) and close the file."""
+        if not self._file.id.valid:
+            return
+        try:
+            if self._group is not None:
+                ids = np.concatenate(self._ids) if self._ids else np.zeros(0, dtype=np.uint64)
+                # No chunks= and no maxshape: h5py stores these contiguously, as the writer does.
+                self._group.create_dataset("image_id", data=ids, dtype=np.uint64)
+                self._group.create_dataset("status", data=np.zeros(len(ids), dtype=np.uint64), dtype=np.uint64)
+        finally:
             self._file.close()

@@ -23,10 +23,16 @@ class SimulatedDaq:
         config: initial DAQ configuration (default: a small simulated Eiger).
         settings: frame rate, timings, stream names (see :class:`SimSettings`).
 
+    It behaves as the real rest_v2 server by default: the writer starts UNKNOWN (send a
+    stop, or ``SimSettings(start_state="READY")``), starts and stops take at least one
+    0.1 s driver poll, partial configs are refused (see :class:`SimSettings`).
+
     Example::
 
         with SimulatedDaq() as sim:
-            StdDaqClient(sim.url).get_status()
+            client = StdDaqClient(sim.url)
+            client.stop_writer()          # UNKNOWN -> READY, as on a freshly started server
+            client.get_status()
     """
 
     def __init__(

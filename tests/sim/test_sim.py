@@ -1,4 +1,9 @@
-"""daq-sim over real HTTP and a real Redis, driven by the original std_daq_client 1.3.5."""
+"""daq-sim over real HTTP and a real Redis, driven by the original std_daq_client 1.3.5.
+
+What the original client sees here is what it would see on the real rest_v2 server
+(section 9 of the reference, checked point by point in ``test_fidelity.py``); this module
+covers the client's README calls, the files, the faults, the settings and the command.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,6 @@ import h5py
 import numpy as np
 import pytest
 import redis
-import requests
 from std_daq_client.client import StdDaqAdminException as OriginalAdminException
 from std_daq_client.client import StdDaqClient as OriginalClient
 
@@ -19,45 +23,59 @@ from daq_runner import api
 from daq_runner.sim.daq import DEFAULT_CONFIG
 
 from ..conftest import script, stream_entries, wait_until
+from .conftest import faults, full_config, get, ok, post, refused, set_config, status
+
+DATA = f"/{DEFAULT_CONFIG['detector_name']}/data"
 
 
-@pytest.fixture
-def orig(daq_sim):
-    return OriginalClient(url_base=daq_sim.url)
+def test_original_readme_calls_see_what_the_real_server_answers(fresh_sim, tmp_path):
+    """The seed README's calls, in order, on a freshly started DAQ: the partial set_config is refused
+    (StdDaqAdminException, the server's int() error), a write needs a stop first, the rest works."""
+    client = OriginalClient(url_base=fresh_sim.url)
+    assert {"acquisition": None, "state": "UNKNOWN"} == client.get_status()
+    assert DEFAULT_CONFIG["detector_name"] == client.get_config()["detector_name"]
+    with pytest.raises(OriginalAdminException) as refusal:
+        client.set_config(daq_config={"bit_depth": 16, "writer_user_id": 0})
+    assert api.MESSAGE_PARTIAL_CONFIG == str(refusal.value)
+    assert {} == client.get_logs(n_last_logs=5)  # rest_v2 sends a dict; the original passes it through
+    assert {"detector", "writer"} == set(client.get_stats())
+    assert "SUCCESS" == client.get_deployment_status()["status"]
+    out = str(tmp_path / "output.h5")
+    with pytest.raises(OriginalAdminException, match=api.MESSAGE_BUSY_PREFIX):
+        client.start_writer_async({"output_file": out, "n_images": 10})
+    assert "READY" == client.stop_writer()["state"]
+    assert "WRITING" == client.start_writer_async({"output_file": out, "n_images": 10})["state"]
+    wait_until(lambda: client.get_status()["state"] == "READY")  # the README's next call comes faster
+    synced = client.start_writer_sync({"output_file": out, "n_images": 10})
+    assert ("READY", "FINISHED", 10) == (synced["state"], synced["acquisition"]["state"], synced["acquisition"]["stats"]["n_write_completed"])
+    assert "READY" == client.stop_writer()["state"]
+    assert 3 == len(client.get_logs(n_last_logs=5)), "two writes and the stop's second record of the last"
 
 
-def faults(sim, **armed):
-    reply = requests.post(sim.url + "/sim/faults", json=armed, timeout=5)
-    assert 200 == reply.status_code, reply.text
-    return reply.json()["faults"]
+def test_original_client_whole_config_round_trip(orig):
+    """The whole config from get_config, changed and sent back, works with the original client."""
+    config = orig.get_config()
+    applied = orig.set_config({**config, "bit_depth": 32, "writer_user_id": 12345})
+    assert {**config, "bit_depth": 32, "writer_user_id": 12345} == applied
 
 
-def test_status_and_config_as_the_real_server(orig, daq_sim):
-    """Status, config, stats, deployment and logs come in the real envelopes and shapes."""
+def test_original_client_raises_runtime_error_on_422(orig):
+    """The original client sees a 422 as RuntimeError, as against the real server."""
+    with pytest.raises(RuntimeError):
+        orig.start_writer_async({"output_file": "/tmp/a.h5", "n_images": 0})
+    with pytest.raises(RuntimeError):
+        orig.set_config({**orig.get_config(), "bit_depth": "x"})
+
+
+def test_status_and_config_of_a_daq_in_service(orig, daq_sim):
+    """The daq_sim fixture gives a DAQ in service: READY, initial config deployed, no logs."""
     assert {"acquisition": None, "state": "READY"} == orig.get_status()
-    assert DEFAULT_CONFIG["detector_name"] == orig.get_config()["detector_name"]
-    envelope = requests.get(daq_sim.url + "/daq/config", timeout=5).json()
-    assert envelope["status"] == "ok" and envelope["config_id"].count("-") == 1
+    envelope = ok(get(daq_sim, "/daq/config"))
+    assert DEFAULT_CONFIG == envelope["config"] and envelope["config_id"].count("-") == 1
     deployment = orig.get_deployment_status()
-    assert "SUCCESS" == deployment["status"] and set(deployment["servers"].values()) == {"Done"}
+    assert ("SUCCESS", {"Done"}) == (deployment["status"], set(deployment["servers"].values()))
     assert envelope["config_id"] == deployment["config_id"]
-    assert {} == orig.get_logs(5)  # rest_v2 sends a dict; the original passes it through
-
-
-def test_write_sync_runs_the_acquisition_state_machine(orig, daq_sim, tmp_path):
-    """A sync write passes WAITING_IMAGES -> ACQUIRING_IMAGES -> FLUSHING_IMAGES -> FINISHED, on the stream too."""
-    out = str(tmp_path / "sync.h5")
-    status = orig.start_writer_sync({"output_file": out, "n_images": 20, "run_id": 42})
-    acquisition = status["acquisition"]
-    assert "READY" == status["state"]
-    assert ("FINISHED", "Completed.") == (acquisition["state"], acquisition["message"])
-    assert {"n_images": 20, "output_file": out, "run_id": 42} == acquisition["info"]
-    assert 20 == acquisition["stats"]["n_write_completed"] == acquisition["stats"]["n_write_requested"]
-    states = [s["acquisition"]["state"] for s in stream_entries(daq_sim.redis_url, "daq:status") if s["acquisition"]]
-    order = [s for i, s in enumerate(states) if i == 0 or states[i - 1] != s]
-    assert ["WAITING_IMAGES", "ACQUIRING_IMAGES", "FLUSHING_IMAGES", "FINISHED"] == order
-    logs = stream_entries(daq_sim.redis_url, "daq:log")
-    assert [42] == [entry["info"]["run_id"] for entry in logs]
+    assert deployment["stats"]["stop_time"] >= deployment["stats"]["start_time"] > 0
 
 
 def test_run_id_chosen_by_server_when_absent(orig, tmp_path):
@@ -68,19 +86,31 @@ def test_run_id_chosen_by_server_when_absent(orig, tmp_path):
 
 
 def test_hdf5_file_has_the_writers_layout(orig, daq_sim, tmp_path):
-    """The file holds /<detector>/data (n, h, w) of the bit depth's dtype and per-image metadata."""
-    orig.set_config({"bit_depth": 32})
+    """/<detector>/data (n, h, w) of the bit depth's dtype, one image per chunk, and contiguous
+    uint64 image_id and status, one value per image; no metadata dataset."""
+    set_config(daq_sim, bit_depth=32)
     out = str(tmp_path / "layout.h5")
     orig.start_writer_sync({"output_file": out, "n_images": 12})
     with h5py.File(out, "r") as f:
-        data = f[f"/{DEFAULT_CONFIG['detector_name']}/data"]
-        meta = f[f"/{DEFAULT_CONFIG['detector_name']}/metadata"]
-        assert (12, 256, 256) == data.shape and np.uint32 == data.dtype
-        assert 12 == len(meta) and ("image_id", "status") == meta.dtype.names
+        group = f[f"/{DEFAULT_CONFIG['detector_name']}"]
+        assert {"data", "image_id", "status"} == set(group)
+        data, image_id, image_status = group["data"], group["image_id"], group["status"]
+        assert ((12, 256, 256), np.uint32, (1, 256, 256)) == (data.shape, data.dtype, data.chunks)
+        for dataset in (image_id, image_status):
+            assert ((12,), np.uint64, None) == (dataset.shape, dataset.dtype, dataset.chunks), "contiguous"
+        assert np.all(np.diff(image_id[()].astype(np.int64)) == 1) and not image_status[()].any()
         frame = data[3]
         assert frame.std() > 1 and frame.max() > frame.mean() * 5, "frames look like data: noise and a bright spot"
-        assert np.all(np.diff(meta["image_id"].astype(np.int64)) == 1)
-    assert 256 * 256 * 2 < 1024 * 1024, "default images are well under 1 MiB"
+
+
+@pytest.mark.parametrize("bit_depth, dtype", [(8, np.uint8), (16, np.uint16)])
+def test_hdf5_dtype_follows_bit_depth(orig, daq_sim, tmp_path, bit_depth, dtype):
+    """The data dtype is the bit depth's."""
+    set_config(daq_sim, bit_depth=bit_depth)
+    out = str(tmp_path / "d.h5")
+    orig.start_writer_sync({"output_file": out, "n_images": 2})
+    with h5py.File(out, "r") as f:
+        assert dtype == f[DATA].dtype
 
 
 def test_async_write_and_stop_interrupts_and_logs(orig, daq_sim, tmp_path):
@@ -96,122 +126,92 @@ def test_async_write_and_stop_interrupts_and_logs(orig, daq_sim, tmp_path):
     written = acquisition["stats"]["n_write_completed"]
     assert 5 <= written < 100000
     with h5py.File(out, "r") as f:
-        assert written == f[f"/{DEFAULT_CONFIG['detector_name']}/data"].shape[0]
+        assert written == f[DATA].shape[0] == len(f[f"/{DEFAULT_CONFIG['detector_name']}/image_id"])
     logs = list(orig.get_logs(1).values())
     assert 7 == logs[0]["info"]["run_id"] and "Interrupted." == logs[0]["message"]
 
 
 def test_write_refused_while_writing(orig, daq_sim, tmp_path):
-    """A write while not READY is refused with the real message."""
+    """A write while WRITING is refused with the real message, which shows the running status."""
     daq_sim.core.settings.frame_rate = 50
-    orig.start_writer_async({"output_file": str(tmp_path / "a.h5"), "n_images": 1000})
-    with pytest.raises(OriginalAdminException, match="Cannot start new acquisition"):
+    orig.start_writer_async({"output_file": str(tmp_path / "a.h5"), "n_images": 1000, "run_id": 11})
+    with pytest.raises(OriginalAdminException) as refusal:
         orig.start_writer_async({"output_file": str(tmp_path / "b.h5"), "n_images": 1})
+    message = str(refusal.value)
+    assert message.startswith(api.MESSAGE_BUSY_PREFIX + ":\n {'state': 'WRITING', 'acquisition': {") and "'run_id': 11" in message
     orig.stop_writer()
 
 
-@pytest.mark.parametrize(
-    "output_file, reason",
-    [("relative.h5", "absolute"), ("/tmp/has space.h5", "does not match"), ("/no/such/folder/x.h5", "does not exist")],
-)
-def test_output_path_rules(orig, output_file, reason):
-    """Output files must be absolute, match the pattern, and their folder must exist."""
-    with pytest.raises(OriginalAdminException, match=reason):
-        orig.start_writer_async({"output_file": output_file, "n_images": 1})
-
-
-@pytest.mark.parametrize("body", [{"output_file": "/tmp/a.h5", "n_images": 0}, {"n_images": 3}, {"output_file": "/tmp/a.h5", "n_images": "x"}])
-def test_body_validation_errors_are_422(daq_sim, body):
-    """Schema failures are HTTP 422 with FastAPI's detail, no envelope."""
-    reply = requests.post(daq_sim.url + "/writer/write_async", json=body, timeout=5)
-    assert 422 == reply.status_code and "detail" in reply.json()
-
-
-@pytest.mark.parametrize("path", ["/writer/write_async", "/daq/config", "/sim/faults"])
+@pytest.mark.parametrize("path", ["/writer/write_async", "/daq/config", "/sim/faults", "/sim/reset"])
 def test_malformed_json_is_4xx(daq_sim, path):
     """Malformed JSON is a client error, never a 5xx."""
-    reply = requests.post(daq_sim.url + path, data=b"{not json", headers={"content-type": "application/json"}, timeout=5)
+    reply = post(daq_sim, path, data=b"{not json", headers={"content-type": "application/json"})
     assert 400 <= reply.status_code < 500
 
 
-def test_original_client_raises_runtime_error_on_422(orig):
-    """The original client sees a 422 as RuntimeError, as against the real server."""
-    with pytest.raises(RuntimeError):
-        orig.start_writer_async({"output_file": "/tmp/a.h5", "n_images": 0})
+def test_stop_reads_no_body(daq_sim):
+    """/writer/stop reads no body, as the real server: even a malformed one is ignored."""
+    reply = post(daq_sim, "/writer/stop", data=b"{not json", headers={"content-type": "application/json"})
+    assert "Writing stopped." == ok(reply)["message"]
 
 
-def test_partial_config_is_merged_converted_and_deployed(orig, daq_sim):
-    """Partial updates merge, integer strings convert, deployment goes RUNNING -> SUCCESS."""
-    daq_sim.core.settings.deploy_delay_s = 0.3
-    try:
-        applied = orig.set_config({"bit_depth": "8", "writer_user_id": 12345})
-        assert 8 == applied["bit_depth"] and 12345 == applied["writer_user_id"]
-        assert DEFAULT_CONFIG["image_pixel_width"] == applied["image_pixel_width"]
-        assert "RUNNING" == orig.get_deployment_status()["status"]
-        done = wait_until(lambda: (d := orig.get_deployment_status())["status"] == "SUCCESS" and d)
-        assert done["stats"]["stop_time"] >= done["stats"]["start_time"]
-    finally:
-        daq_sim.core.settings.deploy_delay_s = 0.05
-    configs = stream_entries(daq_sim.redis_url, "daq:config")
-    assert 8 == configs[-1]["bit_depth"]
-    progress = redis.Redis.from_url(daq_sim.redis_url).xrange(f"daq:config:{done['config_id']}")
-    messages = [(f[b"server_name"].decode(), f[b"message"].decode()) for _, f in progress]
-    assert ("sim-daq-0", "Deploying") in messages and ("sim-daq-0", "Done") in messages
-
-
-@pytest.mark.parametrize(
-    "update, reason",
-    [({"detector_type": "pilatus"}, "Unknown detector_type"), ({"bit_depth": 12}, "bit_depth"), ({"bit_depth": "x"}, "integer"), ({"colour": 1}, "Unknown config field")],
-)
-def test_invalid_config_is_refused(orig, update, reason):
-    """Invalid configs are application errors (HTTP 200, status error)."""
-    with pytest.raises(OriginalAdminException, match=reason):
-        orig.set_config(update)
-
-
-def test_logs_only_for_finished_acquisitions(orig, daq_sim, tmp_path):
+def test_logs_only_for_finished_acquisitions_newest_first(orig, daq_sim, tmp_path):
     """FAILED acquisitions are not logged; FINISHED ones are, newest first by stream id."""
     orig.start_writer_sync({"output_file": str(tmp_path / "1.h5"), "n_images": 2, "run_id": 1})
     faults(daq_sim, fail_next="ERROR: disk full")
     failed = orig.start_writer_sync({"output_file": str(tmp_path / "2.h5"), "n_images": 4, "run_id": 2})
     assert ("FAILED", "ERROR: disk full") == (failed["acquisition"]["state"], failed["acquisition"]["message"])
-    assert failed["acquisition"]["stats"]["start_time"] == failed["acquisition"]["stats"]["stop_time"]
     orig.start_writer_sync({"output_file": str(tmp_path / "3.h5"), "n_images": 2, "run_id": 3})
     logs = orig.get_logs(10)
     assert [3, 1] == [entry["info"]["run_id"] for entry in logs.values()]
     assert list(logs) == sorted(logs, key=lambda k: int(k.split("-")[0]), reverse=True)
 
 
-def test_fault_writer_unknown_loses_acquisition_and_stop_resets(orig, daq_sim, tmp_path):
-    """writer_state UNKNOWN: the running acquisition is lost, writes are refused, stop resets."""
-    daq_sim.core.settings.frame_rate = 50
-    orig.start_writer_async({"output_file": str(tmp_path / "u.h5"), "n_images": 1000})
-    armed = faults(daq_sim, writer_state="UNKNOWN")
-    assert "UNKNOWN" == armed["writer_state"]
-    status = orig.get_status()
-    assert "UNKNOWN" == status["state"] and "FAILED" == status["acquisition"]["state"]
-    with pytest.raises(OriginalAdminException, match="UNKNOWN"):
+def test_fault_writer_unknown_loses_the_running_acquisition(orig, quick_driver, tmp_path):
+    """writer_state UNKNOWN during an acquisition is a writer restart: the acquisition is lost (kept
+    as last reported, not final), writes are refused, the first stop cannot reach READY, the next one does."""
+    quick_driver.core.settings.frame_rate = 50
+    orig.start_writer_async({"output_file": str(tmp_path / "u.h5"), "n_images": 1000, "run_id": 4})
+    assert "UNKNOWN" == faults(quick_driver, writer_state="UNKNOWN")["writer_state"]
+    lost = orig.get_status()
+    assert ("UNKNOWN", 4) == (lost["state"], lost["acquisition"]["info"]["run_id"])
+    assert lost["acquisition"]["state"] in ("WAITING_IMAGES", "ACQUIRING_IMAGES")
+    with pytest.raises(OriginalAdminException, match=api.MESSAGE_BUSY_PREFIX):
         orig.start_writer_async({"output_file": str(tmp_path / "v.h5"), "n_images": 1})
-    assert "READY" == orig.stop_writer()["state"]
-    assert "UNKNOWN" in [s["state"] for s in stream_entries(daq_sim.redis_url, "daq:status")]
+    with pytest.raises(OriginalAdminException, match="Cannot reach READY"):
+        orig.stop_writer()
+    assert {"state": "READY", "acquisition": None} == orig.stop_writer()
+    assert "UNKNOWN" in [s["state"] for s in stream_entries(quick_driver.redis_url, "daq:status")]
+
+
+def test_fault_writer_unknown_while_idle_is_reset_by_one_stop(orig, daq_sim, tmp_path):
+    """writer_state UNKNOWN on an idle writer: one stop makes it READY again."""
+    orig.start_writer_sync({"output_file": str(tmp_path / "a.h5"), "n_images": 2, "run_id": 5})
+    faults(daq_sim, writer_state="UNKNOWN")
+    assert "UNKNOWN" == orig.get_status()["state"]
+    back = orig.stop_writer()
+    assert ("READY", 5) == (back["state"], back["acquisition"]["info"]["run_id"])
 
 
 def test_fault_unavailable_answers_503_except_sim(daq_sim):
     """unavailable_s: every non-/sim endpoint answers 503 for that long."""
     faults(daq_sim, unavailable_s=0.5)
-    assert 503 == requests.get(daq_sim.url + "/writer/status", timeout=5).status_code
-    assert 0 < requests.get(daq_sim.url + "/sim/faults", timeout=5).json()["faults"]["unavailable_s"] <= 0.5
-    wait_until(lambda: requests.get(daq_sim.url + "/writer/status", timeout=5).status_code == 200, timeout=3)
+    assert 503 == get(daq_sim, "/writer/status").status_code
+    assert 0 < get(daq_sim, "/sim/faults").json()["faults"]["unavailable_s"] <= 0.5
+    wait_until(lambda: get(daq_sim, "/writer/status").status_code == 200, timeout=3)
 
 
 def test_fault_deployment_error(orig, daq_sim):
-    """deployment ERROR: the next deployment fails, visible in /daq/deployment."""
+    """deployment ERROR: the last server of the next deployment reports Error ("Deployment failed")."""
     faults(daq_sim, deployment="ERROR")
-    orig.set_config({"bit_depth": 8})
-    deployment = wait_until(lambda: (d := orig.get_deployment_status())["status"] != "RUNNING" and d)
-    assert "ERROR" == deployment["status"] and "Error" in deployment["servers"].values()
-    orig.set_config({"bit_depth": 16})
-    assert "SUCCESS" == wait_until(lambda: (d := orig.get_deployment_status())["status"] != "RUNNING" and d)["status"]
+    orig.set_config(full_config(daq_sim, bit_depth=8))
+    deployment = wait_until(lambda: len((d := orig.get_deployment_status())["servers"]) == 2 and "Deploying" not in d["servers"].values() and d)
+    assert ("ERROR", "Deployment failed", {"sim-daq-0": "Done", "sim-daq-1": "Error"}) == (
+        deployment["status"], deployment["message"], deployment["servers"])
+    progress = redis.Redis.from_url(daq_sim.redis_url).xrange(f"daq:config:{deployment['config_id']}")
+    messages = [(f[b"server_name"].decode(), f[b"message"].decode()) for _, f in progress]
+    assert [("sim-daq-0", "Deploying"), ("sim-daq-0", "Done"), ("sim-daq-1", "Deploying"), ("sim-daq-1", "Error")] == messages
+    set_config(daq_sim, bit_depth=16)  # the fault is spent: the next deployment succeeds
 
 
 def test_fault_stall_stops_images_and_detector_rate(orig, daq_sim, tmp_path):
@@ -226,21 +226,33 @@ def test_fault_stall_stops_images_and_detector_rate(orig, daq_sim, tmp_path):
     assert 10 == final["acquisition"]["stats"]["n_write_completed"]
 
 
-def test_reset_clears_faults(daq_sim):
-    """POST /sim/reset clears every armed fault."""
+def test_reset_clears_faults_and_takes_a_start_state(daq_sim):
+    """POST /sim/reset clears every armed fault; the writer comes back READY, or UNKNOWN when asked."""
     faults(daq_sim, fail_next="ERROR: x", stall_s=30, deployment="ERROR")
-    assert {"fail_next", "stall_s", "deployment"} <= set(requests.get(daq_sim.url + "/sim/faults", timeout=5).json()["faults"])
-    requests.post(daq_sim.url + "/sim/reset", timeout=5)
-    assert {} == requests.get(daq_sim.url + "/sim/faults", timeout=5).json()["faults"]
+    assert {"fail_next", "stall_s", "deployment"} <= set(get(daq_sim, "/sim/faults").json()["faults"])
+    ok(post(daq_sim, "/sim/reset"))
+    assert {} == get(daq_sim, "/sim/faults").json()["faults"]
+    assert {"state": "READY", "acquisition": None} == status(daq_sim)
+    ok(post(daq_sim, "/sim/reset", {"start_state": "UNKNOWN"}))
+    assert {"state": "UNKNOWN", "acquisition": None} == status(daq_sim)
+    assert 422 == post(daq_sim, "/sim/reset", {"start_state": "WRITING"}).status_code
+
+
+def test_reset_restores_the_settings_the_simulator_started_with(daq_sim):
+    """Settings a test changed on the session's simulator are back after the reset."""
+    daq_sim.core.settings.driver_timeout_s = 0.1
+    daq_sim.core.settings.accept_partial_config = True
+    ok(post(daq_sim, "/sim/reset"))
+    assert (5.0, False) == (daq_sim.core.settings.driver_timeout_s, daq_sim.core.settings.accept_partial_config)
 
 
 def test_unknown_fault_is_422(daq_sim):
     """Unknown fault names are rejected."""
-    assert 422 == requests.post(daq_sim.url + "/sim/faults", json={"explode": 1}, timeout=5).status_code
+    assert 422 == post(daq_sim, "/sim/faults", {"explode": 1}).status_code
 
 
 def test_stats_reflect_writing(orig, daq_sim, tmp_path):
-    """Stats every second: detector at the frame rate, writer rate while writing."""
+    """Stats: detector at the frame rate, writer rate while writing."""
     daq_sim.core.settings.frame_rate = 400
     orig.start_writer_async({"output_file": str(tmp_path / "r.h5"), "n_images": 100000})
     try:
@@ -252,27 +264,24 @@ def test_stats_reflect_writing(orig, daq_sim, tmp_path):
     assert stream_entries(daq_sim.redis_url, "daq:stat")
 
 
-def test_status_published_at_least_once_a_second(daq_sim):
-    """daq:status gets a heartbeat even when nothing happens."""
-    client = redis.Redis.from_url(daq_sim.redis_url)
-    last = client.xrevrange("daq:status", count=1)
-    since = last[0][0] if last else "0-0"
-    reply = client.xread({"daq:status": since}, block=1500)
-    assert reply, "no status entry within 1.5 s"
-    assert b"json" in reply[0][1][0][1]
-
-
 def test_write_sync_limit(daq_sim, tmp_path):
-    """After the sync limit the server answers status error while the acquisition goes on."""
+    """After the sync limit the server answers its error while the acquisition goes on."""
     daq_sim.core.settings.sync_limit_s = 0.3
     daq_sim.core.settings.frame_rate = 20
-    try:
-        reply = requests.post(daq_sim.url + "/writer/write_sync", json={"output_file": str(tmp_path / "l.h5"), "n_images": 100}, timeout=5).json()
-        assert "error" == reply["status"] and "still running" in reply["message"]
-        assert "WRITING" == requests.get(daq_sim.url + "/writer/status", timeout=5).json()["writer"]["state"]
-    finally:
-        daq_sim.core.settings.sync_limit_s = 60
-        requests.post(daq_sim.url + "/writer/stop", json={}, timeout=5)
+    message = refused(post(daq_sim, "/writer/write_sync", {"output_file": str(tmp_path / "l.h5"), "n_images": 100}))
+    assert api.MESSAGE_SYNC_LIMIT.format(limit="0.3") == message
+    assert "WRITING" == status(daq_sim)["state"]
+    ok(post(daq_sim, "/writer/stop", {}))
+
+
+def test_no_driver_delay_when_driver_poll_is_zero(daq_sim, tmp_path):
+    """driver_poll_s=0 (benchmarks): starts and stops answer as soon as the state is reached."""
+    daq_sim.core.settings.driver_poll_s = 0
+    began = time.monotonic()
+    for i in range(5):
+        ok(post(daq_sim, "/writer/write_sync", {"output_file": str(tmp_path / f"{i}.h5"), "n_images": 2}))
+        ok(post(daq_sim, "/writer/stop", {}))
+    assert time.monotonic() - began < 0.5 * 2, "10 requests without 0.1 s polls"
 
 
 def test_redis_outage_keeps_rest_alive_and_publishing_resumes(tmp_path):
@@ -281,13 +290,16 @@ def test_redis_outage_keeps_rest_alive_and_publishing_resumes(tmp_path):
 
     server = RedisServer().start()
     try:
-        with SimulatedDaq(redis_url=server.url, settings=SimSettings(frame_rate=1000, heartbeat_s=0.2)) as sim:
+        with SimulatedDaq(redis_url=server.url, settings=SimSettings(frame_rate=1000, heartbeat_s=0.2, start_state="READY")) as sim:
             client = OriginalClient(sim.url)
             server.kill()
             status = client.start_writer_sync({"output_file": str(tmp_path / "o.h5"), "n_images": 5})
             assert "FINISHED" == status["acquisition"]["state"]
             restarted = RedisServer(port=server.port).start()
             try:
+                wait_until(lambda: stream_entries(restarted.url, "daq:stat"), timeout=5)
+                time.sleep(1.1)  # the publisher's back-off after the outage
+                client.stop_writer()
                 wait_until(lambda: stream_entries(restarted.url, "daq:status"), timeout=5)
             finally:
                 restarted.stop()
@@ -296,19 +308,20 @@ def test_redis_outage_keeps_rest_alive_and_publishing_resumes(tmp_path):
 
 
 def test_restart_on_the_same_redis_comes_up_unknown_with_its_logs(tmp_path):
-    """As a deployed DAQ after a writer restart: UNKNOWN, no acquisition, earlier logs still served."""
+    """As a deployed DAQ after a restart: UNKNOWN, no acquisition, earlier logs still served."""
     from daq_runner.sim import RedisServer, SimSettings, SimulatedDaq
 
     with RedisServer() as server:
         with SimulatedDaq(redis_url=server.url, settings=SimSettings(frame_rate=1000)) as first:
-            assert "READY" == OriginalClient(first.url).get_status()["state"]  # a fresh system
-            OriginalClient(first.url).start_writer_sync({"output_file": str(tmp_path / "a.h5"), "n_images": 3, "run_id": 7})
+            client = OriginalClient(first.url)
+            client.stop_writer()
+            client.start_writer_sync({"output_file": str(tmp_path / "a.h5"), "n_images": 3, "run_id": 7})
         with SimulatedDaq(redis_url=server.url, settings=SimSettings(frame_rate=1000)) as second:
             client = OriginalClient(second.url)
             assert {"state": "UNKNOWN", "acquisition": None} == client.get_status()
-            assert "UNKNOWN" == stream_entries(server.url, "daq:status")[-1]["state"]
             assert [7] == [log["info"]["run_id"] for log in client.get_logs(5).values()]
-            with pytest.raises(OriginalAdminException, match="UNKNOWN"):
+            assert all(log["reports"] is None for log in client.get_logs(5).values())
+            with pytest.raises(OriginalAdminException, match=api.MESSAGE_BUSY_PREFIX):
                 client.start_writer_async({"output_file": str(tmp_path / "b.h5"), "n_images": 3})
             assert "READY" == client.stop_writer()["state"]
         with SimulatedDaq(redis_url=server.url, settings=SimSettings(start_state="READY")) as third:
@@ -317,23 +330,56 @@ def test_restart_on_the_same_redis_comes_up_unknown_with_its_logs(tmp_path):
 
 def test_openapi_document(daq_sim):
     """The REST API documents itself."""
-    paths = requests.get(daq_sim.url + "/openapi.json", timeout=5).json()["paths"]
+    paths = get(daq_sim, "/openapi.json").json()["paths"]
     assert {e.path for e in api.ENDPOINTS} <= set(paths)
 
 
-def test_daq_sim_command_prints_ready_line_and_stops_on_sigterm(tmp_path):
-    """daq-sim --port 0 prints rest= and redis= when ready and exits 0 on SIGTERM."""
-    proc = subprocess.Popen([script("daq-sim"), "--port", "0", "--frame-rate", "500"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def _start_daq_sim(*args):
+    proc = subprocess.Popen([script("daq-sim"), "--port", "0", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    assert "rest=http://127.0.0.1:" in line and "redis=redis://127.0.0.1:" in line, line + proc.stderr.read()
+    return proc, line.split("rest=")[1].split()[0]
+
+
+def _stop(proc):
+    proc.send_signal(signal.SIGTERM)
     try:
-        line = proc.stdout.readline()
-        assert "rest=http://127.0.0.1:" in line and "redis=redis://127.0.0.1:" in line
-        rest = line.split("rest=")[1].split()[0]
-        assert "READY" == OriginalClient(rest).get_status()["state"]
-        proc.send_signal(signal.SIGTERM)
-        assert 0 == proc.wait(10)
+        return proc.wait(10)
     finally:
         proc.kill()
         proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+def test_daq_sim_command_starts_unknown_and_stops_on_sigterm():
+    """daq-sim --port 0 prints rest= and redis= when ready, starts UNKNOWN and exits 0 on SIGTERM."""
+    proc, rest = _start_daq_sim("--frame-rate", "500")
+    try:
+        assert {"state": "UNKNOWN", "acquisition": None} == OriginalClient(rest).get_status()
+    finally:
+        assert 0 == _stop(proc)
+
+
+def test_daq_sim_command_options(tmp_path):
+    """--start-state READY, --driver-poll-s 0 and --accept-partial-config reach the simulator."""
+    proc, rest = _start_daq_sim("--start-state", "READY", "--driver-poll-s", "0", "--accept-partial-config")
+    try:
+        client = OriginalClient(rest)
+        assert "READY" == client.get_status()["state"]
+        assert 8 == client.set_config({"bit_depth": 8})["bit_depth"]
+        began = time.monotonic()
+        client.stop_writer()
+        assert time.monotonic() - began < 0.09
+    finally:
+        assert 0 == _stop(proc)
+
+
+@pytest.mark.parametrize("args", [["--driver-poll-s", "-1"], ["--driver-poll-s", "x"], ["--start-state", "WRITING"]])
+def test_daq_sim_bad_option_is_one_line(args):
+    """A bad option is one line on stderr and exit 2."""
+    proc = subprocess.run([script("daq-sim"), "--port", "0", *args], capture_output=True, text=True, timeout=20)
+    assert 2 == proc.returncode and 1 == len(proc.stderr.strip().splitlines()), proc.stderr
 
 
 def test_daq_sim_bad_config_file_is_one_line(tmp_path):
@@ -343,3 +389,15 @@ def test_daq_sim_bad_config_file_is_one_line(tmp_path):
     proc = subprocess.run([script("daq-sim"), "--port", "0", "--config", str(bad)], capture_output=True, text=True, timeout=20)
     assert 2 == proc.returncode
     assert 1 == len(proc.stderr.strip().splitlines()) and "bit_depth" in proc.stderr
+
+
+def test_requests_against_a_never_configured_daq(tmp_path):
+    """A never configured DAQ: a partial config is refused, a full one is stored and deployed."""
+    from daq_runner.sim import SimSettings, SimulatedDaq
+
+    with SimulatedDaq(settings=SimSettings(start_configured=False, start_state="READY")) as sim:
+        assert api.MESSAGE_PARTIAL_CONFIG == refused(post(sim, "/daq/config", {"bit_depth": 16}))
+        ok(post(sim, "/daq/config", DEFAULT_CONFIG))
+        assert DEFAULT_CONFIG == ok(get(sim, "/daq/config"))["config"]
+        wait_until(lambda: len(ok(get(sim, "/daq/deployment"))["deployment"]["servers"]) == 2)
+        assert "WRITING" == ok(post(sim, "/writer/write_async", {"output_file": str(tmp_path / "a.h5"), "n_images": 1}))["writer"]["state"]
