@@ -352,7 +352,8 @@ class StdDaqClient:
             )
         if status != 200:
             short = quote(content)
-            message = f"{source} -> HTTP {status}: {short or quote(reply.reason)}"
+            # A gateway error may be the proxy's own: name the proxy the request went through.
+            message = f"{source} -> HTTP {status}{self._via(reply.url or '')}: {short or quote(reply.reason)}"
             if status in _RETRYABLE_STATUS:
                 # 503 means the request was not processed; a gateway error (502/504) may hide
                 # a write that went through.
