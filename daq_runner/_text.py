@@ -29,6 +29,11 @@ _CREDENTIALS = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*://)(?P<userinf
 _TRAILING_AUTHORITY = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*://)[^\s/?#]*$")
 
 
+def _window(limit: int) -> int:
+    """How much of a long text is looked at to show ``limit`` characters of it."""
+    return limit * 4 + 256
+
+
 def _escape(char: str) -> str:
     code = ord(char)
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
@@ -51,8 +56,8 @@ def one_line(text: Any, limit: Optional[int] = MAX_QUOTE) -> str:
         except Exception:  # a hostile __str__ must not break an error message
             text = f"<{type(text).__name__}>"
     if limit is not None:
-        # Cut early: escapes only grow the text, and a huge reply must not be scanned whole.
-        text = text[: limit * 2 + 16]
+        # A huge reply must not be scanned whole; whitespace runs collapse within this window.
+        text = text[: _window(limit)]
     text = _BREAKS.sub(" ", text).strip()
     if not text.isprintable():
         text = "".join(
@@ -94,7 +99,7 @@ def quote(text: Any, limit: Optional[int] = MAX_QUOTE) -> str:
     if limit is not None:
         # Only the start is shown: do not scan megabytes. Credentials that straddle the cut
         # lose their "@", so a URL authority left open at the end is masked whole.
-        window = limit * 4 + 256
+        window = _window(limit)
         if isinstance(text, (bytes, bytearray)):
             text = bytes(text[: window * 4]).decode("utf-8", "replace")
         if isinstance(text, str) and len(text) > window:
