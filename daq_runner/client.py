@@ -131,6 +131,27 @@ def _in_chain(exc: BaseException, names: Tuple[str, ...]) -> bool:
     return False
 
 
+def _root_cause(exc: BaseException) -> str:
+    """The innermost cause of a transport failure, for a message: "[Errno 111] Connection refused".
+
+    requests and urllib3 wrap it in several layers ("HTTPConnectionPool(...): Max retries
+    exceeded ... (Caused by NewConnectionError(...))") that say nothing more.
+    """
+    seen, cause = set(), exc
+    while id(cause) not in seen:
+        seen.add(id(cause))
+        reason = getattr(cause, "reason", None)
+        first = cause.args[0] if cause.args and isinstance(cause.args[0], BaseException) else None
+        inner = cause.__cause__ or (reason if isinstance(reason, BaseException) else None) or first or cause.__context__
+        if inner is None:
+            break
+        cause = inner
+    text = str(cause) or type(cause).__name__
+    if type(cause).__name__ == "gaierror":
+        text = f"cannot resolve the host name: {text}"
+    return text
+
+
 def _never_reached_server(exc: BaseException) -> bool:
     """True when the request provably never reached the server (connect phase failed)."""
     if isinstance(exc, requests.ConnectTimeout):
@@ -332,7 +353,7 @@ class StdDaqClient:
             what = f"{source} timed out after {seconds:g} s{via}"
             cls = DaqTimeoutError
         else:
-            what = f"{source} failed{via}: {quote(exc)}"
+            what = f"{source} failed{via}: {quote(_root_cause(exc))}"
             cls = DaqTransportError
         if may_have_started:
             return WriteOutcomeUnknown(what + " (the write may have started)", url=safe_url)
