@@ -281,9 +281,11 @@ def _json_kind(value: Any) -> str:
 
 
 def _protocol_error(source: str, path: str, expected: str, value: Any) -> Exception:
+    from ._text import one_line, quote
     from .exceptions import DaqProtocolError
 
-    return DaqProtocolError(f"{source}: {path} must be {expected}, not {_json_kind(value)}")
+    # The path holds keys read from the wire: quoted like any reply text.
+    return DaqProtocolError(one_line(f"{source}: {quote(path, 160)} must be {expected}, not {_json_kind(value)}", None))
 
 
 def _object(value: Any, source: str, path: str, *, nullable: bool = False) -> Optional[dict]:

@@ -205,3 +205,12 @@ def test_quote_does_not_leak_credentials_cut_at_the_limit():
     text = " " * (window - 16) + "http://user:verysecretpassword@host/x"
     quoted = _text.quote(text)
     assert "http://***" in quoted and "user" not in quoted and "very" not in quoted
+
+
+def test_protocol_error_quotes_keys_from_the_wire():
+    """A hostile server name (newline, escape) cannot break the one-line message."""
+    deployment = {"status": "SUCCESS", "servers": {"evil\n\x1b[2Jhost": 5}}
+    with pytest.raises(DaqProtocolError) as info:
+        api.check_deployment(deployment, "GET http://daq/daq/deployment")
+    message = str(info.value)
+    assert "\n" not in message and "\x1b" not in message and "must be a string, not a number" in message
