@@ -475,3 +475,96 @@ def test_bounded_transport_answers_like_plain_requests(daq_sim):
     with _deadline.bounded(_deadline.Deadline(5.0, threading.Event())):
         assert plain["config"] == client.get_config()
     assert json.loads(json.dumps(client.get_status()))["state"] == "READY"
+
+
+# -- any reply is survivable ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "raw, kind",
+    [
+        (b"garbage\r\n\r\n", "DaqTransportError"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"status\"", "DaqTransportError"),
+        (b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 5\r\n\r\nnotgz", "DaqProtocolError"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "DaqTransportError"),
+        (b"HTTP/1.1 200 OK\r\nX-Long: " + b"a" * 100000 + b"\r\n\r\n", "DaqTransportError"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n\xff\xfe\x00\x01", "DaqProtocolError"),
+        (b"HTTP/1.1 999 Weird\r\nContent-Length: 0\r\n\r\n", "DaqHTTPError"),
+    ],
+)
+def test_garbage_replies_are_daq_errors(raw, kind):
+    """Not HTTP, a short body, bad gzip, bad chunks, a huge header, binary JSON, a strange status: DaqError subclasses."""
+    from daq_runner import exceptions
+
+    with StandIn(lambda conn: conn.read_request() and conn.send(raw)) as server:
+        with pytest.raises(getattr(exceptions, kind)) as info:
+            StdDaqClient(server.url, timeout=1.0, retries=0).get_status()
+    assert 1 == len(str(info.value).splitlines())
+
+
+def test_any_reply_bytes_end_in_a_daq_error_or_a_result():
+    """Random bytes as a reply: the client returns or raises a daq-runner exception, within its limit."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from daq_runner.exceptions import DaqRunnerError
+
+    pieces = st.sampled_from([
+        b"HTTP/1.1 200 OK\r\n", b"HTTP/1.0 503 x\r\n", b"Content-Length: 3\r\n", b"Content-Length: 99999\r\n",
+        b"Transfer-Encoding: chunked\r\n", b"Content-Encoding: deflate\r\n", b"\r\n", b'{"status": "ok", "writer": ',
+        b'{"state": "READY"}}', b"null", b"[]", b"0\r\n\r\n", b"\x00\xff", b"Location: http://u:p@x/\r\n",
+    ])
+    replies: list = []
+
+    def handler(conn):
+        if conn.read_request() is not None and replies:
+            conn.send(replies.pop())
+
+    with StandIn(handler) as server:
+        client = StdDaqClient(server.url, timeout=0.5, retries=0)
+
+        @settings(max_examples=150, deadline=None)
+        @given(st.lists(st.one_of(pieces, st.binary(max_size=30)), max_size=8))
+        def one(parts):
+            replies[:] = [b"".join(parts)]
+            started = time.monotonic()
+            try:
+                client.get_status()
+            except DaqRunnerError as exc:
+                assert 1 == len(str(exc).splitlines()) and "\x00" not in str(exc)
+            assert time.monotonic() - started < 1.5
+
+        one()
+
+
+def test_bounds_are_per_thread_on_a_shared_client():
+    """Two threads share one client: one is bounded and cancelled, the other is not disturbed."""
+    calls = []
+
+    def handler(conn):
+        calls.append(1)
+        if len(calls) == 1:
+            if conn.read_request() is not None:
+                conn.trickle(STATUS_REPLY, 0.5)
+        else:
+            keep_alive(conn)
+
+    with StandIn(handler) as server:
+        client = StdDaqClient(server.url, timeout=5.0, retries=0)
+        outcome = {}
+        event = threading.Event()
+
+        def bounded_thread():
+            with _deadline.bounded(_deadline.Deadline(None, event)):
+                try:
+                    client.get_status()
+                except _deadline.Interrupted:
+                    outcome["a"] = "interrupted"
+
+        a = threading.Thread(target=bounded_thread)
+        a.start()
+        time.sleep(0.2)
+        states = [client.get_status()["state"] for _ in range(5)]  # the main thread, no bound
+        event.set()
+        a.join(timeout=2)
+        assert "interrupted" == outcome.get("a") and ["READY"] * 5 == states
