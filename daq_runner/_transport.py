@@ -49,11 +49,16 @@ from requests.adapters import HTTPAdapter
 from requests.utils import select_proxy
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 from urllib3.util.connection import allowed_gai_family
 from urllib3.util.wait import wait_for_write
 
 from . import _deadline
+
+try:
+    from urllib3.exceptions import NameResolutionError
+except ImportError:  # urllib3 1.26 reports a failed name lookup as a NewConnectionError
+    NameResolutionError = None  # type: ignore[assignment,misc]
 
 __all__ = [
     "BoundedAdapter",
@@ -245,6 +250,8 @@ class _BoundedMixin:
         try:
             sock = _connect((self._dns_host, self.port), self.timeout, self.source_address, self.socket_options)  # type: ignore[attr-defined]
         except socket.gaierror as exc:
+            if NameResolutionError is None:
+                raise NewConnectionError(self, f"Failed to resolve {self.host!r} ({exc})") from exc  # type: ignore[arg-type,attr-defined]
             raise NameResolutionError(self.host, self, exc) from exc  # type: ignore[attr-defined,arg-type]
         except TimeoutError as exc:
             raise ConnectTimeoutError(

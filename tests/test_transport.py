@@ -484,7 +484,8 @@ def test_bounded_transport_answers_like_plain_requests(daq_sim):
     "raw, kind",
     [
         (b"garbage\r\n\r\n", "DaqTransportError"),
-        (b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"status\"", "DaqTransportError"),
+        # urllib3 2 reports the short body as a broken connection; 1.26 hands it over (not JSON).
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"status\"", "DaqError"),
         (b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 5\r\n\r\nnotgz", "DaqProtocolError"),
         (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "DaqTransportError"),
         (b"HTTP/1.1 200 OK\r\nX-Long: " + b"a" * 100000 + b"\r\n\r\n", "DaqTransportError"),
