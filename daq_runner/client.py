@@ -432,6 +432,12 @@ class StdDaqClient:
     def _exchange(self, endpoint: api.Endpoint, body: Any = None, read_timeout: Optional[float] = None, **params: Any) -> Tuple[dict, Any]:
         """One request with retries: the reply envelope and its checked payload."""
         url = endpoint.url(self.url_base, **params)
+        if body is not None:
+            try:
+                # requests would report this as a failed request (a write: "may have started").
+                json.dumps(body, allow_nan=False)
+            except (TypeError, ValueError, RecursionError) as exc:
+                raise ValueError(f"request body of {endpoint.method} {endpoint.path} is not JSON: {quote(exc)}") from None
         outer = _deadline.current()
         at_bound = _StopAtBound(outer)
         stops: list = [tenacity.stop_after_attempt(self.retries + 1)]
@@ -465,6 +471,7 @@ class StdDaqClient:
         ``read_timeout`` defaults to :meth:`read_timeout` of ``endpoint``.
 
         Raises:
+            ValueError: ``body`` cannot be sent as JSON (NaN, Infinity, a set...): nothing sent.
             StdDaqAdminException: the DAQ refused (``status != "ok"``);
                 :class:`WriterNeedsRestart` for "... Writer needs to be restarted.".
             DeadlineExceeded: the caller's bound ended the request.

@@ -736,3 +736,13 @@ def test_update_config_deployment_error_on_the_simulator(daq_sim):
     with pytest.raises(DeploymentError) as info:
         StdDaqClient(daq_sim.url).update_config({"bit_depth": 32}, timeout=10)
     assert "ERROR" == info.value.deployment["status"]
+
+
+@pytest.mark.parametrize("body", [{"output_file": "/tmp/a.h5", "n_images": float("nan")}, {"output_file": {1, 2}, "n_images": 1}])
+@responses.activate
+def test_body_that_is_not_json_is_refused_before_sending(client, body):
+    """NaN or a set in a write request is a ValueError, not a 'write may have started'."""
+    responses.post(BASE + "/writer/write_async", json=ok("writer", STATUS))
+    with pytest.raises(ValueError, match="not JSON"):
+        client.start_writer_async(body)
+    assert 0 == len(responses.calls)
