@@ -112,7 +112,12 @@ def _seconds(name: str, value: Any) -> float:
 
 
 def _in_chain(exc: BaseException, names: Tuple[str, ...]) -> bool:
-    """True when ``exc`` or one of its causes (``reason``, ``args[0]``, ``__cause__``, ``__context__``) is of a class named in ``names``."""
+    """True when ``exc`` or one of its explicit causes is of a class named in ``names``.
+
+    Explicit causes are ``__cause__``, urllib3's ``reason`` and requests' ``args[0]``; not
+    ``__context__``, which may be any exception being handled at the time: deciding that
+    a write never reached the DAQ (so that it may be sent again) needs proof.
+    """
     seen = set()
     stack = [exc]
     while stack:
@@ -127,7 +132,8 @@ def _in_chain(exc: BaseException, names: Tuple[str, ...]) -> bool:
             stack.append(reason)
         if cause.args and isinstance(cause.args[0], BaseException):
             stack.append(cause.args[0])
-        stack.extend(c for c in (cause.__cause__, cause.__context__) if c is not None)
+        if cause.__cause__ is not None:
+            stack.append(cause.__cause__)
     return False
 
 

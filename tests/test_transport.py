@@ -569,3 +569,28 @@ def test_bounds_are_per_thread_on_a_shared_client():
         event.set()
         a.join(timeout=2)
         assert "interrupted" == outcome.get("a") and ["READY"] * 5 == states
+
+
+# -- write starts: re-sent only when they provably never left ------------------------------
+
+
+def test_write_whose_connect_hangs_is_retried_not_unknown():
+    """A connect that times out never reached the DAQ: the write may be sent again."""
+    listener, fillers = blackhole_port()
+    try:
+        client = StdDaqClient(f"http://127.0.0.1:{listener.getsockname()[1]}", timeout=0.3, retries=1, sleep=lambda s: None)
+        with pytest.raises(DaqTimeoutError) as info:
+            client.start_writer_async({"output_file": "/tmp/a.h5", "n_images": 1})
+        assert not isinstance(info.value, WriteOutcomeUnknown)
+    finally:
+        for sock in (listener, *fillers):
+            sock.close()
+
+
+def test_write_whose_connection_drops_after_sending_is_unknown():
+    """The DAQ read the write and closed the connection without a reply: WriteOutcomeUnknown, sent once."""
+    with StandIn(lambda conn: conn.read_request()) as server:
+        client = StdDaqClient(server.url, retries=3)
+        with pytest.raises(WriteOutcomeUnknown, match="Remote end closed connection"):
+            client.start_writer_async({"output_file": "/tmp/a.h5", "n_images": 1, "run_id": 9})
+        assert 1 == len(server.requests)
