@@ -181,7 +181,7 @@ def test_cancel_from_another_thread_ends_a_trickling_request(trickler):
     with _deadline.bounded(_deadline.Deadline(None, event)):
         with pytest.raises(_deadline.Interrupted):
             client.get_status()
-    assert elapsed_since(started) < 0.3 + SLICE + 0.2
+    assert elapsed_since(started) < 0.3 + 0.5  # ended within 0.5 s of the stop
     assert 1 == trickler.connections, "an interrupted request is not retried"
 
 
@@ -195,7 +195,7 @@ def test_cancel_ends_a_hanging_connect():
         with _deadline.bounded(_deadline.Deadline(None, event)):
             with pytest.raises(_deadline.Interrupted):
                 client.get_status()
-        assert elapsed_since(started) < 0.3 + SLICE + 0.2
+        assert elapsed_since(started) < 0.3 + 0.5  # ended within 0.5 s of the stop
     finally:
         for sock in (listener, *fillers):
             sock.close()
@@ -226,7 +226,7 @@ def test_signal_handler_setting_the_cancel_event_ends_the_request(trickler):
         with _deadline.bounded(_deadline.Deadline(None, event)):
             with pytest.raises(_deadline.Interrupted):
                 client.get_status()
-        assert elapsed_since(started) < 0.3 + SLICE + 0.2
+        assert elapsed_since(started) < 0.3 + 0.5  # ended within 0.5 s of the stop
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
@@ -374,7 +374,7 @@ def test_tls_cancel_ends_a_trickling_request(certificate):
         with _deadline.bounded(_deadline.Deadline(None, event)):
             with pytest.raises(_deadline.Interrupted):
                 client.get_status()
-        assert elapsed_since(started) < 0.5 + SLICE + 0.3
+        assert elapsed_since(started) < 0.5 + 0.5
 
 
 def test_tls_keep_alive_is_reused(certificate):
