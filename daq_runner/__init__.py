@@ -24,9 +24,13 @@ __all__ = [
     "DaqError",
     "DaqTransportError",
     "DaqTimeoutError",
+    "DeadlineExceeded",
     "WriteOutcomeUnknown",
+    "WriteDeadlineExceeded",
+    "WriterNeedsRestart",
     "DaqHTTPError",
     "DaqProtocolError",
+    "DeploymentError",
     "BatchValidationError",
     "LockHeldError",
     # batches, runner, reports

@@ -1,51 +1,102 @@
-"""Redis connections as the runner and the simulator need them: fail fast, never retry hidden."""
+"""Redis connections as the runner and the simulator need them: fail fast, never retry hidden.
+
+The code reads stream entries as RESP2 lists of ``(bytes id, {b"json": bytes})``. A Redis
+URL may ask for something else in its query string (``?protocol=3`` turns replies into
+maps, ``?decode_responses=True`` into ``str``; redis-py lets the URL win over keyword
+arguments), so :func:`connect` removes those parameters and sets them itself.
+"""
 
 from __future__ import annotations
 
 import json
 from typing import Any, Dict, List, Optional, Tuple
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-__all__ = ["connect", "redact_url", "decode_entries", "last_id"]
+from . import api
+from ._text import redact_url
+
+__all__ = ["connect", "default_redis_url", "redact_url", "decode_entries", "last_id", "FORCED_URL_OPTIONS"]
+
+# Query parameters of a Redis URL that connect() overrides: the reply format the code
+# reads and the time bounds it relies on.
+FORCED_URL_OPTIONS = ("protocol", "decode_responses", "encoding", "encoding_errors", "socket_timeout", "socket_connect_timeout")
+
+
+def _without_forced_options(url: str) -> str:
+    parts = urlsplit(url)
+    if not parts.query:
+        return url
+    kept = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in FORCED_URL_OPTIONS]
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(kept), parts.fragment))
 
 
 def connect(url: str, socket_timeout: float = 2.0) -> redis.Redis:
-    """A client for ``url`` that fails at once when Redis is down (redis-py retries 3x by default)."""
+    """A client for ``url`` that fails at once when Redis is down (redis-py retries 3x by default).
+
+    Replies are RESP2 and bytes whatever the URL's query string says (``protocol``,
+    ``decode_responses``, ``encoding``, ``encoding_errors`` are overridden, and so are
+    ``socket_timeout`` and ``socket_connect_timeout``: every wait has a bound).
+
+    Raises:
+        ValueError: ``url`` is not a ``redis://``, ``rediss://`` or ``unix://`` URL, or has
+            an invalid value in its query string.
+    """
+    if not isinstance(url, str):
+        raise ValueError(f"not a Redis URL: {redact_url(url)!r}")
     return redis.Redis.from_url(
-        url, socket_timeout=socket_timeout, socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0)
+        _without_forced_options(url),
+        protocol=2,
+        decode_responses=False,
+        socket_timeout=socket_timeout,
+        socket_connect_timeout=0.5,
+        retry=Retry(NoBackoff(), 0),
     )
 
 
-def redact_url(url: Optional[str]) -> Optional[str]:
-    """``url`` with any user name and password replaced by ``***``."""
-    if not url:
-        return url
+def default_redis_url(rest_url: str, port: int = api.DEFAULT_REDIS_PORT) -> str:
+    """The DAQ's Redis by default: the REST URL's host on port 6379, database 0.
+
+    IPv6 hosts keep their brackets (``http://[::1]:5000`` -> ``redis://[::1]:6379/0``);
+    credentials of the REST URL are not carried over.
+
+    Raises:
+        ValueError: ``rest_url`` has no host.
+    """
     try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "***"
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
+        host = urlsplit(rest_url).hostname
+    except (ValueError, TypeError, AttributeError):
+        host = None
+    if not host:
+        raise ValueError(f"no host in URL {redact_url(str(rest_url))!r}")
+    if ":" in host:
+        host = f"[{host}]"
+    return f"redis://{host}:{int(port)}/0"
 
 
-def decode_entries(entries: List[Tuple[bytes, Dict[bytes, bytes]]]) -> List[Tuple[str, Any]]:
-    """Stream entries ``(id, {b'json': ...})`` as ``(id, object)``; entries without JSON are skipped."""
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, (bytes, bytearray)) else str(value)
+
+
+def decode_entries(entries: List[Tuple[Any, Dict[Any, Any]]]) -> List[Tuple[str, Any]]:
+    """Stream entries ``(id, {b'json': ...})`` as ``(id, object)``; entries without JSON are skipped.
+
+    Ids and field names may be bytes or str. The objects are not checked here: use
+    :func:`daq_runner.api.check_stream_entry` for the stream they come from.
+    """
     out = []
-    for entry_id, fields in entries:
-        raw = fields.get(b"json")
+    for entry_id, fields in entries or ():
+        if not isinstance(fields, dict):
+            continue
+        raw = fields.get(b"json", fields.get("json"))
         if raw is None:
             continue
         try:
-            out.append((entry_id.decode(), json.loads(raw)))
-        except ValueError:
+            out.append((_text(entry_id), json.loads(raw)))
+        except (ValueError, RecursionError):
             continue
     return out
 
@@ -53,4 +104,4 @@ def decode_entries(entries: List[Tuple[bytes, Dict[bytes, bytes]]]) -> List[Tupl
 def last_id(client: redis.Redis, stream: str) -> str:
     """Id of the newest entry of ``stream`` (``0-0`` when empty): read from there, miss nothing."""
     newest = client.xrevrange(stream, count=1)
-    return newest[0][0].decode() if newest else "0-0"
+    return _text(newest[0][0]) if newest else "0-0"

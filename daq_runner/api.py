@@ -328,3 +328,297 @@ def acquisition_run_id(status: Optional[dict]) -> Optional[int]:
         return int(run_id) if run_id is not None else None
     except (TypeError, ValueError):
         return None
+
+
+# -- Shape checks: every value read from REST or from a Redis stream passes one of these ------
+#
+# The client and the runner use them before touching a reply, so that a DAQ (or anything
+# answering in its place) sending `"writer": null`, a list or a number where an object
+# belongs, or a `state` that is not a string, gives one clear DaqProtocolError naming the
+# endpoint or stream instead of a TypeError deep inside. They accept all that the deployed
+# servers legitimately send (section 9 of the reference): config null before the first
+# deployment, stats null, logs as a dict or a list, acquisition null or with null fields,
+# the extra `reports` key, and any extra keys.
+
+# The refusal text of the real server when its writer cannot reach WRITING/READY in ~5 s.
+MESSAGE_NEEDS_RESTART = "Writer needs to be restarted."
+
+
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def _protocol_error(source: str, path: str, expected: str, value: Any) -> Exception:
+    from ._text import one_line, quote
+    from .exceptions import DaqProtocolError
+
+    # The path holds keys read from the wire: quoted like any reply text.
+    return DaqProtocolError(one_line(f"{source}: {quote(path, 160)} must be {expected}, not {_json_kind(value)}", None))
+
+
+def _object(value: Any, source: str, path: str, *, nullable: bool = False) -> Optional[dict]:
+    if value is None and nullable:
+        return None
+    if not isinstance(value, dict):
+        raise _protocol_error(source, path, "an object" + (" or null" if nullable else ""), value)
+    return value
+
+
+def _field(obj: dict, key: str, kinds: tuple, expected: str, source: str, path: str) -> None:
+    """``obj[key]``, when present and not null, must be one of ``kinds`` (booleans are not numbers)."""
+    value = obj.get(key)
+    if value is None:
+        return
+    if isinstance(value, bool) and bool not in kinds:
+        raise _protocol_error(source, f"{path}.{key}", expected, value)
+    if not isinstance(value, kinds):
+        raise _protocol_error(source, f"{path}.{key}", expected, value)
+
+
+_NUMBER = (int, float)
+
+
+def check_acquisition(value: Any, source: str, path: str = "acquisition", *, nullable: bool = True) -> Optional[Acquisition]:
+    """An acquisition object (null before the first acquisition, or with null fields)."""
+    acquisition = _object(value, source, path, nullable=nullable)
+    if acquisition is None:
+        return None
+    _field(acquisition, "state", (str,), "a string", source, path)
+    _field(acquisition, "message", (str,), "a string", source, path)
+    info = _object(acquisition.get("info"), source, f"{path}.info", nullable=True)
+    if info is not None:
+        # acquisition_run_id() reads a numeric string too; some writers store one.
+        _field(info, "run_id", (int, str), "an integer", source, f"{path}.info")
+        _field(info, "n_images", (int,), "an integer", source, f"{path}.info")
+        _field(info, "output_file", (str,), "a string", source, f"{path}.info")
+    stats = _object(acquisition.get("stats"), source, f"{path}.stats", nullable=True)
+    if stats is not None:
+        for key in ("n_write_completed", "n_write_requested", "start_time", "stop_time"):
+            _field(stats, key, _NUMBER, "a number", source, f"{path}.stats")
+    return acquisition  # type: ignore[return-value]
+
+
+def check_writer_status(value: Any, source: str = "writer status", path: str = "writer") -> WriterStatus:
+    """A writer status: ``{"state": str, "acquisition": object|null, ...}``."""
+    status = _object(value, source, path)
+    assert status is not None
+    if not isinstance(status.get("state"), str):
+        raise _protocol_error(source, f"{path}.state", "a string", status.get("state"))
+    check_acquisition(status.get("acquisition"), source, f"{path}.acquisition")
+    return status  # type: ignore[return-value]
+
+
+def check_config(value: Any, source: str = "config", path: str = "config") -> Optional[DaqConfig]:
+    """A DAQ configuration, or null before the first deployment. Known fields typed, null allowed."""
+    config = _object(value, source, path, nullable=True)
+    if config is None:
+        return None
+    for key in INTEGER_CONFIG_FIELDS:
+        # Numeric strings are what older servers may store; the server converts them.
+        _field(config, key, (int, str), "an integer", source, path)
+    _field(config, "detector_name", (str,), "a string", source, path)
+    _field(config, "detector_type", (str,), "a string", source, path)
+    _field(config, "module_positions", (dict,), "an object", source, path)
+    _field(config, "submodule_info", (dict,), "an object", source, path)
+    return config  # type: ignore[return-value]
+
+
+def check_config_id(value: Any, source: str = "config", path: str = "config_id") -> Optional[str]:
+    """A config id (the ``daq:config`` stream id), or null."""
+    if value is not None and not isinstance(value, str):
+        raise _protocol_error(source, path, "a string or null", value)
+    return value
+
+
+def check_deployment(value: Any, source: str = "deployment", path: str = "deployment") -> Deployment:
+    """A deployment status: ``{"config_id", "status": str, "message", "servers": {...}, "stats": {...}}``."""
+    deployment = _object(value, source, path)
+    assert deployment is not None
+    if not isinstance(deployment.get("status"), str):
+        raise _protocol_error(source, f"{path}.status", "a string", deployment.get("status"))
+    check_config_id(deployment.get("config_id"), source, f"{path}.config_id")
+    _field(deployment, "message", (str,), "a string", source, path)
+    servers = _object(deployment.get("servers"), source, f"{path}.servers", nullable=True)
+    for name, state in (servers or {}).items():
+        if state is not None and not isinstance(state, str):
+            raise _protocol_error(source, f"{path}.servers.{name}", "a string", state)
+    _object(deployment.get("stats"), source, f"{path}.stats", nullable=True)
+    return deployment  # type: ignore[return-value]
+
+
+def check_stats(value: Any, source: str = "stats", path: str = "stats") -> Optional[DaqStats]:
+    """Throughput statistics, or null when none exist yet; rates are numbers or null."""
+    stats = _object(value, source, path, nullable=True)
+    if stats is None:
+        return None
+    for part in ("detector", "writer"):
+        rates = _object(stats.get(part), source, f"{path}.{part}", nullable=True)
+        for key, rate in (rates or {}).items():
+            if rate is not None and (isinstance(rate, bool) or not isinstance(rate, _NUMBER)):
+                raise _protocol_error(source, f"{path}.{part}.{key}", "a number", rate)
+    return stats  # type: ignore[return-value]
+
+
+def check_log_record(value: Any, source: str = "logs", path: str = "log record") -> Acquisition:
+    """One acquisition log record (an acquisition object, never null)."""
+    record = check_acquisition(value, source, path, nullable=False)
+    assert record is not None
+    return record
+
+
+def check_logs(value: Any, source: str = "logs", path: str = "logs") -> List[Acquisition]:
+    """Acquisition logs as a list, newest first, from a list, rest_v2's dict or null."""
+    if value is not None and not isinstance(value, (list, dict)):
+        raise _protocol_error(source, path, "a list or an object", value)
+    if isinstance(value, dict):
+        for key, record in value.items():
+            check_log_record(record, source, f"{path}[{key!r}]")
+    for index, record in enumerate(value if isinstance(value, list) else ()):
+        check_log_record(record, source, f"{path}[{index}]")
+    return logs_as_list(value)
+
+
+# What each endpoint's payload must look like.
+_PAYLOAD_CHECKS = {
+    WRITER_STATUS: check_writer_status,
+    WRITER_WRITE_ASYNC: check_writer_status,
+    WRITER_WRITE_SYNC: check_writer_status,
+    WRITER_STOP: check_writer_status,
+    DAQ_CONFIG_GET: check_config,
+    DAQ_CONFIG_SET: check_config,
+    DAQ_STATS: check_stats,
+    DAQ_LOGS: check_logs,
+    DAQ_DEPLOYMENT: check_deployment,
+}
+
+
+def check_payload(endpoint: Endpoint, envelope: dict, source: str) -> Any:
+    """The checked payload of a reply envelope of ``endpoint`` (logs: as a list, newest first).
+
+    ``source`` names the request in messages, e.g. ``"GET http://daq:5000/writer/status"``.
+    The config endpoints also check the envelope's ``config_id``.
+
+    Raises:
+        DaqProtocolError: the payload (or ``config_id``) has the wrong shape.
+    """
+    if endpoint in (DAQ_CONFIG_GET, DAQ_CONFIG_SET):
+        check_config_id(envelope.get("config_id"), source)
+    return _PAYLOAD_CHECKS[endpoint](envelope.get(endpoint.payload_key), source, endpoint.payload_key)
+
+
+def check_stream_entry(stream: str, value: Any, streams: StreamNames = StreamNames(), entry_id: Optional[str] = None) -> Any:
+    """A decoded JSON entry of one of the DAQ's Redis streams, checked for its stream's shape.
+
+    ``daq:status`` entries are writer statuses, ``daq:config`` configs (never null),
+    ``daq:log`` acquisition records and ``daq:stat`` statistics; entries of any other
+    stream must at least be objects. Returns ``value``.
+
+    Raises:
+        DaqProtocolError: naming the stream (and the entry id, when given).
+    """
+    source = f"Redis stream {stream!r}" + (f" entry {entry_id}" if entry_id else "")
+    if stream == streams.status:
+        return check_writer_status(value, source, "entry")
+    if stream == streams.log:
+        return check_log_record(value, source, "entry")
+    if stream == streams.stat:
+        if value is None:
+            raise _protocol_error(source, "entry", "an object", value)
+        return check_stats(value, source, "entry")
+    if stream == streams.config:
+        if value is None:
+            raise _protocol_error(source, "entry", "an object", value)
+        return check_config(value, source, "entry")
+    _object(value, source, "entry")
+    return value
+
+
+def check_config_changes(changes: Any) -> Dict[str, Any]:
+    """Config changes a client may send, checked before anything is sent; returns a normalized copy.
+
+    The real server silently ignores unknown field names and stores a ``bit_depth`` the
+    writer cannot write (12 is accepted, then every acquisition fails), so both are
+    refused here. Integer fields may be given as numeric strings (as the server allows);
+    they come back as ``int``.
+
+    Raises:
+        ValueError: not an object, an unknown field, a value of the wrong type, or a
+            ``bit_depth`` other than 8, 16 or 32.
+    """
+    if not isinstance(changes, dict):
+        raise ValueError(f"config changes must be an object, not {_json_kind(changes)}")
+    unknown = sorted(str(key) for key in changes if key not in CONFIG_FIELDS)
+    if unknown:
+        raise ValueError(f"unknown config field(s): {', '.join(unknown)} (known: {', '.join(CONFIG_FIELDS)})")
+    normalized: Dict[str, Any] = {}
+    for key, value in changes.items():
+        if key in INTEGER_CONFIG_FIELDS:
+            if isinstance(value, bool) or not isinstance(value, (int, str)):
+                raise ValueError(f"config field {key} must be an integer, not {_json_kind(value)}")
+            try:
+                value = int(value)
+            except ValueError:
+                raise ValueError(f"config field {key} must be an integer, not {value!r}") from None
+        elif key in ("detector_name", "detector_type"):
+            if not isinstance(value, str) or not value.strip():
+                raise ValueError(f"config field {key} must be a non-empty string")
+        elif not isinstance(value, dict):  # module_positions, submodule_info
+            raise ValueError(f"config field {key} must be an object, not {_json_kind(value)}")
+        normalized[key] = value
+    if "bit_depth" in normalized and normalized["bit_depth"] not in BIT_DEPTHS:
+        raise ValueError(f"bit_depth must be one of 8, 16, 32, not {normalized['bit_depth']}")
+    if "detector_type" in normalized and normalized["detector_type"] not in DETECTOR_TYPES:
+        raise ValueError(f"detector_type must be one of {', '.join(DETECTOR_TYPES)}, not {normalized['detector_type']!r}")
+    return normalized
+
+
+def merge_config(current: Optional[dict], changes: Dict[str, Any]) -> Dict[str, Any]:
+    """The whole configuration to send: ``current`` (as read) with ``changes`` applied.
+
+    The last rest_v2 version refuses partial configs and mid-2023 servers merge them; the
+    whole config works on both. Fields not changed go back exactly as read (above all
+    ``module_positions``, which that server can only store as it already is).
+
+    Raises:
+        ValueError: no configuration is in force yet and ``changes`` lacks fields.
+    """
+    import copy
+
+    if current is None:
+        missing = [key for key in CONFIG_FIELDS if key not in changes and key != "submodule_info"]
+        if missing:
+            raise ValueError(f"the DAQ has no configuration yet: the first one must give every field (missing: {', '.join(missing)})")
+        return dict(changes)
+    merged = copy.deepcopy(current)
+    merged.update(copy.deepcopy(changes))
+    return merged
+
+
+def config_differences(config: Optional[dict], changes: Dict[str, Any]) -> List[str]:
+    """The changed fields that ``config`` does not show (integers compared as numbers)."""
+    config = config or {}
+    differences = []
+    for key, wanted in changes.items():
+        have = config.get(key)
+        if key in INTEGER_CONFIG_FIELDS:
+            try:
+                same = have is not None and not isinstance(have, bool) and int(have) == int(wanted)
+            except (TypeError, ValueError):
+                same = False
+        else:
+            same = have == wanted
+        if not same:
+            differences.append(f"{key} is {have!r}, not {wanted!r}")
+    return differences

@@ -1,32 +1,60 @@
 """``StdDaqClient``: a drop-in replacement for ``std_daq_client.StdDaqClient`` 1.3.5.
 
 Same methods, parameters, return values and requests on the wire, plus what the
-original lacks: timeouts on every request, one connection-reusing session, retries with
-exponential backoff and jitter on transport failures, errors that say what happened,
-and logs always handed back as a list.
+original lacks: a deadline on every request (for the whole reply, not only per socket
+read), read timeouts that fit what the real server does, one connection-reusing
+session, retries with exponential backoff and jitter on transport failures, replies
+checked for shape, errors that say what happened (one line, no credentials), logs always
+handed back as a list, and :meth:`StdDaqClient.update_config`, which changes a
+configuration in a way every deployed server accepts and waits for its deployment.
+
+Time bounds: every request ends within its own limit (connect timeout + read timeout)
+and before the bound in force (:func:`daq_runner._deadline.current`, set by a caller with
+``with bounded(Deadline(...)):``); a set cancel event of that bound ends a request in
+flight within :data:`daq_runner._deadline.SLICE_S` with
+:class:`~daq_runner._deadline.Interrupted`. See :mod:`daq_runner._transport`.
 """
 
 from __future__ import annotations
 
+import http.client
+import json
 import logging
-import time
-from typing import Any, Callable, Optional
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Dict, Optional, Tuple
+from urllib.parse import urlsplit
 
 import requests
 import tenacity
-from requests.adapters import HTTPAdapter
+import urllib3
 
-from . import api
+from . import _deadline, _transport, api
+from ._text import quote, redact_url
 from .exceptions import (
+    DaqError,
     DaqHTTPError,
     DaqProtocolError,
     DaqTimeoutError,
     DaqTransportError,
+    DeadlineExceeded,
+    DeploymentError,
     StdDaqAdminException,
+    WriteDeadlineExceeded,
     WriteOutcomeUnknown,
+    WriterNeedsRestart,
 )
 
-__all__ = ["StdDaqClient", "DEFAULT_TIMEOUT", "DEFAULT_RETRIES", "SYNC_WRITE_TIMEOUT"]
+__all__ = [
+    "StdDaqClient",
+    "ConfigUpdate",
+    "DEFAULT_TIMEOUT",
+    "DEFAULT_RETRIES",
+    "SYNC_WRITE_TIMEOUT",
+    "WRITE_TIMEOUT",
+    "DEPLOY_TIMEOUT",
+    "check_url",
+]
 
 log = logging.getLogger(__name__)
 
@@ -34,48 +62,189 @@ DEFAULT_TIMEOUT = 5.0
 DEFAULT_RETRIES = 3
 # The server blocks a sync write for up to 60 s before it answers; leave it room.
 SYNC_WRITE_TIMEOUT = 75.0
+# rest_v2 blocks write_async and stop for up to ~5 s (its driver polls the writer 50 x
+# 0.1 s) and then answers "... Writer needs to be restarted.": a read timeout of 5 s would
+# take that answer for a lost connection.
+WRITE_TIMEOUT = 15.0
+# Deployment takes milliseconds once the servers report; UNKNOWN ("Waiting for servers...") first.
+DEPLOY_TIMEOUT = 30.0
+_DEPLOY_POLL_S = 0.1
 _RETRYABLE_STATUS = (502, 503, 504)
-_MAX_TEXT = 300
+_WRITE_STARTS = (api.WRITER_WRITE_ASYNC, api.WRITER_WRITE_SYNC)
+_FINAL_DEPLOYMENT = (api.DeploymentStatus.SUCCESS.value, api.DeploymentStatus.ERROR.value)
+
+# What a request through requests/urllib3 can raise besides our own exceptions.
+_TRANSPORT_ERRORS = (requests.RequestException, urllib3.exceptions.HTTPError, http.client.HTTPException, OSError)
 
 RetryHook = Callable[[str, int, BaseException, float], None]
+DeploymentHook = Callable[[dict], None]
+
+
+def check_url(url: Any) -> str:
+    """``url`` if it is an ``http://`` or ``https://`` URL with a host (and a valid port).
+
+    Raises:
+        ValueError: "not an http(s) URL: ..." (credentials in the message are ``***``).
+    """
+    if not isinstance(url, str):
+        raise ValueError(f"not an http(s) URL: {quote(redact_url(url))}")
+    try:
+        parts = urlsplit(url.strip())
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
+    except ValueError:
+        raise ValueError(f"not a valid URL: {quote(redact_url(url))}") from None
+    if parts.scheme.lower() not in ("http", "https"):
+        raise ValueError(f"not an http(s) URL: {quote(redact_url(url))}")
+    if not parts.hostname:
+        raise ValueError(f"URL has no host: {quote(redact_url(url))}")
+    return url.strip()
+
+
+def _seconds(name: str, value: Any) -> float:
+    """A time limit: a finite number > 0."""
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number of seconds, not {value!r}") from None
+    if isinstance(value, bool) or not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"{name} must be a finite number of seconds > 0, not {value!r}")
+    return seconds
+
+
+def _in_chain(exc: BaseException, names: Tuple[str, ...]) -> bool:
+    """True when ``exc`` or one of its explicit causes is of a class named in ``names``.
+
+    Explicit causes are ``__cause__``, urllib3's ``reason`` and requests' ``args[0]``; not
+    ``__context__``, which may be any exception being handled at the time: deciding that
+    a write never reached the DAQ (so that it may be sent again) needs proof.
+    """
+    seen = set()
+    stack = [exc]
+    while stack:
+        cause = stack.pop()
+        if cause is None or id(cause) in seen:
+            continue
+        seen.add(id(cause))
+        if type(cause).__name__ in names:
+            return True
+        reason = getattr(cause, "reason", None)
+        if isinstance(reason, BaseException):
+            stack.append(reason)
+        if cause.args and isinstance(cause.args[0], BaseException):
+            stack.append(cause.args[0])
+        if cause.__cause__ is not None:
+            stack.append(cause.__cause__)
+    return False
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The innermost cause of a transport failure, for a message: "[Errno 111] Connection refused".
+
+    requests and urllib3 wrap it in several layers ("HTTPConnectionPool(...): Max retries
+    exceeded ... (Caused by NewConnectionError(...))") that say nothing more.
+    """
+    seen, cause = set(), exc
+    while id(cause) not in seen:
+        seen.add(id(cause))
+        reason = getattr(cause, "reason", None)
+        first = cause.args[0] if cause.args and isinstance(cause.args[0], BaseException) else None
+        inner = cause.__cause__ or (reason if isinstance(reason, BaseException) else None) or first or cause.__context__
+        if inner is None:
+            break
+        cause = inner
+    text = str(cause) or type(cause).__name__
+    if type(cause).__name__ == "gaierror":
+        text = f"cannot resolve the host name: {text}"
+    return text
 
 
 def _never_reached_server(exc: BaseException) -> bool:
     """True when the request provably never reached the server (connect phase failed)."""
     if isinstance(exc, requests.ConnectTimeout):
         return True
-    seen = set()
-    cause: Optional[BaseException] = exc
-    while cause is not None and id(cause) not in seen:
-        seen.add(id(cause))
-        if type(cause).__name__ in ("NewConnectionError", "ConnectionRefusedError", "NameResolutionError"):
-            return True
-        reason = getattr(cause, "reason", None)
-        nxt = reason if isinstance(reason, BaseException) else None
-        if nxt is None and cause.args and isinstance(cause.args[0], BaseException):
-            nxt = cause.args[0]
-        cause = nxt or cause.__cause__ or cause.__context__
-    return False
+    return _in_chain(exc, ("NewConnectionError", "ConnectionRefusedError", "NameResolutionError", "ConnectTimeoutError"))
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    # requests reports a read timeout during the body as a ConnectionError; look inside.
+    return isinstance(exc, requests.Timeout) or _in_chain(exc, ("ReadTimeoutError", "ConnectTimeoutError", "TimeoutError"))
+
+
+@dataclass(frozen=True)
+class ConfigUpdate:
+    """What :meth:`StdDaqClient.update_config` applied.
+
+    Attributes:
+        config: the whole configuration in force afterwards (``GET /daq/config``).
+        config_id: its id (the ``daq:config`` stream id).
+        deployment: the final deployment status (``status`` ``SUCCESS``).
+    """
+
+    config: dict
+    config_id: Optional[str]
+    deployment: dict
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class _StopAtBound:
+    """tenacity stop condition: no retry whose pause would reach the bound in force."""
+
+    __slots__ = ("bound", "hit")
+
+    def __init__(self, bound: _deadline.Deadline) -> None:
+        self.bound = bound
+        self.hit = False
+
+    def __call__(self, state: tenacity.RetryCallState) -> bool:
+        if state.upcoming_sleep >= self.bound.remaining():
+            self.hit = True
+        return self.hit
+
+
+def _pause(seconds: float) -> None:
+    # Sleep between retries: never past the bound in force, and a stop request ends it.
+    _deadline.current().sleep(seconds)
 
 
 class StdDaqClient:
     """REST client of the Standard DAQ admin interface.
 
     Args:
-        url_base: base URL of the REST server, usually on port 5000.
-        timeout: connect and read timeout of every request, in seconds.
+        url_base: base URL of the REST server, usually on port 5000 (``http://`` or
+            ``https://``; credentials in it never appear in messages).
+        timeout: connect timeout of every request, and read timeout of the reads
+            (``get_*``, ``set_config``), in seconds.
         retries: extra attempts after a transport failure (connection refused or reset,
             timeout, HTTP 502/503/504); ``0`` means one attempt.
         retry_deadline: give up rather than retry past this many seconds since the first
             attempt (``None``: bounded by ``retries`` only).
-        sync_timeout: read timeout of ``start_writer_sync``, which blocks server-side.
-        session: a ``requests.Session`` to use instead of the client's own.
-        on_retry: called as ``on_retry(url, attempt, error, sleep_s)`` before each retry.
-        sleep: how to wait between retries (default ``time.sleep``); a caller that must
-            react to a stop request passes a sleep that raises instead of waiting on.
+        sync_timeout: read timeout of ``start_writer_sync``, which blocks server-side
+            (the real server answers after at most 60 s).
+        write_timeout: read timeout of ``start_writer_async`` and ``stop_writer``: the
+            real server blocks these for up to ~5 s before it answers, also to refuse
+            with "Writer needs to be restarted." (default 15 s).
+        session: a ``requests.Session`` to use instead of the client's own; the client
+            mounts its transport adapter (:class:`daq_runner._transport.BoundedAdapter`)
+            on its ``http://`` and ``https://`` prefixes, which the deadlines need.
+        on_retry: called as ``on_retry(url, attempt, error, sleep_s)`` before each retry
+            (``url`` without credentials).
+        sleep: how to wait between retries (default: the bound in force's ``sleep``,
+            which never sleeps past the bound and raises ``Interrupted`` on a stop).
+
+    Every request has a whole-reply deadline of connect timeout + read timeout, and ends
+    before the caller's bound (``daq_runner._deadline.bounded``); retries are not made when
+    their pause would reach that bound. When the caller's bound ends a request,
+    :class:`~daq_runner.exceptions.DeadlineExceeded` is raised; when the client's own
+    budget (``retries``, ``retry_deadline``) runs out, the last transport error.
 
     Write starts are never sent twice blindly: a write whose reply was lost raises
     :class:`~daq_runner.exceptions.WriteOutcomeUnknown` (see :meth:`start_writer_async`).
+
+    Raises:
+        ValueError: ``url_base`` is not an http(s) URL, a timeout is not a finite
+            number > 0, or ``retries`` < 0.
     """
 
     def __init__(
@@ -86,29 +255,26 @@ class StdDaqClient:
         *,
         retry_deadline: Optional[float] = None,
         sync_timeout: float = SYNC_WRITE_TIMEOUT,
+        write_timeout: float = WRITE_TIMEOUT,
         session: Optional[requests.Session] = None,
         on_retry: Optional[RetryHook] = None,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Optional[Callable[[float], None]] = None,
     ) -> None:
         if retries < 0:
             raise ValueError("retries must be >= 0")
-        self.url_base = url_base.rstrip("/")
-        self.timeout = float(timeout)
+        self.url_base = check_url(url_base).rstrip("/")
+        self.timeout = _seconds("timeout", timeout)
         self.retries = int(retries)
         self.retry_deadline = retry_deadline
-        self.sync_timeout = float(sync_timeout)
+        self.sync_timeout = _seconds("sync_timeout", sync_timeout)
+        self.write_timeout = _seconds("write_timeout", write_timeout)
         self.on_retry = on_retry
-        self.sleep = sleep
-        if session is None:
-            session = requests.Session()
-            # Retries are ours (tenacity), not urllib3's hidden ones.
-            adapter = HTTPAdapter(max_retries=0, pool_connections=2, pool_maxsize=4)
-            session.mount("http://", adapter)
-            session.mount("https://", adapter)
-        self.session = session
+        self.sleep = sleep or _pause
+        self.session = _transport.new_session() if session is None else _transport.bind_session(session)
+        self._safe_base = redact_url(self.url_base)
 
     def __repr__(self) -> str:
-        return f"StdDaqClient(url_base={self.url_base!r})"
+        return f"StdDaqClient(url_base={self._safe_base!r})"
 
     def close(self) -> None:
         """Close the connections of the client's session."""
@@ -122,113 +288,225 @@ class StdDaqClient:
 
     # -- transport -------------------------------------------------------------------
 
-    def _send_once(self, endpoint: api.Endpoint, url: str, body: Any, read_timeout: float, is_write: bool) -> dict:
-        try:
-            reply = self.session.request(
-                endpoint.method, url, json=body, timeout=(self.timeout, read_timeout)
-            )
-        except requests.RequestException as exc:
-            reached = not _never_reached_server(exc)
-            timeout = isinstance(exc, requests.Timeout)
-            what = f"timed out after {read_timeout if reached else self.timeout:g} s" if timeout else f"failed: {exc}"
-            message = f"{endpoint.method} {url} {what}"
-            if is_write and reached:
-                raise WriteOutcomeUnknown(message + " (the write may have started)", url=url) from exc
-            cls = DaqTimeoutError if timeout else DaqTransportError
-            raise cls(message, url=url) from exc
+    def read_timeout(self, endpoint: api.Endpoint) -> float:
+        """The read timeout of ``endpoint``: ``sync_timeout``, ``write_timeout`` or ``timeout``."""
+        if endpoint == api.WRITER_WRITE_SYNC:
+            return self.sync_timeout
+        if endpoint in (api.WRITER_WRITE_ASYNC, api.WRITER_STOP):
+            return self.write_timeout
+        return self.timeout
 
-        text = reply.text
-        if reply.status_code != 200:
-            short = text[:_MAX_TEXT].strip()
-            message = f"{endpoint.method} {url} -> HTTP {reply.status_code}: {short or reply.reason}"
-            if reply.status_code in _RETRYABLE_STATUS:
+    def _via(self, url: str) -> str:
+        proxy = _transport.proxy_for(self.session, url)
+        return f" (via proxy {redact_url(proxy)})" if proxy else ""
+
+    def _send_once(
+        self, endpoint: api.Endpoint, url: str, body: Any, read_timeout: float, outer: _deadline.Deadline
+    ) -> Tuple[dict, Any]:
+        safe_url = redact_url(url)
+        source = f"{endpoint.method} {safe_url}"
+        outer.check()
+        if outer.expired:
+            raise DeadlineExceeded(f"{source} not sent: the time allowed ran out", url=safe_url)
+        limit = self.timeout + read_timeout
+        own = _deadline.Deadline(limit)
+        try:
+            with _deadline.bounded(own):
+                reply = self.session.request(
+                    endpoint.method,
+                    url,
+                    json=body,
+                    timeout=(self.timeout, read_timeout),
+                    # A redirected POST would be re-sent (or turned into a GET): never follow it.
+                    allow_redirects=endpoint.method == "GET",
+                )
+        except _transport.ReplyTooLarge as exc:
+            raise DaqProtocolError(f"{source} -> {exc}", url=safe_url) from exc
+        except requests.TooManyRedirects as exc:
+            raise DaqHTTPError(f"{source} -> too many redirects", url=safe_url) from exc
+        except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema, requests.exceptions.MissingSchema) as exc:
+            raise DaqError(f"{source}: invalid URL: {quote(exc)}", url=safe_url) from exc
+        except requests.exceptions.ContentDecodingError as exc:
+            raise DaqProtocolError(f"{source} -> a reply that cannot be decoded: {quote(exc)}", url=safe_url) from exc
+        except _TRANSPORT_ERRORS as exc:
+            raise self._transport_error(exc, endpoint, source, url, outer, own, read_timeout) from exc
+        return self._envelope(endpoint, reply, source, safe_url)
+
+    def _transport_error(
+        self,
+        exc: BaseException,
+        endpoint: api.Endpoint,
+        source: str,
+        url: str,
+        outer: _deadline.Deadline,
+        own: _deadline.Deadline,
+        read_timeout: float,
+    ) -> DaqError:
+        safe_url = redact_url(url)
+        reached = not _never_reached_server(exc)
+        may_have_started = endpoint in _WRITE_STARTS and reached
+        via = self._via(url)
+        if outer.expired:
+            what = f"{source}: no complete reply before the time allowed ran out{via}"
+            if may_have_started:
+                return WriteDeadlineExceeded(what + " (the write may have started)", url=safe_url)
+            return DeadlineExceeded(what, url=safe_url)
+        if own.expired:
+            what = f"{source}: no complete reply within {self.timeout + read_timeout:g} s{via}"
+            cls: type = DaqTimeoutError
+        elif _is_timeout(exc):
+            seconds = read_timeout if reached else self.timeout
+            what = f"{source} timed out after {seconds:g} s{via}"
+            cls = DaqTimeoutError
+        else:
+            what = f"{source} failed{via}: {quote(_root_cause(exc))}"
+            cls = DaqTransportError
+        if may_have_started:
+            return WriteOutcomeUnknown(what + " (the write may have started)", url=safe_url)
+        return cls(what, url=safe_url)
+
+    def _envelope(self, endpoint: api.Endpoint, reply: requests.Response, source: str, safe_url: str) -> Tuple[dict, Any]:
+        """The checked envelope and payload of a reply, or the error it means."""
+        content = reply.content or b""
+        status = reply.status_code
+        if endpoint.method != "GET" and 300 <= status < 400:
+            location = quote(redact_url(reply.headers.get("Location", "")))
+            raise DaqHTTPError(
+                f"{source} -> HTTP {status} redirect to {location or '(no Location)'}: not followed for a POST",
+                url=safe_url,
+                status_code=status,
+                text=quote(content),
+            )
+        if status != 200:
+            short = quote(content)
+            # A gateway error may be the proxy's own: name the proxy the request went through.
+            message = f"{source} -> HTTP {status}{self._via(reply.url or '')}: {short or quote(reply.reason)}"
+            if status in _RETRYABLE_STATUS:
                 # 503 means the request was not processed; a gateway error (502/504) may hide
                 # a write that went through.
-                if is_write and reply.status_code != 503:
-                    raise WriteOutcomeUnknown(message, url=url, status_code=reply.status_code, text=short)
-                raise DaqTransportError(message, url=url, status_code=reply.status_code, text=short)
-            raise DaqHTTPError(message, url=url, status_code=reply.status_code, text=short)
+                if endpoint in _WRITE_STARTS and status != 503:
+                    raise WriteOutcomeUnknown(message, url=safe_url, status_code=status, text=short)
+                raise DaqTransportError(message, url=safe_url, status_code=status, text=short)
+            raise DaqHTTPError(message, url=safe_url, status_code=status, text=short)
         try:
-            envelope = reply.json()
-        except ValueError as exc:
+            envelope = json.loads(content)
+        except (ValueError, RecursionError) as exc:
             raise DaqProtocolError(
-                f"{endpoint.method} {url} -> HTTP 200 but the reply is not JSON: {text[:_MAX_TEXT]!r}",
-                url=url,
+                f"{source} -> HTTP 200 but the reply is not JSON: {quote(content)!r}",
+                url=safe_url,
                 status_code=200,
-                text=text[:_MAX_TEXT],
+                text=quote(content),
             ) from exc
         if not isinstance(envelope, dict) or "status" not in envelope:
+            what = "has no 'status'" if isinstance(envelope, dict) else f"is {api._json_kind(envelope)}, not the JSON envelope"
             raise DaqProtocolError(
-                f"{endpoint.method} {url} -> HTTP 200 but the reply has no 'status': {text[:_MAX_TEXT]!r}",
-                url=url,
+                f"{source} -> HTTP 200 but the reply {what}: {quote(content)!r}",
+                url=safe_url,
                 status_code=200,
-                text=text[:_MAX_TEXT],
+                text=quote(content),
             )
         if envelope["status"] != "ok":
-            raise StdDaqAdminException(str(envelope.get("message") or f"DAQ answered status {envelope['status']!r}"))
+            message = envelope.get("message")
+            text = quote(message) if message not in (None, "") else f"DAQ answered status {quote(envelope['status'])!r}"
+            if isinstance(message, str) and api.MESSAGE_NEEDS_RESTART in message:
+                raise WriterNeedsRestart(text, url=safe_url)
+            raise StdDaqAdminException(text, url=safe_url)
         if endpoint.payload_key not in envelope:
             raise DaqProtocolError(
-                f"{endpoint.method} {url} -> reply has no {endpoint.payload_key!r}: {text[:_MAX_TEXT]!r}",
-                url=url,
+                f"{source} -> reply has no {endpoint.payload_key!r}: {quote(content)!r}",
+                url=safe_url,
                 status_code=200,
-                text=text[:_MAX_TEXT],
+                text=quote(content),
             )
-        return envelope
+        try:
+            payload = api.check_payload(endpoint, envelope, source)
+        except DaqProtocolError as exc:
+            exc.url, exc.status_code = safe_url, 200
+            raise
+        return envelope, payload
 
-    def _before_sleep(self, url: str) -> Callable[[tenacity.RetryCallState], None]:
+    def _before_sleep(self, safe_url: str) -> Callable[[tenacity.RetryCallState], None]:
         def hook(state: tenacity.RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
             sleep = state.next_action.sleep if state.next_action else 0.0
-            log.debug("retrying %s after attempt %d: %s (sleep %.2f s)", url, state.attempt_number, exc, sleep)
+            log.debug("retrying %s after attempt %d: %s (sleep %.2f s)", safe_url, state.attempt_number, exc, sleep)
             if self.on_retry is not None and exc is not None:
-                self.on_retry(url, state.attempt_number, exc, sleep)
+                self.on_retry(safe_url, state.attempt_number, exc, sleep)
 
         return hook
 
-    def request(self, endpoint: api.Endpoint, body: Any = None, *, read_timeout: Optional[float] = None, **params: Any) -> dict:
-        """Send one request with retries and return the whole reply envelope.
-
-        Raises:
-            StdDaqAdminException: the DAQ refused (``status != "ok"``).
-            DaqError: any other failure (a ``RuntimeError``).
-        """
+    def _exchange(self, endpoint: api.Endpoint, body: Any = None, read_timeout: Optional[float] = None, **params: Any) -> Tuple[dict, Any]:
+        """One request with retries: the reply envelope and its checked payload."""
         url = endpoint.url(self.url_base, **params)
-        is_write = endpoint in (api.WRITER_WRITE_ASYNC, api.WRITER_WRITE_SYNC)
-        stop = tenacity.stop_after_attempt(self.retries + 1)
+        if body is not None:
+            try:
+                # requests would report this as a failed request (a write: "may have started").
+                json.dumps(body, allow_nan=False)
+            except (TypeError, ValueError, RecursionError) as exc:
+                raise ValueError(f"request body of {endpoint.method} {endpoint.path} is not JSON: {quote(exc)}") from None
+        outer = _deadline.current()
+        at_bound = _StopAtBound(outer)
+        stops: list = [tenacity.stop_after_attempt(self.retries + 1)]
         if self.retry_deadline is not None:
             # Give up instead of sleeping past the deadline: the budget is a promise to callers.
-            stop = stop | tenacity.stop_before_delay(self.retry_deadline)
+            stops.append(tenacity.stop_before_delay(self.retry_deadline))
+        stops.append(at_bound)  # last: the client's own budget, when spent, wins
         retrying = tenacity.Retrying(
-            stop=stop,
+            stop=tenacity.stop_any(*stops),
             wait=tenacity.wait_exponential(multiplier=0.1, max=5.0) + tenacity.wait_random(0, 0.2),
-            # WriteOutcomeUnknown is a transport error that must never be re-sent.
+            # WriteOutcomeUnknown must never be re-sent; DeadlineExceeded is the caller's end.
             retry=tenacity.retry_if_exception(
-                lambda e: isinstance(e, DaqTransportError) and not isinstance(e, WriteOutcomeUnknown)
+                lambda e: isinstance(e, DaqTransportError) and not isinstance(e, (WriteOutcomeUnknown, DeadlineExceeded))
             ),
-            before_sleep=self._before_sleep(url),
+            before_sleep=self._before_sleep(redact_url(url)),
             sleep=self.sleep,
             reraise=True,
         )
-        return retrying(self._send_once, endpoint, url, body, read_timeout or self.timeout, is_write)
+        try:
+            return retrying(self._send_once, endpoint, url, body, read_timeout or self.read_timeout(endpoint), outer)
+        except DaqTransportError as exc:
+            if at_bound.hit and not isinstance(exc, DeadlineExceeded):
+                raise DeadlineExceeded(
+                    f"{exc}; not retried: the time allowed ends before the next attempt", url=exc.url
+                ) from exc
+            raise
 
-    def _payload(self, endpoint: api.Endpoint, body: Any = None, **kwargs: Any) -> Any:
-        return self.request(endpoint, body, **kwargs)[endpoint.payload_key]
+    def request(self, endpoint: api.Endpoint, body: Any = None, *, read_timeout: Optional[float] = None, **params: Any) -> dict:
+        """Send one request with retries and return the whole reply envelope (payload checked).
+
+        ``read_timeout`` defaults to :meth:`read_timeout` of ``endpoint``.
+
+        Raises:
+            ValueError: ``body`` cannot be sent as JSON (NaN, Infinity, a set...): nothing sent.
+            StdDaqAdminException: the DAQ refused (``status != "ok"``);
+                :class:`WriterNeedsRestart` for "... Writer needs to be restarted.".
+            DeadlineExceeded: the caller's bound ended the request.
+            DaqError: any other failure (a ``RuntimeError``).
+            Interrupted: the bound's cancel event was set.
+        """
+        return self._exchange(endpoint, body, read_timeout, **params)[0]
+
+    def _payload(self, endpoint: api.Endpoint, body: Any = None, **params: Any) -> Any:
+        return self._exchange(endpoint, body, None, **params)[1]
 
     # -- the nine methods of the original client --------------------------------------
 
     def get_status(self) -> dict:
-        """Current writer status: ``{"state": "READY"|"WRITING"|"UNKNOWN", "acquisition": {...}}``."""
+        """Current writer status: ``{"state": "READY"|"WRITING"|"UNKNOWN", "acquisition": {...}|None}``."""
         return self._payload(api.WRITER_STATUS)
 
-    def get_config(self) -> dict:
+    def get_config(self) -> Optional[dict]:
         """Current DAQ configuration (``None`` before the first deployment)."""
         return self._payload(api.DAQ_CONFIG_GET)
 
-    def set_config(self, daq_config: dict) -> dict:
-        """Apply a full or partial configuration; returns the configuration now in force.
+    def set_config(self, daq_config: dict) -> Optional[dict]:
+        """Send ``daq_config`` as it is (the original's request); returns the configuration now in force.
 
-        Only the given fields change (``module_positions`` is replaced whole). The DAQ
-        services restart; allow about 10 s for them to stabilise.
+        Servers of mid-2023 merge a partial config into the current one; the last rest_v2
+        version refuses partial configs ("int() argument must be a string, a bytes-like
+        object or a real number, not 'NoneType'"). :meth:`update_config` works on both and
+        waits for the deployment. The DAQ services restart; allow about 10 s for them to
+        stabilise.
         """
         return self._payload(api.DAQ_CONFIG_SET, daq_config)
 
@@ -237,9 +515,9 @@ class StdDaqClient:
 
         Always a list, whether the server sends a list or rest_v2's dict keyed by stream id.
         """
-        return api.logs_as_list(self._payload(api.DAQ_LOGS, n=int(n_last_logs)))
+        return self._payload(api.DAQ_LOGS, n=int(n_last_logs))
 
-    def get_stats(self) -> dict:
+    def get_stats(self) -> Optional[dict]:
         """Detector and writer throughput, aggregated each second (may be ``None``)."""
         return self._payload(api.DAQ_STATS)
 
@@ -248,15 +526,20 @@ class StdDaqClient:
         return self._payload(api.DAQ_DEPLOYMENT)
 
     def start_writer_async(self, write_request: dict) -> dict:
-        """Start an acquisition and return at once with the writer status.
+        """Start an acquisition; returns the writer status once the writer is WRITING.
 
         ``write_request`` is ``{"output_file": <absolute path>, "n_images": N, "run_id": optional int}``.
+        The real server answers within about 5 s; the read timeout is ``write_timeout``.
 
         A write start is retried only when it provably did not reach the DAQ (connection
         refused, HTTP 503). When it may have reached it (read timeout, connection reset,
         HTTP 502/504), :class:`WriteOutcomeUnknown` is raised instead of sending it again:
         set your own unique ``run_id`` and compare it with ``get_status()``'s
         ``acquisition.info.run_id`` to tell whether the acquisition started.
+
+        Raises:
+            WriterNeedsRestart: the writer did not reach WRITING within the server's ~5 s
+                ("Cannot reach WRITING. Writer needs to be restarted."); it is UNKNOWN now.
         """
         return self._payload(api.WRITER_WRITE_ASYNC, write_request)
 
@@ -266,9 +549,141 @@ class StdDaqClient:
         Same request and retry rules as :meth:`start_writer_async`; the read timeout is
         ``sync_timeout``.
         """
-        return self._payload(api.WRITER_WRITE_SYNC, write_request, read_timeout=self.sync_timeout)
+        return self._payload(api.WRITER_WRITE_SYNC, write_request)
 
     def stop_writer(self) -> dict:
-        """Stop the acquisition in progress; also resets a writer in ``UNKNOWN`` to ``READY``."""
+        """Stop the acquisition in progress; also resets a writer in ``UNKNOWN`` to ``READY``.
+
+        The real server answers within about 5 s; the read timeout is ``write_timeout``.
+
+        Raises:
+            WriterNeedsRestart: "Cannot reach READY. Writer needs to be restarted."
+        """
         return self._payload(api.WRITER_STOP, {})
 
+    # -- beyond the original ------------------------------------------------------------
+
+    def update_config(
+        self,
+        changes: Dict[str, Any],
+        *,
+        timeout: float = DEPLOY_TIMEOUT,
+        on_deployment: Optional[DeploymentHook] = None,
+    ) -> ConfigUpdate:
+        """Change some configuration fields, wait for the deployment, check that it took.
+
+        Reads the current config (``GET /daq/config``), applies ``changes`` to it and sends
+        the WHOLE config (the last rest_v2 version refuses partial configs, mid-2023 servers
+        merge them; the whole config works on both; fields not changed, ``module_positions``
+        above all, go back exactly as read). Then it reads the new ``config_id`` (the
+        POST reply has ``config_id: null`` on the real server), polls
+        ``GET /daq/deployment`` every 0.1 s until that config's deployment is ``SUCCESS`` or
+        ``ERROR`` (it is ``UNKNOWN`` "Waiting for servers..." first; ``RUNNING`` may never
+        be seen), and reads the config again to check that it shows the changes.
+
+        Args:
+            changes: ``{field: value}``; fields of :data:`daq_runner.api.CONFIG_FIELDS`.
+            timeout: seconds for all of it (also bounded by the bound in force).
+            on_deployment: called with each deployment status of the new config seen
+                (a dict as :meth:`get_deployment_status` returns), once per change.
+
+        Returns:
+            :class:`ConfigUpdate` ``(config, config_id, deployment)``.
+
+        Raises:
+            ValueError: before anything is sent: unknown field names, ``bit_depth`` other
+                than 8/16/32, wrong value types; or no config in force yet and ``changes``
+                is not a whole config.
+            StdDaqAdminException: the DAQ refused the config.
+            DeploymentError: the deployment ended in ERROR, was not done within
+                ``timeout``, was superseded by another config, or the config read back
+                does not show the changes.
+            DeadlineExceeded: the caller's bound ended it.
+            DaqError: the DAQ could not be talked to.
+        """
+        changes = api.check_config_changes(changes)
+        timeout = _seconds("timeout", timeout)
+        caller = _deadline.current()
+        progress = _ConfigProgress()
+        with _deadline.bounded(_deadline.Deadline(timeout)) as bound:
+            try:
+                return self._update_config(changes, bound, progress, on_deployment)
+            except DeadlineExceeded as exc:
+                if caller.expired:
+                    raise
+                raise progress.error(f"config change not done within {timeout:g} s", self._config_url(), exc) from exc
+
+    def _config_url(self) -> str:
+        return redact_url(api.DAQ_CONFIG_GET.url(self.url_base))
+
+    def _update_config(
+        self, changes: dict, bound: _deadline.Deadline, progress: "_ConfigProgress", on_deployment: Optional[DeploymentHook]
+    ) -> ConfigUpdate:
+        progress.stage = "reading the current config"
+        envelope, current = self._exchange(api.DAQ_CONFIG_GET)
+        old_id = envelope.get("config_id")
+        config = api.merge_config(current, changes)
+
+        progress.stage = "sending the config (it may have been stored)"
+        envelope, _ = self._exchange(api.DAQ_CONFIG_SET, config)
+        new_id = envelope.get("config_id")  # null on the real server; some versions give it
+
+        progress.stage = "waiting for the new config_id"
+        while new_id is None or new_id == old_id:
+            envelope, _ = self._exchange(api.DAQ_CONFIG_GET)
+            new_id = envelope.get("config_id")
+            if new_id is None or new_id == old_id:
+                bound.sleep(_DEPLOY_POLL_S)
+        progress.config_id = new_id
+
+        progress.stage = f"waiting for the deployment of config {new_id}"
+        seen = None
+        while True:
+            deployment = self.get_deployment_status()
+            deployed_id = deployment.get("config_id")
+            if deployed_id == new_id:
+                progress.deployment = deployment
+                key = (deployment.get("status"), deployment.get("message"), json.dumps(deployment.get("servers"), sort_keys=True))
+                if key != seen:
+                    seen = key
+                    if on_deployment is not None:
+                        on_deployment(deployment)
+                if deployment.get("status") in _FINAL_DEPLOYMENT:
+                    break
+            elif deployed_id is not None and api._stream_id_key(deployed_id) > api._stream_id_key(new_id):
+                progress.deployment = deployment
+                raise progress.error(f"config {new_id} was superseded by config {deployed_id} before its deployment ended", self._config_url())
+            bound.sleep(_DEPLOY_POLL_S)
+        if deployment.get("status") == api.DeploymentStatus.ERROR.value:
+            raise progress.error(f"deployment of config {new_id} failed: {quote(deployment.get('message'))}", self._config_url())
+
+        progress.stage = "checking the config in force"
+        envelope, applied = self._exchange(api.DAQ_CONFIG_GET)
+        progress.config = applied
+        differences = api.config_differences(applied, changes)
+        if differences:
+            raise progress.error(
+                f"config {new_id} deployed, but the DAQ does not show the change: {quote('; '.join(differences))}",
+                self._config_url(),
+            )
+        return ConfigUpdate(config=applied or {}, config_id=envelope.get("config_id") or new_id, deployment=deployment)
+
+
+class _ConfigProgress:
+    """How far an :meth:`StdDaqClient.update_config` got, for its error message and attributes."""
+
+    __slots__ = ("stage", "config_id", "deployment", "config")
+
+    def __init__(self) -> None:
+        self.stage = "starting"
+        self.config_id: Optional[str] = None
+        self.deployment: Optional[dict] = None
+        self.config: Optional[dict] = None
+
+    def error(self, message: str, url: str, cause: Optional[BaseException] = None) -> DeploymentError:
+        if cause is not None:
+            message = f"{message} ({self.stage}"
+            if self.deployment is not None:
+                message += f"; last deployment status {self.deployment.get('status')}: {quote(self.deployment.get('message'))}"
+            message += ")"
+        return DeploymentError(message, url=url, config_id=self.config_id, deployment=self.deployment, config=self.config)

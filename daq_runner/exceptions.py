@@ -4,17 +4,28 @@ Hierarchy::
 
     DaqRunnerError                      root of everything raised on purpose here
     ├── StdDaqAdminException            the DAQ refused the request (envelope status != "ok")
+    │   └── WriterNeedsRestart          "... Writer needs to be restarted." (writer left UNKNOWN)
     ├── DaqError (RuntimeError)         the DAQ could not be talked to properly
     │   ├── DaqTransportError           connection refused or reset, HTTP 502/503/504
-    │   │   ├── DaqTimeoutError         no answer within the timeout
+    │   │   ├── DaqTimeoutError         no (complete) answer within the request's own limit
+    │   │   │   └── DeadlineExceeded    the caller's time bound ended the request: not retried
+    │   │   │       └── WriteDeadlineExceeded   ... and it was a write start that may have begun
     │   │   └── WriteOutcomeUnknown     a write start was sent but its reply was lost
-    │   ├── DaqHTTPError                any other non-200 reply (4xx, 500)
-    │   └── DaqProtocolError            a 200 reply that is not the expected JSON envelope
+    │   │       └── WriteDeadlineExceeded
+    │   ├── DaqHTTPError                any other non-200 reply (4xx, 500), a redirect of a POST
+    │   ├── DaqProtocolError            a 200 reply that is not the envelope, or a payload of
+    │   │                               the wrong shape (also a Redis stream entry)
+    │   └── DeploymentError             a config change that did not deploy or did not take
     ├── BatchValidationError (ValueError)  a batch file is invalid: carries file, line, column
     └── LockHeldError                   another runner drives this DAQ
 
 ``RuntimeError`` for transport and DAQ problems and ``StdDaqAdminException`` for refusals
 is what the original ``std_daq_client`` promises; code written for it keeps working.
+
+A stop request (a signal, ``Runner.request_stop``) that ends a request or a wait raises
+:class:`daq_runner._deadline.Interrupted`, which is not an error of the DAQ and so is not
+in this tree. Messages never carry URL credentials (they are replaced by ``***``) and
+quote reply text as one shortened line.
 """
 
 from __future__ import annotations
@@ -27,9 +38,13 @@ __all__ = [
     "DaqError",
     "DaqTransportError",
     "DaqTimeoutError",
+    "DeadlineExceeded",
     "WriteOutcomeUnknown",
+    "WriteDeadlineExceeded",
+    "WriterNeedsRestart",
     "DaqHTTPError",
     "DaqProtocolError",
+    "DeploymentError",
     "BatchValidationError",
     "LockHeldError",
 ]
@@ -40,7 +55,25 @@ class DaqRunnerError(Exception):
 
 
 class StdDaqAdminException(DaqRunnerError):
-    """The DAQ answered, but refused the request; the message is the DAQ's own."""
+    """The DAQ answered, but refused the request; the message is the DAQ's own (one line).
+
+    Attributes:
+        url: the URL requested (credentials replaced by ``***``), when known.
+    """
+
+    def __init__(self, message: str = "", *, url: Optional[str] = None) -> None:
+        super().__init__(message)
+        self.url = url
+
+
+class WriterNeedsRestart(StdDaqAdminException):
+    """The DAQ answered "Cannot reach WRITING|READY. Writer needs to be restarted.".
+
+    The real rest_v2 server sends this after waiting about 5 s for its writer to start or
+    stop (a file it cannot create, ``n_images`` of 2**31 or more, a config change under a
+    running acquisition). The writer is left ``UNKNOWN`` with no acquisition; a stop
+    request (``stop_writer``) is how the DAQ is asked to reset it.
+    """
 
 
 class DaqError(DaqRunnerError, RuntimeError):
@@ -71,7 +104,20 @@ class DaqTransportError(DaqError):
 
 
 class DaqTimeoutError(DaqTransportError):
-    """No reply within the timeout."""
+    """No reply, or no complete reply, within the request's own limit.
+
+    A request's limit is its connect timeout plus its read timeout, for the whole reply
+    however slowly it arrives; the read timeout also ends a reply that stalls for that long.
+    """
+
+
+class DeadlineExceeded(DaqTimeoutError):
+    """The caller's time bound (``daq_runner._deadline.bounded``) ended the request.
+
+    Raised instead of retrying further or sending at all once the bound has passed, so
+    that a caller can tell "this step ran out of its time" from "the DAQ stayed
+    unreachable for the client's whole retry budget" (a plain :class:`DaqTransportError`).
+    """
 
 
 class WriteOutcomeUnknown(DaqTransportError):
@@ -82,12 +128,44 @@ class WriteOutcomeUnknown(DaqTransportError):
     """
 
 
+class WriteDeadlineExceeded(DeadlineExceeded, WriteOutcomeUnknown):
+    """The caller's bound ended a write start after it was sent: it may have begun.
+
+    Both a :class:`DeadlineExceeded` and a :class:`WriteOutcomeUnknown`: never re-send it
+    blindly; look at the writer status and the request's ``run_id``.
+    """
+
+
 class DaqHTTPError(DaqError):
     """The DAQ answered with an HTTP status other than 200 that is not worth retrying."""
 
 
 class DaqProtocolError(DaqError):
     """The DAQ answered 200 with something that is not its JSON envelope."""
+
+
+class DeploymentError(DaqError):
+    """A configuration change did not deploy: ERROR, not done in time, or not in force after.
+
+    Attributes:
+        config_id: the id of the new configuration, when the DAQ stored one.
+        deployment: the last deployment status seen (``GET /daq/deployment``), if any.
+        config: the configuration the DAQ reported last, if read.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        url: Optional[str] = None,
+        config_id: Optional[str] = None,
+        deployment: Optional[dict] = None,
+        config: Optional[dict] = None,
+    ) -> None:
+        super().__init__(message, url=url)
+        self.config_id = config_id
+        self.deployment = deployment
+        self.config = config
 
 
 class BatchValidationError(DaqRunnerError, ValueError):

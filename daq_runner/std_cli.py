@@ -1,48 +1,126 @@
 """The nine ``std_cli_*`` tools of the original client, defined once as a table.
 
 Each tool takes ``--url_base URL`` (the README's name) or ``-b URL`` (the original's),
-falling back to ``$STD_DAQ_API_URL`` and then ``http://127.0.0.1:5000``, and prints the
-result as indented JSON. Errors are one line on stderr.
+falling back to ``$STD_DAQ_API_URL`` and then ``http://127.0.0.1:5000``, and
+``--timeout SECONDS`` (a finite number > 0; connect and read timeout of the reads; the
+writes and the stop read longer, as the server needs), and ``--version``. Each prints the
+result as indented JSON. Errors are one line on stderr, with credentials in URLs shown
+as ``***``.
 
-Exit codes: 0 success; 1 the DAQ refused the request or answered wrongly; 2 bad usage or
-an unreadable config file; 3 the DAQ could not be reached.
+``std_cli_set_config CONFIG_FILE`` sends the file as given (the original's request);
+with ``--merge`` it sends the current config with the file's fields changed, waits for
+the deployment and checks the result (works on servers that refuse partial configs).
+The file must be a regular file of at most 1 MiB holding a JSON object (nested at most
+32 levels, no NaN or Infinity).
+
+``std_cli_write_sync`` exits 1 when the acquisition ended ``FAILED`` (the status is
+still printed).
+
+Exit codes: 0 success; 1 the DAQ refused the request, answered wrongly, a deployment
+failed, or (``std_cli_write_sync``) the acquisition FAILED; 2 bad usage (an option value,
+a URL that is not http(s), an unreadable or invalid config file, an unknown config
+field); 3 the DAQ could not be reached (or a write start's reply was lost); 130 Ctrl-C.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import stat
 import sys
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, NoReturn, Optional, Sequence
 
 from . import api
 from ._cli import OneLineArgumentParser
-from .client import StdDaqClient
+from ._text import quote, redact_url
+from ._version import __version__
+from .client import StdDaqClient, check_url
 from .exceptions import DaqRunnerError, DaqTransportError, StdDaqAdminException
 
-__all__ = ["TOOLS", "run_tool"]
+__all__ = ["TOOLS", "run_tool", "MAX_CONFIG_BYTES", "MAX_CONFIG_DEPTH"]
 
-EXIT_OK, EXIT_DAQ, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+EXIT_OK, EXIT_DAQ, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+# A DAQ config is a few hundred bytes, three levels deep.
+MAX_CONFIG_BYTES = 1024 * 1024
+MAX_CONFIG_DEPTH = 32
 
 
 class UsageError(Exception):
     """Bad input from the command line (exit 2)."""
 
 
+class AcquisitionFailed(Exception):
+    """``std_cli_write_sync``: the acquisition ended FAILED (exit 1, after printing the status)."""
+
+
+def _refuse_constant(name: str) -> float:
+    raise ValueError(f"{name} is not allowed")
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of a JSON value (iterative: no recursion on hostile input)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, level)
+            if level > MAX_CONFIG_DEPTH:
+                return level
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
 def _read_config_file(path: str) -> dict:
+    """The JSON object in ``path``: a regular file of at most MAX_CONFIG_BYTES, shallow, finite numbers.
+
+    Never blocks: a FIFO, a device (``/dev/zero``) or a directory is refused before reading.
+    """
+    shown = quote(path)
     try:
-        with open(path, encoding="utf-8") as handle:
-            config = json.load(handle)
+        # O_NONBLOCK: opening a FIFO must not wait for a writer.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError:
-        raise UsageError(f"config file {path!r} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"cannot read config file {path!r}: {exc}") from None
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"config file {path!r} is not JSON: {exc}") from None
+        raise UsageError(f"config file {shown!r} does not exist") from None
+    except IsADirectoryError:
+        raise UsageError(f"config file {shown!r} is a directory") from None
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot read config file {shown!r}: {quote(getattr(exc, 'strerror', None) or exc)}") from None
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise UsageError(f"config file {shown!r} is a directory")
+        if not stat.S_ISREG(info.st_mode):
+            raise UsageError(f"config file {shown!r} is not a regular file")
+        if info.st_size > MAX_CONFIG_BYTES:
+            raise UsageError(f"config file {shown!r} is larger than {MAX_CONFIG_BYTES // 1024} KiB")
+        with os.fdopen(fd, "rb", closefd=True) as handle:
+            fd = -1
+            data = handle.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise UsageError(f"cannot read config file {shown!r}: {quote(exc.strerror or exc)}") from None
+    finally:
+        if fd >= 0:
+            os.close(fd)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise UsageError(f"config file {shown!r} is larger than {MAX_CONFIG_BYTES // 1024} KiB")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"config file {shown!r} is not UTF-8 text: {quote(exc)}") from None
+    try:
+        config = json.loads(text, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise UsageError(f"config file {shown!r} is nested more than {MAX_CONFIG_DEPTH} levels deep") from None
+    except ValueError as exc:
+        raise UsageError(f"config file {shown!r} is not JSON: {quote(exc)}") from None
     if not isinstance(config, dict):
-        raise UsageError(f"config file {path!r} must hold a JSON object, not {type(config).__name__}")
+        raise UsageError(f"config file {shown!r} must hold a JSON object, not {api._json_kind(config)}")
+    if _depth(config) > MAX_CONFIG_DEPTH:
+        raise UsageError(f"config file {shown!r} is nested more than {MAX_CONFIG_DEPTH} levels deep")
     return config
 
 
@@ -54,10 +132,44 @@ def _positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        raise argparse.ArgumentTypeError(f"{quote(text)!r} is not an integer") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, not {value}")
     return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{quote(text)!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds > 0, not {quote(text)}")
+    return value
+
+
+def _write_sync(client: StdDaqClient, args: argparse.Namespace) -> Any:
+    status = client.start_writer_sync(_write_request(args))
+    acquisition = status.get("acquisition") or {}
+    if acquisition.get("state") == api.AcquisitionState.FAILED.value:
+        raise AcquisitionFailed(status)
+    return status
+
+
+def _set_config(client: StdDaqClient, args: argparse.Namespace) -> Any:
+    if args.merge:
+        return client.update_config(args.daq_config).config
+    return client.set_config(args.daq_config)
+
+
+def _set_config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config_file", help="JSON file with the config fields (at most 1 MiB)")
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="send the current config with the file's fields changed (works on servers that refuse "
+        "partial configs), wait for the deployment and check the result",
+    )
 
 
 @dataclass(frozen=True)
@@ -67,6 +179,7 @@ class Tool:
     description: str
     call: Callable[[StdDaqClient, argparse.Namespace], object]
     add_arguments: Callable[[argparse.ArgumentParser], None] = lambda parser: None
+    epilog: Optional[str] = None
 
 
 def _file_args(parser: argparse.ArgumentParser) -> None:
@@ -79,8 +192,9 @@ TOOLS = {
     "std_cli_get_config": Tool("Get the Standard DAQ configuration.", lambda c, a: c.get_config()),
     "std_cli_set_config": Tool(
         "Set (part of) the Standard DAQ configuration from a JSON file.",
-        lambda c, a: c.set_config(a.daq_config),
-        lambda p: p.add_argument("config_file", help="JSON file with the config fields to change"),
+        _set_config,
+        _set_config_args,
+        "Without --merge the file is sent as given; the last rest_v2 server version refuses partial configs.",
     ),
     "std_cli_get_logs": Tool(
         "Get the last acquisition logs, newest first.",
@@ -98,15 +212,29 @@ TOOLS = {
     ),
     "std_cli_write_sync": Tool(
         "Write images to a file and return when done (at most 60 s).",
-        lambda c, a: c.start_writer_sync(_write_request(a)),
+        _write_sync,
         _file_args,
+        "Exit status 1 when the acquisition ended FAILED (the status is printed all the same).",
     ),
     "std_cli_write_stop": Tool("Stop writing (also resets an UNKNOWN writer).", lambda c, a: c.stop_writer()),
 }
 
+_EXIT_CODES = (
+    "exit codes: 0 success; 1 the DAQ refused or answered wrongly; 2 bad usage or config file; "
+    "3 DAQ unreachable; 130 interrupted"
+)
+
+
+class _Parser(OneLineArgumentParser):
+    """Usage errors quote what was typed: one line, no control characters, no credentials."""
+
+    def error(self, message: str) -> NoReturn:
+        super().error(quote(message, limit=None))
+
 
 def _parser(prog: str, tool: Tool) -> argparse.ArgumentParser:
-    parser = OneLineArgumentParser(prog=prog, description=tool.description)
+    epilog = f"{tool.epilog} {_EXIT_CODES}." if tool.epilog else f"{_EXIT_CODES[0].upper()}{_EXIT_CODES[1:]}."
+    parser = _Parser(prog=prog, description=tool.description, epilog=epilog)
     parser.add_argument(
         "--url_base",
         "-b",
@@ -115,38 +243,64 @@ def _parser(prog: str, tool: Tool) -> argparse.ArgumentParser:
         metavar="URL",
         help=f"base URL of the REST API (default: $STD_DAQ_API_URL, else {api.DEFAULT_URL})",
     )
-    parser.add_argument("--timeout", type=float, default=None, help="seconds per request (default 5)")
+    parser.add_argument(
+        "--timeout", type=_seconds, default=None, metavar="SECONDS", help="connect and read timeout of reads (default 5)"
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s (daq-runner) {__version__}")
     tool.add_arguments(parser)
     return parser
 
 
+def _error(prog: str, message: str) -> None:
+    print(f"{prog}: {message}", file=sys.stderr)
+
+
+def _print(result: Any) -> None:
+    try:
+        print(json.dumps(result, indent=2))
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (`| head`): nothing more to say, and no traceback at exit.
+        try:
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115
+        except OSError:
+            pass
+
+
 def run_tool(prog: str, argv: Optional[Sequence[str]] = None) -> int:
-    """Run the tool named ``prog`` with ``argv``; returns the exit code."""
+    """Run the tool named ``prog`` with ``argv``; returns the exit code (argparse exits 2 itself)."""
     tool = TOOLS[prog]
     args = _parser(prog, tool).parse_args(argv)
     url = args.url_base or os.environ.get("STD_DAQ_API_URL") or api.DEFAULT_URL
     try:
+        url = check_url(url)
         if prog == "std_cli_set_config":
             args.daq_config = _read_config_file(args.config_file)
         kwargs = {} if args.timeout is None else {"timeout": args.timeout}
         with StdDaqClient(url_base=url, **kwargs) as client:
             result = tool.call(client, args)
-    except UsageError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+    except (UsageError, ValueError) as exc:
+        _error(prog, f"error: {quote(redact_url(str(exc)), limit=None)}")
         return EXIT_USAGE
+    except AcquisitionFailed as exc:
+        status = exc.args[0]
+        _print(status)
+        message = (status.get("acquisition") or {}).get("message")
+        _error(prog, f"the acquisition FAILED: {quote(message)}")
+        return EXIT_DAQ
     except StdDaqAdminException as exc:
-        print(f"{prog}: the DAQ refused: {exc}", file=sys.stderr)
+        _error(prog, f"the DAQ refused: {exc}")
         return EXIT_DAQ
     except DaqTransportError as exc:
-        print(f"{prog}: DAQ unreachable: {exc}", file=sys.stderr)
+        _error(prog, f"DAQ unreachable: {exc}")
         return EXIT_UNREACHABLE
     except DaqRunnerError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+        _error(prog, f"error: {exc}")
         return EXIT_DAQ
     except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        return 130
-    print(json.dumps(result, indent=2))
+        _error(prog, "interrupted")
+        return EXIT_INTERRUPTED
+    _print(result)
     return EXIT_OK
 
 

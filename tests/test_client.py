@@ -38,9 +38,10 @@ def client() -> StdDaqClient:
 
 @pytest.fixture(autouse=True)
 def no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    import tenacity
+    """No pause between retries (the client pauses through the bound's sleep)."""
+    import daq_runner.client
 
-    monkeypatch.setattr(tenacity.nap, "sleep", lambda seconds: None)
+    monkeypatch.setattr(daq_runner.client, "_pause", lambda seconds: None)
 
 
 @pytest.mark.parametrize(
@@ -90,9 +91,19 @@ def test_every_request_has_connect_and_read_timeout(client, monkeypatch):
     monkeypatch.setattr(requests.Session, "request", spy)
     responses.get(BASE + "/writer/status", json=ok("writer", STATUS))
     responses.post(BASE + "/writer/write_sync", json=ok("writer", STATUS))
+    responses.post(BASE + "/writer/write_async", json=ok("writer", STATUS))
+    responses.post(BASE + "/writer/stop", json=ok("writer", STATUS))
     client.get_status()
     client.start_writer_sync({"output_file": "/tmp/a.h5", "n_images": 1})
-    assert [("status", (2.5, 2.5)), ("write_sync", (2.5, 75.0))] == seen
+    client.start_writer_async({"output_file": "/tmp/a.h5", "n_images": 1})
+    client.stop_writer()
+    # write_async and stop block up to ~5 s in the real server: their read timeout is write_timeout.
+    assert [
+        ("status", (2.5, 2.5)),
+        ("write_sync", (2.5, 75.0)),
+        ("write_async", (2.5, 15.0)),
+        ("stop", (2.5, 15.0)),
+    ] == seen
 
 
 @responses.activate
@@ -304,3 +315,434 @@ def test_original_readme_example_runs_unchanged(daq_sim, tmp_path):
     assert "FINISHED" == status["acquisition"]["state"]
     assert 10 == status["acquisition"]["stats"]["n_write_completed"]
     client.stop_writer()
+
+
+# -- refusals ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "endpoint, call, text",
+    [
+        (api.WRITER_WRITE_ASYNC, lambda c: c.start_writer_async({"output_file": "/tmp/a.h5", "n_images": 1}), "Cannot reach WRITING. Writer needs to be restarted."),
+        (api.WRITER_STOP, lambda c: c.stop_writer(), "Cannot reach READY. Writer needs to be restarted."),
+    ],
+)
+@responses.activate
+def test_restart_refusal_is_writer_needs_restart(client, endpoint, call, text):
+    """The server's "Writer needs to be restarted." is WriterNeedsRestart, a refusal; not retried."""
+    from daq_runner import WriterNeedsRestart
+
+    responses.add(endpoint.method, BASE + endpoint.path, json={"status": "error", "message": text})
+    with pytest.raises(WriterNeedsRestart) as info:
+        call(client)
+    assert isinstance(info.value, StdDaqAdminException) and not isinstance(info.value, RuntimeError)
+    assert text == str(info.value)
+    assert 1 == len(responses.calls)
+
+
+@responses.activate
+def test_refusal_text_is_one_clean_line(client):
+    """A multi-line refusal with terminal escapes is quoted as one line without control characters."""
+    message = "Cannot start new acquisition while previous one is running:\n {'state': 'WRITING'}\x1b[2J\x07\x00"
+    responses.post(BASE + "/writer/write_async", json={"status": "error", "message": message})
+    with pytest.raises(StdDaqAdminException) as info:
+        client.start_writer_async({"output_file": "/tmp/a.h5", "n_images": 1})
+    text = str(info.value)
+    assert "\n" not in text and "\x1b" not in text and "\x07" not in text and "\x00" not in text
+    assert text.startswith("Cannot start new acquisition while previous one is running: {'state': 'WRITING'}")
+    assert "\\x1b[2J" in text
+
+
+@pytest.mark.parametrize("message", [None, "", ["a", "list"], {"an": "object"}, 42])
+@responses.activate
+def test_refusal_with_odd_message_is_still_a_refusal(client, message):
+    """A refusal whose message is missing, empty or not a string is still a StdDaqAdminException."""
+    responses.get(BASE + "/writer/status", json={"status": "error", "message": message})
+    with pytest.raises(StdDaqAdminException) as info:
+        client.get_status()
+    assert str(info.value) and "\n" not in str(info.value)
+
+
+# -- replies of the wrong shape ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "endpoint, reply, text",
+    [
+        (api.WRITER_STATUS, ok("writer", None), "writer must be an object, not null"),
+        (api.WRITER_STATUS, ok("writer", []), "writer must be an object, not a list"),
+        (api.WRITER_STATUS, ok("writer", 7), "writer must be an object, not a number"),
+        (api.WRITER_STATUS, ok("writer", {"state": 1}), "writer.state must be a string, not a number"),
+        (api.WRITER_STATUS, ok("writer", {"acquisition": None}), "writer.state must be a string, not null"),
+        (api.WRITER_STATUS, ok("writer", {"state": "READY", "acquisition": "x"}), "writer.acquisition must be an object or null"),
+        (api.WRITER_STATUS, ok("writer", {"state": "READY", "acquisition": {"state": ["FINISHED"]}}), "writer.acquisition.state must be a string"),
+        (api.WRITER_STATUS, ok("writer", {"state": "READY", "acquisition": {"stats": {"n_write_completed": "3"}}}), "writer.acquisition.stats.n_write_completed must be a number"),
+        (api.DAQ_CONFIG_GET, ok("config", [1, 2]), "config must be an object or null, not a list"),
+        (api.DAQ_CONFIG_GET, ok("config", {"bit_depth": 16}, config_id=5), "config_id must be a string or null"),
+        (api.DAQ_STATS, ok("stats", "fast"), "stats must be an object or null, not a string"),
+        (api.DAQ_STATS, ok("stats", {"writer": {"images_per_second": "many"}}), "stats.writer.images_per_second must be a number"),
+        (api.DAQ_DEPLOYMENT, ok("deployment", None), "deployment must be an object, not null"),
+        (api.DAQ_DEPLOYMENT, ok("deployment", {"status": None}), "deployment.status must be a string"),
+        (api.DAQ_DEPLOYMENT, ok("deployment", {"status": "SUCCESS", "servers": ["a"]}), "deployment.servers must be an object or null"),
+    ],
+)
+@responses.activate
+def test_reply_of_the_wrong_shape_is_a_protocol_error_naming_the_endpoint(client, endpoint, reply, text):
+    """A payload of the wrong shape is one DaqProtocolError naming the request, not a TypeError later."""
+    responses.add(endpoint.method, BASE + endpoint.path, json=reply)
+    with pytest.raises(DaqProtocolError) as info:
+        client.request(endpoint)
+    message = str(info.value)
+    assert text in message and f"{endpoint.method} {BASE}{endpoint.path}" in message
+    assert 1 == len(message.splitlines()) and info.value.url == BASE + endpoint.path
+    assert 1 == len(responses.calls), "a protocol error is not retried"
+
+
+@pytest.mark.parametrize("body", ["[1, 2]", "42", "null", '"text"', "[" * 100000 + "]" * 100000])
+@responses.activate
+def test_non_object_json_is_a_protocol_error(client, body):
+    """A JSON list, number, null or string, or JSON nested too deep, is a DaqProtocolError."""
+    responses.get(BASE + "/writer/status", body=body, content_type="application/json")
+    with pytest.raises(DaqProtocolError) as info:
+        client.get_status()
+    assert len(str(info.value)) < 600
+
+
+@responses.activate
+def test_logs_records_of_the_wrong_shape_are_refused(client):
+    """A log record that is not an object, or logs that are a number, are protocol errors."""
+    responses.get(BASE + "/daq/logs/2", json=ok("logs", {"1-0": None}))
+    with pytest.raises(DaqProtocolError, match=r"logs\['1-0'\] must be an object"):
+        client.get_logs(2)
+    responses.replace(responses.GET, BASE + "/daq/logs/2", json=ok("logs", 3))
+    with pytest.raises(DaqProtocolError, match="logs must be a list or an object"):
+        client.get_logs(2)
+
+
+@responses.activate
+def test_what_real_servers_send_is_accepted(client):
+    """Config null, stats null, acquisition null or with null fields, logs as dict with `reports`, extra keys."""
+    responses.get(BASE + "/daq/config", json=ok("config", None, config_id=None))
+    responses.get(BASE + "/daq/stats", json=ok("stats", None))
+    acquisition = {
+        "info": {"n_images": 5, "output_file": "/tmp/a.h5", "run_id": 1685000000123456789},
+        "message": "",
+        "state": "ACQUIRING_IMAGES",
+        "stats": {"n_write_completed": 0, "n_write_requested": 2, "start_time": 1.5, "stop_time": None},
+        "reports": None,
+    }
+    responses.get(BASE + "/writer/status", json=ok("writer", {"state": "WRITING", "acquisition": acquisition, "extra": 1}))
+    responses.get(BASE + "/daq/logs/1", json=ok("logs", {"1685000000000-0": {**acquisition, "state": "FINISHED", "reports": []}}))
+    responses.get(BASE + "/daq/deployment", json=ok("deployment", {
+        "config_id": "1-0", "status": "UNKNOWN", "message": "Waiting for servers...", "servers": {}, "stats": {"start_time": None, "stop_time": None},
+    }))
+    assert client.get_config() is None and client.get_stats() is None
+    assert "WRITING" == client.get_status()["state"]
+    assert "FINISHED" == client.get_logs(1)[0]["state"]
+    assert "UNKNOWN" == client.get_deployment_status()["status"]
+    responses.replace(responses.GET, BASE + "/writer/status", json=ok("writer", {"state": "UNKNOWN", "acquisition": None}))
+    assert client.get_status()["acquisition"] is None
+    responses.replace(responses.GET, BASE + "/writer/status", json=ok("writer", {"state": "READY", "acquisition": {
+        "info": {"n_images": None, "output_file": None, "run_id": None}, "message": None, "state": None, "stats": None}}))
+    assert "READY" == client.get_status()["state"]
+
+
+# -- redirects -----------------------------------------------------------------------------
+
+
+@responses.activate
+def test_redirected_post_is_not_followed(client):
+    """A 3xx to a POST is an error naming the Location (credentials masked); nothing is re-sent."""
+    responses.post(BASE + "/writer/write_async", status=307, headers={"Location": "http://u:pw@other:5000/writer/write_async"})
+    responses.post("http://other:5000/writer/write_async", json=ok("writer", STATUS))
+    with pytest.raises(DaqHTTPError) as info:
+        client.start_writer_async({"output_file": "/tmp/a.h5", "n_images": 1})
+    message = str(info.value)
+    assert "307" in message and "redirect to http://***@other:5000/writer/write_async" in message
+    assert "pw" not in message and 1 == len(responses.calls)
+
+
+@responses.activate
+def test_redirected_get_is_followed(client):
+    """A GET may follow a redirect (nothing changes on the DAQ)."""
+    responses.get(BASE + "/writer/status", status=302, headers={"Location": BASE + "/v2/writer/status"})
+    responses.get(BASE + "/v2/writer/status", json=ok("writer", STATUS))
+    assert STATUS == client.get_status()
+
+
+# -- credentials never shown ---------------------------------------------------------------
+
+
+@responses.activate
+def test_credentials_never_appear_in_messages_urls_or_retry_notices():
+    """user:password in url_base is `***` in str(), .url, repr and on_retry's url."""
+    secret_base = "http://daquser:s3cret@daq.test:5000"
+    seen = []
+    client = StdDaqClient(secret_base, retries=1, on_retry=lambda url, attempt, error, sleep: seen.append((url, str(error))))
+    responses.get(BASE + "/writer/status", status=503, body="down")
+    responses.post(BASE + "/writer/write_async", json={"status": "error", "message": "no"})
+    responses.get(BASE + "/daq/config", json=ok("config", []))
+    errors = []
+    for call in (client.get_status, lambda: client.start_writer_async({"output_file": "/a.h5", "n_images": 1}), client.get_config):
+        with pytest.raises(Exception) as info:
+            call()
+        errors.append(info.value)
+    texts = [str(e) for e in errors] + [getattr(e, "url", "") or "" for e in errors] + [repr(client)] + [u + m for u, m in seen]
+    assert seen and all("s3cret" not in t and "daquser" not in t for t in texts), texts
+    assert all("***@daq.test:5000" in (getattr(e, "url", "") or "") for e in errors)
+
+
+# -- arguments -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("url", ["htp://daq:5000", "daq:5000", "ftp://daq", "http://", "http://daq:99999", 5000, None])
+def test_url_that_is_not_http_is_refused(url):
+    """url_base must be an http(s) URL with a host: a ValueError at once, not an 'unreachable' later."""
+    with pytest.raises(ValueError):
+        StdDaqClient(url)
+
+
+@pytest.mark.parametrize("name", ["timeout", "sync_timeout", "write_timeout"])
+@pytest.mark.parametrize("value", [0, -1, float("nan"), float("inf"), "abc", True])
+def test_timeouts_must_be_finite_and_positive(name, value):
+    """Every time limit is a finite number > 0."""
+    with pytest.raises(ValueError, match=name):
+        StdDaqClient(BASE, **{name: value})
+
+
+# -- the caller's bound and the retries ---------------------------------------------------
+
+
+@responses.activate
+def test_retries_stop_before_a_pause_that_would_pass_the_callers_bound(monkeypatch):
+    """No retry whose pause reaches the bound: DeadlineExceeded, naming the last error, well before the bound."""
+    import daq_runner.client
+    from daq_runner import DeadlineExceeded, _deadline
+
+    pauses = []
+    monkeypatch.setattr(daq_runner.client, "_pause", lambda s: (pauses.append(s), time.sleep(s)))
+    responses.get(BASE + "/writer/status", status=503, body="down")
+    client = StdDaqClient(BASE, retries=1000)
+    started = time.monotonic()
+    with _deadline.bounded(_deadline.Deadline(1.0)):
+        with pytest.raises(DeadlineExceeded, match="503") as info:
+            client.get_status()
+    assert time.monotonic() - started < 1.1  # the last pause ends before the bound; one attempt follows
+    assert isinstance(info.value.__cause__, DaqTransportError)
+    assert len(responses.calls) == len(pauses) + 1 >= 3
+
+
+@responses.activate
+def test_own_retry_budget_is_not_deadline_exceeded():
+    """When the client's own retries run out first, the last transport error is raised, not DeadlineExceeded."""
+    from daq_runner import DeadlineExceeded, _deadline
+
+    responses.get(BASE + "/writer/status", status=503, body="down")
+    with _deadline.bounded(_deadline.Deadline(60.0)):
+        with pytest.raises(DaqTransportError) as info:
+            StdDaqClient(BASE, retries=2, sleep=lambda s: None).get_status()
+    assert not isinstance(info.value, DeadlineExceeded)
+
+
+def test_retry_pause_goes_through_the_bound(monkeypatch):
+    """The default pause is the bound's sleep: it never sleeps past the bound."""
+    from daq_runner import _deadline
+    from daq_runner.client import _pause
+
+    started = time.monotonic()
+    with _deadline.bounded(_deadline.Deadline(0.2)):
+        _pause(5.0)
+    assert time.monotonic() - started < 0.5
+
+
+# -- update_config (HTTP handling) -------------------------------------------------------------
+
+FULL = {
+    "detector_name": "EG9M",
+    "detector_type": "eiger",
+    "bit_depth": 16,
+    "image_pixel_height": 512,
+    "image_pixel_width": 1024,
+    "n_modules": 2,
+    "start_udp_port": 50000,
+    "writer_user_id": 0,
+    # What GET returns, carried back exactly (the real server can only store it as it is).
+    "module_positions": {},
+    "submodule_info": {},
+}
+
+
+def deployment(config_id, status, message="", servers=None):
+    return ok("deployment", {"config_id": config_id, "status": status, "message": message, "servers": servers or {}, "stats": {}})
+
+
+def config_reply(config, config_id):
+    return ok("config", config, config_id=config_id)
+
+
+@responses.activate
+def test_update_config_sends_the_whole_config_and_waits_for_the_new_deployment(client):
+    """GET, merge, POST the whole config, find the new config_id, follow its deployment, check the result."""
+    changed = {**FULL, "bit_depth": 32}
+    responses.get(BASE + "/daq/config", json=config_reply(FULL, "100-0"))
+    responses.post(BASE + "/daq/config", json=ok("config", changed, config_id=None), match=[matchers.json_params_matcher(changed)])
+    responses.get(BASE + "/daq/config", json=config_reply(changed, "200-0"))
+    responses.get(BASE + "/daq/deployment", json=deployment("100-0", "SUCCESS"))  # not ours yet
+    responses.get(BASE + "/daq/deployment", json=deployment("200-0", "UNKNOWN", "Waiting for servers..."))
+    responses.get(BASE + "/daq/deployment", json=deployment("200-0", "UNKNOWN", "Waiting for servers..."))
+    responses.get(BASE + "/daq/deployment", json=deployment("200-0", "SUCCESS", "Deployment successful", {"daq-1": "Done"}))
+    seen = []
+    applied = client.update_config({"bit_depth": "32"}, on_deployment=lambda d: seen.append(d["status"]))
+    assert ["UNKNOWN", "SUCCESS"] == seen, "once per status change"
+    assert "200-0" == applied.config_id and changed == applied.config and "SUCCESS" == applied.deployment["status"]
+    posted = [c for c in responses.calls if c.request.method == "POST"]
+    assert 1 == len(posted) and changed == json.loads(posted[0].request.body)
+
+
+@pytest.mark.parametrize(
+    "changes, text",
+    [
+        ({"bit_depth": 12}, "bit_depth must be one of 8, 16, 32"),
+        ({"bitdepth": 16}, "unknown config field(s): bitdepth"),
+        ({"bit_depth": True}, "must be an integer"),
+        ({"n_modules": "two"}, "must be an integer"),
+        ({"detector_type": "camera"}, "detector_type must be one of"),
+        ({"module_positions": [[0, 0, 1, 1]]}, "module_positions must be an object"),
+        ([("bit_depth", 16)], "must be an object"),
+    ],
+)
+@responses.activate
+def test_update_config_refuses_bad_changes_before_sending_anything(client, changes, text):
+    """Unknown fields and unwritable bit depths (which the real server silently accepts) are refused up front."""
+    with pytest.raises(ValueError) as info:
+        client.update_config(changes)
+    assert text in str(info.value)
+    assert 0 == len(responses.calls)
+
+
+@responses.activate
+def test_update_config_without_a_config_in_force_needs_a_whole_config(client):
+    """Before the first deployment there is nothing to merge into: a partial change is refused, nothing POSTed."""
+    responses.get(BASE + "/daq/config", json=config_reply(None, None))
+    with pytest.raises(ValueError, match="missing: detector_name"):
+        client.update_config({"bit_depth": 8})
+    assert ["GET"] == [c.request.method for c in responses.calls]
+
+
+@responses.activate
+def test_update_config_deployment_error_is_a_deployment_error(client):
+    """A deployment that ends in ERROR raises DeploymentError with the DAQ's message and the status."""
+    from daq_runner import DeploymentError
+
+    responses.get(BASE + "/daq/config", json=config_reply(FULL, "1-0"))
+    responses.post(BASE + "/daq/config", json=ok("config", FULL))
+    responses.get(BASE + "/daq/config", json=config_reply(FULL, "2-0"))
+    responses.get(BASE + "/daq/deployment", json=deployment("2-0", "ERROR", "Deployment failed on daq-1: boom\n", {"daq-1": "Error"}))
+    with pytest.raises(DeploymentError, match="deployment of config 2-0 failed: Deployment failed on daq-1: boom") as info:
+        client.update_config({"bit_depth": 16})
+    assert "ERROR" == info.value.deployment["status"] and "2-0" == info.value.config_id
+    assert isinstance(info.value, RuntimeError)
+
+
+@responses.activate
+def test_update_config_that_did_not_take_is_a_deployment_error(client):
+    """SUCCESS but the config read back lacks the change: DeploymentError naming the field."""
+    from daq_runner import DeploymentError
+
+    responses.get(BASE + "/daq/config", json=config_reply(FULL, "1-0"))
+    responses.post(BASE + "/daq/config", json=ok("config", None))
+    responses.get(BASE + "/daq/config", json=config_reply(FULL, "2-0"))
+    responses.get(BASE + "/daq/deployment", json=deployment("2-0", "SUCCESS"))
+    with pytest.raises(DeploymentError, match="does not show the change: bit_depth is 16, not 8"):
+        client.update_config({"bit_depth": 8})
+
+
+@responses.activate
+def test_update_config_not_deployed_in_time_is_a_deployment_error(client):
+    """A deployment stuck in UNKNOWN ends at `timeout` with DeploymentError and the last status."""
+    from daq_runner import DeadlineExceeded, DeploymentError
+
+    responses.get(BASE + "/daq/config", json=config_reply(FULL, "1-0"))
+    responses.post(BASE + "/daq/config", json=ok("config", None))
+    responses.get(BASE + "/daq/config", json=config_reply({**FULL, "bit_depth": 8}, "2-0"))
+    responses.get(BASE + "/daq/deployment", json=deployment("2-0", "UNKNOWN", "Waiting for servers..."))
+    started = time.monotonic()
+    with pytest.raises(DeploymentError) as info:
+        client.update_config({"bit_depth": 8}, timeout=0.5)
+    assert time.monotonic() - started < 1.0
+    message = str(info.value)
+    assert "not done within 0.5 s" in message and "last deployment status UNKNOWN: Waiting for servers..." in message
+    assert not isinstance(info.value, DeadlineExceeded)
+
+
+@responses.activate
+def test_update_config_ended_by_the_callers_bound_is_deadline_exceeded(client):
+    """When the caller's bound (not update_config's timeout) ends it, DeadlineExceeded."""
+    from daq_runner import DeadlineExceeded, _deadline
+
+    responses.get(BASE + "/daq/config", json=config_reply(FULL, "1-0"))
+    responses.post(BASE + "/daq/config", json=ok("config", None))
+    responses.get(BASE + "/daq/config", json=config_reply(FULL, "1-0"))  # the new id never shows
+    with _deadline.bounded(_deadline.Deadline(0.4)):
+        with pytest.raises(DeadlineExceeded):
+            client.update_config({"bit_depth": 8}, timeout=30)
+
+
+@responses.activate
+def test_update_config_superseded_by_another_config(client):
+    """Another config stored after ours ends the wait: DeploymentError, not a wait to the timeout."""
+    from daq_runner import DeploymentError
+
+    responses.get(BASE + "/daq/config", json=config_reply(FULL, "1-0"))
+    responses.post(BASE + "/daq/config", json=ok("config", None))
+    responses.get(BASE + "/daq/config", json=config_reply(FULL, "2-0"))
+    responses.get(BASE + "/daq/deployment", json=deployment("3-0", "RUNNING"))
+    with pytest.raises(DeploymentError, match="superseded by config 3-0"):
+        client.update_config({"bit_depth": 8})
+
+
+@responses.activate
+def test_update_config_refused_by_the_daq(client):
+    """The real last rest_v2 refusal text of a config is a StdDaqAdminException."""
+    text = "int() argument must be a string, a bytes-like object or a real number, not 'NoneType'"
+    responses.get(BASE + "/daq/config", json=config_reply(FULL, "1-0"))
+    responses.post(BASE + "/daq/config", json={"status": "error", "message": text})
+    with pytest.raises(StdDaqAdminException, match="int\\(\\) argument"):
+        client.update_config({"bit_depth": 8})
+
+
+# -- update_config on the real simulator -----------------------------------------------------
+
+
+def test_update_config_on_the_simulator(daq_sim):
+    """Against daq-sim: the change is deployed, read back, and module_positions is untouched."""
+    client = StdDaqClient(daq_sim.url)
+    before = client.get_config()
+    seen = []
+    applied = client.update_config({"bit_depth": 8, "writer_user_id": "12345"}, timeout=10, on_deployment=seen.append)
+    assert 8 == applied.config["bit_depth"] and 12345 == applied.config["writer_user_id"]
+    assert before["module_positions"] == applied.config["module_positions"]
+    assert "SUCCESS" == applied.deployment["status"] and applied.config_id == applied.deployment["config_id"]
+    assert seen and "SUCCESS" == seen[-1]["status"]
+    assert applied.config == client.get_config()
+    assert applied.config_id == client.request(api.DAQ_CONFIG_GET)["config_id"]
+
+
+def test_update_config_deployment_error_on_the_simulator(daq_sim):
+    """daq-sim's deployment fault: update_config raises DeploymentError with the ERROR status."""
+    from daq_runner import DeploymentError
+
+    requests.post(daq_sim.url + "/sim/faults", json={"deployment": "ERROR"}, timeout=5).raise_for_status()
+    with pytest.raises(DeploymentError) as info:
+        StdDaqClient(daq_sim.url).update_config({"bit_depth": 32}, timeout=10)
+    assert "ERROR" == info.value.deployment["status"]
+
+
+@pytest.mark.parametrize("body", [{"output_file": "/tmp/a.h5", "n_images": float("nan")}, {"output_file": {1, 2}, "n_images": 1}])
+@responses.activate
+def test_body_that_is_not_json_is_refused_before_sending(client, body):
+    """NaN or a set in a write request is a ValueError, not a 'write may have started'."""
+    responses.post(BASE + "/writer/write_async", json=ok("writer", STATUS))
+    with pytest.raises(ValueError, match="not JSON"):
+        client.start_writer_async(body)
+    assert 0 == len(responses.calls)

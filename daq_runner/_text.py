@@ -1,0 +1,107 @@
+"""Text that reaches a message: one line, no control characters, no credentials.
+
+A DAQ's reply text (or anything else read from the wire) is quoted in error messages,
+logs and reports. It may span lines ("Cannot start new acquisition while previous one
+is running:\\n {...}"), hold terminal escapes or be megabytes long; :func:`quote` makes
+it one short, printable line. URLs may carry ``user:password@``: :func:`redact_url` and
+:func:`redact_text` replace the credentials by ``***`` and never raise.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from typing import Any, Optional
+
+__all__ = ["MAX_QUOTE", "one_line", "quote", "redact_url", "redact_text"]
+
+# Longest quoted reply text, in characters: enough for any DAQ message, short enough for a log line.
+MAX_QUOTE = 300
+_ELLIPSIS = "..."
+
+# Line and paragraph breaks of every kind become one space.
+_BREAKS = re.compile(r"[\s\u0085\u2028\u2029]+")
+# Bidirectional overrides and isolates reorder what a terminal shows: escape them too.
+_BIDI = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c")
+# scheme://userinfo@ ; userinfo runs to the last "@" before the path, query, fragment or a space.
+_CREDENTIALS = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*://)(?P<userinfo>[^\s/?#@]*(?:@[^\s/?#@]*)*)@")
+# An authority cut off at the end of a shortened text: its "@" may be gone, mask it whole.
+_TRAILING_AUTHORITY = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*://)[^\s/?#]*$")
+
+
+def _window(limit: int) -> int:
+    """How much of a long text is looked at to show ``limit`` characters of it."""
+    return limit * 4 + 256
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def one_line(text: Any, limit: Optional[int] = MAX_QUOTE) -> str:
+    """``text`` as one printable line of at most ``limit`` characters (``None``: no limit).
+
+    Whitespace runs (newlines, tabs, Unicode line separators) become one space; other
+    control characters (ESC, BEL, NUL, DEL, C1 controls) and bidirectional overrides are
+    shown as ``\\xNN`` / ``\\uNNNN`` escapes, so that they cannot act on a terminal. A
+    longer text is cut and ends with ``...``. Anything that is not a string is ``str()``-ed
+    first (``bytes`` are decoded as UTF-8 with replacement).
+    """
+    if isinstance(text, (bytes, bytearray)):
+        text = bytes(text).decode("utf-8", "replace")
+    elif not isinstance(text, str):
+        try:
+            text = str(text)
+        except Exception:  # a hostile __str__ must not break an error message
+            text = f"<{type(text).__name__}>"
+    if limit is not None:
+        # A huge reply must not be scanned whole; whitespace runs collapse within this window.
+        text = text[: _window(limit)]
+    text = _BREAKS.sub(" ", text).strip()
+    if not text.isprintable():
+        text = "".join(
+            _escape(c) if (c in _BIDI or unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Cn")) else c
+            for c in text
+        )
+    elif any(c in _BIDI for c in text):
+        text = "".join(_escape(c) if c in _BIDI else c for c in text)
+    if limit is not None and len(text) > limit:
+        text = text[: max(limit - len(_ELLIPSIS), 0)].rstrip() + _ELLIPSIS
+    return text
+
+
+def redact_text(text: Any) -> str:
+    """``text`` with the credentials of every ``scheme://user:password@`` in it replaced by ``***``."""
+    if not isinstance(text, str):
+        try:
+            text = str(text)
+        except Exception:
+            return f"<{type(text).__name__}>"
+    if "@" not in text:
+        return text
+    return _CREDENTIALS.sub(lambda m: f"{m.group('scheme')}***@", text)
+
+
+def redact_url(url: Any) -> Any:
+    """``url`` with any user name and password replaced by ``***``; never raises.
+
+    ``None`` and ``""`` come back unchanged; anything else comes back as a string (an
+    unparsable URL is redacted as text: whatever sits between ``://`` and ``@`` is masked).
+    """
+    if url is None or url == "":
+        return url
+    return redact_text(url)
+
+
+def quote(text: Any, limit: Optional[int] = MAX_QUOTE) -> str:
+    """Text read from the wire, ready to quote in a message: redacted, one line, shortened."""
+    if limit is not None:
+        # Only the start is shown: do not scan megabytes. Credentials that straddle the cut
+        # lose their "@", so a URL authority left open at the end is masked whole.
+        window = _window(limit)
+        if isinstance(text, (bytes, bytearray)):
+            text = bytes(text[: window * 4]).decode("utf-8", "replace")
+        if isinstance(text, str) and len(text) > window:
+            text = _TRAILING_AUTHORITY.sub(lambda m: f"{m.group('scheme')}***", text[:window])
+    return one_line(redact_text(text), limit)

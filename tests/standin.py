@@ -1,0 +1,213 @@
+"""Stand-in HTTP servers on 127.0.0.1 for what daq-sim cannot produce.
+
+A trickling reply, a garbage reply, a redirect, a proxy that records what reaches it, a
+connect that never completes, TLS: each test gives a handler that talks raw HTTP/1.1 on
+the accepted socket. Keep-alive is the handler's choice (``serve_forever`` keeps
+answering on one connection until the client closes it).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import ssl
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, List, Optional, Tuple
+
+__all__ = ["StandIn", "Conn", "reply", "ok_envelope", "make_certificate", "blackhole_port"]
+
+
+def reply(status: int = 200, body: Any = b"", headers: Optional[dict] = None, reason: str = "OK") -> bytes:
+    """Raw HTTP/1.1 response bytes; a dict or list body is sent as JSON."""
+    if not isinstance(body, (bytes, bytearray)):
+        body = json.dumps(body).encode() if not isinstance(body, str) else body.encode()
+    head = {"Content-Type": "application/json", "Content-Length": str(len(body))}
+    head.update(headers or {})
+    lines = [f"HTTP/1.1 {status} {reason}"] + [f"{k}: {v}" for k, v in head.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + bytes(body)
+
+
+def ok_envelope(key: str = "writer", payload: Any = None, **extra: Any) -> dict:
+    if payload is None and key == "writer":
+        payload = {"state": "READY", "acquisition": None}
+    return {"status": "ok", "message": "fine", key: payload, **extra}
+
+
+class Conn:
+    """One accepted connection: read requests, send bytes."""
+
+    def __init__(self, sock: socket.socket, server: "StandIn") -> None:
+        self.sock = sock
+        self.server = server
+        self._buffer = b""
+
+    def read_request(self) -> Optional[Tuple[str, str, dict, bytes]]:
+        """The next request ``(method, target, headers, body)``, or ``None`` when the client closed."""
+        while b"\r\n\r\n" not in self._buffer:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                return None
+            self._buffer += chunk
+        head, _, rest = self._buffer.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        method, target, _ = lines[0].split(" ", 2)
+        headers = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        length = int(headers.get("content-length", "0"))
+        while len(rest) < length:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                return None
+            rest += chunk
+        body, self._buffer = rest[:length], rest[length:]
+        self.server.requests.append((method, target, headers, body))
+        return method, target, headers, body
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def trickle(self, data: bytes, delay: float, start: int = 0) -> None:
+        """Send ``data[start:]`` one byte every ``delay`` seconds (after ``data[:start]`` at once)."""
+        if start:
+            self.sock.sendall(data[:start])
+        for i in range(start, len(data)):
+            if self.server.closed.wait(delay):
+                return
+            self.sock.sendall(data[i : i + 1])
+
+    def serve_forever(self, answer: Callable[[str, str, dict, bytes], bytes]) -> None:
+        """Keep-alive: answer every request on this connection until the client closes it."""
+        while True:
+            request = self.read_request()
+            if request is None:
+                return
+            self.send(answer(*request))
+
+
+Handler = Callable[[Conn], None]
+
+
+class StandIn:
+    """A threaded raw HTTP (or HTTPS) server on 127.0.0.1; ``handler(conn)`` runs per connection."""
+
+    def __init__(self, handler: Handler, tls: Optional[ssl.SSLContext] = None, backlog: int = 16) -> None:
+        self.handler = handler
+        self.tls = tls
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(backlog)
+        self.port = self.listener.getsockname()[1]
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
+        self.connections = 0
+        self.requests: List[Tuple[str, str, dict, bytes]] = []
+        self.closed = threading.Event()
+        self._socks: List[socket.socket] = []
+        self._thread = threading.Thread(target=self._accept, name="standin", daemon=True)
+
+    def __enter__(self) -> "StandIn":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.closed.set()
+        try:
+            self.listener.close()
+        except OSError:
+            pass
+        for sock in list(self._socks):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+        self._thread.join(timeout=2)
+
+    def _accept(self) -> None:
+        # A blocked accept() is not woken by close() from another thread: poll instead.
+        self.listener.settimeout(0.05)
+        while not self.closed.is_set():
+            try:
+                sock, _ = self.listener.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            sock.settimeout(None)
+            self.connections += 1
+            self._socks.append(sock)
+            threading.Thread(target=self._run, args=(sock,), daemon=True).start()
+
+    def _run(self, sock: socket.socket) -> None:
+        try:
+            if self.tls is not None:
+                sock = self.tls.wrap_socket(sock, server_side=True)
+                self._socks.append(sock)
+            self.handler(Conn(sock, self))
+        except (OSError, ValueError):
+            pass  # the client went away, or the test ended
+        finally:
+            try:
+                sock.close()
+            except OSError:
+                pass
+
+
+def make_certificate(directory: Path) -> Optional[Tuple[Path, Path]]:
+    """A self-signed certificate for 127.0.0.1 made with the ``openssl`` tool (``None`` without it)."""
+    if shutil.which("openssl") is None:
+        return None
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    proc = subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+            "-keyout", str(key), "-out", str(cert),
+        ],
+        capture_output=True,
+        timeout=60,
+    )
+    return (cert, key) if proc.returncode == 0 else None
+
+
+def blackhole_port() -> Tuple[socket.socket, List[socket.socket]]:
+    """A loopback port whose TCP connects never complete: a listener with a full backlog.
+
+    Returns the listener and the socket filling its backlog (close both when done).
+    """
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    filler = socket.socket()
+    filler.connect(listener.getsockname())
+    # Linux accepts one more connection than the backlog; fill until a connect hangs.
+    fillers = [filler]
+    for _ in range(4):
+        probe = socket.socket()
+        probe.settimeout(0.2)
+        try:
+            probe.connect(listener.getsockname())
+            fillers.append(probe)
+        except OSError:
+            probe.close()
+            break
+    return listener, fillers
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 5.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.01)
+    raise AssertionError("condition not met")
