@@ -175,10 +175,13 @@ def test_ten_thousand_steps_load_in_under_a_second():
 
 
 def test_parse_var():
-    """--var NAME=VALUE reads VALUE as a YAML scalar."""
-    assert ("n", 10) == parse_var("n=10")
+    """--var NAME=VALUE gives VALUE as text, always."""
+    assert ("n", "10") == parse_var("n=10")
     assert ("root", "/data/x") == parse_var("root=/data/x")
     assert ("s", "a: b") == parse_var("s=a: b")
+    assert [("sample", "NO"), ("n", "0123"), ("d", "2024-01-01"), ("t", "12:30"), ("e", "")] == [
+        parse_var(v) for v in ("sample=NO", "n=0123", "d=2024-01-01", "t=12:30", "e=")
+    ]
     with pytest.raises(BatchValidationError):
         parse_var("no-equals")
 
