@@ -19,7 +19,7 @@ from __future__ import annotations
 import difflib
 import math
 import re
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple
 
 from ._yaml import LMap, Mark, colon_hint
 
@@ -391,6 +391,7 @@ class Object(Field):
         required: keys that must be present.
         min_fields: at least this many keys (with ``empty_message`` when fewer).
         exactly_one: a group of keys of which exactly one must be present.
+        label: how messages name the mapping (default: its key).
     """
 
     templated = False
@@ -403,20 +404,25 @@ class Object(Field):
         min_fields: int = 0,
         empty_message: str = "",
         exactly_one: Sequence[str] = (),
+        label: str = "",
         doc: str = "",
     ) -> None:
         super().__init__(doc)
+        self.label = label
         self.fields = dict(fields)
         self.required = tuple(required)
         self.min_fields = min_fields
         self.empty_message = empty_message
         self.exactly_one = tuple(exactly_one)
 
-    def check(self, what: str, raw: Any, mark: Mark, ctx: Context, defaults: Mapping[str, Any] = {}) -> Dict[str, Any]:
+    def check(
+        self, what: str, raw: Any, mark: Mark, ctx: Context, defaults: Optional[Mapping[str, Any]] = None
+    ) -> Dict[str, Any]:
         """The checked values of the keys present, then ``defaults``, then declared defaults.
 
         Every problem is reported to ``ctx``; Invalid(None) at the end if there was one.
         """
+        what = self.label or what
         if raw is None:
             raw = LMap()
             raw.mark, raw.key_marks, raw.value_marks = mark, {}, {}
@@ -439,7 +445,8 @@ class Object(Field):
                 if exc.reason is not None:
                     ctx.report(exc if exc.mark else Invalid(exc.reason, value_marks.get(key, mark)))
         for key in self.required:
-            if key not in raw:
+            # 'n_images:5' (no space) is reported as an unknown key with a hint instead.
+            if key not in raw and not any(isinstance(k, str) and k.startswith(key + ":") for k in raw):
                 failed = True
                 ctx.report(Invalid(f"{what} needs '{key}'", mark))
         if self.exactly_one and sum(key in raw for key in self.exactly_one) != 1:
@@ -452,7 +459,7 @@ class Object(Field):
             raise Invalid(None)
         if len(values) == len(self.fields):
             return values
-        for key, value in defaults.items():
+        for key, value in (defaults or {}).items():
             values.setdefault(key, value)
         for key, field in self.fields.items():
             if key not in values and field.has_default:

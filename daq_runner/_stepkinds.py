@@ -262,7 +262,7 @@ _CONFIG_BODY = Object(
     doc="DAQ configuration fields to change.",
 )
 _CHECK_CONFIG = Object(
-    CONFIG_FIELDS, min_fields=1, empty_message="check config needs at least one field",
+    CONFIG_FIELDS, min_fields=1, empty_message="check config needs at least one field", label="check config",
     doc="Configuration fields the DAQ must have (compared one by one).",
 )
 
@@ -288,6 +288,7 @@ CHECK = StepKind(
         },
         min_fields=1,
         empty_message="check needs at least one condition",
+        doc="Conditions, all of which must hold.",
     ),
     build=_build_check,
 )
@@ -310,6 +311,7 @@ WRITE = StepKind(
             ),
         },
         required=("output_file", "n_images"),
+        doc="What to write.",
     ),
     build=_build_write,
 )
@@ -324,6 +326,7 @@ WAIT = StepKind(
             "timeout": Number(0, MAX_SECONDS, exclusive_low=True, doc="Seconds to wait at most (the step's timeout)."),
         },
         exactly_one=("seconds", "state"),
+        doc="Either seconds or state (with an optional timeout).",
     ),
     build=_build_wait,
 )
@@ -331,7 +334,7 @@ STOP = StepKind(
     name="stop",
     cls=StopStep,
     doc="Stop the writer (always allowed; resets a writer in UNKNOWN).",
-    body=Empty("stop: {}"),
+    body=Empty("stop: {}", doc="No parameters: write 'stop: {}'."),
     build=_build_stop,
 )
 
