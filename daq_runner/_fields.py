@@ -44,6 +44,7 @@ __all__ = [
     "plain",
     "did_you_mean",
     "unknown_key",
+    "placeholder_hint",
 ]
 
 _MISSING: Any = object()
@@ -104,7 +105,11 @@ def type_name(value: Any) -> str:
 
 
 def short(value: Any) -> str:
-    text = repr(value)
+    """A value for a message: its repr, cut to 60 characters."""
+    try:
+        text = repr(value)
+    except ValueError:  # an integer too long to print (Python limits it)
+        return "<a number too long to show>"
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -122,10 +127,18 @@ def did_you_mean(word: Any, candidates: Iterable[Any]) -> Optional[str]:
     return hint[0] if hint else None
 
 
+def placeholder_hint(raw: Any) -> str:
+    """'; YAML read {n} as a mapping: quote it: "{n}"' when ``raw`` is an unquoted {n}, else ''."""
+    if isinstance(raw, LMap) and raw.placeholder:
+        return f"; YAML read {{{raw.placeholder}}} as a mapping: quote it: \"{{{raw.placeholder}}}\""
+    return ""
+
+
 def _not_a(expected: str, value: Any, raw: Any) -> str:
     """'must be <expected>, not <value>', with a hint when YAML read an unquoted {name}."""
-    if isinstance(raw, LMap) and raw.placeholder:
-        return f"must be {expected}; YAML read {{{raw.placeholder}}} as a mapping: quote it: \"{{{raw.placeholder}}}\""
+    hint = placeholder_hint(raw)
+    if hint:
+        return f"must be {expected}{hint}"
     if isinstance(value, (dict, list)) or value is None:
         return f"must be {expected}, not {type_name(value)}"
     return f"must be {expected}, not {type_name(value)} {short(value)}"

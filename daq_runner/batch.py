@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Set, Tuple
 
 from . import templating
-from ._fields import Context, Invalid, did_you_mean, plain, short, type_name, unknown_key
+from ._fields import Context, Invalid, did_you_mean, placeholder_hint, plain, short, type_name, unknown_key
 from ._stepkinds import (
     BATCH_NAME,
     BUILTINS,
@@ -335,10 +335,7 @@ class _Loader:
                 continue  # the caller's value replaces it
             problem = self.var_value_problem(value)
             if problem:
-                hint = ""
-                if isinstance(value, LMap) and value.placeholder:
-                    hint = f"; YAML read {{{value.placeholder}}} as a mapping: quote it: \"{{{value.placeholder}}}\""
-                self.error(f"variable '{key}' {problem}{hint}", value_mark)
+                self.error(f"variable '{key}' {problem}{placeholder_hint(value)}", value_mark)
                 self.variables[key] = templating.UNUSABLE
                 continue
             self.ctx.env = self.variables
@@ -567,7 +564,7 @@ class _Loader:
                 usable = False
                 continue
             if not isinstance(values, list) or not values:
-                self.error(f"sweep variable '{name}' {self.list_problem(spec[name])}", values_mark)
+                self.error(f"sweep variable '{name}' needs a non-empty list of values{placeholder_hint(spec[name])}", values_mark)
                 usable = False
             elif any(isinstance(v, (dict, list)) or v is None for v in values):
                 self.error(f"sweep values of '{name}' must be scalars (text, numbers, true/false)", values_mark)
@@ -589,12 +586,6 @@ class _Loader:
                 return
             self.work += 1
             self.expand(steps, steps_mark, {**sweep, **dict(zip(names, combination))})
-
-    @staticmethod
-    def list_problem(raw: Any) -> str:
-        if isinstance(raw, LMap) and raw.placeholder:
-            return f"needs a non-empty list of values; YAML read {{{raw.placeholder}}} as a mapping: quote it: \"{{{raw.placeholder}}}\""
-        return "needs a non-empty list of values"
 
     # -- the whole file ----------------------------------------------------------------------
 

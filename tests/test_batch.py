@@ -589,3 +589,12 @@ def test_sweeps_of_empty_sweeps_are_bounded():
     with pytest.raises(BatchValidationError):
         load(text)
     assert time.perf_counter() - start < 10
+
+
+def test_enormous_python_values_are_refused_cleanly():
+    """An integer too long to print, given from Python, is a validation error like any other."""
+    huge = 10**5000
+    assert "n_images must be between 1 and 1000000000, not <a number too long to show>" in error_of(
+        HEAD + "  - write: {output_file: /d/a.h5, n_images: '{n}'}\n", n=huge
+    )
+    assert "variable 'n' is too long to render" in error_of(HEAD + "  - write: {output_file: '/d/{n}.h5', n_images: 1}\n", n=huge)

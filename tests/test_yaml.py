@@ -211,3 +211,11 @@ def test_non_finite_numbers_never_reach_a_step():
         with pytest.raises(BatchValidationError, match="not finite"):
             load_yaml(text, "b.yaml")
     assert math.isfinite(value_of("1e308"))
+
+
+def test_too_many_nodes_stop_the_parser_early():
+    """A flat document over the node limit is refused while it is parsed, before it is all built."""
+    text = "a: [" + ",".join(["1"] * (MAX_NODES + 10)) + "]\n"
+    started = time.monotonic()
+    assert f"document too large: more than {MAX_NODES} YAML nodes" in error_of(text)
+    assert time.monotonic() - started < 3
