@@ -78,13 +78,14 @@ class Step:
         timeout: seconds the step may take; retries: extra attempts; on_error:
             ``abort`` or ``continue``; tags: free labels; line: where it is in the file.
         sweep: the sweep variables in force for this step.
-        identity: a stable id of what the step does, for resuming a run: the sha256
-            (64 hex digits) of the canonical JSON of its kind, its params after
-            templating, its name if one was given, and how many earlier steps of the
-            batch have the same kind, params and name (so identical steps differ).
-            It does not depend on the step's position, on ``timeout``/``retries``/
-            ``on_error``/``tags``, or on the time, unless the params do (a
-            ``{datetime}`` or ``{run}`` in an output file name).
+        identity: a stable id of what the step does, for resuming a run: 64 hex
+            digits, the sha256 of the canonical JSON (sorted keys, no spaces, UTF-8) of
+            ``[kind, params, name]`` (``name`` null unless one was given) followed by
+            ``#<n>``, where n counts the earlier steps of the batch with the same JSON
+            (so identical steps differ). It does not depend on the step's position,
+            on ``timeout``/``retries``/``on_error``/``tags``, or on the time, unless
+            the params do (a ``{datetime}`` or ``{run}`` in an output file name: load
+            with the same ``now`` and ``run`` to get the same identities).
     """
 
     index: int

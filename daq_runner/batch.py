@@ -61,9 +61,9 @@ from ._stepkinds import (
     STEP_KINDS,
     SWEEP,
     CheckStep,
-    StepKind,
     ConfigStep,
     Step,
+    StepKind,
     StopStep,
     WaitStep,
     WriteStep,
@@ -108,7 +108,7 @@ TOP_KEYS = ("version", "name", "daq", "vars", "defaults", "steps")
 _RUN = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")
 _REFERENCE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)")  # lenient: also inside malformed placeholders
 
-# Kept importable from here (they were defined here before the step kinds had a module).
+# The step kinds' limits, importable from here with the rest of the batch vocabulary.
 __all__ += ["MAX_N_IMAGES", "MAX_SECONDS", "MAX_RETRIES", "ON_ERROR"]
 
 

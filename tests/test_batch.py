@@ -598,3 +598,14 @@ def test_enormous_python_values_are_refused_cleanly():
         HEAD + "  - write: {output_file: /d/a.h5, n_images: '{n}'}\n", n=huge
     )
     assert "variable 'n' is too long to render" in error_of(HEAD + "  - write: {output_file: '/d/{n}.h5', n_images: 1}\n", n=huge)
+
+
+def test_identity_is_the_documented_hash():
+    """sha256 of the canonical JSON of [kind, params, name] followed by #<occurrence>."""
+    import hashlib
+    import json
+
+    first, second = load(HEAD + "  - wait: {seconds: 2}\n    name: pause\n  - wait: {seconds: 2}\n    name: pause\n").steps
+    canonical = json.dumps(["wait", {"seconds": 2.0}, "pause"], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert hashlib.sha256((canonical + "#0").encode()).hexdigest() == first.identity
+    assert hashlib.sha256((canonical + "#1").encode()).hexdigest() == second.identity
