@@ -643,9 +643,13 @@ class _Loader:
         try:
             values = DEFAULTS.check("defaults", doc.get("defaults"), _value_mark(doc, "defaults"), self.ctx)
             self.defaults = {k: values[k] for k in ("timeout", "retries", "on_error")}
+            # timeout, retries, on_error are step options; the others (overwrite) are
+            # defaults for the body fields of that name (wait's own timeout is not one).
             for kind in KINDS.values():
                 fields = getattr(kind.body, "fields", {})
-                self.body_defaults[kind.name] = {k: v for k, v in values.items() if k in fields}
+                self.body_defaults[kind.name] = {
+                    k: v for k, v in values.items() if k in fields and k not in COMMON_FIELDS
+                }
         except Invalid as exc:
             self.ctx.report(exc)
 

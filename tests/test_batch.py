@@ -609,3 +609,15 @@ def test_identity_is_the_documented_hash():
     canonical = json.dumps(["wait", {"seconds": 2.0}, "pause"], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     assert hashlib.sha256((canonical + "#0").encode()).hexdigest() == first.identity
     assert hashlib.sha256((canonical + "#1").encode()).hexdigest() == second.identity
+
+
+def test_defaults_set_step_options_not_a_wait_steps_own_timeout():
+    """defaults.timeout is every step's timeout; a wait's step-level timeout still wins over it."""
+    batch = load(
+        "version: 1\ndefaults: {timeout: 50}\nsteps:\n"
+        "  - wait: {state: READY}\n"
+        "  - wait: {state: READY}\n    timeout: 7\n"
+        "  - wait: {state: READY, timeout: 9}\n    timeout: 7\n"
+    )
+    assert [50.0, 7.0, 9.0] == [s.timeout for s in batch.steps]
+    assert [{"state": "READY"}, {"state": "READY"}, {"state": "READY", "timeout": 9.0}] == [s.params for s in batch.steps]
