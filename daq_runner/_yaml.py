@@ -278,6 +278,7 @@ class _Converter:
 
 _COLON_NO_SPACE = re.compile(r"^\s*(?:-\s+)?([A-Za-z_][\w-]*):(?=[^\s/:])(\S*)")
 _FLOW_COLON_NO_SPACE = re.compile(r"[{,]\s*([A-Za-z_][\w-]*):(?=[^\s/:])(\S*?)(?=[,}]|$)")
+_HINT_CHARS = 2000  # hints look at the start of a line only: a 1 MiB line must not cost seconds
 _UNQUOTED_PLACEHOLDER = re.compile(r"(?:^|[:,\[-])\s*(\{[A-Za-z_]\w*\}(?:\{[A-Za-z_]\w*\}|[^\s,\[\]{}#])*)")
 
 
@@ -285,6 +286,7 @@ def colon_hint(text: Any) -> str:
     """A hint when ``text`` looks like ``key:value`` written without the space YAML needs."""
     if not isinstance(text, str):
         return ""
+    text = text[:_HINT_CHARS]
     match = _COLON_NO_SPACE.match(text) or _FLOW_COLON_NO_SPACE.search(text)
     if not match:
         return ""
@@ -327,7 +329,7 @@ def _syntax_error(exc: yaml.MarkedYAMLError, text: str, path: str) -> BatchValid
     if "maximum nesting depth" in problem:
         where = (mark.line + 1, mark.column + 1) if mark else (None, None)
         return BatchValidationError(f"document nested too deeply (more than {MAX_DEPTH} levels)", path, *where)
-    lines = text.split("\n")
+    lines = [line[:_HINT_CHARS] for line in text.split("\n")]
     numbers: List[int] = []
     for candidate in (exc.problem_mark, exc.context_mark):
         if candidate is not None:

@@ -219,3 +219,11 @@ def test_too_many_nodes_stop_the_parser_early():
     started = time.monotonic()
     assert f"document too large: more than {MAX_NODES} YAML nodes" in error_of(text)
     assert time.monotonic() - started < 3
+
+
+def test_hints_stay_fast_on_huge_lines():
+    """A syntax error on a 1 MiB line full of near-mistakes is reported quickly."""
+    text = "a: [x'y" + ", {a}z" * 30_000 + "]]\n"  # each {a}z looks quoted: hints scan the line again and again
+    started = time.monotonic()
+    assert "invalid YAML" in error_of(text)
+    assert time.monotonic() - started < 3
