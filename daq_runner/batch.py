@@ -102,7 +102,8 @@ MAX_RENDERED_TOTAL = 16 * 1024 * 1024  # characters rendered for a whole batch (
 MAX_ERRORS = 20  # errors listed; the rest are counted ("... and N more errors")
 # Steps and sweep combinations visited: bounds sweeps of sweeps whose bodies make no step.
 _MAX_WORK = 10 * MAX_STEPS
-_MAX_KEPT_ERRORS = 10_000  # distinct errors kept for sorting; beyond, only counted
+_MAX_KEPT_ERRORS = 10_000
+_MAX_SUGGESTION_WORK = 200_000  # names compared for did-you-mean hints of unknown variables  # distinct errors kept for sorting; beyond, only counted
 COMMAND_LINE = "<command line>"  # the path of errors in --var values
 TOP_KEYS = ("version", "name", "daq", "vars", "defaults", "steps")
 _RUN = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")
@@ -201,6 +202,8 @@ class _Renderer(Context):
         self.budget = budget
         self.literal = literal
         self.env: Mapping[str, Any] = {}
+        self.suggestions: Dict[str, str] = {}  # unknown name -> did-you-mean ("" for none)
+        self.comparisons_left = _MAX_SUGGESTION_WORK
 
     def report(self, error: Invalid) -> None:
         if error.reason is not None:
@@ -219,9 +222,17 @@ class _Renderer(Context):
             raise Invalid(str(exc), mark) from None
 
     def unknown(self, exc: UnknownVariable) -> str:
-        names = self.env.names() if isinstance(self.env, _Scope) else set(self.env)
-        known = sorted(name for name in names if self.env[name] is not templating.UNUSABLE)
-        match = did_you_mean(exc.name, known)
+        match = self.suggestions.get(exc.name, "")
+        if exc.name not in self.suggestions:
+            # Suggestions compare names one by one: bounded, so that thousands of unknown
+            # names against thousands of variables cannot take minutes.
+            env = self.env
+            size = len(env) + len(env.parent) if isinstance(env, _Scope) else len(env)
+            if size <= self.comparisons_left:
+                self.comparisons_left -= size
+                names = env.names() if isinstance(env, _Scope) else set(env)
+                match = did_you_mean(exc.name, sorted(n for n in names if env[n] is not templating.UNUSABLE)) or ""
+            self.suggestions[exc.name] = match
         hint = f" (did you mean '{match}'?)" if match else ""
         return f"{exc}{hint}; add it under vars: or pass --var {exc.name}=VALUE"
 
