@@ -431,7 +431,8 @@ class Object(Field):
     def check(
         self, what: str, raw: Any, mark: Mark, ctx: Context, defaults: Optional[Mapping[str, Any]] = None
     ) -> Dict[str, Any]:
-        """The checked values of the keys present, then ``defaults``, then declared defaults.
+        """The checked values of the keys present, then of the others ``defaults`` or the
+        declarations give a default.
 
         Every problem is reported to ``ctx``; Invalid(None) at the end if there was one.
         """
@@ -470,14 +471,14 @@ class Object(Field):
             ctx.report(Invalid(self.empty_message or f"{what} needs at least {self.min_fields} key(s)", mark))
         if failed:
             raise Invalid(None)
-        if len(values) == len(self.fields):
-            return values
-        for key, value in (defaults or {}).items():
-            values.setdefault(key, value)
-        for key, field in self.fields.items():
-            if key not in values and field.has_default:
-                values[key] = field.default
-        return {key: values[key] for key in self.fields if key in values}  # declaration order
+        defaults = defaults or {}
+        for key, field in self.fields.items():  # the keys as written, then the defaults
+            if key not in values:
+                if key in defaults:
+                    values[key] = defaults[key]
+                elif field.has_default:
+                    values[key] = field.default
+        return values
 
     def properties_schema(self) -> Dict[str, Any]:
         return {key: field.schema() for key, field in self.fields.items()}

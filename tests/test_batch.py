@@ -636,3 +636,11 @@ def test_thousands_of_unknown_variables_against_thousands_of_vars_stay_fast():
     assert 8000 == len(info.value.errors) + info.value.more
     with pytest.raises(BatchValidationError, match=r"unknown variable 'v20000' .*\(did you mean 'v2000'\?\)"):
         load(text.replace("{nope0}", "{v20000}"))
+
+
+def test_params_keep_the_order_written_then_defaults():
+    """A step's params list its keys as written (so its name reads like the file), then the defaults."""
+    config = load(HEAD + "  - config: {writer_user_id: 0, bit_depth: 16}\n").steps[0]
+    assert "config writer_user_id=0, bit_depth=16" == config.name
+    write = load("version: 1\ndefaults: {overwrite: true}\nsteps:\n  - write: {n_images: 2, output_file: /d/a.h5}\n").steps[0]
+    assert ["n_images", "output_file", "wait", "overwrite"] == list(write.params)
