@@ -154,7 +154,7 @@ COMMON_FIELDS: Dict[str, Field] = {
     "name": Text(numbers=True, doc="Name of the step in logs and reports (default: derived from the step)."),
     "timeout": Number(
         0, MAX_SECONDS, exclusive_low=True, default=DEFAULT_TIMEOUT_S,
-        doc="Seconds the step may take, all attempts together; an acquisition still running then is stopped.",
+        doc="Seconds each attempt of the step may take; an acquisition still running then is stopped.",
     ),
     "retries": Integer(0, MAX_RETRIES, default=0, doc="Extra attempts when the step fails (1 s apart)."),
     "on_error": Choice(
