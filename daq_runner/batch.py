@@ -353,7 +353,8 @@ class _Loader:
             try:
                 self.variables[key] = plain(self.ctx.render_tree(value, value_mark))
             except Invalid as exc:
-                self.ctx.report(exc)
+                if exc.reason is not None:
+                    self.error(f"variable '{key}': {exc.reason}", exc.mark)
                 self.variables[key] = templating.UNUSABLE
 
     @staticmethod
