@@ -1,28 +1,76 @@
 """Batch files: YAML -> validated, fully expanded plan of steps (plain data).
 
-``load_batch(path, vars=...)`` reads a batch file, checks every key and value, renders
-the templates, expands the sweeps and returns a :class:`Batch` whose ``steps`` are
-:class:`Step` objects. Anything wrong raises :class:`BatchValidationError` with the file,
-line and column of the offending key or value, before anything is sent to a DAQ.
-Nothing in this module talks to a DAQ.
+``load_batch(path, vars=...)`` reads a batch file (YAML 1.2 core schema: ``NO``,
+``on``, ``12:30``, ``0123`` and ``2024-01-01`` mean what was typed, see
+:mod:`daq_runner._yaml`), checks every key and value against the step kinds'
+declarations (:mod:`daq_runner._stepkinds`), renders the templates, expands the sweeps
+and returns a :class:`Batch` whose ``steps`` are :class:`Step` objects. Everything wrong
+in the file is reported at once: :class:`BatchValidationError` lists each problem as
+``file:line:column: reason``, before anything is sent to a DAQ. Nothing in this module
+talks to a DAQ.
+
+Variables a template may use (``{name}``), later ones hiding earlier ones:
+
+- the built-ins ``date`` (``2026-01-02``), ``time`` (``030405``) and ``datetime``
+  (``20260102_030405``), taken once, when the batch is loaded (the run's start), in
+  the local time of the machine; ``batch`` (the batch name); ``run`` (unique per run,
+  e.g. ``20260102T020405Z-3fa9c1``: UTC time plus a random suffix, safe in file names,
+  or the ``run`` the caller gives); ``step`` (the step's 1-based index);
+- the batch's ``vars`` (in order; each may use the ones before it);
+- values from the caller (``--var NAME=VALUE``: always text), which replace the
+  batch's ``vars`` of the same name; a caller's variable the batch neither declares
+  nor uses is an error;
+- sweep variables (``for: {name: [values]}``).
+
+Limits: a file of at most :data:`MAX_FILE_BYTES` (1 MiB), :data:`MAX_NODES` (200,000)
+YAML nodes after alias expansion, :data:`MAX_STEPS` (100,000) steps after expansion,
+:data:`MAX_RENDERED_CHARS` (4096) characters per rendered string and
+:data:`MAX_RENDERED_TOTAL` (16 Mi) characters rendered for the whole batch, both
+checked while rendering, so no file can make validation take much memory or time.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
-import difflib
+import gc
 import hashlib
 import itertools
+import json
 import math
 import os
+import re
+import secrets
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Set, Tuple
 
-import yaml
-
-from . import api
+from . import templating
+from ._fields import Context, Invalid, did_you_mean, placeholder_hint, plain, short, type_name, unknown_key
+from ._stepkinds import (
+    BATCH_NAME,
+    BUILTINS,
+    COMMON_FIELDS,
+    DAQ,
+    DEFAULT_TIMEOUT_S,
+    DEFAULTS,
+    KINDS,
+    MAX_N_IMAGES,
+    MAX_RETRIES,
+    MAX_SECONDS,
+    ON_ERROR,
+    STEP_KINDS,
+    SWEEP,
+    CheckStep,
+    ConfigStep,
+    Step,
+    StepKind,
+    StopStep,
+    WaitStep,
+    WriteStep,
+)
+from ._yaml import MAX_NODES, LMap, Mark, colon_hint, load_yaml
 from .exceptions import BatchValidationError
-from .templating import TemplateError, render
+from .templating import MAX_RENDERED_CHARS, Budget, TemplateError, UnknownVariable, UnusableVariable
 
 __all__ = [
     "Batch",
@@ -35,100 +83,47 @@ __all__ = [
     "load_batch",
     "load_batch_text",
     "parse_var",
+    "new_run",
     "STEP_KINDS",
+    "BUILTINS",
     "MAX_STEPS",
     "MAX_FILE_BYTES",
+    "MAX_NODES",
+    "MAX_RENDERED_CHARS",
+    "MAX_RENDERED_TOTAL",
+    "MAX_ERRORS",
     "DEFAULT_TIMEOUT_S",
+    "COMMAND_LINE",
 ]
 
 MAX_STEPS = 100_000  # a batch expanding to more steps is refused
 MAX_FILE_BYTES = 1024 * 1024
-MAX_NODES = 200_000  # YAML nodes after alias expansion (alias bombs)
-MAX_N_IMAGES = 10**9
-MAX_SECONDS = 7 * 24 * 3600.0
-MAX_RETRIES = 100
-DEFAULT_TIMEOUT_S = 300.0
-STEP_KINDS = ("config", "check", "write", "wait", "stop", "for")
-COMMON_KEYS = ("name", "timeout", "retries", "on_error", "tags")
-ON_ERROR = ("abort", "continue")
-BUILTINS = ("date", "time", "datetime", "batch", "step")
+MAX_RENDERED_TOTAL = 16 * 1024 * 1024  # characters rendered for a whole batch (~168 per step at MAX_STEPS)
+MAX_ERRORS = 20  # errors listed; the rest are counted ("... and N more errors")
+# Steps and sweep combinations visited: bounds sweeps of sweeps whose bodies make no step.
+_MAX_WORK = 10 * MAX_STEPS
+_MAX_KEPT_ERRORS = 10_000
+_MAX_SUGGESTION_WORK = 200_000  # names compared for did-you-mean hints of unknown variables  # distinct errors kept for sorting; beyond, only counted
+COMMAND_LINE = "<command line>"  # the path of errors in --var values
+TOP_KEYS = ("version", "name", "daq", "vars", "defaults", "steps")
+_RUN = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")
+_REFERENCE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)")  # lenient: also inside malformed placeholders
 
-Mark = Tuple[int, int]
-
-
-# -- the plan: plain data ---------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Step:
-    """One expanded step of a batch (base of the step kinds).
-
-    Attributes:
-        index: 1-based position in the expanded plan.
-        kind: ``config``, ``check``, ``write``, ``wait`` or ``stop``.
-        name: human name (given, or derived from the kind and parameters).
-        params: the step's parameters after templating, as written in the report.
-        timeout: seconds the step may take; retries: extra attempts; on_error:
-            ``abort`` or ``continue``; tags: free labels; line: where it is in the file.
-        sweep: the sweep variables in force for this step.
-    """
-
-    index: int
-    kind: str
-    name: str
-    params: Dict[str, Any]
-    timeout: float = DEFAULT_TIMEOUT_S
-    retries: int = 0
-    on_error: str = "abort"
-    tags: Tuple[str, ...] = ()
-    line: int = 0
-    sweep: Dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class ConfigStep(Step):
-    """Apply a partial DAQ config, wait for deployment SUCCESS, then settle."""
-
-    config: Dict[str, Any] = field(default_factory=dict)
-    settle: float = 0.0
-
-
-@dataclass(frozen=True)
-class CheckStep(Step):
-    """Assert facts about the DAQ without changing it."""
-
-    deployment: Optional[str] = None
-    writer: Optional[str] = None
-    config: Dict[str, Any] = field(default_factory=dict)
-    min_detector_rate: Optional[float] = None
-    min_writer_rate: Optional[float] = None
-
-
-@dataclass(frozen=True)
-class WriteStep(Step):
-    """Write ``n_images`` images to ``output_file``; with ``wait=False`` start and go on."""
-
-    output_file: str = ""
-    n_images: int = 1
-    wait: bool = True
-
-
-@dataclass(frozen=True)
-class WaitStep(Step):
-    """Sleep ``seconds``, or wait until the writer is in ``state``."""
-
-    seconds: Optional[float] = None
-    state: Optional[str] = None
-
-
-@dataclass(frozen=True)
-class StopStep(Step):
-    """Stop the writer (always allowed)."""
+# The step kinds' limits, importable from here with the rest of the batch vocabulary.
+__all__ += ["MAX_N_IMAGES", "MAX_SECONDS", "MAX_RETRIES", "ON_ERROR"]
 
 
 @dataclass(frozen=True)
 class Batch:
-    """A validated batch: what to run, and where it came from."""
+    """A validated batch: what to run, and where it came from.
+
+    Attributes:
+        name: the batch's name; path: its file; sha256: of the file's bytes.
+        steps: the expanded plan.
+        daq: ``url``/``redis`` from the file's ``daq:`` section.
+        vars: the variables in force (built-ins excluded).
+        run: the value of ``{run}`` for this load.
+    """
 
     name: str
     path: str
@@ -136,418 +131,556 @@ class Batch:
     steps: Tuple[Step, ...]
     daq: Dict[str, str] = field(default_factory=dict)
     vars: Dict[str, Any] = field(default_factory=dict)
+    run: str = ""
 
 
-# -- YAML with positions --------------------------------------------------------------------
+def parse_var(text: str) -> Tuple[str, str]:
+    """``NAME=VALUE`` from the command line -> ``(NAME, VALUE)``; VALUE is always text.
 
+    ``sample=NO`` gives ``"NO"`` and ``n=0123`` gives ``"0123"``. Where a typed field
+    takes the variable as a lone placeholder (``n_images: "{n}"``), the text is
+    converted then, as a decimal integer or number (``"0123"`` -> 123).
 
-class LMap(dict):
-    """A mapping from YAML that remembers where its keys and values are."""
-
-    mark: Mark = (1, 1)
-    key_marks: Dict[Any, Mark]
-    value_marks: Dict[Any, Mark]
-
-
-class LList(list):
-    """A sequence from YAML that remembers where its items are."""
-
-    mark: Mark = (1, 1)
-    item_marks: List[Mark]
-
-
-_STD_TAGS = {
-    "tag:yaml.org,2002:" + t for t in ("str", "int", "float", "bool", "null", "map", "seq", "timestamp")
-}
-
-
-def _mark(node: yaml.Node) -> Mark:
-    return (node.start_mark.line + 1, node.start_mark.column + 1)
-
-
-class _Converter:
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.nodes = 0
-        self.constructor = yaml.constructor.SafeConstructor()
-
-    def fail(self, reason: str, mark: Optional[Mark]) -> BatchValidationError:
-        return BatchValidationError(reason, self.path, *(mark or (None, None)))
-
-    def convert(self, node: yaml.Node, depth: int = 0) -> Any:
-        self.nodes += 1
-        if self.nodes > MAX_NODES:
-            raise self.fail(f"document too large: more than {MAX_NODES} YAML nodes (after expanding aliases)", _mark(node))
-        if depth > 50:
-            raise self.fail("document nested too deeply", _mark(node))
-        if node.tag not in _STD_TAGS:
-            raise self.fail(f"YAML tag {node.tag!r} is not allowed in a batch file", _mark(node))
-        if isinstance(node, yaml.MappingNode):
-            result = LMap()
-            result.mark, result.key_marks, result.value_marks = _mark(node), {}, {}
-            for key_node, value_node in node.value:
-                if key_node.tag == "tag:yaml.org,2002:merge":
-                    raise self.fail("YAML merge keys ('<<') are not supported in batch files", _mark(key_node))
-                key = self.convert(key_node, depth + 1)
-                if not isinstance(key, (str, int, float, bool)) or key is None:
-                    raise self.fail("mapping keys must be plain scalars", _mark(key_node))
-                if key in result:
-                    raise self.fail(f"duplicate key '{key}'", _mark(key_node))
-                result[key] = self.convert(value_node, depth + 1)
-                result.key_marks[key] = _mark(key_node)
-                result.value_marks[key] = _mark(value_node)
-            return result
-        if isinstance(node, yaml.SequenceNode):
-            result_list = LList()
-            result_list.mark, result_list.item_marks = _mark(node), []
-            for item in node.value:
-                result_list.append(self.convert(item, depth + 1))
-                result_list.item_marks.append(_mark(item))
-            return result_list
-        try:
-            value = self.constructor.construct_object(node)
-        except ValueError as exc:  # e.g. integers too long to convert
-            raise self.fail(f"value cannot be read: {exc}", _mark(node)) from None
-        except yaml.YAMLError as exc:
-            raise self.fail(f"value cannot be read: {str(exc).splitlines()[0]}", _mark(node)) from None
-        if isinstance(value, (_dt.date, _dt.datetime)):
-            value = value.isoformat()
-        if isinstance(value, float) and not math.isfinite(value):
-            raise self.fail(f"number {node.value!r} is not finite", _mark(node))
-        return value
-
-
-def _parse_yaml(text: str, path: str) -> Any:
-    try:
-        loader = yaml.SafeLoader(text)
-        try:
-            node = loader.get_single_node()
-        finally:
-            loader.dispose()
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = (mark.line + 1, mark.column + 1) if mark else (None, None)
-        raise BatchValidationError(f"invalid YAML: {exc.problem or exc.context or 'syntax error'}", path, *where) from None
-    except yaml.YAMLError as exc:
-        raise BatchValidationError(f"invalid YAML: {str(exc).splitlines()[0]}", path) from None
-    if node is None:
-        raise BatchValidationError("batch file is empty", path)
-    return _Converter(path).convert(node)
-
-
-# -- validation -----------------------------------------------------------------------------
-
-
-class _Checker:
-    """Validates one part of the document; errors point at a key or a value."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-    def fail(self, reason: str, mark: Optional[Mark]) -> BatchValidationError:
-        return BatchValidationError(reason, self.path, *(mark or (None, None)))
-
-    @staticmethod
-    def key_mark(mapping: Any, key: Any) -> Mark:
-        return getattr(mapping, "key_marks", {}).get(key, getattr(mapping, "mark", (1, 1)))
-
-    @staticmethod
-    def value_mark(mapping: Any, key: Any) -> Mark:
-        return getattr(mapping, "value_marks", {}).get(key, getattr(mapping, "mark", (1, 1)))
-
-    def mapping(self, value: Any, what: str, mark: Mark) -> LMap:
-        if value is None:
-            value = LMap()
-            value.mark, value.key_marks, value.value_marks = mark, {}, {}
-        if not isinstance(value, dict):
-            raise self.fail(f"{what} must be a mapping, not {_type_name(value)}", mark)
-        return value
-
-    def unknown_keys(self, mapping: Mapping, allowed: Sequence[str], what: str) -> None:
-        for key in mapping:
-            if key not in allowed:
-                hint = difflib.get_close_matches(str(key), [str(a) for a in allowed], n=1)
-                extra = f" (did you mean '{hint[0]}'?)" if hint else f"; expected one of {', '.join(allowed)}"
-                raise self.fail(f"unknown key '{key}' in {what}{extra}", self.key_mark(mapping, key))
-
-    def number(self, value: Any, what: str, mark: Mark, low: float = 0.0, high: float = MAX_SECONDS, strict_low: bool = False) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise self.fail(f"{what} must be a number, not {_type_name(value)} {value!r}", mark)
-        if value < low or (strict_low and value == low) or value > high:
-            bound = f"> {low:g}" if strict_low else f">= {low:g}"
-            raise self.fail(f"{what} must be {bound} and <= {high:g}, not {value!r}", mark)
-        return float(value)
-
-    def integer(self, value: Any, what: str, mark: Mark, low: int, high: int) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise self.fail(f"{what} must be an integer, not {_type_name(value)} {_short(value)}", mark)
-        if not low <= value <= high:
-            raise self.fail(f"{what} must be between {low} and {high}, not {_short(value)}", mark)
-        return value
-
-    def choice(self, value: Any, what: str, mark: Mark, choices: Sequence[str]) -> str:
-        if value not in choices:
-            raise self.fail(f"{what} must be one of {', '.join(map(str, choices))}, not {_short(value)}", mark)
-        return value
-
-
-def _type_name(value: Any) -> str:
-    return {LMap: "a mapping", LList: "a list", dict: "a mapping", list: "a list", type(None): "null"}.get(
-        type(value), type(value).__name__
-    )
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _plain(value: Any) -> Any:
-    """Located containers back to plain dicts and lists (for params and the report)."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
-
-
-def parse_var(text: str) -> Tuple[str, Any]:
-    """``NAME=VALUE`` from the command line; VALUE is read as a YAML scalar (``10`` is an int)."""
-    name, sep, raw = text.partition("=")
+    Raises:
+        BatchValidationError: NAME is not an identifier (path ``<command line>``).
+    """
+    name, sep, value = text.partition("=")
     name = name.strip()
     if not sep or not name.isidentifier():
-        raise BatchValidationError(f"--var expects NAME=VALUE with NAME an identifier, not {text!r}", "<command line>")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
-    if isinstance(value, (dict, list)) or value is None or isinstance(value, (_dt.date, _dt.datetime)):
-        value = raw
-    if isinstance(value, float) and not math.isfinite(value):
-        value = raw
+        raise BatchValidationError(f"--var expects NAME=VALUE with NAME an identifier, not {short(text)}", COMMAND_LINE)
     return name, value
 
 
-class _Expander(_Checker):
-    """Renders templates and expands sweeps into concrete steps."""
+def new_run(now: Optional[_dt.datetime] = None) -> str:
+    """A fresh value for ``{run}``: UTC time and a random suffix, e.g. ``20260102T020405Z-3fa9c1``.
 
-    def __init__(self, path: str, variables: Dict[str, Any], defaults: Dict[str, Any]) -> None:
-        super().__init__(path)
-        self.variables = variables
-        self.defaults = defaults
+    Only letters, digits, ``-``: safe in file names and accepted by the DAQ in paths.
+    """
+    moment = (now or _dt.datetime.now()).astimezone(_dt.timezone.utc)
+    return moment.strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+
+# -- errors ------------------------------------------------------------------------------------
+
+
+class _Errors:
+    """Every problem found, deduplicated (a sweep repeats its steps' mistakes)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.found: Dict[Tuple[Any, ...], BatchValidationError] = {}
+        self.command_line: List[BatchValidationError] = []
+        self.uncounted = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.found or self.command_line or self.uncounted)
+
+    def add(self, reason: str, mark: Optional[Mark]) -> None:
+        line, column = mark or (None, None)
+        key = (line or 0, column or 0, reason)
+        if key in self.found:
+            return
+        if len(self.found) >= _MAX_KEPT_ERRORS:
+            self.uncounted += 1
+            return
+        self.found[key] = BatchValidationError(reason, self.path, line, column)
+
+    def add_command_line(self, reason: str) -> None:
+        self.command_line.append(BatchValidationError(reason, COMMAND_LINE))
+
+    def exception(self) -> BatchValidationError:
+        ordered = [self.found[key] for key in sorted(self.found, key=lambda k: (k[0], k[1]))]
+        errors = ordered + self.command_line
+        return BatchValidationError.from_errors(errors[:MAX_ERRORS], len(errors[MAX_ERRORS:]) + self.uncounted)
+
+
+class _Renderer(Context):
+    """Renders templates with the variables in force and reports problems to ``errors``."""
+
+    def __init__(self, errors: _Errors, budget: Budget, literal: bool = False) -> None:
+        self.errors = errors
+        self.budget = budget
+        self.literal = literal
+        self.env: Mapping[str, Any] = {}
+        self.suggestions: Dict[str, str] = {}  # unknown name -> did-you-mean ("" for none)
+        self.comparisons_left = _MAX_SUGGESTION_WORK
+
+    def report(self, error: Invalid) -> None:
+        if error.reason is not None:
+            self.errors.add(error.reason, error.mark)
+
+    def render(self, raw: Any, mark: Mark) -> Tuple[Any, Optional[str]]:
+        if self.literal or not isinstance(raw, str) or ("{" not in raw and "}" not in raw):
+            return raw, None
+        try:
+            return templating.render(raw, self.env, budget=self.budget), templating.lone_placeholder(raw)
+        except UnusableVariable:
+            raise Invalid(None) from None  # its own error was reported where it was defined
+        except UnknownVariable as exc:
+            raise Invalid(self.unknown(exc), mark) from None
+        except TemplateError as exc:
+            raise Invalid(str(exc), mark) from None
+
+    def unknown(self, exc: UnknownVariable) -> str:
+        match = self.suggestions.get(exc.name, "")
+        if exc.name not in self.suggestions:
+            # Suggestions compare names one by one: bounded, so that thousands of unknown
+            # names against thousands of variables cannot take minutes.
+            env = self.env
+            size = len(env) + len(env.parent) if isinstance(env, _Scope) else len(env)
+            if size <= self.comparisons_left:
+                self.comparisons_left -= size
+                names = env.names() if isinstance(env, _Scope) else set(env)
+                match = did_you_mean(exc.name, sorted(n for n in names if env[n] is not templating.UNUSABLE)) or ""
+            self.suggestions[exc.name] = match
+        hint = f" (did you mean '{match}'?)" if match else ""
+        return f"{exc}{hint}; add it under vars: or pass --var {exc.name}=VALUE"
+
+    def render_tree(self, raw: Any, mark: Mark) -> Any:
+        if isinstance(raw, str):
+            return self.render(raw, mark)[0]
+        if isinstance(raw, dict):
+            marks = getattr(raw, "value_marks", {})
+            return {k: self.render_tree(v, marks.get(k, mark)) for k, v in raw.items()}
+        if isinstance(raw, list):
+            marks = getattr(raw, "item_marks", None) or [mark] * len(raw)
+            return [self.render_tree(v, m) for v, m in zip(raw, marks)]
+        return raw
+
+
+def _key_mark(mapping: Any, key: Any) -> Mark:
+    return getattr(mapping, "key_marks", {}).get(key, getattr(mapping, "mark", (1, 1)))
+
+
+def _value_mark(mapping: Any, key: Any) -> Mark:
+    return getattr(mapping, "value_marks", {}).get(key, getattr(mapping, "mark", (1, 1)))
+
+
+# Sorted keys, no spaces, UTF-8: the form Step.identity hashes.
+_CANONICAL_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+class _Scope(dict):
+    """The variables of one step: its own (sweep, ``step``) over the batch's, without copying those."""
+
+    __slots__ = ("parent",)
+
+    def __init__(self, own: Mapping[str, Any], parent: Mapping[str, Any]) -> None:
+        super().__init__(own)
+        self.parent = parent
+
+    def __missing__(self, key: str) -> Any:
+        return self.parent[key]
+
+    def names(self) -> Set[str]:
+        return set(self) | set(self.parent)
+
+
+def _canonical(value: Any) -> Any:
+    """Mapping keys as text, so that any params serialise with sorted keys."""
+    if isinstance(value, dict):
+        return {str(k): _canonical(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    return value
+
+
+def _references(value: Any, names: Set[str]) -> None:
+    """Collect every variable name a placeholder in ``value`` (walked) mentions."""
+    if isinstance(value, str):
+        if "{" in value:
+            names.update(_REFERENCE.findall(value))
+    elif isinstance(value, dict):
+        if isinstance(value, LMap) and value.placeholder:
+            names.add(value.placeholder)  # an unquoted {name}: meant as a reference
+        for item in value.values():
+            _references(item, names)
+    elif isinstance(value, list):
+        for item in value:
+            _references(item, names)
+
+
+class _Loader:
+    """One batch being loaded: its variables, defaults, steps so far and errors."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.errors = _Errors(path)
+        self.budget = Budget(MAX_RENDERED_TOTAL)
+        self.ctx = _Renderer(self.errors, self.budget)
+        self.variables: Dict[str, Any] = {}
+        self.defaults: Dict[str, Any] = {"timeout": DEFAULT_TIMEOUT_S, "retries": 0, "on_error": "abort"}
+        self.body_defaults: Dict[str, Dict[str, Any]] = {}
         self.steps: List[Step] = []
+        self.count = 0  # steps met, valid or not: the index of the next one is count + 1
+        self.work = 0  # steps and sweep combinations visited (bounds the expansion)
+        self.overflow = False
+        self.identities: Dict[bytes, int] = {}
+        self.outputs: Dict[str, Tuple[int, Mark, Dict[str, Any]]] = {}
 
-    def render(self, value: Any, env: Mapping[str, Any], mark: Mark) -> Any:
-        if isinstance(value, str):
+    def error(self, reason: str, mark: Optional[Mark]) -> None:
+        self.errors.add(reason, mark)
+
+    # -- variables -----------------------------------------------------------------------
+
+    def variable_name(self, name: Any, mark: Mark, what: str) -> bool:
+        if not isinstance(name, str) or not name.isidentifier():
+            self.error(f"{what} {short(name)} must be an identifier (letters, digits, _)", mark)
+            return False
+        if name in BUILTINS:
+            self.error(f"{what} '{name}' would hide the built-in of that name", mark)
+            return False
+        return True
+
+    def batch_vars(self, raw: Any, mark: Mark, given: Mapping[str, Any]) -> None:
+        if raw is None:
+            return
+        if not isinstance(raw, dict):
+            self.error(f"vars must be a mapping of names to values, not {type_name(raw)}{colon_hint(raw)}", mark)
+            return
+        for key, value in raw.items():
+            value_mark = _value_mark(raw, key)
+            if not self.variable_name(key, _key_mark(raw, key), "variable"):
+                continue
+            if key in given:
+                continue  # the caller's value replaces it
+            problem = self.var_value_problem(value)
+            if problem:
+                self.error(f"variable '{key}' {problem}{placeholder_hint(value)}", value_mark)
+                self.variables[key] = templating.UNUSABLE
+                continue
+            self.ctx.env = self.variables
             try:
-                return render(value, env)
-            except TemplateError as exc:
-                raise self.fail(str(exc), mark) from None
+                self.variables[key] = plain(self.ctx.render_tree(value, value_mark))
+            except Invalid as exc:
+                if exc.reason is not None:
+                    self.error(f"variable '{key}': {exc.reason}", exc.mark)
+                self.variables[key] = templating.UNUSABLE
+
+    @staticmethod
+    def var_value_problem(value: Any) -> str:
+        if value is None:
+            return "has no value"
         if isinstance(value, dict):
-            return {
-                k: self.render(v, env, self.value_mark(value, k)) for k, v in value.items()
-            }
-        if isinstance(value, list):
-            marks = getattr(value, "item_marks", None) or [mark] * len(value)
-            return [self.render(v, env, m) for v, m in zip(value, marks)]
-        return value
+            return "must be a scalar or a list of scalars, not a mapping"
+        if isinstance(value, list) and any(isinstance(item, (dict, list)) or item is None for item in value):
+            return "must be a scalar or a list of scalars"
+        return ""
+
+    def given_vars(self, given: Mapping[str, Any]) -> None:
+        for key, value in given.items():
+            if not isinstance(key, str) or not key.isidentifier():
+                self.errors.add_command_line(f"--var {short(key)}: the name must be an identifier")
+            elif key in BUILTINS:
+                self.errors.add_command_line(f"--var {key} would hide the built-in of that name")
+            elif value is None or isinstance(value, dict):
+                self.errors.add_command_line(f"--var {key} must be text, a number or a list, not {type_name(value)}")
+            else:
+                self.variables[key] = value
+
+    def unused_vars(self, doc: Mapping[str, Any], strict: Mapping[str, Any]) -> None:
+        """A caller's variable the batch neither declares nor uses is a mistake (a typo?)."""
+        referenced: Set[str] = set()
+        for key in ("vars", "defaults", "steps"):
+            _references(doc.get(key), referenced)
+        declared = set(doc["vars"]) if isinstance(doc.get("vars"), dict) else set()
+        declared |= self.sweep_names(doc.get("steps"))
+        known = sorted(n for n in declared | referenced if isinstance(n, str))
+        for name in strict:
+            if name in declared or name in referenced or not isinstance(name, str):
+                continue
+            match = did_you_mean(name, known)
+            if match:
+                hint = f" (did you mean '{match}'?)"
+            elif known:
+                hint = f"; it declares or uses: {', '.join(known[:20])}"
+            else:
+                hint = "; it uses no variables"
+            self.errors.add_command_line(f"--var {name} is not used by the batch{hint}")
+
+    def sweep_names(self, steps: Any) -> Set[str]:
+        names: Set[str] = set()
+        pending = [steps]
+        while pending:
+            items = pending.pop()
+            if not isinstance(items, list):
+                continue
+            for item in items:
+                if isinstance(item, dict) and isinstance(item.get(SWEEP), dict):
+                    names.update(k for k in item[SWEEP] if isinstance(k, str))
+                    pending.append(item.get("steps"))
+        return names
+
+    # -- steps --------------------------------------------------------------------------
 
     def expand(self, steps: Any, mark: Mark, sweep: Dict[str, Any]) -> None:
         if not isinstance(steps, list):
-            raise self.fail(f"'steps' must be a list of steps, not {_type_name(steps)}", mark)
+            self.error(f"'steps' must be a list of steps, not {type_name(steps)}{colon_hint(steps)}", mark)
+            return
         if not steps:
-            raise self.fail("'steps' is empty", mark)
-        for item, item_mark in zip(steps, steps.item_marks):
+            self.error("'steps' is empty", mark)
+            return
+        marks = getattr(steps, "item_marks", None) or [mark] * len(steps)
+        for item, item_mark in zip(steps, marks):
+            if self.overflow:
+                return
             self.step(item, item_mark, sweep)
 
     def step(self, raw: Any, mark: Mark, sweep: Dict[str, Any]) -> None:
+        self.work += 1
+        if self.count >= MAX_STEPS or self.work > _MAX_WORK:
+            self.error(f"the batch expands to more than {MAX_STEPS} steps", mark)
+            self.overflow = True
+            return
         if not isinstance(raw, dict) or not raw:
-            raise self.fail(f"a step must be a mapping with one of {', '.join(STEP_KINDS)}, not {_type_name(raw)}", mark)
+            expected = f"a mapping with one of {', '.join(STEP_KINDS)}"
+            self.error(f"a step must be {expected}, not {type_name(raw)}{colon_hint(raw)}", mark)
+            return
         kinds = [k for k in raw if k in STEP_KINDS]
         if not kinds:
             first = next(iter(raw))
-            hint = difflib.get_close_matches(str(first), STEP_KINDS, n=1)
-            extra = f" (did you mean '{hint[0]}'?)" if hint else f"; expected one of {', '.join(STEP_KINDS)}"
-            raise self.fail(f"unknown step kind '{first}'{extra}", self.key_mark(raw, first))
+            hint = colon_hint(first)
+            if not hint:
+                match = did_you_mean(first, STEP_KINDS)
+                hint = f" (did you mean '{match}'?)" if match else f"; expected one of {', '.join(STEP_KINDS)}"
+            self.error(f"unknown step kind '{first}'{hint}", _key_mark(raw, first))
+            return
         if len(kinds) > 1:
-            raise self.fail(f"a step has one kind, this one has {' and '.join(kinds)}", self.key_mark(raw, kinds[1]))
-        kind = kinds[0]
-        if kind == "for":
+            self.error(f"a step has one kind, this one has {' and '.join(kinds)}", _key_mark(raw, kinds[1]))
+            return
+        if kinds[0] == SWEEP:
             self.sweep(raw, sweep)
             return
-        allowed = (kind, *COMMON_KEYS) + (("settle",) if kind == "config" else ())
-        self.unknown_keys(raw, allowed, f"a {kind} step")
-        if len(self.steps) >= MAX_STEPS:
-            raise self.fail(f"the batch expands to more than {MAX_STEPS} steps", mark)
-        index = len(self.steps) + 1
-        env = {**self.variables, **sweep, "step": index}
-        rendered = {k: self.render(v, env, self.value_mark(raw, k)) for k, v in raw.items()}
-        self.steps.append(self.build(kind, raw, rendered, index, mark, sweep))
+        self.count += 1
+        self.build(KINDS[kinds[0]], raw, mark, sweep, self.count)
+
+    def build(self, kind: StepKind, raw: LMap, mark: Mark, sweep: Dict[str, Any], index: int) -> None:
+        ctx = self.ctx
+        scope = _Scope(sweep, self.variables)
+        scope["step"] = index
+        ctx.env = scope
+        failed = False
+        given: Dict[str, Any] = {}
+        extra: Dict[str, Any] = {}
+        body: Dict[str, Any] = {}
+        value_marks = raw.value_marks
+        for key, item in raw.items():
+            if key == kind.name:
+                try:
+                    defaults = self.body_defaults.get(key)
+                    if defaults:  # only Object bodies have fields that defaults: can set
+                        body = kind.body.check(key, item, value_marks[key], ctx, defaults)
+                    else:
+                        body = kind.body.check(key, item, value_marks[key], ctx)
+                except Invalid as exc:
+                    failed = True
+                    ctx.report(exc)
+                continue
+            fld = COMMON_FIELDS.get(key) or kind.extra.get(key)
+            if fld is None:
+                failed = True
+                self.error(unknown_key(key, kind.step_keys, f"a {kind.name} step"), raw.key_marks[key])
+                continue
+            try:
+                (given if key in COMMON_FIELDS else extra)[key] = fld.check(key, item, value_marks[key], ctx)
+            except Invalid as exc:
+                failed = True
+                ctx.report(exc)
+        if failed:
+            return
+        for key, fld in kind.extra.items():
+            extra.setdefault(key, fld.default)
+        options = dict(self.defaults)
+        for key in ("timeout", "retries", "on_error"):
+            if key in given:
+                options[key] = given[key]
+        default_name, params, attrs = kind.build(body, extra, options)
+        options.update(attrs)
+        step = kind.cls(
+            index=index,
+            kind=kind.name,
+            name=given.get("name", default_name),
+            params=params,
+            tags=given.get("tags", ()),
+            line=mark[0],
+            sweep=dict(sweep),
+            identity=self.identity(kind.name, params, given.get("name")),
+            **options,
+        )
+        if kind.cls is WriteStep:
+            self.claim_output(step, _value_mark(raw[kind.name], "output_file"))  # type: ignore[arg-type]
+        self.steps.append(step)
+
+    def identity(self, kind: str, params: Dict[str, Any], name: Optional[str]) -> str:
+        try:
+            text = _CANONICAL_JSON.encode([kind, params, name])
+        except (TypeError, ValueError):  # keys of mixed types in a free-form mapping
+            text = _CANONICAL_JSON.encode(_canonical([kind, params, name]))
+        base = text.encode("utf-8")
+        digest = hashlib.sha256(base).digest()
+        occurrence = self.identities.get(digest, 0)
+        self.identities[digest] = occurrence + 1
+        return hashlib.sha256(base + b"#" + str(occurrence).encode()).hexdigest()
+
+    def claim_output(self, step: WriteStep, mark: Mark) -> None:
+        """Two steps of one batch never write the same file: the second would destroy the first."""
+        first = self.outputs.get(step.output_file)
+        if first is None:
+            self.outputs[step.output_file] = (step.index, mark, step.sweep)
+            return
+        index, first_mark, first_sweep = first
+
+        def who(i: int, where: Mark, values: Dict[str, Any]) -> str:
+            swept = f", {', '.join(f'{k}={v}' for k, v in values.items())}" if values else ""
+            return f"step {i} ({self.path}:{where[0]}:{where[1]}{swept})"
+
+        self.error(
+            f"{who(step.index, mark, step.sweep)} writes {short(step.output_file)}, as does "
+            f"{who(index, first_mark, first_sweep)}: the second write would destroy the first file; "
+            "give each write its own output_file (e.g. with {step} or a sweep variable)",
+            mark,
+        )
 
     def sweep(self, raw: LMap, sweep: Dict[str, Any]) -> None:
-        self.unknown_keys(raw, ("for", "steps", "name"), "a for step")
-        spec = self.mapping(raw["for"], "'for'", self.value_mark(raw, "for"))
-        if not spec:
-            raise self.fail("'for' needs at least one variable: for: {name: [values]}", self.value_mark(raw, "for"))
+        for key in raw:
+            if key not in (SWEEP, "steps", "name"):
+                self.error(unknown_key(key, (SWEEP, "steps", "name"), "a for step"), _key_mark(raw, key))
+        if "name" in raw:
+            try:
+                BATCH_NAME.check("name", raw["name"], _value_mark(raw, "name"), self.ctx)
+            except Invalid as exc:
+                self.ctx.report(exc)
+        spec = raw[SWEEP]
+        spec_mark = _value_mark(raw, SWEEP)
         if "steps" not in raw:
-            raise self.fail("a for step needs 'steps'", self.key_mark(raw, "for"))
-        names, value_lists = [], []
-        env = {**self.variables, **sweep}
+            self.error("a for step needs 'steps'", _key_mark(raw, SWEEP))
+            return
+        names: List[str] = []
+        value_lists: List[List[Any]] = []
+        usable = True
+        if not isinstance(spec, dict) or not spec:
+            self.error(f"'for' needs at least one variable: for: {{name: [values]}}{colon_hint(spec)}", spec_mark)
+            usable = False
+            spec = {}
+        self.ctx.env = _Scope(sweep, self.variables)
         for name, values in spec.items():
-            key_mark = self.key_mark(spec, name)
-            if not isinstance(name, str) or not name.isidentifier():
-                raise self.fail(f"sweep variable {name!r} must be an identifier", key_mark)
-            if name in BUILTINS:
-                raise self.fail(f"sweep variable '{name}' would hide the built-in of that name", key_mark)
-            values = self.render(values, env, self.value_mark(spec, name))
-            if not isinstance(values, list) or not values:
-                raise self.fail(f"sweep variable '{name}' needs a non-empty list of values", self.value_mark(spec, name))
-            for value in values:
-                if isinstance(value, (dict, list)):
-                    raise self.fail(f"sweep values of '{name}' must be scalars", self.value_mark(spec, name))
+            if not self.variable_name(name, _key_mark(spec, name), "sweep variable"):
+                usable = False
+                continue
+            values_mark = _value_mark(spec, name)
             names.append(name)
-            value_lists.append(values)
+            try:
+                values = self.ctx.render_tree(spec[name], values_mark)
+            except Invalid as exc:
+                self.ctx.report(exc)
+                usable = False
+                continue
+            if not isinstance(values, list) or not values:
+                self.error(f"sweep variable '{name}' needs a non-empty list of values{placeholder_hint(spec[name])}", values_mark)
+                usable = False
+            elif any(isinstance(v, (dict, list)) or v is None for v in values):
+                self.error(f"sweep values of '{name}' must be scalars (text, numbers, true/false)", values_mark)
+                usable = False
+            else:
+                value_lists.append(values)
+        if not usable:
+            # Check the steps once anyway, for their own mistakes, with the sweep unusable.
+            self.expand(raw["steps"], _value_mark(raw, "steps"), {**sweep, **{n: templating.UNUSABLE for n in names}})
+            return
         total = math.prod(len(v) for v in value_lists)
-        if total * 1 + len(self.steps) > MAX_STEPS:
-            raise self.fail(
-                f"this sweep has {total} combinations; the batch would exceed {MAX_STEPS} steps",
-                self.key_mark(raw, "for"),
-            )
+        if total + self.count > MAX_STEPS:
+            self.error(f"this sweep has {total} combinations; the batch would exceed {MAX_STEPS} steps", _key_mark(raw, SWEEP))
+            self.overflow = True
+            return
+        steps, steps_mark = raw["steps"], _value_mark(raw, "steps")
         for combination in itertools.product(*value_lists):
-            self.expand(raw["steps"], self.value_mark(raw, "steps"), {**sweep, **dict(zip(names, combination))})
+            if self.overflow:
+                return
+            self.work += 1
+            self.expand(steps, steps_mark, {**sweep, **dict(zip(names, combination))})
 
-    def build(self, kind: str, raw: LMap, values: Dict[str, Any], index: int, mark: Mark, sweep: Dict[str, Any]) -> Step:
-        vm = lambda key: self.value_mark(raw, key)  # noqa: E731
-        options = dict(self.defaults)
-        if "timeout" in values:
-            options["timeout"] = self.number(values["timeout"], "timeout", vm("timeout"), strict_low=True)
-        if "retries" in values:
-            options["retries"] = self.integer(values["retries"], "retries", vm("retries"), 0, MAX_RETRIES)
-        if "on_error" in values:
-            options["on_error"] = self.choice(values["on_error"], "on_error", vm("on_error"), ON_ERROR)
-        tags: Tuple[str, ...] = ()
-        if "tags" in values:
-            if not isinstance(values["tags"], list) or not all(isinstance(t, (str, int)) for t in values["tags"]):
-                raise self.fail("tags must be a list of strings", vm("tags"))
-            tags = tuple(str(t) for t in values["tags"])
-        body = values[kind]
-        body_mark = vm(kind)
-        raw_body = raw[kind]
-        common = dict(index=index, kind=kind, tags=tags, line=mark[0], sweep=dict(sweep), **options)
+    # -- the whole file ----------------------------------------------------------------------
 
-        if kind == "config":
-            body = self.mapping(body, "config", body_mark)
-            if not body:
-                raise self.fail("config needs at least one field to change", body_mark)
-            config = self.config_fields(body, raw_body, "config")
-            settle = self.number(values["settle"], "settle", vm("settle")) if "settle" in values else 0.0
-            name = "config " + ", ".join(f"{k}={v}" for k, v in config.items())
-            params = {"config": config, "settle": settle}
-            return ConfigStep(name=self.name(values, name, vm), params=params, config=config, settle=settle, **common)
-
-        if kind == "check":
-            body = self.mapping(body, "check", body_mark)
-            self.unknown_keys(raw_body, ("deployment", "writer", "config", "min_detector_rate", "min_writer_rate"), "check")
-            if not body:
-                raise self.fail("check needs at least one condition", body_mark)
-            km = lambda key: self.value_mark(raw_body, key)  # noqa: E731
-            deployment = (
-                self.choice(body["deployment"], "deployment", km("deployment"), [s.value for s in api.DeploymentStatus])
-                if "deployment" in body
-                else None
+    def load(
+        self,
+        doc: Any,
+        text_sha256: str,
+        given: Mapping[str, Any],
+        optional: Mapping[str, Any],
+        now: _dt.datetime,
+        run: str,
+    ) -> Batch:
+        path = self.path
+        if not isinstance(doc, dict):
+            raise BatchValidationError(
+                f"a batch file must be a mapping (version: 1, steps: ...), not {type_name(doc)}{colon_hint(doc)}",
+                path,
+                *getattr(doc, "mark", (1, 1)),
             )
-            writer = (
-                self.choice(body["writer"], "writer", km("writer"), [s.value for s in api.WriterState]) if "writer" in body else None
-            )
-            config = {}
-            if "config" in body:
-                config = self.config_fields(self.mapping(body["config"], "check config", km("config")), raw_body["config"], "check config")
-            rates = {}
-            for key in ("min_detector_rate", "min_writer_rate"):
-                if key in body:
-                    rates[key] = self.number(body[key], key, km(key), high=1e9)
-            params = _plain(body)
-            name = "check " + ", ".join(f"{k}={v}" for k, v in params.items())
-            return CheckStep(
-                name=self.name(values, name, vm), params=params, deployment=deployment, writer=writer, config=config, **rates, **common
-            )
+        for key in doc:
+            if key not in TOP_KEYS:
+                self.error(unknown_key(key, TOP_KEYS, "the batch"), _key_mark(doc, key))
+        if "version" not in doc:
+            self.error("missing 'version: 1'", doc.mark)
+        elif doc["version"] != 1 or isinstance(doc["version"], bool):
+            self.error(f"unsupported version {short(doc['version'])}; this daq-run reads version 1", _value_mark(doc, "version"))
 
-        if kind == "write":
-            body = self.mapping(body, "write", body_mark)
-            self.unknown_keys(raw_body, ("output_file", "n_images", "wait"), "write")
-            km = lambda key: self.value_mark(raw_body, key)  # noqa: E731
-            for required in ("output_file", "n_images"):
-                if required not in body:
-                    raise self.fail(f"write needs '{required}'", body_mark)
-            output_file = self.output_file(body["output_file"], km("output_file"))
-            n_images = self.integer(body["n_images"], "n_images", km("n_images"), 1, MAX_N_IMAGES)
-            wait = body.get("wait", True)
-            if not isinstance(wait, bool):
-                raise self.fail(f"wait must be true or false, not {_short(wait)}", km("wait"))
-            params = {"output_file": output_file, "n_images": n_images, "wait": wait}
-            name = f"write {n_images} to {output_file}" + ("" if wait else " (no wait)")
-            return WriteStep(
-                name=self.name(values, name, vm), params=params, output_file=output_file, n_images=n_images, wait=wait, **common
-            )
+        literal = _Renderer(self.errors, self.budget, literal=True)
+        name = os.path.splitext(os.path.basename(path))[0]
+        if "name" in doc:
+            try:
+                name = BATCH_NAME.check("name", doc["name"], _value_mark(doc, "name"), literal)
+            except Invalid as exc:
+                literal.report(exc)
+        daq: Dict[str, Any] = {}
+        try:
+            daq = DAQ.check("daq", doc.get("daq"), _value_mark(doc, "daq"), literal)
+        except Invalid as exc:
+            literal.report(exc)
 
-        if kind == "wait":
-            body = self.mapping(body, "wait", body_mark)
-            self.unknown_keys(raw_body, ("seconds", "state", "timeout"), "wait")
-            km = lambda key: self.value_mark(raw_body, key)  # noqa: E731
-            if ("seconds" in body) == ("state" in body):
-                raise self.fail("wait needs exactly one of 'seconds' or 'state'", body_mark)
-            seconds = self.number(body["seconds"], "seconds", km("seconds")) if "seconds" in body else None
-            state = (
-                self.choice(body["state"], "state", km("state"), [s.value for s in api.WriterState]) if "state" in body else None
-            )
-            if "timeout" in body:
-                common["timeout"] = self.number(body["timeout"], "timeout", km("timeout"), strict_low=True)
-            if seconds is not None and seconds >= common["timeout"]:
-                common["timeout"] = seconds + 30.0
-            params = _plain(body)
-            name = f"wait {seconds:g} s" if seconds is not None else f"wait for writer {state}"
-            return WaitStep(name=self.name(values, name, vm), params=params, seconds=seconds, state=state, **common)
+        if not _RUN.match(run):
+            self.errors.add_command_line(f"run {short(run)} must be 1 to 64 letters, digits, '_' or '-'")
+        self.variables.update(
+            date=now.strftime("%Y-%m-%d"),
+            time=now.strftime("%H%M%S"),
+            datetime=now.strftime("%Y%m%d_%H%M%S"),
+            batch=name,
+            run=run,
+        )
+        callers = {**optional, **given}
+        self.given_vars(callers)
+        self.batch_vars(doc.get("vars"), _value_mark(doc, "vars"), callers)
 
-        # stop
-        if body not in (None, {}) and not (isinstance(body, dict) and not body):
-            raise self.fail("stop takes no parameters: write 'stop: {}'", body_mark)
-        return StopStep(name=self.name(values, "stop writer", vm), params={}, **common)
+        self.ctx.env = self.variables
+        try:
+            values = DEFAULTS.check("defaults", doc.get("defaults"), _value_mark(doc, "defaults"), self.ctx)
+            self.defaults = {k: values[k] for k in ("timeout", "retries", "on_error")}
+            # timeout, retries, on_error are step options; the others (overwrite) are
+            # defaults for the body fields of that name (wait's own timeout is not one).
+            for kind in KINDS.values():
+                fields = getattr(kind.body, "fields", {})
+                self.body_defaults[kind.name] = {
+                    k: v for k, v in values.items() if k in fields and k not in COMMON_FIELDS
+                }
+        except Invalid as exc:
+            self.ctx.report(exc)
 
-    def name(self, values: Dict[str, Any], default: str, vm: Any) -> str:
-        if "name" not in values:
-            return default
-        if not isinstance(values["name"], (str, int, float)) or isinstance(values["name"], bool):
-            raise self.fail("name must be a string", vm("name"))
-        return str(values["name"])
-
-    def config_fields(self, body: Dict[str, Any], raw_body: Any, what: str) -> Dict[str, Any]:
-        km = lambda key: self.value_mark(raw_body, key)  # noqa: E731
-        self.unknown_keys(raw_body, api.CONFIG_FIELDS, what)
-        config = {}
-        for key, value in body.items():
-            if key in api.INTEGER_CONFIG_FIELDS:
-                value = self.integer(value, key, km(key), -(2**31), 2**31 - 1)
-            if key == "bit_depth":
-                value = self.choice(value, "bit_depth", km(key), api.BIT_DEPTHS)
-            if key == "detector_type":
-                value = self.choice(value, "detector_type", km(key), api.DETECTOR_TYPES)
-            if key == "detector_name" and not isinstance(value, str):
-                raise self.fail("detector_name must be a string", km(key))
-            config[key] = _plain(value)
-        return config
-
-    def output_file(self, value: Any, mark: Mark) -> str:
-        if not isinstance(value, str):
-            raise self.fail(f"output_file must be a string, not {_type_name(value)}", mark)
-        if not value.startswith("/"):
-            raise self.fail(f"output_file must be an absolute path, not {value!r}", mark)
-        if ".." in value.split("/"):
-            raise self.fail(f"output_file must not contain '..' segments: {value!r}", mark)
-        if not api.OUTPUT_FILE_PATTERN.match(value):
-            raise self.fail(
-                f"output_file {value!r} is not accepted by the DAQ (letters, digits, _ - / and an extension)", mark
-            )
-        return value
+        if "steps" not in doc:
+            self.error("missing 'steps'", doc.mark)
+        else:
+            self.expand(doc["steps"], _value_mark(doc, "steps"), {})
+        self.unused_vars(doc, given)
+        if self.errors:
+            raise self.errors.exception()
+        return Batch(
+            name=name,
+            path=path,
+            sha256=text_sha256,
+            steps=tuple(self.steps),
+            daq=dict(daq),
+            vars={k: v for k, v in self.variables.items() if k not in BUILTINS},
+            run=run,
+        )
 
 
 def load_batch_text(
@@ -556,85 +689,74 @@ def load_batch_text(
     vars: Optional[Mapping[str, Any]] = None,
     now: Optional[_dt.datetime] = None,
     sha256: Optional[str] = None,
+    *,
+    run: Optional[str] = None,
+    optional_vars: Optional[Mapping[str, Any]] = None,
 ) -> Batch:
     """Validate and expand a batch given as text (see :func:`load_batch`)."""
-    doc = _parse_yaml(text, path)
-    check = _Checker(path)
-    top = check.mapping(doc, "a batch file", getattr(doc, "mark", (1, 1)))
-    check.unknown_keys(top, ("version", "name", "daq", "vars", "defaults", "steps"), "the batch")
-    if "version" not in top:
-        raise check.fail("missing 'version: 1'", top.mark)
-    if top["version"] != 1 or isinstance(top["version"], bool):
-        raise check.fail(f"unsupported version {_short(top['version'])}; this daq-run reads version 1", check.value_mark(top, "version"))
-    name = top.get("name", os.path.splitext(os.path.basename(path))[0])
-    if not isinstance(name, str):
-        raise check.fail("name must be a string", check.value_mark(top, "name"))
-
-    daq = check.mapping(top.get("daq"), "daq", check.value_mark(top, "daq"))
-    check.unknown_keys(daq, ("url", "redis"), "daq")
-    for key in daq:
-        if not isinstance(daq[key], str) or not daq[key]:
-            raise check.fail(f"daq.{key} must be a URL string", check.value_mark(daq, key))
-
     now = now or _dt.datetime.now()
-    variables: Dict[str, Any] = {
-        "date": now.strftime("%Y-%m-%d"),
-        "time": now.strftime("%H%M%S"),
-        "datetime": now.strftime("%Y%m%d_%H%M%S"),
-        "batch": name,
-    }
-    batch_vars = check.mapping(top.get("vars"), "vars", check.value_mark(top, "vars"))
-    for key, value in batch_vars.items():
-        mark = check.value_mark(batch_vars, key)
-        if not isinstance(key, str) or not key.isidentifier():
-            raise check.fail(f"variable name {key!r} must be an identifier", check.key_mark(batch_vars, key))
-        if key in BUILTINS:
-            raise check.fail(f"variable '{key}' would hide the built-in of that name", check.key_mark(batch_vars, key))
-        if isinstance(value, dict):
-            raise check.fail(f"variable '{key}' must be a scalar or a list", mark)
-        if vars and key in vars:
-            continue
-        variables[key] = _Expander(path, variables, {}).render(value, variables, mark)
-        variables[key] = _plain(variables[key])
-    for key, value in (vars or {}).items():
-        if key in BUILTINS:
-            raise BatchValidationError(f"--var {key} would hide the built-in of that name", "<command line>")
-        variables[key] = value
-
-    defaults_raw = check.mapping(top.get("defaults"), "defaults", check.value_mark(top, "defaults"))
-    check.unknown_keys(defaults_raw, ("timeout", "retries", "on_error"), "defaults")
-    defaults: Dict[str, Any] = {"timeout": DEFAULT_TIMEOUT_S, "retries": 0, "on_error": "abort"}
-    if "timeout" in defaults_raw:
-        defaults["timeout"] = check.number(defaults_raw["timeout"], "timeout", check.value_mark(defaults_raw, "timeout"), strict_low=True)
-    if "retries" in defaults_raw:
-        defaults["retries"] = check.integer(defaults_raw["retries"], "retries", check.value_mark(defaults_raw, "retries"), 0, MAX_RETRIES)
-    if "on_error" in defaults_raw:
-        defaults["on_error"] = check.choice(defaults_raw["on_error"], "on_error", check.value_mark(defaults_raw, "on_error"), ON_ERROR)
-
-    if "steps" not in top:
-        raise check.fail("missing 'steps'", top.mark)
-    expander = _Expander(path, variables, defaults)
-    expander.expand(top["steps"], check.value_mark(top, "steps"), {})
-    return Batch(
-        name=name,
-        path=path,
-        sha256=sha256 or hashlib.sha256(text.encode("utf-8")).hexdigest(),
-        steps=tuple(expander.steps),
-        daq=dict(daq),
-        vars={k: v for k, v in variables.items() if k not in BUILTINS},
-    )
+    with _collector_paused():
+        doc = load_yaml(text, path)
+        return _Loader(path).load(
+            doc,
+            sha256 or hashlib.sha256(text.encode("utf-8")).hexdigest(),
+            dict(vars or {}),
+            dict(optional_vars or {}),
+            now,
+            run if run is not None else new_run(now),
+        )
 
 
-def load_batch(path: "os.PathLike[str] | str", vars: Optional[Mapping[str, Any]] = None, now: Optional[_dt.datetime] = None) -> Batch:
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while a batch loads.
+
+    Loading makes up to a few hundred thousand small objects (nodes, marks, steps) that
+    all live until the end and form no cycles; the collector would scan them again and
+    again, which took more than half the time of a large file. The limits above bound
+    what is allocated meanwhile.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def load_batch(
+    path: "os.PathLike[str] | str",
+    vars: Optional[Mapping[str, Any]] = None,
+    now: Optional[_dt.datetime] = None,
+    *,
+    run: Optional[str] = None,
+    optional_vars: Optional[Mapping[str, Any]] = None,
+) -> Batch:
     """Read, validate and expand a batch file.
 
     Args:
-        path: the YAML batch file.
-        vars: values for template variables; they override the file's ``vars``.
-        now: the time the built-ins ``date``/``time``/``datetime`` are taken from.
+        path: the YAML batch file (at most 1 MiB, UTF-8).
+        vars: values for template variables (``--var``); they replace the file's
+            ``vars`` of the same name. One the batch neither declares under ``vars:``
+            nor uses in a template is an error (a typo, most likely).
+        now: the moment ``{date}``, ``{time}`` and ``{datetime}`` show, in local time
+            (default: now, i.e. when the batch is loaded, which is the run's start).
+        run: the value of ``{run}``: 1 to 64 letters, digits, ``_``, ``-`` (default:
+            :func:`new_run`, the UTC time and a random suffix). Pass the same value
+            again (with ``now``) to get the same file names, e.g. when resuming.
+        optional_vars: like ``vars`` (they replace the file's ``vars`` of the same
+            name) but ``vars`` win over them, and one the batch does not use is no
+            error, e.g. a test fixture's default ``root``.
+
+    Returns:
+        the :class:`Batch`.
 
     Raises:
-        BatchValidationError: anything wrong, with file, line and column.
+        BatchValidationError: everything wrong at once: ``errors`` lists each problem
+            (``file:line:column: reason``, ``<command line>: ...`` for ``vars``), at
+            most :data:`MAX_ERRORS`, and ``more`` counts the others; ``str()`` is
+            the first.
     """
     path = os.fspath(path)
     try:
@@ -652,5 +774,6 @@ def load_batch(path: "os.PathLike[str] | str", vars: Optional[Mapping[str, Any]]
         raise BatchValidationError(f"batch file is not UTF-8 (byte 0x{data[exc.start]:02x})", path, line, column) from None
     if not text.strip():
         raise BatchValidationError("batch file is empty", path)
-    return load_batch_text(text, path, vars, now, hashlib.sha256(data).hexdigest())
-
+    return load_batch_text(
+        text, path, vars, now, hashlib.sha256(data).hexdigest(), run=run, optional_vars=optional_vars
+    )

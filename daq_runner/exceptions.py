@@ -30,7 +30,7 @@ quote reply text as one shortened line.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import List, Optional, Sequence
 
 __all__ = [
     "DaqRunnerError",
@@ -169,23 +169,47 @@ class DeploymentError(DaqError):
 
 
 class BatchValidationError(DaqRunnerError, ValueError):
-    """A batch file is invalid. ``str()`` gives ``file:line:column: message``.
+    """A batch file is invalid. ``str()`` gives ``file:line:column: message`` of the first error.
 
     Attributes:
-        path: the batch file (or ``<string>``).
+        path: the batch file (or ``<string>``, or ``<command line>`` for a ``--var``).
         line, column: 1-based position of the offending key or value, when known.
         reason: the message without the position.
+        errors: every error found (each a BatchValidationError; ``[self]`` for one),
+            in file order, at most a screenful; ``more`` says how many were left out.
     """
 
     def __init__(
-        self, reason: str, path: str = "<batch>", line: Optional[int] = None, column: Optional[int] = None
+        self,
+        reason: str,
+        path: str = "<batch>",
+        line: Optional[int] = None,
+        column: Optional[int] = None,
+        *,
+        errors: Optional[Sequence["BatchValidationError"]] = None,
+        more: int = 0,
     ) -> None:
         self.reason = reason
         self.path = path
         self.line = line
         self.column = column
+        self.errors: List["BatchValidationError"] = list(errors) if errors else [self]
+        self.more = more
         where = path if line is None else f"{path}:{line}:{column or 1}"
         super().__init__(f"{where}: {reason}")
+
+    @classmethod
+    def from_errors(cls, errors: Sequence["BatchValidationError"], more: int = 0) -> "BatchValidationError":
+        """One exception for several errors: ``str()`` and the attributes are the first's."""
+        first = errors[0]
+        return cls(first.reason, first.path, first.line, first.column, errors=errors, more=more)
+
+    def lines(self) -> List[str]:
+        """One line per error, then ``... and N more errors`` if some were left out."""
+        lines = [str(error) for error in self.errors]
+        if self.more:
+            lines.append(f"... and {self.more} more error{'s' if self.more != 1 else ''}")
+        return lines
 
 
 class LockHeldError(DaqRunnerError):

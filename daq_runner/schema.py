@@ -1,105 +1,68 @@
 """JSON Schema of batch files (version 1), for editors: ``daq-run --schema > batch.schema.json``.
 
-The loader in :mod:`daq_runner.batch` is the authority (it also checks templates, paths
-and sweep sizes); this schema describes the same shape so editors can complete and check.
+Generated from the same declarations the loader validates with (the step kinds and
+their fields in :mod:`daq_runner._stepkinds`), so the two cannot drift. The loader
+judges a few things no schema can: values once their templates are rendered, unknown
+variables, sweep sizes, and two steps writing the same file.
 """
 
 from __future__ import annotations
 
 from typing import Any, Dict
 
-from . import api
-from .batch import ON_ERROR
+from ._fields import LONE_PLACEHOLDER_SCHEMA
+from ._stepkinds import BATCH_NAME, BUILTINS, COMMON_FIELDS, DAQ, DEFAULTS, KINDS, SWEEP, StepKind
 
 __all__ = ["batch_schema"]
 
+_IDENTIFIER = {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_]*$", "not": {"enum": list(BUILTINS)}}
+_SCALAR = {"type": ["string", "number", "boolean"]}
 
-def batch_schema() -> Dict[str, Any]:
-    """The JSON Schema (draft 2020-12) of a version 1 batch file."""
-    number = {"type": "number", "minimum": 0}
-    templ = {"type": "string", "pattern": r"^\{[A-Za-z_][A-Za-z0-9_]*\}$"}
-    integer_or_var = {"anyOf": [{"type": "integer"}, templ]}
-    config_props: Dict[str, Any] = {k: integer_or_var for k in api.INTEGER_CONFIG_FIELDS}
-    config_props.update(
-        bit_depth={"anyOf": [{"enum": list(api.BIT_DEPTHS)}, templ]},
-        detector_type={"enum": list(api.DETECTOR_TYPES)},
-        detector_name={"type": "string"},
-        module_positions={"type": "object"},
-        submodule_info={"type": "object"},
-    )
-    config = {"type": "object", "properties": config_props, "additionalProperties": False, "minProperties": 1}
-    common = {
-        "name": {"type": "string"},
-        "timeout": {"type": "number", "exclusiveMinimum": 0},
-        "retries": {"type": "integer", "minimum": 0, "maximum": 100},
-        "on_error": {"enum": list(ON_ERROR)},
-        "tags": {"type": "array", "items": {"type": "string"}},
+
+def _step_schema(kind: StepKind) -> Dict[str, Any]:
+    properties = {kind.name: kind.body.schema()}
+    properties.update({key: field.schema() for key, field in COMMON_FIELDS.items()})
+    properties.update({key: field.schema() for key, field in kind.extra.items()})
+    return {
+        "title": f"{kind.name} step",
+        "description": kind.doc,
+        "type": "object",
+        "required": [kind.name],
+        "properties": properties,
+        "additionalProperties": False,
     }
 
-    def step(kind: str, body: Dict[str, Any], **extra: Any) -> Dict[str, Any]:
-        return {
-            "type": "object",
-            "required": [kind],
-            "properties": {kind: body, **common, **extra},
-            "additionalProperties": False,
-        }
 
-    states = [s.value for s in api.WriterState]
+def _sweep_schema() -> Dict[str, Any]:
+    return {
+        "title": "for step (sweep)",
+        "description": "Run 'steps' once for every combination of the variables' values (cartesian product).",
+        "type": "object",
+        "required": [SWEEP, "steps"],
+        "properties": {
+            SWEEP: {
+                "description": "Sweep variables: {name: [values]}; several names make a cartesian product.",
+                "type": "object",
+                "minProperties": 1,
+                "propertyNames": _IDENTIFIER,
+                "additionalProperties": {
+                    "anyOf": [{"type": "array", "minItems": 1, "items": _SCALAR}, LONE_PLACEHOLDER_SCHEMA]
+                },
+            },
+            "steps": {"$ref": "#/$defs/steps"},
+            "name": {"type": ["string", "number"], "description": "A label for the sweep (not used by the run)."},
+        },
+        "additionalProperties": False,
+    }
+
+
+def batch_schema() -> Dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of a version 1 batch file, with descriptions for editors."""
     steps = {
+        "description": "The steps, run in order.",
         "type": "array",
         "minItems": 1,
-        "items": {
-            "oneOf": [
-                step("config", config, settle=number),
-                step(
-                    "check",
-                    {
-                        "type": "object",
-                        "properties": {
-                            "deployment": {"enum": [s.value for s in api.DeploymentStatus]},
-                            "writer": {"enum": states},
-                            "config": config,
-                            "min_detector_rate": number,
-                            "min_writer_rate": number,
-                        },
-                        "additionalProperties": False,
-                        "minProperties": 1,
-                    },
-                ),
-                step(
-                    "write",
-                    {
-                        "type": "object",
-                        "required": ["output_file", "n_images"],
-                        "properties": {
-                            "output_file": {"type": "string", "description": "absolute path; {name} placeholders allowed"},
-                            "n_images": {"anyOf": [{"type": "integer", "minimum": 1}, templ]},
-                            "wait": {"type": "boolean", "default": True},
-                        },
-                        "additionalProperties": False,
-                    },
-                ),
-                step(
-                    "wait",
-                    {
-                        "type": "object",
-                        "properties": {"seconds": number, "state": {"enum": states}, "timeout": number},
-                        "additionalProperties": False,
-                    },
-                ),
-                step("stop", {"type": ["object", "null"], "maxProperties": 0}),
-                {
-                    "type": "object",
-                    "required": ["for", "steps"],
-                    "properties": {
-                        "for": {"type": "object", "additionalProperties": {"type": "array", "minItems": 1}, "minProperties": 1},
-                        "steps": {"$ref": "#/$defs/steps"},
-                        "name": {"type": "string"},
-                    },
-                    "additionalProperties": False,
-                },
-            ]
-        },
+        "items": {"oneOf": [*(_step_schema(kind) for kind in KINDS.values()), _sweep_schema()]},
     }
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -107,19 +70,16 @@ def batch_schema() -> Dict[str, Any]:
         "type": "object",
         "required": ["version", "steps"],
         "properties": {
-            "version": {"const": 1},
-            "name": {"type": "string"},
-            "daq": {
+            "version": {"const": 1, "description": "Always 1."},
+            "name": BATCH_NAME.schema(),
+            "daq": DAQ.schema(),
+            "vars": {
+                "description": "Template variables {name}; each may use the ones above it; --var NAME=VALUE replaces them.",
                 "type": "object",
-                "properties": {"url": {"type": "string"}, "redis": {"type": "string"}},
-                "additionalProperties": False,
+                "propertyNames": _IDENTIFIER,
+                "additionalProperties": {"anyOf": [_SCALAR, {"type": "array", "items": _SCALAR}]},
             },
-            "vars": {"type": "object", "additionalProperties": {"type": ["string", "number", "boolean", "array"]}},
-            "defaults": {
-                "type": "object",
-                "properties": {k: common[k] for k in ("timeout", "retries", "on_error")},
-                "additionalProperties": False,
-            },
+            "defaults": DEFAULTS.schema(),
             "steps": {"$ref": "#/$defs/steps"},
         },
         "additionalProperties": False,

@@ -71,11 +71,11 @@ def run_batch(daq_sim: Any, tmp_path: Any) -> Callable[..., Any]:
     from .runner import Runner
 
     def run(batch: str, consumers: Any = (), **variables: Any) -> Any:
-        variables.setdefault("root", str(tmp_path))
+        root = {"root": str(tmp_path)}  # a default: not an error when the batch has no {root}
         if os.path.exists(batch):
-            plan = load_batch(batch, vars=variables)
+            plan = load_batch(batch, vars=variables, optional_vars=root)
         else:
-            plan = load_batch_text(batch, vars=variables)
+            plan = load_batch_text(batch, vars=variables, optional_vars=root)
         runner = Runner(daq_sim.url, daq_sim.redis_url, consumers, retry_delay=0.05)
         return runner.run(plan)
 

@@ -373,7 +373,9 @@ def test_resume_refuses_to_rewrite_a_file_an_earlier_passed_step_wrote(daq_sim, 
     common = ["--url", daq_sim.url, "--redis", daq_sim.redis_url]
     assert 1 == daq_run(str(path), *common, "--report", str(first)).returncode
     written = (tmp_path / "a.h5").stat().st_mtime_ns
-    path.write_text(path.read_text().replace("check: {writer: WRITING}", f"write: {{output_file: '{tmp_path}/a.h5', n_images: 3}}"))
+    # Step 2 now writes the a.h5 step 1 wrote, and step 1 another file (one batch may not write a file twice).
+    edited = path.read_text().replace(f"'{tmp_path}/a.h5'", f"'{tmp_path}/b.h5'")
+    path.write_text(edited.replace("check: {writer: WRITING}", f"write: {{output_file: '{tmp_path}/a.h5', n_images: 3}}"))
     proc = daq_run(str(path), *common, "--resume", str(first), "--force", "--report", str(tmp_path / "second.json"))
     assert 2 == proc.returncode and "step 2 would rewrite" in proc.stderr and "step 1" in proc.stderr
     assert written == (tmp_path / "a.h5").stat().st_mtime_ns

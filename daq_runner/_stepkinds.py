@@ -1,0 +1,363 @@
+"""The step kinds of a batch file: what each step is (data) and what it accepts.
+
+Each kind is declared once, as a :class:`StepKind`: its dataclass, the fields of its
+body (types, bounds, defaults, descriptions, from :mod:`._fields`), any step-level
+keys of its own, and how the checked values become the step. The batch loader
+validates with these declarations and ``daq-run --schema`` is generated from them,
+so a rule cannot be written twice and drift. The runner dispatches on ``Step.kind``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Type
+
+from . import api
+from ._fields import (
+    Boolean,
+    Choice,
+    Empty,
+    Field,
+    FreeObject,
+    Integer,
+    Number,
+    Object,
+    OutputPath,
+    Text,
+    TextList,
+)
+
+__all__ = [
+    "Step",
+    "ConfigStep",
+    "CheckStep",
+    "WriteStep",
+    "WaitStep",
+    "StopStep",
+    "StepKind",
+    "KINDS",
+    "SWEEP",
+    "STEP_KINDS",
+    "COMMON_FIELDS",
+    "CONFIG_FIELDS",
+    "DEFAULTS",
+    "DAQ",
+    "BATCH_NAME",
+    "BUILTINS",
+    "ON_ERROR",
+    "DEFAULT_TIMEOUT_S",
+    "MAX_SECONDS",
+    "MAX_RETRIES",
+    "MAX_N_IMAGES",
+]
+
+MAX_N_IMAGES = 10**9
+MAX_SECONDS = 7 * 24 * 3600.0
+MAX_RETRIES = 100
+MAX_RATE = 1e9  # images per second; far above any detector
+DEFAULT_TIMEOUT_S = 300.0
+WAIT_TIMEOUT_MARGIN_S = 30.0  # a wait of N seconds gets at least N + this as its timeout
+ON_ERROR = ("abort", "continue")
+SWEEP = "for"
+# Variables every batch has; batch vars, sweep variables and --var may not hide them.
+BUILTINS = ("date", "time", "datetime", "batch", "step", "run")
+
+
+# -- the plan: plain data ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Step:
+    """One expanded step of a batch (base of the step kinds).
+
+    Attributes:
+        index: 1-based position in the expanded plan.
+        kind: ``config``, ``check``, ``write``, ``wait`` or ``stop``.
+        name: human name (given, or derived from the kind and parameters).
+        params: the step's parameters after templating, as written in the report.
+        timeout: seconds the step may take; retries: extra attempts; on_error:
+            ``abort`` or ``continue``; tags: free labels; line: where it is in the file.
+        sweep: the sweep variables in force for this step.
+        identity: a stable id of what the step does, for resuming a run: 64 hex
+            digits, the sha256 of the canonical JSON (sorted keys, no spaces, UTF-8) of
+            ``[kind, params, name]`` (``name`` null unless one was given) followed by
+            ``#<n>``, where n counts the earlier steps of the batch with the same JSON
+            (so identical steps differ). It does not depend on the step's position,
+            on ``timeout``/``retries``/``on_error``/``tags``, or on the time, unless
+            the params do (a ``{datetime}`` or ``{run}`` in an output file name: load
+            with the same ``now`` and ``run`` to get the same identities).
+    """
+
+    index: int
+    kind: str
+    name: str
+    params: Dict[str, Any]
+    timeout: float = DEFAULT_TIMEOUT_S
+    retries: int = 0
+    on_error: str = "abort"
+    tags: Tuple[str, ...] = ()
+    line: int = 0
+    sweep: Dict[str, Any] = field(default_factory=dict)
+    identity: str = ""
+
+
+@dataclass(frozen=True)
+class ConfigStep(Step):
+    """Apply a partial DAQ config, wait for deployment SUCCESS, then settle ``settle`` s."""
+
+    config: Dict[str, Any] = field(default_factory=dict)
+    settle: float = 0.0
+
+
+@dataclass(frozen=True)
+class CheckStep(Step):
+    """Assert facts about the DAQ without changing it."""
+
+    deployment: Optional[str] = None
+    writer: Optional[str] = None
+    config: Dict[str, Any] = field(default_factory=dict)
+    min_detector_rate: Optional[float] = None
+    min_writer_rate: Optional[float] = None
+
+
+@dataclass(frozen=True)
+class WriteStep(Step):
+    """Write ``n_images`` images to ``output_file``; with ``wait=False`` start and go on.
+
+    ``overwrite``: whether the file may already exist. The DAQ's writer truncates an
+    existing file without warning, so the runner refuses to write over one unless this
+    is true.
+    """
+
+    output_file: str = ""
+    n_images: int = 1
+    wait: bool = True
+    overwrite: bool = False
+
+
+@dataclass(frozen=True)
+class WaitStep(Step):
+    """Sleep ``seconds``, or wait until the writer is in ``state``."""
+
+    seconds: Optional[float] = None
+    state: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class StopStep(Step):
+    """Stop the writer (always allowed)."""
+
+
+# -- fields ----------------------------------------------------------------------------------
+
+COMMON_FIELDS: Dict[str, Field] = {
+    "name": Text(numbers=True, doc="Name of the step in logs and reports (default: derived from the step)."),
+    "timeout": Number(
+        0, MAX_SECONDS, exclusive_low=True, default=DEFAULT_TIMEOUT_S,
+        doc="Seconds each attempt of the step may take; an acquisition still running then is stopped.",
+    ),
+    "retries": Integer(0, MAX_RETRIES, default=0, doc="Extra attempts when the step fails (1 s apart)."),
+    "on_error": Choice(
+        ON_ERROR, default="abort", doc="When the step fails for good: 'abort' skips the rest, 'continue' goes on."
+    ),
+    "tags": TextList(doc="Free labels, written to the report."),
+}
+
+_INT32 = (-(2**31), 2**31 - 1)
+_CONFIG_DOCS = {
+    "detector_name": "Unique name of the detector; also the HDF5 group of the files.",
+    "detector_type": "Detector family.",
+    "bit_depth": "Bits per pixel the writer stores: 8, 16 or 32.",
+    "image_pixel_height": "Image height in pixels.",
+    "image_pixel_width": "Image width in pixels.",
+    "n_modules": "Number of detector modules.",
+    "start_udp_port": "First UDP port the detector sends to.",
+    "writer_user_id": "User id the writer writes files as (< 1: the service's own user).",
+    "module_positions": "Module placement {\"0\": [start_x, start_y, end_x, end_y], ...}, passed on as it is.",
+    "submodule_info": "Detector-specific submodule information, passed on as it is.",
+}
+
+
+def _config_field(name: str) -> Field:
+    doc = _CONFIG_DOCS[name]
+    if name == "bit_depth":
+        return Integer(*_INT32, choices=api.BIT_DEPTHS, doc=doc)
+    if name in api.INTEGER_CONFIG_FIELDS:
+        return Integer(*_INT32, doc=doc)
+    if name == "detector_type":
+        return Choice(api.DETECTOR_TYPES, doc=doc)
+    if name == "detector_name":
+        return Text(doc=doc)
+    return FreeObject(doc=doc)  # module_positions, submodule_info
+
+
+CONFIG_FIELDS: Dict[str, Field] = {name: _config_field(name) for name in api.CONFIG_FIELDS}
+
+_WRITER_STATES = [s.value for s in api.WriterState]
+_DEPLOYMENT_STATES = [s.value for s in api.DeploymentStatus]
+
+
+# -- the kinds --------------------------------------------------------------------------------
+
+Built = Tuple[str, Dict[str, Any], Dict[str, Any]]  # default name, params, dataclass attributes
+
+
+@dataclass(frozen=True)
+class StepKind:
+    """One step kind: its dataclass, what it accepts, and how the values become the step.
+
+    Attributes:
+        name: the key that makes a step of this kind (``write: {...}``).
+        cls: the Step dataclass.
+        body: the Field of the value under ``name``.
+        doc: description for editors.
+        extra: step-level keys of this kind besides :data:`COMMON_FIELDS`.
+        build: ``(body values, extra values, common options) -> (default name, params,
+            dataclass attributes)``; attributes may override options (e.g. ``timeout``).
+    """
+
+    name: str
+    cls: Type[Step]
+    body: Field
+    doc: str
+    build: Callable[[Dict[str, Any], Dict[str, Any], Dict[str, Any]], Built]
+    extra: Mapping[str, Field] = field(default_factory=dict)
+
+    @property
+    def step_keys(self) -> Tuple[str, ...]:
+        """Every key a step of this kind may have."""
+        return (self.name, *COMMON_FIELDS, *self.extra)
+
+
+def _build_config(body: Dict[str, Any], extra: Dict[str, Any], options: Dict[str, Any]) -> Built:
+    settle = extra["settle"]
+    name = "config " + ", ".join(f"{k}={v}" for k, v in body.items())
+    return name, {"config": body, "settle": settle}, {"config": body, "settle": settle}
+
+
+def _build_check(body: Dict[str, Any], extra: Dict[str, Any], options: Dict[str, Any]) -> Built:
+    name = "check " + ", ".join(f"{k}={v}" for k, v in body.items())
+    return name, dict(body), dict(body)
+
+
+def _build_write(body: Dict[str, Any], extra: Dict[str, Any], options: Dict[str, Any]) -> Built:
+    name = f"write {body['n_images']} to {body['output_file']}" + ("" if body["wait"] else " (no wait)")
+    return name, dict(body), dict(body)
+
+
+def _build_wait(body: Dict[str, Any], extra: Dict[str, Any], options: Dict[str, Any]) -> Built:
+    seconds, state = body.get("seconds"), body.get("state")
+    timeout = body.get("timeout", options["timeout"])
+    if seconds is not None and seconds >= timeout:
+        timeout = seconds + WAIT_TIMEOUT_MARGIN_S
+    name = f"wait {seconds:g} s" if seconds is not None else f"wait for writer {state}"
+    return name, dict(body), {"seconds": seconds, "state": state, "timeout": timeout}
+
+
+def _build_stop(body: Dict[str, Any], extra: Dict[str, Any], options: Dict[str, Any]) -> Built:
+    return "stop writer", {}, {}
+
+
+_CONFIG_BODY = Object(
+    CONFIG_FIELDS, min_fields=1, empty_message="config needs at least one field to change",
+    doc="DAQ configuration fields to change.",
+)
+_CHECK_CONFIG = Object(
+    CONFIG_FIELDS, min_fields=1, empty_message="check config needs at least one field", label="check config",
+    doc="Configuration fields the DAQ must have (compared one by one).",
+)
+
+CONFIG = StepKind(
+    name="config",
+    cls=ConfigStep,
+    doc="Change the DAQ configuration (the fields given), wait for deployment SUCCESS, then settle.",
+    body=_CONFIG_BODY,
+    extra={"settle": Number(0, MAX_SECONDS, default=0.0, doc="Seconds to let the DAQ services stabilise afterwards.")},
+    build=_build_config,
+)
+CHECK = StepKind(
+    name="check",
+    cls=CheckStep,
+    doc="Assert facts about the DAQ without changing it; the step fails if one does not hold.",
+    body=Object(
+        {
+            "deployment": Choice(_DEPLOYMENT_STATES, doc="The deployment status the DAQ must report."),
+            "writer": Choice(_WRITER_STATES, doc="The state the writer must be in."),
+            "config": _CHECK_CONFIG,
+            "min_detector_rate": Number(0, MAX_RATE, doc="Images per second the detector must at least send."),
+            "min_writer_rate": Number(0, MAX_RATE, doc="Images per second the writer must at least write."),
+        },
+        min_fields=1,
+        empty_message="check needs at least one condition",
+        doc="Conditions, all of which must hold.",
+    ),
+    build=_build_check,
+)
+WRITE = StepKind(
+    name="write",
+    cls=WriteStep,
+    doc="Write n_images images to output_file and wait until the DAQ has written and logged them.",
+    body=Object(
+        {
+            "output_file": OutputPath(
+                api.OUTPUT_FILE_PATTERN,
+                doc="Absolute path of the HDF5 file on the DAQ; its folder must exist. {name} placeholders allowed.",
+            ),
+            "n_images": Integer(1, MAX_N_IMAGES, doc="Number of images to write."),
+            "wait": Boolean(default=True, doc="false: start the acquisition and go on to the next step."),
+            "overwrite": Boolean(
+                default=False,
+                doc="Whether the file may already exist (the DAQ overwrites it without warning). "
+                "Default from defaults.overwrite.",
+            ),
+        },
+        required=("output_file", "n_images"),
+        doc="What to write.",
+    ),
+    build=_build_write,
+)
+WAIT = StepKind(
+    name="wait",
+    cls=WaitStep,
+    doc="Sleep a number of seconds, or wait until the writer reaches a state.",
+    body=Object(
+        {
+            "seconds": Number(0, MAX_SECONDS, doc="Seconds to sleep."),
+            "state": Choice(_WRITER_STATES, doc="Writer state to wait for."),
+            "timeout": Number(0, MAX_SECONDS, exclusive_low=True, doc="Seconds to wait at most (the step's timeout)."),
+        },
+        exactly_one=("seconds", "state"),
+        doc="Either seconds or state (with an optional timeout).",
+    ),
+    build=_build_wait,
+)
+STOP = StepKind(
+    name="stop",
+    cls=StopStep,
+    doc="Stop the writer (always allowed; resets a writer in UNKNOWN).",
+    body=Empty("stop: {}", doc="No parameters: write 'stop: {}'."),
+    build=_build_stop,
+)
+
+KINDS: Dict[str, StepKind] = {kind.name: kind for kind in (CONFIG, CHECK, WRITE, WAIT, STOP)}
+STEP_KINDS = (*KINDS, SWEEP)
+
+# -- the rest of a batch file ----------------------------------------------------------------
+
+BATCH_NAME = Text(numbers=True, doc="Name of the batch, in logs and reports and as {batch} (default: the file name).")
+DAQ = Object(
+    {
+        "url": Text(min_length=1, doc="REST base URL of the DAQ, e.g. http://daq-host:5000."),
+        "redis": Text(min_length=1, doc="Redis URL of the DAQ, e.g. redis://daq-host:6379."),
+    },
+    doc="Where the DAQ is (command line and environment take precedence).",
+)
+DEFAULTS = Object(
+    {
+        "timeout": COMMON_FIELDS["timeout"],
+        "retries": COMMON_FIELDS["retries"],
+        "on_error": COMMON_FIELDS["on_error"],
+        "overwrite": WRITE.body.fields["overwrite"],  # type: ignore[attr-defined]
+    },
+    doc="Values for every step that does not set its own.",
+)
