@@ -17,6 +17,7 @@ __all__ = [
     "RUN_STARTED",
     "STEP_STARTED",
     "PROGRESS",
+    "WAITING",
     "ATTEMPT_FAILED",
     "RECOVERY",
     "NOTICE",
@@ -27,6 +28,7 @@ __all__ = [
 RUN_STARTED = "run_started"  # data: batch, daq, n_steps, started_at
 STEP_STARTED = "step_started"  # data: attempt
 PROGRESS = "progress"  # data: n_written, n_images, state
+WAITING = "waiting"  # data: what, seconds (at most; null when unknown)
 ATTEMPT_FAILED = "attempt_failed"  # data: attempt, error, will_retry
 RECOVERY = "recovery"  # data: reason, action, outcome
 NOTICE = "notice"  # data: message (Redis fallback, lock, retries of the client...)
