@@ -68,6 +68,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--wait-lock", type=float, default=0.0, metavar="SECONDS", help="wait this long for another runner's lock (default 0)")
     run.add_argument("--no-lock", action="store_true", help="run without the runner lock (not recommended)")
     run.add_argument(
+        "--lock-ttl", type=float, default=30.0, metavar="SECONDS",
+        help="expiry of the runner lock, renewed every third of it: how long a crashed runner blocks the DAQ (default 30)",
+    )
+    run.add_argument(
         "--max-outage",
         type=float,
         default=DEFAULT_OUTAGE_S,
@@ -312,6 +316,8 @@ def _check_options(args: argparse.Namespace) -> None:
         raise _Usage(f"--wait-lock must be between 0 and {MAX_SECONDS:g} seconds")
     if not 0 < args.max_outage <= MAX_SECONDS:
         raise _Usage(f"--max-outage must be more than 0 and at most {MAX_SECONDS:g} seconds")
+    if not 1.0 <= args.lock_ttl <= 3600:
+        raise _Usage("--lock-ttl must be between 1 and 3600 seconds")
     if args.force and not args.resume:
         raise _Usage("--force only goes with --resume")
     if args.no_redis and args.redis:
@@ -448,6 +454,7 @@ def _run(
         require_log=not args.no_require_log,
         lock=daq["redis"] is not None and not args.no_lock,
         lock_wait=args.wait_lock,
+        lock_ttl=args.lock_ttl,
         outage_s=args.max_outage,
         overwrite=args.overwrite,
         context={"command": _command_line(argv), "url_source": daq["url_source"], "redis_source": daq["redis_source"]},

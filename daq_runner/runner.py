@@ -43,7 +43,7 @@ from .exceptions import (
     WriteOutcomeUnknown,
 )
 from .feed import StatusFeed
-from .lock import REDIS_BUDGET_S, DaqLock
+from .lock import LOCK_TTL_S, REDIS_BUDGET_S, DaqLock
 from .report import ReportRecorder, RunReport
 
 __all__ = ["Runner", "StepFailed"]
@@ -71,6 +71,8 @@ class Runner:
         lock: take the DAQ's runner lock in its Redis (see :class:`~daq_runner.lock.DaqLock`);
             without it (``False``, or no Redis) the run says so in a notice.
         lock_wait: seconds to wait for a lock held by another runner.
+        lock_ttl: expiry of the lock in seconds (renewed every third of it): how long a
+            crashed runner can block the DAQ.
         overwrite: let writes replace existing files (as ``overwrite: true`` on every step).
         context: what the caller knows about the run, for the report: ``command`` (list of
             str), ``url_source``, ``redis_source``.
@@ -97,6 +99,7 @@ class Runner:
         require_log: bool = True,
         lock: bool = True,
         lock_wait: float = 0.0,
+        lock_ttl: float = LOCK_TTL_S,
         overwrite: bool = False,
         context: Optional[Dict[str, Any]] = None,
         keep_steps: bool = True,
@@ -117,6 +120,7 @@ class Runner:
         self.require_log = require_log
         self.use_lock = lock
         self.lock_wait = lock_wait
+        self.lock_ttl = lock_ttl
         self.overwrite = overwrite
         self.context = dict(context or {})
         self.keep_steps = keep_steps
@@ -269,7 +273,7 @@ class Runner:
             self.lock_lost = self.lock_lost or reason
             self.request_stop(f"runner lock lost: {reason}")
 
-        lock = DaqLock(redis_client, holder, on_lost=lost, notify=self._notice)
+        lock = DaqLock(redis_client, holder, ttl=self.lock_ttl, on_lost=lost, notify=self._notice)
 
         def on_held(other: dict) -> None:
             self._emit(events.WAITING, what="lock", seconds=self.lock_wait)
