@@ -87,6 +87,7 @@ class StdDaqClient:
         *,
         retry_deadline: Optional[float] = None,
         sync_timeout: float = SYNC_WRITE_TIMEOUT,
+        write_timeout: float = 15.0,
         session: Optional[requests.Session] = None,
         on_retry: Optional[RetryHook] = None,
         sleep: Callable[[float], None] = time.sleep,
@@ -98,6 +99,7 @@ class StdDaqClient:
         self.retries = int(retries)
         self.retry_deadline = retry_deadline
         self.sync_timeout = float(sync_timeout)
+        self.write_timeout = float(write_timeout)
         self.on_retry = on_retry
         self.sleep = sleep
         if session is None:
@@ -261,7 +263,7 @@ class StdDaqClient:
         set your own unique ``run_id`` and compare it with ``get_status()``'s
         ``acquisition.info.run_id`` to tell whether the acquisition started.
         """
-        return self._payload(api.WRITER_WRITE_ASYNC, write_request)
+        return self._payload(api.WRITER_WRITE_ASYNC, write_request, read_timeout=self.write_timeout)
 
     def start_writer_sync(self, write_request: dict) -> dict:
         """Start an acquisition and return when it has ended (the server waits up to 60 s).
@@ -273,7 +275,7 @@ class StdDaqClient:
 
     def stop_writer(self) -> dict:
         """Stop the acquisition in progress; also resets a writer in ``UNKNOWN`` to ``READY``."""
-        return self._payload(api.WRITER_STOP, {})
+        return self._payload(api.WRITER_STOP, {}, read_timeout=self.write_timeout)
 
 
     def update_config(self, changes, *, timeout=None, on_deployment=None):

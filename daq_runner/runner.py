@@ -378,6 +378,9 @@ class Runner:
             if acquisition is not None and not acquisition.ended:
                 self._stop(ctx, acquisition, error or status, result)
         record = _record(step, status, attempt, started, result, error)
+        if background is None:
+            # Done with it: memory must not grow with the number of finished steps.
+            ctx.acquisitions.by_step.pop(step.index, None)
         if background is not None:
             background.record = record
             plan.pending(step)
