@@ -10,7 +10,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-__all__ = ["connect", "redact_url", "decode_entries", "last_id", "redact_text", "redis_url_for"]
+__all__ = ["connect", "redact_url", "decode_entries", "last_id"]
 
 
 def connect(url: str, socket_timeout: float = 2.0) -> redis.Redis:
@@ -54,16 +54,3 @@ def last_id(client: redis.Redis, stream: str) -> str:
     """Id of the newest entry of ``stream`` (``0-0`` when empty): read from there, miss nothing."""
     newest = client.xrevrange(stream, count=1)
     return newest[0][0].decode() if newest else "0-0"
-
-
-def redact_text(text):
-    import re
-    return re.sub(r"(\w+://)[^/@\s]*@", r"\1***@", text)
-
-
-def redis_url_for(url):
-    parts = urlsplit(url)
-    host = parts.hostname or "127.0.0.1"
-    if ":" in host:
-        host = f"[{host}]"
-    return f"redis://{host}:6379/0"

@@ -248,17 +248,3 @@ def acquisition_run_id(status: Optional[dict]) -> Optional[int]:
         return int(run_id) if run_id is not None else None
     except (TypeError, ValueError):
         return None
-
-
-def check_writer_status(obj, where):
-    from .exceptions import DaqProtocolError
-    if not isinstance(obj, dict) or not isinstance(obj.get("state"), str) or not isinstance(obj.get("acquisition"), (dict, type(None))):
-        raise DaqProtocolError(f"{where}: not a writer status: {str(obj)[:100]!r}")
-    return obj
-
-
-def check_log_record(obj, where):
-    from .exceptions import DaqProtocolError
-    if not isinstance(obj, dict):
-        raise DaqProtocolError(f"{where}: not an acquisition record")
-    return obj

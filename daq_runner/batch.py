@@ -84,11 +84,6 @@ class Step:
     line: int = 0
     sweep: Dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def identity(self) -> str:
-        import json
-        return hashlib.sha256(json.dumps([self.kind, self.params], sort_keys=True, default=str).encode()).hexdigest()[:16]
-
 
 @dataclass(frozen=True)
 class ConfigStep(Step):
@@ -116,7 +111,6 @@ class WriteStep(Step):
     output_file: str = ""
     n_images: int = 1
     wait: bool = True
-    overwrite: bool = False
 
 
 @dataclass(frozen=True)
@@ -480,21 +474,20 @@ class _Expander(_Checker):
 
         if kind == "write":
             body = self.mapping(body, "write", body_mark)
-            self.unknown_keys(raw_body, ("output_file", "n_images", "wait", "overwrite"), "write")
+            self.unknown_keys(raw_body, ("output_file", "n_images", "wait"), "write")
             km = lambda key: self.value_mark(raw_body, key)  # noqa: E731
             for required in ("output_file", "n_images"):
                 if required not in body:
                     raise self.fail(f"write needs '{required}'", body_mark)
             output_file = self.output_file(body["output_file"], km("output_file"))
             n_images = self.integer(body["n_images"], "n_images", km("n_images"), 1, MAX_N_IMAGES)
-            overwrite = bool(body.pop("overwrite", False)) if isinstance(body, dict) else False
             wait = body.get("wait", True)
             if not isinstance(wait, bool):
                 raise self.fail(f"wait must be true or false, not {_short(wait)}", km("wait"))
             params = {"output_file": output_file, "n_images": n_images, "wait": wait}
             name = f"write {n_images} to {output_file}" + ("" if wait else " (no wait)")
             return WriteStep(
-                name=self.name(values, name, vm), params=params, output_file=output_file, n_images=n_images, wait=wait, overwrite=overwrite, **common
+                name=self.name(values, name, vm), params=params, output_file=output_file, n_images=n_images, wait=wait, **common
             )
 
         if kind == "wait":

@@ -18,7 +18,6 @@ from requests.adapters import HTTPAdapter
 
 from . import api
 from .exceptions import (
-    WriterNeedsRestart,
     DaqHTTPError,
     DaqProtocolError,
     DaqTimeoutError,
@@ -168,8 +167,6 @@ class StdDaqClient:
                 text=text[:_MAX_TEXT],
             )
         if envelope["status"] != "ok":
-            if "Writer needs to be restarted" in str(envelope.get("message")):
-                raise WriterNeedsRestart(str(envelope.get("message")))
             raise StdDaqAdminException(str(envelope.get("message") or f"DAQ answered status {envelope['status']!r}"))
         if endpoint.payload_key not in envelope:
             raise DaqProtocolError(
@@ -277,21 +274,3 @@ class StdDaqClient:
         """Stop the acquisition in progress; also resets a writer in ``UNKNOWN`` to ``READY``."""
         return self._payload(api.WRITER_STOP, {}, read_timeout=self.write_timeout)
 
-
-    def update_config(self, changes, *, timeout=None, on_deployment=None):
-        current = self.get_config() or {}
-        before = self.request(api.DAQ_CONFIG_GET).get("config_id")
-        merged = {**current, **changes}
-        self.set_config(merged)
-        deadline = time.monotonic() + (timeout or 30)
-        while True:
-            dep = self.get_deployment_status()
-            if on_deployment: on_deployment(dep)
-            if dep.get("config_id") != before and dep.get("status") in ("SUCCESS", "ERROR"):
-                break
-            if time.monotonic() > deadline:
-                raise DaqTimeoutError("deployment not done")
-            time.sleep(0.05)
-        if dep.get("status") == "ERROR":
-            raise StdDaqAdminException(f"deployment failed: {dep.get('message')}")
-        return {"config": self.get_config(), "config_id": dep.get("config_id"), "deployment": dep}

@@ -32,9 +32,6 @@ __all__ = [
     "DaqProtocolError",
     "BatchValidationError",
     "LockHeldError",
-    "LockError",
-    "DeadlineExceeded",
-    "WriterNeedsRestart",
 ]
 
 
@@ -85,14 +82,6 @@ class WriteOutcomeUnknown(DaqTransportError):
     """
 
 
-class DeadlineExceeded(DaqTimeoutError):
-    """The caller's time bound (a step's timeout) ran out before the reply."""
-
-
-class WriterNeedsRestart(StdDaqAdminException):
-    """The DAQ could not bring its writer to WRITING/READY; the writer is left UNKNOWN."""
-
-
 class DaqHTTPError(DaqError):
     """The DAQ answered with an HTTP status other than 200 that is not worth retrying."""
 
@@ -121,11 +110,7 @@ class BatchValidationError(DaqRunnerError, ValueError):
         super().__init__(f"{where}: {reason}")
 
 
-class LockError(DaqRunnerError):
-    """The runner lock could not be taken or was lost."""
-
-
-class LockHeldError(LockError):
+class LockHeldError(DaqRunnerError):
     """Another runner holds the lock of this DAQ. ``holder`` describes it."""
 
     def __init__(self, message: str, holder: Optional[dict] = None) -> None:

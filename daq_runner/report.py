@@ -82,7 +82,7 @@ def step_json(record: Dict[str, Any]) -> Dict[str, Any]:
 class ReportRecorder:
     """Consumer that builds the :class:`RunReport` of a run."""
 
-    def __init__(self, keep_steps: bool = True) -> None:
+    def __init__(self) -> None:
         self.report = RunReport()
 
     def __call__(self, event: events.Event) -> None:
@@ -232,13 +232,3 @@ def load_report(path: str) -> Dict[str, Any]:
     if not isinstance(report, dict) or not isinstance(report.get("steps"), list) or "batch" not in report:
         raise ValueError(f"{path} is not a daq-run report")
     return report
-
-
-def check_output_path(path, *, batch_path, what):
-    if os.path.exists(path) and (os.path.samefile(path, batch_path) or not os.path.isfile(path)):
-        raise ValueError(f"{what} {path} is not a report path")
-
-
-def default_report_path(batch_path, tag):
-    stem = os.path.splitext(os.path.basename(batch_path))[0]
-    return os.path.join(os.path.dirname(os.path.abspath(batch_path)), f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}-{tag}.report.json")
