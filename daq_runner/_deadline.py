@@ -25,7 +25,7 @@ import time
 from contextlib import contextmanager
 from typing import Iterator, Optional
 
-__all__ = ["Deadline", "Interrupted", "bounded", "current", "SLICE_S"]
+__all__ = ["Deadline", "Interrupted", "bounded", "detached", "current", "SLICE_S"]
 
 # The longest a blocked call goes without looking at the cancel event.
 SLICE_S = 0.25
@@ -110,5 +110,19 @@ def bounded(deadline: Deadline) -> Iterator[Deadline]:
     token = _CURRENT.set(inner)
     try:
         yield inner
+    finally:
+        _CURRENT.reset(token)
+
+
+@contextmanager
+def detached(deadline: Deadline) -> Iterator[Deadline]:
+    """Make ``deadline`` the bound of the code inside, *replacing* the outer one.
+
+    For cleanup that must still run once the outer bound has run out or was cancelled
+    (stopping an acquisition after a step timeout or a signal), with a short budget of its own.
+    """
+    token = _CURRENT.set(deadline)
+    try:
+        yield deadline
     finally:
         _CURRENT.reset(token)

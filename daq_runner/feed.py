@@ -1,35 +1,54 @@
 """Waiting for the DAQ: block on Redis streams, fall back to REST polling, never miss a transition.
 
-With Redis, :meth:`StatusFeed.wait_for_status` blocks on ``daq:status`` with ``XREAD``
-from an id taken *before* the request that causes the transition, so a transition that
-happens between the request and the wait is still seen. When Redis is absent or fails,
-it polls ``GET /writer/status`` every ``poll_interval`` seconds and tries Redis again
-every few seconds; a run never fails because Redis is unavailable.
+With Redis, :meth:`StatusFeed.wait_for_status` blocks on ``daq:status`` with ``XREAD`` from a
+:class:`Cursor` taken *before* the request that causes the transition, so a transition that
+happens between the request and the wait is still seen. A real DAQ writes ``daq:status`` only
+when the writer's status changes (no idle heartbeat), so a silent stream is confirmed over REST
+every couple of seconds: no wait depends on a heartbeat. When Redis is absent or fails, the
+feed polls ``GET /writer/status`` every ``poll_interval`` seconds and tries Redis again every
+few seconds; a run never fails because Redis is unavailable.
+
+Every wait is bounded by :func:`daq_runner._deadline.current` (a step's time limit) and by its
+own ``timeout``, and raises :class:`~daq_runner._deadline.Interrupted` on a stop request.
+Every status and log record read, from REST or Redis, is checked for shape first
+(:mod:`daq_runner.api`); a malformed one raises :class:`~daq_runner.exceptions.DaqProtocolError`.
 """
 
 from __future__ import annotations
 
-import threading
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable, List, Optional, Tuple
 
 import redis
 
 from . import api
+from ._deadline import SLICE_S, Interrupted, bounded, current
 from ._redis import decode_entries, last_id
 from .client import StdDaqClient
+from .exceptions import DeadlineExceeded
 
-__all__ = ["StatusFeed", "Interrupted"]
+__all__ = ["StatusFeed", "Cursor", "Interrupted"]
 
 StatusPredicate = Callable[[dict], bool]
 
-_BLOCK_S = 0.25  # XREAD slice: bounds the reaction to a stop request, not to a transition
 _REDIS_RETRY_S = 2.0
-_REST_CONFIRM_S = 2.0  # with Redis, confirm over REST this often in case the stream is silent
+_REST_CONFIRM_S = 2.0  # with Redis, confirm over REST this often while the stream is silent
 
 
-class Interrupted(Exception):
-    """The runner was told to stop while waiting."""
+class Cursor:
+    """Where to read a stream from: the id of its newest entry when taken, ``None`` without Redis.
+
+    Waits advance it past the entries they read, so successive waits miss nothing.
+    """
+
+    __slots__ = ("stream", "id")
+
+    def __init__(self, stream: str, entry_id: Optional[str]) -> None:
+        self.stream = stream
+        self.id = entry_id
+
+    def __repr__(self) -> str:
+        return f"Cursor({self.stream!r}, {self.id!r})"
 
 
 class StatusFeed:
@@ -39,32 +58,35 @@ class StatusFeed:
         client: the REST client.
         redis_client: a Redis client of the DAQ, or ``None`` to poll REST only.
         streams: stream names.
-        stop_event: set it to make every wait raise :class:`Interrupted`.
         poll_interval: REST polling period in seconds.
         notify: called with a message when the feed switches between Redis and REST.
+        observe: called with every writer status read, in order (the runner follows
+            acquisitions that run in the background with it).
     """
 
     def __init__(
         self,
         client: StdDaqClient,
         redis_client: Optional[redis.Redis],
-        streams: api.StreamNames,
-        stop_event: threading.Event,
+        streams: api.StreamNames = api.StreamNames(),
         poll_interval: float = 0.05,
         notify: Callable[[str], None] = lambda message: None,
+        observe: Callable[[dict], None] = lambda status: None,
     ) -> None:
         self.client = client
         self.redis = redis_client
         self.streams = streams
-        self.stop_event = stop_event
         self.poll_interval = poll_interval
         self.notify = notify
+        self.observe = observe
         self._redis_ok = redis_client is not None
         self._retry_redis_at = 0.0
 
     @property
     def using_redis(self) -> bool:
         return self._redis_ok
+
+    # -- Redis health ---------------------------------------------------------------------
 
     def _redis_failed(self, exc: Exception) -> None:
         if self._redis_ok:
@@ -84,97 +106,132 @@ class StatusFeed:
         self.notify("Redis is back; waiting on the status stream again")
         return True
 
-    def mark(self, stream: Optional[str] = None) -> Optional[str]:
-        """The id to read ``stream`` (default: status) from, taken before a request; ``None`` without Redis."""
+    # -- reading ------------------------------------------------------------------------------
+
+    def mark(self, stream: Optional[str] = None) -> Cursor:
+        """A cursor at the newest entry of ``stream`` (default: status), taken before a request."""
+        stream = stream or self.streams.status
         if not self._maybe_back_to_redis():
-            return None
+            return Cursor(stream, None)
         try:
-            return last_id(self.redis, stream or self.streams.status)
+            return Cursor(stream, last_id(self.redis, stream))
         except redis.RedisError as exc:
             self._redis_failed(exc)
-            return None
+            return Cursor(stream, None)
+
+    def status(self) -> dict:
+        """The writer status now, over REST (checked for shape, passed to ``observe``)."""
+        status = self.client.get_status()
+        self.observe(status)
+        return status
+
+    def _xread(self, cursor: Cursor, remaining: float) -> List[Tuple[str, Any]]:
+        # Block at most one slice: a stop request is looked at between slices.
+        block_ms = max(1, int(min(remaining, SLICE_S) * 1000))
+        reply = self.redis.xread({cursor.stream: cursor.id}, count=100, block=block_ms)
+        return decode_entries(reply[0][1] if reply else [])
 
     def sleep(self, seconds: float) -> None:
-        """Sleep, but raise :class:`Interrupted` as soon as a stop is requested."""
-        if self.stop_event.wait(max(seconds, 0.0)):
-            raise Interrupted()
+        """Sleep, but not past the bound; raise :class:`Interrupted` as soon as a stop is requested."""
+        current().sleep(seconds)
 
     def wait_for_status(
         self,
         predicate: StatusPredicate,
-        timeout: float,
-        since: Optional[str] = None,
+        timeout: Optional[float] = None,
+        since: Optional[Cursor] = None,
         on_status: Callable[[dict], None] = lambda status: None,
     ) -> Optional[dict]:
-        """The first writer status (after ``since``) for which ``predicate`` holds, or ``None`` on timeout."""
-        deadline = time.monotonic() + timeout
-        check_rest_at = 0.0 if since is None else time.monotonic() + _REST_CONFIRM_S
-        while True:
-            if self.stop_event.is_set():
-                raise Interrupted()
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return None
-            if since is not None and self._redis_ok:
-                try:
-                    reply = self.redis.xread(
-                        {self.streams.status: since}, count=100, block=max(1, int(min(remaining, _BLOCK_S) * 1000))
-                    )
-                except redis.RedisError as exc:
-                    self._redis_failed(exc)
-                    continue
-                for entry_id, status in decode_entries(reply[0][1] if reply else []):
-                    since = entry_id
+        """The first writer status (after ``since``) for which ``predicate`` holds.
+
+        Returns ``None`` when ``timeout`` (or the bound in force) runs out first. Statuses are
+        read in order from the stream when ``since`` has an id, else polled over REST.
+        """
+        cursor = since if since is not None else Cursor(self.streams.status, None)
+        with bounded(current().within(timeout)) as bound:
+            confirm_at = time.monotonic() + _REST_CONFIRM_S if cursor.id is not None else 0.0
+            try:
+                while True:
+                    bound.check()
+                    if bound.expired:
+                        return None
+                    if cursor.id is not None and self._redis_ok:
+                        try:
+                            entries = self._xread(cursor, bound.remaining())
+                        except redis.RedisError as exc:
+                            self._redis_failed(exc)
+                            cursor.id = None
+                            continue
+                        for entry_id, obj in entries:
+                            cursor.id = entry_id
+                            status = api.check_writer_status(obj, f"Redis stream {cursor.stream} entry {entry_id}")
+                            self.observe(status)
+                            on_status(status)
+                            if predicate(status):
+                                return status
+                        if time.monotonic() < confirm_at:
+                            continue
+                        confirm_at = time.monotonic() + _REST_CONFIRM_S
+                    elif self._maybe_back_to_redis():
+                        # Redis came back: read from now on, after one REST look for what happened meanwhile.
+                        cursor.id = self.mark(cursor.stream).id
+                    status = self.status()
                     on_status(status)
                     if predicate(status):
                         return status
-                if time.monotonic() < check_rest_at:
-                    continue
-                check_rest_at = time.monotonic() + _REST_CONFIRM_S
-            elif since is None and self._maybe_back_to_redis():
-                # Redis came back: read from now on, after one REST look for what happened meanwhile.
-                since = self.mark()
-            status = self.client.get_status()
-            on_status(status)
-            if predicate(status):
-                return status
-            if since is None or not self._redis_ok:
-                since = None
-                self.sleep(min(self.poll_interval, max(deadline - time.monotonic(), 0.0)))
+                    if cursor.id is None or not self._redis_ok:
+                        self.sleep(min(self.poll_interval, bound.remaining()))
+            except DeadlineExceeded:
+                if bound.expired:
+                    return None
+                raise
 
-    def find_log(self, run_id: int, since: Optional[str], timeout: float) -> tuple:
-        """The ``daq:log`` record of ``run_id`` as ``(record, source)``, or ``(None, reason)``."""
-        deadline = time.monotonic() + timeout
-        if since is not None and self._redis_ok:
-            cursor = since
+    def find_log(self, match: Callable[[dict], bool], since: Optional[Cursor], timeout: float) -> Tuple[Optional[dict], str]:
+        """The first acquisition log record for which ``match`` holds, as ``(record, source)``.
+
+        Reads ``daq:log`` from ``since`` (or ``GET /daq/logs`` without Redis) for up to
+        ``timeout`` seconds. A real DAQ may log one acquisition twice (a stop on an idle
+        writer re-logs the last one): the first matching record is the one, never both.
+        Returns ``(None, reason)`` when there is none.
+        """
+        with bounded(current().within(timeout)) as bound:
+            try:
+                if since is not None and since.id is not None and self._redis_ok:
+                    cursor = Cursor(since.stream, since.id)
+                    try:
+                        while not bound.expired:
+                            bound.check()
+                            for entry_id, obj in self._xread(cursor, bound.remaining()):
+                                cursor.id = entry_id
+                                record = api.check_log_record(obj, f"Redis stream {cursor.stream} entry {entry_id}")
+                                if match(record):
+                                    return record, f"redis {cursor.stream} {entry_id}"
+                    except redis.RedisError as exc:
+                        self._redis_failed(exc)
+                # Without Redis (or if the stream missed it): the REST logs.
+                while True:
+                    for record in self.client.get_logs(20):
+                        if match(record):
+                            return record, "rest /daq/logs"
+                    if bound.expired:
+                        break
+                    self.sleep(min(0.1, bound.remaining()))
+            except DeadlineExceeded:
+                if not bound.expired:
+                    raise
+        return None, f"no daq:log record within {timeout:g} s"
+
+    def watch_value(self, read: Callable[[], Any], done: Callable[[Any], bool], timeout: Optional[float] = None, interval: float = 0.05) -> Any:
+        """Poll ``read()`` until ``done(value)``; returns the last value (check ``done`` for timeout)."""
+        with bounded(current().within(timeout)) as bound:
+            value = None
             try:
                 while True:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        break
-                    reply = self.redis.xread({self.streams.log: cursor}, count=100, block=max(1, int(min(remaining, _BLOCK_S) * 1000)))
-                    for entry_id, record in decode_entries(reply[0][1] if reply else []):
-                        cursor = entry_id
-                        if api.acquisition_run_id({"acquisition": record}) == run_id:
-                            return record, f"redis {self.streams.log} {entry_id}"
-                    if self.stop_event.is_set():
-                        raise Interrupted()
-            except redis.RedisError as exc:
-                self._redis_failed(exc)
-        # Without Redis (or if the stream missed it): the REST logs.
-        while True:
-            for record in self.client.get_logs(20):
-                if api.acquisition_run_id({"acquisition": record}) == run_id:
-                    return record, "rest /daq/logs"
-            if time.monotonic() >= deadline:
-                return None, f"no daq:log record with run_id {run_id} within {timeout:g} s"
-            self.sleep(min(0.1, max(deadline - time.monotonic(), 0.0)))
-
-    def watch_value(self, read: Callable[[], Any], done: Callable[[Any], bool], timeout: float, interval: float = 0.05) -> Any:
-        """Poll ``read()`` until ``done(value)``; returns the last value (check ``done`` for timeout)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            value = read()
-            if done(value) or time.monotonic() >= deadline:
+                    value = read()
+                    if done(value) or bound.expired:
+                        return value
+                    self.sleep(min(interval, bound.remaining()))
+            except DeadlineExceeded:
+                if not bound.expired:
+                    raise
                 return value
-            self.sleep(min(interval, max(deadline - time.monotonic(), 0.0)))

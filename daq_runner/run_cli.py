@@ -1,13 +1,17 @@
 """``daq-run``: run a batch file against a Standard DAQ (or the embedded simulator).
 
-Exit codes: 0 every step passed; 1 a step failed; 2 invalid batch file or usage; 3 DAQ
-unreachable before the first step, or for longer than ``--max-outage`` during the run;
-4 another runner holds this DAQ's lock; 130 / 143 interrupted by SIGINT / SIGTERM
+Exit codes: 0 every step passed; 1 a step failed (or the report could not be written
+completely); 2 invalid batch file or usage; 3 DAQ unreachable before the first step, or for
+longer than ``--max-outage`` during the run; 4 another runner holds this DAQ's lock, the lock
+could not be taken, or it was lost during the run; 130 / 143 interrupted by SIGINT / SIGTERM
 (SIGHUP counts as SIGTERM).
 
-Configuration precedence: flags > environment (``STD_DAQ_API_URL``, ``STD_DAQ_REDIS_URL``)
-> the batch's ``daq:`` > the profile chosen with ``--daq`` > defaults. Heavy modules are
-imported only when needed, so ``--help`` and ``--version`` start fast.
+One DAQ per run: the REST URL and the Redis URL come as a pair from one source, in this order:
+``--url``/``--redis`` > ``--daq NAME`` (a profile) > the environment (``STD_DAQ_API_URL``,
+``STD_DAQ_REDIS_URL``) > the batch's ``daq:`` > ``http://127.0.0.1:5000``. A source that names
+only the REST URL gets the Redis on the same host (port 6379); a Redis URL from one source and a
+REST URL from another are refused. Heavy modules are imported only when needed, so ``--help``
+and ``--version`` start fast.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence
 
 __all__ = ["main", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_UNREACHABLE", "EXIT_LOCKED"]
 
@@ -23,6 +27,8 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_LOCKED = 0, 1, 2, 3, 4
 EXIT_SIGNAL = {"SIGINT": 130, "SIGTERM": 143, "SIGHUP": 143}
 DEFAULT_PROFILES = os.path.join("config", "daqs.yaml")
 MAX_SECONDS = 7 * 24 * 3600.0
+# The embedded simulator's detector for --sim: small images, so that the demo writes a few MB.
+SIM_IMAGE_SIZE = 64
 
 
 class _Usage(Exception):
@@ -31,32 +37,40 @@ class _Usage(Exception):
 
 def _parser() -> argparse.ArgumentParser:
     from ._cli import OneLineArgumentParser
-    from .api import DEFAULT_OUTAGE_S
     from ._version import __version__
+    from .api import DEFAULT_OUTAGE_S
 
     parser = OneLineArgumentParser(
         prog="daq-run",
-        description="Run a YAML batch of Standard DAQ steps unattended and write a report.",
-        epilog="Exit codes: 0 passed, 1 a step failed, 2 invalid batch/usage, 3 DAQ unreachable (at start or beyond --max-outage), "
-        "4 DAQ locked by another runner, 130/143 interrupted.",
+        description="Run a YAML batch of Standard DAQ steps unattended and write a report. "
+        "'daq-run show REPORT' prints a report for people (--html for a page).",
+        epilog="Exit codes: 0 passed, 1 a step failed (or the report is incomplete), 2 invalid batch/usage, "
+        "3 DAQ unreachable (at start or beyond --max-outage), 4 DAQ locked by another runner or lock lost, "
+        "130/143 interrupted.",
     )
     parser.add_argument("batch", nargs="?", help="batch file (YAML)")
     parser.add_argument("--version", action="version", version=f"daq-run {__version__}")
-    target = parser.add_argument_group("DAQ")
-    target.add_argument("--url", help="REST base URL (default $STD_DAQ_API_URL, the batch's daq.url, the profile, http://127.0.0.1:5000)")
-    target.add_argument("--redis", help="Redis URL of the DAQ (default $STD_DAQ_REDIS_URL, the batch, the profile, the REST host on 6379)")
+    target = parser.add_argument_group("DAQ (one source gives both URLs)")
+    target.add_argument("--url", help="REST base URL of the DAQ (default: --daq, $STD_DAQ_API_URL, the batch's daq.url, http://127.0.0.1:5000)")
+    target.add_argument("--redis", help="Redis URL of the DAQ (default: from the same source as the REST URL, else its host on port 6379)")
     target.add_argument("--no-redis", action="store_true", help="do not use Redis: poll REST, take no lock")
-    target.add_argument("--daq", metavar="NAME", help="a named DAQ from the profile file")
-    target.add_argument("--profiles", metavar="FILE", help=f"profile file (default $DAQ_RUNNER_PROFILES or {DEFAULT_PROFILES})")
-    target.add_argument("--sim", action="store_true", help="start the embedded simulated DAQ and run against it")
-    target.add_argument("--sim-frame-rate", type=float, default=1000.0, metavar="HZ", help="frame rate of --sim (default 1000)")
+    target.add_argument("--daq", metavar="NAME", help="a named DAQ (REST and Redis URLs) from the profile file")
+    target.add_argument("--profiles", metavar="FILE", help=f"profile file for --daq (default $DAQ_RUNNER_PROFILES or {DEFAULT_PROFILES})")
+    target.add_argument("--sim", action="store_true", help="start the embedded simulated DAQ and run against it (needs daq-runner[sim])")
+    target.add_argument("--sim-frame-rate", type=float, default=None, metavar="HZ", help="frame rate of --sim (default 1000)")
     run = parser.add_argument_group("run")
-    run.add_argument("--var", action="append", default=[], metavar="NAME=VALUE", help="set a template variable (repeatable)")
-    run.add_argument("--report", metavar="PATH", help="JSON report (default: <batch>-<date>-<time>.report.json next to the batch)")
+    run.add_argument("--var", action="append", default=[], metavar="NAME=VALUE", help="set a template variable (repeatable; the value is text)")
+    run.add_argument("--report", metavar="PATH", help="JSON report (default: <batch>-<date>-<time>-<run>.report.json next to the batch)")
     run.add_argument("--junit", metavar="PATH", help="also write JUnit XML")
     run.add_argument("--resume", metavar="REPORT", help="re-run only the steps that did not pass in REPORT")
-    run.add_argument("--force", action="store_true", help="with --resume: accept a batch file that changed")
-    run.add_argument("--wait-lock", type=float, default=0.0, metavar="SECONDS", help="wait for another runner's lock")
+    run.add_argument("--force", action="store_true", help="with --resume: accept a batch file that changed since REPORT")
+    run.add_argument("--overwrite", action="store_true", help="let writes replace existing files (as 'overwrite: true' on every step)")
+    run.add_argument("--wait-lock", type=float, default=0.0, metavar="SECONDS", help="wait this long for another runner's lock (default 0)")
+    run.add_argument("--no-lock", action="store_true", help="run without the runner lock (not recommended)")
+    run.add_argument(
+        "--lock-ttl", type=float, default=30.0, metavar="SECONDS",
+        help="expiry of the runner lock, renewed every third of it: how long a crashed runner blocks the DAQ (default 30)",
+    )
     run.add_argument(
         "--max-outage",
         type=float,
@@ -65,14 +79,14 @@ def _parser() -> argparse.ArgumentParser:
         help=f"ride out an unreachable DAQ this long; beyond it the run stops, exit 3 (default {DEFAULT_OUTAGE_S:g})",
     )
     run.add_argument("--no-require-log", action="store_true", help="pass writes the DAQ did not log")
-    modes = parser.add_argument_group("modes")
-    modes.add_argument("--dry-run", action="store_true", help="validate, print the plan, read the DAQ state; change nothing")
+    modes = parser.add_argument_group("modes").add_mutually_exclusive_group()
+    modes.add_argument("--dry-run", action="store_true", help="validate, print the plan (and with --resume what is kept), read the DAQ state; change nothing")
     modes.add_argument("--validate", action="store_true", help="only validate the batch file")
     modes.add_argument("--schema", action="store_true", help="print the JSON Schema of batch files")
     out = parser.add_argument_group("output")
     out.add_argument("--quiet", "-q", action="store_true", help="print nothing if every step passed, a summary otherwise")
-    out.add_argument("--log-format", choices=("console", "json"), help="console view or JSON log lines (default: console on a terminal)")
-    out.add_argument("-v", "--verbose", action="store_true", help="more detail")
+    out.add_argument("--log-format", choices=("console", "json"), help="console view or JSON log lines on stderr (default: console on a terminal)")
+    out.add_argument("-v", "--verbose", action="store_true", help="more detail (and tracebacks of internal errors)")
     return parser
 
 
@@ -86,7 +100,7 @@ def _configure_logging(verbose: bool) -> None:
         processors=[
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.JSONRenderer(sort_keys=False, default=str),
+            structlog.processors.JSONRenderer(sort_keys=False, default=str, ensure_ascii=False),
         ],
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG if verbose else logging.INFO),
@@ -94,85 +108,126 @@ def _configure_logging(verbose: bool) -> None:
     )
 
 
-def _load_profiles(path: Optional[str], name: Optional[str]) -> Dict[str, str]:
+# -- where the DAQ is: one source for both URLs -------------------------------------------------
+
+
+class _Source(NamedTuple):
+    name: str
+    url: Optional[str]
+    redis: Optional[str]
+
+
+def _load_profile(path: Optional[str], name: str) -> _Source:
     import yaml
 
     chosen = path or os.environ.get("DAQ_RUNNER_PROFILES") or DEFAULT_PROFILES
-    if name is None:
-        return {}
     try:
         with open(chosen, encoding="utf-8") as handle:
-            profiles = yaml.safe_load(handle) or {}
+            profiles = yaml.safe_load(handle.read(1024 * 1024)) or {}
     except OSError as exc:
         raise _Usage(f"cannot read profile file {chosen}: {exc.strerror or exc}") from None
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise _Usage(f"profile file {chosen} is not valid YAML: {str(exc).splitlines()[0]}") from None
     daqs = profiles.get("daqs") if isinstance(profiles, dict) else None
     if not isinstance(daqs, dict) or name not in daqs or not isinstance(daqs[name], dict):
-        known = ", ".join(sorted(daqs)) if isinstance(daqs, dict) else "none"
+        known = ", ".join(sorted(map(str, daqs))) if isinstance(daqs, dict) else "none"
         raise _Usage(f"no DAQ named {name!r} in {chosen} (known: {known})")
-    return {k: str(v) for k, v in daqs[name].items() if k in ("url", "redis")}
+    entry = daqs[name]
+    if not isinstance(entry.get("url"), str):
+        raise _Usage(f"DAQ {name!r} in {chosen} has no url")
+    redis = entry.get("redis")
+    return _Source(f"--daq {name} ({chosen})", entry["url"], redis if isinstance(redis, str) else None)
 
 
 def _check_url(url: str, schemes: Sequence[str], what: str) -> str:
     from urllib.parse import urlsplit
 
+    from ._redis import redact_url
+
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises on a bad port
     except ValueError:
-        raise _Usage(f"{what} {url!r} is not a valid URL") from None
+        raise _Usage(f"{what} {redact_url(url)!r} is not a valid URL") from None
     if parts.scheme not in schemes or not (parts.hostname or parts.scheme == "unix"):
-        raise _Usage(f"{what} {url!r} must be a {'/'.join(schemes)} URL with a host")
+        raise _Usage(f"{what} {redact_url(url)!r} must be a {'/'.join(schemes)} URL with a host")
     return url
 
 
 def _resolve_daq(args: argparse.Namespace, batch: Any) -> Dict[str, Optional[str]]:
-    from urllib.parse import urlsplit
-
+    """The REST and Redis URLs of the run and where each came from (a pair from one source)."""
     from . import api
+    from ._redis import redis_url_for
 
-    profile = _load_profiles(args.profiles, args.daq)
-    url = args.url or os.environ.get("STD_DAQ_API_URL") or batch.daq.get("url") or profile.get("url") or api.DEFAULT_URL
-    redis = args.redis or os.environ.get("STD_DAQ_REDIS_URL") or batch.daq.get("redis") or profile.get("redis")
+    if args.daq and args.url:
+        raise _Usage("--daq and --url both name a DAQ; give one of them")
+    levels: List[_Source] = [_Source("--url/--redis", args.url, args.redis)]
+    if args.daq:
+        levels.append(_load_profile(args.profiles, args.daq))
+    env = os.environ
+    levels.append(_Source("environment (STD_DAQ_API_URL/STD_DAQ_REDIS_URL)", env.get("STD_DAQ_API_URL") or None, env.get("STD_DAQ_REDIS_URL") or None))
+    levels.append(_Source(f"the batch's daq: ({batch.path})", batch.daq.get("url"), batch.daq.get("redis")))
+    top = next((level for level in levels if level.url or level.redis), None)
+    url_source = redis_source = "default"
+    url, redis = api.DEFAULT_URL, None
+    if top is not None and top.url:
+        url, url_source = top.url, top.name
+        if top.redis:
+            redis, redis_source = top.redis, top.name
+    elif top is not None:  # a Redis URL without a REST URL at the same level
+        lower = next((level for level in levels[levels.index(top) + 1 :] if level.url), None)
+        if lower is not None:
+            raise _Usage(
+                f"the Redis URL comes from {top.name} but the REST URL would come from {lower.name}: "
+                "give both from one source (e.g. --url and --redis) so that they belong to one DAQ"
+            )
+        redis, redis_source = top.redis, top.name
     _check_url(url, ("http", "https"), "DAQ URL")
-    if redis is None:
-        redis = f"redis://{urlsplit(url).hostname}:{api.DEFAULT_REDIS_PORT}/0"
+    if args.no_redis:
+        redis, redis_source = None, "--no-redis"
+    elif redis is None:
+        redis, redis_source = redis_url_for(url), f"derived from the REST URL (its host, port {api.DEFAULT_REDIS_PORT})"
     else:
         _check_url(redis, ("redis", "rediss", "unix"), "Redis URL")
-    if args.no_redis:
-        redis = None
-    return {"url": url, "redis": redis}
+    return {"url": url, "redis": redis, "url_source": url_source, "redis_source": redis_source}
 
 
-def _default_report_path(batch_path: str) -> str:
-    import time
-
-    stem = os.path.splitext(os.path.basename(batch_path))[0]
-    return os.path.join(os.path.dirname(os.path.abspath(batch_path)), f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}.report.json")
+# -- resume -----------------------------------------------------------------------------------------
 
 
-def _check_writable(path: str, what: str) -> None:
-    folder = os.path.dirname(os.path.abspath(path)) or "."
-    if not os.path.isdir(folder):
-        raise _Usage(f"{what} folder {folder} does not exist")
-    if not os.access(folder, os.W_OK):
-        raise _Usage(f"{what} folder {folder} is not writable")
-
-
-def _previous_results(args: argparse.Namespace, batch: Any) -> Dict[int, dict]:
+def _previous_results(args: argparse.Namespace, batch: Any) -> Dict[str, List[dict]]:
+    """The passed steps of ``--resume REPORT``, keyed by step identity; refuses another batch's report."""
     from .report import load_report
 
     try:
         old = load_report(args.resume)
     except ValueError as exc:
         raise _Usage(str(exc)) from None
-    if old["batch"].get("sha256") != batch.sha256 and not args.force:
+    old_batch = old.get("batch") if isinstance(old.get("batch"), dict) else {}
+    if old_batch.get("name") != batch.name:
+        raise _Usage(
+            f"{args.resume} is the report of batch {old_batch.get('name')!r}, not of {batch.name!r}: "
+            "it cannot be resumed with this batch file (not even with --force)"
+        )
+    steps = [s for s in old["steps"] if isinstance(s, dict)]
+    identities = {step.identity for step in batch.steps}
+    if steps and not any(isinstance(s.get("identity"), str) for s in steps):
+        raise _Usage(f"{args.resume} has no step identities (written by an older daq-run): it cannot be resumed")
+    if steps and not any(s.get("identity") in identities for s in steps):
+        raise _Usage(f"none of the steps in {args.resume} belong to {args.batch}: it cannot be resumed with this batch")
+    if old_batch.get("sha256") != batch.sha256 and not args.force:
         raise _Usage(f"{args.batch} changed since {args.resume} was written (sha256 differs); use --force to resume anyway")
-    passed = {s["index"]: s for s in old["steps"] if isinstance(s, dict) and s.get("status") == "passed" and isinstance(s.get("index"), int)}
-    protected = {s.get("output_file"): s["index"] for s in passed.values() if s.get("output_file")}
+    passed: Dict[str, List[dict]] = {}
+    for record in steps:
+        if record.get("status") == "passed" and isinstance(record.get("identity"), str):
+            passed.setdefault(record["identity"], []).append(record)
+    # Refuse a re-run that would rewrite a file a kept step wrote.
+    left = {identity: len(records) for identity, records in passed.items()}
+    protected = {r.get("output_file"): r.get("index") for records in passed.values() for r in records if r.get("output_file")}
     for step in batch.steps:
-        if step.index not in passed and getattr(step, "output_file", None) in protected:
+        if left.get(step.identity):
+            left[step.identity] -= 1
+        elif getattr(step, "output_file", None) in protected:
             raise _Usage(
                 f"step {step.index} would rewrite {step.output_file}, written by step {protected[step.output_file]} "
                 "that passed in the earlier run"
@@ -180,100 +235,188 @@ def _previous_results(args: argparse.Namespace, batch: Any) -> Dict[int, dict]:
     return passed
 
 
-def _print_plan(batch: Any, daq: Dict[str, Optional[str]]) -> None:
+def _print_plan(batch: Any, daq: Dict[str, Optional[str]], previous: Optional[Dict[str, List[dict]]]) -> None:
     from ._redis import redact_url
 
-    print(f"batch {batch.name}: {len(batch.steps)} steps, DAQ {redact_url(daq['url'])}, redis {redact_url(daq['redis'])}")
+    print(f"batch {batch.name}: {len(batch.steps)} steps")
+    print(f"DAQ {redact_url(daq['url'])} (from {daq['url_source']}), Redis {redact_url(daq['redis'])} (from {daq['redis_source']})")
+    left = {identity: len(records) for identity, records in (previous or {}).items()}
     width = len(str(len(batch.steps)))
     for step in batch.steps:
+        what = ""
+        if previous is not None:
+            if left.get(step.identity):
+                left[step.identity] -= 1
+                what = "keep  "
+            else:
+                what = "run   "
         extra = f" timeout={step.timeout:g}s retries={step.retries} on_error={step.on_error}"
-        print(f"  {step.index:>{width}}. {step.kind:<6} {step.name}{extra}")
+        print(f"  {step.index:>{width}}. {what}{step.kind:<6} {step.name}{extra}")
+
+
+# -- main --------------------------------------------------------------------------------------------
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of ``daq-run``; returns the exit code."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
     try:
-        return _main(argv)
+        if args_list[:1] == ["show"]:
+            from .show import main as show_main
+
+            return show_main(args_list[1:])
+        return _main(args_list)
     except _Usage as exc:
         print(f"daq-run: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except OSError as exc:  # e.g. the report cannot be written (disk full)
-        print(f"daq-run: error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
     except KeyboardInterrupt:  # Ctrl-C before the run began: nothing was started
         print("daq-run: interrupted before the run began", file=sys.stderr)
         return EXIT_SIGNAL["SIGINT"]
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_FAILED
     except Exception as exc:
         # An unforeseen failure: one line for cron mail; -v shows the traceback. Any
         # acquisition the runner started has been stopped by then (Runner.run's cleanup).
-        if any(arg in ("-v", "--verbose") for arg in (sys.argv[1:] if argv is None else argv)):
+        if any(arg in ("-v", "--verbose") for arg in args_list):
             raise
-        print(f"daq-run: internal error: {type(exc).__name__}: {exc} (run with -v for the traceback)", file=sys.stderr)
+        print(f"daq-run: internal error: {type(exc).__name__}: {_one_line(exc)} (run with -v for the traceback)", file=sys.stderr)
         return EXIT_FAILED
 
 
-def _main(argv: Optional[Sequence[str]]) -> int:
-    words = list(sys.argv[1:] if argv is None else argv)
-    if words[:1] == ["show"]:  # `daq-run show REPORT`: a report for people (a batch file named show: ./show)
-        from .show import main as show_main
+def _one_line(exc: BaseException) -> str:
+    from ._redis import redact_text
 
-        return show_main(words[1:])
-    args = _parser().parse_args(argv)
+    return " ".join(redact_text(str(exc)).split())[:500]
+
+
+def _silence_stdout() -> None:
+    # Python flushes stdout at exit; a closed pipe would print a second error there.
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+def _say(text: str) -> None:
+    """Print a line on stdout; a reader that went away (``| head``) does not end the run."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        _silence_stdout()
+
+
+def _check_options(args: argparse.Namespace) -> None:
     if args.schema:
-        import json
-
-        from .schema import batch_schema
-
-        print(json.dumps(batch_schema(), indent=2))
-        return EXIT_OK
+        return
     if not args.batch:
         raise _Usage("a batch file is required")
     if not 0 <= args.wait_lock <= MAX_SECONDS:
         raise _Usage(f"--wait-lock must be between 0 and {MAX_SECONDS:g} seconds")
     if not 0 < args.max_outage <= MAX_SECONDS:
         raise _Usage(f"--max-outage must be more than 0 and at most {MAX_SECONDS:g} seconds")
+    if not 1.0 <= args.lock_ttl <= 3600:
+        raise _Usage("--lock-ttl must be between 1 and 3600 seconds")
+    if args.force and not args.resume:
+        raise _Usage("--force only goes with --resume")
+    if args.no_redis and args.redis:
+        raise _Usage("--no-redis and --redis contradict each other")
+    if args.no_lock and args.wait_lock:
+        raise _Usage("--no-lock and --wait-lock contradict each other")
+    if args.quiet and args.log_format:
+        raise _Usage("--quiet and --log-format contradict each other")
+    if args.sim and (args.url or args.daq or args.redis):
+        raise _Usage("--sim runs against the embedded simulator; do not combine it with --url, --redis or --daq")
+    if args.sim_frame_rate is not None and not args.sim:
+        raise _Usage("--sim-frame-rate only goes with --sim")
+    if args.sim_frame_rate is not None and not 0 < args.sim_frame_rate <= 100_000:
+        raise _Usage("--sim-frame-rate must be in (0, 100000]")
 
+
+def _load(args: argparse.Namespace, extra: Optional[Dict[str, str]] = None) -> Any:
     from .batch import load_batch, parse_var
     from .exceptions import BatchValidationError
 
     try:
         variables = dict(parse_var(v) for v in args.var)
-        batch = load_batch(args.batch, vars=variables)
+        variables.update(extra or {})
+        return load_batch(args.batch, vars=variables)
     except BatchValidationError as exc:
-        print(f"daq-run: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    if args.validate:
-        print(f"{args.batch}: valid, {len(batch.steps)} steps")
-        return EXIT_OK
-    if args.sim and (args.url or args.daq):
-        raise _Usage("--sim runs against the embedded simulator; do not combine it with --url or --daq")
-    daq = _resolve_daq(args, batch)
-    previous = _previous_results(args, batch) if args.resume else {}
-    report_path = args.report or _default_report_path(args.batch)
-    if not args.dry_run:
-        _check_writable(report_path, "report")
-        if args.junit:
-            _check_writable(args.junit, "JUnit")
+        for line in getattr(exc, "errors", None) or [exc]:
+            print(f"daq-run: {line}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE) from None
 
-    sim = None
-    if args.sim:
-        sim = _start_sim(args, daq)
+
+def _main(argv: Sequence[str]) -> int:
+    args = _parser().parse_args(argv)
+    if args.schema:
+        import json
+
+        from .schema import batch_schema
+
+        _say(json.dumps(batch_schema(), indent=2))
+        return EXIT_OK
+    _check_options(args)
     try:
-        return _run(args, batch, daq, previous, report_path)
+        batch = _load(args)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    if args.validate:
+        _say(f"{args.batch}: valid, {len(batch.steps)} steps")
+        return EXIT_OK
+    output_root = None
+    if args.sim and "root" in batch.vars and not any(v.partition("=")[0].strip() == "root" for v in args.var):
+        # The demo respects the machine: a fresh folder of its own, named at the start and the end.
+        import tempfile
+
+        output_root = tempfile.mkdtemp(prefix="daq-run-sim-")
+        try:
+            batch = _load(args, {"root": output_root})
+        except SystemExit as exc:
+            return int(exc.code or 0)
+    daq = _resolve_daq(args, batch) if not args.sim else {"url": None, "redis": None, "url_source": "--sim", "redis_source": "--sim"}
+    previous = _previous_results(args, batch) if args.resume else None
+    report_path = args.report
+    if not args.dry_run:
+        from .report import check_output_path
+
+        try:
+            if report_path is not None:
+                check_output_path(report_path, batch_path=args.batch, what="--report")
+            if args.junit:
+                check_output_path(args.junit, batch_path=args.batch, what="--junit")
+            if args.junit and report_path and os.path.abspath(args.junit) == os.path.abspath(report_path):
+                raise ValueError("--junit and --report name the same file")
+        except ValueError as exc:
+            raise _Usage(str(exc)) from None
+    if args.dry_run and not args.sim:
+        _print_plan(batch, daq, previous)
+        return _show_state(daq)
+
+    sim = _start_sim(args, daq) if args.sim else None
+    try:
+        if args.dry_run:
+            _print_plan(batch, daq, previous)
+            return _show_state(daq)
+        if output_root is not None:
+            print(f"daq-run: the simulated DAQ writes into {output_root}", file=sys.stderr)
+        return _run(args, batch, daq, previous, report_path, argv)
     finally:
         if sim is not None:
             sim.stop()
+        if output_root is not None:
+            print(f"daq-run: files written by the simulated DAQ are in {output_root}", file=sys.stderr)
 
 
 def _start_sim(args: argparse.Namespace, daq: Dict[str, Optional[str]]) -> Any:
     try:
-        from .sim import SimSettings, SimulatedDaq
+        from .sim import DEFAULT_CONFIG, SimSettings, SimulatedDaq
     except ImportError as exc:
-        raise _Usage(f"--sim needs the sim extra: pip install 'daq-runner[sim]' ({exc})") from None
-    if not 0 < args.sim_frame_rate <= 100_000:
-        raise _Usage("--sim-frame-rate must be in (0, 100000]")
+        raise _Usage(f"--sim needs the simulator: pip install 'daq-runner[sim]' ({exc})") from None
+    config = {**DEFAULT_CONFIG, "image_pixel_height": SIM_IMAGE_SIZE, "image_pixel_width": SIM_IMAGE_SIZE}
     try:
-        sim = SimulatedDaq(settings=SimSettings(frame_rate=args.sim_frame_rate)).start()
+        sim = SimulatedDaq(config=config, settings=SimSettings(frame_rate=args.sim_frame_rate or 1000.0)).start()
     except Exception as exc:
         print(f"daq-run: error: cannot start the simulator: {exc}", file=sys.stderr)
         raise SystemExit(EXIT_UNREACHABLE) from None
@@ -282,75 +425,106 @@ def _start_sim(args: argparse.Namespace, daq: Dict[str, Optional[str]]) -> Any:
     return sim
 
 
-def _run(args: argparse.Namespace, batch: Any, daq: Dict[str, Optional[str]], previous: Dict[int, dict], report_path: str) -> int:
+def _command_line(argv: Sequence[str]) -> List[str]:
+    from ._redis import redact_text
+
+    return ["daq-run", *(redact_text(arg) for arg in argv)]
+
+
+def _run(
+    args: argparse.Namespace,
+    batch: Any,
+    daq: Dict[str, Optional[str]],
+    previous: Optional[Dict[str, List[dict]]],
+    report_path: Optional[str],
+    argv: Sequence[str],
+) -> int:
     import signal
 
     from ._redis import redact_url
     from .console import ConsoleView, LogEvents, QuietSummary
-    from .exceptions import DaqRunnerError, LockHeldError
-    from .report import JsonReportFile, JUnitFile
+    from .exceptions import DaqRunnerError, LockError
+    from .report import JsonReportFile, JUnitFile, default_report_path
     from .runner import Runner
 
-    if args.dry_run:
-        _print_plan(batch, daq)
-        return _show_state(daq)
-
     log_format = args.log_format or ("console" if sys.stdout.isatty() else "json")
-    consumers: List[Any] = [JsonReportFile(report_path)]
-    if args.junit:
-        consumers.append(JUnitFile(args.junit))
-    if args.quiet:
-        consumers.append(QuietSummary())
-    elif log_format == "console":
-        consumers.append(ConsoleView(verbose=args.verbose))
-    else:
-        _configure_logging(args.verbose)
-        consumers.append(LogEvents())
     runner = Runner(
         url=daq["url"],
         redis_url=daq["redis"],
-        consumers=consumers,
         require_log=not args.no_require_log,
-        lock=daq["redis"] is not None,
+        lock=daq["redis"] is not None and not args.no_lock,
         lock_wait=args.wait_lock,
+        lock_ttl=args.lock_ttl,
         outage_s=args.max_outage,
+        overwrite=args.overwrite,
+        context={"command": _command_line(argv), "url_source": daq["url_source"], "redis_source": daq["redis_source"]},
+        keep_steps=False,
     )
     try:
         runner.check_reachable()
     except DaqRunnerError as exc:
-        print(f"daq-run: DAQ unreachable at {redact_url(daq['url'])}: {exc}", file=sys.stderr)
+        print(f"daq-run: DAQ unreachable at {redact_url(daq['url'])}: {_one_line(exc)}", file=sys.stderr)
         return EXIT_UNREACHABLE
+
+    report_path = report_path or default_report_path(args.batch, _report_tag())
+    report_file = JsonReportFile(report_path)
+    runner.subscribe(report_file)
+    junit = JUnitFile(args.junit) if args.junit else None
+    if junit is not None:
+        runner.subscribe(junit)
+    if args.quiet:
+        runner.subscribe(QuietSummary())
+    elif log_format == "console":
+        runner.subscribe(ConsoleView(verbose=args.verbose))
+    else:
+        _configure_logging(args.verbose)
+        runner.subscribe(LogEvents())
 
     received: List[str] = []
 
     def on_signal(signum: int, frame: Any) -> None:
-        name = signal.Signals(signum).name
-        if received and name == "SIGINT":
-            os._exit(EXIT_SIGNAL["SIGINT"])  # second Ctrl-C: at once; the report on disk is valid JSON
+        name = "SIGTERM" if signum == signal.SIGHUP else signal.Signals(signum).name
         received.append(name)
-        runner.request_stop(name)
+        if len(received) == 1:
+            runner.request_stop(name)
+        elif len(received) == 2:
+            # A second signal: finish now, with one short stop; the report and the lock are still done.
+            runner.hurry(1.0)
+        else:
+            os._exit(EXIT_SIGNAL.get(received[0], 130))
 
     # Restored afterwards, so that main() can also be called from Python (a test, a script).
     handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     before = {signum: signal.signal(signum, on_signal) for signum in handled}
     try:
         report = runner.run(batch, previous)
-    except LockHeldError as exc:
-        print(f"daq-run: {exc}", file=sys.stderr)
+    except LockError as exc:
+        print(f"daq-run: {_one_line(exc)}", file=sys.stderr)
         return EXIT_LOCKED
     finally:
         for signum, handler in before.items():
             signal.signal(signum, handler)
+    incomplete = [c.error for c in (report_file, junit) if c is not None and getattr(c, "error", None)]
     if not args.quiet and log_format == "console":
-        print(f"report: {report_path}")
-    if report.status == "passed":
-        return EXIT_OK
+        _say(f"report: {report_path}")
+    if runner.lock_lost is not None:
+        print(f"daq-run: runner lock lost: {runner.lock_lost}; the run was stopped", file=sys.stderr)
+        return EXIT_LOCKED
     if report.status == "interrupted":
         return EXIT_SIGNAL.get(received[0] if received else "SIGINT", 130)
     if report.daq_unreachable:
         print(f"daq-run: {report.reason} at {redact_url(daq['url'])}; the rest of the run was skipped", file=sys.stderr)
         return EXIT_UNREACHABLE
+    if report.status == "passed" and not incomplete:
+        return EXIT_OK
     return EXIT_FAILED
+
+
+def _report_tag() -> str:
+    """A short unique tag for default report names (no collision within a second)."""
+    import uuid
+
+    return uuid.uuid4().hex[:6]
 
 
 def _show_state(daq: Dict[str, Optional[str]]) -> int:
@@ -368,10 +542,10 @@ def _show_state(daq: Dict[str, Optional[str]]) -> int:
             "config": client.get_config(),
         }
     except DaqRunnerError as exc:
-        print(f"daq-run: DAQ unreachable at {redact_url(daq['url'])}: {exc}", file=sys.stderr)
+        print(f"daq-run: DAQ unreachable at {redact_url(daq['url'])}: {_one_line(exc)}", file=sys.stderr)
         return EXIT_UNREACHABLE
-    print("DAQ state (nothing was changed):")
-    print(json.dumps(state, indent=2))
+    _say("DAQ state (nothing was changed):")
+    _say(json.dumps(state, indent=2))
     return EXIT_OK
 
 

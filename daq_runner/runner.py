@@ -1,49 +1,55 @@
 """The Runner: the only code with side effects on the DAQ.
 
-It takes a validated :class:`~daq_runner.batch.Batch`, runs its steps in order with
-retries, ``on_error`` and stop-on-UNKNOWN recovery, waits on Redis (or REST), and tells
-consumers what happens through :class:`~daq_runner.events.Event` objects. It knows
-nothing about progress bars, log formats or report files.
+It takes a validated :class:`~daq_runner.batch.Batch`, takes the DAQ's runner lock, resets a
+fresh DAQ's UNKNOWN writer, runs the steps in order (each through the handler of its kind,
+:mod:`daq_runner._steps`) with retries, ``on_error`` and stop-on-UNKNOWN recovery, and tells
+consumers what happens through :class:`~daq_runner.events.Event` objects. It knows nothing about
+progress bars, log formats or report files.
+
+Whatever ends a run (the last step, ``on_error: abort``, a signal, a lost lock, a DAQ gone, an
+exception in a consumer, a bug), :meth:`Runner.run` ends the same way, written once in
+``_finish``: every acquisition it started that may still run is stopped (or, at a normal end,
+waited for), every step gets exactly one record (the current one failed or interrupted, the
+rest skipped, so the summary adds up), the lock is released and ``run_finished`` is emitted.
 """
 
 from __future__ import annotations
 
-import itertools
+import getpass
 import os
+import platform
 import socket
 import threading
 import time
 import uuid
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from . import api, events
+from ._acquisitions import STOP_BUDGET_S, Acquisition, Acquisitions
+from ._context import UNKNOWN, RunContext, StepFailed
+from ._deadline import Deadline, Interrupted, bounded
 from ._redis import connect, redact_url
-from .batch import Batch, CheckStep, ConfigStep, Step, StopStep, WaitStep, WriteStep
+from ._steps import HANDLERS
+from ._version import __version__
+from .batch import Batch, ConfigStep, Step, WriteStep
 from .client import StdDaqClient
-from .exceptions import DaqRunnerError, DaqTransportError, LockHeldError, StdDaqAdminException, WriteOutcomeUnknown
-from .feed import Interrupted, StatusFeed
-from .lock import DaqLock
+from .exceptions import (
+    DaqRunnerError,
+    DaqTransportError,
+    DeadlineExceeded,
+    LockError,
+    LockHeldError,
+    StdDaqAdminException,
+    WriteOutcomeUnknown,
+)
+from .feed import StatusFeed
+from .lock import LOCK_TTL_S, REDIS_BUDGET_S, DaqLock
 from .report import ReportRecorder, RunReport
 
 __all__ = ["Runner", "StepFailed"]
 
+_PRE_RUN_BUDGET_S = 30.0
 _LOG_WAIT_S = 3.0
-_READY_AFTER_STOP_S = 10.0
-_VANISHED_AFTER_S = 2.0
-_STOP_BUDGET_S = 5.0  # after a stop request: try this long to stop our acquisition, then exit
-_DEPLOY_POLL_S = 0.05
-
-
-class StepFailed(Exception):
-    """A step attempt failed; the message says why (and what the DAQ said)."""
-
-
-_run_ids = itertools.count()
-
-
-def _new_run_id() -> int:
-    # Unique per process and increasing: time in ns plus a counter against equal clocks.
-    return time.time_ns() + next(_run_ids) % 1000
 
 
 class Runner:
@@ -51,19 +57,27 @@ class Runner:
 
     Args:
         url: base URL of the DAQ's REST API.
-        redis_url: the DAQ's Redis (``None``: REST polling only).
+        redis_url: the DAQ's Redis (``None``: REST polling only, no lock).
         consumers: callables receiving every :class:`~daq_runner.events.Event`.
         client: a ready :class:`StdDaqClient` (default: one for ``url`` that rides out
             REST outages of up to ``outage_s`` seconds).
         streams: Redis stream names of the DAQ.
-        poll_interval: REST polling period when Redis is not available.
-        retry_delay: pause between attempts of a failed step.
-        outage_s: how long every request rides out an unreachable DAQ (connection
-            refused, timeouts, HTTP 502/503/504). Beyond it the DAQ counts as gone: the
-            step fails and the rest of the run is skipped, whatever their ``on_error``.
+        poll_interval: REST polling period when Redis is not available, in seconds.
+        retry_delay: pause between attempts of a failed step, in seconds.
+        outage_s: how long every request rides out an unreachable DAQ (connection refused,
+            timeouts, HTTP 502/503/504). Beyond it the DAQ counts as gone: the step fails and
+            the rest of the run is skipped, whatever their ``on_error``.
         require_log: a write passes only when the DAQ's own log records it.
-        lock: take the DAQ's runner lock in its Redis (see :class:`~daq_runner.lock.DaqLock`).
+        lock: take the DAQ's runner lock in its Redis (see :class:`~daq_runner.lock.DaqLock`);
+            without it (``False``, or no Redis) the run says so in a notice.
         lock_wait: seconds to wait for a lock held by another runner.
+        lock_ttl: expiry of the lock in seconds (renewed every third of it): how long a
+            crashed runner can block the DAQ.
+        overwrite: let writes replace existing files (as ``overwrite: true`` on every step).
+        context: what the caller knows about the run, for the report: ``command`` (list of
+            str), ``url_source``, ``redis_source``.
+        keep_steps: the returned report keeps every step record (``False``: only the failed
+            ones, for very long runs).
 
     Example::
 
@@ -85,6 +99,10 @@ class Runner:
         require_log: bool = True,
         lock: bool = True,
         lock_wait: float = 0.0,
+        lock_ttl: float = LOCK_TTL_S,
+        overwrite: bool = False,
+        context: Optional[Dict[str, Any]] = None,
+        keep_steps: bool = True,
     ) -> None:
         self.url = url
         self.redis_url = redis_url
@@ -92,13 +110,9 @@ class Runner:
         self.stop_event = threading.Event()
         self.stop_reason: Optional[str] = None
         self.daq_lost: Optional[str] = None  # why the DAQ is considered gone for this run
+        self.lock_lost: Optional[str] = None
         self.client = client or StdDaqClient(
-            url,
-            timeout=5.0,
-            retries=1000,
-            retry_deadline=outage_s,
-            on_retry=self._on_client_retry,
-            sleep=self._retry_sleep,
+            url, retries=1000, retry_deadline=outage_s, on_retry=self._on_client_retry
         )
         self.streams = streams
         self.poll_interval = poll_interval
@@ -106,11 +120,16 @@ class Runner:
         self.require_log = require_log
         self.use_lock = lock
         self.lock_wait = lock_wait
+        self.lock_ttl = lock_ttl
+        self.overwrite = overwrite
+        self.context = dict(context or {})
+        self.keep_steps = keep_steps
         self._budget = f"{outage_s:g} s" if client is None else "the client's retries"
+        self._secrets = _secrets_of(url, redis_url)
         self.run_id = ""
         self._step: Optional[Step] = None
-        self._own_acquisition: Optional[int] = None  # run_id of an acquisition we started and have not seen end
         self._last_retry_notice = 0.0
+        self._cleanup: Optional[Deadline] = None
 
     # -- consumers -------------------------------------------------------------------
 
@@ -119,17 +138,14 @@ class Runner:
         self.consumers.append(consumer)
 
     def _emit(self, kind: str, step: Optional[Step] = None, /, **data: Any) -> None:
+        if self._secrets:
+            data = _scrub(data, self._secrets)
         event = events.Event(kind, self.run_id, step.index if step else None, step.name if step else None, data)
         for consumer in self.consumers:
             consumer(event)
 
     def _notice(self, message: str) -> None:
         self._emit(events.NOTICE, self._step, message=message)
-
-    def _retry_sleep(self, seconds: float) -> None:
-        # The client's pause between retries: a stop request ends a DAQ outage wait at once.
-        if self.stop_event.wait(seconds):
-            raise Interrupted()
 
     def _on_client_retry(self, url: str, attempt: int, error: BaseException, sleep: float) -> None:
         # One notice per outage second is enough for people and logs.
@@ -142,10 +158,18 @@ class Runner:
     def request_stop(self, reason: str = "stop requested") -> None:
         """Ask the run to stop: the current step is interrupted and its acquisition stopped.
 
-        Safe to call from a signal handler or another thread.
+        Safe to call from a signal handler or another thread; a request in flight ends within
+        a fraction of a second.
         """
         self.stop_reason = self.stop_reason or reason
         self.stop_event.set()
+
+    def hurry(self, seconds: float = 1.0) -> None:
+        """A second stop request: cut the cleanup that is running to ``seconds`` (one short stop)."""
+        self.request_stop("stop requested")
+        cleanup = self._cleanup
+        if cleanup is not None:
+            cleanup.at = min(cleanup.at, time.monotonic() + seconds)
 
     def check_reachable(self) -> dict:
         """One status request with a short retry budget; raises ``DaqTransportError`` if unreachable."""
@@ -154,405 +178,484 @@ class Runner:
 
     # -- the run ------------------------------------------------------------------------
 
-    def run(self, batch: Batch, previous: Optional[Dict[int, dict]] = None) -> RunReport:
+    def run(self, batch: Batch, previous: Optional[Dict[str, List[dict]]] = None) -> RunReport:
         """Run ``batch`` and return its :class:`RunReport`.
 
         Args:
-            previous: report records of steps that passed in an earlier run
-                (``--resume``), keyed by step index; those steps are not run again.
+            previous: records of steps that passed in an earlier run (``--resume``), keyed by
+                step identity (:attr:`Step.identity`); each list is used in order. Those steps
+                are not run again; the configuration their config steps established is applied
+                again before the first step that runs.
         """
-        previous = previous or {}
         self.run_id = uuid.uuid4().hex[:12]
-        recorder = ReportRecorder()
+        recorder = ReportRecorder(keep_steps=self.keep_steps)
         self.consumers.insert(0, recorder)
-        redis_client = connect(self.redis_url) if self.redis_url else None
-        feed = StatusFeed(self.client, redis_client, self.streams, self.stop_event, self.poll_interval, self._notice)
-        lock = None
-        self._emit(
-            events.RUN_STARTED,
-            batch={"name": batch.name, "path": batch.path, "sha256": batch.sha256},
-            daq={"url": redact_url(self.url), "redis": redact_url(self.redis_url)},
-            n_steps=len(batch.steps),
-        )
-        outcome = "passed"
+        plan = _Progress(batch.steps)
+        ctx: Optional[RunContext] = None
+        outcome, error = "passed", None
+        redis_client = None
         try:
+            self._emit(events.RUN_STARTED, **self._run_started(batch))
+            redis_client = connect(self.redis_url) if self.redis_url else None
+            ctx = self._context(redis_client)
             if self.use_lock:
-                lock = self._take_lock(redis_client, batch)
-            outcome = self._run_steps(batch, feed, previous)
+                ctx.lock = self._take_lock(ctx, redis_client, batch)
+            self._prepare_daq(ctx)
+            if self.daq_lost is None:
+                outcome = self._run_steps(ctx, batch, plan, {k: list(v) for k, v in (previous or {}).items()})
+            else:
+                outcome = "failed"
         except KeyboardInterrupt:
             self.request_stop("SIGINT")
             outcome = "interrupted"
+        except Interrupted:
+            outcome = "interrupted"
+        except LockHeldError as exc:
+            outcome, error = "failed", exc
+            self.stop_reason = str(exc)
+        except LockError as exc:
+            outcome, error = "failed", exc
+            self.stop_reason = str(exc)
         except BaseException as exc:
-            outcome = "failed"
-            self.stop_reason = self.stop_reason or f"runner error: {exc}"
-            raise
+            outcome, error = "failed", exc
+            self.stop_reason = self.stop_reason or f"runner error: {type(exc).__name__}: {exc}"
         finally:
             try:
-                # Whatever ended the run (a stop, a crash in a consumer, a bug), an
-                # acquisition this runner started and did not see end is stopped.
-                self._stop_own_acquisition("run interrupted" if outcome == "interrupted" else f"run ended ({outcome})")
+                outcome = self._finish(ctx, plan, outcome)
             finally:
-                if lock is not None:
-                    lock.release()
-                self._emit(
-                    events.RUN_FINISHED,
-                    status=outcome,
-                    reason=self.stop_reason or self.daq_lost,
-                    daq_unreachable=self.daq_lost is not None,
-                )
                 self.consumers.remove(recorder)
                 if redis_client is not None:
                     redis_client.close()
+        if error is not None:
+            # The report is complete; the caller learns what ended the run (LockError: exit 4).
+            raise error
         return recorder.report
 
-    def _take_lock(self, redis_client: Any, batch: Batch) -> Optional[DaqLock]:
+    def _run_started(self, batch: Batch) -> Dict[str, Any]:
+        return {
+            "batch": {"name": batch.name, "path": batch.path, "sha256": batch.sha256, "vars": dict(batch.vars)},
+            "daq": {
+                "url": redact_url(self.url),
+                "redis": redact_url(self.redis_url),
+                "url_source": self.context.get("url_source"),
+                "redis_source": self.context.get("redis_source"),
+            },
+            "n_steps": len(batch.steps),
+            "daq_runner": __version__,
+            "host": socket.gethostname(),
+            "user": _user(),
+            "pid": os.getpid(),
+            "command": self.context.get("command"),
+            "python": platform.python_version(),
+        }
+
+    def _context(self, redis_client: Any) -> RunContext:
+        feed = StatusFeed(self.client, redis_client, self.streams, self.poll_interval, self._notice)
+        ctx = RunContext(
+            client=self.client,
+            feed=feed,
+            emit=self._emit,
+            stop_event=self.stop_event,
+            require_log=self.require_log,
+            overwrite=self.overwrite,
+        )
+        ctx.acquisitions = Acquisitions(ctx)
+        feed.observe = ctx.acquisitions.observe
+        return ctx
+
+    def _take_lock(self, ctx: RunContext, redis_client: Any, batch: Batch) -> Optional[DaqLock]:
         if redis_client is None:
             self._notice("no Redis: no runner lock could be taken; another runner could drive this DAQ")
             return None
         holder = {"host": socket.gethostname(), "pid": os.getpid(), "batch": batch.path, "run": self.run_id}
-        lock = DaqLock(redis_client, holder)
+
+        def lost(reason: str) -> None:
+            self.lock_lost = self.lock_lost or reason
+            self.request_stop(f"runner lock lost: {reason}")
+
+        lock = DaqLock(redis_client, holder, ttl=self.lock_ttl, on_lost=lost, notify=self._notice)
 
         def on_held(other: dict) -> None:
-            self._notice(
-                f"waiting up to {self.lock_wait:g} s for the runner lock held by host {other.get('host', '?')}, "
-                f"pid {other.get('pid', '?')}, batch {other.get('batch', '?')}"
-            )
+            self._emit(events.WAITING, what="lock", seconds=self.lock_wait)
+            self._notice(f"waiting up to {self.lock_wait:g} s for the runner lock held by {DaqLock.describe(other)}")
 
-        try:
-            lock.acquire(wait=self.lock_wait, stop_event=self.stop_event, on_held=on_held)
-        except LockHeldError:
-            if self.stop_event.is_set():
-                return None  # told to stop while waiting: every step is skipped, nothing is sent
-            raise
-        except DaqRunnerError as exc:
-            self._notice(f"no runner lock could be taken: {exc}")
-            return None
+        with bounded(Deadline(cancel=self.stop_event)):
+            lock.acquire(wait=self.lock_wait, redis_budget=REDIS_BUDGET_S, on_held=on_held)
         return lock
 
-    def _run_steps(self, batch: Batch, feed: StatusFeed, previous: Dict[int, dict]) -> str:
+    def _prepare_daq(self, ctx: RunContext) -> None:
+        """Before the first step: a writer found UNKNOWN (a freshly started DAQ) is reset once."""
+        with bounded(Deadline(_PRE_RUN_BUDGET_S, cancel=self.stop_event)):
+            try:
+                if ctx.feed.status().get("state") == UNKNOWN:
+                    ctx.reset_writer(None, None, "writer UNKNOWN before the first step (a freshly started DAQ)")
+            except (StepFailed, DaqRunnerError) as exc:
+                if _daq_gone(exc):
+                    self.daq_lost = f"DAQ unreachable beyond the retry budget ({self._budget}): {_describe(exc)}"
+                    return
+                self._notice(f"could not reset the writer before the first step: {_describe(exc)}")
+
+    # -- steps ------------------------------------------------------------------------------
+
+    def _run_steps(self, ctx: RunContext, batch: Batch, plan: "_Progress", previous: Dict[str, List[dict]]) -> str:
         outcome = "passed"
-        for position, step in enumerate(batch.steps):
-            if step.index in previous:
-                self._emit(events.STEP_FINISHED, step, **{**previous[step.index], "resumed": True})
+        reapply: Dict[str, Any] = {}  # configuration established by kept config steps, not yet applied
+        reapply_from: List[int] = []
+        for step in batch.steps:
+            if self._settle_background(ctx, plan) == "abort":
+                return "failed"
+            kept = previous.get(step.identity) if previous else None
+            if kept:
+                record = kept.pop(0)
+                plan.emitted(step)
+                self._emit(events.STEP_FINISHED, step, **{**record, "index": step.index, "name": step.name, "resumed": True})
+                if isinstance(step, ConfigStep):
+                    reapply.update(step.config)
+                    reapply_from.append(step.index)
                 continue
             if self.stop_event.is_set():
-                self._skip(batch.steps[position:], "run interrupted")
                 return "interrupted"
-            status = self._run_step(step, feed)
+            plan.current = step
+            status = self._run_step(ctx, step, plan, (reapply, reapply_from))
             if status == "interrupted":
-                self._skip(batch.steps[position + 1 :], "run interrupted")
                 return "interrupted"
-            if self.daq_lost is not None:
-                # Every further request would wait out the whole outage budget again.
-                self._skip(batch.steps[position + 1 :], self.daq_lost)
+            if self.daq_lost is not None or self.lock_lost is not None:
                 return "failed"
             if status == "failed":
                 outcome = "failed"
                 if step.on_error == "abort":
-                    self._skip(batch.steps[position + 1 :], f"step {step.index} failed")
                     return outcome
+        if self._settle_background(ctx, plan, wait=True) == "failed":
+            outcome = "failed"
         return outcome
 
-    def _skip(self, steps: Sequence[Step], reason: str) -> None:
-        for step in steps:
-            self._emit(events.STEP_FINISHED, step, **self._record(step, "skipped", 0, None, None, error=f"not run: {reason}"))
-
-    def _record(self, step: Step, status: str, attempts: int, started: Optional[float], result: Optional[dict], error: Optional[str] = None) -> dict:
-        finished = time.time()
-        record: Dict[str, Any] = {
-            "index": step.index,
-            "name": step.name,
-            "kind": step.kind,
-            "params": step.params,
-            "tags": list(step.tags),
-            "status": status,
-            "attempts": attempts,
-            "started_at": started,
-            "finished_at": finished if started else None,
-            "duration_s": round(finished - started, 6) if started else 0.0,
-            "error": error,
-        }
-        if isinstance(step, WriteStep):
-            record.update({"run_id": None, "output_file": step.output_file, "n_images": step.n_images, "acquisition": None, "daq_log": None, "daq_log_reason": None})
-        record["recoveries"] = []
-        record["failed_attempts"] = []
-        if result:
-            record.update(result)
-        return record
-
-    def _run_step(self, step: Step, feed: StatusFeed) -> str:
-        self._step = step
+    def _run_step(self, ctx: RunContext, step: Step, plan: "_Progress", reapply: Tuple[Dict[str, Any], List[int]]) -> str:
+        self._step = ctx.step = step
         started = time.time()
-        handler: Callable[[Step, StatusFeed, float, dict], Optional[dict]] = self._handlers[type(step)]
-        result: dict = {"recoveries": []}
-        error = None
-        attempt = 0
-        status = "failed"
+        result: Dict[str, Any] = {"recoveries": [], "failed_attempts": []}
+        plan.result, plan.started = result, started
+        handler = HANDLERS[step.kind]
+        deadline = Deadline(step.timeout, cancel=self.stop_event)
+        status, error, attempt = "failed", None, 0
+        background: Optional[Acquisition] = None
         try:
-            for attempt in range(1, step.retries + 2):
-                self._emit(events.STEP_STARTED, step, attempt=attempt)
-                deadline = time.monotonic() + step.timeout
-                try:
-                    handler(self, step, feed, deadline, result)
-                    status, error = "passed", None
-                    break
-                except (StepFailed, StdDaqAdminException, DaqRunnerError) as exc:
-                    error = _describe(exc)
-                    # Every failed attempt stays in the report, also when a later one passes.
-                    result.setdefault("failed_attempts", []).append({"attempt": attempt, "error": error, "at": time.time()})
-                    if _daq_gone(exc):
-                        self.daq_lost = f"DAQ unreachable beyond the retry budget ({self._budget})"
-                    will_retry = attempt <= step.retries and self.daq_lost is None
-                    self._emit(events.ATTEMPT_FAILED, step, attempt=attempt, error=error, will_retry=will_retry)
-                    if not will_retry:
+            with bounded(deadline):
+                for attempt in range(1, step.retries + 2):
+                    self._emit(events.STEP_STARTED, step, **_started_data(step, attempt))
+                    try:
+                        if reapply[0]:
+                            self._reapply_config(ctx, step, result, *reapply)
+                        background = handler(ctx, step, result, attempt)
+                        status, error = "passed", None
                         break
-                    feed.sleep(self.retry_delay)
+                    except (StepFailed, DaqRunnerError) as exc:
+                        error = _describe(exc, step if deadline.expired else None)
+                        result["failed_attempts"].append({"attempt": attempt, "error": error, "at": time.time()})
+                        if _daq_gone(exc) and not deadline.expired:
+                            self.daq_lost = f"DAQ unreachable beyond the retry budget ({self._budget})"
+                        will_retry = (
+                            attempt <= step.retries
+                            and self.daq_lost is None
+                            and self.lock_lost is None
+                            and deadline.remaining() > self.retry_delay
+                        )
+                        self._emit(events.ATTEMPT_FAILED, step, attempt=attempt, error=error, will_retry=will_retry)
+                        if not will_retry:
+                            break
+                        deadline.sleep(self.retry_delay)
         except (Interrupted, KeyboardInterrupt):
-            status, error = "interrupted", f"interrupted ({self.stop_reason or 'stop requested'})"
-            self.request_stop(self.stop_reason or "SIGINT")
-            self._stop_own_acquisition(error, result)
-        finally:
-            self._step = None
-        self._emit(events.STEP_FINISHED, step, **self._record(step, status, attempt, started, result, error))
-        return status
-
-    # -- recovery and cleanup, written once ------------------------------------------------
-
-    def _recover_unknown(self, step: Step, feed: StatusFeed, result: dict, reason: str) -> None:
-        """Stop-on-UNKNOWN: send a stop, wait for READY, record it."""
-        record = {"reason": reason, "action": "stop_writer", "at": time.time()}
-        self.client.stop_writer()
-        ready = feed.wait_for_status(lambda s: s.get("state") == api.WriterState.READY.value, _READY_AFTER_STOP_S)
-        record["outcome"] = "READY" if ready else "still not READY"
-        result.setdefault("recoveries", []).append(record)
-        self._emit(events.RECOVERY, step, **record)
-        if not ready:
-            raise StepFailed(f"writer was UNKNOWN and did not return to READY after a stop ({reason})")
-
-    def _stop_own_acquisition(self, reason: str, result: Optional[dict] = None) -> None:
-        """Stop the acquisition this runner started, if it is still running. Never raises.
-
-        Rides out a DAQ outage for a few seconds only: it runs when the runner has been
-        told to stop. What it did is a recovery of the step (in ``result``) and an event.
-        """
-        run_id, self._own_acquisition = self._own_acquisition, None
-        if run_id is None:
-            return
-        record = {"reason": reason, "action": "stop_writer", "at": time.time()}
-        try:
-            # Once the DAQ has failed for the whole outage budget, one more try is enough.
-            budget = 0.0 if self.daq_lost else _STOP_BUDGET_S
-            probe = StdDaqClient(self.url, timeout=2.0, retries=100, retry_deadline=budget, session=self.client.session)
-            status = probe.get_status()
-            if status.get("state") != api.WriterState.WRITING.value or api.acquisition_run_id(status) != run_id:
-                return  # it ended by itself
-            probe.stop_writer()
-            record["outcome"] = f"stopped acquisition {run_id}"
-        except Exception as exc:  # best effort: the DAQ may be gone
-            record["outcome"] = f"could not stop acquisition {run_id}, it may still be running: {exc}"
-            self._notice(record["outcome"])
-        if result is not None:
-            result.setdefault("recoveries", []).append(record)
-        self._emit(events.RECOVERY, self._step, **record)
-
-    def _ready_for_writer(self, step: Step, feed: StatusFeed, deadline: float, result: dict) -> dict:
-        """Writer status once READY: recovers UNKNOWN, waits out a running acquisition."""
-        status = self.client.get_status()
-        if status.get("state") == api.WriterState.UNKNOWN.value:
-            self._recover_unknown(step, feed, result, "writer UNKNOWN before the step")
-            status = self.client.get_status()
-        if status.get("state") != api.WriterState.READY.value:
-            since = feed.mark()
-            status = feed.wait_for_status(
-                lambda s: s.get("state") in (api.WriterState.READY.value, api.WriterState.UNKNOWN.value),
-                max(deadline - time.monotonic(), 0.0),
-                since,
-            ) or self.client.get_status()
-            if status.get("state") == api.WriterState.UNKNOWN.value:
-                self._recover_unknown(step, feed, result, "writer UNKNOWN before the step")
-            elif status.get("state") != api.WriterState.READY.value:
-                raise StepFailed(f"writer still {status.get('state')} when the step timed out (another acquisition running)")
-        return status
-
-    # -- step handlers -------------------------------------------------------------------
-
-    def _do_write(self, step: WriteStep, feed: StatusFeed, deadline: float, result: dict) -> None:
-        self._ready_for_writer(step, feed, deadline, result)
-        run_id = _new_run_id()
-        request = {"output_file": step.output_file, "n_images": step.n_images, "run_id": run_id}
-        result.update(run_id=run_id, acquisition=None, daq_log=None, daq_log_reason=None)
-        status_mark = feed.mark()
-        log_mark = feed.mark(self.streams.log)
-        started = time.monotonic()
-        # Our run_id has shown up in the statuses read *in order* (stream or live REST).
-        # Not the start's reply: the stream may still hold an older READY status published
-        # between the mark and the start, which must not read as "ours has vanished".
-        seen_ours = False
-        try:
-            self.client.start_writer_async(request)
-        except WriteOutcomeUnknown as exc:
-            # The reply was lost: our run_id tells whether the acquisition started.
-            status = self.client.get_status()
-            if api.acquisition_run_id(status) != run_id:
-                if status.get("state") != api.WriterState.READY.value:
-                    raise StepFailed(f"write request lost ({exc}) and the writer is {status.get('state')}") from None
-                self._notice(f"write request lost ({exc}); it did not start, sending it once more")
-                self.client.start_writer_async(request)
+            self.request_stop("SIGINT")
+            if self.lock_lost is not None:
+                status, error = "failed", f"runner lock lost: {self.lock_lost}"
             else:
-                self._notice(f"write request reply lost ({exc}); acquisition {run_id} did start")
-        self._own_acquisition = run_id
-        if not step.wait:
-            result["acquisition"] = None
-            result["daq_log_reason"] = "not waited for (wait: false)"
-            self._own_acquisition = None  # it is meant to go on after this step
-            return
+                status, error = "interrupted", f"interrupted ({self.stop_reason or 'stop requested'})"
+        finally:
+            self._step = ctx.step = None
+        if status != "passed":
+            # An acquisition this step started that may still run is stopped (its own budget,
+            # outside the step's time limit).
+            acquisition = ctx.acquisitions.by_step.get(step.index)
+            if acquisition is not None and not acquisition.ended:
+                self._stop(ctx, acquisition, error or status, result)
+        record = _record(step, status, attempt, started, result, error)
+        if background is None:
+            # Done with it: memory must not grow with the number of finished steps.
+            ctx.acquisitions.by_step.pop(step.index, None)
+        if background is not None:
+            background.record = record
+            plan.pending(step)
+            return "passed"
+        plan.emitted(step)
+        if status != "passed" and plan.first_failure is None:
+            plan.first_failure = f"step {step.index} ({step.name}) {status}: {error}"
+        self._emit(events.STEP_FINISHED, step, **record)
+        return status
 
-        def ended(status: dict) -> bool:
-            nonlocal seen_ours
-            if status.get("state") == api.WriterState.UNKNOWN.value:
-                return True
-            if api.acquisition_run_id(status) == run_id:
-                seen_ours = True
-                return (status.get("acquisition") or {}).get("state") in ("FINISHED", "FAILED")
-            # READY without our acquisition once it had started: the DAQ lost it (a restart).
-            # Before we have seen it, allow for statuses published before the start took effect.
-            return status.get("state") == api.WriterState.READY.value and (
-                seen_ours or time.monotonic() - started > _VANISHED_AFTER_S
+    def _reapply_config(self, ctx: RunContext, step: Step, result: dict, reapply: Dict[str, Any], sources: List[int]) -> None:
+        """Resume: the configuration that passed (kept) config steps established, applied again."""
+        config = ctx.client.get_config() or {}
+        changes = {key: value for key, value in reapply.items() if config.get(key) != value}
+        if changes:
+            ctx.ready_for_writer(step, result, purpose="re-applying the configuration")
+            ctx.guard()
+            ctx.client.update_config(changes)
+            steps = ", ".join(str(i) for i in sources)
+            text = ", ".join(f"{k}={v}" for k, v in changes.items())
+            record = {"reason": f"resume: configuration established by passed step(s) {steps}", "action": f"update_config {text}", "outcome": "applied", "at": time.time()}
+            result["recoveries"].append(record)
+            self._emit(events.RECOVERY, step, **record)
+            self._notice(f"re-applied the configuration {text} established by passed step(s) {steps} before step {step.index}")
+        reapply.clear()
+        sources.clear()
+
+    def _stop(self, ctx: RunContext, acquisition: Acquisition, reason: str, result: dict) -> None:
+        self._cleanup = Deadline(STOP_BUDGET_S)
+        try:
+            record = ctx.acquisitions.stop(acquisition, reason, self._cleanup.remaining())
+        finally:
+            self._cleanup = None
+        result["recoveries"].append(record)
+        self._emit(events.RECOVERY, acquisition.step, **record)
+
+    # -- acquisitions in the background -------------------------------------------------------
+
+    def _settle_background(self, ctx: RunContext, plan: "_Progress", wait: bool = False) -> Optional[str]:
+        """Record background acquisitions that ended; with ``wait``, wait for the others first.
+
+        Returns ``"abort"`` when one failed and its step says ``on_error: abort``, ``"failed"``
+        when one failed otherwise, else ``None``.
+        """
+        acquisitions = ctx.acquisitions
+        verdict = None
+        if wait:
+            for acq in acquisitions.background():
+                self._emit(events.WAITING, acq.step, what=f"background acquisition of {acq.step.output_file}", seconds=max(acq.deadline_at - time.monotonic(), 0.0))
+                status = self._follow_background(ctx, acq)
+                plan.emitted(acq.step)
+                verdict = verdict or (None if status == "passed" else "failed")
+            return verdict
+        for acq in acquisitions.poll_background():
+            status = self._follow_background(ctx, acq)
+            plan.emitted(acq.step)
+            if status != "passed":
+                plan.first_failure = plan.first_failure or f"step {acq.step.index} ({acq.step.name}) {status}: {acq.record.get('error')}"
+                verdict = "abort" if acq.step.on_error == "abort" else (verdict or "failed")
+        return verdict
+
+    def _follow_background(self, ctx: RunContext, acq: Acquisition) -> str:
+        """Follow a background acquisition to its end (bounded by its step's timeout), record it."""
+        record = acq.record or {}
+        error = None
+        self._step = ctx.step = acq.step
+        try:
+            with bounded(Deadline(cancel=self.stop_event, at=acq.deadline_at)):
+                try:
+                    ctx.acquisitions.follow(acq, record)
+                    status = "passed"
+                except (StepFailed, DaqRunnerError) as exc:
+                    status, error = "failed", _describe(exc)
+        except (Interrupted, KeyboardInterrupt):
+            self.request_stop("SIGINT")
+            status, error = "interrupted", f"interrupted ({self.stop_reason or 'stop requested'})"
+        finally:
+            self._step = ctx.step = None
+        if not acq.ended:
+            self._stop(ctx, acq, error or status, record)
+        self._finish_record(acq.step, record, status, error)
+        return status
+
+    def _finish_record(self, step: Step, record: dict, status: str, error: Optional[str]) -> None:
+        finished = time.time()
+        record.update(status=status, error=error, finished_at=finished)
+        if record.get("started_at"):
+            record["duration_s"] = round(finished - record["started_at"], 6)
+        self._emit(events.STEP_FINISHED, step, **record)
+
+    # -- the end, written once ------------------------------------------------------------------
+
+    def _finish(self, ctx: Optional[RunContext], plan: "_Progress", outcome: str) -> str:
+        """Stop what may still run, give every step a record, release the lock, say how it ended."""
+        errors: List[BaseException] = []
+        reason = self.stop_reason
+        if self.lock_lost is not None:
+            outcome, reason = "failed", f"runner lock lost: {self.lock_lost}"
+        elif self.daq_lost is not None:
+            outcome, reason = "failed", self.daq_lost
+        why = f"run {outcome}" + (f": {reason}" if reason else "")
+        if ctx is not None:
+            for acq in list(ctx.acquisitions.running):
+                # Acquisitions of steps that have no record yet, or in the background.
+                record = acq.record if acq.record is not None else None
+                target = record if record is not None else (plan.result if acq.step is plan.current else {"recoveries": []})
+                try:
+                    self._stop(ctx, acq, f"the run ended early ({why})", target)
+                except BaseException as exc:  # keep finishing
+                    errors.append(exc)
+                if record is not None and plan.is_pending(acq.step):
+                    status = "interrupted" if outcome == "interrupted" else "failed"
+                    try:
+                        self._finish_record(acq.step, record, status, f"not finished: {why}")
+                        plan.emitted(acq.step)
+                    except BaseException as exc:
+                        errors.append(exc)
+        # Every step gets exactly one record: the summary always adds up.
+        for step, state in plan.unrecorded():
+            if state == "current":
+                status = "interrupted" if outcome == "interrupted" else "failed"
+                record = _record(step, status, 1, plan.started, plan.result, f"not finished: {why}")
+            else:
+                record = _record(step, "skipped", 0, None, {}, f"not run: {why}")
+            try:
+                self._emit(events.STEP_FINISHED, step, **record)
+            except BaseException as exc:
+                errors.append(exc)
+                break
+        if ctx is not None and ctx.lock is not None:
+            ctx.lock.release()
+        if reason is None and outcome != "passed":
+            reason = plan.first_failure
+        try:
+            self._emit(
+                events.RUN_FINISHED,
+                status=outcome,
+                reason=reason,
+                daq_unreachable=self.daq_lost is not None,
+                lock_lost=self.lock_lost,
             )
+        except BaseException as exc:
+            errors.append(exc)
+        if errors:
+            raise errors[0]
+        return outcome
 
-        def progress(status: dict) -> None:
-            if api.acquisition_run_id(status) == run_id:
-                acquisition = status["acquisition"]
-                self._emit(
-                    events.PROGRESS,
-                    step,
-                    n_written=(acquisition.get("stats") or {}).get("n_write_completed", 0),
-                    n_images=step.n_images,
-                    state=acquisition.get("state"),
-                )
 
-        final = feed.wait_for_status(ended, max(deadline - time.monotonic(), 0.0), status_mark, progress)
-        if final is None:
-            status = self.client.get_status()
-            done = ((status.get("acquisition") or {}).get("stats") or {}).get("n_write_completed", 0)
-            self._stop_own_acquisition(f"step timeout ({step.timeout:g} s)", result)
-            result["acquisition"] = self.client.get_status().get("acquisition")
-            raise StepFailed(f"timed out after {step.timeout:g} s with {done}/{step.n_images} images written; acquisition stopped")
-        self._own_acquisition = None
-        acquisition = final.get("acquisition") or {}
-        if final.get("state") == api.WriterState.READY.value and api.acquisition_run_id(final) != run_id:
-            result["acquisition"] = acquisition or None
-            raise StepFailed(f"acquisition {run_id} vanished: the writer is READY with no record of it (was the DAQ restarted?)")
-        if final.get("state") == api.WriterState.UNKNOWN.value:
-            result["acquisition"] = acquisition
-            self._recover_unknown(step, feed, result, "writer UNKNOWN during the acquisition")
-            raise StepFailed("writer went UNKNOWN during the acquisition; it was lost (writer reset to READY)")
-        result["acquisition"] = acquisition
-        stats = acquisition.get("stats") or {}
-        message = acquisition.get("message")
-        if acquisition.get("state") == api.AcquisitionState.FAILED.value:
-            raise StepFailed(f"acquisition FAILED: {message}")
-        if stats.get("n_write_completed") != step.n_images:
-            raise StepFailed(f"acquisition ended '{message}' with {stats.get('n_write_completed')}/{step.n_images} images written")
-        record, source = feed.find_log(run_id, log_mark, _LOG_WAIT_S)
-        result["daq_log"] = record
-        result["daq_log_reason"] = source if record is None else None
-        result["daq_log_source"] = source if record is not None else None
-        if record is None and self.require_log:
-            raise StepFailed(f"acquisition FINISHED but the DAQ did not log it: {source}")
+class _Progress:
+    """Which steps of the plan have their record: the summary must always add up."""
 
-    def _do_config(self, step: ConfigStep, feed: StatusFeed, deadline: float, result: dict) -> None:
-        before = self.client.get_deployment_status().get("config_id")
-        applied = self.client.set_config(step.config)
-        result["config"] = applied
-        deployment = feed.watch_value(
-            self.client.get_deployment_status,
-            lambda d: d.get("config_id") != before and d.get("status") in ("SUCCESS", "ERROR"),
-            max(deadline - time.monotonic(), 0.0),
-            _DEPLOY_POLL_S,
-        )
-        result["deployment"] = deployment
-        if deployment.get("config_id") == before or deployment.get("status") not in ("SUCCESS", "ERROR"):
-            raise StepFailed(f"deployment not finished in time: {deployment.get('status')} ({deployment.get('message')})")
-        if deployment.get("status") == "ERROR":
-            raise StepFailed(f"deployment failed: {deployment.get('message')}")
-        if step.settle:
-            feed.sleep(min(step.settle, max(deadline - time.monotonic(), 0.0)))
+    def __init__(self, steps: Tuple[Step, ...]) -> None:
+        self.steps = steps
+        self._done = 0  # steps[:_done] are recorded or pending in the background
+        self._pending: Dict[int, Step] = {}
+        self.current: Optional[Step] = None
+        self.result: Dict[str, Any] = {"recoveries": [], "failed_attempts": []}  # the current step's record so far
+        self.started: Optional[float] = None
+        self.first_failure: Optional[str] = None
 
-    def _do_check(self, step: CheckStep, feed: StatusFeed, deadline: float, result: dict) -> None:
-        problems: List[str] = []
-        observed: Dict[str, Any] = {}
-        if step.deployment:
-            deployment = self.client.get_deployment_status()
-            observed["deployment"] = deployment.get("status")
-            if deployment.get("status") != step.deployment:
-                problems.append(f"deployment is {deployment.get('status')} ({deployment.get('message')}), expected {step.deployment}")
-        if step.writer:
-            state = self.client.get_status().get("state")
-            observed["writer"] = state
-            if state != step.writer:
-                problems.append(f"writer is {state}, expected {step.writer}")
-        if step.config:
-            config = self.client.get_config() or {}
-            observed["config"] = {k: config.get(k) for k in step.config}
-            for key, expected in step.config.items():
-                if config.get(key) != expected:
-                    problems.append(f"config {key} is {config.get(key)!r}, expected {expected!r}")
-        if step.min_detector_rate is not None or step.min_writer_rate is not None:
-            stats = self.client.get_stats() or {}
-            detector = float(((stats.get("detector") or {}).get("images_per_second")) or 0.0)
-            writer = api.writer_rate(stats)
-            observed.update(detector_rate=detector, writer_rate=writer)
-            if step.min_detector_rate is not None and detector < step.min_detector_rate:
-                problems.append(f"detector sends {detector:g} images/s, expected at least {step.min_detector_rate:g}")
-            if step.min_writer_rate is not None and writer < step.min_writer_rate:
-                problems.append(f"writer writes {writer:g} images/s, expected at least {step.min_writer_rate:g}")
-        result["observed"] = observed
-        if problems:
-            raise StepFailed("; ".join(problems))
+    def emitted(self, step: Step) -> None:
+        self._pending.pop(step.index, None)
+        self._advance(step)
 
-    def _do_wait(self, step: WaitStep, feed: StatusFeed, deadline: float, result: dict) -> None:
-        if step.seconds is not None:
-            feed.sleep(step.seconds)
-            return
-        if step.state == api.WriterState.READY.value:
-            status = self._ready_for_writer(step, feed, deadline, result)
-        else:
-            since = feed.mark()
-            status = feed.wait_for_status(lambda s: s.get("state") == step.state, max(deadline - time.monotonic(), 0.0), since)
-            if status is None:
-                raise StepFailed(f"writer not {step.state} within {step.timeout:g} s")
-        result["writer"] = status.get("state")
+    def pending(self, step: Step) -> None:
+        self._pending[step.index] = step
+        self._advance(step)
 
-    def _do_stop(self, step: StopStep, feed: StatusFeed, deadline: float, result: dict) -> None:
-        since = feed.mark()
-        status = self.client.stop_writer()
-        if status.get("state") != api.WriterState.READY.value:
-            status = feed.wait_for_status(lambda s: s.get("state") == api.WriterState.READY.value, max(deadline - time.monotonic(), 0.0), since)
-            if status is None:
-                raise StepFailed("writer did not return to READY after the stop")
-        result["acquisition"] = status.get("acquisition")
+    def is_pending(self, step: Step) -> bool:
+        return step.index in self._pending
 
-    _handlers: Dict[type, Callable[..., None]] = {
-        WriteStep: _do_write,
-        ConfigStep: _do_config,
-        CheckStep: _do_check,
-        WaitStep: _do_wait,
-        StopStep: _do_stop,
+    def _advance(self, step: Step) -> None:
+        if self._done < len(self.steps) and self.steps[self._done].index == step.index:
+            self._done += 1
+            if self.current is step:
+                self.current = None
+
+    def unrecorded(self) -> List[Tuple[Step, str]]:
+        rest = list(self._pending.values())
+        out = [(s, "skipped") for s in rest]
+        for step in self.steps[self._done :]:
+            out.append((step, "current" if step is self.current else "skipped"))
+        self._pending.clear()
+        return out
+
+
+def _started_data(step: Step, attempt: int) -> Dict[str, Any]:
+    data: Dict[str, Any] = {"attempt": attempt, "kind": step.kind, "timeout": step.timeout}
+    if isinstance(step, WriteStep):
+        data.update(output_file=step.output_file, n_images=step.n_images)
+    return data
+
+
+def _record(step: Step, status: str, attempts: int, started: Optional[float], result: Optional[dict], error: Optional[str] = None) -> dict:
+    finished = time.time()
+    record: Dict[str, Any] = {
+        "index": step.index,
+        "name": step.name,
+        "kind": step.kind,
+        "params": step.params,
+        "tags": list(step.tags),
+        "identity": step.identity,
+        "status": status,
+        "attempts": attempts,
+        "started_at": started,
+        "finished_at": finished if started else None,
+        "duration_s": round(finished - started, 6) if started else 0.0,
+        "error": error,
     }
+    if isinstance(step, WriteStep):
+        record.update(
+            run_id=None, output_file=step.output_file, n_images=step.n_images, n_written=None, overwrite=step.overwrite,
+            acquisition=None, daq_log=None, daq_log_reason=None,
+        )
+    record["recoveries"] = []
+    record["failed_attempts"] = []
+    if result:
+        record.update(result)
+    return record
 
 
 def _daq_gone(exc: BaseException) -> bool:
     """A transport failure that outlasted the client's whole retry budget.
 
-    A lost write reply is not one: it is raised at once and resolved by ``run_id``.
+    A lost write reply is not one (it is resolved by ``run_id``), and neither is a request
+    the step's own time limit cut short.
     """
-    return isinstance(exc, DaqTransportError) and not isinstance(exc, WriteOutcomeUnknown)
+    return isinstance(exc, DaqTransportError) and not isinstance(exc, (WriteOutcomeUnknown, DeadlineExceeded))
 
 
-def _describe(exc: BaseException) -> str:
+def _describe(exc: BaseException, timed_out: Optional[Step] = None) -> str:
     if isinstance(exc, StdDaqAdminException):
-        return f"the DAQ refused: {exc}"
-    if isinstance(exc, DaqTransportError):
-        return f"DAQ unreachable: {exc}"
-    return str(exc)
+        text = f"the DAQ refused: {exc}"
+    elif isinstance(exc, DaqTransportError) and not isinstance(exc, DeadlineExceeded):
+        text = f"DAQ unreachable: {exc}"
+    else:
+        text = str(exc)
+    if timed_out is not None and not text.startswith("timed out"):
+        text = f"timed out after {timed_out.timeout:g} s: {text}"
+    return text
+
+
+def _user() -> Optional[str]:
+    try:
+        return getpass.getuser()
+    except Exception:  # no user name in this environment (a container without passwd entry)
+        return None
+
+
+def _secrets_of(*urls: Optional[str]) -> Tuple[str, ...]:
+    """The user names and passwords in ``urls``: replaced by ``***`` in every event."""
+    from urllib.parse import unquote, urlsplit
+
+    found = []
+    for url in urls:
+        if not url:
+            continue
+        try:
+            parts = urlsplit(url)
+            for value in (parts.password, parts.username):
+                if value:
+                    found.extend({value, unquote(value)})
+        except ValueError:
+            continue
+    return tuple(sorted({s for s in found if s}, key=len, reverse=True))
+
+
+def _scrub(value: Any, secrets: Tuple[str, ...]) -> Any:
+    if isinstance(value, str):
+        for secret in secrets:
+            if secret in value:
+                value = value.replace(secret, "***")
+        return value
+    if isinstance(value, dict):
+        return {k: _scrub(v, secrets) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_scrub(v, secrets) for v in value]
+    return value

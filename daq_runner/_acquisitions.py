@@ -1,0 +1,368 @@
+"""Acquisitions the runner started: started exactly once, followed to their provable end, never orphaned.
+
+The rules (README "What an unattended run can rely on"):
+
+- **No silent overwrite.** An existing output file is refused before anything is sent, unless
+  the step or the run allows overwriting; a symbolic link is never written through.
+- **Exactly once.** A write request is sent again only when the DAQ provably did not start it:
+  neither our ``run_id`` nor our output file showed up in the statuses read in order from
+  before the request, nor in the DAQ's log, within a grace period counted from when the reply
+  was lost. A DAQ driver that replaces our ``run_id`` is followed by output file (an
+  acquisition of our file that started after our request), with a notice. A later attempt of a
+  step follows the earlier attempt's acquisition while that one may still run or have passed.
+- **A provable end.** A status that suggests the end (UNKNOWN, READY without ours, another
+  acquisition) is confirmed over REST before it is believed: a real DAQ stores each status
+  twice and the copies can interleave. A slow acknowledgement is not "vanished": the grace
+  period counts from the start's reply.
+- **Owned.** Every acquisition that may be running is stopped by :meth:`Acquisitions.stop_all`
+  whatever ends the run; ``wait: false`` acquisitions are followed in the background and their
+  end is recorded on their own step.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from typing import Any, Callable, Dict, List, Optional, Set
+
+from . import api, events
+from ._context import READY, UNKNOWN, WRITING, RunContext, StepFailed
+from ._deadline import Deadline, detached
+from .batch import WriteStep
+from .exceptions import DaqRunnerError, StdDaqAdminException, WriteOutcomeUnknown, WriterNeedsRestart
+from .feed import Cursor
+
+__all__ = ["Acquisition", "Acquisitions", "STOP_BUDGET_S"]
+
+_FINAL = (api.AcquisitionState.FINISHED.value, api.AcquisitionState.FAILED.value)
+_LOST_REPLY_GRACE_S = 10.0  # the real server answers a write within ~5 s of its own polling
+_ACK_GRACE_S = 5.0  # after the start's reply: how long a READY writer without ours is not yet "vanished"
+_LOG_WAIT_S = 3.0
+_LOG_LOOKUP = 100  # logs searched for an earlier acquisition of a file the runner cannot see
+STOP_BUDGET_S = 5.0  # how long a stop of our acquisition is tried once the run must end
+
+_run_ids = itertools.count()
+
+
+def new_run_id() -> int:
+    """Unique per process and increasing: time in ns plus a counter against equal clocks."""
+    return time.time_ns() + next(_run_ids) % 1000
+
+
+class Acquisition:
+    """One acquisition this runner asked for, followed until it provably ended."""
+
+    def __init__(self, step: WriteStep, run_id: int, before: Set[int]) -> None:
+        self.step = step
+        self.requested_run_id = run_id
+        self.run_id = run_id  # what the DAQ calls it (a driver may replace ours)
+        self.before = before  # run_ids of acquisitions that existed before our request: never ours
+        self.cursor: Optional[Cursor] = None
+        self.log_cursor: Optional[Cursor] = None
+        self.acknowledged_at: Optional[float] = None
+        self.seen = False  # ours read in order (stream or live REST)
+        self.last: Optional[dict] = None  # our acquisition as last seen
+        self.final: Optional[dict] = None  # our acquisition once provably ended
+        self.ended = False
+        self.stopped_by: Optional[int] = None  # index of the batch's stop step that ended it
+        self.record: Optional[dict] = None  # the step record, for an acquisition in the background
+        self.started = time.time()
+        self.deadline_at = time.monotonic() + step.timeout
+        self.adopted_notice: Optional[str] = None
+
+    @property
+    def background(self) -> bool:
+        return not self.step.wait
+
+    @property
+    def n_written(self) -> int:
+        stats = (self.final or self.last or {}).get("stats") or {}
+        value = stats.get("n_write_completed")
+        return value if isinstance(value, int) else 0
+
+    def matches(self, status: dict) -> bool:
+        """Whether ``status`` describes this acquisition (by run_id, or by output file)."""
+        acquisition = status.get("acquisition") or {}
+        return self.is_ours(acquisition)
+
+    def is_ours(self, acquisition: dict) -> bool:
+        run_id = api.acquisition_run_id({"acquisition": acquisition})
+        if run_id is None:
+            return False
+        if run_id == self.run_id:
+            return True
+        info = acquisition.get("info") or {}
+        if info.get("output_file") == self.step.output_file and run_id not in self.before:
+            # Our file, in an acquisition that started after our request: a driver that replaces
+            # the client's run_id. Follow it as ours.
+            self.adopted_notice = (
+                f"the DAQ reports run_id {run_id} for our acquisition of {self.step.output_file} "
+                f"(we asked for {self.requested_run_id}); following it as ours"
+            )
+            self.run_id = run_id
+            return True
+        return False
+
+    def is_final(self, status: dict) -> bool:
+        return self.matches(status) and (status.get("acquisition") or {}).get("state") in _FINAL
+
+
+class Acquisitions:
+    """The acquisitions of one run: start, follow, confirm, stop."""
+
+    def __init__(self, ctx: RunContext) -> None:
+        self.ctx = ctx
+        self.running: List[Acquisition] = []  # started, or possibly started, and not seen to end
+        self.by_step: Dict[int, Acquisition] = {}
+        self._background_cursor: Optional[Cursor] = None
+
+    # -- observing ---------------------------------------------------------------------------
+
+    def observe(self, status: dict) -> None:
+        """Every status the feed reads: notes the end of acquisitions followed in the background."""
+        for acq in self.running:
+            if acq.background and acq.matches(status):
+                acq.seen = True
+                acq.last = status.get("acquisition")
+                if (acq.last or {}).get("state") in _FINAL:
+                    acq.final = acq.last
+
+    def _note_adoption(self, acq: Acquisition) -> None:
+        if acq.adopted_notice:
+            self.ctx.notice(acq.adopted_notice, acq.step)
+            acq.adopted_notice = None
+
+    # -- starting, exactly once ----------------------------------------------------------------
+
+    def check_overwrite(self, step: WriteStep, result: dict) -> None:
+        """Refuse to write over an existing file unless allowed; never write through a symlink."""
+        path = step.output_file
+        allowed = step.overwrite or self.ctx.overwrite
+        if os.path.islink(path):
+            raise StepFailed(f"{path} is a symbolic link: the DAQ would write through it; nothing was sent")
+        if os.path.isdir(os.path.dirname(path)):
+            exists = os.path.lexists(path)
+            where = "it exists"
+        else:
+            # The DAQ writes on another machine: its own log knows the files it wrote.
+            exists = any(
+                (record.get("info") or {}).get("output_file") == path for record in self.ctx.client.get_logs(_LOG_LOOKUP)
+            )
+            where = "the DAQ's log shows an earlier acquisition of it"
+        if not exists:
+            return
+        earlier = self.by_step.get(step.index)
+        if earlier is not None and earlier.step.output_file == path:
+            # This step's own earlier attempt left it (a failed or incomplete acquisition).
+            self.ctx.notice(f"replacing {path}, left by the failed attempt of this step (acquisition {earlier.run_id})", step)
+            return
+        if not allowed:
+            raise StepFailed(
+                f"{path}: {where} and the DAQ's writer would overwrite it; set overwrite: true on the step "
+                "(or in defaults), or run with --overwrite; nothing was sent"
+            )
+        result["overwrote"] = True
+        self.ctx.notice(f"overwriting {path} ({where}; overwrite allowed)", step)
+
+    def start(self, step: WriteStep, result: dict) -> Acquisition:
+        """Start the acquisition of ``step`` once; raises :class:`StepFailed` when it provably did not start."""
+        ctx = self.ctx
+        before = ctx.ready_for_writer(step, result)
+        self.check_overwrite(step, result)
+        previous = api.acquisition_run_id(before)
+        acq = Acquisition(step, new_run_id(), {previous} if previous is not None else set())
+        self.by_step[step.index] = acq
+        request = {"output_file": step.output_file, "n_images": step.n_images, "run_id": acq.run_id}
+        result.update(run_id=str(acq.run_id), acquisition=None, daq_log=None, daq_log_reason=None)
+        for send in (1, 2):
+            acq.cursor = ctx.feed.mark()
+            acq.log_cursor = ctx.feed.mark(ctx.feed.streams.log)
+            ctx.guard()
+            if acq not in self.running:
+                self.running.append(acq)  # from here on it may run: whatever ends the run stops it
+            try:
+                reply = ctx.client.start_writer_async(request)
+            except WriterNeedsRestart as exc:
+                self._ended(acq)
+                ctx.reset_writer(step, result, f"the DAQ could not start the write: {exc}")
+                raise StepFailed(f"the DAQ refused the write: {exc} (the writer was reset)") from None
+            except StdDaqAdminException:
+                self._ended(acq)
+                raise
+            except WriteOutcomeUnknown as exc:
+                if self._look_for(acq, exc):
+                    break
+                if send == 2:
+                    raise StepFailed(f"write request lost twice ({exc}); acquisition {acq.run_id} did not start") from None
+                ctx.notice(f"acquisition {acq.run_id} did not start within {_LOST_REPLY_GRACE_S:g} s; sending the request once more", step)
+                continue
+            acq.acknowledged_at = time.monotonic()
+            if acq.matches(reply):
+                acq.last = reply.get("acquisition")
+            break
+        self._note_adoption(acq)
+        result["run_id"] = str(acq.run_id)
+        if acq.background and self._background_cursor is None and acq.cursor is not None:
+            # Followed from before its request: its end cannot slip past the background look.
+            self._background_cursor = Cursor(acq.cursor.stream, acq.cursor.id)
+        return acq
+
+    def _look_for(self, acq: Acquisition, exc: Exception) -> bool:
+        """After a lost reply: did our acquisition start? Statuses in order, then the log."""
+        ctx = self.ctx
+        ctx.notice(f"write request reply lost ({exc}); looking for acquisition {acq.run_id} before deciding", acq.step)
+        cursor = Cursor(acq.cursor.stream, acq.cursor.id) if acq.cursor else None
+        found = ctx.feed.wait_for_status(acq.matches, _LOST_REPLY_GRACE_S, cursor)
+        if found is None:
+            record, _ = ctx.feed.find_log(lambda r: acq.is_ours(r), acq.log_cursor, 0.5)
+            if record is None:
+                return False
+            acq.final = record
+        else:
+            acq.last = found.get("acquisition")
+        acq.acknowledged_at = time.monotonic()
+        ctx.notice(f"acquisition {acq.run_id} did start", acq.step)
+        return True
+
+    # -- following ---------------------------------------------------------------------------
+
+    def _ended(self, acq: Acquisition) -> None:
+        acq.ended = True
+        if acq in self.running:
+            self.running.remove(acq)
+
+    def follow(self, acq: Acquisition, result: dict, on_status: Callable[[dict], None] = lambda s: None) -> None:
+        """Wait until ``acq`` provably ended; then judge it (raises :class:`StepFailed`)."""
+        ctx = self.ctx
+        step = acq.step
+
+        def suggests_end(status: dict) -> bool:
+            if acq.matches(status):
+                acq.seen = True
+                acq.last = status.get("acquisition")
+                return (acq.last or {}).get("state") in _FINAL
+            if status.get("state") == UNKNOWN:
+                return True
+            if status.get("state") == READY:
+                grace_over = acq.acknowledged_at is not None and time.monotonic() - acq.acknowledged_at > _ACK_GRACE_S
+                return acq.seen or grace_over
+            return status.get("state") == WRITING and acq.seen  # another acquisition after ours
+
+        while acq.final is None:
+            status = ctx.feed.wait_for_status(suggests_end, since=acq.cursor, on_status=on_status)
+            if status is None:
+                raise StepFailed(
+                    f"timed out after {step.timeout:g} s with {acq.n_written}/{step.n_images} images written"
+                )
+            if acq.is_final(status):
+                acq.final = status.get("acquisition")
+                if status.get("state") == UNKNOWN:
+                    # Ended by a writer restart: reset the writer now, the acquisition is lost.
+                    self._ended(acq)
+                    result["acquisition"] = acq.final
+                    ctx.reset_writer(step, result, "writer UNKNOWN during the acquisition")
+                    raise StepFailed(
+                        "the writer went UNKNOWN during the acquisition; it was lost (writer reset to READY): "
+                        f"{acq.final.get('message')}"
+                    )
+                break
+            # Believe the end only when the DAQ confirms it now.
+            live = ctx.feed.status()
+            if acq.matches(live):
+                acq.seen = True
+                acq.last = live.get("acquisition")
+                if acq.is_final(live):
+                    acq.final = acq.last
+                continue  # a stale copy in the stream
+            if live.get("state") == UNKNOWN:
+                self._ended(acq)
+                result["acquisition"] = acq.last
+                ctx.reset_writer(step, result, "writer UNKNOWN during the acquisition")
+                raise StepFailed("the writer went UNKNOWN during the acquisition; it was lost (writer reset to READY)")
+            record, _ = ctx.feed.find_log(lambda r: acq.is_ours(r), acq.log_cursor, 0.5)
+            if record is not None:
+                acq.final = record
+                break
+            grace_over = acq.acknowledged_at is not None and time.monotonic() - acq.acknowledged_at > _ACK_GRACE_S
+            if acq.seen or grace_over or live.get("state") == WRITING:
+                self._ended(acq)
+                result["acquisition"] = acq.last
+                raise StepFailed(
+                    f"acquisition {acq.run_id} vanished: the writer is {live.get('state')} with no record of it "
+                    "(was the DAQ restarted?)"
+                )
+        self._ended(acq)
+        self._note_adoption(acq)
+        self.judge(acq, result)
+
+    def judge(self, acq: Acquisition, result: dict) -> None:
+        """Pass only a FINISHED acquisition with every image written and (if required) logged."""
+        step, final = acq.step, acq.final or {}
+        result.update(run_id=str(acq.run_id), acquisition=final, n_written=acq.n_written)
+        message = final.get("message")
+        if final.get("state") == api.AcquisitionState.FAILED.value:
+            raise StepFailed(f"acquisition FAILED: {message}")
+        if acq.n_written != step.n_images:
+            if acq.stopped_by is not None and final.get("state") == api.AcquisitionState.FINISHED.value:
+                result["stopped_by_step"] = acq.stopped_by
+            else:
+                raise StepFailed(f"acquisition ended '{message}' with {acq.n_written}/{step.n_images} images written")
+        record, source = self.ctx.feed.find_log(lambda r: acq.is_ours(r), acq.log_cursor, _LOG_WAIT_S)
+        result["daq_log"] = record
+        result["daq_log_source"] = source if record is not None else None
+        result["daq_log_reason"] = None if record is not None else source
+        if record is None and self.ctx.require_log:
+            raise StepFailed(f"acquisition FINISHED but the DAQ did not log it: {source}")
+
+    # -- background acquisitions ------------------------------------------------------------------
+
+    def background(self) -> List[Acquisition]:
+        return [acq for acq in self.running if acq.background]
+
+    def poll_background(self) -> List[Acquisition]:
+        """Background acquisitions whose end is known now (a short look at what the DAQ published)."""
+        waiting = self.background()
+        if not waiting:
+            return []
+        if any(acq.final is None for acq in waiting):
+            # Statuses read pass through observe(), which notes the ends.
+            self.ctx.feed.wait_for_status(lambda status: False, 0.02, self._background_cursor)
+        return [acq for acq in waiting if acq.final is not None]
+
+    def mark_stopped_by(self, step_index: int) -> None:
+        """A stop step is about to stop the writer: acquisitions it ends were ended on purpose."""
+        for acq in self.background():
+            acq.stopped_by = step_index
+
+    # -- stopping, written once ------------------------------------------------------------
+
+    def stop(self, acq: Acquisition, reason: str, budget: float = STOP_BUDGET_S) -> Dict[str, Any]:
+        """Stop ``acq`` if it still runs, within ``budget`` seconds whatever the bound. Never raises."""
+        record: Dict[str, Any] = {"reason": reason, "action": "stop_writer", "at": time.time()}
+        try:
+            with detached(Deadline(budget)):
+                status = self.ctx.client.get_status()
+                if acq.matches(status) and status.get("state") == WRITING:
+                    self.ctx.client.stop_writer()
+                    record["outcome"] = f"stopped acquisition {acq.run_id}"
+                else:
+                    record["outcome"] = f"acquisition {acq.run_id} was not running"
+                    if acq.matches(status):
+                        acq.last = status.get("acquisition")
+        except (DaqRunnerError, OSError) as exc:
+            record["outcome"] = f"could not stop acquisition {acq.run_id}, it may still be running: {exc}"
+            self.ctx.notice(record["outcome"], acq.step)
+        except Exception as exc:  # the transport's own stop (Interrupted) or a bug: still recorded
+            record["outcome"] = f"could not stop acquisition {acq.run_id}, it may still be running: {exc!r}"
+        self._ended(acq)
+        return record
+
+    def stop_all(self, reason: str, records: Callable[[Acquisition], Optional[dict]], budget: float = STOP_BUDGET_S) -> None:
+        """Stop every acquisition that may still run; each stop is recorded in ``records(acq)``."""
+        for acq in list(self.running):
+            record = self.stop(acq, reason, budget)
+            target = records(acq)
+            if target is not None:
+                target.setdefault("recoveries", []).append(record)
+            self.ctx.emit(events.RECOVERY, acq.step, **record)

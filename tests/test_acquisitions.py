@@ -1,0 +1,183 @@
+"""Every file written once, complete, as intended: exactly-once starts, owned background acquisitions.
+
+Through the installed ``daq-run`` against daq-sim and a real Redis; a small proxy in front of
+daq-sim (``tests/standins.py``) makes the timings daq-sim cannot: a slow acknowledgement, a
+request that reaches the DAQ after the client gave up, a driver that replaces the run_id.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+
+import h5py
+import redis
+
+from daq_runner import Runner, StdDaqClient
+from daq_runner.batch import load_batch_text
+
+from .conftest import batch_file, daq_run, start_daq_run, stream_entries, wait_until, writer_state
+from .standins import DaqProxy
+
+WRITE = "/writer/write_async"
+
+
+def report_of(path) -> dict:
+    return json.loads(path.read_text())
+
+
+def acquisitions_of(daq_sim, output_file: str) -> set:
+    """run_ids of the acquisitions of ``output_file`` the DAQ published on daq:status."""
+    return {
+        s["acquisition"]["info"]["run_id"]
+        for s in stream_entries(daq_sim.redis_url, "daq:status")
+        if (s.get("acquisition") or {}).get("info", {}).get("output_file") == output_file
+    }
+
+
+def faults(daq_sim, **armed) -> None:
+    import requests
+
+    requests.post(daq_sim.url + "/sim/faults", json=armed, timeout=5).raise_for_status()
+
+
+def test_a_slow_acknowledgement_is_not_vanished(daq_sim, tmp_path):
+    """A stale READY right after the request and a start acknowledged after 3 s: one acquisition, passed."""
+    out = str(tmp_path / "a.h5")
+    path = batch_file(tmp_path, "version: 1\nsteps:\n  - write: {output_file: '{root}/a.h5', n_images: 20}\n    retries: 2\n")
+    stale = json.dumps({"state": "READY", "acquisition": None})
+
+    def stale_ready() -> None:
+        # A real DAQ stores each status twice; a late copy of the idle status can follow our mark.
+        client = redis.Redis.from_url(daq_sim.redis_url)
+        client.xadd("daq:status", {"json": stale})
+        client.close()
+
+    with DaqProxy(daq_sim.url) as proxy:
+        proxy.before[WRITE] = stale_ready
+        proxy.hold_reply[WRITE] = 3.0
+        proc = daq_run(str(path), "--url", proxy.url, "--redis", daq_sim.redis_url, "--report", str(tmp_path / "r.json"))
+        assert 0 == proc.returncode, proc.stderr
+        assert 1 == proxy.count(WRITE)
+    step = report_of(tmp_path / "r.json")["steps"][0]
+    assert (1, []) == (step["attempts"], step["failed_attempts"])
+    assert 1 == len(acquisitions_of(daq_sim, out))
+
+
+def test_a_write_that_reaches_the_daq_after_the_read_timeout_is_not_sent_again(daq_sim, tmp_path):
+    """The client gives up after 1 s, the request reaches the DAQ at 2 s: followed, never re-sent."""
+    out = str(tmp_path / "late.h5")
+    batch = load_batch_text(f"version: 1\nsteps:\n  - write: {{output_file: '{out}', n_images: 20}}\n    retries: 2\n")
+    with DaqProxy(daq_sim.url) as proxy:
+        proxy.hold_request[WRITE] = 2.0
+        client = StdDaqClient(proxy.url, write_timeout=1.0, retries=3)
+        report = Runner(proxy.url, daq_sim.redis_url, client=client, retry_delay=0.1).run(batch)
+        assert "passed" == report.status, report.failed_steps
+        assert 1 == proxy.count(WRITE)
+    assert 1 == len(acquisitions_of(daq_sim, out))
+    with h5py.File(out) as handle:
+        (group,) = handle.values()
+        assert 20 == group["data"].shape[0]
+
+
+def test_a_lost_reply_of_a_write_that_started_is_followed(daq_sim, tmp_path):
+    """The connection drops after the DAQ took the request: the acquisition is found and followed."""
+    out = str(tmp_path / "dropped.h5")
+    path = batch_file(tmp_path, "version: 1\nsteps:\n  - write: {output_file: '{root}/dropped.h5', n_images: 20}\n    retries: 2\n")
+    with DaqProxy(daq_sim.url) as proxy:
+        proxy.drop_reply.add(WRITE)
+        proc = daq_run(str(path), "--url", proxy.url, "--redis", daq_sim.redis_url, "--report", str(tmp_path / "r.json"))
+        assert 0 == proc.returncode, proc.stderr
+        assert 1 == proxy.count(WRITE)
+    notices = [n["message"] if isinstance(n, dict) else n for n in report_of(tmp_path / "r.json")["notices"]]
+    assert any("did start" in n for n in notices)
+    assert 1 == len(acquisitions_of(daq_sim, out))
+
+
+def test_a_driver_that_replaces_the_run_id_is_followed_by_output_file(daq_sim, tmp_path):
+    """The DAQ names our acquisition with another run_id: followed as ours, with a notice, written once."""
+    out = str(tmp_path / "renamed.h5")
+    path = batch_file(tmp_path, "version: 1\nsteps:\n  - write: {output_file: '{root}/renamed.h5', n_images: 20}\n    retries: 2\n")
+    with DaqProxy(daq_sim.url) as proxy:
+        proxy.rewrite[WRITE] = lambda body: {**body, "run_id": 424242}
+        proc = daq_run(str(path), "--url", proxy.url, "--redis", daq_sim.redis_url, "--report", str(tmp_path / "r.json"))
+        assert 0 == proc.returncode, proc.stderr
+        assert 1 == proxy.count(WRITE)
+    report = report_of(tmp_path / "r.json")
+    step = report["steps"][0]
+    assert ("passed", 1, "424242") == (step["status"], step["attempts"], str(step["run_id"]))
+    notices = [n["message"] if isinstance(n, dict) else n for n in report["notices"]]
+    assert any("reports run_id 424242 for our acquisition" in n for n in notices)
+    assert {424242} == acquisitions_of(daq_sim, out)
+
+
+def test_a_background_write_that_fails_fails_the_run_on_its_own_step(daq_sim, tmp_path):
+    """wait: false, then the acquisition FAILS: its step records the failure and the run fails."""
+    faults(daq_sim, fail_next="ERROR: detector lost")
+    path = batch_file(
+        tmp_path,
+        "version: 1\nsteps:\n"
+        "  - write: {output_file: '{root}/bg.h5', n_images: 200, wait: false}\n"
+        "  - wait: {state: READY, timeout: 20}\n"
+        "  - check: {writer: READY}\n",
+    )
+    proc = daq_run(str(path), "--url", daq_sim.url, "--redis", daq_sim.redis_url, "--report", str(tmp_path / "r.json"))
+    assert 1 == proc.returncode, proc.stderr
+    report = report_of(tmp_path / "r.json")
+    by_index = {s["index"]: s for s in report["steps"]}
+    assert "failed" == by_index[1]["status"] and "acquisition FAILED: ERROR: detector lost" in by_index[1]["error"]
+    assert "failed" == report["status"]
+    assert sum(report["summary"].values()) == 3
+
+
+def test_a_background_write_still_running_at_the_end_is_waited_for(daq_sim, tmp_path):
+    """The run's last step passes while a background acquisition runs: the run waits and records it."""
+    daq_sim.core.settings.frame_rate = 400
+    path = batch_file(
+        tmp_path,
+        "version: 1\nsteps:\n  - write: {output_file: '{root}/bg.h5', n_images: 400, wait: false}\n  - check: {deployment: SUCCESS}\n",
+    )
+    proc = daq_run(str(path), "--url", daq_sim.url, "--redis", daq_sim.redis_url, "--report", str(tmp_path / "r.json"))
+    assert 0 == proc.returncode, proc.stderr
+    by_index = {s["index"]: s for s in report_of(tmp_path / "r.json")["steps"]}
+    assert "passed" == by_index[1]["status"] and 400 == by_index[1]["n_written"]
+    assert by_index[1]["daq_log"] is not None
+    assert "READY" == writer_state(daq_sim.url)
+
+
+def test_a_background_write_is_stopped_on_sigterm(daq_sim, tmp_path):
+    """SIGTERM while a background acquisition runs: it is stopped and its step says so."""
+    daq_sim.core.settings.frame_rate = 100
+    path = batch_file(
+        tmp_path,
+        "version: 1\nsteps:\n  - write: {output_file: '{root}/bg.h5', n_images: 100000, wait: false}\n  - wait: {seconds: 30}\n",
+    )
+    report = tmp_path / "r.json"
+    proc = start_daq_run(path, "--url", daq_sim.url, "--redis", daq_sim.redis_url, "--report", str(report))
+    wait_until(lambda: writer_state(daq_sim.url) == "WRITING")
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=20)
+    assert 143 == proc.returncode
+    wait_until(lambda: writer_state(daq_sim.url) == "READY", timeout=5)
+    by_index = {s["index"]: s for s in report_of(report)["steps"]}
+    assert "interrupted" == by_index[1]["status"]
+    assert any(r["outcome"].startswith("stopped acquisition") for r in by_index[1]["recoveries"])
+
+
+def test_a_background_write_ended_by_the_batchs_stop_step_passes(daq_sim, tmp_path):
+    """A background acquisition the batch stops on purpose passes with the images it wrote."""
+    daq_sim.core.settings.frame_rate = 200
+    path = batch_file(
+        tmp_path,
+        "version: 1\nsteps:\n"
+        "  - write: {output_file: '{root}/bg.h5', n_images: 100000, wait: false}\n"
+        "  - wait: {seconds: 0.5}\n"
+        "  - stop: {}\n",
+    )
+    proc = daq_run(str(path), "--url", daq_sim.url, "--redis", daq_sim.redis_url, "--report", str(tmp_path / "r.json"))
+    assert 0 == proc.returncode, proc.stderr
+    step = {s["index"]: s for s in report_of(tmp_path / "r.json")["steps"]}[1]
+    assert ("passed", 3) == (step["status"], step["stopped_by_step"])
+    assert 0 < step["n_written"] < 100000

@@ -1,0 +1,166 @@
+"""The runner lock means something: through the installed ``daq-run`` against daq-sim and a real Redis.
+
+A runner paused past the expiry does not write beside the runner that took the lock over; a
+stalled Redis is ridden out or ends the run with exit 4, never an unlocked run; an ACL user
+without scripting rights can hold the lock; a dead holder on this host is taken over; two
+quick Ctrl-C still leave a final report, a released lock and a stopped acquisition.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+import redis
+
+from daq_runner.lock import LOCK_KEY, DaqLock
+from daq_runner.sim.redis_server import RedisServer
+
+from .conftest import batch_file, daq_run, start_daq_run, wait_until, writer_state
+
+
+def lock_holder(url: str) -> dict:
+    client = redis.Redis.from_url(url)
+    try:
+        raw = client.get(LOCK_KEY)
+        return json.loads(raw) if raw else {}
+    finally:
+        client.close()
+
+
+def report_of(path) -> dict:
+    return json.loads(path.read_text())
+
+
+def test_a_runner_paused_past_the_expiry_stops_and_sends_nothing(daq_sim, tmp_path):
+    """SIGSTOP past the lock expiry, another runner takes over: the first one exits 4 before its write."""
+    first = batch_file(tmp_path, "version: 1\nname: first\nsteps:\n  - wait: {seconds: 1.5}\n  - write: {output_file: '{root}/first.h5', n_images: 5}\n", "first.yaml")
+    second = batch_file(tmp_path, "version: 1\nname: second\nsteps:\n  - wait: {seconds: 4}\n  - write: {output_file: '{root}/second.h5', n_images: 5}\n", "second.yaml")
+    daq = ("--url", daq_sim.url, "--redis", daq_sim.redis_url, "--lock-ttl", "1.5")
+    proc_a = start_daq_run(first, *daq, "--report", str(tmp_path / "a.json"))
+    wait_until(lambda: lock_holder(daq_sim.redis_url).get("pid") == proc_a.pid)
+    proc_a.send_signal(signal.SIGSTOP)
+    try:
+        time.sleep(2.5)  # past the expiry: the lock is free for another runner
+        proc_b = start_daq_run(second, *daq, "--report", str(tmp_path / "b.json"), "--wait-lock", "10")
+        wait_until(lambda: lock_holder(daq_sim.redis_url).get("pid") == proc_b.pid)
+    finally:
+        proc_a.send_signal(signal.SIGCONT)
+    _, err_a = proc_a.communicate(timeout=30)
+    assert 4 == proc_a.returncode, err_a
+    assert "runner lock lost" in err_a
+    report_a = report_of(tmp_path / "a.json")
+    assert "failed" == report_a["status"] and "runner lock lost" in report_a["reason"]
+    assert not (tmp_path / "first.h5").exists()  # nothing was sent after the loss
+    _, err_b = proc_b.communicate(timeout=30)
+    assert 0 == proc_b.returncode, err_b
+    assert (tmp_path / "second.h5").exists()
+
+
+def test_a_stalled_redis_ends_lock_taking_with_exit_4_never_an_unlocked_run(daq_sim, tmp_path):
+    """The DAQ's Redis does not answer: exit 4 within the budget, nothing sent; --no-lock runs."""
+    path = batch_file(tmp_path, "version: 1\nsteps:\n  - write: {output_file: '{root}/a.h5', n_images: 3}\n")
+    with RedisServer() as stalled:
+        stalled._process.send_signal(signal.SIGSTOP)
+        try:
+            start = time.monotonic()
+            proc = daq_run(str(path), "--url", daq_sim.url, "--redis", stalled.url, "--report", str(tmp_path / "r.json"), timeout=60)
+            took = time.monotonic() - start
+            assert 4 == proc.returncode, proc.stderr
+            assert "could not take the runner lock" in proc.stderr and took < 20
+            assert not (tmp_path / "a.h5").exists()
+            assert "failed" == report_of(tmp_path / "r.json")["status"]
+            proc = daq_run(str(path), "--url", daq_sim.url, "--redis", stalled.url, "--no-lock", "--report", str(tmp_path / "r2.json"), timeout=90)
+            assert 0 == proc.returncode, proc.stderr
+        finally:
+            stalled._process.send_signal(signal.SIGCONT)
+
+
+def test_an_acl_user_without_scripting_holds_the_lock(daq_sim, tmp_path):
+    """The lock uses no Lua: a Redis user without @scripting takes, renews and releases it."""
+    admin = redis.Redis.from_url(daq_sim.redis_url)
+    admin.execute_command("ACL", "SETUSER", "runner", "on", ">s3cret-pw", "~*", "&*", "+@all", "-@scripting")
+    try:
+        host_port = daq_sim.redis_url.split("//", 1)[1].split("/", 1)[0]
+        url = f"redis://runner:s3cret-pw@{host_port}/0"
+        path = batch_file(tmp_path, "version: 1\nsteps:\n  - wait: {seconds: 1.2}\n  - write: {output_file: '{root}/a.h5', n_images: 3}\n")
+        proc = daq_run(str(path), "--url", daq_sim.url, "--redis", url, "--lock-ttl", "1.5", "--report", str(tmp_path / "r.json"), "--log-format", "json")
+        assert 0 == proc.returncode, proc.stderr
+        report = report_of(tmp_path / "r.json")
+        assert not any("lock" in n["message"] if isinstance(n, dict) else "lock" in n for n in report["notices"])
+        assert admin.get(LOCK_KEY) is None  # released
+        assert "s3cret-pw" not in proc.stderr + proc.stdout + (tmp_path / "r.json").read_text()
+    finally:
+        admin.execute_command("ACL", "DELUSER", "runner")
+        admin.close()
+
+
+def test_a_dead_holder_on_this_host_is_taken_over(daq_sim, tmp_path):
+    """A lock left by a process of this host that no longer runs is taken over at once, with a notice."""
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    client = redis.Redis.from_url(daq_sim.redis_url)
+    holder = {"host": socket.gethostname(), "pid": dead.pid, "batch": "crashed.yaml", "since": "2026-01-01T00:00:00Z"}
+    client.set(LOCK_KEY, json.dumps(holder), px=60_000)
+    client.close()
+    path = batch_file(tmp_path, "version: 1\nsteps:\n  - check: {writer: READY}\n")
+    start = time.monotonic()
+    proc = daq_run(str(path), "--url", daq_sim.url, "--redis", daq_sim.redis_url, "--report", str(tmp_path / "r.json"))
+    assert 0 == proc.returncode, proc.stderr
+    assert time.monotonic() - start < 10
+    notices = [n["message"] if isinstance(n, dict) else n for n in report_of(tmp_path / "r.json")["notices"]]
+    assert any("no longer runs" in n and "crashed.yaml" in n for n in notices)
+
+
+def test_a_live_holder_on_this_host_is_not_taken_over(daq_sim, tmp_path):
+    """A lock held by a running process of this host is respected: exit 4 naming it."""
+    client = redis.Redis.from_url(daq_sim.redis_url)
+    client.set(LOCK_KEY, json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "batch": "other.yaml"}), px=60_000)
+    client.close()
+    path = batch_file(tmp_path, "version: 1\nsteps:\n  - check: {writer: READY}\n")
+    proc = daq_run(str(path), "--url", daq_sim.url, "--redis", daq_sim.redis_url, "--report", str(tmp_path / "r.json"))
+    assert 4 == proc.returncode and "other.yaml" in proc.stderr
+
+
+def test_two_quick_ctrl_c_finalize_the_report_release_the_lock_and_stop(daq_sim, tmp_path):
+    """Two SIGINTs in a row: exit 130 in seconds, report 'interrupted', lock released, writer stopped."""
+    daq_sim.core.settings.frame_rate = 100
+    path = batch_file(tmp_path, "version: 1\nsteps:\n  - write: {output_file: '{root}/a.h5', n_images: 100000}\n  - check: {writer: READY}\n")
+    report = tmp_path / "r.json"
+    proc = start_daq_run(path, "--url", daq_sim.url, "--redis", daq_sim.redis_url, "--report", str(report))
+    wait_until(lambda: writer_state(daq_sim.url) == "WRITING")
+    start = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=30)
+    assert 130 == proc.returncode
+    assert time.monotonic() - start < 5
+    final = report_of(report)
+    assert "interrupted" == final["status"]
+    assert ["interrupted", "skipped"] == [s["status"] for s in final["steps"]]
+    assert {} == lock_holder(daq_sim.redis_url)
+    wait_until(lambda: writer_state(daq_sim.url) == "READY", timeout=5)
+
+
+def test_lock_lost_callback_fires_when_another_runner_took_it(daq_sim):
+    """Library level: renewal that finds another holder calls on_lost once and assert_held refuses."""
+    client = redis.Redis.from_url(daq_sim.redis_url)
+    lost = []
+    lock = DaqLock(client, {"host": "h", "pid": 1}, ttl=1.0, on_lost=lost.append)
+    lock.acquire()
+    try:
+        client.set(LOCK_KEY, json.dumps({"host": "other", "pid": 2}), px=10_000)
+        wait_until(lambda: lost, timeout=5)
+        assert "taken over by another runner (host other, pid 2" in lost[0]
+        with pytest.raises(Exception, match="runner lock lost"):
+            lock.assert_held()
+    finally:
+        lock.release()
+        assert b"other" in client.get(LOCK_KEY)  # another's lock is left alone
+        client.delete(LOCK_KEY)
+        client.close()
