@@ -80,7 +80,7 @@ def config(ctx: RunContext, step: ConfigStep, result: dict, attempt: int) -> Non
         result["deployment"] = deployment
 
     applied = ctx.client.update_config(step.config, timeout=current().remaining(), on_deployment=seen)
-    result.update(config=applied.get("config"), config_id=applied.get("config_id"), deployment=applied.get("deployment"))
+    result.update(config=applied.config, config_id=applied.config_id, deployment=applied.deployment)
     if ctx.feed.status().get("state") == UNKNOWN:
         ctx.reset_writer(step, result, "writer UNKNOWN after the deployment")
     if step.settle:

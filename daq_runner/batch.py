@@ -123,6 +123,8 @@ class Batch:
         daq: ``url``/``redis`` from the file's ``daq:`` section.
         vars: the variables in force (built-ins excluded).
         run: the value of ``{run}`` for this load.
+        now: the local time ``{date}``, ``{time}`` and ``{datetime}`` show (ISO 8601), so that
+            a resumed run can render the same file names.
     """
 
     name: str
@@ -132,6 +134,7 @@ class Batch:
     daq: Dict[str, str] = field(default_factory=dict)
     vars: Dict[str, Any] = field(default_factory=dict)
     run: str = ""
+    now: str = ""
 
 
 def parse_var(text: str) -> Tuple[str, str]:
@@ -680,6 +683,7 @@ class _Loader:
             daq=dict(daq),
             vars={k: v for k, v in self.variables.items() if k not in BUILTINS},
             run=run,
+            now=now.isoformat(),
         )
 
 

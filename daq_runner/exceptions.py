@@ -46,6 +46,7 @@ __all__ = [
     "DaqProtocolError",
     "DeploymentError",
     "BatchValidationError",
+    "LockError",
     "LockHeldError",
 ]
 
@@ -212,7 +213,11 @@ class BatchValidationError(DaqRunnerError, ValueError):
         return lines
 
 
-class LockHeldError(DaqRunnerError):
+class LockError(DaqRunnerError):
+    """The runner lock of a DAQ could not be taken (Redis did not allow it) or was lost."""
+
+
+class LockHeldError(LockError):
     """Another runner holds the lock of this DAQ. ``holder`` describes it."""
 
     def __init__(self, message: str, holder: Optional[dict] = None) -> None:

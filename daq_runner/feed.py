@@ -164,7 +164,7 @@ class StatusFeed:
                             continue
                         for entry_id, obj in entries:
                             cursor.id = entry_id
-                            status = api.check_writer_status(obj, f"Redis stream {cursor.stream} entry {entry_id}")
+                            status = api.check_stream_entry(cursor.stream, obj, self.streams, entry_id)
                             self.observe(status)
                             on_status(status)
                             if predicate(status):
@@ -203,7 +203,7 @@ class StatusFeed:
                             bound.check()
                             for entry_id, obj in self._xread(cursor, bound.remaining()):
                                 cursor.id = entry_id
-                                record = api.check_log_record(obj, f"Redis stream {cursor.stream} entry {entry_id}")
+                                record = api.check_stream_entry(cursor.stream, obj, self.streams, entry_id)
                                 if match(record):
                                     return record, f"redis {cursor.stream} {entry_id}"
                     except redis.RedisError as exc:

@@ -157,7 +157,7 @@ def _check_url(url: str, schemes: Sequence[str], what: str) -> str:
 def _resolve_daq(args: argparse.Namespace, batch: Any) -> Dict[str, Optional[str]]:
     """The REST and Redis URLs of the run and where each came from (a pair from one source)."""
     from . import api
-    from ._redis import redis_url_for
+    from ._redis import default_redis_url
 
     if args.daq and args.url:
         raise _Usage("--daq and --url both name a DAQ; give one of them")
@@ -186,7 +186,7 @@ def _resolve_daq(args: argparse.Namespace, batch: Any) -> Dict[str, Optional[str
     if args.no_redis:
         redis, redis_source = None, "--no-redis"
     elif redis is None:
-        redis, redis_source = redis_url_for(url), f"derived from the REST URL (its host, port {api.DEFAULT_REDIS_PORT})"
+        redis, redis_source = default_redis_url(url), f"derived from the REST URL (its host, port {api.DEFAULT_REDIS_PORT})"
     else:
         _check_url(redis, ("redis", "rediss", "unix"), "Redis URL")
     return {"url": url, "redis": redis, "url_source": url_source, "redis_source": redis_source}
@@ -195,14 +195,17 @@ def _resolve_daq(args: argparse.Namespace, batch: Any) -> Dict[str, Optional[str
 # -- resume -----------------------------------------------------------------------------------------
 
 
-def _previous_results(args: argparse.Namespace, batch: Any) -> Dict[str, List[dict]]:
-    """The passed steps of ``--resume REPORT``, keyed by step identity; refuses another batch's report."""
+def _earlier_report(path: str) -> dict:
     from .report import load_report
 
     try:
-        old = load_report(args.resume)
+        return load_report(path)
     except ValueError as exc:
         raise _Usage(str(exc)) from None
+
+
+def _previous_results(args: argparse.Namespace, batch: Any, old: dict) -> Dict[str, List[dict]]:
+    """The passed steps of ``--resume REPORT``, keyed by step identity; refuses another batch's report."""
     old_batch = old.get("batch") if isinstance(old.get("batch"), dict) else {}
     if old_batch.get("name") != batch.name:
         raise _Usage(
@@ -285,7 +288,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _one_line(exc: BaseException) -> str:
-    from ._redis import redact_text
+    from ._text import redact_text
 
     return " ".join(redact_text(str(exc)).split())[:500]
 
@@ -334,16 +337,30 @@ def _check_options(args: argparse.Namespace) -> None:
         raise _Usage("--sim-frame-rate must be in (0, 100000]")
 
 
-def _load(args: argparse.Namespace, extra: Optional[Dict[str, str]] = None) -> Any:
+def _load(args: argparse.Namespace, extra: Optional[Dict[str, str]] = None, earlier: Optional[dict] = None) -> Any:
+    """The batch, validated; ``earlier`` (a report being resumed) gives ``{run}`` and the time again."""
+    import datetime
+
     from .batch import load_batch, parse_var
     from .exceptions import BatchValidationError
 
+    same: Dict[str, Any] = {}
+    if earlier is not None:
+        # The same {run}, {date}, {time}, {datetime} as the run being resumed: the same file names.
+        old = earlier.get("batch") if isinstance(earlier.get("batch"), dict) else {}
+        try:
+            if isinstance(old.get("run"), str) and old["run"]:
+                same["run"] = old["run"]
+            if isinstance(old.get("now"), str) and old["now"]:
+                same["now"] = datetime.datetime.fromisoformat(old["now"])
+        except ValueError:
+            same = {}
     try:
         variables = dict(parse_var(v) for v in args.var)
         variables.update(extra or {})
-        return load_batch(args.batch, vars=variables)
+        return load_batch(args.batch, vars=variables, **same)
     except BatchValidationError as exc:
-        for line in getattr(exc, "errors", None) or [exc]:
+        for line in exc.lines():
             print(f"daq-run: {line}", file=sys.stderr)
         raise SystemExit(EXIT_USAGE) from None
 
@@ -358,8 +375,9 @@ def _main(argv: Sequence[str]) -> int:
         _say(json.dumps(batch_schema(), indent=2))
         return EXIT_OK
     _check_options(args)
+    earlier = _earlier_report(args.resume) if args.resume else None
     try:
-        batch = _load(args)
+        batch = _load(args, earlier=earlier)
     except SystemExit as exc:
         return int(exc.code or 0)
     if args.validate:
@@ -372,11 +390,11 @@ def _main(argv: Sequence[str]) -> int:
 
         output_root = tempfile.mkdtemp(prefix="daq-run-sim-")
         try:
-            batch = _load(args, {"root": output_root})
+            batch = _load(args, {"root": output_root}, earlier)
         except SystemExit as exc:
             return int(exc.code or 0)
     daq = _resolve_daq(args, batch) if not args.sim else {"url": None, "redis": None, "url_source": "--sim", "redis_source": "--sim"}
-    previous = _previous_results(args, batch) if args.resume else None
+    previous = _previous_results(args, batch, earlier) if earlier is not None else None
     report_path = args.report
     if not args.dry_run:
         from .report import check_output_path
@@ -426,7 +444,7 @@ def _start_sim(args: argparse.Namespace, daq: Dict[str, Optional[str]]) -> Any:
 
 
 def _command_line(argv: Sequence[str]) -> List[str]:
-    from ._redis import redact_text
+    from ._text import redact_text
 
     return ["daq-run", *(redact_text(arg) for arg in argv)]
 
@@ -466,7 +484,7 @@ def _run(
         print(f"daq-run: DAQ unreachable at {redact_url(daq['url'])}: {_one_line(exc)}", file=sys.stderr)
         return EXIT_UNREACHABLE
 
-    report_path = report_path or default_report_path(args.batch, _report_tag())
+    report_path = report_path or default_report_path(args.batch, batch.run)
     report_file = JsonReportFile(report_path)
     runner.subscribe(report_file)
     junit = JUnitFile(args.junit) if args.junit else None
@@ -518,13 +536,6 @@ def _run(
     if report.status == "passed" and not incomplete:
         return EXIT_OK
     return EXIT_FAILED
-
-
-def _report_tag() -> str:
-    """A short unique tag for default report names (no collision within a second)."""
-    import uuid
-
-    return uuid.uuid4().hex[:6]
 
 
 def _show_state(daq: Dict[str, Optional[str]]) -> int:

@@ -28,7 +28,8 @@ from . import api, events
 from ._acquisitions import STOP_BUDGET_S, Acquisition, Acquisitions
 from ._context import UNKNOWN, RunContext, StepFailed
 from ._deadline import Deadline, Interrupted, bounded
-from ._redis import connect, redact_url
+from ._redis import connect
+from ._text import redact_url
 from ._steps import HANDLERS
 from ._version import __version__
 from .batch import Batch, ConfigStep, Step, WriteStep
@@ -187,7 +188,8 @@ class Runner:
                 are not run again; the configuration their config steps established is applied
                 again before the first step that runs.
         """
-        self.run_id = uuid.uuid4().hex[:12]
+        # The batch's {run} is the run's id: file names and the report say the same.
+        self.run_id = batch.run or uuid.uuid4().hex[:12]
         recorder = ReportRecorder(keep_steps=self.keep_steps)
         self.consumers.insert(0, recorder)
         plan = _Progress(batch.steps)
@@ -233,7 +235,10 @@ class Runner:
 
     def _run_started(self, batch: Batch) -> Dict[str, Any]:
         return {
-            "batch": {"name": batch.name, "path": batch.path, "sha256": batch.sha256, "vars": dict(batch.vars)},
+            "batch": {
+                "name": batch.name, "path": batch.path, "sha256": batch.sha256, "vars": dict(batch.vars),
+                "run": batch.run, "now": batch.now,
+            },
             "daq": {
                 "url": redact_url(self.url),
                 "redis": redact_url(self.redis_url),
