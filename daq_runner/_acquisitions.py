@@ -136,20 +136,30 @@ class Acquisitions:
     # -- starting, exactly once ----------------------------------------------------------------
 
     def check_overwrite(self, step: WriteStep, result: dict) -> None:
-        """Refuse to write over an existing file unless allowed; never write through a symlink."""
+        """Refuse to write over an existing file unless allowed; never write through a symlink.
+
+        Allowed without ``overwrite``: the file this step's own failed attempt left, and, when
+        resuming, the file a step that did not pass left in the run being resumed (written
+        since that run began: no other step of the batch writes that file).
+        """
         path = step.output_file
-        allowed = step.overwrite or self.ctx.overwrite
+        since = self.ctx.resumed_since
         if os.path.islink(path):
             raise StepFailed(f"{path} is a symbolic link: the DAQ would write through it; nothing was sent")
         if os.path.isdir(os.path.dirname(path)):
             exists = os.path.lexists(path)
             where = "it exists"
+            ours = exists and since is not None and os.lstat(path).st_mtime >= since
         else:
             # The DAQ writes on another machine: its own log knows the files it wrote.
-            exists = any(
-                (record.get("info") or {}).get("output_file") == path for record in self.ctx.client.get_logs(_LOG_LOOKUP)
-            )
+            starts = [
+                ((record.get("stats") or {}).get("start_time") or 0)
+                for record in self.ctx.client.get_logs(_LOG_LOOKUP)
+                if (record.get("info") or {}).get("output_file") == path
+            ]
+            exists = bool(starts)
             where = "the DAQ's log shows an earlier acquisition of it"
+            ours = exists and since is not None and all(isinstance(t, (int, float)) and t >= since for t in starts)
         if not exists:
             return
         earlier = self.by_step.get(step.index)
@@ -157,7 +167,10 @@ class Acquisitions:
             # This step's own earlier attempt left it (a failed or incomplete acquisition).
             self.ctx.notice(f"replacing {path}, left by the failed attempt of this step (acquisition {earlier.run_id})", step)
             return
-        if not allowed:
+        if ours:
+            self.ctx.notice(f"replacing {path}, left incomplete by this step in the run being resumed", step)
+            return
+        if not (step.overwrite or self.ctx.overwrite):
             raise StepFailed(
                 f"{path}: {where} and the DAQ's writer would overwrite it; set overwrite: true on the step "
                 "(or in defaults), or run with --overwrite; nothing was sent"

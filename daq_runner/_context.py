@@ -51,6 +51,8 @@ class RunContext:
         stop_event: set when the run must stop (signal, lost lock).
         require_log: a write passes only when the DAQ logged it.
         overwrite: ``--overwrite``: writes may replace existing files.
+        resumed_since: when resuming, the Unix time the resumed run began: files written
+            since by steps that run again may be replaced.
         lock: the runner lock, ``None`` when none is held.
         pre_run: recoveries done before the first step.
     """
@@ -61,6 +63,7 @@ class RunContext:
     stop_event: threading.Event
     require_log: bool = True
     overwrite: bool = False
+    resumed_since: Optional[float] = None
     lock: Optional[DaqLock] = None
     pre_run: List[dict] = field(default_factory=list)
     acquisitions: "Acquisitions" = field(init=False)

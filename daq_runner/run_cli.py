@@ -204,6 +204,12 @@ def _earlier_report(path: str) -> dict:
         raise _Usage(str(exc)) from None
 
 
+def _started_at(report: dict) -> Optional[float]:
+    from ._tally import parse_iso
+
+    return parse_iso(report.get("started_at"))
+
+
 def _previous_results(args: argparse.Namespace, batch: Any, old: dict) -> Dict[str, List[dict]]:
     """The passed steps of ``--resume REPORT``, keyed by step identity; refuses another batch's report."""
     old_batch = old.get("batch") if isinstance(old.get("batch"), dict) else {}
@@ -419,7 +425,8 @@ def _main(argv: Sequence[str]) -> int:
             return _show_state(daq)
         if output_root is not None:
             print(f"daq-run: the simulated DAQ writes into {output_root}", file=sys.stderr)
-        return _run(args, batch, daq, previous, report_path, argv)
+        since = _started_at(earlier) if earlier is not None else None
+        return _run(args, batch, daq, previous, report_path, argv, since)
     finally:
         if sim is not None:
             sim.stop()
@@ -456,6 +463,7 @@ def _run(
     previous: Optional[Dict[str, List[dict]]],
     report_path: Optional[str],
     argv: Sequence[str],
+    resumed_since: Optional[float] = None,
 ) -> int:
     import signal
 
@@ -475,6 +483,7 @@ def _run(
         lock_ttl=args.lock_ttl,
         outage_s=args.max_outage,
         overwrite=args.overwrite,
+        resumed_since=resumed_since,
         context={"command": _command_line(argv), "url_source": daq["url_source"], "redis_source": daq["redis_source"]},
         keep_steps=False,
     )

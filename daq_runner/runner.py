@@ -75,6 +75,8 @@ class Runner:
         lock_ttl: expiry of the lock in seconds (renewed every third of it): how long a
             crashed runner can block the DAQ.
         overwrite: let writes replace existing files (as ``overwrite: true`` on every step).
+        resumed_since: with ``previous`` (a resumed run), the Unix time the earlier run began:
+            a step that runs again may replace the file it left then.
         context: what the caller knows about the run, for the report: ``command`` (list of
             str), ``url_source``, ``redis_source``.
         keep_steps: the returned report keeps every step record (``False``: only the failed
@@ -102,6 +104,7 @@ class Runner:
         lock_wait: float = 0.0,
         lock_ttl: float = LOCK_TTL_S,
         overwrite: bool = False,
+        resumed_since: Optional[float] = None,
         context: Optional[Dict[str, Any]] = None,
         keep_steps: bool = True,
     ) -> None:
@@ -123,6 +126,7 @@ class Runner:
         self.lock_wait = lock_wait
         self.lock_ttl = lock_ttl
         self.overwrite = overwrite
+        self.resumed_since = resumed_since
         self.context = dict(context or {})
         self.keep_steps = keep_steps
         self._budget = f"{outage_s:g} s" if client is None else "the client's retries"
@@ -263,6 +267,7 @@ class Runner:
             stop_event=self.stop_event,
             require_log=self.require_log,
             overwrite=self.overwrite,
+            resumed_since=self.resumed_since,
         )
         ctx.acquisitions = Acquisitions(ctx)
         feed.observe = ctx.acquisitions.observe
