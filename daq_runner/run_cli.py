@@ -261,14 +261,23 @@ def _main(argv: Optional[Sequence[str]]) -> int:
 
 
 def _start_sim(args: argparse.Namespace, daq: Dict[str, Optional[str]]) -> Any:
-    try:
-        from .sim import SimSettings, SimulatedDaq
-    except ImportError as exc:
-        raise _Usage(f"--sim needs the sim extra: pip install 'daq-runner[sim]' ({exc})") from None
     if not 0 < args.sim_frame_rate <= 100_000:
         raise _Usage("--sim-frame-rate must be in (0, 100000]")
+    # A missing sim extra or Redis-compatible server is a set-up problem of this machine
+    # with a one-command fix (exit 2), not an unreachable DAQ (exit 3).
+    from .sim._extra import SimExtraMissing, require_sim_extra
+
+    try:
+        require_sim_extra()
+    except SimExtraMissing as exc:
+        raise _Usage(f"--sim: {exc}") from None
+    from .sim import SimSettings, SimulatedDaq
+    from .sim.redis_server import RedisServerNotFound
+
     try:
         sim = SimulatedDaq(settings=SimSettings(frame_rate=args.sim_frame_rate)).start()
+    except RedisServerNotFound as exc:
+        raise _Usage(f"--sim: {exc}") from None
     except Exception as exc:
         print(f"daq-run: error: cannot start the simulator: {exc}", file=sys.stderr)
         raise SystemExit(EXIT_UNREACHABLE) from None
