@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import sysconfig
@@ -19,6 +20,18 @@ from daq_runner.testing import skip_without_redis_server
 
 BIN = Path(sysconfig.get_path("scripts"))
 REPO = Path(__file__).resolve().parent.parent
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Give the commands the tests start Python's usual Ctrl-C (KeyboardInterrupt).
+
+    A shell without job control starts a background command with SIGINT ignored, its
+    children inherit that, and Python then installs no KeyboardInterrupt handler: tests that
+    send SIGINT to daq-run would see it ignored (as with ``cmd &`` in a CI script). A
+    handler, unlike "ignored", is reset to the default in every child that is started.
+    """
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.hookimpl(wrapper=True)

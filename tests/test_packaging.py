@@ -90,7 +90,7 @@ def test_sim_modules_match_the_sim_extra():
     """SIM_MODULES (what daq-sim checks before starting) lists exactly the sim extra's Python packages."""
     for python_version in SUPPORTED_PYTHONS:
         names = {r.name.lower() for r in sim_extra(python_version)} - SERVER_PACKAGES
-        assert set(SIM_MODULES) == names
+        assert set(SIM_MODULES) == names, "(the installed metadata: after changing pyproject.toml, pip install -e '.[test]')"
 
 
 def test_daq_sim_version_is_fast():
@@ -217,3 +217,17 @@ def test_client_only_install(tmp_path):
     assert 2 == run.returncode
     assert [f"daq-run: error: --sim: the simulator needs the sim extra: {SIM_EXTRA_HINT} (No module named 'fastapi')"] == run.stderr.splitlines()
     assert not report.exists()
+
+
+def test_suite_started_with_sigint_ignored_still_tests_ctrl_c(tmp_path):
+    """Run as a background job of a script (SIGINT ignored, inherited), the Ctrl-C test of daq-run still passes."""
+    node_id = "tests/test_cli.py::test_daq_run_ctrl_c_before_the_run_is_one_line_exit_130"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", node_id],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    assert 0 == proc.returncode, proc.stdout[-3000:]
