@@ -1,7 +1,7 @@
 """Pytest fixtures for testing batch files and DAQ code against a real simulated DAQ.
 
 Installed as a pytest plugin with daq-runner (needs the ``sim`` extra to use). A test
-session starts one real ``redis-server`` and one simulator; each test gets it reset::
+session starts one real Redis-compatible server and one simulator; each test gets it reset::
 
     def test_my_scan(daq_sim, run_batch):
         report = run_batch("batches/my-scan.yaml", root=str(tmp_path))

