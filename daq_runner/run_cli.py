@@ -435,13 +435,22 @@ def _main(argv: Sequence[str]) -> int:
 
 
 def _start_sim(args: argparse.Namespace, daq: Dict[str, Optional[str]]) -> Any:
+    # A missing sim extra or Redis-compatible server is a set-up problem of this machine
+    # with a one-command fix (exit 2), not an unreachable DAQ (exit 3).
+    from .sim._extra import SimExtraMissing, require_sim_extra
+
     try:
-        from .sim import DEFAULT_CONFIG, SimSettings, SimulatedDaq
-    except ImportError as exc:
-        raise _Usage(f"--sim needs the simulator: pip install 'daq-runner[sim]' ({exc})") from None
+        require_sim_extra()
+    except SimExtraMissing as exc:
+        raise _Usage(f"--sim: {exc}") from None
+    from .sim import DEFAULT_CONFIG, SimSettings, SimulatedDaq
+    from .sim.redis_server import RedisServerNotFound
+
     config = {**DEFAULT_CONFIG, "image_pixel_height": SIM_IMAGE_SIZE, "image_pixel_width": SIM_IMAGE_SIZE}
     try:
         sim = SimulatedDaq(config=config, settings=SimSettings(frame_rate=args.sim_frame_rate or 1000.0)).start()
+    except RedisServerNotFound as exc:
+        raise _Usage(f"--sim: {exc}") from None
     except Exception as exc:
         print(f"daq-run: error: cannot start the simulator: {exc}", file=sys.stderr)
         raise SystemExit(EXIT_UNREACHABLE) from None

@@ -1,17 +1,24 @@
 """Pytest fixtures for testing batch files and DAQ code against a real simulated DAQ.
 
 Installed as a pytest plugin with daq-runner (needs the ``sim`` extra to use). A test
-session starts one real ``redis-server`` and one simulator; each test gets it reset::
+session starts one real Redis-compatible server and one simulator; each test gets it reset::
 
     def test_my_scan(daq_sim, run_batch):
         report = run_batch("batches/my-scan.yaml", root=str(tmp_path))
         assert report.status == "passed"
+
+Without a Redis-compatible server on the machine, or without the ``sim`` extra, the tests
+that use these fixtures are skipped, the reason giving the command that fixes it.
 
 Fixtures:
     daq_redis_server: the session's :class:`~daq_runner.sim.RedisServer`.
     daq_sim_session: the session's :class:`~daq_runner.sim.SimulatedDaq` (no reset).
     daq_sim: the same, reset to a clean state (no faults, initial config, READY, empty streams).
     run_batch: ``run_batch(path_or_yaml_text, **vars)`` runs a batch on ``daq_sim``, returns the report.
+
+Helpers, for tests that start servers of their own:
+    skip_without_redis_server(): the server binary's path, or skip the test with the fix.
+    skip_without_sim_extra(): skip the test unless the ``sim`` extra can be imported.
 """
 
 from __future__ import annotations
@@ -21,23 +28,56 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-__all__ = ["daq_redis_server", "daq_sim_session", "daq_sim", "run_batch", "SIM_FRAME_RATE"]
+__all__ = [
+    "daq_redis_server",
+    "daq_sim_session",
+    "daq_sim",
+    "run_batch",
+    "skip_without_redis_server",
+    "skip_without_sim_extra",
+    "SIM_FRAME_RATE",
+]
 
 SIM_FRAME_RATE = 2000.0
 
 
+def skip_without_redis_server() -> str:
+    """Path of a Redis-compatible server binary (see ``find_redis_server``).
+
+    Skips the calling test when there is none, with the reason and the command that fixes
+    it (a pytest skip: call it from a test or a fixture).
+    """
+    from .sim.redis_server import RedisServerNotFound, find_redis_server
+
+    try:
+        return find_redis_server()
+    except RedisServerNotFound as exc:
+        pytest.skip(str(exc))
+
+
+def skip_without_sim_extra() -> None:
+    """Skip the calling test unless the ``sim`` extra (FastAPI, uvicorn, h5py, numpy) imports."""
+    from .sim._extra import SimExtraMissing, require_sim_extra
+
+    try:
+        require_sim_extra()
+    except SimExtraMissing as exc:
+        pytest.skip(str(exc))
+
+
 @pytest.fixture(scope="session")
 def daq_redis_server() -> Iterator[Any]:
-    """A real redis-server on a free loopback port for the whole session."""
+    """A real Redis-compatible server on a free loopback port for the whole session."""
     from .sim.redis_server import RedisServer
 
-    with RedisServer() as server:
+    with RedisServer(binary=skip_without_redis_server()) as server:
         yield server
 
 
 @pytest.fixture(scope="session")
 def daq_sim_session(daq_redis_server: Any) -> Iterator[Any]:
     """One simulated DAQ for the session, publishing to ``daq_redis_server``."""
+    skip_without_sim_extra()
     from .sim import SimSettings, SimulatedDaq
 
     settings = SimSettings(frame_rate=SIM_FRAME_RATE, deploy_delay_s=0.05, heartbeat_s=0.5)

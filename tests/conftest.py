@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import sysconfig
@@ -14,12 +15,51 @@ from typing import Any, Optional
 import pytest
 import redis
 
+from daq_runner.sim.redis_server import RedisServerNotFound
+from daq_runner.testing import skip_without_redis_server
+
 BIN = Path(sysconfig.get_path("scripts"))
 REPO = Path(__file__).resolve().parent.parent
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Give the commands the tests start Python's usual Ctrl-C (KeyboardInterrupt).
+
+    A shell without job control starts a background command with SIGINT ignored, its
+    children inherit that, and Python then installs no KeyboardInterrupt handler: tests that
+    send SIGINT to daq-run would see it ignored (as with ``cmd &`` in a CI script). A
+    handler, unlike "ignored", is reset to the default in every child that is started.
+    """
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Any:
+    """A fixture that starts a Redis-compatible server on a machine without one: skipped, with the fix."""
+    try:
+        return (yield)
+    except RedisServerNotFound as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Any:
+    """A test that starts a Redis-compatible server on a machine without one: skipped, with the fix."""
+    try:
+        return (yield)
+    except RedisServerNotFound as exc:
+        pytest.skip(str(exc))
+
+
 def script(name: str) -> str:
-    """Path of an installed console script of this environment."""
+    """Path of an installed console script of this environment.
+
+    ``daq-sim`` starts a Redis-compatible server (its own, or the test's): without one on
+    the machine, the test is skipped.
+    """
+    if name == "daq-sim":
+        skip_without_redis_server()
     path = BIN / name
     assert path.exists(), f"{name} is not installed in {BIN}"
     return str(path)
@@ -60,7 +100,9 @@ def batch_file(tmp_path: Path, body: str, name: str = "b.yaml") -> Path:
 
 
 def daq_run(*args: str, **kwargs: Any) -> subprocess.CompletedProcess:
-    """Run the installed ``daq-run`` to its end."""
+    """Run the installed ``daq-run`` to its end (with ``--sim``: skipped on a machine without a Redis-compatible server)."""
+    if "--sim" in args:
+        skip_without_redis_server()
     return run_script("daq-run", *args, **kwargs)
 
 

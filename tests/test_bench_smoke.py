@@ -5,11 +5,14 @@ from __future__ import annotations
 import subprocess
 import sys
 
+from daq_runner.testing import skip_without_redis_server
+
 from .conftest import REPO
 
 
 def test_bench_all_quick_runs():
     """bench/bench_all.py --quick completes and prints every section."""
+    skip_without_redis_server()  # it starts daq-sim and a simulator of its own
     proc = subprocess.run([sys.executable, str(REPO / "bench" / "bench_all.py"), "--quick"], capture_output=True, text=True, timeout=120)
     assert 0 == proc.returncode, proc.stderr
     for section in ("Per-step cost", "Reaction latency", "round trip", "Start-up"):

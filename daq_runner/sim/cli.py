@@ -1,6 +1,8 @@
 """``daq-sim``: run a simulated Standard DAQ until Ctrl-C or SIGTERM.
 
-Exit codes: 0 clean shutdown; 1 the simulator could not start; 2 bad usage or config file.
+Exit codes: 0 clean shutdown; 1 the simulator could not start; 2 bad usage, a bad config
+file, or a set-up problem that a command fixes (the ``sim`` extra or a Redis-compatible
+server missing: the message gives the command).
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Optional, Sequence
 
-from .._cli import OneLineArgumentParser
+from .._cli import EXIT_USAGE, OneLineArgumentParser
+from .._version import __version__
 
 if TYPE_CHECKING:
     from .daq import SimSettings
@@ -21,6 +24,7 @@ __all__ = ["main"]
 
 def _parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser = OneLineArgumentParser(prog="daq-sim", description="Simulated Standard DAQ: REST API, Redis streams, HDF5 files.")
+    parser.add_argument("--version", action="version", version=f"daq-sim {__version__}")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, loopback only)")
     parser.add_argument("--port", type=int, default=5000, help="REST port (default 5000; 0 picks a free one)")
     parser.add_argument("--redis-url", default=None, help="use this Redis (default: start a private redis-server)")
@@ -85,13 +89,20 @@ def _load_config(path: str) -> dict:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of ``daq-sim``; returns the exit code."""
     args = _parse(argv)
+    from ._extra import SimExtraMissing, require_sim_extra
+
     try:
-        from .daq import DEFAULT_CONFIG, SimRefusal, validate_config_update
-        from .server import SimulatedDaq
-    except ImportError as exc:
-        print(f"daq-sim: error: the simulator needs the sim extra (pip install 'daq-runner[sim]'): {exc}", file=sys.stderr)
-        return 1
+        require_sim_extra()
+    except SimExtraMissing as exc:
+        print(f"daq-sim: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    from .daq import DEFAULT_CONFIG, SimRefusal, validate_config_update
+    from .._text import redact_url
+    from .redis_server import RedisServerNotFound
+    from .server import SimulatedDaq
+
     config = None
     if args.config:
         try:
@@ -106,11 +117,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     sim = SimulatedDaq(host=args.host, port=args.port, redis_url=args.redis_url, config=config, settings=settings)
     try:
         sim.start()
-    except Exception as exc:  # one clear line: port in use, no redis-server, ...
+    except RedisServerNotFound as exc:  # a missing local program: the message gives the fix
+        print(f"daq-sim: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as exc:  # one clear line: port in use, a server that dies at start, ...
         print(f"daq-sim: error: cannot start: {exc}", file=sys.stderr)
         return 1
     try:
-        print(f"daq-sim ready rest={sim.url} redis={sim.redis_url}", flush=True)
+        # Credentials of the Redis URL never reach the terminal or a log collecting it.
+        print(f"daq-sim ready rest={sim.url} redis={redact_url(sim.redis_url)}", flush=True)
         while not done.wait(0.5):
             pass
     finally:

