@@ -30,7 +30,7 @@ FRAME_RATE = 20_000.0
 
 def one_image_batch(n: int, root: str) -> str:
     values = ", ".join(str(i) for i in range(n))
-    return f"version: 1\nsteps:\n  - for: {{i: [{values}]}}\n    steps:\n      - write: {{output_file: '{root}/b_{{i}}.h5', n_images: 1}}\n"
+    return f"version: 1\ndefaults: {{overwrite: true}}\nsteps:\n  - for: {{i: [{values}]}}\n    steps:\n      - write: {{output_file: '{root}/b_{{i}}.h5', n_images: 1}}\n"
 
 
 def per_step(sim: SimulatedDaq, n: int, root: str) -> dict:

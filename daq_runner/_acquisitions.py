@@ -251,12 +251,12 @@ class Acquisitions:
         step = acq.step
 
         def suggests_end(status: dict) -> bool:
+            if status.get("state") == UNKNOWN:
+                return True  # a writer restart: whatever the acquisition says, it is lost
             if acq.matches(status):
                 acq.seen = True
                 acq.last = status.get("acquisition")
                 return (acq.last or {}).get("state") in _FINAL
-            if status.get("state") == UNKNOWN:
-                return True
             if status.get("state") == READY:
                 grace_over = acq.acknowledged_at is not None and time.monotonic() - acq.acknowledged_at > _ACK_GRACE_S
                 return acq.seen or grace_over
@@ -282,17 +282,17 @@ class Acquisitions:
                 break
             # Believe the end only when the DAQ confirms it now.
             live = ctx.feed.status()
+            if live.get("state") == UNKNOWN:
+                self._ended(acq)
+                result["acquisition"] = live.get("acquisition") if acq.matches(live) else acq.last
+                ctx.reset_writer(step, result, "writer UNKNOWN during the acquisition")
+                raise StepFailed("the writer went UNKNOWN during the acquisition; it was lost (writer reset to READY)")
             if acq.matches(live):
                 acq.seen = True
                 acq.last = live.get("acquisition")
                 if acq.is_final(live):
                     acq.final = acq.last
                 continue  # a stale copy in the stream
-            if live.get("state") == UNKNOWN:
-                self._ended(acq)
-                result["acquisition"] = acq.last
-                ctx.reset_writer(step, result, "writer UNKNOWN during the acquisition")
-                raise StepFailed("the writer went UNKNOWN during the acquisition; it was lost (writer reset to READY)")
             record, _ = ctx.feed.find_log(lambda r: acq.is_ours(r), acq.log_cursor, 0.5)
             if record is not None:
                 acq.final = record

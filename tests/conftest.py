@@ -123,7 +123,8 @@ def start_daq_run(path: Path, *args: str) -> subprocess.Popen:
 
 def start_daq_run_until_writing(daq_sim: Any, path: Path, report: Path, *args: str) -> subprocess.Popen:
     """Start ``daq-run`` on ``daq_sim`` in the background and return once the DAQ is writing."""
-    proc = start_daq_run(path, "--url", daq_sim.url, "--redis", daq_sim.redis_url, "--report", str(report), *args)
+    redis = () if "--no-redis" in args else ("--redis", daq_sim.redis_url)
+    proc = start_daq_run(path, "--url", daq_sim.url, *redis, "--report", str(report), *args)
     wait_until(lambda: writer_state(daq_sim.url) == "WRITING")
     return proc
 

@@ -298,13 +298,18 @@ def test_negative_retries_refused():
 
 
 def test_original_readme_example_runs_unchanged(daq_sim, tmp_path):
-    """The original README's client example works with ``from daq_runner import StdDaqClient``."""
+    """The original README's client example runs with ``from daq_runner import StdDaqClient``
+    and sees what the real server gives: its partial set_config is refused (the last rest_v2
+    version), update_config does the same change on any server."""
+    from daq_runner import StdDaqAdminException
     from daq_runner import StdDaqClient as Client
 
     client = Client(url_base=daq_sim.url)
     client.get_status()
     client.get_config()
-    client.set_config(daq_config={"bit_depth": 16, "writer_user_id": 0})
+    with pytest.raises(StdDaqAdminException, match="int\\(\\) argument must be"):
+        client.set_config(daq_config={"bit_depth": 16, "writer_user_id": 0})
+    assert 16 == client.update_config({"bit_depth": 16, "writer_user_id": 0}).config["bit_depth"]
     client.get_logs(n_last_logs=5)
     client.get_stats()
     client.get_deployment_status()

@@ -92,20 +92,35 @@ def test_on_error_continue_goes_on(run_batch, daq_sim):
 
 
 def test_unknown_before_step_is_recovered_and_recorded(run_batch, daq_sim):
-    """A writer found UNKNOWN before a write is stopped, becomes READY, and the write runs."""
+    """A fresh DAQ's UNKNOWN writer is reset before the first step (a pre-run recovery);
+    one found UNKNOWN before a later write is reset by that step (its recovery)."""
     faults(daq_sim, writer_state="UNKNOWN")
     report = run_batch(WRITE.format(name="u", n=5))
     assert "passed" == report.status
-    recoveries = report.steps[0]["recoveries"]
-    assert 1 == len(recoveries) and "stop_writer" == recoveries[0]["action"] and "READY" == recoveries[0]["outcome"]
+    assert [] == report.steps[0]["recoveries"]
+    (pre,) = report.to_dict()["recoveries"]
+    assert ("stop_writer", "READY") == (pre["action"], pre["outcome"]) and "before the first step" in pre["reason"]
+
+    def strike(event):
+        if event.kind == events.STEP_FINISHED and event.step == 1:
+            faults(daq_sim, writer_state="UNKNOWN")
+
+    report = run_batch("version: 1\nsteps:\n  - check: {writer: READY}\n  - write: {output_file: '{root}/u2.h5', n_images: 5}\n", consumers=[strike])
+    assert "passed" == report.status
+    (recovery,) = report.steps[1]["recoveries"]
+    assert ("stop_writer", "READY", "writer UNKNOWN before the write") == (recovery["action"], recovery["outcome"], recovery["reason"])
 
 
 def test_unknown_during_acquisition_fails_attempt_recovers_and_retries(run_batch, daq_sim):
     """The writer going UNKNOWN mid-acquisition: recovery, the attempt fails, the retry passes."""
     daq_sim.core.settings.frame_rate = 100
 
+    def images_written():
+        acquisition = requests.get(daq_sim.url + "/writer/status", timeout=5).json()["writer"]["acquisition"] or {}
+        return acquisition.get("state") == "ACQUIRING_IMAGES" and acquisition["stats"]["n_write_completed"] > 0
+
     def strike():
-        wait_until(lambda: requests.get(daq_sim.url + "/writer/status", timeout=5).json()["writer"]["state"] == "WRITING")
+        wait_until(images_written)  # the start was confirmed: the acquisition is under way
         faults(daq_sim, writer_state="UNKNOWN")
         daq_sim.core.settings.frame_rate = 2000
 
@@ -126,8 +141,8 @@ def test_stall_hits_timeout_and_acquisition_is_stopped(run_batch, daq_sim):
     report = run_batch("version: 1\nsteps:\n  - write: {output_file: '{root}/s.h5', n_images: 10}\n    timeout: 1\n")
     assert time.monotonic() - start < 8
     step = report.steps[0]
-    assert "failed" == report.status and "timed out after 1 s with 0/10 images written; acquisition stopped" == step["error"]
-    assert [("step timeout (1 s)", "stop_writer")] == [(r["reason"], r["action"]) for r in step["recoveries"]]
+    assert "failed" == report.status and "timed out after 1 s with 0/10 images written" == step["error"]
+    assert [("timed out after 1 s with 0/10 images written", "stop_writer")] == [(r["reason"], r["action"]) for r in step["recoveries"]]
     assert step["recoveries"][0]["outcome"].startswith("stopped acquisition")
     assert "READY" == requests.get(daq_sim.url + "/writer/status", timeout=5).json()["writer"]["state"]
 
@@ -137,7 +152,7 @@ def test_config_waits_for_deployment_and_fails_on_error(run_batch, daq_sim):
     assert "passed" == run_batch("version: 1\nsteps:\n  - config: {bit_depth: 8}\n").status
     faults(daq_sim, deployment="ERROR")
     report = run_batch("version: 1\nsteps:\n  - config: {bit_depth: 32}\n")
-    assert "failed" == report.status and "deployment failed" in report.steps[0]["error"]
+    assert "failed" == report.status and "Deployment failed" in report.steps[0]["error"]
     assert "ERROR" == report.steps[0]["deployment"]["status"]
 
 
@@ -154,7 +169,7 @@ def test_check_conditions(run_batch):
 def test_refusal_is_reported_with_the_daqs_message(run_batch, tmp_path):
     """A write the DAQ refuses (missing folder) fails with the DAQ's own message."""
     report = run_batch("version: 1\nsteps:\n  - write: {output_file: /no/such/dir/x.h5, n_images: 1}\n")
-    assert "the DAQ refused: Output folder '/no/such/dir' does not exist." == report.steps[0]["error"]
+    assert "the DAQ refused: Output file folder /no/such/dir does not exist. Please create it first." == report.steps[0]["error"]
 
 
 def test_no_wait_write_then_wait_and_stop(run_batch, daq_sim):
@@ -268,7 +283,7 @@ def test_json_report_is_valid_at_every_step_and_final(daq_sim, tmp_path):
     final = json.loads(path.read_text())
     assert final == json.loads(json.dumps(report.to_dict(), default=str))
     assert {"batch", "daq", "status", "started_at", "finished_at", "steps", "summary"} <= set(final)
-    assert {"name", "path", "sha256"} == set(final["batch"])
+    assert {"name", "path", "sha256", "vars", "run", "now"} == set(final["batch"])
     step = final["steps"][0]
     for key in ("index", "name", "kind", "params", "status", "attempts", "started_at", "finished_at", "duration_s", "error", "run_id", "output_file", "n_images", "acquisition", "daq_log"):
         assert key in step
@@ -351,7 +366,7 @@ def test_resume_skips_passed_steps(daq_sim, tmp_path):
     """Steps passed earlier are kept, not run again."""
     batch = load_batch_text(WRITE.format(name="r1", n=2) + "  - stop: {}\n", vars={"root": str(tmp_path)})
     first = Runner(daq_sim.url, daq_sim.redis_url).run(batch)
-    previous = {s["index"]: s for s in first.to_dict()["steps"] if s["status"] == "passed" and s["index"] == 1}
+    previous = {s["identity"]: [s] for s in first.to_dict()["steps"] if s["status"] == "passed" and s["index"] == 1}
     collect = Collect()
     second = Runner(daq_sim.url, daq_sim.redis_url, [collect]).run(batch, previous)
     assert "passed" == second.status and second.steps[0]["resumed"]
