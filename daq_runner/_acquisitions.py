@@ -31,6 +31,7 @@ from ._context import READY, UNKNOWN, WRITING, RunContext, StepFailed
 from ._deadline import Deadline, detached
 from .batch import WriteStep
 from .exceptions import DaqRunnerError, StdDaqAdminException, WriteOutcomeUnknown, WriterNeedsRestart
+from ._text import quote
 from .feed import Cursor
 
 __all__ = ["Acquisition", "Acquisitions", "STOP_BUDGET_S"]
@@ -277,7 +278,7 @@ class Acquisitions:
                     ctx.reset_writer(step, result, "writer UNKNOWN during the acquisition")
                     raise StepFailed(
                         "the writer went UNKNOWN during the acquisition; it was lost (writer reset to READY): "
-                        f"{acq.final.get('message')}"
+                        f"{quote(acq.final.get('message'))}"
                     )
                 break
             # Believe the end only when the DAQ confirms it now.
@@ -302,7 +303,7 @@ class Acquisitions:
                 self._ended(acq)
                 result["acquisition"] = acq.last
                 raise StepFailed(
-                    f"acquisition {acq.run_id} vanished: the writer is {live.get('state')} with no record of it "
+                    f"acquisition {acq.run_id} vanished: the writer is {quote(live.get('state'))} with no record of it "
                     "(was the DAQ restarted?)"
                 )
         self._ended(acq)
@@ -313,7 +314,7 @@ class Acquisitions:
         """Pass only a FINISHED acquisition with every image written and (if required) logged."""
         step, final = acq.step, acq.final or {}
         result.update(run_id=str(acq.run_id), acquisition=final, n_written=acq.n_written)
-        message = final.get("message")
+        message = quote(final.get("message"))  # the DAQ's text: one clean line
         if final.get("state") == api.AcquisitionState.FAILED.value:
             raise StepFailed(f"acquisition FAILED: {message}")
         if acq.n_written != step.n_images:

@@ -56,7 +56,9 @@ MAX_SECONDS = 7 * 24 * 3600.0
 MAX_RETRIES = 100
 MAX_RATE = 1e9  # images per second; far above any detector
 DEFAULT_TIMEOUT_S = 300.0
-WAIT_TIMEOUT_MARGIN_S = 30.0  # a wait of N seconds gets at least N + this as its timeout
+# A wait of N seconds without a timeout of its own gets at least N + this as its timeout (a
+# timeout given on the step or in its body is a hard limit: a longer wait is refused).
+WAIT_TIMEOUT_MARGIN_S = 30.0
 ON_ERROR = ("abort", "continue")
 SWEEP = "for"
 # Variables every batch has; batch vars, sweep variables and --var may not hide them.

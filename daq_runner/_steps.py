@@ -18,6 +18,7 @@ from . import api, events
 from ._acquisitions import Acquisition
 from ._context import READY, UNKNOWN, RunContext, StepFailed
 from ._deadline import current
+from ._text import quote
 from .batch import CheckStep, ConfigStep, Step, StopStep, WaitStep, WriteStep
 from .exceptions import WriterNeedsRestart
 
@@ -96,18 +97,18 @@ def check(ctx: RunContext, step: CheckStep, result: dict, attempt: int) -> None:
         deployment = client.get_deployment_status()
         observed["deployment"] = deployment.get("status")
         if deployment.get("status") != step.deployment:
-            problems.append(f"deployment is {deployment.get('status')} ({deployment.get('message')}), expected {step.deployment}")
+            problems.append(f"deployment is {quote(deployment.get('status'))} ({quote(deployment.get('message'))}), expected {step.deployment}")
     if step.writer:
         state = ctx.feed.status().get("state")
         observed["writer"] = state
         if state != step.writer:
-            problems.append(f"writer is {state}, expected {step.writer}")
+            problems.append(f"writer is {quote(state)}, expected {step.writer}")
     if step.config:
         config = client.get_config() or {}
         observed["config"] = {key: config.get(key) for key in step.config}
         for key, expected in step.config.items():
             if config.get(key) != expected:
-                problems.append(f"config {key} is {config.get(key)!r}, expected {expected!r}")
+                problems.append(f"config {key} is {quote(repr(config.get(key)))}, expected {expected!r}")
     if step.min_detector_rate is not None or step.min_writer_rate is not None:
         stats = client.get_stats() or {}
         detector = float(((stats.get("detector") or {}).get("images_per_second")) or 0.0)

@@ -497,6 +497,13 @@ class _Loader:
         for key in ("timeout", "retries", "on_error"):
             if key in given:
                 options[key] = given[key]
+        if kind.name == "wait" and body.get("seconds") is not None:
+            # A timeout given for a wait is a hard limit: a longer wait is a mistake, said now.
+            limit = body["timeout"] if "timeout" in body else given.get("timeout")
+            if limit is not None and body["seconds"] > limit:
+                where = _value_mark(raw[kind.name], "timeout") if "timeout" in body else value_marks["timeout"]
+                self.error(f"a wait of {body['seconds']:g} s does not fit in its timeout of {limit:g} s", where)
+                return
         default_name, params, attrs = kind.build(body, extra, options)
         options.update(attrs)
         step = kind.cls(
@@ -538,7 +545,7 @@ class _Loader:
             return f"step {i} ({self.path}:{where[0]}:{where[1]}{swept})"
 
         self.error(
-            f"{who(step.index, mark, step.sweep)} writes {short(step.output_file)}, as does "
+            f"{who(step.index, mark, step.sweep)} writes {step.output_file!r}, as does "
             f"{who(index, first_mark, first_sweep)}: the second write would destroy the first file; "
             "give each write its own output_file (e.g. with {step} or a sweep variable)",
             mark,

@@ -21,6 +21,7 @@ import http.client
 import json
 import logging
 import math
+import time
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Dict, Optional, Tuple
 from urllib.parse import urlsplit
@@ -301,15 +302,21 @@ class StdDaqClient:
         return f" (via proxy {redact_url(proxy)})" if proxy else ""
 
     def _send_once(
-        self, endpoint: api.Endpoint, url: str, body: Any, read_timeout: float, outer: _deadline.Deadline
+        self,
+        endpoint: api.Endpoint,
+        url: str,
+        body: Any,
+        read_timeout: float,
+        outer: _deadline.Deadline,
+        budget_at: float = math.inf,
     ) -> Tuple[dict, Any]:
         safe_url = redact_url(url)
         source = f"{endpoint.method} {safe_url}"
         outer.check()
         if outer.expired:
             raise DeadlineExceeded(f"{source} not sent: the time allowed ran out", url=safe_url)
-        limit = self.timeout + read_timeout
-        own = _deadline.Deadline(limit)
+        # The request's own limit, and no attempt outlives the retry budget (retry_deadline).
+        own = _deadline.Deadline(at=min(time.monotonic() + self.timeout + read_timeout, budget_at))
         try:
             with _deadline.bounded(own):
                 reply = self.session.request(
@@ -352,7 +359,7 @@ class StdDaqClient:
                 return WriteDeadlineExceeded(what + " (the write may have started)", url=safe_url)
             return DeadlineExceeded(what, url=safe_url)
         if own.expired:
-            what = f"{source}: no complete reply within {self.timeout + read_timeout:g} s{via}"
+            what = f"{source}: no complete reply within {min(self.timeout + read_timeout, self.retry_deadline or math.inf):g} s{via}"
             cls: type = DaqTimeoutError
         elif _is_timeout(exc):
             seconds = read_timeout if reached else self.timeout
@@ -462,8 +469,9 @@ class StdDaqClient:
             sleep=self.sleep,
             reraise=True,
         )
+        budget_at = time.monotonic() + self.retry_deadline if self.retry_deadline is not None else math.inf
         try:
-            return retrying(self._send_once, endpoint, url, body, read_timeout or self.read_timeout(endpoint), outer)
+            return retrying(self._send_once, endpoint, url, body, read_timeout or self.read_timeout(endpoint), outer, budget_at)
         except DaqTransportError as exc:
             if at_bound.hit and not isinstance(exc, DeadlineExceeded):
                 raise DeadlineExceeded(

@@ -359,14 +359,16 @@ class Runner:
                         status, error = "passed", None
                         break
                     except (StepFailed, DaqRunnerError) as exc:
-                        error = _describe(exc, step if deadline.expired else None)
+                        timed_out = deadline.expired or isinstance(exc, DeadlineExceeded)
+                        error = _describe(exc, step if timed_out else None)
                         result["failed_attempts"].append({"attempt": attempt, "error": error, "at": time.time()})
-                        if _daq_gone(exc) and not deadline.expired:
+                        if _daq_gone(exc) and not timed_out:
                             self.daq_lost = f"DAQ unreachable beyond the retry budget ({self._budget})"
                         will_retry = (
                             attempt <= step.retries
                             and self.daq_lost is None
                             and self.lock_lost is None
+                            and not timed_out
                             and deadline.remaining() > self.retry_delay
                         )
                         self._emit(events.ATTEMPT_FAILED, step, attempt=attempt, error=error, will_retry=will_retry)

@@ -24,6 +24,8 @@ class DaqProxy:
         hold_request: path -> seconds to wait before forwarding.
         hold_reply: path -> seconds to wait before answering.
         drop_reply: paths whose reply is never sent (the connection is closed after forwarding).
+        trickle: path -> seconds between the bytes of its reply (status line and headers too).
+        replace: path -> function() -> reply body (bytes) sent instead of the DAQ's, with HTTP 200.
         rewrite: path -> function(body dict) -> body dict, applied before forwarding.
         before: path -> function() called before forwarding.
         forwarded: (method, path, body) of every request forwarded, in order.
@@ -34,6 +36,9 @@ class DaqProxy:
         self.hold_request: Dict[str, float] = {}
         self.hold_reply: Dict[str, float] = {}
         self.drop_reply: set = set()
+        self.trickle: Dict[str, float] = {}
+        self.replace: Dict[str, Callable[[], bytes]] = {}
+        self._closed = threading.Event()
         self.rewrite: Dict[str, Callable[[dict], dict]] = {}
         self.before: Dict[str, Callable[[], None]] = {}
         self.forwarded: List[tuple] = []
@@ -82,11 +87,25 @@ class DaqProxy:
                     self.close_connection = True
                     return
                 time.sleep(proxy.hold_reply.get(path, 0.0))
-                self.send_response(reply.status_code)
-                self.send_header("Content-Type", reply.headers.get("Content-Type", "application/json"))
-                self.send_header("Content-Length", str(len(reply.content)))
-                self.end_headers()
-                self.wfile.write(reply.content)
+                status, content = reply.status_code, reply.content
+                if path in proxy.replace:
+                    status, content = 200, proxy.replace[path]()
+                head = (
+                    f"HTTP/1.1 {status} OK\r\nContent-Type: application/json\r\n"
+                    f"Content-Length: {len(content)}\r\n\r\n"
+                ).encode()
+                if path not in proxy.trickle:
+                    self.wfile.write(head + content)
+                    return
+                self.close_connection = True
+                try:
+                    for byte in head + content:
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                        if proxy._closed.wait(proxy.trickle[path]):
+                            return
+                except OSError:
+                    return  # the client gave up
 
             def do_GET(self) -> None:
                 self._relay("GET")
@@ -100,6 +119,7 @@ class DaqProxy:
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        self._closed.set()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()

@@ -56,7 +56,8 @@ class SimulatedDaq:
     @property
     def url(self) -> str:
         """Base URL of the REST API."""
-        return f"http://{self.host}:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 address
+        return f"http://{host}:{self.port}"
 
     @property
     def redis_url(self) -> Optional[str]:

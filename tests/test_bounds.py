@@ -1,0 +1,280 @@
+"""Bounded and unbreakable: whatever the DAQ, Redis or the file system does, daq-run ends in time
+with a valid report whose summary adds up. Through the installed ``daq-run`` against daq-sim and
+a real Redis; a proxy stand-in (``tests/standins.py``) trickles or replaces replies daq-sim
+would not send.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import threading
+import time
+import xml.etree.ElementTree as ET
+
+import pytest
+import redis
+import requests
+
+from daq_runner import Runner, events
+from daq_runner.batch import load_batch_text
+from daq_runner.report import JsonReportFile
+
+from .conftest import batch_file, daq_run, start_daq_run, wait_until, writer_state
+from .standins import DaqProxy
+
+
+def report_of(path) -> dict:
+    return json.loads(path.read_text())
+
+
+def adds_up(report: dict) -> bool:
+    return sum(report["summary"].values()) == len(report["steps"]) == report.get("n_steps", len(report["steps"]))
+
+
+def test_a_trickling_reply_ends_at_the_step_timeout(daq_sim, tmp_path):
+    """A DAQ that sends its reply one byte every 2 s: the step fails at its 3 s timeout, the run goes on."""
+    path = batch_file(
+        tmp_path,
+        "version: 1\nsteps:\n  - check: {deployment: SUCCESS}\n    timeout: 3\n    on_error: continue\n  - check: {writer: READY}\n",
+    )
+    with DaqProxy(daq_sim.url) as proxy:
+        proxy.trickle["/daq/deployment"] = 2.0
+        started = time.monotonic()
+        proc = daq_run(str(path), "--url", proxy.url, "--redis", daq_sim.redis_url, "--report", str(tmp_path / "r.json"), timeout=60)
+        took = time.monotonic() - started
+    assert 1 == proc.returncode, proc.stderr
+    report = report_of(tmp_path / "r.json")
+    first, second = report["steps"]
+    assert "failed" == first["status"] and first["error"].startswith("timed out after 3 s")
+    assert first["duration_s"] < 4.0 and took < 15
+    assert "passed" == second["status"] and adds_up(report)
+
+
+def test_a_trickling_reply_is_cut_at_the_outage_budget(daq_sim, tmp_path):
+    """--max-outage 2 bounds every request too: a trickle ends the run as 'DAQ unreachable' (exit 3)."""
+    path = batch_file(tmp_path, "version: 1\nsteps:\n  - check: {deployment: SUCCESS}\n  - check: {writer: READY}\n")
+    with DaqProxy(daq_sim.url) as proxy:
+        proxy.trickle["/daq/deployment"] = 2.0
+        proc = daq_run(str(path), "--url", proxy.url, "--redis", daq_sim.redis_url, "--max-outage", "2", "--report", str(tmp_path / "r.json"), timeout=60)
+    assert 3 == proc.returncode, proc.stderr
+    report = report_of(tmp_path / "r.json")
+    assert ["failed", "skipped"] == [s["status"] for s in report["steps"]]
+    assert report["steps"][0]["duration_s"] < 3.5 and report["daq_unreachable"] and adds_up(report)
+
+
+def test_sigterm_during_a_trickling_request_ends_the_run_within_seconds(daq_sim, tmp_path):
+    """SIGTERM while a reply trickles in: exit 143 within 5 s, report 'interrupted'."""
+    path = batch_file(tmp_path, "version: 1\nsteps:\n  - check: {deployment: SUCCESS}\n  - stop: {}\n")
+    report = tmp_path / "r.json"
+    with DaqProxy(daq_sim.url) as proxy:
+        proxy.trickle["/daq/deployment"] = 2.0
+        proc = start_daq_run(path, "--url", proxy.url, "--redis", daq_sim.redis_url, "--report", str(report))
+        wait_until(lambda: proxy.count("/daq/deployment") >= 1)
+        time.sleep(0.5)
+        signalled = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=20)
+        assert time.monotonic() - signalled < 5
+    assert 143 == proc.returncode
+    final = report_of(report)
+    assert "interrupted" == final["status"] and ["interrupted", "skipped"] == [s["status"] for s in final["steps"]]
+
+
+def test_a_check_during_an_outage_fails_at_its_timeout(daq_sim, tmp_path):
+    """The REST API answers 503 for 30 s: a check with timeout 3 fails after about 3 s, not 22."""
+    path = batch_file(tmp_path, "version: 1\nsteps:\n  - wait: {seconds: 0.3}\n  - check: {writer: READY}\n    timeout: 3\n")
+    statuses = []
+
+    def outage_after_start() -> None:
+        statuses.append(1)
+        if len(statuses) == 2:  # the reachability probe and the pre-run look went through
+            requests.post(daq_sim.url + "/sim/faults", json={"unavailable_s": 30}, timeout=5)
+
+    try:
+        with DaqProxy(daq_sim.url) as proxy:
+            proxy.before["/writer/status"] = outage_after_start
+            proc = daq_run(str(path), "--url", proxy.url, "--redis", daq_sim.redis_url, "--report", str(tmp_path / "r.json"), timeout=60)
+        assert 1 == proc.returncode, proc.stderr
+        check = report_of(tmp_path / "r.json")["steps"][1]
+        assert "failed" == check["status"] and check["error"].startswith("timed out after 3 s")
+        assert check["duration_s"] < 4.0
+    finally:
+        requests.post(daq_sim.url + "/sim/reset", timeout=5)
+
+
+def test_a_wait_step_keeps_its_timeout(daq_sim, tmp_path):
+    """wait: {seconds: 10} with timeout 1 does not run 10 s: refused before the run, or failed at 1 s."""
+    path = batch_file(tmp_path, "version: 1\nsteps:\n  - wait: {seconds: 10}\n    timeout: 1\n")
+    started = time.monotonic()
+    proc = daq_run(str(path), "--url", daq_sim.url, "--redis", daq_sim.redis_url, "--report", str(tmp_path / "r.json"))
+    assert time.monotonic() - started < 6
+    if proc.returncode == 2:
+        assert "timeout" in proc.stderr
+    else:
+        assert 1 == proc.returncode and report_of(tmp_path / "r.json")["steps"][0]["error"].startswith("timed out after 1 s")
+
+
+@pytest.mark.parametrize("junk", [None, [1, 2], "text", 42], ids=["null", "list", "string", "number"])
+def test_a_malformed_status_on_the_stream_fails_the_step_and_the_run_goes_on(daq_sim, tmp_path, junk):
+    """Junk JSON on daq:status: the write fails with a protocol error naming the stream, its
+    acquisition is stopped, and on_error: continue goes on."""
+    daq_sim.core.settings.frame_rate = 100
+    path = batch_file(
+        tmp_path,
+        "version: 1\nsteps:\n  - write: {output_file: '{root}/a.h5', n_images: 1000}\n    on_error: continue\n"
+        "  - check: {writer: READY}\n",
+    )
+
+    def junk_on_the_stream() -> None:
+        client = redis.Redis.from_url(daq_sim.redis_url)
+        client.xadd("daq:status", {"json": json.dumps(junk)})
+        client.close()
+
+    with DaqProxy(daq_sim.url) as proxy:
+        proxy.before["/writer/write_async"] = junk_on_the_stream
+        proc = daq_run(str(path), "--url", proxy.url, "--redis", daq_sim.redis_url, "--report", str(tmp_path / "r.json"))
+    assert 1 == proc.returncode, proc.stderr
+    report = report_of(tmp_path / "r.json")
+    write, check = report["steps"]
+    assert "failed" == write["status"] and "daq:status" in write["error"] and "\n" not in write["error"]
+    assert any(r["outcome"].startswith("stopped acquisition") for r in write["recoveries"])
+    assert "passed" == check["status"] and adds_up(report)
+
+
+def test_a_writer_null_from_rest_fails_the_step_naming_the_endpoint(daq_sim, tmp_path):
+    """``"writer": null`` from GET /writer/status: a one-line protocol error, the run goes on."""
+    path = batch_file(
+        tmp_path,
+        "version: 1\nsteps:\n  - wait: {seconds: 0.1}\n  - check: {writer: READY}\n    on_error: continue\n  - check: {deployment: SUCCESS}\n",
+    )
+    calls = []
+
+    def null_after_start() -> bytes:
+        calls.append(1)
+        writer = None if len(calls) > 2 else {"state": "READY", "acquisition": None}
+        return json.dumps({"status": "ok", "message": "Writer is READY", "writer": writer}).encode()
+
+    with DaqProxy(daq_sim.url) as proxy:
+        proxy.replace["/writer/status"] = null_after_start
+        proc = daq_run(str(path), "--url", proxy.url, "--redis", daq_sim.redis_url, "--report", str(tmp_path / "r.json"))
+    assert 1 == proc.returncode, proc.stderr
+    report = report_of(tmp_path / "r.json")
+    assert ["passed", "failed", "passed"] == [s["status"] for s in report["steps"]]
+    assert "/writer/status" in report["steps"][1]["error"] and "null" in report["steps"][1]["error"]
+
+
+@pytest.mark.parametrize("query", ["protocol=3", "decode_responses=True", "protocol=3&decode_responses=True&encoding=latin-1"])
+def test_redis_url_options_cannot_break_the_run(daq_sim, tmp_path, query):
+    """A Redis URL asking for RESP3 or str replies: the runner reads what it needs anyway."""
+    path = batch_file(tmp_path, "version: 1\nsteps:\n  - write: {output_file: '{root}/a.h5', n_images: 5}\n")
+    proc = daq_run(str(path), "--url", daq_sim.url, "--redis", f"{daq_sim.redis_url}?{query}", "--report", str(tmp_path / "r.json"))
+    assert 0 == proc.returncode, proc.stderr
+    assert report_of(tmp_path / "r.json")["steps"][0]["daq_log_source"].startswith("redis")
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
+            sock.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+def test_an_ipv6_daq_url_works_and_derives_its_redis_url(tmp_path):
+    """--url http://[::1]:PORT: REST over IPv6, and the default Redis URL keeps the brackets."""
+    path = batch_file(tmp_path, "version: 1\nsteps:\n  - check: {writer: READY}\n")
+    plan = daq_run(str(path), "--dry-run", "--url", "http://[::1]:1")
+    assert "redis://[::1]:6379" in plan.stdout and "Traceback" not in plan.stderr
+    if not _ipv6_loopback():
+        pytest.skip("no IPv6 loopback on this machine")
+    from daq_runner.sim import SimSettings, SimulatedDaq
+
+    with SimulatedDaq(host="::1", settings=SimSettings(start_state="READY")) as sim:
+        assert sim.url.startswith("http://[::1]:")
+        proc = daq_run(str(path), "--url", sim.url, "--redis", sim.redis_url, "--report", str(tmp_path / "r.json"))
+    assert 0 == proc.returncode, proc.stderr
+
+
+def test_an_environment_proxy_never_sees_loopback_daq_traffic(daq_sim, tmp_path):
+    """HTTP_PROXY/ALL_PROXY set: a DAQ on 127.0.0.1 is still reached directly."""
+    seen = []
+    trap = socket.socket()
+    trap.bind(("127.0.0.1", 0))
+    trap.listen(5)
+    trap.settimeout(0.2)
+    done = threading.Event()
+
+    def accept() -> None:
+        while not done.is_set():
+            try:
+                conn, _ = trap.accept()
+            except OSError:
+                continue
+            seen.append(conn.recv(1000))
+            conn.close()
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    proxy = f"http://127.0.0.1:{trap.getsockname()[1]}"
+    path = batch_file(tmp_path, "version: 1\nsteps:\n  - write: {output_file: '{root}/a.h5', n_images: 3}\n")
+    try:
+        proc = daq_run(
+            str(path), "--url", daq_sim.url, "--redis", daq_sim.redis_url, "--report", str(tmp_path / "r.json"),
+            env={"HTTP_PROXY": proxy, "http_proxy": proxy, "ALL_PROXY": proxy, "NO_PROXY": "", "no_proxy": ""},
+        )
+    finally:
+        done.set()
+        thread.join(2)
+        trap.close()
+    assert 0 == proc.returncode, proc.stderr
+    assert [] == seen
+
+
+@pytest.mark.parametrize("target", ["batch", "devnull", "directory", "same-as-junit"])
+def test_report_paths_that_would_destroy_something_are_refused(daq_sim, tmp_path, target):
+    """--report onto the batch file, /dev/null, a directory, or the JUnit file: exit 2, nothing sent."""
+    path = batch_file(tmp_path, "version: 1\nsteps:\n  - config: {bit_depth: 8}\n")
+    text = path.read_text()
+    report = {"batch": str(path), "devnull": "/dev/null", "directory": str(tmp_path), "same-as-junit": str(tmp_path / "x.xml")}[target]
+    before = requests.get(daq_sim.url + "/daq/config", timeout=5).json()["config_id"]
+    proc = daq_run(str(path), "--url", daq_sim.url, "--redis", daq_sim.redis_url, "--report", report, "--junit", str(tmp_path / "x.xml"))
+    assert 2 == proc.returncode and 1 == len(proc.stderr.strip().splitlines()), proc.stderr
+    assert text == path.read_text()
+    assert before == requests.get(daq_sim.url + "/daq/config", timeout=5).json()["config_id"]
+    assert not (tmp_path / "x.xml").exists()
+
+
+def test_control_characters_in_a_daq_error_keep_junit_and_report_readable(daq_sim, tmp_path):
+    """An ESC or BEL in a DAQ message: the JUnit file parses, the report is valid, messages are one line."""
+    requests.post(daq_sim.url + "/sim/faults", json={"fail_next": "ERROR: \x1b[31mdisk\x07 gone\nsecond line\x00"}, timeout=5)
+    path = batch_file(tmp_path, "version: 1\nsteps:\n  - write: {output_file: '{root}/a.h5', n_images: 10}\n")
+    proc = daq_run(str(path), "--url", daq_sim.url, "--redis", daq_sim.redis_url, "--report", str(tmp_path / "r.json"), "--junit", str(tmp_path / "j.xml"))
+    assert 1 == proc.returncode
+    suite = ET.parse(tmp_path / "j.xml").getroot()
+    assert "disk" in suite.find("testcase/failure").get("message")
+    error = report_of(tmp_path / "r.json")["steps"][0]["error"]
+    assert "disk" in error and "\x1b" not in error and "\x07" not in error and "\n" not in error
+
+
+def test_an_unexpected_error_still_gives_every_step_a_record(daq_sim, tmp_path):
+    """A consumer that raises mid-run (a bug): the report has the current step failed and the rest
+    skipped, and its summary adds up."""
+    path = tmp_path / "r.json"
+
+    def broken(event: events.Event) -> None:
+        if event.kind == events.STEP_STARTED and event.step == 2:
+            raise RuntimeError("consumer bug")
+
+    batch = load_batch_text(
+        "version: 1\nsteps:\n  - check: {writer: READY}\n  - check: {writer: READY}\n  - check: {deployment: SUCCESS}\n"
+    )
+    with pytest.raises(RuntimeError, match="consumer bug"):
+        Runner(daq_sim.url, daq_sim.redis_url, [JsonReportFile(str(path)), broken]).run(batch)
+    report = report_of(path)
+    assert ["passed", "failed", "skipped"] == [s["status"] for s in report["steps"]]
+    assert "consumer bug" in report["steps"][1]["error"] and "failed" == report["status"]
+    assert adds_up(report) and "consumer bug" in report["reason"]
+    assert "READY" == writer_state(daq_sim.url)

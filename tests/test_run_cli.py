@@ -1,0 +1,197 @@
+"""daq-run trusts nothing it was not told: values mean what was typed, one DAQ per run, no silent
+overwrite, a resume that reproduces the run. Through the installed ``daq-run`` against daq-sim
+and a real Redis.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import h5py
+import pytest
+import requests
+
+from .conftest import batch_file, daq_run
+
+
+def report_of(path) -> dict:
+    return json.loads(path.read_text())
+
+
+def common(daq_sim) -> list:
+    return ["--url", daq_sim.url, "--redis", daq_sim.redis_url]
+
+
+def dtype_of(path) -> str:
+    with h5py.File(path) as handle:
+        (group,) = handle.values()
+        return str(group["data"].dtype)
+
+
+# -- no silent overwrite -----------------------------------------------------------------------
+
+
+def test_two_steps_writing_one_file_are_refused_before_the_run(daq_sim, tmp_path):
+    """A sweep that would write one file three times: exit 2 naming both steps, nothing sent."""
+    path = batch_file(
+        tmp_path,
+        "version: 1\nsteps:\n  - for: {bit_depth: [8, 16, 32]}\n    steps:\n"
+        "      - config: {bit_depth: '{bit_depth}'}\n      - write: {output_file: '{root}/sweep.h5', n_images: 5}\n",
+    )
+    before = requests.get(daq_sim.url + "/daq/config", timeout=5).json()["config_id"]
+    proc = daq_run(str(path), *common(daq_sim))
+    assert 2 == proc.returncode
+    assert "sweep.h5" in proc.stderr and "b.yaml:6" in proc.stderr
+    assert before == requests.get(daq_sim.url + "/daq/config", timeout=5).json()["config_id"]
+    assert not (tmp_path / "sweep.h5").exists()
+
+
+def test_an_existing_file_is_refused_unless_overwrite_is_allowed(daq_sim, tmp_path):
+    """An existing output file: the step fails and nothing is sent; overwrite: true or --overwrite allow it."""
+    (tmp_path / "a.h5").write_bytes(b"precious data")
+    path = batch_file(tmp_path, "version: 1\nsteps:\n  - write: {output_file: '{root}/a.h5', n_images: 3}\n")
+    proc = daq_run(str(path), *common(daq_sim), "--report", str(tmp_path / "r1.json"))
+    assert 1 == proc.returncode
+    step = report_of(tmp_path / "r1.json")["steps"][0]
+    assert "it exists" in step["error"] and "nothing was sent" in step["error"]
+    assert b"precious data" == (tmp_path / "a.h5").read_bytes()
+    assert requests.get(daq_sim.url + "/writer/status", timeout=5).json()["writer"]["acquisition"] is None
+    assert 0 == daq_run(str(path), *common(daq_sim), "--overwrite", "--report", str(tmp_path / "r2.json")).returncode
+    allowed = batch_file(tmp_path, "version: 1\ndefaults: {overwrite: true}\nsteps:\n  - write: {output_file: '{root}/a.h5', n_images: 3}\n", "c.yaml")
+    assert 0 == daq_run(str(allowed), *common(daq_sim), "--report", str(tmp_path / "r3.json")).returncode
+
+
+def test_a_symlink_is_never_written_through(daq_sim, tmp_path):
+    """An output file that is a symbolic link is refused, even with --overwrite."""
+    target = tmp_path / "elsewhere.txt"
+    target.write_text("keep me")
+    os.symlink(target, tmp_path / "a.h5")
+    path = batch_file(tmp_path, "version: 1\nsteps:\n  - write: {output_file: '{root}/a.h5', n_images: 3}\n")
+    proc = daq_run(str(path), *common(daq_sim), "--overwrite", "--report", str(tmp_path / "r.json"))
+    assert 1 == proc.returncode
+    assert "symbolic link" in report_of(tmp_path / "r.json")["steps"][0]["error"]
+    assert "keep me" == target.read_text()
+
+
+# -- values mean what was typed ---------------------------------------------------------------------
+
+
+def test_var_values_are_text_in_file_names_and_numbers_where_a_number_is_needed(daq_sim, tmp_path):
+    """--var sample=NO and run=0123 stay as typed in the file name; n=007 gives 7 images."""
+    path = batch_file(
+        tmp_path,
+        "version: 1\nvars: {sample: x, run_no: '1', n: 1}\nsteps:\n"
+        "  - write: {output_file: '{root}/{sample}_{run_no}.h5', n_images: '{n}'}\n",
+    )
+    proc = daq_run(str(path), *common(daq_sim), "--var", "sample=NO", "--var", "run_no=0123", "--var", "n=007", "--report", str(tmp_path / "r.json"))
+    assert 0 == proc.returncode, proc.stderr
+    step = report_of(tmp_path / "r.json")["steps"][0]
+    assert (str(tmp_path / "NO_0123.h5"), 7) == (step["output_file"], step["n_written"])
+
+
+def test_a_mistyped_var_is_an_error_with_a_suggestion(daq_sim, tmp_path):
+    """--var rot=... for a batch that uses {root}: exit 2, 'did you mean root', nothing written."""
+    path = batch_file(tmp_path, "version: 1\nvars: {root: /tmp}\nsteps:\n  - write: {output_file: '{root}/a.h5', n_images: 1}\n")
+    proc = daq_run(str(path), *common(daq_sim), "--var", f"rot={tmp_path}")
+    assert 2 == proc.returncode and "rot" in proc.stderr and "root" in proc.stderr
+    assert not (tmp_path / "a.h5").exists()
+
+
+# -- one DAQ per run --------------------------------------------------------------------------------
+
+
+def test_rest_and_redis_come_from_one_source(daq_sim, tmp_path):
+    """A Redis URL from the environment and a REST URL from the batch: refused; --url wins over the
+    environment; the report says where each came from."""
+    body = f"version: 1\ndaq: {{url: '{daq_sim.url}'}}\nsteps:\n  - check: {{writer: READY}}\n"
+    path = batch_file(tmp_path, body)
+    proc = daq_run(str(path), env={"STD_DAQ_REDIS_URL": daq_sim.redis_url, "STD_DAQ_API_URL": ""})
+    assert 2 == proc.returncode and "Redis URL comes from environment" in proc.stderr and "batch" in proc.stderr
+    proc = daq_run(
+        str(path), "--url", daq_sim.url, "--redis", daq_sim.redis_url, "--report", str(tmp_path / "r.json"),
+        env={"STD_DAQ_API_URL": "http://127.0.0.1:1", "STD_DAQ_REDIS_URL": "redis://127.0.0.1:1/0"},
+    )
+    assert 0 == proc.returncode, proc.stderr
+    daq = report_of(tmp_path / "r.json")["daq"]
+    assert ("--url/--redis", "--url/--redis") == (daq["url_source"], daq["redis_source"])
+
+
+def test_a_named_daq_is_not_outranked_by_the_environment(daq_sim, tmp_path):
+    """--daq NAME gives both URLs, whatever STD_DAQ_API_URL says."""
+    profiles = tmp_path / "daqs.yaml"
+    profiles.write_text(f"daqs:\n  sim:\n    url: {daq_sim.url}\n    redis: {daq_sim.redis_url}\n")
+    path = batch_file(tmp_path, "version: 1\nsteps:\n  - check: {writer: READY}\n")
+    proc = daq_run(
+        str(path), "--daq", "sim", "--profiles", str(profiles), "--report", str(tmp_path / "r.json"),
+        env={"STD_DAQ_API_URL": "http://127.0.0.1:1", "STD_DAQ_REDIS_URL": "redis://127.0.0.1:1/0"},
+    )
+    assert 0 == proc.returncode, proc.stderr
+    assert report_of(tmp_path / "r.json")["daq"]["url_source"].startswith("--daq sim")
+
+
+# -- resume that reproduces the run --------------------------------------------------------------
+
+
+SWEEP = (
+    "version: 1\nname: sweep\nsteps:\n  - for: {bit_depth: [8, 16, 32]}\n    steps:\n"
+    "      - config: {bit_depth: '{bit_depth}'}\n"
+    "      - write: {output_file: '{root}/sweep_{datetime}_{bit_depth}.h5', n_images: 5}\n        on_error: continue\n"
+)
+
+
+def test_resume_applies_the_configuration_the_kept_steps_established(daq_sim, tmp_path):
+    """The 8-bit write failed, the 32-bit one passed last: on resume the 8-bit write runs at 8 bits."""
+    path = batch_file(tmp_path, SWEEP)
+    requests.post(daq_sim.url + "/sim/faults", json={"fail_next": "ERROR: detector hiccup"}, timeout=5)
+    first = tmp_path / "first.json"
+    assert 1 == daq_run(str(path), *common(daq_sim), "--report", str(first)).returncode
+    assert ["passed", "failed", "passed", "passed", "passed", "passed"] == [s["status"] for s in report_of(first)["steps"]]
+    second = tmp_path / "second.json"
+    proc = daq_run(str(path), *common(daq_sim), "--resume", str(first), "--report", str(second))
+    assert 0 == proc.returncode, proc.stderr
+    steps = report_of(second)["steps"]
+    rerun = steps[1]
+    assert not rerun.get("resumed") and all(s.get("resumed") for i, s in enumerate(steps) if i != 1)
+    assert any("bit_depth=8" in r["action"] for r in rerun["recoveries"])
+    assert "uint8" == dtype_of(rerun["output_file"])  # written at the depth its sweep step set
+    assert rerun["output_file"] == report_of(first)["steps"][1]["output_file"]  # same {datetime}
+
+
+def test_resume_with_another_batchs_report_is_refused_even_with_force(daq_sim, tmp_path):
+    """A report of another batch cannot be resumed, --force or not."""
+    other = batch_file(tmp_path, "version: 1\nname: other\nsteps:\n  - check: {writer: READY}\n", "other.yaml")
+    report = tmp_path / "other.json"
+    assert 0 == daq_run(str(other), *common(daq_sim), "--report", str(report)).returncode
+    path = batch_file(tmp_path, "version: 1\nname: mine\nsteps:\n  - check: {writer: READY}\n", "mine.yaml")
+    proc = daq_run(str(path), *common(daq_sim), "--resume", str(report), "--force")
+    assert 2 == proc.returncode and "not of 'mine'" in proc.stderr
+
+
+def test_dry_run_resume_lists_what_would_run_and_what_is_kept(daq_sim, tmp_path):
+    """--dry-run --resume: 'keep' for passed steps, 'run' for the others; nothing changes."""
+    path = batch_file(tmp_path, "version: 1\nname: d\nsteps:\n  - check: {writer: READY}\n  - check: {writer: WRITING}\n")
+    first = tmp_path / "first.json"
+    assert 1 == daq_run(str(path), *common(daq_sim), "--report", str(first)).returncode
+    proc = daq_run(str(path), *common(daq_sim), "--resume", str(first), "--dry-run")
+    assert 0 == proc.returncode, proc.stderr
+    lines = [line for line in proc.stdout.splitlines() if "check writer" in line]
+    assert ["keep" in lines[0], "run" in lines[1]] == [True, True]
+
+
+@pytest.mark.parametrize(
+    "args, text",
+    [
+        (["--force"], "--force only goes with --resume"),
+        (["--no-redis", "--redis", "redis://h/0"], "contradict"),
+        (["--quiet", "--log-format", "json"], "contradict"),
+        (["--validate", "--dry-run"], "not allowed with"),
+        (["--lock-ttl", "0"], "--lock-ttl"),
+        (["--sim", "--url", "http://h:1"], "--sim"),
+    ],
+)
+def test_conflicting_options_are_refused(tmp_path, args, text):
+    """Options that contradict each other: one line, exit 2."""
+    path = batch_file(tmp_path, "version: 1\nsteps:\n  - check: {writer: READY}\n")
+    proc = daq_run(str(path), *args)
+    assert 2 == proc.returncode and text in proc.stderr and 1 == len(proc.stderr.strip().splitlines())
