@@ -28,7 +28,7 @@ EXIT_SIGNAL = {"SIGINT": 130, "SIGTERM": 143, "SIGHUP": 143}
 DEFAULT_PROFILES = os.path.join("config", "daqs.yaml")
 MAX_SECONDS = 7 * 24 * 3600.0
 # The embedded simulator's detector for --sim: small images, so that the demo writes a few MB.
-SIM_IMAGE_SIZE = 64
+SIM_IMAGE_SIZE = 48
 
 
 class _Usage(Exception):
