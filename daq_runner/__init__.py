@@ -32,6 +32,7 @@ __all__ = [
     "DaqProtocolError",
     "DeploymentError",
     "BatchValidationError",
+    "LockError",
     "LockHeldError",
     # batches, runner, reports
     "Batch",
@@ -42,6 +43,7 @@ __all__ = [
     "WaitStep",
     "StopStep",
     "load_batch",
+    "load_batch_text",
     "Runner",
     "RunReport",
     "Event",
@@ -59,6 +61,7 @@ _WHERE = {
     "WaitStep": ".batch",
     "StopStep": ".batch",
     "load_batch": ".batch",
+    "load_batch_text": ".batch",
     "Runner": ".runner",
     "RunReport": ".report",
     "JsonReportFile": ".report",

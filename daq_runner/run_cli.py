@@ -183,6 +183,7 @@ def _resolve_daq(args: argparse.Namespace, batch: Any) -> Dict[str, Optional[str
             )
         redis, redis_source = top.redis, top.name
     _check_url(url, ("http", "https"), "DAQ URL")
+    redis = _with_password(redis, os.environ.get("STD_DAQ_REDIS_PASSWORD"))
     if args.no_redis:
         redis, redis_source = None, "--no-redis"
     elif redis is None:
@@ -190,6 +191,22 @@ def _resolve_daq(args: argparse.Namespace, batch: Any) -> Dict[str, Optional[str
     else:
         _check_url(redis, ("redis", "rediss", "unix"), "Redis URL")
     return {"url": url, "redis": redis, "url_source": url_source, "redis_source": redis_source}
+
+
+def _with_password(url: Optional[str], password: Optional[str]) -> Optional[str]:
+    """``url`` with ``$STD_DAQ_REDIS_PASSWORD`` as its password, unless it has one: so that a
+    password never needs to be on the command line (where ``ps`` shows it)."""
+    from urllib.parse import quote, urlsplit, urlunsplit
+
+    if not url or not password:
+        return url
+    parts = urlsplit(url)
+    if parts.password is not None:
+        return url
+    if parts.scheme == "unix":
+        return url + ("&" if parts.query else "?") + "password=" + quote(password, safe="")
+    user = quote(parts.username or "", safe="")
+    return urlunsplit((parts.scheme, f"{user}:{quote(password, safe='')}@{parts.netloc.rpartition('@')[2]}", parts.path, parts.query, parts.fragment))
 
 
 # -- resume -----------------------------------------------------------------------------------------
@@ -478,7 +495,7 @@ def _run(
 
     from ._redis import redact_url
     from .console import ConsoleView, LogEvents, QuietSummary
-    from .exceptions import DaqRunnerError, LockError
+    from .exceptions import DaqRunnerError, LockError, LockHeldError
     from .report import JsonReportFile, JUnitFile, default_report_path
     from .runner import Runner
 
@@ -535,7 +552,8 @@ def _run(
     try:
         report = runner.run(batch, previous)
     except LockError as exc:
-        print(f"daq-run: {_one_line(exc)}", file=sys.stderr)
+        hint = "" if isinstance(exc, LockHeldError) else " (--no-lock runs without it; --no-redis without Redis at all)"
+        print(f"daq-run: {_one_line(exc)}{hint}", file=sys.stderr)
         return EXIT_LOCKED
     finally:
         for signum, handler in before.items():

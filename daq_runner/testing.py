@@ -14,6 +14,7 @@ Fixtures:
     daq_redis_server: the session's :class:`~daq_runner.sim.RedisServer`.
     daq_sim_session: the session's :class:`~daq_runner.sim.SimulatedDaq` (no reset).
     daq_sim: the same, reset to a clean state (no faults, initial config, READY, empty streams).
+    daq_sim_fresh: the same as a freshly started real DAQ: writer UNKNOWN, no acquisition.
     run_batch: ``run_batch(path_or_yaml_text, **vars)`` runs a batch on ``daq_sim``, returns the report.
 
 Helpers, for tests that start servers of their own:
@@ -32,6 +33,7 @@ __all__ = [
     "daq_redis_server",
     "daq_sim_session",
     "daq_sim",
+    "daq_sim_fresh",
     "run_batch",
     "skip_without_redis_server",
     "skip_without_sim_extra",
@@ -102,6 +104,13 @@ def daq_sim(daq_sim_session: Any) -> Any:
     sim.core.settings.frame_rate = SIM_FRAME_RATE
     sim.core.reset()
     return sim
+
+
+@pytest.fixture
+def daq_sim_fresh(daq_sim: Any) -> Any:
+    """The session's simulated DAQ as a freshly started real one: writer UNKNOWN, no acquisition."""
+    daq_sim.core.reset(start_state="UNKNOWN")
+    return daq_sim
 
 
 @pytest.fixture

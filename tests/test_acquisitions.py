@@ -1,7 +1,7 @@
 """Every file written once, complete, as intended: exactly-once starts, owned background acquisitions.
 
 Through the installed ``daq-run`` against daq-sim and a real Redis; a small proxy in front of
-daq-sim (``tests/standins.py``) makes the timings daq-sim cannot: a slow acknowledgement, a
+daq-sim (``tests/standin.py``) makes the timings daq-sim cannot: a slow acknowledgement, a
 request that reaches the DAQ after the client gave up, a driver that replaces the run_id.
 """
 
@@ -18,7 +18,7 @@ from daq_runner import Runner, StdDaqClient
 from daq_runner.batch import load_batch_text
 
 from .conftest import batch_file, daq_run, start_daq_run, stream_entries, wait_until, writer_state
-from .standins import DaqProxy
+from .standin import DaqProxy
 
 WRITE = "/writer/write_async"
 

@@ -1,6 +1,6 @@
 """Bounded and unbreakable: whatever the DAQ, Redis or the file system does, daq-run ends in time
 with a valid report whose summary adds up. Through the installed ``daq-run`` against daq-sim and
-a real Redis; a proxy stand-in (``tests/standins.py``) trickles or replaces replies daq-sim
+a real Redis; a proxy stand-in (``tests/standin.py``) trickles or replaces replies daq-sim
 would not send.
 """
 
@@ -22,7 +22,7 @@ from daq_runner.batch import load_batch_text
 from daq_runner.report import JsonReportFile
 
 from .conftest import batch_file, daq_run, start_daq_run, wait_until, writer_state
-from .standins import DaqProxy
+from .standin import DaqProxy
 
 
 def report_of(path) -> dict:
@@ -278,3 +278,23 @@ def test_an_unexpected_error_still_gives_every_step_a_record(daq_sim, tmp_path):
     assert "consumer bug" in report["steps"][1]["error"] and "failed" == report["status"]
     assert adds_up(report) and "consumer bug" in report["reason"]
     assert "READY" == writer_state(daq_sim.url)
+
+
+def test_daq_sims_ready_line_hides_the_redis_password(daq_sim):
+    """daq-sim on a Redis URL with a password: the ready line shows ``***``, never the password."""
+    import subprocess
+
+    from .conftest import script
+
+    admin = redis.Redis.from_url(daq_sim.redis_url)
+    admin.execute_command("ACL", "SETUSER", "simuser", "on", ">sim-pw-4711", "~*", "&*", "+@all")
+    url = daq_sim.redis_url.replace("redis://", "redis://simuser:sim-pw-4711@")
+    proc = subprocess.Popen([script("daq-sim"), "--port", "0", "--redis-url", url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("daq-sim ready") and "***@" in line and "4711" not in line, line + proc.stderr.read()
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=10)
+        admin.execute_command("ACL", "DELUSER", "simuser")
+        admin.close()

@@ -12,7 +12,7 @@ import time
 import requests
 
 from .conftest import REPO, batch_file, daq_run, stream_entries, writer_state
-from .standins import DaqProxy
+from .standin import DaqProxy
 
 
 def report_of(path) -> dict:

@@ -353,15 +353,21 @@ def test_passwords_and_environment_never_reach_logs_or_reports(daq_sim, tmp_path
     admin = redis.Redis.from_url(daq_sim.redis_url)
     admin.execute_command("ACL", "SETUSER", "operator", "on", ">redis-pw-4711", "~*", "&*", "+@all")
     try:
-        for user, code in (("operator", 0), ("nobody", 4)):
-            report = tmp_path / f"r-{user}.json"
-            redis_url = daq_sim.redis_url.replace("redis://", f"redis://{user}:redis-pw-4711@")
+        cases = (
+            ("operator", "operator:redis-pw-4711", {}, 0),
+            ("nobody", "nobody:redis-pw-4711", {}, 4),
+            # the password from the environment: never on the command line, where ps shows it
+            ("env", "operator", {"STD_DAQ_REDIS_PASSWORD": "redis-pw-4711"}, 0),
+        )
+        for name, credentials, env, code in cases:
+            report, junit = tmp_path / f"r-{name}.json", tmp_path / f"j-{name}.xml"
+            redis_url = daq_sim.redis_url.replace("redis://", f"redis://{credentials}@")
             proc = daq_run(
-                str(path), "--url", rest, "--redis", redis_url, "--report", str(report), "--log-format", "json", "-v",
-                "--overwrite", env={"DAQ_TEST_SECRET": "env-secret-4711"},
+                str(path), "--url", rest, "--redis", redis_url, "--report", str(report), "--junit", str(junit),
+                "--log-format", "json", "-v", "--overwrite", env={"DAQ_TEST_SECRET": "env-secret-4711", **env},
             )
             assert code == proc.returncode, proc.stderr
-            everything = proc.stdout + proc.stderr + report.read_text()
+            everything = proc.stdout + proc.stderr + report.read_text() + (junit.read_text() if junit.exists() else "")
             assert "4711" not in everything
             assert "***@" in report_of(report)["daq"]["url"] and "***@" in report_of(report)["daq"]["redis"]
             assert "DAQ_TEST_SECRET" not in everything and "PATH" not in everything

@@ -26,10 +26,9 @@ def orig(daq_sim: Any) -> OriginalClient:
 
 
 @pytest.fixture
-def fresh_sim(daq_sim: Any) -> Any:
+def fresh_sim(daq_sim_fresh: Any) -> Any:
     """The session's simulator as a freshly started real server: writer UNKNOWN, no acquisition."""
-    daq_sim.core.reset(start_state="UNKNOWN")
-    return daq_sim
+    return daq_sim_fresh
 
 
 @pytest.fixture
