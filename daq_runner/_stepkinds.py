@@ -324,9 +324,11 @@ WAIT = StepKind(
     doc="Sleep a number of seconds, or wait until the writer reaches a state.",
     body=Object(
         {
-            "seconds": Number(0, MAX_SECONDS, doc="Seconds to sleep."),
+            "seconds": Number(
+                0, MAX_SECONDS, doc="Seconds to sleep; no longer than a timeout given for the step (without one, the timeout is at least seconds + 30)."
+            ),
             "state": Choice(_WRITER_STATES, doc="Writer state to wait for."),
-            "timeout": Number(0, MAX_SECONDS, exclusive_low=True, doc="Seconds to wait at most (the step's timeout)."),
+            "timeout": Number(0, MAX_SECONDS, exclusive_low=True, doc="Seconds to wait at most (the step's timeout, a hard limit)."),
         },
         exactly_one=("seconds", "state"),
         doc="Either seconds or state (with an optional timeout).",
