@@ -9,7 +9,7 @@ arguments), so :func:`connect` removes those parameters and sets them itself.
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Tuple
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis

@@ -44,7 +44,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="daq-run",
         description="Run a YAML batch of Standard DAQ steps unattended and write a report. "
         "'daq-run show REPORT' prints a report for people (--html for a page).",
-        epilog="Exit codes: 0 passed, 1 a step failed (or the report is incomplete), 2 invalid batch/usage, "
+        epilog="Exit codes: 0 passed, 1 a step failed (or the report is incomplete), 2 invalid batch or usage "
+        "(also --sim on a machine without the sim extra or a Redis-compatible server), "
         "3 DAQ unreachable (at start or beyond --max-outage), 4 DAQ locked by another runner or lock lost, "
         "130/143 interrupted.",
     )
@@ -52,7 +53,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"daq-run {__version__}")
     target = parser.add_argument_group("DAQ (one source gives both URLs)")
     target.add_argument("--url", help="REST base URL of the DAQ (default: --daq, $STD_DAQ_API_URL, the batch's daq.url, http://127.0.0.1:5000)")
-    target.add_argument("--redis", help="Redis URL of the DAQ (default: from the same source as the REST URL, else its host on port 6379)")
+    target.add_argument(
+        "--redis",
+        help="Redis URL of the DAQ (default: from the same source as the REST URL: --daq, $STD_DAQ_REDIS_URL with "
+        "$STD_DAQ_API_URL, the batch's daq.redis; else the REST host on port 6379). $STD_DAQ_REDIS_PASSWORD gives "
+        "its password without putting it on the command line",
+    )
     target.add_argument("--no-redis", action="store_true", help="do not use Redis: poll REST, take no lock")
     target.add_argument("--daq", metavar="NAME", help="a named DAQ (REST and Redis URLs) from the profile file")
     target.add_argument("--profiles", metavar="FILE", help=f"profile file for --daq (default $DAQ_RUNNER_PROFILES or {DEFAULT_PROFILES})")

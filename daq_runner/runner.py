@@ -135,6 +135,7 @@ class Runner:
         self._step: Optional[Step] = None
         self._last_retry_notice = 0.0
         self._cleanup: Optional[Deadline] = None
+        self._hurry_s: Optional[float] = None  # a second stop request: every cleanup gets this long
 
     # -- consumers -------------------------------------------------------------------
 
@@ -172,6 +173,7 @@ class Runner:
     def hurry(self, seconds: float = 1.0) -> None:
         """A second stop request: cut the cleanup that is running to ``seconds`` (one short stop)."""
         self.request_stop("stop requested")
+        self._hurry_s = min(self._hurry_s or seconds, seconds)  # for cleanups still to come
         cleanup = self._cleanup
         if cleanup is not None:
             cleanup.at = min(cleanup.at, time.monotonic() + seconds)
@@ -421,7 +423,7 @@ class Runner:
         sources.clear()
 
     def _stop(self, ctx: RunContext, acquisition: Acquisition, reason: str, result: dict) -> None:
-        self._cleanup = Deadline(STOP_BUDGET_S)
+        self._cleanup = Deadline(self._hurry_s if self._hurry_s is not None else STOP_BUDGET_S)
         try:
             record = ctx.acquisitions.stop(acquisition, reason, self._cleanup.remaining())
         finally:

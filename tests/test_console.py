@@ -14,7 +14,6 @@ import select
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any, List
 
 import pytest
