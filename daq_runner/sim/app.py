@@ -21,7 +21,7 @@ from typing import Any, Dict, Literal, Optional
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model, field_validator
 
 from .. import api
 from .._version import __version__
@@ -54,41 +54,31 @@ class ModulePositions(BaseModel):
     end_y: int
 
 
-class ConfigRequest(BaseModel):
-    """Body of ``POST /daq/config``: every field optional; unknown fields are ignored."""
+# The scalar config fields and their types, from api (one source for client, runner and this).
+_SCALAR_FIELDS = {
+    name: (int if name in api.INTEGER_CONFIG_FIELDS else str)
+    for name in sorted(api.CONFIG_FIELDS)
+    if name not in ("module_positions", "submodule_info")
+}
 
-    bit_depth: Optional[int] = None
-    detector_name: Optional[str] = None
-    detector_type: Optional[str] = None
-    image_pixel_height: Optional[int] = None
-    image_pixel_width: Optional[int] = None
-    n_modules: Optional[int] = None
-    start_udp_port: Optional[int] = None
-    writer_user_id: Optional[int] = None
-    submodule_info: Optional[Any] = None
-    module_positions: Optional[Dict[str, ModulePositions]] = None
+ConfigRequest = create_model(
+    "ConfigRequest",
+    **{name: (Optional[kind], None) for name, kind in _SCALAR_FIELDS.items()},
+    submodule_info=(Optional[Any], None),
+    module_positions=(Optional[Dict[str, ModulePositions]], None),
+)
+ConfigRequest.__doc__ = "Body of ``POST /daq/config``: every field optional; unknown fields are ignored."
 
-
-class ConfigStatus(BaseModel):
-    """The config as the server's reply model declares it: a stored config that does not fit
-    (e.g. ``detector_type`` null) breaks ``GET /daq/config`` (HTTP 200 error with the
-    validation text, whose wording depends on the pydantic version).
-
-    The reference says only that such a config "breaks later replies"; the POST that
-    stores it still answers ok, with the null in its config.
-    """
-
-    model_config = ConfigDict(extra="allow")
-
-    bit_depth: int
-    detector_name: str
-    detector_type: str
-    image_pixel_height: int
-    image_pixel_width: int
-    n_modules: int
-    start_udp_port: int
-    writer_user_id: int
-
+# The config as the server's reply model declares it: a stored config that does not fit
+# (e.g. ``detector_type`` null) breaks ``GET /daq/config`` (HTTP 200 error with the
+# validation text, whose wording depends on the pydantic version). The reference says only
+# that such a config "breaks later replies"; the POST that stores it still answers ok,
+# with the null in its config.
+ConfigStatus = create_model(
+    "ConfigStatus",
+    __config__=ConfigDict(extra="allow"),
+    **{name: (kind, ...) for name, kind in _SCALAR_FIELDS.items()},
+)
 
 _CONFIG_STATUS = TypeAdapter(ConfigStatus)
 
