@@ -39,7 +39,6 @@ from .exceptions import (
     DaqTransportError,
     DeadlineExceeded,
     LockError,
-    LockHeldError,
     StdDaqAdminException,
     WriteOutcomeUnknown,
 )
@@ -218,10 +217,7 @@ class Runner:
             outcome = "interrupted"
         except Interrupted:
             outcome = "interrupted"
-        except LockHeldError as exc:
-            outcome, error = "failed", exc
-            self.stop_reason = str(exc)
-        except LockError as exc:
+        except LockError as exc:  # held by another runner, or Redis did not allow it: exit 4
             outcome, error = "failed", exc
             self.stop_reason = str(exc)
         except BaseException as exc:
@@ -441,19 +437,17 @@ class Runner:
         """
         acquisitions = ctx.acquisitions
         verdict = None
-        if wait:
-            for acq in acquisitions.background():
-                self._emit(events.WAITING, acq.step, what=f"background acquisition of {acq.step.output_file}", seconds=max(acq.deadline_at - time.monotonic(), 0.0))
-                status = self._follow_background(ctx, acq)
-                plan.emitted(acq.step)
-                verdict = verdict or (None if status == "passed" else "failed")
-            return verdict
-        for acq in acquisitions.poll_background():
+        ended = acquisitions.background() if wait else acquisitions.poll_background()
+        for acq in ended:
+            if wait:
+                left = max(acq.deadline_at - time.monotonic(), 0.0)
+                self._emit(events.WAITING, acq.step, what=f"background acquisition of {acq.step.output_file}", seconds=left)
             status = self._follow_background(ctx, acq)
             plan.emitted(acq.step)
             if status != "passed":
-                plan.first_failure = plan.first_failure or f"step {acq.step.index} ({acq.step.name}) {status}: {acq.record.get('error')}"
-                verdict = "abort" if acq.step.on_error == "abort" else (verdict or "failed")
+                error = (acq.record or {}).get("error")
+                plan.first_failure = plan.first_failure or f"step {acq.step.index} ({acq.step.name}) {status}: {error}"
+                verdict = "abort" if acq.step.on_error == "abort" and not wait else (verdict or "failed")
         return verdict
 
     def _follow_background(self, ctx: RunContext, acq: Acquisition) -> str:
