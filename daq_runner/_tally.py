@@ -105,6 +105,23 @@ def step_json(record: Dict[str, Any]) -> Dict[str, Any]:
     for key in ("failed_attempts", "recoveries"):
         if key in out:
             out[key] = _at_iso(out[key])
+    for key in ("acquisition", "daq_log"):
+        if isinstance(out.get(key), dict):
+            out[key] = _acquisition_json(out[key])
+    return out
+
+
+def _acquisition_json(acquisition: Dict[str, Any]) -> Dict[str, Any]:
+    """The DAQ's acquisition record as reports hold it: its ``run_id`` as a string (a nanosecond
+    integer is above 2**53: a JavaScript viewer would round it) and its times as ISO 8601 UTC."""
+    out = dict(acquisition)
+    info, stats = out.get("info"), out.get("stats")
+    if isinstance(info, dict) and isinstance(info.get("run_id"), int) and not isinstance(info.get("run_id"), bool):
+        out["info"] = {**info, "run_id": str(info["run_id"])}
+    if isinstance(stats, dict):
+        out["stats"] = {
+            k: (iso(v) if k in ("start_time", "stop_time") and isinstance(v, (int, float)) and v > 0 else v) for k, v in stats.items()
+        }
     return out
 
 

@@ -64,7 +64,7 @@ def _step(raw: Dict[str, Any], position: int) -> Dict[str, Any]:
         duration = end - start
     written = _written(raw) if raw.get("kind") == "write" else None
     stats = _dict(_dict(raw.get("acquisition")).get("stats"))
-    t0, t1 = _num(stats.get("start_time")), _num(stats.get("stop_time"))
+    t0, t1 = parse_iso(stats.get("start_time")), parse_iso(stats.get("stop_time"))  # ISO (or epoch, older reports)
     # The DAQ's own acquisition times when it gives them, else the step's (which include waits).
     span = (t1 - t0) if t0 is not None and t1 is not None and t1 > t0 else duration
     attempts_failed = [

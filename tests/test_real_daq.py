@@ -11,6 +11,8 @@ import time
 
 import requests
 
+from daq_runner._tally import parse_iso
+
 from .conftest import REPO, batch_file, daq_run, stream_entries, writer_state
 from .standin import DaqProxy
 
@@ -72,7 +74,8 @@ def test_a_config_step_waits_for_a_running_acquisition_then_changes_the_config(d
     assert 400 == steps[1]["n_written"]  # not lost to a writer restart
     assert "passed" == steps[2]["status"] and 8 == steps[2]["config"]["bit_depth"]
     config_ms = int(steps[2]["config_id"].split("-")[0])  # the daq:config entry: when it was stored
-    assert config_ms >= steps[1]["acquisition"]["stats"]["stop_time"] * 1000 - 1  # after the acquisition ended
+    stopped = parse_iso(steps[1]["acquisition"]["stats"]["stop_time"])  # ISO 8601 UTC in reports
+    assert config_ms >= stopped * 1000 - 1  # after the acquisition ended
 
 
 def test_a_config_step_fails_when_an_acquisition_keeps_running(daq_sim, tmp_path):
@@ -145,7 +148,7 @@ def test_duplicate_log_records_never_count_twice(daq_sim, tmp_path):
         assert 12 == report["totals"]["images"]
         assert [str(tmp_path / "a.h5"), str(tmp_path / "b.h5")] == [f["path"] for f in report["files"]]
         write_a, write_b = report["steps"][0], report["steps"][3]
-        assert write_a["daq_log"]["info"]["run_id"] == int(write_a["run_id"])
-        assert write_b["daq_log"]["info"]["run_id"] == int(write_b["run_id"])
+        assert write_a["daq_log"]["info"]["run_id"] == write_a["run_id"]  # strings in reports
+        assert write_b["daq_log"]["info"]["run_id"] == write_b["run_id"]
     logged = [e["info"]["output_file"] for e in stream_entries(daq_sim.redis_url, "daq:log")]
     assert logged.count(str(tmp_path / "a.h5")) >= 3  # the DAQ did log duplicates
