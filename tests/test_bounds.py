@@ -84,17 +84,17 @@ def test_sigterm_during_a_trickling_request_ends_the_run_within_seconds(daq_sim,
 
 def test_a_check_during_an_outage_fails_at_its_timeout(daq_sim, tmp_path):
     """The REST API answers 503 for 30 s: a check with timeout 3 fails after about 3 s, not 22."""
-    path = batch_file(tmp_path, "version: 1\nsteps:\n  - wait: {seconds: 0.3}\n  - check: {writer: READY}\n    timeout: 3\n")
-    statuses = []
+    path = batch_file(tmp_path, "version: 1\nsteps:\n  - wait: {seconds: 0.3}\n  - check: {deployment: SUCCESS}\n    timeout: 3\n")
+    armed = []
 
-    def outage_after_start() -> None:
-        statuses.append(1)
-        if len(statuses) == 2:  # the reachability probe and the pre-run look went through
+    def outage_from_now() -> None:  # the check's first request: the outage begins
+        if not armed:
+            armed.append(1)
             requests.post(daq_sim.url + "/sim/faults", json={"unavailable_s": 30}, timeout=5)
 
     try:
         with DaqProxy(daq_sim.url) as proxy:
-            proxy.before["/writer/status"] = outage_after_start
+            proxy.before["/daq/deployment"] = outage_from_now
             proc = daq_run(str(path), "--url", proxy.url, "--redis", daq_sim.redis_url, "--report", str(tmp_path / "r.json"), timeout=60)
         assert 1 == proc.returncode, proc.stderr
         check = report_of(tmp_path / "r.json")["steps"][1]

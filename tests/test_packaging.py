@@ -173,7 +173,7 @@ def test_our_suite_skips_without_a_server(tmp_path):
     node_ids = [
         "tests/sim/test_sim.py::test_restart_on_the_same_redis_comes_up_unknown_with_its_logs",  # RedisServer() in the test
         "tests/sim/test_sim.py::test_daq_sim_command_starts_unknown_and_stops_on_sigterm",  # daq-sim
-        "tests/test_cli.py::test_daq_run_sim_demo",  # daq-run --sim
+        "tests/test_real_daq.py::test_the_demo_passes_on_a_fresh_daq_and_respects_the_machine",  # daq-run --sim
         "tests/test_runner.py::test_write_passes_with_daq_log_from_redis",  # the shipped fixtures
         "tests/test_resilience.py::test_daq_gone_for_good_the_run_stops_with_exit_3",  # a fixture of its own
         "tests/test_bench_smoke.py::test_bench_all_quick_runs",
