@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from typing import Any, Dict, List, Tuple
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import redis
 from redis.backoff import NoBackoff
@@ -31,7 +31,10 @@ def _without_forced_options(url: str) -> str:
     if not parts.query:
         return url
     kept = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in FORCED_URL_OPTIONS]
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(kept), parts.fragment))
+    # Not urlunsplit: it drops the "//" of a unix:///path URL, which redis-py then refuses.
+    query = f"?{urlencode(kept)}" if kept else ""
+    fragment = f"#{parts.fragment}" if parts.fragment else ""
+    return f"{parts.scheme}://{parts.netloc}{parts.path}{query}{fragment}"
 
 
 def connect(url: str, socket_timeout: float = 2.0) -> redis.Redis:

@@ -13,7 +13,7 @@ import re
 import unicodedata
 from typing import Any, Optional
 
-__all__ = ["MAX_QUOTE", "one_line", "quote", "redact_url", "redact_text"]
+__all__ = ["MAX_QUOTE", "one_line", "quote", "redact_url", "redact_text", "userinfo_problem"]
 
 # Longest quoted reply text, in characters: enough for any DAQ message, short enough for a log line.
 MAX_QUOTE = 300
@@ -71,16 +71,46 @@ def one_line(text: Any, limit: Optional[int] = MAX_QUOTE) -> str:
     return text
 
 
+# A URL-like word whose "@" comes after characters a user name or password should have
+# percent-encoded ("#", "?", "/"): everything from "://" to its last "@" is masked.
+_LOOSE_CREDENTIALS = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*://)(?P<userinfo>[^\s@]*)@(?=[^\s@]*(?:\s|$))")
+# Passwords in a query string (a Redis URL's ?password=...).
+_QUERY_SECRET = re.compile(r"(?P<key>[?&](?:password|passwd|pwd|pass)=)(?P<value>[^&#\s]*)", re.IGNORECASE)
+
+
 def redact_text(text: Any) -> str:
-    """``text`` with the credentials of every ``scheme://user:password@`` in it replaced by ``***``."""
+    """``text`` with the credentials of every ``scheme://user:password@`` in it replaced by
+    ``***``, and the value of every ``password=`` query parameter too."""
     if not isinstance(text, str):
         try:
             text = str(text)
         except Exception:
             return f"<{type(text).__name__}>"
-    if "@" not in text:
-        return text
-    return _CREDENTIALS.sub(lambda m: f"{m.group('scheme')}***@", text)
+    if "@" in text:
+        text = _CREDENTIALS.sub(lambda m: f"{m.group('scheme')}***@", text)
+        text = _LOOSE_CREDENTIALS.sub(lambda m: f"{m.group('scheme')}***@", text)
+    if "=" in text:
+        text = _QUERY_SECRET.sub(lambda m: f"{m.group('key')}***", text)
+    return text
+
+
+def userinfo_problem(url: str) -> Optional[str]:
+    """Why ``url`` cannot be used without showing its credentials, or ``None``.
+
+    A user name or password with a space, a control character, or an unencoded ``#``, ``?``
+    or ``/`` makes the URL parse differently from what was meant (part of the password
+    becomes the host or the path): such a URL is refused and never echoed.
+    """
+    if any(c.isspace() or not c.isprintable() for c in url):
+        return "it contains spaces or control characters (percent-encode them in a user name or password)"
+    scheme, sep, rest = url.partition("://")
+    if sep and "@" in rest:
+        authority_end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+        if rest.rfind("@") > authority_end:
+            return "its user name or password holds '/', '?' or '#' (percent-encode them, e.g. %23 for '#')"
+        if "\\" in rest[: rest.rfind("@")]:
+            return "its user name or password holds a backslash (percent-encode it as %5C)"
+    return None
 
 
 def redact_url(url: Any) -> Any:

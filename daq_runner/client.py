@@ -31,7 +31,7 @@ import tenacity
 import urllib3
 
 from . import _deadline, _transport, api
-from ._text import quote, redact_url
+from ._text import quote, redact_url, userinfo_problem
 from .exceptions import (
     DaqError,
     DaqHTTPError,
@@ -89,6 +89,9 @@ def check_url(url: Any) -> str:
     """
     if not isinstance(url, str):
         raise ValueError(f"not an http(s) URL: {quote(redact_url(url))}")
+    problem = userinfo_problem(url.strip())
+    if problem:  # never echoed: part of a password would show
+        raise ValueError(f"not a usable URL: {problem}")
     try:
         parts = urlsplit(url.strip())
         parts.port  # noqa: B018 - raises ValueError for a port out of range

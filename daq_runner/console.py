@@ -20,7 +20,8 @@ import time
 from typing import Any, Callable, List, Optional, TextIO
 
 from . import events
-from ._tally import Tally, format_seconds
+from ._tally import Tally, format_seconds, step_json
+from ._text import one_line
 
 __all__ = ["ConsoleView", "LogEvents", "QuietSummary", "end_line"]
 
@@ -33,6 +34,11 @@ ETA_AFTER_IMAGES = 1  # ...and has written this many more images: a first guess 
 def end_line(tally: Tally) -> str:
     """``daq-run: passed — 14 steps (14 passed), 450 images, 3 files, 12.4 s``."""
     return f"daq-run: {tally.status} — {tally.counts_line()}"
+
+
+def _clean(text: Any) -> str:
+    """A name from a batch file, printable: control characters cannot act on the terminal."""
+    return one_line(text or "", None)
 
 
 def _switch_off(stream: Any) -> None:
@@ -271,7 +277,7 @@ class ConsoleView:
             self.n_steps = data.get("n_steps") or 0
             daq = data.get("daq") or {}
             redis = f", redis {daq['redis']}" if daq.get("redis") else ", no redis"
-            name = (data.get("batch") or {}).get("name")
+            name = _clean((data.get("batch") or {}).get("name"))
             if self.live and self._live is None:
                 with self._lock:
                     self._guard(self._start_live)
@@ -280,9 +286,10 @@ class ConsoleView:
         if kind == events.STEP_STARTED:
             attempt = data.get("attempt") or 1
             with self._lock:
-                self._current = _Current(event.step, event.step_name or "", data.get("output_file"), attempt, self.clock())
+                output_file = data.get("output_file")
+                self._current = _Current(event.step, _clean(event.step_name), _clean(output_file) if output_file else None, attempt, self.clock())
             if attempt > 1:
-                self._print(f"{prefix} retry {attempt}: {event.step_name}", "yellow")
+                self._print(f"{prefix} retry {attempt}: {_clean(event.step_name)}", "yellow")
         elif kind == events.PROGRESS:
             current = self._current
             if current is not None:
@@ -333,7 +340,7 @@ class ConsoleView:
             return
         resumed = " (passed earlier)" if data.get("resumed") else ""
         duration = data.get("duration_s") or 0.0
-        line = f"{prefix} {_MARKS.get(status, status)} {event.step_name}{resumed}  {format_seconds(duration)}"
+        line = f"{prefix} {_MARKS.get(status, status)} {_clean(event.step_name)}{resumed}  {format_seconds(duration)}"
         self._print(line, _STYLES.get(status, ""))
         if data.get("error") and status != "skipped":
             self._print(f"      {data['error']}", _STYLES.get(status, ""))
@@ -353,7 +360,13 @@ class LogEvents:
     follow a long acquisition in a log system without flooding it.
     """
 
-    def __init__(self, logger: Any = None, progress_every_s: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        logger: Any = None,
+        progress_every_s: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+        stream: Optional[TextIO] = None,
+    ) -> None:
         if logger is None:
             import structlog
 
@@ -361,9 +374,22 @@ class LogEvents:
         self.logger = logger
         self.progress_every_s = progress_every_s
         self.clock = clock
+        self.stream = stream if stream is not None else sys.stderr  # where the lines go, to switch off
+        self.off = False
         self._last_progress: Optional[float] = None
 
     def __call__(self, event: events.Event) -> None:
+        if self.off:
+            return
+        try:
+            self._log(event)
+        except (OSError, ValueError):
+            # A closed pipe (``2>&1 | head``) or a full disk under the log: the log stops, the run
+            # goes on (the report is the record).
+            self.off = True
+            _switch_off(self.stream)
+
+    def _log(self, event: events.Event) -> None:
         if event.kind == events.PROGRESS:
             now = self.clock()
             if self._last_progress is not None and now - self._last_progress < self.progress_every_s:
@@ -377,6 +403,8 @@ class LogEvents:
             level = "error"
         if event.kind == events.RUN_FINISHED and data.get("status") != "passed":
             level = "error"
+        if event.kind == events.STEP_FINISHED:
+            data = step_json(data)  # ISO 8601 UTC times and string run ids, as in the report
         fields = {k: v for k, v in data.items() if k not in ("daq_log", "acquisition", "config", "deployment", "step", "run", "step_name")}
         getattr(self.logger, level)(event.kind, run=event.run_id, step=event.step, step_name=event.step_name, **fields)
 
@@ -402,7 +430,7 @@ class QuietSummary:
         if done is not None and done.record.get("status") in ("failed", "interrupted"):
             if len(self._problems) < self.MAX_PROBLEMS:
                 record = done.record
-                self._problems.append(f"  step {record.get('index')} {record.get('status')}: {record.get('name')}: {record.get('error')}")
+                self._problems.append(f"  step {record.get('index')} {record.get('status')}: {_clean(record.get('name'))}: {record.get('error')}")
             else:
                 self._more += 1
         elif event.kind == events.RUN_FINISHED and self.tally.status != "passed":

@@ -148,8 +148,11 @@ def _load_profile(path: Optional[str], name: str) -> _Source:
 def _check_url(url: str, schemes: Sequence[str], what: str) -> str:
     from urllib.parse import urlsplit
 
-    from ._redis import redact_url
+    from ._text import redact_url, userinfo_problem
 
+    problem = userinfo_problem(url)
+    if problem:  # never echoed: part of a password would show
+        raise _Usage(f"{what} is not usable: {problem}")
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises on a bad port
@@ -196,7 +199,23 @@ def _resolve_daq(args: argparse.Namespace, batch: Any) -> Dict[str, Optional[str
         redis, redis_source = default_redis_url(url), f"derived from the REST URL (its host, port {api.DEFAULT_REDIS_PORT})"
     else:
         _check_url(redis, ("redis", "rediss", "unix"), "Redis URL")
+        _check_redis_options(redis)
     return {"url": url, "redis": redis, "url_source": url_source, "redis_source": redis_source}
+
+
+def _check_redis_options(url: str) -> None:
+    """The options in a Redis URL's query must make a connection (checked without connecting)."""
+    from ._redis import connect
+    from ._text import redact_url
+
+    try:
+        client = connect(url)
+        try:
+            client.connection_pool.make_connection().disconnect()
+        finally:
+            client.close()
+    except (ValueError, TypeError) as exc:
+        raise _Usage(f"Redis URL {redact_url(url)!r} cannot be used: {_one_line(exc)}") from None
 
 
 def _with_password(url: Optional[str], password: Optional[str]) -> Optional[str]:
@@ -299,20 +318,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return show_main(args_list[1:])
         return _main(args_list)
     except _Usage as exc:
-        print(f"daq-run: error: {exc}", file=sys.stderr)
+        _warn(f"daq-run: error: {exc}")
         return EXIT_USAGE
     except KeyboardInterrupt:  # Ctrl-C before the run began: nothing was started
-        print("daq-run: interrupted before the run began", file=sys.stderr)
+        _warn("daq-run: interrupted before the run began")
         return EXIT_SIGNAL["SIGINT"]
     except BrokenPipeError:
-        _silence_stdout()
+        _silence(sys.stdout)
         return EXIT_FAILED
     except Exception as exc:
         # An unforeseen failure: one line for cron mail; -v shows the traceback. Any
         # acquisition the runner started has been stopped by then (Runner.run's cleanup).
         if any(arg in ("-v", "--verbose") for arg in args_list):
             raise
-        print(f"daq-run: internal error: {type(exc).__name__}: {_one_line(exc)} (run with -v for the traceback)", file=sys.stderr)
+        _warn(f"daq-run: internal error: {type(exc).__name__}: {_one_line(exc)} (run with -v for the traceback)")
         return EXIT_FAILED
 
 
@@ -322,12 +341,12 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(redact_text(str(exc)).split())[:500]
 
 
-def _silence_stdout() -> None:
-    # Python flushes stdout at exit; a closed pipe would print a second error there.
+def _silence(stream: Any) -> None:
+    # Python flushes the stream at exit; a closed pipe would print a second error there.
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError):
+        os.dup2(devnull, stream.fileno())
+    except (OSError, ValueError, AttributeError):
         pass
 
 
@@ -335,8 +354,26 @@ def _say(text: str) -> None:
     """Print a line on stdout; a reader that went away (``| head``) does not end the run."""
     try:
         print(text, flush=True)
-    except BrokenPipeError:
-        _silence_stdout()
+    except (OSError, ValueError):
+        _silence(sys.stdout)
+
+
+def _log_line(event: str, **fields: Any) -> None:
+    """One more JSON log line (``--log-format json``); a broken stderr is ignored."""
+    import structlog
+
+    try:
+        structlog.get_logger("daq_runner").info(event, **fields)
+    except (OSError, ValueError):
+        _silence(sys.stderr)
+
+
+def _warn(text: str) -> None:
+    """Print a line on stderr; a broken or full stderr does not end the run (the report is the record)."""
+    try:
+        print(text, file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        _silence(sys.stderr)
 
 
 def _check_options(args: argparse.Namespace) -> None:
@@ -390,7 +427,7 @@ def _load(args: argparse.Namespace, extra: Optional[Dict[str, str]] = None, earl
         return load_batch(args.batch, vars=variables, **same)
     except BatchValidationError as exc:
         for line in exc.lines():
-            print(f"daq-run: {line}", file=sys.stderr)
+            _warn(f"daq-run: {line}")
         raise SystemExit(EXIT_USAGE) from None
 
 
@@ -414,13 +451,18 @@ def _main(argv: Sequence[str]) -> int:
         return EXIT_OK
     output_root = None
     if args.sim and "root" in batch.vars and not any(v.partition("=")[0].strip() == "root" for v in args.var):
-        # The demo respects the machine: a fresh folder of its own, named at the start and the end.
+        # The demo respects the machine: a fresh folder of its own, named at the start and the
+        # end (a dry run only names one).
         import tempfile
 
-        output_root = tempfile.mkdtemp(prefix="daq-run-sim-")
+        if args.dry_run:
+            output_root = os.path.join(tempfile.gettempdir(), "daq-run-sim-NEW")
+        else:
+            output_root = tempfile.mkdtemp(prefix="daq-run-sim-")
         try:
             batch = _load(args, {"root": output_root}, earlier)
         except SystemExit as exc:
+            _remove_if_empty(output_root)
             return int(exc.code or 0)
     daq = _resolve_daq(args, batch) if not args.sim else {"url": None, "redis": None, "url_source": "--sim", "redis_source": "--sim"}
     previous = _previous_results(args, batch, earlier) if earlier is not None else None
@@ -441,20 +483,38 @@ def _main(argv: Sequence[str]) -> int:
         _print_plan(batch, daq, previous)
         return _show_state(daq)
 
-    sim = _start_sim(args, daq) if args.sim else None
+    try:
+        sim = _start_sim(args, daq) if args.sim else None
+    except BaseException:
+        if not args.dry_run and output_root is not None:
+            _remove_if_empty(output_root)
+        raise
+    tell = output_root is not None and not args.dry_run and not args.quiet
     try:
         if args.dry_run:
             _print_plan(batch, daq, previous)
             return _show_state(daq)
-        if output_root is not None:
-            print(f"daq-run: the simulated DAQ writes into {output_root}", file=sys.stderr)
+        if tell:
+            _warn(f"daq-run: the simulated DAQ writes into {output_root}")
         since = _started_at(earlier) if earlier is not None else None
         return _run(args, batch, daq, previous, report_path, argv, since)
     finally:
         if sim is not None:
             sim.stop()
-        if output_root is not None:
-            print(f"daq-run: files written by the simulated DAQ are in {output_root}", file=sys.stderr)
+        if output_root is not None and not args.dry_run:
+            removed = _remove_if_empty(output_root)
+            if tell and removed:
+                _warn(f"daq-run: the simulated DAQ wrote no files (removed the empty {output_root})")
+            elif tell:
+                _warn(f"daq-run: files written by the simulated DAQ are in {output_root}")
+
+
+def _remove_if_empty(folder: str) -> bool:
+    try:
+        os.rmdir(folder)  # only an empty folder goes
+    except OSError:
+        return False
+    return True
 
 
 def _start_sim(args: argparse.Namespace, daq: Dict[str, Optional[str]]) -> Any:
@@ -475,7 +535,7 @@ def _start_sim(args: argparse.Namespace, daq: Dict[str, Optional[str]]) -> Any:
     except RedisServerNotFound as exc:
         raise _Usage(f"--sim: {exc}") from None
     except Exception as exc:
-        print(f"daq-run: error: cannot start the simulator: {exc}", file=sys.stderr)
+        _warn(f"daq-run: error: cannot start the simulator: {exc}")
         raise SystemExit(EXIT_UNREACHABLE) from None
     daq["url"] = sim.url
     daq["redis"] = None if args.no_redis else sim.redis_url
@@ -501,7 +561,7 @@ def _run(
 
     from ._redis import redact_url
     from .console import ConsoleView, LogEvents, QuietSummary
-    from .exceptions import DaqRunnerError, LockError, LockHeldError
+    from .exceptions import LockError, LockHeldError
     from .report import JsonReportFile, JUnitFile, default_report_path
     from .runner import Runner
 
@@ -519,12 +579,6 @@ def _run(
         context={"command": _command_line(argv), "url_source": daq["url_source"], "redis_source": daq["redis_source"]},
         keep_steps=False,
     )
-    try:
-        runner.check_reachable()
-    except DaqRunnerError as exc:
-        print(f"daq-run: DAQ unreachable at {redact_url(daq['url'])}: {_one_line(exc)}", file=sys.stderr)
-        return EXIT_UNREACHABLE
-
     report_path = report_path or default_report_path(args.batch, batch.run)
     report_file = JsonReportFile(report_path)
     runner.subscribe(report_file)
@@ -559,7 +613,7 @@ def _run(
         report = runner.run(batch, previous)
     except LockError as exc:
         hint = "" if isinstance(exc, LockHeldError) else " (--no-lock runs without it; --no-redis without Redis at all)"
-        print(f"daq-run: {_one_line(exc)}{hint}", file=sys.stderr)
+        _warn(f"daq-run: {_one_line(exc)}{hint}")
         return EXIT_LOCKED
     finally:
         for signum, handler in before.items():
@@ -567,13 +621,17 @@ def _run(
     incomplete = [c.error for c in (report_file, junit) if c is not None and getattr(c, "error", None)]
     if not args.quiet and log_format == "console":
         _say(f"report: {report_path}")
+    elif not args.quiet:
+        _log_line("report", run=runner.run_id, path=report_path, complete=not incomplete)  # where log systems find it
+    elif report.status != "passed":
+        _say(f"  report: {report_path}")  # after the quiet summary: cron mail says where to look
     if runner.lock_lost is not None:
-        print(f"daq-run: runner lock lost: {runner.lock_lost}; the run was stopped", file=sys.stderr)
+        _warn(f"daq-run: runner lock lost: {runner.lock_lost}; the run was stopped")
         return EXIT_LOCKED
     if report.status == "interrupted":
         return EXIT_SIGNAL.get(received[0] if received else "SIGINT", 130)
     if report.daq_unreachable:
-        print(f"daq-run: {report.reason} at {redact_url(daq['url'])}; the rest of the run was skipped", file=sys.stderr)
+        _warn(f"daq-run: {report.reason} at {redact_url(daq['url'])}; the rest of the run was skipped")
         return EXIT_UNREACHABLE
     if report.status == "passed" and not incomplete:
         return EXIT_OK
@@ -595,7 +653,7 @@ def _show_state(daq: Dict[str, Optional[str]]) -> int:
             "config": client.get_config(),
         }
     except DaqRunnerError as exc:
-        print(f"daq-run: DAQ unreachable at {redact_url(daq['url'])}: {_one_line(exc)}", file=sys.stderr)
+        _warn(f"daq-run: DAQ unreachable at {redact_url(daq['url'])}: {_one_line(exc)}")
         return EXIT_UNREACHABLE
     _say("DAQ state (nothing was changed):")
     _say(json.dumps(state, indent=2))

@@ -177,11 +177,6 @@ class Runner:
         if cleanup is not None:
             cleanup.at = min(cleanup.at, time.monotonic() + seconds)
 
-    def check_reachable(self) -> dict:
-        """One status request with a short retry budget; raises ``DaqTransportError`` if unreachable."""
-        probe = StdDaqClient(self.url, timeout=3.0, retries=2, session=self.client.session)
-        return probe.get_status()
-
     # -- the run ------------------------------------------------------------------------
 
     def run(self, batch: Batch, previous: Optional[Dict[str, List[dict]]] = None) -> RunReport:
@@ -205,9 +200,12 @@ class Runner:
             self._emit(events.RUN_STARTED, **self._run_started(batch))
             redis_client = connect(self.redis_url) if self.redis_url else None
             ctx = self._context(redis_client)
-            if self.use_lock:
+            # The DAQ first: one that does not answer within the outage budget ends the run
+            # here (exit 3), before any lock is taken in its Redis.
+            if self._reachable(ctx) and self.use_lock:
                 ctx.lock = self._take_lock(ctx, redis_client, batch)
-            self._prepare_daq(ctx)
+            if self.daq_lost is None:
+                self._prepare_daq(ctx)
             if self.daq_lost is None:
                 outcome = self._run_steps(ctx, batch, plan, {k: list(v) for k, v in (previous or {}).items()})
             else:
@@ -290,6 +288,22 @@ class Runner:
         with bounded(Deadline(cancel=self.stop_event)):
             lock.acquire(wait=self.lock_wait, redis_budget=REDIS_BUDGET_S, on_held=on_held)
         return lock
+
+    def _reachable(self, ctx: RunContext) -> bool:
+        """One look at the writer status, riding out an outage for the client's whole budget.
+
+        A DAQ that stays unreachable sets ``daq_lost``: every step is then skipped and
+        ``daq-run`` exits 3, with a report.
+        """
+        with bounded(Deadline(cancel=self.stop_event)):
+            try:
+                ctx.feed.status()
+            except DaqRunnerError as exc:
+                if not _daq_gone(exc):
+                    raise
+                self.daq_lost = f"DAQ unreachable at the start, for the whole retry budget ({self._budget}): {_describe(exc)}"
+                return False
+        return True
 
     def _prepare_daq(self, ctx: RunContext) -> None:
         """Before the first step: a writer found UNKNOWN (a freshly started DAQ) is reset once."""
@@ -639,21 +653,25 @@ def _user() -> Optional[str]:
 
 
 def _secrets_of(*urls: Optional[str]) -> Tuple[str, ...]:
-    """The user names and passwords in ``urls``: replaced by ``***`` in every event."""
-    from urllib.parse import unquote, urlsplit
+    """The user names and passwords in ``urls`` (also ``?password=``): replaced by ``***`` in
+    every event, wherever they appear. Text shorter than 4 characters is left to the URL
+    redaction (``_text.redact_text``): masking every "u" of a message hides nothing."""
+    from urllib.parse import parse_qsl, unquote, urlsplit
 
-    found = []
+    found = set()
     for url in urls:
         if not url:
             continue
         try:
             parts = urlsplit(url)
-            for value in (parts.password, parts.username):
-                if value:
-                    found.extend({value, unquote(value)})
+            values = [parts.password, parts.username]
+            values += [v for k, v in parse_qsl(parts.query) if k.lower() in ("password", "passwd", "pwd", "pass")]
         except ValueError:
             continue
-    return tuple(sorted({s for s in found if s}, key=len, reverse=True))
+        for value in values:
+            if value:
+                found.update({value, unquote(value)})
+    return tuple(sorted((s for s in found if len(s) >= 4), key=len, reverse=True))
 
 
 def _scrub(value: Any, secrets: Tuple[str, ...]) -> Any:

@@ -15,6 +15,7 @@ import os
 import sys
 from typing import Any, Dict, List, Optional, Sequence
 
+from ._text import one_line
 from ._tally import SUMMARY_KEYS, format_bytes, format_seconds, iso, parse_iso
 
 __all__ = ["main", "digest", "summary_text"]
@@ -45,7 +46,8 @@ def _num(value: Any) -> Optional[float]:
 
 
 def _str(value: Any) -> Optional[str]:
-    return None if value is None else str(value)
+    # Printable whatever the report holds: an ESC or BEL in a name cannot act on the terminal.
+    return None if value is None else one_line(value, None)
 
 
 def _written(step: Dict[str, Any]) -> Optional[int]:

@@ -7,6 +7,7 @@ would not send.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import threading
@@ -298,3 +299,63 @@ def test_daq_sims_ready_line_hides_the_redis_password(daq_sim):
         proc.communicate(timeout=10)
         admin.execute_command("ACL", "DELUSER", "simuser")
         admin.close()
+
+
+@pytest.mark.parametrize(
+    "rest, redis_url, code",
+    [
+        ("{url}", "{redis}?password=Qz9-secret", 4),  # a password in the query: refused by Redis, exit 4
+        ("http://usr:Ab#Qz9-secret@127.0.0.1:1", "{redis}", 2),  # unencoded '#': refused, never echoed
+        ("http://usr:Ab Qz9-secret@127.0.0.1:1", "{redis}", 2),  # a space
+        ("http://usr:Ab/Qz9-secret@127.0.0.1:1", "{redis}", 2),  # a slash
+    ],
+    ids=["query-password", "hash", "space", "slash"],
+)
+def test_credentials_never_show_whatever_their_form(daq_sim, tmp_path, rest, redis_url, code):
+    """Passwords in a query string or with characters that break URL parsing never reach the
+    terminal, the report or the log."""
+    path = batch_file(tmp_path, "version: 1\nsteps:\n  - check: {writer: READY}\n")
+    report = tmp_path / "r.json"
+    proc = daq_run(
+        str(path), "--url", rest.format(url=daq_sim.url), "--redis", redis_url.format(redis=daq_sim.redis_url),
+        "--report", str(report), "--log-format", "json",
+    )
+    assert code == proc.returncode, proc.stderr
+    everything = proc.stdout + proc.stderr + (report.read_text() if report.exists() else "")
+    assert "Qz9-secret" not in everything and "Qz9" not in everything
+
+
+def test_a_short_user_name_does_not_mangle_messages(daq_sim, tmp_path):
+    """The user name 'u' is masked in URLs, not in every word that holds a 'u'."""
+    path = batch_file(tmp_path, "version: 1\nsteps:\n  - check: {writer: WRITING}\n")
+    rest = daq_sim.url.replace("http://", "http://u:pw-long-enough@")
+    proc = daq_run(str(path), "--url", rest, "--redis", daq_sim.redis_url, "--report", str(tmp_path / "r.json"))
+    assert 1 == proc.returncode
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert "writer is READY, expected WRITING" == report["steps"][0]["error"]
+    assert "pw-long-enough" not in (tmp_path / "r.json").read_text() and "http://***@" in report["daq"]["url"]
+
+
+def test_a_closed_stderr_or_stdout_does_not_end_the_run(daq_sim, tmp_path):
+    """JSON log lines into a pipe whose reader left (``2>&1 | head -1``), or onto a full device:
+    the log stops, the run goes on and passes, the report is complete."""
+    import subprocess
+
+    from .conftest import script
+
+    path = batch_file(tmp_path, "version: 1\nsteps:\n" + "".join(f"  - write: {{output_file: '{{root}}/f{i}.h5', n_images: 3}}\n" for i in range(4)))
+    report = tmp_path / "r.json"
+    command = f"{script('daq-run')} {path} --url {daq_sim.url} --redis {daq_sim.redis_url} --report {report} 2>&1 | head -1; exit ${{PIPESTATUS[0]}}"
+    proc = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=60)
+    assert 0 == proc.returncode, proc.stdout + proc.stderr
+    final = json.loads(report.read_text())
+    assert "passed" == final["status"] and 4 == len(final["steps"])
+    if os.path.exists("/dev/full"):
+        report2 = tmp_path / "r2.json"
+        with open("/dev/full", "w") as full:
+            proc = subprocess.run(
+                [script("daq-run"), str(path), "--url", daq_sim.url, "--redis", daq_sim.redis_url, "--report", str(report2), "--overwrite"],
+                stdout=full, stderr=full, timeout=60,
+            )
+        assert 0 == proc.returncode
+        assert "passed" == json.loads(report2.read_text())["status"]

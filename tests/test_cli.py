@@ -100,6 +100,7 @@ def test_daq_run_failure_exit_1_quiet_summary(daq_sim, tmp_path):
     proc = daq_run(str(path), "--url", daq_sim.url, "--redis", daq_sim.redis_url, "--quiet", "--report", str(tmp_path / "r.json"))
     assert 1 == proc.returncode
     assert "ERROR: no space" in proc.stdout and "" == proc.stderr
+    assert f"report: {tmp_path / 'r.json'}" in proc.stdout  # cron mail says where to look
 
 
 def test_daq_run_quiet_prints_nothing_when_passed(daq_sim, tmp_path):
@@ -149,10 +150,27 @@ def test_daq_run_usage_errors_exit_2(tmp_path, args, text):
 
 
 def test_daq_run_unreachable_exit_3(tmp_path):
-    """A DAQ that cannot be reached before the first step: exit 3."""
+    """A DAQ that cannot be reached before the first step (for --max-outage): exit 3, and a
+    report and JUnit file that say so, every step skipped."""
     path = batch_file(tmp_path, "version: 1\nsteps:\n  - stop: {}\n")
-    proc = daq_run(str(path), "--url", f"http://127.0.0.1:{free_port()}", "--report", str(tmp_path / "r.json"))
+    started = time.monotonic()
+    proc = daq_run(
+        str(path), "--url", f"http://127.0.0.1:{free_port()}", "--max-outage", "2",
+        "--report", str(tmp_path / "r.json"), "--junit", str(tmp_path / "j.xml"),
+    )
     assert 3 == proc.returncode and "DAQ unreachable" in proc.stderr
+    assert time.monotonic() - started < 10
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["daq_unreachable"] and ["skipped"] == [s["status"] for s in report["steps"]]
+    assert (tmp_path / "j.xml").exists()
+
+
+def test_daq_run_waits_out_a_short_outage_at_the_start(daq_sim, tmp_path):
+    """The DAQ answers 503 for 3 s when the run starts: it is waited out, the run passes."""
+    path = batch_file(tmp_path, "version: 1\nsteps:\n  - check: {writer: READY}\n")
+    requests.post(daq_sim.url + "/sim/faults", json={"unavailable_s": 3}, timeout=5)
+    proc = daq_run(str(path), "--url", daq_sim.url, "--redis", daq_sim.redis_url, "--report", str(tmp_path / "r.json"))
+    assert 0 == proc.returncode, proc.stderr
 
 
 def test_daq_run_locked_exit_4(daq_sim, tmp_path):
@@ -171,8 +189,9 @@ def test_daq_run_locked_exit_4(daq_sim, tmp_path):
         lock.release()
 
 
-def test_daq_run_ctrl_c_before_the_run_is_one_line_exit_130(tmp_path):
-    """Ctrl-C while daq-run still waits for the DAQ's first answer: one line, 130, no report."""
+def test_daq_run_ctrl_c_while_waiting_for_the_daqs_first_answer(tmp_path):
+    """Ctrl-C while daq-run still waits for the DAQ's first answer: 130 at once, a report that
+    says 'interrupted' with every step skipped, no traceback."""
     import socket
 
     with socket.socket() as silent:  # accepts connections, never answers
@@ -184,11 +203,13 @@ def test_daq_run_ctrl_c_before_the_run_is_one_line_exit_130(tmp_path):
         silent.settimeout(20)
         connection, _ = silent.accept()  # daq-run's first status request
         with connection:
+            signalled = time.monotonic()
             proc.send_signal(signal.SIGINT)
             _, err = proc.communicate(timeout=10)
-    assert 130 == proc.returncode
-    assert "daq-run: interrupted before the run began" == err.strip()
-    assert not report.exists()
+            assert time.monotonic() - signalled < 3
+    assert 130 == proc.returncode and "Traceback" not in err
+    final = json.loads(report.read_text())
+    assert ("interrupted", ["skipped"]) == (final["status"], [s["status"] for s in final["steps"]])
 
 
 def test_daq_run_unforeseen_error_is_one_line_and_stops_the_acquisition(daq_sim, tmp_path, monkeypatch, capsys):

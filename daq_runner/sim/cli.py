@@ -99,10 +99,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"daq-sim: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     from .daq import DEFAULT_CONFIG, SimRefusal, validate_config_update
-    from .._text import redact_url
+    from .._text import quote, redact_url, userinfo_problem
     from .redis_server import RedisServerNotFound
     from .server import SimulatedDaq
 
+    if args.redis_url is not None:
+        problem = userinfo_problem(args.redis_url)
+        if problem:  # never echoed: part of a password would show
+            print(f"daq-sim: error: --redis-url is not usable: {problem}", file=sys.stderr)
+            return EXIT_USAGE
     config = None
     if args.config:
         try:
@@ -121,7 +126,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"daq-sim: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except Exception as exc:  # one clear line: port in use, a server that dies at start, ...
-        print(f"daq-sim: error: cannot start: {exc}", file=sys.stderr)
+        print(f"daq-sim: error: cannot start: {quote(exc)}", file=sys.stderr)
         return 1
     try:
         # Credentials of the Redis URL never reach the terminal or a log collecting it.
