@@ -68,7 +68,9 @@ def _ticks(span: float) -> Tuple[float, List[float]]:
     for step in (0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 21600, 43200, 86400):
         if span / step <= 8:
             break
-    count = int(math.floor(span / step)) + 1
+    else:  # longer than 8 days (or absurd times in a hand-made report): whole days, still 8 ticks
+        step = 86400 * math.ceil(span / 8 / 86400) if math.isfinite(span) else 86400
+    count = min(int(math.floor(span / step)) + 1, 10) if math.isfinite(span) else 1
     return step, [i * step for i in range(count)]
 
 

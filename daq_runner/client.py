@@ -104,14 +104,18 @@ def check_url(url: Any) -> str:
     return url.strip()
 
 
+# The longest time limit: a week (beyond it the socket layer overflows; nobody waits longer).
+MAX_TIMEOUT_S = 7 * 24 * 3600.0
+
+
 def _seconds(name: str, value: Any) -> float:
     """A time limit: a finite number > 0."""
     try:
         seconds = float(value)
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be a number of seconds, not {value!r}") from None
-    if isinstance(value, bool) or not math.isfinite(seconds) or seconds <= 0:
-        raise ValueError(f"{name} must be a finite number of seconds > 0, not {value!r}")
+    if isinstance(value, bool) or not math.isfinite(seconds) or seconds <= 0 or seconds > MAX_TIMEOUT_S:
+        raise ValueError(f"{name} must be a number of seconds > 0 and at most {MAX_TIMEOUT_S:g}, not {value!r}")
     return seconds
 
 

@@ -543,6 +543,18 @@ def _seconds(value: Any) -> str:
 # -- reading reports and choosing where they go -------------------------------------------------
 
 
+MAX_REPORT_BYTES = 512 * 1024 * 1024  # a 100,000-step report is about 100 MiB
+
+
+def _regular(path: str) -> bool:
+    import stat
+
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return True  # open() says what is wrong (missing, no permission)
+
+
 def load_report(path: str) -> Dict[str, Any]:
     """Read a JSON report (``--resume``, ``daq-run show``).
 
@@ -550,11 +562,20 @@ def load_report(path: str) -> Dict[str, Any]:
     old or new layout. Raises ``ValueError`` with one clear line: unreadable (missing, a
     directory, no permission), not JSON, or not a daq-run report.
     """
+    # A regular file of bounded size: /dev/zero or a FIFO must not hang or fill memory.
+    if not _regular(path):
+        raise ValueError(f"cannot read report {path}: not a regular file")
     try:
-        with open(path, encoding="utf-8") as handle:
-            report = json.load(handle)
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_REPORT_BYTES + 1)
     except OSError as exc:
         raise ValueError(f"cannot read report {path}: {exc.strerror or exc}") from None
+    except MemoryError:
+        raise ValueError(f"report {path} is too large to read") from None
+    if len(data) > MAX_REPORT_BYTES:
+        raise ValueError(f"report {path} is larger than {MAX_REPORT_BYTES // (1024 * 1024)} MiB: not a daq-run report")
+    try:
+        report = json.loads(data.decode("utf-8"))
     except UnicodeDecodeError:
         raise ValueError(f"report {path} is not UTF-8 text: not a daq-run report") from None
     except ValueError as exc:
@@ -618,7 +639,8 @@ def default_report_path(batch_path: str, run_id: str) -> str:
     """
     stem = os.path.splitext(os.path.basename(batch_path))[0] or "batch"
     folder = os.path.dirname(os.path.abspath(batch_path))
-    tag = re.sub(r"[^A-Za-z0-9]", "", str(run_id))[:12] or uuid.uuid4().hex[:12]
+    # The whole run id (its random part too): runs started together never share a name.
+    tag = re.sub(r"[^A-Za-z0-9_-]", "", str(run_id))[-40:] or uuid.uuid4().hex
     base = os.path.join(folder, f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}-{tag}")
     path, n = base + ".report.json", 1
     while os.path.lexists(path):

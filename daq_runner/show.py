@@ -274,7 +274,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return _fail("-o/--output goes with --html", EXIT_USAGE)
     if not args.html:
         try:
-            print(summary_text(report))
+            text = summary_text(report)
+        except Exception as exc:  # odd values in a hand-made or damaged report: one line, exit 2
+            return _fail(f"{args.report} cannot be shown: {type(exc).__name__}: {one_line(exc)}", EXIT_USAGE)
+        try:
+            print(text)
         except BrokenPipeError:  # piped into head: fine
             _devnull_stdout()
         return EXIT_OK
@@ -286,7 +290,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from ._html import render
 
     try:
-        write_atomic(output, render(report).encode("utf-8", "replace"))
+        page = render(report)
+    except Exception as exc:  # odd values in a hand-made or damaged report: one line, exit 2
+        return _fail(f"{args.report} cannot be shown: {type(exc).__name__}: {one_line(exc)}", EXIT_USAGE)
+    try:
+        write_atomic(output, page.encode("utf-8", "replace"))
     except OSError as exc:
         return _fail(f"cannot write {output}: {exc.strerror or exc}", EXIT_WRITE)
     print(output)

@@ -37,7 +37,7 @@ from . import api
 from ._cli import OneLineArgumentParser
 from ._text import quote, redact_url
 from ._version import __version__
-from .client import StdDaqClient, check_url
+from .client import MAX_TIMEOUT_S, StdDaqClient, check_url
 from .exceptions import DaqRunnerError, DaqTransportError, StdDaqAdminException
 
 __all__ = ["TOOLS", "run_tool", "MAX_CONFIG_BYTES", "MAX_CONFIG_DEPTH"]
@@ -143,8 +143,8 @@ def _seconds(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{quote(text)!r} is not a number of seconds") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number of seconds > 0, not {quote(text)}")
+    if not math.isfinite(value) or value <= 0 or value > MAX_TIMEOUT_S:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0 and at most {MAX_TIMEOUT_S:g}, not {quote(text)}")
     return value
 
 
@@ -252,19 +252,31 @@ def _parser(prog: str, tool: Tool) -> argparse.ArgumentParser:
 
 
 def _error(prog: str, message: str) -> None:
-    print(f"{prog}: {message}", file=sys.stderr)
+    try:
+        print(f"{prog}: {message}", file=sys.stderr)
+    except (OSError, ValueError, AttributeError):  # no stderr to say it on: the exit code says it
+        pass
 
 
-def _print(result: Any) -> None:
+def _print(result: Any) -> Optional[str]:
+    """Print the result as indented JSON; ``None``, or why it could not be written."""
     try:
         print(json.dumps(result, indent=2))
         sys.stdout.flush()
     except BrokenPipeError:
         # The reader went away (`| head`): nothing more to say, and no traceback at exit.
-        try:
-            sys.stdout = open(os.devnull, "w")  # noqa: SIM115
-        except OSError:
-            pass
+        _to_devnull()
+    except (OSError, ValueError, AttributeError) as exc:  # a full disk, a closed stdout
+        _to_devnull()
+        return getattr(exc, "strerror", None) or "standard output is closed"
+    return None
+
+
+def _to_devnull() -> None:
+    try:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115
+    except OSError:
+        pass
 
 
 def run_tool(prog: str, argv: Optional[Sequence[str]] = None) -> int:
@@ -284,7 +296,7 @@ def run_tool(prog: str, argv: Optional[Sequence[str]] = None) -> int:
         return EXIT_USAGE
     except AcquisitionFailed as exc:
         status = exc.args[0]
-        _print(status)
+        _print(status)  # what it can; the exit code says FAILED either way
         message = (status.get("acquisition") or {}).get("message")
         _error(prog, f"the acquisition FAILED: {quote(message)}")
         return EXIT_DAQ
@@ -300,7 +312,10 @@ def run_tool(prog: str, argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         _error(prog, "interrupted")
         return EXIT_INTERRUPTED
-    _print(result)
+    problem = _print(result)
+    if problem is not None:
+        _error(prog, f"error: cannot write the result: {problem}")
+        return EXIT_DAQ
     return EXIT_OK
 
 

@@ -286,3 +286,30 @@ def test_show_on_the_report_of_a_real_run(daq_sim, tmp_path):
     assert "✓ PASSED" in (tmp_path / "r.html").read_text()
     assert os.path.getsize(tmp_path / "r.html") < 200_000
     assert "a.h5" in json.dumps(load_report(str(report))["files"])
+
+
+@pytest.mark.parametrize("target", ["/dev/zero", "fifo"])
+def test_show_and_resume_refuse_what_is_not_a_regular_file(tmp_path, target):
+    """A device or a FIFO as the report: one line and exit 2 at once (no endless read, no hang)."""
+    from .conftest import batch_file, daq_run
+
+    if target == "fifo":
+        target = str(tmp_path / "pipe")
+        os.mkfifo(target)
+    for args in (["show", target], [str(batch_file(tmp_path, "version: 1\nsteps:\n  - stop: {}\n")), "--resume", target]):
+        proc = daq_run(*args, timeout=20)
+        assert 2 == proc.returncode and "not a regular file" in proc.stderr, proc.stderr
+
+
+def test_show_survives_absurd_values(tmp_path):
+    """Hand-made reports with huge times or strings where numbers belong: shown, or one line and exit 2."""
+    from .conftest import daq_run
+
+    report = {"batch": {"name": "odd"}, "status": "passed", "started_at": "2026-01-01T00:00:00Z", "finished_at": 1e308,
+              "steps": [{"index": 1, "name": "w", "kind": "write", "status": "passed", "started_at": 0, "finished_at": 1e12}],
+              "files": [{"path": "/x.h5", "size_bytes": "x"}], "duration_s": float("inf")}
+    path = tmp_path / "odd.json"
+    path.write_text(json.dumps(report))
+    for args in (["show", str(path)], ["show", "--html", str(path), "-o", str(tmp_path / "odd.html")]):
+        proc = daq_run(*args, timeout=30)
+        assert proc.returncode in (0, 2) and "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) <= 1

@@ -258,3 +258,30 @@ def test_no_traceback_for_any_argv(tool, argv):
     assert "Traceback" not in err
     assert len(err.strip().splitlines()) <= 1, err
     assert "\x1b" not in err and "\x00" not in err
+
+
+@pytest.mark.parametrize("value", ["3e6", "1e10", "99999999999"])
+def test_a_timeout_beyond_a_week_is_a_usage_error(value):
+    """--timeout larger than a week overflowed the socket layer (a traceback): exit 2, one line."""
+    proc = run_script("std_cli_get_status", "--timeout", value, "-b", "http://127.0.0.1:1")
+    assert 2 == proc.returncode and "at most 604800" in proc.stderr
+    assert "Traceback" not in proc.stderr and 1 == len(proc.stderr.strip().splitlines())
+
+
+@pytest.mark.parametrize("where", ["full", "closed"])
+def test_a_result_that_cannot_be_written_is_exit_1_without_traceback(daq_sim, where):
+    """stdout on a full device or closed: one line on stderr, exit 1, no traceback."""
+    import subprocess
+
+    from .conftest import script
+
+    if where == "full" and not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full on this machine")
+    command = [script("std_cli_get_status"), "-b", daq_sim.url]
+    if where == "full":
+        with open("/dev/full", "w") as full:
+            proc = subprocess.run(command, stdout=full, stderr=subprocess.PIPE, text=True, timeout=30)
+    else:
+        proc = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=30, close_fds=True,
+                              preexec_fn=lambda: os.close(1))
+    assert 1 == proc.returncode and "cannot write the result" in proc.stderr and "Traceback" not in proc.stderr
