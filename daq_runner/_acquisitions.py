@@ -116,6 +116,7 @@ class Acquisitions:
         self.ctx = ctx
         self.running: List[Acquisition] = []  # started, or possibly started, and not seen to end
         self.by_step: Dict[int, Acquisition] = {}
+        self.files: Dict[str, int] = {}  # real path of every file this run asked for -> its step
         self._background_cursor: Optional[Cursor] = None
 
     # -- observing ---------------------------------------------------------------------------
@@ -147,6 +148,11 @@ class Acquisitions:
         since = self.ctx.resumed_since
         if os.path.islink(path):
             raise StepFailed(f"{path} is a symbolic link: the DAQ would write through it; nothing was sent")
+        real = os.path.realpath(path)
+        other = self.files.get(real)
+        if other is not None and other != step.index:
+            # The batch names it differently (a symlinked folder), but it is the same file.
+            raise StepFailed(f"{path} is the file step {other} of this run wrote ({real}); nothing was sent")
         if os.path.isdir(os.path.dirname(path)):
             exists = os.path.lexists(path)
             where = "it exists"
@@ -187,6 +193,7 @@ class Acquisitions:
         previous = api.acquisition_run_id(before)
         acq = Acquisition(step, new_run_id(), {previous} if previous is not None else set())
         self.by_step[step.index] = acq
+        self.files[os.path.realpath(step.output_file)] = step.index
         request = {"output_file": step.output_file, "n_images": step.n_images, "run_id": acq.run_id}
         result.update(run_id=str(acq.run_id), acquisition=None, daq_log=None, daq_log_reason=None)
         for send in (1, 2):

@@ -39,6 +39,7 @@ import itertools
 import json
 import math
 import os
+import posixpath
 import re
 import secrets
 from dataclasses import dataclass, field
@@ -389,7 +390,12 @@ class _Loader:
         declared = set(doc["vars"]) if isinstance(doc.get("vars"), dict) else set()
         declared |= self.sweep_names(doc.get("steps"))
         known = sorted(n for n in declared | referenced if isinstance(n, str))
+        swept = self.sweep_names(doc.get("steps"))
         for name in strict:
+            if name in swept:
+                # The sweep gives it its values: a --var of that name would be ignored silently.
+                self.errors.add_command_line(f"--var {name} names a sweep variable (for: {name}: [...]); the sweep sets it, not --var")
+                continue
             if name in declared or name in referenced or not isinstance(name, str):
                 continue
             match = did_you_mean(name, known)
@@ -534,9 +540,11 @@ class _Loader:
 
     def claim_output(self, step: WriteStep, mark: Mark) -> None:
         """Two steps of one batch never write the same file: the second would destroy the first."""
-        first = self.outputs.get(step.output_file)
+        # One file under two spellings ("/d//a.h5", "/d/./a.h5") is still one file.
+        key = posixpath.normpath(step.output_file)
+        first = self.outputs.get(key)
         if first is None:
-            self.outputs[step.output_file] = (step.index, mark, step.sweep)
+            self.outputs[key] = (step.index, mark, step.sweep)
             return
         index, first_mark, first_sweep = first
 
@@ -690,7 +698,7 @@ class _Loader:
             daq=dict(daq),
             vars={k: v for k, v in self.variables.items() if k not in BUILTINS},
             run=run,
-            now=now.isoformat(),
+            now=(now if now.tzinfo else now.astimezone()).isoformat(),  # local time, with its offset
         )
 
 

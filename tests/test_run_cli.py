@@ -195,3 +195,52 @@ def test_conflicting_options_are_refused(tmp_path, args, text):
     path = batch_file(tmp_path, "version: 1\nsteps:\n  - check: {writer: READY}\n")
     proc = daq_run(str(path), *args)
     assert 2 == proc.returncode and text in proc.stderr and 1 == len(proc.stderr.strip().splitlines())
+
+
+def test_default_report_names_never_collide(daq_sim, tmp_path):
+    """Runs of one batch started together each get a report of their own (no overwrite)."""
+    import subprocess
+
+    from .conftest import script
+
+    path = batch_file(tmp_path, "version: 1\nsteps:\n  - wait: {seconds: 0.2}\n")
+    procs = [
+        subprocess.Popen([script("daq-run"), str(path), "--url", daq_sim.url, "--no-redis", "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for _ in range(4)
+    ]
+    assert [0] * 4 == [p.wait(60) for p in procs]
+    for p in procs:
+        p.stdout.close()
+        p.stderr.close()
+    reports = sorted(tmp_path.glob("b-*.report.json"))
+    assert 4 == len(reports) and 4 == len({json.loads(r.read_text())["run_id"] for r in reports})
+
+
+def test_one_file_under_two_names_is_written_once(daq_sim, tmp_path):
+    """'/d//a.h5' and '/d/./a.h5' are refused before the run; a symlinked folder at the write,
+    even with --overwrite (the second write would destroy the first)."""
+    path = batch_file(
+        tmp_path, "version: 1\nsteps:\n  - write: {output_file: '{root}//a.h5', n_images: 2}\n  - write: {output_file: '{root}/./a.h5', n_images: 3}\n"
+    )
+    assert 2 == daq_run(str(path), "--validate").returncode
+    (tmp_path / "data").mkdir()
+    os.symlink(tmp_path / "data", tmp_path / "link")
+    path = batch_file(
+        tmp_path,
+        "version: 1\nsteps:\n  - write: {output_file: '{root}/data/s.h5', n_images: 2}\n  - write: {output_file: '{root}/link/s.h5', n_images: 3}\n",
+        "c.yaml",
+    )
+    proc = daq_run(str(path), *common(daq_sim), "--overwrite", "--report", str(tmp_path / "r.json"))
+    assert 1 == proc.returncode
+    first, second = report_of(tmp_path / "r.json")["steps"]
+    assert "passed" == first["status"] and "the file step 1 of this run wrote" in second["error"]
+    with h5py.File(tmp_path / "data" / "s.h5") as handle:
+        (group,) = handle.values()
+        assert 2 == group["data"].shape[0]  # the first write's file, untouched
+
+
+def test_a_var_that_names_a_sweep_variable_is_refused(tmp_path):
+    """--var bit_depth=8 on a batch that sweeps bit_depth would be ignored silently: exit 2."""
+    path = batch_file(tmp_path, "version: 1\nsteps:\n  - for: {bit_depth: [8, 16]}\n    steps:\n      - config: {bit_depth: '{bit_depth}'}\n")
+    proc = daq_run(str(path), "--validate", "--var", "bit_depth=8")
+    assert 2 == proc.returncode and "--var bit_depth names a sweep variable" in proc.stderr
