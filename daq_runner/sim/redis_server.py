@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import warnings
-from typing import IO, Iterator, Optional, Tuple
+from typing import IO, Callable, Iterator, Optional, Tuple
 
 from .._deadline import current
 from ..exceptions import DaqRunnerError
@@ -125,6 +127,29 @@ def find_redis_server() -> str:
     raise RedisServerNotFound(f"no Redis-compatible server found (redis-server, valkey-server or ${SERVER_ENV}): {INSTALL_HINT}")
 
 
+def _die_with_parent() -> Optional[Callable[[], None]]:
+    """On Linux, a ``preexec_fn`` that makes the server get SIGTERM when its parent dies.
+
+    A simulator killed with SIGKILL (the OOM killer, ``timeout -s KILL``) has no chance to
+    stop its server: without this, the server would run on for ever, an orphan.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    parent = os.getpid()
+
+    def arm() -> None:  # in the child, between fork and exec
+        import ctypes
+
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            return
+        if os.getppid() != parent:  # the parent died before the line above
+            os._exit(1)
+
+    return arm
+
+
 class RedisServer:
     """A Redis-compatible server as a child process. Use as a context manager or call start()/stop().
 
@@ -182,7 +207,9 @@ class RedisServer:
         # server once the pipe's buffer is full.
         self._log = tempfile.TemporaryFile(prefix="daq-runner-redis-")
         try:
-            self._process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT)
+            self._process = subprocess.Popen(
+                args, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent()
+            )
         except OSError as exc:
             self.stop()
             raise RuntimeError(f"cannot run {self.binary}: {exc.strerror or exc}") from None

@@ -183,3 +183,34 @@ def test_a_server_that_never_answers_is_bounded(tmp_path):
         server.start(timeout=0.5)
     assert time.monotonic() - start < 3
     assert not server.running
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal is Linux's")
+def test_the_server_ends_with_a_killed_parent(tmp_path):
+    """A simulator killed with SIGKILL (no cleanup possible) does not leave its server running."""
+    import signal
+    import subprocess
+
+    from daq_runner.testing import skip_without_redis_server
+
+    skip_without_redis_server()
+    code = "from daq_runner.sim.redis_server import RedisServer\nimport sys, time\ns = RedisServer().start()\nprint(s._process.pid, flush=True)\ntime.sleep(60)\n"
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        server_pid = int(parent.stdout.readline())
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(10)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                with open(f"/proc/{server_pid}/stat") as stat:
+                    if stat.read().split(")")[-1].split()[0] == "Z":
+                        break  # ended, waiting to be reaped by init
+            except FileNotFoundError:
+                break
+            time.sleep(0.05)
+        else:
+            os.kill(server_pid, signal.SIGKILL)
+            pytest.fail("the server outlived its killed parent")
+    finally:
+        parent.stdout.close()
