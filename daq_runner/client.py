@@ -70,6 +70,8 @@ WRITE_TIMEOUT = 15.0
 # Deployment takes milliseconds once the servers report; UNKNOWN ("Waiting for servers...") first.
 DEPLOY_TIMEOUT = 30.0
 _DEPLOY_POLL_S = 0.1
+# Without an earlier deployment to know the servers by, SUCCESS must hold this long (seconds).
+_DEPLOY_STEADY_S = 0.5
 _RETRYABLE_STATUS = (502, 503, 504)
 _WRITE_STARTS = (api.WRITER_WRITE_ASYNC, api.WRITER_WRITE_SYNC)
 _FINAL_DEPLOYMENT = (api.DeploymentStatus.SUCCESS.value, api.DeploymentStatus.ERROR.value)
@@ -638,6 +640,10 @@ class StdDaqClient:
         envelope, current = self._exchange(api.DAQ_CONFIG_GET)
         old_id = envelope.get("config_id")
         config = api.merge_config(current, changes)
+        # The servers that took part in the last deployment: SUCCESS only counts once each of
+        # them reported again (the real server says SUCCESS as soon as the servers that have
+        # reported so far are done, while a slower one may still fail).
+        servers = set((self.get_deployment_status().get("servers") or {}).keys())
 
         progress.stage = "sending the config (it may have been stored)"
         envelope, _ = self._exchange(api.DAQ_CONFIG_SET, config)
@@ -653,6 +659,7 @@ class StdDaqClient:
 
         progress.stage = f"waiting for the deployment of config {new_id}"
         seen = None
+        steady_since: Optional[float] = None
         while True:
             deployment = self.get_deployment_status()
             deployed_id = deployment.get("config_id")
@@ -660,11 +667,22 @@ class StdDaqClient:
                 progress.deployment = deployment
                 key = (deployment.get("status"), deployment.get("message"), json.dumps(deployment.get("servers"), sort_keys=True))
                 if key != seen:
-                    seen = key
+                    seen, steady_since = key, time.monotonic()
                     if on_deployment is not None:
                         on_deployment(deployment)
-                if deployment.get("status") in _FINAL_DEPLOYMENT:
+                status = deployment.get("status")
+                if status == api.DeploymentStatus.ERROR.value:
                     break
+                if status == api.DeploymentStatus.SUCCESS.value:
+                    reported = set((deployment.get("servers") or {}).keys())
+                    if servers and servers <= reported:
+                        break
+                    if not servers and time.monotonic() - steady_since >= _DEPLOY_STEADY_S:
+                        break  # no earlier deployment to compare with: SUCCESS that holds
+                    waiting = sorted(servers - reported)
+                    progress.stage = f"waiting for the deployment of config {new_id} on " + (
+                        ", ".join(waiting) if waiting else "every server (SUCCESS must hold)"
+                    )
             elif deployed_id is not None and api._stream_id_key(deployed_id) > api._stream_id_key(new_id):
                 progress.deployment = deployment
                 raise progress.error(f"config {new_id} was superseded by config {deployed_id} before its deployment ended", self._config_url())

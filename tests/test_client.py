@@ -686,6 +686,7 @@ def test_update_config_ended_by_the_callers_bound_is_deadline_exceeded(client):
     from daq_runner import DeadlineExceeded, _deadline
 
     responses.get(BASE + "/daq/config", json=config_reply(FULL, "1-0"))
+    responses.get(BASE + "/daq/deployment", json=deployment("1-0", "SUCCESS"))
     responses.post(BASE + "/daq/config", json=ok("config", None))
     responses.get(BASE + "/daq/config", json=config_reply(FULL, "1-0"))  # the new id never shows
     with _deadline.bounded(_deadline.Deadline(0.4)):
@@ -711,8 +712,28 @@ def test_update_config_refused_by_the_daq(client):
     """The real last rest_v2 refusal text of a config is a StdDaqAdminException."""
     text = "int() argument must be a string, a bytes-like object or a real number, not 'NoneType'"
     responses.get(BASE + "/daq/config", json=config_reply(FULL, "1-0"))
+    responses.get(BASE + "/daq/deployment", json=deployment("1-0", "SUCCESS"))
     responses.post(BASE + "/daq/config", json={"status": "error", "message": text})
     with pytest.raises(StdDaqAdminException, match="int\\(\\) argument"):
+        client.update_config({"bit_depth": 8})
+
+
+@responses.activate
+def test_update_config_waits_for_every_server_of_the_last_deployment(client):
+    """SUCCESS while one of the two servers has reported is not the end (the real server says
+    SUCCESS for the servers that have reported so far): the second one's Error fails it."""
+    from daq_runner import DeploymentError
+
+    changed = {**FULL, "bit_depth": 8}
+    two = {"daq-0": "Done", "daq-1": "Done"}
+    responses.get(BASE + "/daq/config", json=config_reply(FULL, "1-0"))
+    responses.get(BASE + "/daq/deployment", json=deployment("1-0", "SUCCESS", "Deployment successful", two))
+    responses.post(BASE + "/daq/config", json=ok("config", changed, config_id=None))
+    responses.get(BASE + "/daq/config", json=config_reply(changed, "2-0"))
+    responses.get(BASE + "/daq/deployment", json=deployment("2-0", "SUCCESS", "Deployment successful", {"daq-0": "Done"}))
+    responses.get(BASE + "/daq/deployment", json=deployment("2-0", "SUCCESS", "Deployment successful", {"daq-0": "Done"}))
+    responses.get(BASE + "/daq/deployment", json=deployment("2-0", "ERROR", "Deployment failed", {"daq-0": "Done", "daq-1": "Error"}))
+    with pytest.raises(DeploymentError, match="failed"):
         client.update_config({"bit_depth": 8})
 
 

@@ -152,3 +152,15 @@ def test_duplicate_log_records_never_count_twice(daq_sim, tmp_path):
         assert write_b["daq_log"]["info"]["run_id"] == write_b["run_id"]
     logged = [e["info"]["output_file"] for e in stream_entries(daq_sim.redis_url, "daq:log")]
     assert logged.count(str(tmp_path / "a.h5")) >= 3  # the DAQ did log duplicates
+
+
+def test_a_deployment_that_fails_on_a_slower_server_fails_the_config_step(daq_sim, tmp_path):
+    """The real server says SUCCESS once the servers that reported so far are done: the config step
+    waits for every server of the last deployment, so a later Error fails it."""
+    daq_sim.core.settings.deploy_delay_s = 0.6  # the second server reports well after the first
+    requests.post(daq_sim.url + "/sim/faults", json={"deployment": "ERROR"}, timeout=5)
+    path = batch_file(tmp_path, "version: 1\nsteps:\n  - config: {bit_depth: 8}\n  - check: {deployment: SUCCESS}\n")
+    proc = daq_run(str(path), *common(daq_sim), "--report", str(tmp_path / "r.json"))
+    assert 1 == proc.returncode
+    config = report_of(tmp_path / "r.json")["steps"][0]
+    assert "failed" == config["status"] and "failed" in config["error"] and "ERROR" == config["deployment"]["status"]
