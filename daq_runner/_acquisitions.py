@@ -26,9 +26,9 @@ import os
 import time
 from typing import Any, Callable, Dict, List, Optional, Set
 
-from . import api, events
+from . import api
 from ._context import READY, UNKNOWN, WRITING, RunContext, StepFailed
-from ._deadline import Deadline, detached
+from ._deadline import Deadline, current, detached
 from .batch import WriteStep
 from .exceptions import DaqRunnerError, StdDaqAdminException, WriteOutcomeUnknown, WriterNeedsRestart
 from ._text import quote
@@ -202,6 +202,7 @@ class Acquisitions:
             ctx.guard()
             if acq not in self.running:
                 self.running.append(acq)  # from here on it may run: whatever ends the run stops it
+            sent = time.monotonic()
             try:
                 reply = ctx.client.start_writer_async(request)
             except WriterNeedsRestart as exc:
@@ -212,11 +213,17 @@ class Acquisitions:
                 self._ended(acq)
                 raise
             except WriteOutcomeUnknown as exc:
-                if self._look_for(acq, exc):
+                # A request still on its way may arrive as late again as it has been out.
+                grace = max(_LOST_REPLY_GRACE_S, time.monotonic() - sent)
+                if self._look_for(acq, exc, grace):
                     break
+                if current().expired:
+                    # Out of time before the DAQ could show it: not provably unstarted, so not
+                    # sent again; the run's cleanup stops it if it did start.
+                    raise StepFailed(f"timed out while the outcome of the write was unknown ({exc}); acquisition {acq.run_id} may have started") from None
                 if send == 2:
                     raise StepFailed(f"write request lost twice ({exc}); acquisition {acq.run_id} did not start") from None
-                ctx.notice(f"acquisition {acq.run_id} did not start within {_LOST_REPLY_GRACE_S:g} s; sending the request once more", step)
+                ctx.notice(f"acquisition {acq.run_id} did not start within {grace:.0f} s; sending the request once more", step)
                 continue
             acq.acknowledged_at = time.monotonic()
             if acq.matches(reply):
@@ -229,12 +236,12 @@ class Acquisitions:
             self._background_cursor = Cursor(acq.cursor.stream, acq.cursor.id)
         return acq
 
-    def _look_for(self, acq: Acquisition, exc: Exception) -> bool:
-        """After a lost reply: did our acquisition start? Statuses in order, then the log."""
+    def _look_for(self, acq: Acquisition, exc: Exception, grace: float) -> bool:
+        """After a lost reply: did our acquisition start within ``grace`` s? Statuses in order, then the log."""
         ctx = self.ctx
         ctx.notice(f"write request reply lost ({exc}); looking for acquisition {acq.run_id} before deciding", acq.step)
         cursor = Cursor(acq.cursor.stream, acq.cursor.id) if acq.cursor else None
-        found = ctx.feed.wait_for_status(acq.matches, _LOST_REPLY_GRACE_S, cursor)
+        found = ctx.feed.wait_for_status(acq.matches, grace, cursor)
         if found is None:
             record, _ = ctx.feed.find_log(lambda r: acq.is_ours(r), acq.log_cursor, 0.5)
             if record is None:
@@ -358,11 +365,13 @@ class Acquisitions:
 
     # -- stopping, written once ------------------------------------------------------------
 
-    def stop(self, acq: Acquisition, reason: str, budget: float = STOP_BUDGET_S) -> Dict[str, Any]:
-        """Stop ``acq`` if it still runs, within ``budget`` seconds whatever the bound. Never raises."""
+    def stop(self, acq: Acquisition, reason: str, deadline: Optional[Deadline] = None) -> Dict[str, Any]:
+        """Stop ``acq`` if it still runs, by ``deadline`` (default: :data:`STOP_BUDGET_S` from now)
+        whatever the bound in force; the caller may shorten ``deadline`` meanwhile (a second
+        stop request). Never raises."""
         record: Dict[str, Any] = {"reason": reason, "action": "stop_writer", "at": time.time()}
         try:
-            with detached(Deadline(budget)):
+            with detached(deadline or Deadline(STOP_BUDGET_S)):
                 status = self.ctx.client.get_status()
                 if acq.matches(status) and status.get("state") == WRITING:
                     self.ctx.client.stop_writer()
@@ -378,12 +387,3 @@ class Acquisitions:
             record["outcome"] = f"could not stop acquisition {acq.run_id}, it may still be running: {exc!r}"
         self._ended(acq)
         return record
-
-    def stop_all(self, reason: str, records: Callable[[Acquisition], Optional[dict]], budget: float = STOP_BUDGET_S) -> None:
-        """Stop every acquisition that may still run; each stop is recorded in ``records(acq)``."""
-        for acq in list(self.running):
-            record = self.stop(acq, reason, budget)
-            target = records(acq)
-            if target is not None:
-                target.setdefault("recoveries", []).append(record)
-            self.ctx.emit(events.RECOVERY, acq.step, **record)

@@ -10,10 +10,13 @@ every request made on its behalf without being passed down by hand:
   (see :mod:`daq_runner._transport`);
 - a retry pause or a wait sleeps at most until the bound and raises :class:`Interrupted`
   as soon as the cancel event is set;
-- a blocked socket read looks at the cancel event at least every :data:`SLICE_S` seconds,
-  so a stop ends a request in flight within that time.
+- a blocked socket read looks at the bound and the cancel event at least every
+  :data:`SLICE_S` seconds, so a stop ends a request in flight within that time.
 
-Bounds nest: an inner ``bounded()`` can only shorten the outer one.
+Bounds nest: an inner ``bounded()`` can only shorten the outer one. A nested bound keeps
+following the bounds it was made from: shortening a deadline (``deadline.at = ...``, as a
+second stop request does to a cleanup) shortens every bound made from it, also the ones a
+request in flight is using.
 """
 
 from __future__ import annotations
@@ -23,11 +26,11 @@ import math
 import threading
 import time
 from contextlib import contextmanager
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Tuple
 
 __all__ = ["Deadline", "Interrupted", "bounded", "detached", "current", "SLICE_S"]
 
-# The longest a blocked call goes without looking at the cancel event.
+# The longest a blocked call goes without looking at the bound and the cancel event.
 SLICE_S = 0.25
 
 
@@ -43,18 +46,50 @@ class Deadline:
         cancel: an event that, once set, makes :meth:`check` and :meth:`sleep` raise
             :class:`Interrupted`.
         at: an absolute ``time.monotonic()`` value instead of ``seconds``.
+        parents: deadlines this one may never outlast (it follows them when they change).
     """
 
-    __slots__ = ("at", "cancel")
+    __slots__ = ("_at", "_cancel", "_parents")
 
-    def __init__(self, seconds: Optional[float] = None, cancel: Optional[threading.Event] = None, *, at: Optional[float] = None) -> None:
+    def __init__(
+        self,
+        seconds: Optional[float] = None,
+        cancel: Optional[threading.Event] = None,
+        *,
+        at: Optional[float] = None,
+        parents: Tuple["Deadline", ...] = (),
+    ) -> None:
         if at is None:
             at = math.inf if seconds is None else time.monotonic() + max(float(seconds), 0.0)
-        self.at = at
-        self.cancel = cancel
+        self._at = at
+        self._cancel = cancel
+        self._parents = parents
 
     def __repr__(self) -> str:
         return f"Deadline(remaining={self.remaining():.3f}, cancel={self.cancel is not None})"
+
+    @property
+    def at(self) -> float:
+        """The monotonic time it ends: its own, or a parent's if earlier (looked up each time)."""
+        at = self._at
+        for parent in self._parents:
+            at = min(at, parent.at)
+        return at
+
+    @at.setter
+    def at(self, value: float) -> None:
+        self._at = value
+
+    @property
+    def cancel(self) -> Optional[threading.Event]:
+        """Its cancel event, else the nearest parent's (``None``: nothing can cancel it)."""
+        if self._cancel is not None:
+            return self._cancel
+        for parent in self._parents:
+            event = parent.cancel
+            if event is not None:
+                return event
+        return None
 
     def remaining(self) -> float:
         """Seconds left (``0.0`` once passed, ``inf`` without a limit)."""
@@ -66,28 +101,36 @@ class Deadline:
 
     @property
     def cancelled(self) -> bool:
-        return self.cancel is not None and self.cancel.is_set()
+        if self._cancel is not None and self._cancel.is_set():
+            return True
+        return any(parent.cancelled for parent in self._parents)
 
     def check(self) -> None:
         """Raise :class:`Interrupted` if a stop was requested."""
-        if self.cancel is not None and self.cancel.is_set():
+        if self.cancelled:
             raise Interrupted()
 
     def within(self, seconds: Optional[float]) -> "Deadline":
-        """The earlier of this deadline and ``seconds`` from now, with the same cancel event."""
+        """The earlier of this deadline and ``seconds`` from now (following this one)."""
         if seconds is None:
             return self
-        return Deadline(cancel=self.cancel, at=min(self.at, time.monotonic() + max(float(seconds), 0.0)))
+        return Deadline(seconds, parents=(self,))
 
     def sleep(self, seconds: float) -> None:
         """Sleep ``seconds``, but not past the deadline; raise :class:`Interrupted` on a stop."""
-        left = min(max(float(seconds), 0.0), self.remaining())
-        if self.cancel is None:
-            if left > 0:
-                time.sleep(left)
-            return
-        if self.cancel.wait(left):
-            raise Interrupted()
+        end = time.monotonic() + max(float(seconds), 0.0)
+        while True:
+            self.check()
+            left = min(end, self.at) - time.monotonic()
+            if left <= 0:
+                return
+            event = self.cancel
+            # In slices when a parent could be shortened or cancelled by another event.
+            step = left if not self._parents else min(left, SLICE_S)
+            if event is None:
+                time.sleep(step)
+            elif event.wait(step):
+                raise Interrupted()
 
 
 _NEVER = Deadline()
@@ -103,10 +146,10 @@ def current() -> Deadline:
 def bounded(deadline: Deadline) -> Iterator[Deadline]:
     """Make ``deadline`` the bound of the code inside; it can only shorten an outer bound.
 
-    The inner cancel event is used when given, else the outer one's.
+    Either's cancel event stops the code inside.
     """
     outer = _CURRENT.get()
-    inner = Deadline(cancel=deadline.cancel or outer.cancel, at=min(outer.at, deadline.at))
+    inner = deadline if outer is _NEVER else Deadline(parents=(deadline, outer))
     token = _CURRENT.set(inner)
     try:
         yield inner

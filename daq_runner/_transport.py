@@ -164,18 +164,20 @@ class _BoundedSocket:
             self._apply(0.0)
             return operation(*args)
         bound = _deadline.current()
-        sliced = bound.cancel is not None
-        if bound.at == _INF and not sliced:
+        if bound.at == _INF and bound.cancel is None:
             self._apply(nominal)  # no bound in force: exactly urllib3's behaviour
             return operation(*args)
         now = time.monotonic()
-        give_up = min(bound.at, now + nominal if nominal is not None else _INF)
+        own_end = now + nominal if nominal is not None else _INF
         while True:
             bound.check()  # a stop request: Interrupted
+            # Looked up at every slice: a bound may be shortened meanwhile (a second stop request).
+            end = bound.at
+            give_up = min(end, own_end)
             left = give_up - now
             if left <= 0:
-                raise _deadline_passed() if give_up >= bound.at else TimeoutError("timed out")
-            self._apply(min(left, _deadline.SLICE_S) if sliced else left)
+                raise _deadline_passed() if give_up >= end else TimeoutError("timed out")
+            self._apply(min(left, _deadline.SLICE_S))
             try:
                 return operation(*args)
             except TimeoutError:
@@ -200,7 +202,8 @@ def _connect(address: Tuple[str, int], timeout: Any, source_address: Any, socket
     bound = _deadline.current()
     bound.check()
     limit = timeout if isinstance(timeout, (int, float)) else None
-    give_up = min(bound.at, time.monotonic() + limit if limit is not None else _INF)
+    own_end = time.monotonic() + limit if limit is not None else _INF
+    give_up = min(bound.at, own_end)
     error: Optional[BaseException] = None
     for family, kind, proto, _, sockaddr in socket.getaddrinfo(host, port, allowed_gai_family(), socket.SOCK_STREAM):
         sock = None
@@ -214,10 +217,11 @@ def _connect(address: Tuple[str, int], timeout: Any, source_address: Any, socket
             code = sock.connect_ex(sockaddr)
             while code in (errno.EINPROGRESS, errno.EALREADY, errno.EWOULDBLOCK, errno.EINTR):
                 bound.check()
+                give_up = min(bound.at, own_end)  # the bound may have been shortened meanwhile
                 left = give_up - time.monotonic()
                 if left <= 0:
                     raise TimeoutError("timed out")
-                if wait_for_write(sock, min(left, _deadline.SLICE_S) if bound.cancel is not None else left):
+                if wait_for_write(sock, min(left, _deadline.SLICE_S)):
                     code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
             if code not in (0, errno.EISCONN):
                 raise OSError(code, os.strerror(code))  # e.g. ConnectionRefusedError

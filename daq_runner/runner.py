@@ -435,7 +435,8 @@ class Runner:
     def _stop(self, ctx: RunContext, acquisition: Acquisition, reason: str, result: dict) -> None:
         self._cleanup = Deadline(self._hurry_s if self._hurry_s is not None else STOP_BUDGET_S)
         try:
-            record = ctx.acquisitions.stop(acquisition, reason, self._cleanup.remaining())
+            # The deadline object itself: a second signal shortens it while the stop is under way.
+            record = ctx.acquisitions.stop(acquisition, reason, self._cleanup)
         finally:
             self._cleanup = None
         result["recoveries"].append(record)

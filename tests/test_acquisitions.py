@@ -13,6 +13,7 @@ import time
 
 import h5py
 import redis
+import requests
 
 from daq_runner import Runner, StdDaqClient
 from daq_runner.batch import load_batch_text
@@ -181,3 +182,42 @@ def test_a_background_write_ended_by_the_batchs_stop_step_passes(daq_sim, tmp_pa
     step = {s["index"]: s for s in report_of(tmp_path / "r.json")["steps"]}[1]
     assert ("passed", 3) == (step["status"], step["stopped_by_step"])
     assert 0 < step["n_written"] < 100000
+
+
+def test_a_step_timeout_during_a_lost_write_reply_sends_nothing_more(daq_sim, tmp_path):
+    """The write's reply trickles past the step's 3 s: the step fails as timed out with the
+    outcome unknown, the request is not sent again, and the acquisition it did start is stopped."""
+    daq_sim.core.settings.frame_rate = 100
+    path = batch_file(tmp_path, "version: 1\nsteps:\n  - write: {output_file: '{root}/t.h5', n_images: 100000}\n    timeout: 3\n    retries: 2\n")
+    with DaqProxy(daq_sim.url) as proxy:
+        proxy.trickle[WRITE] = 1.0
+        proc = daq_run(str(path), "--url", proxy.url, "--redis", daq_sim.redis_url, "--report", str(tmp_path / "r.json"), timeout=60)
+        assert 1 == proxy.count(WRITE)
+    assert 1 == proc.returncode
+    step = report_of(tmp_path / "r.json")["steps"][0]
+    assert step["error"].startswith("timed out") and "may have started" in step["error"]
+    assert any(r["outcome"].startswith("stopped acquisition") for r in step["recoveries"])
+    wait_until(lambda: writer_state(daq_sim.url) == "READY", timeout=5)
+
+
+def test_a_second_signal_cuts_a_hanging_stop_short(daq_sim, tmp_path):
+    """The DAQ does not answer the stop: one SIGTERM gives it 5 s; a second one ends it within about 1 s."""
+    daq_sim.core.settings.frame_rate = 100
+    path = batch_file(tmp_path, "version: 1\nsteps:\n  - write: {output_file: '{root}/s.h5', n_images: 100000}\n")
+    report = tmp_path / "r.json"
+    with DaqProxy(daq_sim.url) as proxy:
+        proxy.hold_request["/writer/stop"] = 30
+        proc = start_daq_run(path, "--url", proxy.url, "--redis", daq_sim.redis_url, "--report", str(report))
+        wait_until(lambda: writer_state(daq_sim.url) == "WRITING")
+        proc.send_signal(signal.SIGTERM)
+        wait_until(lambda: proxy.count("/writer/stop") >= 0 and any(p == "/writer/status" for _, p, _ in proxy.forwarded[-3:]), timeout=5)
+        time.sleep(0.5)
+        second = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=20)
+        assert time.monotonic() - second < 2.5
+    assert 143 == proc.returncode
+    final = report_of(report)
+    assert "interrupted" == final["status"]
+    assert any("could not stop" in r["outcome"] for r in final["steps"][0]["recoveries"])
+    requests.post(daq_sim.url + "/writer/stop", json={}, timeout=15)
