@@ -294,7 +294,8 @@ def _files(d: Dict[str, Any]) -> str:
     for entry in d["files"][:1000]:
         size = entry.get("size_bytes")
         rows.append(
-            f'<tr><td class="mono">{_e(entry.get("path"))}</td><td class=num>{_e(entry.get("n_images") if entry.get("n_images") is not None else "?")}</td>'
+            f'<tr><td class="mono">{_e(entry.get("path"))}{" <strong>(incomplete)</strong>" if entry.get("complete") is False else ""}</td>'
+            f'<td class=num>{_e(entry.get("n_images") if entry.get("n_images") is not None else "?")}</td>'
             f"<td class=num>{_e(format_bytes(size) if size is not None else 'not visible here')}</td><td class=num>{_e(entry.get('step'))}</td>"
             f'<td class="mono muted">{_e(entry.get("run_id") or "")}</td></tr>'
         )

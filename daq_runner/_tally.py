@@ -189,20 +189,29 @@ _SIZES = _Sizes()
 
 
 def file_entry(record: Dict[str, Any]) -> Optional[Dict[str, Any]]:
-    """The ``files`` entry of a write step that passed: {path, step, n_images, size_bytes, run_id}.
+    """The ``files`` entry of a write step that wrote something:
+    {path, step, n_images, size_bytes, run_id, complete}.
 
-    ``size_bytes`` comes from ``os.stat`` when the file is visible on this machine, else null.
+    A write that passed wrote a complete file; one that failed or was interrupted after
+    writing images left an incomplete one (``complete: false``): both are on disk, both are
+    listed. ``size_bytes`` comes from ``os.stat`` when the file is visible on this machine,
+    else null.
     """
-    if record.get("kind") != "write" or record.get("status") != "passed" or not isinstance(record.get("output_file"), str):
+    if record.get("kind") != "write" or not isinstance(record.get("output_file"), str):
+        return None
+    complete = record.get("status") == "passed"
+    n_images = images_written(record)
+    if not complete and not n_images:
         return None
     path = record["output_file"]
     run_id = record.get("run_id")
     return {
         "path": path,
         "step": record.get("index"),
-        "n_images": images_written(record),
+        "n_images": n_images,
         "size_bytes": _SIZES.size(path, (run_id, record.get("finished_at"))),
         "run_id": None if run_id is None else str(run_id),
+        "complete": complete,
     }
 
 
@@ -338,8 +347,6 @@ class Tally:
             self.n_files += 1
             self.images += entry["n_images"] or 0
             self.bytes += entry["size_bytes"] or 0
-        elif record.get("kind") == "write" and status != "skipped":
-            self.images += images_written(record) or 0  # a failed write may have written some
         return StepDone(record, entry)
 
     def _finished(self, event: events.Event, data: Dict[str, Any]) -> None:

@@ -563,6 +563,8 @@ def load_report(path: str) -> Dict[str, Any]:
     directory, no permission), not JSON, or not a daq-run report.
     """
     # A regular file of bounded size: /dev/zero or a FIFO must not hang or fill memory.
+    if os.path.isdir(path):
+        raise ValueError(f"cannot read report {path}: Is a directory")
     if not _regular(path):
         raise ValueError(f"cannot read report {path}: not a regular file")
     try:

@@ -237,7 +237,7 @@ def summary_text(report: Dict[str, Any]) -> str:
             size = entry.get("size_bytes")
             lines.append(
                 f"  {entry.get('path')}  {n if n is not None else '?'} images  {format_bytes(size) if size is not None else 'size unknown'}"
-                f"  step {entry.get('step')}"
+                f"  step {entry.get('step')}" + ("  INCOMPLETE (its step did not pass)" if entry.get("complete") is False else "")
             )
         if len(d["files"]) > MAX_LISTED:
             lines.append(f"  ... and {len(d['files']) - MAX_LISTED} more")

@@ -143,7 +143,7 @@ def test_a_run_on_a_60_column_terminal(tmp_path):
     assert max(len(line) for line in lines) <= 60, [line for line in lines if len(line) > 60]
     assert any(line.startswith("[1/3] write 1 → good.h5 ━") and " 8/10" in line for line in lines), lines
     assert "daq-run: failed — 3 steps (1 passed, 1 failed, 1 skipped)," in ANSI.sub("", out)
-    assert "13 images, 1 file, 1 min 00 s" in ANSI.sub("", out).replace("\n", " ")
+    assert "13 images, 2 files, 1 min 00 s" in ANSI.sub("", out).replace("\n", " ")
     assert "  reason: step 2 (write 2) failed: acquisition FAILED:" in ANSI.sub("", out)
     assert view._live is None  # stopped
 
@@ -286,7 +286,7 @@ def test_quiet_summary_is_silent_on_pass_and_short_otherwise(tmp_path):
     for event in a_failed_run(tmp_path):
         summary(event)
     assert [
-        "daq-run: failed — 3 steps (1 passed, 1 failed, 1 skipped), 13 images, 1 file, 1 min 00 s",
+        "daq-run: failed — 3 steps (1 passed, 1 failed, 1 skipped), 13 images, 2 files, 1 min 00 s",
         "  reason: step 2 (write 2) failed: acquisition FAILED: ERROR: detector lost",
         "  step 2 failed: write 2: acquisition FAILED: ERROR: detector lost",
     ] == loud.getvalue().splitlines()

@@ -157,8 +157,10 @@ def test_report_holds_what_a_person_decides_from(tmp_path):
     assert [str(1795978630763249142 + i) for i in (1, 2)] == [s["run_id"] for s in report["steps"][:2]]
     assert "step 2 (write 2) failed: acquisition FAILED: ERROR: detector lost" == report["reason"]
     assert {"passed": 1, "failed": 1, "skipped": 1, "interrupted": 0} == report["summary"]
-    assert {"steps": 3, "images": 13, "bytes": 1234, "files": 1, "failed_attempts": 1} == report["totals"]
-    assert [{"path": str(tmp_path / "good.h5"), "step": 1, "n_images": 10, "size_bytes": 1234, "run_id": "1795978630763249143"}] == report["files"]
+    assert {"steps": 3, "images": 13, "bytes": 1234, "files": 2, "failed_attempts": 1} == report["totals"]
+    good, partial = report["files"]  # the failed write's incomplete file is on disk too: listed
+    assert {"path": str(tmp_path / "good.h5"), "step": 1, "n_images": 10, "size_bytes": 1234, "run_id": "1795978630763249143", "complete": True} == good
+    assert (2, 3, False) == (partial["step"], partial["n_images"], partial["complete"])
     assert [{"at": "2027-01-15T08:00:00.700Z", "step": None, "message": "no Redis: polling REST — naïve"}] == report["notices"][:1]
     assert 2 == report["notices"][1]["step"]
     assert [{"reason": "writer UNKNOWN at start", "action": "stop_writer", "outcome": "READY", "at": "2027-01-15T08:00:00.500Z"}] == report["recoveries"]
@@ -222,7 +224,7 @@ def test_keep_steps_false_keeps_only_the_problems(tmp_path):
     for event in a_failed_run(tmp_path):
         report.feed(event)
     assert [2] == [s["index"] for s in report.steps] == [s["index"] for s in report.failed_steps]
-    assert (3, 1) == (sum(report.summary.values()), len(report.files))
+    assert (3, 2) == (sum(report.summary.values()), len(report.files))
 
 
 # -- the file survives ---------------------------------------------------------------------------
