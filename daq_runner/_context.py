@@ -110,7 +110,7 @@ class RunContext:
         if ready is None:
             raise StepFailed(f"the writer did not return to READY after a stop ({reason}): {record['outcome']}")
 
-    def ready_for_writer(self, step: Step, result: dict, purpose: str = "the write") -> dict:
+    def ready_for_writer(self, step: Step, result: dict, purpose: Optional[str] = "the write") -> dict:
         """The writer status once READY: resets an UNKNOWN writer, waits out a running acquisition.
 
         The wait is bounded by the step's time left; a READY read from the stream is confirmed
@@ -122,15 +122,15 @@ class RunContext:
         status = self.feed.status()
         while status.get("state") != READY:
             if status.get("state") == UNKNOWN:
-                self.reset_writer(step, result, f"writer UNKNOWN before {purpose}")
+                self.reset_writer(step, result, f"writer UNKNOWN before {purpose or 'the step'}")
             else:
                 acquisition = (status.get("acquisition") or {}).get("info") or {}
                 running = f"acquisition {acquisition.get('run_id')} of {acquisition.get('output_file')}"
                 self.emit(events.WAITING, step, what=f"writer READY ({running} is running)", seconds=None)
                 if self.feed.wait_for_status(lambda s: s.get("state") in (READY, UNKNOWN), since=cursor) is None:
                     raise StepFailed(
-                        f"an acquisition is running ({running}) and the writer did not become READY in time; "
-                        f"{purpose} was not started"
+                        f"an acquisition is running ({running}) and the writer did not become READY in time"
+                        + (f"; {purpose} was not started" if purpose else "")
                     )
             cursor = self.feed.mark()
             status = self.feed.status()

@@ -129,7 +129,7 @@ def wait(ctx: RunContext, step: WaitStep, result: dict, attempt: int) -> None:
         _sleep_within(ctx, step, step.seconds, "wait")
         return
     if step.state == READY:
-        status = ctx.ready_for_writer(step, result, purpose="the next step")
+        status = ctx.ready_for_writer(step, result, purpose=None)
     else:
         ctx.emit(events.WAITING, step, what=f"writer {step.state}", seconds=current().remaining())
         cursor = ctx.feed.mark()
