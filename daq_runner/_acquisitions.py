@@ -175,7 +175,7 @@ class Acquisitions:
             self.ctx.notice(f"replacing {path}, left by the failed attempt of this step (acquisition {earlier.run_id})", step)
             return
         if ours:
-            self.ctx.notice(f"replacing {path}, left incomplete by this step in the run being resumed", step)
+            self.ctx.notice(f"replacing {path}, left by this step in the run being resumed", step)
             return
         if not (step.overwrite or self.ctx.overwrite):
             raise StepFailed(
