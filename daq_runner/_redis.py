@@ -19,7 +19,7 @@ from redis.retry import Retry
 from . import api
 from ._text import redact_url
 
-__all__ = ["connect", "default_redis_url", "redact_url", "decode_entries", "last_id", "FORCED_URL_OPTIONS"]
+__all__ = ["connect", "default_redis_url", "redact_url", "decode_entries", "last_id", "newest_id", "FORCED_URL_OPTIONS"]
 
 # Query parameters of a Redis URL that connect() overrides: the reply format the code
 # reads and the time bounds it relies on.
@@ -103,5 +103,9 @@ def decode_entries(entries: List[Tuple[Any, Dict[Any, Any]]]) -> List[Tuple[str,
 
 def last_id(client: redis.Redis, stream: str) -> str:
     """Id of the newest entry of ``stream`` (``0-0`` when empty): read from there, miss nothing."""
-    newest = client.xrevrange(stream, count=1)
-    return _text(newest[0][0]) if newest else "0-0"
+    return newest_id(client.xrevrange(stream, count=1))
+
+
+def newest_id(entries: List[Tuple[Any, Any]]) -> str:
+    """Id of the first of ``entries`` (an ``XREVRANGE ... COUNT 1`` reply), ``0-0`` when there is none."""
+    return _text(entries[0][0]) if entries else "0-0"

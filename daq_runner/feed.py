@@ -23,9 +23,9 @@ import redis
 
 from . import api
 from ._deadline import SLICE_S, Interrupted, bounded, current
-from ._redis import decode_entries, last_id
+from ._redis import decode_entries, last_id, newest_id
 from .client import StdDaqClient
-from .exceptions import DeadlineExceeded
+from .exceptions import DaqProtocolError, DeadlineExceeded
 
 __all__ = ["StatusFeed", "Cursor", "Interrupted"]
 
@@ -118,6 +118,35 @@ class StatusFeed:
         except redis.RedisError as exc:
             self._redis_failed(exc)
             return Cursor(stream, None)
+
+    def mark_write(self) -> Tuple[Cursor, Cursor, Optional[dict]]:
+        """Before a write request: cursors at the newest entries of the status and log streams,
+        and the newest status entry itself, in one Redis round trip.
+
+        The status is ``None`` without Redis, on an empty stream, or when the newest entry is
+        not a writer status (it is only a hint: the caller asks over REST then). It is what the
+        DAQ last published, not necessarily the writer's state now (a real DAQ stores each
+        status twice and the copies can interleave); the write's own reply is the confirmation.
+        """
+        status_stream, log_stream = self.streams.status, self.streams.log
+        if not self._maybe_back_to_redis():
+            return Cursor(status_stream, None), Cursor(log_stream, None), None
+        try:
+            with self.redis.pipeline(transaction=False) as pipe:
+                pipe.xrevrange(status_stream, count=1)
+                pipe.xrevrange(log_stream, count=1)
+                newest_status, newest_log = pipe.execute()
+        except redis.RedisError as exc:
+            self._redis_failed(exc)
+            return Cursor(status_stream, None), Cursor(log_stream, None), None
+        cursors = Cursor(status_stream, newest_id(newest_status)), Cursor(log_stream, newest_id(newest_log))
+        newest = None
+        for entry_id, obj in decode_entries(newest_status):
+            try:
+                newest = api.check_stream_entry(status_stream, obj, self.streams, entry_id)
+            except DaqProtocolError:
+                newest = None  # junk on the stream: no hint
+        return cursors[0], cursors[1], newest
 
     def status(self) -> dict:
         """The writer status now, over REST (checked for shape, passed to ``observe``)."""
