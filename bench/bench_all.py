@@ -53,6 +53,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 FRAME_RATE = 20_000
 STATUS_STREAM = "daq:status"
+SECTIONS = "steps,startup,batch,latency,round-trip,scale"
 SCRIPTS = Path(sysconfig.get_path("scripts"))
 DAQ_RUN = str(SCRIPTS / "daq-run")
 
@@ -455,20 +456,22 @@ def main() -> int:
     parser.add_argument("--reps", type=int, default=5, help="repetitions of each timing")
     parser.add_argument("--scale", type=int, default=100_000, help="steps of the scale runs (a multiple of 100)")
     parser.add_argument("--quick", action="store_true", help="small numbers, to check that the script runs")
+    parser.add_argument("--only", default=SECTIONS, help=f"comma-separated sections to run (default: all of {SECTIONS})")
     args = parser.parse_args()
+    only = set(args.only.split(","))
     n, reps, n_scale = (5, 1, 1000) if args.quick else (args.steps, args.reps, args.scale)
     compiled = compile_package()
     with tempfile.TemporaryDirectory() as root:
         sim = Sim(root)
         files = Files(root)
         try:
-            steps = per_step(sim, files, n, reps)
-            start = startup(sim, files, 3 if args.quick else 11)
+            steps = per_step(sim, files, n, reps) if "steps" in only else {}
+            start = startup(sim, files, 3 if args.quick else 11) if "startup" in only else {}
             k = 5 if args.quick else 60
-            sixty = batch_of(k, sim, files, 1 if args.quick else 3)
-            latencies = reaction(sim, files, 20 if args.quick else 300)
-            trip = round_trip(sim, 50 if args.quick else 1000)
-            big = scale(sim, root, n_scale)
+            sixty = batch_of(k, sim, files, 1 if args.quick else 3) if "batch" in only else {}
+            latencies = reaction(sim, files, 20 if args.quick else 300) if "latency" in only else []
+            trip = round_trip(sim, 50 if args.quick else 1000) if "round-trip" in only else {}
+            big = scale(sim, root, n_scale) if "scale" in only else {}
         finally:
             sim.stop()
 
@@ -478,6 +481,22 @@ def main() -> int:
     print(f"Command: `{command}`. One daq-sim process: {FRAME_RATE:,} Hz, `--driver-poll-s 0`, duplicated `daq:status` entries kept.")
     print(f"Byte-compiled package: {'yes' if compiled else 'no'}.\n")
 
+    if steps:
+        print_steps(steps, n, reps)
+    if start:
+        print_startup(start, 3 if args.quick else 11)
+    if sixty:
+        print_batch(sixty, k, 1 if args.quick else 3)
+    if "latency" in only:
+        print_latency(latencies)
+    if trip:
+        print_round_trip(trip)
+    if big:
+        print_scale(big, n_scale)
+    return 0
+
+
+def print_steps(steps: Dict[str, List[float]], n: int, reps: int) -> None:
     floor = median(steps["floor"])
     print(f"### Per-step cost (one-image writes; medians of {reps} interleaved repetitions)\n")
     print("| variant | ms per step | / floor |\n|---|---|---|")
@@ -488,24 +507,31 @@ def main() -> int:
         print(f"| {label}, average over N={n + 100} | {median(steps[key + '_avg']) * 1000:.2f} | {median(steps[key + '_avg']) / floor:.2f}x |")
     print("\nAll samples (ms): " + "; ".join(f"{k} " + " ".join(f"{v * 1000:.2f}" for v in vs) for k, vs in steps.items()) + "\n")
 
+
+def print_startup(start: Dict[str, float], reps: int) -> None:
     print("### Start-up\n")
-    print(f"- one-step `daq-run` (start, lock, one write, report, exit), median of {3 if args.quick else 11}: **{start['one_step'] * 1000:.0f} ms**")
+    print(f"- one-step `daq-run` (start, lock, one write, report, exit), median of {reps}: **{start['one_step'] * 1000:.0f} ms**")
     for flag in ("--help", "--version"):
         print(f"- `daq-run {flag}`: **{start[flag] * 1000:.0f} ms**")
     print()
 
-    if sixty:
-        print(f"### A {k}-step batch of one-image writes (median of {1 if args.quick else 3})\n")
-        print("| | polling script, std_daq_client 1.3.5 (0.1 s) | daq-run | ratio |\n|---|---|---|---|")
-        print(f"| with start-up (wall of the process) | {sixty['poll_wall']:.2f} s | {sixty['run_wall']:.3f} s | **{sixty['poll_wall'] / sixty['run_wall']:.1f}x** |")
-        print(f"| without start-up (the loop; `Runner.run`) | {sixty['poll_loop']:.2f} s | {sixty['run_loop']:.3f} s | {sixty['poll_loop'] / sixty['run_loop']:.1f}x |")
-        print()
 
-    latencies.sort()
+def print_batch(sixty: Dict[str, float], k: int, reps: int) -> None:
+    print(f"### A {k}-step batch of one-image writes (median of {reps})\n")
+    print("| | polling script, std_daq_client 1.3.5 (0.1 s) | daq-run | ratio |\n|---|---|---|---|")
+    print(f"| with start-up (wall of the process) | {sixty['poll_wall']:.2f} s | {sixty['run_wall']:.3f} s | **{sixty['poll_wall'] / sixty['run_wall']:.1f}x** |")
+    print(f"| without start-up (the loop; `Runner.run`) | {sixty['poll_loop']:.2f} s | {sixty['run_loop']:.3f} s | {sixty['poll_loop'] / sixty['run_loop']:.1f}x |")
+    print()
+
+
+def print_latency(latencies: List[float]) -> None:
+    latencies = sorted(latencies)
     p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] if latencies else float("nan")
     print("### Reaction latency (FINISHED published on daq:status -> runner's next request)\n")
     print(f"{len(latencies)} samples: median **{median(latencies):.2f} ms**, p99 **{p99:.2f} ms**, max {latencies[-1] if latencies else float('nan'):.2f} ms\n")
 
+
+def print_round_trip(trip: Dict[str, float]) -> None:
     print("### get_status round trip (median, alternating blocks)\n")
     print("| client | ms |\n|---|---|")
     for label, ms in trip.items():
@@ -513,12 +539,13 @@ def main() -> int:
     values = list(trip.values())
     print(f"\nOriginal / ours: **{values[1] / values[0]:.2f}x**\n")
 
+
+def print_scale(big: Dict[str, object], n_scale: int) -> None:
     print(f"### Scale: {n_scale:,} steps\n")
     print(f"- `daq-run --validate` of {n_scale:,} write steps: exit {big['validate_exit']}, **{big['validate_s']:.2f} s**, peak memory **{big['validate_peak_mb']:.0f} MB**")
     print(f"- `daq-run` of {n_scale:,} check steps: exit {big['run_exit']}, {big['run_s']:.1f} s, peak memory **{big['run_peak_mb']:.0f} MB**")
     marks = big["marks"]
     print("- memory (RSS) along that run, by steps finished: " + ", ".join(f"{k:,}: {mb:.0f} MB" for k, mb in marks))  # type: ignore[union-attr]
-    return 0
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from ._deadline import Deadline, detached
 from .batch import WriteStep
 from .exceptions import DaqRunnerError, StdDaqAdminException, WriteOutcomeUnknown, WriterNeedsRestart
 from ._text import quote
-from .feed import Cursor
+from .feed import Cursor, Tap
 
 __all__ = ["Acquisition", "Acquisitions", "STOP_BUDGET_S"]
 
@@ -65,7 +65,7 @@ class Acquisition:
         self.run_id = run_id  # what the DAQ calls it (a driver may replace ours)
         self.before = before  # run_ids of acquisitions that existed before our request: never ours
         self.cursor: Optional[Cursor] = None
-        self.log_cursor: Optional[Cursor] = None
+        self.log_cursor: Optional[Tap] = None  # the log stream, read along while following
         self.acknowledged_at: Optional[float] = None
         self.seen = False  # ours read in order (stream or live REST)
         self.last: Optional[dict] = None  # our acquisition as last seen
@@ -315,7 +315,7 @@ class Acquisitions:
             return status.get("state") == WRITING and acq.seen  # another acquisition after ours
 
         while acq.final is None:
-            status = ctx.feed.wait_for_status(suggests_end, since=acq.cursor, on_status=on_status)
+            status = ctx.feed.wait_for_status(suggests_end, since=acq.cursor, on_status=on_status, tap=acq.log_cursor)
             if status is None:
                 raise StepFailed(
                     f"timed out after {step.timeout:g} s with {acq.n_written}/{step.n_images} images written"

@@ -19,7 +19,7 @@ from redis.retry import Retry
 from . import api
 from ._text import redact_url
 
-__all__ = ["connect", "default_redis_url", "redact_url", "decode_entries", "last_id", "newest_id", "FORCED_URL_OPTIONS"]
+__all__ = ["connect", "default_redis_url", "redact_url", "decode_entries", "last_id", "newest_id", "as_text", "FORCED_URL_OPTIONS"]
 
 # Query parameters of a Redis URL that connect() overrides: the reply format the code
 # reads and the time bounds it relies on.
@@ -77,7 +77,8 @@ def default_redis_url(rest_url: str, port: int = api.DEFAULT_REDIS_PORT) -> str:
     return f"redis://{host}:{int(port)}/0"
 
 
-def _text(value: Any) -> str:
+def as_text(value: Any) -> str:
+    """A stream id or field name as text (Redis replies are bytes)."""
     return value.decode("utf-8", "replace") if isinstance(value, (bytes, bytearray)) else str(value)
 
 
@@ -95,7 +96,7 @@ def decode_entries(entries: List[Tuple[Any, Dict[Any, Any]]]) -> List[Tuple[str,
         if raw is None:
             continue
         try:
-            out.append((_text(entry_id), json.loads(raw)))
+            out.append((as_text(entry_id), json.loads(raw)))
         except (ValueError, RecursionError):
             continue
     return out
@@ -108,4 +109,4 @@ def last_id(client: redis.Redis, stream: str) -> str:
 
 def newest_id(entries: List[Tuple[Any, Any]]) -> str:
     """Id of the first of ``entries`` (an ``XREVRANGE ... COUNT 1`` reply), ``0-0`` when there is none."""
-    return _text(entries[0][0]) if entries else "0-0"
+    return as_text(entries[0][0]) if entries else "0-0"

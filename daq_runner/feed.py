@@ -23,11 +23,11 @@ import redis
 
 from . import api
 from ._deadline import SLICE_S, Interrupted, bounded, current
-from ._redis import decode_entries, last_id, newest_id
+from ._redis import as_text, decode_entries, last_id, newest_id
 from .client import StdDaqClient
 from .exceptions import DaqProtocolError, DeadlineExceeded
 
-__all__ = ["StatusFeed", "Cursor", "Interrupted"]
+__all__ = ["StatusFeed", "Cursor", "Tap", "Interrupted"]
 
 StatusPredicate = Callable[[dict], bool]
 
@@ -49,6 +49,23 @@ class Cursor:
 
     def __repr__(self) -> str:
         return f"Cursor({self.stream!r}, {self.id!r})"
+
+
+class Tap(Cursor):
+    """A cursor on a second stream (the acquisition log) that status waits read along.
+
+    A wait given a tap reads its stream in the same ``XREAD`` as the statuses and keeps the
+    raw entries in :attr:`entries`, in order (not checked yet: :meth:`StatusFeed.find_log`
+    checks them as if it read them itself), advancing past them. So the log record that a
+    DAQ writes just before the final status is usually at hand when the end is seen, without
+    another round trip.
+    """
+
+    __slots__ = ("entries",)
+
+    def __init__(self, stream: str, entry_id: Optional[str]) -> None:
+        super().__init__(stream, entry_id)
+        self.entries: List[Tuple[str, Any]] = []
 
 
 class StatusFeed:
@@ -119,7 +136,7 @@ class StatusFeed:
             self._redis_failed(exc)
             return Cursor(stream, None)
 
-    def mark_write(self) -> Tuple[Cursor, Cursor, Optional[dict]]:
+    def mark_write(self) -> Tuple[Cursor, Tap, Optional[dict]]:
         """Before a write request: cursors at the newest entries of the status and log streams,
         and the newest status entry itself, in one Redis round trip.
 
@@ -130,7 +147,7 @@ class StatusFeed:
         """
         status_stream, log_stream = self.streams.status, self.streams.log
         if not self._maybe_back_to_redis():
-            return Cursor(status_stream, None), Cursor(log_stream, None), None
+            return Cursor(status_stream, None), Tap(log_stream, None), None
         try:
             with self.redis.pipeline(transaction=False) as pipe:
                 pipe.xrevrange(status_stream, count=1)
@@ -138,8 +155,8 @@ class StatusFeed:
                 newest_status, newest_log = pipe.execute()
         except redis.RedisError as exc:
             self._redis_failed(exc)
-            return Cursor(status_stream, None), Cursor(log_stream, None), None
-        cursors = Cursor(status_stream, newest_id(newest_status)), Cursor(log_stream, newest_id(newest_log))
+            return Cursor(status_stream, None), Tap(log_stream, None), None
+        cursors = Cursor(status_stream, newest_id(newest_status)), Tap(log_stream, newest_id(newest_log))
         newest = None
         for entry_id, obj in decode_entries(newest_status):
             try:
@@ -154,11 +171,23 @@ class StatusFeed:
         self.observe(status)
         return status
 
-    def _xread(self, cursor: Cursor, remaining: float) -> List[Tuple[str, Any]]:
+    def _xread(self, cursor: Cursor, remaining: float, tap: Optional[Tap] = None) -> List[Tuple[str, Any]]:
         # Block at most one slice: a stop request is looked at between slices.
         block_ms = max(1, int(min(remaining, SLICE_S) * 1000))
-        reply = self.redis.xread({cursor.stream: cursor.id}, count=100, block=block_ms)
-        return decode_entries(reply[0][1] if reply else [])
+        if tap is None or tap.id is None:
+            reply = self.redis.xread({cursor.stream: cursor.id}, count=100, block=block_ms)
+            return decode_entries(reply[0][1] if reply else [])
+        reply = self.redis.xread({cursor.stream: cursor.id, tap.stream: tap.id}, count=100, block=block_ms)
+        entries: List[Tuple[str, Any]] = []
+        for name, items in reply or ():
+            if as_text(name) == tap.stream:
+                tapped = decode_entries(items)
+                if items:
+                    tap.id = as_text(items[-1][0])  # past every entry read, JSON or not
+                tap.entries.extend(tapped)
+            else:
+                entries = decode_entries(items)
+        return entries
 
     def sleep(self, seconds: float) -> None:
         """Sleep, but not past the bound; raise :class:`Interrupted` as soon as a stop is requested."""
@@ -170,11 +199,13 @@ class StatusFeed:
         timeout: Optional[float] = None,
         since: Optional[Cursor] = None,
         on_status: Callable[[dict], None] = lambda status: None,
+        tap: Optional[Tap] = None,
     ) -> Optional[dict]:
         """The first writer status (after ``since``) for which ``predicate`` holds.
 
         Returns ``None`` when ``timeout`` (or the bound in force) runs out first. Statuses are
-        read in order from the stream when ``since`` has an id, else polled over REST.
+        read in order from the stream when ``since`` has an id, else polled over REST. With
+        ``tap``, its stream is read along (see :class:`Tap`).
         """
         cursor = since if since is not None else Cursor(self.streams.status, None)
         with bounded(current().within(timeout)) as bound:
@@ -186,7 +217,7 @@ class StatusFeed:
                         return None
                     if cursor.id is not None and self._redis_ok:
                         try:
-                            entries = self._xread(cursor, bound.remaining())
+                            entries = self._xread(cursor, bound.remaining(), tap)
                         except redis.RedisError as exc:
                             self._redis_failed(exc)
                             cursor.id = None
@@ -219,10 +250,14 @@ class StatusFeed:
         """The first acquisition log record for which ``match`` holds, as ``(record, source)``.
 
         Reads ``daq:log`` from ``since`` (or ``GET /daq/logs`` without Redis) for up to
-        ``timeout`` seconds. A real DAQ may log one acquisition twice (a stop on an idle
-        writer re-logs the last one): the first matching record is the one, never both.
-        Returns ``(None, reason)`` when there is none.
+        ``timeout`` seconds; a :class:`Tap`'s entries already read come first. A real DAQ may
+        log one acquisition twice (a stop on an idle writer re-logs the last one): the first
+        matching record is the one, never both. Returns ``(None, reason)`` when there is none.
         """
+        for entry_id, obj in getattr(since, "entries", ()):
+            record = api.check_stream_entry(since.stream, obj, self.streams, entry_id)  # type: ignore[union-attr]
+            if match(record):
+                return record, f"redis {since.stream} {entry_id}"  # type: ignore[union-attr]
         with bounded(current().within(timeout)) as bound:
             try:
                 if since is not None and since.id is not None and self._redis_ok:
