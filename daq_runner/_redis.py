@@ -8,6 +8,7 @@ arguments), so :func:`connect` removes those parameters and sets them itself.
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any, Dict, List, Optional, Tuple
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -54,7 +55,34 @@ def connect(url: str, socket_timeout: float = 2.0) -> redis.Redis:
         socket_timeout=socket_timeout,
         socket_connect_timeout=0.5,
         retry=Retry(NoBackoff(), 0),
+        **_no_client_setinfo(),
     )
+
+
+@functools.lru_cache(maxsize=1)
+def _no_client_setinfo() -> Dict[str, Any]:
+    """What turns off redis-py's ``CLIENT SETINFO`` on connect (redis-py >= 5 sends two).
+
+    They are two round trips per connection and, on recent versions, a look-up of
+    redis-py's own version in the installed packages (a few ms at start-up); the runner
+    does not need the server to know its library. Newer versions take ``driver_info=None``
+    (and warn about ``lib_name``), 5.x to 7.x ``lib_name=None, lib_version=None``, older
+    ones send nothing.
+    """
+    import inspect
+
+    from redis import connection
+
+    base = getattr(connection, "AbstractConnection", connection.Connection)
+    try:
+        parameters = inspect.signature(base.__init__).parameters
+    except (TypeError, ValueError):
+        return {}
+    if "driver_info" in parameters:
+        return {"driver_info": None}
+    if "lib_name" in parameters:
+        return {"lib_name": None, "lib_version": None}
+    return {}
 
 
 def default_redis_url(rest_url: str, port: int = api.DEFAULT_REDIS_PORT) -> str:
