@@ -314,14 +314,25 @@ class Acquisitions:
                 return acq.seen or grace_over
             return status.get("state") == WRITING and acq.seen  # another acquisition after ours
 
+        def stale(status: dict) -> bool:
+            # The second copy of a status of an acquisition this run saw end, landing after
+            # ours started (a real DAQ stores each status twice, a few ms apart): it says
+            # nothing about ours. Without this, its READY would be confirmed over REST.
+            return status.get("state") != UNKNOWN and api.acquisition_run_id(status) in self._seen_end
+
         while acq.final is None:
-            status = ctx.feed.wait_for_status(suggests_end, since=acq.cursor, on_status=on_status, tap=acq.log_cursor)
+            status = ctx.feed.wait_for_status(
+                suggests_end, since=acq.cursor, on_status=on_status, tap=acq.log_cursor, stale=stale
+            )
             if status is None:
                 raise StepFailed(
                     f"timed out after {step.timeout:g} s with {acq.n_written}/{step.n_images} images written"
                 )
             if acq.is_final(status):
                 acq.final = status.get("acquisition")
+                if status.get("state") == READY and acq.cursor is not None and acq.log_cursor is not None:
+                    # Read from the stream just now: a following write can start from here.
+                    ctx.feed.resume_at(acq.cursor, acq.log_cursor, status)
                 if status.get("state") == UNKNOWN:
                     # Ended by a writer restart: reset the writer now, the acquisition is lost.
                     self._ended(acq)

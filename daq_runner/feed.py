@@ -33,6 +33,7 @@ StatusPredicate = Callable[[dict], bool]
 
 _REDIS_RETRY_S = 2.0
 _REST_CONFIRM_S = 2.0  # with Redis, confirm over REST this often while the stream is silent
+RESUME_S = 1.0  # how long after an acquisition's end the next write may start from its cursors
 
 
 class Cursor:
@@ -98,6 +99,7 @@ class StatusFeed:
         self.observe = observe
         self._redis_ok = redis_client is not None
         self._retry_redis_at = 0.0
+        self._resume: Optional[Tuple[Cursor, Tap, dict, float]] = None
 
     @property
     def using_redis(self) -> bool:
@@ -125,8 +127,22 @@ class StatusFeed:
 
     # -- reading ------------------------------------------------------------------------------
 
+    def resume_at(self, cursor: Cursor, tap: Tap, status: dict) -> None:
+        """Where the next :meth:`mark_write` may start instead of asking Redis: right after the
+        final ``status`` of an acquisition, read from the stream at ``cursor`` (and the log
+        read along up to ``tap``).
+
+        Consecutive writes then cost no look at the streams between them: whatever the DAQ
+        published since (the second copies of the last statuses, or someone else's start)
+        is read by the next wait from there. Kept for :data:`RESUME_S` seconds, and only until
+        the feed is used for anything else.
+        """
+        if cursor.id is not None and tap.id is not None:
+            self._resume = (Cursor(cursor.stream, cursor.id), Tap(tap.stream, tap.id), status, time.monotonic())
+
     def mark(self, stream: Optional[str] = None) -> Cursor:
         """A cursor at the newest entry of ``stream`` (default: status), taken before a request."""
+        self._resume = None
         stream = stream or self.streams.status
         if not self._maybe_back_to_redis():
             return Cursor(stream, None)
@@ -138,13 +154,18 @@ class StatusFeed:
 
     def mark_write(self) -> Tuple[Cursor, Tap, Optional[dict]]:
         """Before a write request: cursors at the newest entries of the status and log streams,
-        and the newest status entry itself, in one Redis round trip.
+        and the newest status entry itself, in one Redis round trip; or, right after an
+        acquisition ended, its cursors and final status (see :meth:`resume_at`), in none.
 
         The status is ``None`` without Redis, on an empty stream, or when the newest entry is
         not a writer status (it is only a hint: the caller asks over REST then). It is what the
         DAQ last published, not necessarily the writer's state now (a real DAQ stores each
         status twice and the copies can interleave); the write's own reply is the confirmation.
+        Either way the cursors are from before the request: no later entry can be missed.
         """
+        resume, self._resume = self._resume, None
+        if resume is not None and time.monotonic() - resume[3] < RESUME_S and self._redis_ok:
+            return resume[0], resume[1], resume[2]
         status_stream, log_stream = self.streams.status, self.streams.log
         if not self._maybe_back_to_redis():
             return Cursor(status_stream, None), Tap(log_stream, None), None
@@ -167,6 +188,7 @@ class StatusFeed:
 
     def status(self) -> dict:
         """The writer status now, over REST (checked for shape, passed to ``observe``)."""
+        self._resume = None
         status = self.client.get_status()
         self.observe(status)
         return status
@@ -200,13 +222,17 @@ class StatusFeed:
         since: Optional[Cursor] = None,
         on_status: Callable[[dict], None] = lambda status: None,
         tap: Optional[Tap] = None,
+        stale: StatusPredicate = lambda status: False,
     ) -> Optional[dict]:
         """The first writer status (after ``since``) for which ``predicate`` holds.
 
         Returns ``None`` when ``timeout`` (or the bound in force) runs out first. Statuses are
         read in order from the stream when ``since`` has an id, else polled over REST. With
-        ``tap``, its stream is read along (see :class:`Tap`).
+        ``tap``, its stream is read along (see :class:`Tap`). Stream entries for which
+        ``stale`` holds are known late copies: observed, but not given to ``predicate``
+        (statuses read over REST always are: they are the DAQ's state now).
         """
+        self._resume = None
         cursor = since if since is not None else Cursor(self.streams.status, None)
         with bounded(current().within(timeout)) as bound:
             confirm_at = time.monotonic() + _REST_CONFIRM_S if cursor.id is not None else 0.0
@@ -227,7 +253,7 @@ class StatusFeed:
                             status = api.check_stream_entry(cursor.stream, obj, self.streams, entry_id)
                             self.observe(status)
                             on_status(status)
-                            if predicate(status):
+                            if not stale(status) and predicate(status):
                                 return status
                         if time.monotonic() < confirm_at:
                             continue

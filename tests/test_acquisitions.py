@@ -254,3 +254,54 @@ def test_a_stale_ready_on_the_stream_with_an_unknown_writer_resets_it_first(daq_
     step = report.steps[0]
     assert ["writer UNKNOWN before the write"] == [r["reason"] for r in step["recoveries"]]
     assert 1 == len(acquisitions_of(daq_sim, out))
+
+
+def test_consecutive_writes_look_at_the_streams_once(daq_sim, tmp_path):
+    """Each write follows its acquisition from where the previous one ended: the streams' newest
+    entries are asked for once, before the first write, not before every write."""
+    client = redis.Redis.from_url(daq_sim.redis_url)
+    batch = load_batch_text(
+        "version: 1\nsteps:\n  - for: {i: [1, 2, 3, 4, 5]}\n    steps:\n"
+        f"      - write: {{output_file: '{tmp_path}/w_{{i}}.h5', n_images: 1}}\n"
+    )
+    try:
+        client.config_resetstat()
+        report = Runner(daq_sim.url, daq_sim.redis_url, lock=False).run(batch)
+        calls = client.info("commandstats").get("cmdstat_xrevrange", {}).get("calls", 0)
+    finally:
+        client.close()
+    assert "passed" == report.status, report.failed_steps
+    assert all(s["daq_log"] and s["daq_log_source"].startswith("redis daq:log") for s in report.steps)
+    assert calls <= 2  # status and log, once (before: both before every write)
+
+
+def test_a_late_copy_of_the_previous_acquisition_is_not_taken_for_the_end_of_ours(daq_sim, tmp_path):
+    """The second copy of the previous acquisition's READY lands after ours started (a real DAQ
+    stores each status twice): it is known stale, so it costs no confirmation over REST."""
+    import threading
+
+    first, second = str(tmp_path / "a.h5"), str(tmp_path / "b.h5")
+    batch = load_batch_text(
+        f"version: 1\nsteps:\n  - write: {{output_file: '{first}', n_images: 1}}\n  - write: {{output_file: '{second}', n_images: 1}}\n"
+    )
+
+    def late_copy() -> None:
+        # Once ours is WRITING, the previous acquisition's final status once more.
+        entries = wait_until(lambda: [s for s in stream_entries(daq_sim.redis_url, "daq:status")
+                                      if (s.get("acquisition") or {}).get("info", {}).get("output_file") == second])
+        final = [s for s in stream_entries(daq_sim.redis_url, "daq:status")
+                 if (s.get("acquisition") or {}).get("info", {}).get("output_file") == first and s["state"] == "READY"][-1]
+        assert entries
+        client = redis.Redis.from_url(daq_sim.redis_url)
+        client.xadd("daq:status", {"json": json.dumps(final)})
+        client.close()
+
+    copier = threading.Thread(target=late_copy)
+    with DaqProxy(daq_sim.url) as proxy:
+        proxy.before[WRITE] = lambda: proxy.count(WRITE) == 1 and copier.start()  # before the second write
+        proxy.hold_reply[WRITE] = 0.3
+        report = Runner(proxy.url, daq_sim.redis_url, lock=False).run(batch)
+        copier.join(10)
+        paths = [path for _, path, _ in proxy.forwarded]
+    assert "passed" == report.status, report.failed_steps
+    assert [WRITE, WRITE] == paths[paths.index(WRITE):]  # no GET /writer/status to confirm an end
