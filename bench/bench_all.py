@@ -468,7 +468,7 @@ def main() -> int:
             steps = per_step(sim, files, n, reps) if "steps" in only else {}
             start = startup(sim, files, 3 if args.quick else 11) if "startup" in only else {}
             k = 5 if args.quick else 60
-            sixty = batch_of(k, sim, files, 1 if args.quick else 3) if "batch" in only else {}
+            sixty = batch_of(k, sim, files, 1 if args.quick else 5) if "batch" in only else {}
             latencies = reaction(sim, files, 20 if args.quick else 300) if "latency" in only else []
             trip = round_trip(sim, 50 if args.quick else 1000) if "round-trip" in only else {}
             big = scale(sim, root, n_scale) if "scale" in only else {}
@@ -486,7 +486,7 @@ def main() -> int:
     if start:
         print_startup(start, 3 if args.quick else 11)
     if sixty:
-        print_batch(sixty, k, 1 if args.quick else 3)
+        print_batch(sixty, k, 1 if args.quick else 5)
     if "latency" in only:
         print_latency(latencies)
     if trip:
