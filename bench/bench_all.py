@@ -1,6 +1,6 @@
 """daq-runner benchmarks, side by side in one run against one daq-sim.
 
-    python bench/bench_all.py [--steps 100] [--reps 5] [--scale 100000] [--quick]
+    python bench/bench_all.py [--steps 100] [--reps 9] [--scale 100000] [--only SECTIONS] [--quick]
 
 Prints a Markdown report (paste into BENCHMARKS.md). Needs the test extra (the original
 std_daq_client 1.3.5) and the sim extra. Not part of the test suite; ``--quick`` runs every
