@@ -21,10 +21,11 @@ The rules (README "What an unattended run can rely on"):
 
 from __future__ import annotations
 
+import collections
 import itertools
 import os
 import time
-from typing import Any, Callable, Dict, List, Optional, Set
+from typing import Any, Callable, Deque, Dict, List, Optional, Set
 
 from . import api
 from ._context import READY, UNKNOWN, WRITING, RunContext, StepFailed
@@ -32,7 +33,7 @@ from ._deadline import Deadline, current, detached
 from .batch import WriteStep
 from .exceptions import DaqRunnerError, StdDaqAdminException, WriteOutcomeUnknown, WriterNeedsRestart
 from ._text import quote
-from .feed import Cursor
+from .feed import Cursor, Tap
 
 __all__ = ["Acquisition", "Acquisitions", "STOP_BUDGET_S"]
 
@@ -51,6 +52,10 @@ def new_run_id() -> int:
     return time.time_ns() + next(_run_ids) % 1000
 
 
+class _NotReady(Exception):
+    """A write sent because the status stream said READY was refused, and the writer is not READY."""
+
+
 class Acquisition:
     """One acquisition this runner asked for, followed until it provably ended."""
 
@@ -60,7 +65,7 @@ class Acquisition:
         self.run_id = run_id  # what the DAQ calls it (a driver may replace ours)
         self.before = before  # run_ids of acquisitions that existed before our request: never ours
         self.cursor: Optional[Cursor] = None
-        self.log_cursor: Optional[Cursor] = None
+        self.log_cursor: Optional[Tap] = None  # the log stream, read along while following
         self.acknowledged_at: Optional[float] = None
         self.seen = False  # ours read in order (stream or live REST)
         self.last: Optional[dict] = None  # our acquisition as last seen
@@ -118,6 +123,7 @@ class Acquisitions:
         self.by_step: Dict[int, Acquisition] = {}
         self.files: Dict[str, int] = {}  # real path of every file this run asked for -> its step
         self._background_cursor: Optional[Cursor] = None
+        self._seen_end: Deque[int] = collections.deque(maxlen=8)  # run_ids of acquisitions seen to end
 
     # -- observing ---------------------------------------------------------------------------
 
@@ -186,9 +192,49 @@ class Acquisitions:
         self.ctx.notice(f"overwriting {path} ({where}; overwrite allowed)", step)
 
     def start(self, step: WriteStep, result: dict) -> Acquisition:
-        """Start the acquisition of ``step`` once; raises :class:`StepFailed` when it provably did not start."""
+        """Start the acquisition of ``step`` once; raises :class:`StepFailed` when it provably did not start.
+
+        The writer must be READY. When the status stream's newest entry says so, the write
+        is sent at once (one Redis round trip instead of a status request): the DAQ's reply
+        confirms it, and a refusal while the writer is in fact busy or UNKNOWN (the entry
+        was a stale copy, or someone else's write came first) proves that nothing started,
+        so the runner then waits for READY (resetting an UNKNOWN writer) and sends it again,
+        as when it had asked first. Otherwise (no Redis, a busy or UNKNOWN writer) it asks
+        over REST and waits before sending.
+        """
         ctx = self.ctx
+        marks = ctx.feed.mark_write()
+        newest = marks[2]
+        if self._says_ready(newest):
+            earlier = self.by_step.get(step.index)
+            try:
+                return self._start(step, result, newest, marks)
+            except _NotReady:
+                # Not started; as if it had never been tried.
+                if earlier is None:
+                    self.by_step.pop(step.index, None)
+                else:
+                    self.by_step[step.index] = earlier
         before = ctx.ready_for_writer(step, result)
+        return self._start(step, result, before, None)
+
+    def _says_ready(self, status: Optional[dict]) -> bool:
+        """Whether the newest status entry suggests a READY writer.
+
+        READY does; so does a WRITING copy of an acquisition this run saw end: a real DAQ
+        stores each status twice and the second copies of an acquisition's last statuses
+        (a stale WRITING, then READY) land a few ms after its end, just when the next write
+        begins. Only a hint: the write's reply decides (see :meth:`start`).
+        """
+        if status is None:
+            return False
+        state = status.get("state")
+        if state == READY:
+            return True
+        return state == WRITING and api.acquisition_run_id(status) in self._seen_end
+
+    def _start(self, step: WriteStep, result: dict, before: dict, marks: Optional[tuple]) -> Acquisition:
+        ctx = self.ctx
         self.check_overwrite(step, result)
         previous = api.acquisition_run_id(before)
         acq = Acquisition(step, new_run_id(), {previous} if previous is not None else set())
@@ -197,8 +243,8 @@ class Acquisitions:
         request = {"output_file": step.output_file, "n_images": step.n_images, "run_id": acq.run_id}
         result.update(run_id=str(acq.run_id), acquisition=None, daq_log=None, daq_log_reason=None)
         for send in (1, 2):
-            acq.cursor = ctx.feed.mark()
-            acq.log_cursor = ctx.feed.mark(ctx.feed.streams.log)
+            # Cursors from before the request: no status of our acquisition can be missed.
+            acq.cursor, acq.log_cursor, _ = marks if send == 1 and marks is not None else ctx.feed.mark_write()
             ctx.guard()
             if acq not in self.running:
                 self.running.append(acq)  # from here on it may run: whatever ends the run stops it
@@ -211,6 +257,9 @@ class Acquisitions:
                 raise StepFailed(f"the DAQ refused the write: {exc} (the writer was reset)") from None
             except StdDaqAdminException:
                 self._ended(acq)
+                if marks is not None and send == 1 and ctx.feed.status().get("state") != READY:
+                    # Sent on the stream's word and refused: the writer is busy or UNKNOWN.
+                    raise _NotReady() from None
                 raise
             except WriteOutcomeUnknown as exc:
                 # A request still on its way may arrive as late again as it has been out.
@@ -257,6 +306,8 @@ class Acquisitions:
 
     def _ended(self, acq: Acquisition) -> None:
         acq.ended = True
+        if acq.final is not None and acq.run_id not in self._seen_end:
+            self._seen_end.append(acq.run_id)  # provably over: later WRITING copies of it are stale
         if acq in self.running:
             self.running.remove(acq)
 
@@ -277,14 +328,25 @@ class Acquisitions:
                 return acq.seen or grace_over
             return status.get("state") == WRITING and acq.seen  # another acquisition after ours
 
+        def stale(status: dict) -> bool:
+            # The second copy of a status of an acquisition this run saw end, landing after
+            # ours started (a real DAQ stores each status twice, a few ms apart): it says
+            # nothing about ours. Without this, its READY would be confirmed over REST.
+            return status.get("state") != UNKNOWN and api.acquisition_run_id(status) in self._seen_end
+
         while acq.final is None:
-            status = ctx.feed.wait_for_status(suggests_end, since=acq.cursor, on_status=on_status)
+            status = ctx.feed.wait_for_status(
+                suggests_end, since=acq.cursor, on_status=on_status, tap=acq.log_cursor, stale=stale
+            )
             if status is None:
                 raise StepFailed(
                     f"timed out after {step.timeout:g} s with {acq.n_written}/{step.n_images} images written"
                 )
             if acq.is_final(status):
                 acq.final = status.get("acquisition")
+                if status.get("state") == READY and acq.cursor is not None and acq.log_cursor is not None:
+                    # Read from the stream just now: a following write can start from here.
+                    ctx.feed.resume_at(acq.cursor, acq.log_cursor, status)
                 if status.get("state") == UNKNOWN:
                     # Ended by a writer restart: reset the writer now, the acquisition is lost.
                     self._ended(acq)

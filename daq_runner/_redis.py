@@ -8,6 +8,7 @@ arguments), so :func:`connect` removes those parameters and sets them itself.
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any, Dict, List, Tuple
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -19,7 +20,7 @@ from redis.retry import Retry
 from . import api
 from ._text import redact_url
 
-__all__ = ["connect", "default_redis_url", "redact_url", "decode_entries", "last_id", "FORCED_URL_OPTIONS"]
+__all__ = ["connect", "default_redis_url", "redact_url", "decode_entries", "last_id", "newest_id", "as_text", "FORCED_URL_OPTIONS"]
 
 # Query parameters of a Redis URL that connect() overrides: the reply format the code
 # reads and the time bounds it relies on.
@@ -57,7 +58,34 @@ def connect(url: str, socket_timeout: float = 2.0) -> redis.Redis:
         socket_timeout=socket_timeout,
         socket_connect_timeout=0.5,
         retry=Retry(NoBackoff(), 0),
+        **_no_client_setinfo(),
     )
+
+
+@functools.lru_cache(maxsize=1)
+def _no_client_setinfo() -> Dict[str, Any]:
+    """What turns off redis-py's ``CLIENT SETINFO`` on connect (redis-py >= 5 sends two).
+
+    They are two round trips per connection and, on recent versions, a look-up of
+    redis-py's own version in the installed packages (a few ms at start-up); the runner
+    does not need the server to know its library. Newer versions take ``driver_info=None``
+    (and warn about ``lib_name``), 5.x to 7.x ``lib_name=None, lib_version=None``, older
+    ones send nothing.
+    """
+    import inspect
+
+    from redis import connection
+
+    base = getattr(connection, "AbstractConnection", connection.Connection)
+    try:
+        parameters = inspect.signature(base.__init__).parameters
+    except (TypeError, ValueError):
+        return {}
+    if "driver_info" in parameters:
+        return {"driver_info": None}
+    if "lib_name" in parameters:
+        return {"lib_name": None, "lib_version": None}
+    return {}
 
 
 def default_redis_url(rest_url: str, port: int = api.DEFAULT_REDIS_PORT) -> str:
@@ -80,7 +108,8 @@ def default_redis_url(rest_url: str, port: int = api.DEFAULT_REDIS_PORT) -> str:
     return f"redis://{host}:{int(port)}/0"
 
 
-def _text(value: Any) -> str:
+def as_text(value: Any) -> str:
+    """A stream id or field name as text (Redis replies are bytes)."""
     return value.decode("utf-8", "replace") if isinstance(value, (bytes, bytearray)) else str(value)
 
 
@@ -98,7 +127,7 @@ def decode_entries(entries: List[Tuple[Any, Dict[Any, Any]]]) -> List[Tuple[str,
         if raw is None:
             continue
         try:
-            out.append((_text(entry_id), json.loads(raw)))
+            out.append((as_text(entry_id), json.loads(raw)))
         except (ValueError, RecursionError):
             continue
     return out
@@ -106,5 +135,9 @@ def decode_entries(entries: List[Tuple[Any, Dict[Any, Any]]]) -> List[Tuple[str,
 
 def last_id(client: redis.Redis, stream: str) -> str:
     """Id of the newest entry of ``stream`` (``0-0`` when empty): read from there, miss nothing."""
-    newest = client.xrevrange(stream, count=1)
-    return _text(newest[0][0]) if newest else "0-0"
+    return newest_id(client.xrevrange(stream, count=1))
+
+
+def newest_id(entries: List[Tuple[Any, Any]]) -> str:
+    """Id of the first of ``entries`` (an ``XREVRANGE ... COUNT 1`` reply), ``0-0`` when there is none."""
+    return as_text(entries[0][0]) if entries else "0-0"

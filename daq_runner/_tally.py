@@ -253,6 +253,26 @@ class StepDone(NamedTuple):
     file: Optional[Dict[str, Any]]
 
 
+_last_done: Tuple[Any, Optional[StepDone]] = (None, None)
+
+
+def _step_done(event: events.Event, data: Dict[str, Any]) -> StepDone:
+    """A ``step_finished`` event as reports hold it, made once per event.
+
+    The run report, the report file, the JUnit file and the console each follow the same
+    events with a :class:`Tally`: they share the record and its ``files`` entry (read-only)
+    instead of each copying the record and asking for the file's size.
+    """
+    global _last_done
+    last_event, done = _last_done
+    if last_event is event and done is not None:
+        return done
+    record = step_json(data)
+    done = StepDone(record, file_entry(record))
+    _last_done = (event, done)
+    return done
+
+
 def describe_counts(summary: Dict[str, int], n_steps: Optional[int] = None) -> str:
     """``14 steps (12 passed, 1 failed, 1 skipped)``: the statuses that occurred, in a fixed order."""
     total = n_steps if n_steps is not None else sum(summary.values())
@@ -331,7 +351,8 @@ class Tally:
         }
 
     def _step_finished(self, event: events.Event, data: Dict[str, Any]) -> StepDone:
-        record = step_json(data)
+        done = _step_done(event, data)
+        record, entry = done
         status = record.get("status")
         if status in self.summary:
             self.summary[status] += 1
@@ -342,12 +363,11 @@ class Tally:
         if status in PROBLEMS and self.first_problem is None:
             name = record.get("name") or event.step_name
             self.first_problem = f"step {index} ({name}) {status}: {record.get('error') or 'no error recorded'}"
-        entry = file_entry(record)
         if entry is not None:
             self.n_files += 1
             self.images += entry["n_images"] or 0
             self.bytes += entry["size_bytes"] or 0
-        return StepDone(record, entry)
+        return done
 
     def _finished(self, event: events.Event, data: Dict[str, Any]) -> None:
         self.finished_at = event.time

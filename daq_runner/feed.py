@@ -23,16 +23,17 @@ import redis
 
 from . import api
 from ._deadline import SLICE_S, Interrupted, bounded, current
-from ._redis import decode_entries, last_id
+from ._redis import as_text, decode_entries, last_id, newest_id
 from .client import StdDaqClient
-from .exceptions import DeadlineExceeded
+from .exceptions import DaqProtocolError, DeadlineExceeded
 
-__all__ = ["StatusFeed", "Cursor", "Interrupted"]
+__all__ = ["StatusFeed", "Cursor", "Tap", "Interrupted"]
 
 StatusPredicate = Callable[[dict], bool]
 
 _REDIS_RETRY_S = 2.0
 _REST_CONFIRM_S = 2.0  # with Redis, confirm over REST this often while the stream is silent
+RESUME_S = 1.0  # how long after an acquisition's end the next write may start from its cursors
 
 
 class Cursor:
@@ -49,6 +50,23 @@ class Cursor:
 
     def __repr__(self) -> str:
         return f"Cursor({self.stream!r}, {self.id!r})"
+
+
+class Tap(Cursor):
+    """A cursor on a second stream (the acquisition log) that status waits read along.
+
+    A wait given a tap reads its stream in the same ``XREAD`` as the statuses and keeps the
+    raw entries in :attr:`entries`, in order (not checked yet: :meth:`StatusFeed.find_log`
+    checks them as if it read them itself), advancing past them. So the log record that a
+    DAQ writes just before the final status is usually at hand when the end is seen, without
+    another round trip.
+    """
+
+    __slots__ = ("entries",)
+
+    def __init__(self, stream: str, entry_id: Optional[str]) -> None:
+        super().__init__(stream, entry_id)
+        self.entries: List[Tuple[str, Any]] = []
 
 
 class StatusFeed:
@@ -81,6 +99,7 @@ class StatusFeed:
         self.observe = observe
         self._redis_ok = redis_client is not None
         self._retry_redis_at = 0.0
+        self._resume: Optional[Tuple[Cursor, Tap, dict, float]] = None
 
     @property
     def using_redis(self) -> bool:
@@ -108,8 +127,22 @@ class StatusFeed:
 
     # -- reading ------------------------------------------------------------------------------
 
+    def resume_at(self, cursor: Cursor, tap: Tap, status: dict) -> None:
+        """Where the next :meth:`mark_write` may start instead of asking Redis: right after the
+        final ``status`` of an acquisition, read from the stream at ``cursor`` (and the log
+        read along up to ``tap``).
+
+        Consecutive writes then cost no look at the streams between them: whatever the DAQ
+        published since (the second copies of the last statuses, or someone else's start)
+        is read by the next wait from there. Kept for :data:`RESUME_S` seconds, and only until
+        the feed is used for anything else.
+        """
+        if cursor.id is not None and tap.id is not None:
+            self._resume = (Cursor(cursor.stream, cursor.id), Tap(tap.stream, tap.id), status, time.monotonic())
+
     def mark(self, stream: Optional[str] = None) -> Cursor:
         """A cursor at the newest entry of ``stream`` (default: status), taken before a request."""
+        self._resume = None
         stream = stream or self.streams.status
         if not self._maybe_back_to_redis():
             return Cursor(stream, None)
@@ -119,17 +152,64 @@ class StatusFeed:
             self._redis_failed(exc)
             return Cursor(stream, None)
 
+    def mark_write(self) -> Tuple[Cursor, Tap, Optional[dict]]:
+        """Before a write request: cursors at the newest entries of the status and log streams,
+        and the newest status entry itself, in one Redis round trip; or, right after an
+        acquisition ended, its cursors and final status (see :meth:`resume_at`), in none.
+
+        The status is ``None`` without Redis, on an empty stream, or when the newest entry is
+        not a writer status (it is only a hint: the caller asks over REST then). It is what the
+        DAQ last published, not necessarily the writer's state now (a real DAQ stores each
+        status twice and the copies can interleave); the write's own reply is the confirmation.
+        Either way the cursors are from before the request: no later entry can be missed.
+        """
+        resume, self._resume = self._resume, None
+        if resume is not None and time.monotonic() - resume[3] < RESUME_S and self._redis_ok:
+            return resume[0], resume[1], resume[2]
+        status_stream, log_stream = self.streams.status, self.streams.log
+        if not self._maybe_back_to_redis():
+            return Cursor(status_stream, None), Tap(log_stream, None), None
+        try:
+            with self.redis.pipeline(transaction=False) as pipe:
+                pipe.xrevrange(status_stream, count=1)
+                pipe.xrevrange(log_stream, count=1)
+                newest_status, newest_log = pipe.execute()
+        except redis.RedisError as exc:
+            self._redis_failed(exc)
+            return Cursor(status_stream, None), Tap(log_stream, None), None
+        cursors = Cursor(status_stream, newest_id(newest_status)), Tap(log_stream, newest_id(newest_log))
+        newest = None
+        for entry_id, obj in decode_entries(newest_status):
+            try:
+                newest = api.check_stream_entry(status_stream, obj, self.streams, entry_id)
+            except DaqProtocolError:
+                newest = None  # junk on the stream: no hint
+        return cursors[0], cursors[1], newest
+
     def status(self) -> dict:
         """The writer status now, over REST (checked for shape, passed to ``observe``)."""
+        self._resume = None
         status = self.client.get_status()
         self.observe(status)
         return status
 
-    def _xread(self, cursor: Cursor, remaining: float) -> List[Tuple[str, Any]]:
+    def _xread(self, cursor: Cursor, remaining: float, tap: Optional[Tap] = None) -> List[Tuple[str, Any]]:
         # Block at most one slice: a stop request is looked at between slices.
         block_ms = max(1, int(min(remaining, SLICE_S) * 1000))
-        reply = self.redis.xread({cursor.stream: cursor.id}, count=100, block=block_ms)
-        return decode_entries(reply[0][1] if reply else [])
+        if tap is None or tap.id is None:
+            reply = self.redis.xread({cursor.stream: cursor.id}, count=100, block=block_ms)
+            return decode_entries(reply[0][1] if reply else [])
+        reply = self.redis.xread({cursor.stream: cursor.id, tap.stream: tap.id}, count=100, block=block_ms)
+        entries: List[Tuple[str, Any]] = []
+        for name, items in reply or ():
+            if as_text(name) == tap.stream:
+                tapped = decode_entries(items)
+                if items:
+                    tap.id = as_text(items[-1][0])  # past every entry read, JSON or not
+                tap.entries.extend(tapped)
+            else:
+                entries = decode_entries(items)
+        return entries
 
     def sleep(self, seconds: float) -> None:
         """Sleep, but not past the bound; raise :class:`Interrupted` as soon as a stop is requested."""
@@ -141,12 +221,18 @@ class StatusFeed:
         timeout: Optional[float] = None,
         since: Optional[Cursor] = None,
         on_status: Callable[[dict], None] = lambda status: None,
+        tap: Optional[Tap] = None,
+        stale: StatusPredicate = lambda status: False,
     ) -> Optional[dict]:
         """The first writer status (after ``since``) for which ``predicate`` holds.
 
         Returns ``None`` when ``timeout`` (or the bound in force) runs out first. Statuses are
-        read in order from the stream when ``since`` has an id, else polled over REST.
+        read in order from the stream when ``since`` has an id, else polled over REST. With
+        ``tap``, its stream is read along (see :class:`Tap`). Stream entries for which
+        ``stale`` holds are known late copies: observed, but not given to ``predicate``
+        (statuses read over REST always are: they are the DAQ's state now).
         """
+        self._resume = None
         cursor = since if since is not None else Cursor(self.streams.status, None)
         with bounded(current().within(timeout)) as bound:
             confirm_at = time.monotonic() + _REST_CONFIRM_S if cursor.id is not None else 0.0
@@ -157,7 +243,7 @@ class StatusFeed:
                         return None
                     if cursor.id is not None and self._redis_ok:
                         try:
-                            entries = self._xread(cursor, bound.remaining())
+                            entries = self._xread(cursor, bound.remaining(), tap)
                         except redis.RedisError as exc:
                             self._redis_failed(exc)
                             cursor.id = None
@@ -167,7 +253,7 @@ class StatusFeed:
                             status = api.check_stream_entry(cursor.stream, obj, self.streams, entry_id)
                             self.observe(status)
                             on_status(status)
-                            if predicate(status):
+                            if not stale(status) and predicate(status):
                                 return status
                         if time.monotonic() < confirm_at:
                             continue
@@ -190,10 +276,14 @@ class StatusFeed:
         """The first acquisition log record for which ``match`` holds, as ``(record, source)``.
 
         Reads ``daq:log`` from ``since`` (or ``GET /daq/logs`` without Redis) for up to
-        ``timeout`` seconds. A real DAQ may log one acquisition twice (a stop on an idle
-        writer re-logs the last one): the first matching record is the one, never both.
-        Returns ``(None, reason)`` when there is none.
+        ``timeout`` seconds; a :class:`Tap`'s entries already read come first. A real DAQ may
+        log one acquisition twice (a stop on an idle writer re-logs the last one): the first
+        matching record is the one, never both. Returns ``(None, reason)`` when there is none.
         """
+        for entry_id, obj in getattr(since, "entries", ()):
+            record = api.check_stream_entry(since.stream, obj, self.streams, entry_id)  # type: ignore[union-attr]
+            if match(record):
+                return record, f"redis {since.stream} {entry_id}"  # type: ignore[union-attr]
         with bounded(current().within(timeout)) as bound:
             try:
                 if since is not None and since.id is not None and self._redis_ok:

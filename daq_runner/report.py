@@ -31,6 +31,7 @@ never reported count as skipped. A run that did not pass always has a ``reason``
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import math
 import os
@@ -403,12 +404,19 @@ def _say(stream: Optional[TextIO], line: str) -> None:
 
 # XML 1.0 allows tab, newline, carriage return and these ranges; anything else (ESC, BEL,
 # NUL from a DAQ error text) makes the whole file unparsable.
-_XML_FORBIDDEN = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+_XML_FORBIDDEN = "[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]"
+
+
+@functools.lru_cache(maxsize=1)
+def _xml_forbidden() -> "re.Pattern[str]":
+    # Compiled on first use: its character ranges take ~5 ms to compile, and a run without
+    # --junit (most of them) never needs it.
+    return re.compile(_XML_FORBIDDEN)
 
 
 def xml_clean(text: Any) -> str:
     """``text`` as a string without the characters XML 1.0 forbids."""
-    return _XML_FORBIDDEN.sub("", str(text))
+    return _xml_forbidden().sub("", str(text))
 
 
 def _xml_text(text: Any) -> str:

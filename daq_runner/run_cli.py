@@ -21,7 +21,7 @@ import os
 import sys
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence
 
-__all__ = ["main", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_UNREACHABLE", "EXIT_LOCKED"]
+__all__ = ["main", "script", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_UNREACHABLE", "EXIT_LOCKED"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_LOCKED = 0, 1, 2, 3, 4
 EXIT_SIGNAL = {"SIGINT": 130, "SIGTERM": 143, "SIGHUP": 143}
@@ -333,6 +333,26 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise
         _warn(f"daq-run: internal error: {type(exc).__name__}: {_one_line(exc)} (run with -v for the traceback)")
         return EXIT_FAILED
+
+
+def script() -> None:
+    """Entry point of the installed ``daq-run`` command: :func:`main`, then a quick exit.
+
+    Once ``main`` has returned, everything is done: the acquisitions the run started are
+    stopped, the lock released, the report and JUnit files written, synced and closed, the
+    simulator of ``--sim`` stopped. What is left is the interpreter's own shutdown, which
+    tears down every imported module one by one: about 40 ms with requests and redis-py
+    loaded, a sixth of a one-step run. So the command flushes stdout and stderr and ends
+    the process with ``os._exit``. ``main`` called from Python returns as usual; ``--help``
+    and ``--version`` (argparse's ``SystemExit``) exit the usual way.
+    """
+    code = main()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a reader that went away, a closed stream
+            pass
+    os._exit(code)
 
 
 def _one_line(exc: BaseException) -> str:

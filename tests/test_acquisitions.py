@@ -221,3 +221,127 @@ def test_a_second_signal_cuts_a_hanging_stop_short(daq_sim, tmp_path):
     assert "interrupted" == final["status"]
     assert any("could not stop" in r["outcome"] for r in final["steps"][0]["recoveries"])
     requests.post(daq_sim.url + "/writer/stop", json={}, timeout=15)
+
+
+# -- the start of a write: the stream's word first, the DAQ's reply decides ---------------------------
+
+
+def _hint(daq_sim, status: dict) -> None:
+    """Add ``status`` to daq:status, as a late second copy of a real DAQ's status would be."""
+    client = redis.Redis.from_url(daq_sim.redis_url)
+    client.xadd("daq:status", {"json": json.dumps(status)})
+    client.close()
+
+
+def test_writes_start_on_the_streams_word_without_a_status_request(daq_sim, tmp_path):
+    """With Redis, a write after one that ended is sent at once: no GET /writer/status per write."""
+    batch = load_batch_text(
+        "version: 1\nsteps:\n  - for: {i: [1, 2, 3, 4]}\n    steps:\n"
+        f"      - write: {{output_file: '{tmp_path}/w_{{i}}.h5', n_images: 2}}\n"
+    )
+    with DaqProxy(daq_sim.url) as proxy:
+        report = Runner(proxy.url, daq_sim.redis_url, lock=False).run(batch)
+        paths = [path for method, path, _ in proxy.forwarded]
+    assert "passed" == report.status, report.failed_steps
+    writes = [i for i, path in enumerate(paths) if path == WRITE]
+    assert 4 == len(writes)
+    # Between the first write and the end: writes only (each status request would cost a round trip).
+    assert [WRITE] * 4 == paths[writes[0] :]
+    for i in (1, 2, 3, 4):
+        with h5py.File(tmp_path / f"w_{i}.h5") as f:
+            assert 2 == f["/SIM-EIGER-64K/data"].shape[0]
+
+
+def test_a_stale_ready_on_the_stream_while_another_acquisition_runs_waits_for_it(daq_sim, tmp_path):
+    """The stream's newest entry says READY but someone else's acquisition runs: the refused write
+    started nothing; the runner waits for READY and writes once."""
+    settings = daq_sim.core.settings
+    interval, settings.status_interval_s, settings.frame_rate = settings.status_interval_s, 60.0, 100
+    try:
+        other = str(tmp_path / "other.h5")
+        StdDaqClient(daq_sim.url).start_writer_async({"output_file": other, "n_images": 60})  # 0.6 s
+        wait_until(lambda: any(
+            (s.get("acquisition") or {}).get("state") == "ACQUIRING_IMAGES" for s in stream_entries(daq_sim.redis_url, "daq:status")
+        ))
+        _hint(daq_sim, {"state": "READY", "acquisition": None})  # the newest entry until the other one ends
+        ours = str(tmp_path / "ours.h5")
+        batch = load_batch_text(f"version: 1\nsteps:\n  - write: {{output_file: '{ours}', n_images: 5}}\n")
+        with DaqProxy(daq_sim.url) as proxy:
+            report = Runner(proxy.url, daq_sim.redis_url, lock=False).run(batch)
+            sent = proxy.count(WRITE)
+    finally:
+        settings.status_interval_s = interval
+    assert "passed" == report.status, report.failed_steps
+    assert 2 == sent  # the first refused ("Cannot start new acquisition while previous one is running")
+    assert 1 == len(acquisitions_of(daq_sim, ours))
+    with h5py.File(other) as f:
+        assert 60 == f["/SIM-EIGER-64K/data"].shape[0]  # the other acquisition was not disturbed
+    with h5py.File(ours) as f:
+        assert 5 == f["/SIM-EIGER-64K/data"].shape[0]
+
+
+def test_a_stale_ready_on_the_stream_with_an_unknown_writer_resets_it_first(daq_sim, tmp_path):
+    """The stream says READY, the writer is UNKNOWN (a restarted DAQ publishes nothing): the write is
+    refused, the writer reset (recorded), the write sent again and passed."""
+    faults(daq_sim, writer_state="UNKNOWN")
+    _hint(daq_sim, {"state": "READY", "acquisition": None})
+    out = str(tmp_path / "a.h5")
+    batch = load_batch_text(f"version: 1\nsteps:\n  - write: {{output_file: '{out}', n_images: 3}}\n")
+    runner = Runner(daq_sim.url, daq_sim.redis_url, lock=False)
+    runner._prepare_daq = lambda ctx: None  # noqa: SLF001 - let the write step meet the UNKNOWN writer
+    report = runner.run(batch)
+    assert "passed" == report.status, report.failed_steps
+    step = report.steps[0]
+    assert ["writer UNKNOWN before the write"] == [r["reason"] for r in step["recoveries"]]
+    assert 1 == len(acquisitions_of(daq_sim, out))
+
+
+def test_consecutive_writes_look_at_the_streams_once(daq_sim, tmp_path):
+    """Each write follows its acquisition from where the previous one ended: the streams' newest
+    entries are asked for once, before the first write, not before every write."""
+    client = redis.Redis.from_url(daq_sim.redis_url)
+    batch = load_batch_text(
+        "version: 1\nsteps:\n  - for: {i: [1, 2, 3, 4, 5]}\n    steps:\n"
+        f"      - write: {{output_file: '{tmp_path}/w_{{i}}.h5', n_images: 1}}\n"
+    )
+    try:
+        client.config_resetstat()
+        report = Runner(daq_sim.url, daq_sim.redis_url, lock=False).run(batch)
+        calls = client.info("commandstats").get("cmdstat_xrevrange", {}).get("calls", 0)
+    finally:
+        client.close()
+    assert "passed" == report.status, report.failed_steps
+    assert all(s["daq_log"] and s["daq_log_source"].startswith("redis daq:log") for s in report.steps)
+    assert calls <= 2  # status and log, once (before: both before every write)
+
+
+def test_a_late_copy_of_the_previous_acquisition_is_not_taken_for_the_end_of_ours(daq_sim, tmp_path):
+    """The second copy of the previous acquisition's READY lands after ours started (a real DAQ
+    stores each status twice): it is known stale, so it costs no confirmation over REST."""
+    import threading
+
+    first, second = str(tmp_path / "a.h5"), str(tmp_path / "b.h5")
+    batch = load_batch_text(
+        f"version: 1\nsteps:\n  - write: {{output_file: '{first}', n_images: 1}}\n  - write: {{output_file: '{second}', n_images: 1}}\n"
+    )
+
+    def late_copy() -> None:
+        # Once ours is WRITING, the previous acquisition's final status once more.
+        entries = wait_until(lambda: [s for s in stream_entries(daq_sim.redis_url, "daq:status")
+                                      if (s.get("acquisition") or {}).get("info", {}).get("output_file") == second])
+        final = [s for s in stream_entries(daq_sim.redis_url, "daq:status")
+                 if (s.get("acquisition") or {}).get("info", {}).get("output_file") == first and s["state"] == "READY"][-1]
+        assert entries
+        client = redis.Redis.from_url(daq_sim.redis_url)
+        client.xadd("daq:status", {"json": json.dumps(final)})
+        client.close()
+
+    copier = threading.Thread(target=late_copy)
+    with DaqProxy(daq_sim.url) as proxy:
+        proxy.before[WRITE] = lambda: proxy.count(WRITE) == 1 and copier.start()  # before the second write
+        proxy.hold_reply[WRITE] = 0.3
+        report = Runner(proxy.url, daq_sim.redis_url, lock=False).run(batch)
+        copier.join(10)
+        paths = [path for _, path, _ in proxy.forwarded]
+    assert "passed" == report.status, report.failed_steps
+    assert [WRITE, WRITE] == paths[paths.index(WRITE):]  # no GET /writer/status to confirm an end

@@ -550,3 +550,23 @@ def test_a_real_run_lists_its_files_with_their_sizes(run_batch, daq_sim, tmp_pat
     assert all(isinstance(s["run_id"], str) for s in on_disk["steps"])
     assert all(ISO.match(s["started_at"]) for s in on_disk["steps"])
     assert time.time() - 60 < report.started_at < time.time()
+
+
+def test_the_consumers_of_one_event_share_its_step_record(tmp_path):
+    """The run report, the report file and the console follow the same events: a finished step
+    is put in the report's form once (one copy, one look at the file's size), not once each."""
+    from daq_runner._tally import Tally
+
+    out = tmp_path / "a.h5"
+    out.write_bytes(b"x" * 1234)
+    record = {
+        "index": 1, "name": "w", "kind": "write", "status": "passed", "started_at": 1.0, "finished_at": 2.0,
+        "run_id": 7, "output_file": str(out), "n_images": 1, "n_written": 1, "acquisition": {"state": "FINISHED"},
+        "recoveries": [], "failed_attempts": [],
+    }
+    event = Event(events.STEP_FINISHED, "r", 1, "w", record)
+    first, second = Tally().feed(event), report_module.RunReport().feed(event)
+    assert first.record is second.record and first.file is second.file
+    assert 1234 == first.file["size_bytes"] and "7" == first.record["run_id"]
+    again = Tally().feed(Event(events.STEP_FINISHED, "r", 1, "w", dict(record)))
+    assert again.record is not first.record and again.record == first.record  # another event: its own

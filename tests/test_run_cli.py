@@ -244,3 +244,45 @@ def test_a_var_that_names_a_sweep_variable_is_refused(tmp_path):
     path = batch_file(tmp_path, "version: 1\nsteps:\n  - for: {bit_depth: [8, 16]}\n    steps:\n      - config: {bit_depth: '{bit_depth}'}\n")
     proc = daq_run(str(path), "--validate", "--var", "bit_depth=8")
     assert 2 == proc.returncode and "--var bit_depth names a sweep variable" in proc.stderr
+
+
+# -- the installed command's exit ----------------------------------------------------------------
+
+
+def test_the_command_exits_with_mains_code_after_flushing_without_tearing_down(monkeypatch, capsys):
+    """script() (the installed daq-run) flushes stdout and stderr, then ends the process with
+    os._exit(main's code): the interpreter's teardown of every module cost ~40 ms per run."""
+    import io
+    import sys
+
+    from daq_runner import run_cli
+
+    out, err = io.StringIO(), io.StringIO()
+    flushed = []
+    out.flush = lambda: flushed.append("out")  # type: ignore[method-assign]
+    err.flush = lambda: flushed.append("err")  # type: ignore[method-assign]
+    exits = []
+    monkeypatch.setattr(run_cli, "main", lambda: 3)
+    monkeypatch.setattr(sys, "stdout", out)
+    monkeypatch.setattr(sys, "stderr", err)
+    monkeypatch.setattr(run_cli.os, "_exit", exits.append)
+    run_cli.script()
+    assert (["out", "err"], [3]) == (flushed, exits)
+
+
+def test_the_command_delivers_everything_it_printed_and_its_exit_code(daq_sim, tmp_path):
+    """Through the installed command: a long output down a pipe is complete, and every exit code
+    still reaches the caller (0 passed, 2 invalid batch)."""
+    import subprocess
+
+    from .conftest import script
+
+    proc = subprocess.run([script("daq-run"), "--schema"], capture_output=True, text=True, timeout=60)
+    assert 0 == proc.returncode and "steps" in json.loads(proc.stdout)["properties"]
+    bad = batch_file(tmp_path, "version: 1\nsteps:\n  - write: {output_file: relative.h5, n_images: 1}\n", "bad.yaml")
+    proc = daq_run(str(bad), *common(daq_sim))
+    assert 2 == proc.returncode and "absolute" in proc.stderr
+    good = batch_file(tmp_path, "version: 1\nsteps:\n  - write: {output_file: '{root}/a.h5', n_images: 2}\n")
+    proc = daq_run(str(good), *common(daq_sim), "--report", str(tmp_path / "r.json"))
+    assert 0 == proc.returncode, proc.stderr
+    assert "passed" == report_of(tmp_path / "r.json")["status"]

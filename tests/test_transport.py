@@ -430,6 +430,27 @@ def test_a_proxy_that_is_used_is_named_without_its_password(recording_proxy):
     assert "http://daq.invalid:5000/writer/status" == recording_proxy.requests[0][1]
 
 
+def test_the_environment_is_read_once_per_host(recording_proxy, daq_sim, monkeypatch):
+    """Proxy variables are read on a client's first request to a host, not on every request
+    (each read scans the whole environment twice); the loopback DAQ still goes direct."""
+    import requests.sessions
+
+    reads = []
+    real = requests.sessions.get_environ_proxies
+
+    def counted(url, no_proxy=None):
+        reads.append(url)
+        return real(url, no_proxy=no_proxy)
+
+    monkeypatch.setattr(requests.sessions, "get_environ_proxies", counted)
+    client = StdDaqClient(daq_sim.url, retries=0)
+    for _ in range(5):
+        assert "READY" == client.get_status()["state"]
+    client.get_config()
+    assert 1 == len(reads)
+    assert [] == recording_proxy.requests
+
+
 @pytest.mark.parametrize(
     "host, loopback",
     [
