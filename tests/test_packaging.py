@@ -221,7 +221,7 @@ def test_client_only_install(tmp_path):
 
 def test_suite_started_with_sigint_ignored_still_tests_ctrl_c(tmp_path):
     """Run as a background job of a script (SIGINT ignored, inherited), the Ctrl-C test of daq-run still passes."""
-    node_id = "tests/test_cli.py::test_daq_run_ctrl_c_before_the_run_is_one_line_exit_130"
+    node_id = "tests/test_cli.py::test_daq_run_ctrl_c_while_waiting_for_the_daqs_first_answer"
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", node_id],
         capture_output=True,

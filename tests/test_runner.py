@@ -208,7 +208,7 @@ def test_redis_dies_mid_batch_falls_back_and_returns(tmp_path):
     server = RedisServer().start()
     with SimulatedDaq(redis_url=server.url, settings=SimSettings(frame_rate=50, heartbeat_s=0.3)) as sim:
         batch = load_batch_text(
-            "version: 1\nsteps:\n  - for: {i: [1, 2, 3, 4, 5, 6, 7, 8]}\n    steps:\n      - write: {output_file: '{root}/r{i}.h5', n_images: 20}\n",
+            "version: 1\nsteps:\n  - for: {i: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]}\n    steps:\n      - write: {output_file: '{root}/r{i}.h5', n_images: 20}\n",
             vars={"root": str(tmp_path)},
         )
         collect = Collect()

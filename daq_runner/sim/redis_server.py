@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import warnings
 from typing import IO, Callable, Iterator, Optional, Tuple
 
@@ -132,8 +133,13 @@ def _die_with_parent() -> Optional[Callable[[], None]]:
 
     A simulator killed with SIGKILL (the OOM killer, ``timeout -s KILL``) has no chance to
     stop its server: without this, the server would run on for ever, an orphan.
+
+    Only from the main thread: Linux sends the signal when the *thread* that started the
+    child ends, so a server started from a worker thread would die with that thread (a test
+    restarting Redis from a helper thread, a user's GUI worker). Started elsewhere, the
+    server outlives a SIGKILLed parent, as any child process would.
     """
-    if not sys.platform.startswith("linux"):
+    if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
         return None
     parent = os.getpid()
 

@@ -214,3 +214,22 @@ def test_the_server_ends_with_a_killed_parent(tmp_path):
             pytest.fail("the server outlived its killed parent")
     finally:
         parent.stdout.close()
+
+
+def test_a_server_started_from_a_thread_outlives_the_thread():
+    """Linux's parent-death signal follows the thread that started the child: a server
+    started from a worker thread that then ends must keep running (it once died with it)."""
+    from daq_runner.testing import skip_without_redis_server
+
+    skip_without_redis_server()
+    started = {}
+    worker = threading.Thread(target=lambda: started.setdefault("server", RedisServer().start()))
+    worker.start()
+    worker.join(15)
+    server = started["server"]
+    try:
+        time.sleep(0.3)  # the signal, if any, arrives as the thread ends
+        assert server.running
+        assert redis.Redis.from_url(server.url, socket_timeout=2).ping()
+    finally:
+        server.stop()
