@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -10,10 +11,13 @@ from daq_runner.testing import skip_without_redis_server
 from .conftest import REPO
 
 
-def test_bench_all_quick_runs():
-    """bench/bench_all.py --quick completes and prints every section."""
+def test_bench_all_quick_runs(tmp_path):
+    """bench/bench_all.py --quick completes and prints every section (its files under tmp_path)."""
     skip_without_redis_server()  # it starts daq-sim and a simulator of its own
-    proc = subprocess.run([sys.executable, str(REPO / "bench" / "bench_all.py"), "--quick"], capture_output=True, text=True, timeout=120)
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "bench_all.py"), "--quick"], capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path
+    )
     assert 0 == proc.returncode, proc.stderr
     for section in ("Per-step cost", "Reaction latency", "round trip", "Start-up"):
         assert section in proc.stdout
