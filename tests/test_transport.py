@@ -232,9 +232,8 @@ def test_signal_handler_setting_the_cancel_event_ends_the_request(trickler):
         signal.signal(signal.SIGALRM, previous)
 
 
-@pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="needs POSIX interval timers")
-def test_signal_raising_in_a_request_leaves_the_client_usable():
-    """KeyboardInterrupt from a signal ends a request at once; the next request gets a fresh connection."""
+def trickle_first_then_keep_alive():
+    """A stand-in handler: the first connection's reply trickles (a byte every 0.5 s), later ones answer at once."""
     calls = []
 
     def handler(conn):
@@ -244,6 +243,14 @@ def test_signal_raising_in_a_request_leaves_the_client_usable():
                 conn.trickle(STATUS_REPLY, 0.5)
         else:
             keep_alive(conn)
+
+    return handler
+
+
+@pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="needs POSIX interval timers")
+def test_signal_raising_in_a_request_leaves_the_client_usable():
+    """KeyboardInterrupt from a signal ends a request at once; the next request gets a fresh connection."""
+    handler = trickle_first_then_keep_alive()
 
     def interrupt(signum, frame):
         raise KeyboardInterrupt()
@@ -561,15 +568,7 @@ def test_any_reply_bytes_end_in_a_daq_error_or_a_result():
 
 def test_bounds_are_per_thread_on_a_shared_client():
     """Two threads share one client: one is bounded and cancelled, the other is not disturbed."""
-    calls = []
-
-    def handler(conn):
-        calls.append(1)
-        if len(calls) == 1:
-            if conn.read_request() is not None:
-                conn.trickle(STATUS_REPLY, 0.5)
-        else:
-            keep_alive(conn)
+    handler = trickle_first_then_keep_alive()
 
     with StandIn(handler) as server:
         client = StdDaqClient(server.url, timeout=5.0, retries=0)
