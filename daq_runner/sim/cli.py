@@ -58,6 +58,11 @@ def _parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         parser.error("--port must be in 0..65535")
     if not 0 <= args.driver_poll_s <= 5:
         parser.error("--driver-poll-s must be in [0, 5]")
+    # NaN fails every comparison: these read "not in range" for it too.
+    if not 0 <= args.deploy_delay <= 3600:
+        parser.error("--deploy-delay must be in [0, 3600] seconds")
+    if not 0 < args.sync_limit <= 3600:
+        parser.error("--sync-limit must be in (0, 3600] seconds")
     return args
 
 
@@ -75,17 +80,36 @@ def _settings(args: argparse.Namespace) -> "SimSettings":
     )
 
 
+MAX_CONFIG_BYTES = 1024 * 1024  # a DAQ config is a few hundred bytes
+
+
 def _load_config(path: str) -> dict:
-    import yaml
+    """The config mapping in ``path`` (JSON or YAML), read as batch files are: YAML 1.2,
+    with limits on size, nesting and aliases, so a hostile file is one line, not a crash.
+
+    Raises:
+        ValueError: one line saying what is wrong with the file.
+    """
+    import json
+
+    from .._yaml import load_yaml
 
     try:
-        with open(path, encoding="utf-8") as handle:
-            config = yaml.safe_load(handle)
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ValueError(f"cannot read config file {path!r}: {str(exc).splitlines()[0]}") from None
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ValueError(f"cannot read config file {path!r}: {exc.strerror or exc}") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ValueError(f"config file {path!r} is larger than {MAX_CONFIG_BYTES // 1024} KiB")
+    try:
+        config = load_yaml(data.decode("utf-8-sig"), path)
+    except UnicodeDecodeError:
+        raise ValueError(f"config file {path!r} is not UTF-8 text") from None
+    except ValueError as exc:  # BatchValidationError: file, line and what is wrong
+        raise ValueError(f"config file {str(exc).splitlines()[0]}") from None
     if not isinstance(config, dict):
         raise ValueError(f"config file {path!r} must hold a mapping of config fields")
-    return config
+    return json.loads(json.dumps(config))  # plain dicts and lists
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

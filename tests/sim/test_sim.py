@@ -375,7 +375,19 @@ def test_daq_sim_command_options(tmp_path):
         assert 0 == _stop(proc)
 
 
-@pytest.mark.parametrize("args", [["--driver-poll-s", "-1"], ["--driver-poll-s", "x"], ["--start-state", "WRITING"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--driver-poll-s", "-1"],
+        ["--driver-poll-s", "x"],
+        ["--start-state", "WRITING"],
+        ["--deploy-delay", "inf"],  # accepted once, then a traceback and a deployment waiting for ever
+        ["--deploy-delay", "1e300"],
+        ["--deploy-delay", "-1"],
+        ["--sync-limit", "nan"],
+        ["--sync-limit", "0"],
+    ],
+)
 def test_daq_sim_bad_option_is_one_line(args):
     """A bad option is one line on stderr and exit 2."""
     proc = subprocess.run([script("daq-sim"), "--port", "0", *args], capture_output=True, text=True, timeout=20)
@@ -389,6 +401,34 @@ def test_daq_sim_bad_config_file_is_one_line(tmp_path):
     proc = subprocess.run([script("daq-sim"), "--port", "0", "--config", str(bad)], capture_output=True, text=True, timeout=20)
     assert 2 == proc.returncode
     assert 1 == len(proc.stderr.strip().splitlines()) and "bit_depth" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "content, text",
+    [
+        ("[" * 100_000, "nested too deeply"),  # was a RecursionError traceback, exit 1
+        ("a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(f"{c}: &{c} [{', '.join(['*' + p] * 10)}]\n" for p, c in zip("abcdef", "bcdefg")), "too large"),
+        ("bit_depth: [1, 2\n", "config file"),
+        ("\x00\xff\xfe", "config file"),
+    ],
+)
+def test_daq_sim_hostile_config_file_is_one_line_exit_2(tmp_path, content, text):
+    """Read as batch files are (size, nesting and alias limits): one line, exit 2, at once
+    (an alias bomb used to take gigabytes, then exit 1 with an empty reason)."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_bytes(content.encode("latin-1"))
+    proc = subprocess.run([script("daq-sim"), "--port", "0", "--config", str(bad)], capture_output=True, text=True, timeout=20)
+    assert 2 == proc.returncode, proc.stderr
+    assert 1 == len(proc.stderr.strip().splitlines()) and text in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_daq_sim_config_file_values_mean_what_was_typed(tmp_path):
+    """YAML 1.2 as in batch files: detector_name NO stays the text NO (YAML 1.1 made it false)."""
+    from daq_runner.sim.cli import _load_config
+
+    path = tmp_path / "c.yaml"
+    path.write_text("detector_name: NO\nbit_depth: 16\n")
+    assert {"detector_name": "NO", "bit_depth": 16} == _load_config(str(path))
 
 
 def test_requests_against_a_never_configured_daq(tmp_path):
