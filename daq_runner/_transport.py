@@ -292,7 +292,11 @@ _POOLS = {"http": _BoundedHTTPConnectionPool, "https": _BoundedHTTPSConnectionPo
 
 
 def is_loopback(host: Optional[str]) -> bool:
-    """True for ``localhost`` (and ``*.localhost``), 127.0.0.0/8, ``::1`` and IPv4-mapped loopback."""
+    """True for ``localhost`` (and ``*.localhost``), 127.0.0.0/8, ``::1`` and IPv4-mapped loopback.
+
+    127.0.0.0/8 in any spelling the resolver accepts too (``127.1``, ``0x7f.1``,
+    ``2130706433``): the C library reads them with ``inet_aton``, so they connect to loopback.
+    """
     if not host:
         return False
     host = host.strip("[]").rstrip(".").lower()
@@ -301,7 +305,10 @@ def is_loopback(host: Optional[str]) -> bool:
     try:
         address = ipaddress.ip_address(host.split("%", 1)[0])
     except ValueError:
-        return False
+        try:
+            return socket.inet_aton(host)[0] == 127
+        except (OSError, ValueError):
+            return False
     mapped = getattr(address, "ipv4_mapped", None)
     return address.is_loopback or (mapped is not None and mapped.is_loopback)
 

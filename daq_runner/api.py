@@ -180,6 +180,8 @@ MESSAGE_DEPLOYMENT_FAILED = "Deployment failed"
 MAX_WRITER_N_IMAGES = 2**31 - 1
 
 __all__ += [
+    "MAX_REPLY_DEPTH",
+    "nesting_depth",
     "MESSAGE_WRITER_STATUS",
     "MESSAGE_WRITING_STARTED",
     "MESSAGE_WRITING_FINISHED",
@@ -342,6 +344,24 @@ def acquisition_run_id(status: Optional[dict]) -> Optional[int]:
 
 # The refusal text of the real server when its writer cannot reach WRITING/READY in ~5 s.
 MESSAGE_NEEDS_RESTART = "Writer needs to be restarted."
+
+
+MAX_REPLY_DEPTH = 32  # a DAQ reply is a few levels deep; far deeper is hostile or broken
+
+
+def nesting_depth(value: Any, limit: int) -> int:
+    """Levels of nesting of a JSON value, counting stops once past ``limit`` (iterative: a
+    hostile value cannot exhaust the stack here, nor later in ``json.dumps`` or a ``repr``).
+    """
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, level)
+            if level > limit:
+                return level
+            stack.extend((child, level + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 def _json_kind(value: Any) -> str:
@@ -529,6 +549,8 @@ def check_stream_entry(stream: str, value: Any, streams: StreamNames = StreamNam
         DaqProtocolError: naming the stream (and the entry id, when given).
     """
     source = f"Redis stream {stream!r}" + (f" entry {entry_id}" if entry_id else "")
+    if nesting_depth(value, MAX_REPLY_DEPTH) > MAX_REPLY_DEPTH:
+        raise _protocol_error(source, "entry", f"nested at most {MAX_REPLY_DEPTH} levels deep", value)
     if stream == streams.status:
         return check_writer_status(value, source, "entry")
     if stream == streams.log:

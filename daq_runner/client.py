@@ -21,6 +21,7 @@ import http.client
 import json
 import logging
 import math
+import operator
 import time
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Dict, Optional, Tuple
@@ -43,6 +44,8 @@ from .exceptions import (
     StdDaqAdminException,
     WriteDeadlineExceeded,
     WriteOutcomeUnknown,
+    ConfigOutcomeUnknown,
+    OutcomeUnknown,
     WriterNeedsRestart,
 )
 
@@ -73,7 +76,13 @@ _DEPLOY_POLL_S = 0.1
 # Without an earlier deployment to know the servers by, SUCCESS must hold this long (seconds).
 _DEPLOY_STEADY_S = 0.5
 _RETRYABLE_STATUS = (502, 503, 504)
-_WRITE_STARTS = (api.WRITER_WRITE_ASYNC, api.WRITER_WRITE_SYNC)
+# Requests that change the DAQ and so are never re-sent once they may have reached it:
+# the exception a lost reply raises, and what the message adds.
+_NOT_RESENT = {
+    api.WRITER_WRITE_ASYNC: (WriteOutcomeUnknown, "the write may have started"),
+    api.WRITER_WRITE_SYNC: (WriteOutcomeUnknown, "the write may have started"),
+    api.DAQ_CONFIG_SET: (ConfigOutcomeUnknown, "the config may have been stored"),
+}
 _FINAL_DEPLOYMENT = (api.DeploymentStatus.SUCCESS.value, api.DeploymentStatus.ERROR.value)
 
 # What a request through requests/urllib3 can raise besides our own exceptions.
@@ -91,6 +100,8 @@ def check_url(url: Any) -> str:
     """
     if not isinstance(url, str):
         raise ValueError(f"not an http(s) URL: {quote(redact_url(url))}")
+    if not url.strip():
+        raise ValueError("the DAQ URL is empty (an http(s) URL is needed)")
     problem = userinfo_problem(url.strip())
     if problem:  # never echoed: part of a password would show
         raise ValueError(f"not a usable URL: {problem}")
@@ -253,8 +264,8 @@ class StdDaqClient:
     :class:`~daq_runner.exceptions.WriteOutcomeUnknown` (see :meth:`start_writer_async`).
 
     Raises:
-        ValueError: ``url_base`` is not an http(s) URL, a timeout is not a finite
-            number > 0, or ``retries`` < 0.
+        ValueError: ``url_base`` is not an http(s) URL, a timeout or ``retry_deadline``
+            is not a finite number > 0, or ``retries`` is not a whole number >= 0.
     """
 
     def __init__(
@@ -270,12 +281,12 @@ class StdDaqClient:
         on_retry: Optional[RetryHook] = None,
         sleep: Optional[Callable[[float], None]] = None,
     ) -> None:
-        if retries < 0:
-            raise ValueError("retries must be >= 0")
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise ValueError(f"retries must be a whole number >= 0, not {retries!r}")
         self.url_base = check_url(url_base).rstrip("/")
         self.timeout = _seconds("timeout", timeout)
-        self.retries = int(retries)
-        self.retry_deadline = retry_deadline
+        self.retries = retries
+        self.retry_deadline = None if retry_deadline is None else _seconds("retry_deadline", retry_deadline)
         self.sync_timeout = _seconds("sync_timeout", sync_timeout)
         self.write_timeout = _seconds("write_timeout", write_timeout)
         self.on_retry = on_retry
@@ -360,12 +371,14 @@ class StdDaqClient:
     ) -> DaqError:
         safe_url = redact_url(url)
         reached = not _never_reached_server(exc)
-        may_have_started = endpoint in _WRITE_STARTS and reached
+        unknown = _NOT_RESENT.get(endpoint) if reached else None
         via = self._via(url)
         if outer.expired:
             what = f"{source}: no complete reply before the time allowed ran out{via}"
-            if may_have_started:
-                return WriteDeadlineExceeded(what + " (the write may have started)", url=safe_url)
+            if unknown is not None:
+                what += f" ({unknown[1]})"
+                if unknown[0] is WriteOutcomeUnknown:
+                    return WriteDeadlineExceeded(what, url=safe_url)
             return DeadlineExceeded(what, url=safe_url)
         if own.expired:
             what = f"{source}: no complete reply within {min(self.timeout + read_timeout, self.retry_deadline or math.inf):g} s{via}"
@@ -377,8 +390,8 @@ class StdDaqClient:
         else:
             what = f"{source} failed{via}: {quote(_root_cause(exc))}"
             cls = DaqTransportError
-        if may_have_started:
-            return WriteOutcomeUnknown(what + " (the write may have started)", url=safe_url)
+        if unknown is not None:
+            return unknown[0](f"{what} ({unknown[1]})", url=safe_url)
         return cls(what, url=safe_url)
 
     def _envelope(self, endpoint: api.Endpoint, reply: requests.Response, source: str, safe_url: str) -> Tuple[dict, Any]:
@@ -400,19 +413,31 @@ class StdDaqClient:
             if status in _RETRYABLE_STATUS:
                 # 503 means the request was not processed; a gateway error (502/504) may hide
                 # a write that went through.
-                if endpoint in _WRITE_STARTS and status != 503:
-                    raise WriteOutcomeUnknown(message, url=safe_url, status_code=status, text=short)
+                if endpoint in _NOT_RESENT and status != 503:
+                    raise _NOT_RESENT[endpoint][0](message, url=safe_url, status_code=status, text=short)
                 raise DaqTransportError(message, url=safe_url, status_code=status, text=short)
             raise DaqHTTPError(message, url=safe_url, status_code=status, text=short)
         try:
             envelope = json.loads(content)
-        except (ValueError, RecursionError) as exc:
+        except RecursionError as exc:
+            raise DaqProtocolError(
+                f"{source} -> HTTP 200 but the reply is nested more than {api.MAX_REPLY_DEPTH} levels deep",
+                url=safe_url,
+                status_code=200,
+            ) from exc
+        except ValueError as exc:
             raise DaqProtocolError(
                 f"{source} -> HTTP 200 but the reply is not JSON: {quote(content)!r}",
                 url=safe_url,
                 status_code=200,
                 text=quote(content),
             ) from exc
+        if api.nesting_depth(envelope, api.MAX_REPLY_DEPTH) > api.MAX_REPLY_DEPTH:
+            raise DaqProtocolError(
+                f"{source} -> HTTP 200 but the reply is nested more than {api.MAX_REPLY_DEPTH} levels deep",
+                url=safe_url,
+                status_code=200,
+            )
         if not isinstance(envelope, dict) or "status" not in envelope:
             what = "has no 'status'" if isinstance(envelope, dict) else f"is {api._json_kind(envelope)}, not the JSON envelope"
             raise DaqProtocolError(
@@ -470,9 +495,9 @@ class StdDaqClient:
         retrying = tenacity.Retrying(
             stop=tenacity.stop_any(*stops),
             wait=tenacity.wait_exponential(multiplier=0.1, max=5.0) + tenacity.wait_random(0, 0.2),
-            # WriteOutcomeUnknown must never be re-sent; DeadlineExceeded is the caller's end.
+            # OutcomeUnknown must never be re-sent; DeadlineExceeded is the caller's end.
             retry=tenacity.retry_if_exception(
-                lambda e: isinstance(e, DaqTransportError) and not isinstance(e, (WriteOutcomeUnknown, DeadlineExceeded))
+                lambda e: isinstance(e, DaqTransportError) and not isinstance(e, (OutcomeUnknown, DeadlineExceeded))
             ),
             before_sleep=self._before_sleep(redact_url(url)),
             sleep=self.sleep,
@@ -524,6 +549,11 @@ class StdDaqClient:
         object or a real number, not 'NoneType'"). :meth:`update_config` works on both and
         waits for the deployment. The DAQ services restart; allow about 10 s for them to
         stabilise.
+
+        Sent once: a config whose reply was lost (a read timeout, a reset connection, HTTP
+        502/504) may have been stored, and every stored config restarts the DAQ's services,
+        so it raises :class:`ConfigOutcomeUnknown` instead of sending it again. Only a
+        request that provably never reached the DAQ (connection refused, HTTP 503) is retried.
         """
         return self._payload(api.DAQ_CONFIG_SET, daq_config)
 
@@ -531,8 +561,19 @@ class StdDaqClient:
         """The last ``n_last_logs`` acquisitions that produced a file, newest first.
 
         Always a list, whether the server sends a list or rest_v2's dict keyed by stream id.
+
+        Raises:
+            ValueError: before anything is sent, ``n_last_logs`` is not a whole number >= 1
+                (the real server refuses 0 and answers a non-number with HTTP 422).
         """
-        return self._payload(api.DAQ_LOGS, n=int(n_last_logs))
+        try:
+            # "5" too: the original put the value in the URL as it was.
+            n = int(n_last_logs) if isinstance(n_last_logs, str) and n_last_logs.strip().isdecimal() else operator.index(n_last_logs)
+        except TypeError:
+            n = None
+        if isinstance(n_last_logs, bool) or n is None or n < 1:
+            raise ValueError(f"n_last_logs must be a whole number >= 1, not {quote(repr(n_last_logs))}")
+        return self._payload(api.DAQ_LOGS, n=n)
 
     def get_stats(self) -> Optional[dict]:
         """Detector and writer throughput, aggregated each second (may be ``None``)."""
@@ -646,10 +687,16 @@ class StdDaqClient:
         servers = set((self.get_deployment_status().get("servers") or {}).keys())
 
         progress.stage = "sending the config (it may have been stored)"
-        envelope, _ = self._exchange(api.DAQ_CONFIG_SET, config)
-        new_id = envelope.get("config_id")  # null on the real server; some versions give it
+        try:
+            envelope, _ = self._exchange(api.DAQ_CONFIG_SET, config)
+            new_id = envelope.get("config_id")  # null on the real server; some versions give it
+            progress.stage = "waiting for the new config_id"
+        except ConfigOutcomeUnknown as exc:
+            # Never sent twice (each stored config restarts the DAQ): a new config_id says
+            # it was stored, and the check at the end that it shows the changes.
+            new_id = None
+            progress.stage = f"waiting for a new config_id after the reply to the config was lost: {exc}"
 
-        progress.stage = "waiting for the new config_id"
         while new_id is None or new_id == old_id:
             envelope, _ = self._exchange(api.DAQ_CONFIG_GET)
             new_id = envelope.get("config_id")

@@ -10,8 +10,10 @@ Hierarchy::
     │   │   ├── DaqTimeoutError         no (complete) answer within the request's own limit
     │   │   │   └── DeadlineExceeded    the caller's time bound ended the request: not retried
     │   │   │       └── WriteDeadlineExceeded   ... and it was a write start that may have begun
-    │   │   └── WriteOutcomeUnknown     a write start was sent but its reply was lost
-    │   │       └── WriteDeadlineExceeded
+    │   │   └── OutcomeUnknown          a request that changes the DAQ was sent, its reply lost
+    │   │       ├── WriteOutcomeUnknown     ... a write start: the acquisition may have started
+    │   │       │   └── WriteDeadlineExceeded
+    │   │       └── ConfigOutcomeUnknown    ... a config: it may have been stored
     │   ├── DaqHTTPError                any other non-200 reply (4xx, 500), a redirect of a POST
     │   ├── DaqProtocolError            a 200 reply that is not the envelope, or a payload of
     │   │                               the wrong shape (also a Redis stream entry)
@@ -39,8 +41,10 @@ __all__ = [
     "DaqTransportError",
     "DaqTimeoutError",
     "DeadlineExceeded",
+    "OutcomeUnknown",
     "WriteOutcomeUnknown",
     "WriteDeadlineExceeded",
+    "ConfigOutcomeUnknown",
     "WriterNeedsRestart",
     "DaqHTTPError",
     "DaqProtocolError",
@@ -121,7 +125,15 @@ class DeadlineExceeded(DaqTimeoutError):
     """
 
 
-class WriteOutcomeUnknown(DaqTransportError):
+class OutcomeUnknown(DaqTransportError):
+    """A request that changes the DAQ reached the wire but its reply was lost (a read
+    timeout, a reset connection, HTTP 502/504): the change may or may not have happened,
+    so the client does not send it again. Only a request that provably never reached the
+    DAQ (connection refused, HTTP 503) is retried.
+    """
+
+
+class WriteOutcomeUnknown(OutcomeUnknown):
     """A write start reached the wire but its reply was lost.
 
     The acquisition may or may not have started; the client does not send it again.
@@ -134,6 +146,16 @@ class WriteDeadlineExceeded(DeadlineExceeded, WriteOutcomeUnknown):
 
     Both a :class:`DeadlineExceeded` and a :class:`WriteOutcomeUnknown`: never re-send it
     blindly; look at the writer status and the request's ``run_id``.
+    """
+
+
+class ConfigOutcomeUnknown(OutcomeUnknown):
+    """``POST /daq/config`` reached the wire but its reply was lost.
+
+    The config may have been stored, and on the real server every stored config restarts
+    the DAQ's services (an acquisition in progress is lost, the writer left UNKNOWN), so
+    it is not sent again. A new ``config_id`` in ``GET /daq/config`` tells whether it was
+    stored; :meth:`StdDaqClient.update_config` looks for it itself.
     """
 
 

@@ -40,7 +40,7 @@ from .exceptions import (
     DeadlineExceeded,
     LockError,
     StdDaqAdminException,
-    WriteOutcomeUnknown,
+    OutcomeUnknown,
 )
 from .feed import StatusFeed
 from .lock import LOCK_TTL_S, REDIS_BUDGET_S, DaqLock
@@ -631,7 +631,7 @@ def _daq_gone(exc: BaseException) -> bool:
     A lost write reply is not one (it is resolved by ``run_id``), and neither is a request
     the step's own time limit cut short.
     """
-    return isinstance(exc, DaqTransportError) and not isinstance(exc, (WriteOutcomeUnknown, DeadlineExceeded))
+    return isinstance(exc, DaqTransportError) and not isinstance(exc, (OutcomeUnknown, DeadlineExceeded))
 
 
 def _describe(exc: BaseException, timed_out: Optional[Step] = None) -> str:

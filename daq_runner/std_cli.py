@@ -2,8 +2,10 @@
 
 Each tool takes ``--url_base URL`` (the README's name) or ``-b URL`` (the original's),
 falling back to ``$STD_DAQ_API_URL`` and then ``http://127.0.0.1:5000``, and
-``--timeout SECONDS`` (a finite number > 0; connect and read timeout of the reads; the
-writes and the stop read longer, as the server needs), and ``--version``. Each prints the
+``--timeout SECONDS`` (a finite number > 0: the most the whole command may take, retries
+included; without it each attempt of a read may take 5 s, of a write start or stop 15 s
+(the real server answers those after up to 5 s), of ``write_sync`` 75 s, with up to 3
+retries of what provably did not reach the DAQ), and ``--version``. Each prints the
 result as indented JSON. Errors are one line on stderr, with credentials in URLs shown
 as ``***``.
 
@@ -19,7 +21,8 @@ still printed).
 Exit codes: 0 success; 1 the DAQ refused the request, answered wrongly, a deployment
 failed, or (``std_cli_write_sync``) the acquisition FAILED; 2 bad usage (an option value,
 a URL that is not http(s), an unreadable or invalid config file, an unknown config
-field); 3 the DAQ could not be reached (or a write start's reply was lost); 130 Ctrl-C.
+field); 3 the DAQ could not be reached, did not answer within ``--timeout``, or the reply to a write
+start or a config was lost (it may have taken effect: it is never sent twice); 130 Ctrl-C.
 """
 
 from __future__ import annotations
@@ -33,12 +36,12 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable, NoReturn, Optional, Sequence
 
-from . import api
+from . import _deadline, api
 from ._cli import OneLineArgumentParser
 from ._text import quote, redact_url
 from ._version import __version__
 from .client import MAX_TIMEOUT_S, StdDaqClient, check_url
-from .exceptions import DaqRunnerError, DaqTransportError, StdDaqAdminException
+from .exceptions import DaqRunnerError, DaqTransportError, DeadlineExceeded, StdDaqAdminException
 
 __all__ = ["TOOLS", "run_tool", "MAX_CONFIG_BYTES", "MAX_CONFIG_DEPTH"]
 
@@ -58,20 +61,6 @@ class AcquisitionFailed(Exception):
 
 def _refuse_constant(name: str) -> float:
     raise ValueError(f"{name} is not allowed")
-
-
-def _depth(value: Any) -> int:
-    """Nesting depth of a JSON value (iterative: no recursion on hostile input)."""
-    deepest, stack = 0, [(value, 1)]
-    while stack:
-        item, level = stack.pop()
-        if isinstance(item, (dict, list)):
-            deepest = max(deepest, level)
-            if level > MAX_CONFIG_DEPTH:
-                return level
-            children = item.values() if isinstance(item, dict) else item
-            stack.extend((child, level + 1) for child in children)
-    return deepest
 
 
 def _read_config_file(path: str) -> dict:
@@ -119,7 +108,7 @@ def _read_config_file(path: str) -> dict:
         raise UsageError(f"config file {shown!r} is not JSON: {quote(exc)}") from None
     if not isinstance(config, dict):
         raise UsageError(f"config file {shown!r} must hold a JSON object, not {api._json_kind(config)}")
-    if _depth(config) > MAX_CONFIG_DEPTH:
+    if api.nesting_depth(config, MAX_CONFIG_DEPTH) > MAX_CONFIG_DEPTH:
         raise UsageError(f"config file {shown!r} is nested more than {MAX_CONFIG_DEPTH} levels deep")
     return config
 
@@ -244,7 +233,12 @@ def _parser(prog: str, tool: Tool) -> argparse.ArgumentParser:
         help=f"base URL of the REST API (default: $STD_DAQ_API_URL, else {api.DEFAULT_URL})",
     )
     parser.add_argument(
-        "--timeout", type=_seconds, default=None, metavar="SECONDS", help="connect and read timeout of reads (default 5)"
+        "--timeout",
+        type=_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="the most the whole command may take, retries included (default: 5 s per attempt of a read, "
+        "15 s of a write start or stop, 75 s of write_sync; a real DAQ needs up to 5 s for a write start or stop)",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s (daq-runner) {__version__}")
     tool.add_arguments(parser)
@@ -269,6 +263,8 @@ def _print(result: Any) -> Optional[str]:
     except (OSError, ValueError, AttributeError) as exc:  # a full disk, a closed stdout
         _to_devnull()
         return getattr(exc, "strerror", None) or "standard output is closed"
+    except RecursionError:  # replies are checked for depth; this is the last line of defence
+        return "the result is nested too deeply to print"
     return None
 
 
@@ -283,13 +279,15 @@ def run_tool(prog: str, argv: Optional[Sequence[str]] = None) -> int:
     """Run the tool named ``prog`` with ``argv``; returns the exit code (argparse exits 2 itself)."""
     tool = TOOLS[prog]
     args = _parser(prog, tool).parse_args(argv)
-    url = args.url_base or os.environ.get("STD_DAQ_API_URL") or api.DEFAULT_URL
+    # An empty -b "$UNSET" is a mistake, not a request for the default DAQ.
+    url = args.url_base if args.url_base is not None else os.environ.get("STD_DAQ_API_URL") or api.DEFAULT_URL
+    bound = _deadline.Deadline(args.timeout) if args.timeout is not None else _deadline.current()
     try:
         url = check_url(url)
         if prog == "std_cli_set_config":
             args.daq_config = _read_config_file(args.config_file)
         kwargs = {} if args.timeout is None else {"timeout": args.timeout}
-        with StdDaqClient(url_base=url, **kwargs) as client:
+        with StdDaqClient(url_base=url, **kwargs) as client, _deadline.bounded(bound):
             result = tool.call(client, args)
     except (UsageError, ValueError) as exc:
         _error(prog, f"error: {quote(redact_url(str(exc)), limit=None)}")
@@ -303,6 +301,12 @@ def run_tool(prog: str, argv: Optional[Sequence[str]] = None) -> int:
     except StdDaqAdminException as exc:
         _error(prog, f"the DAQ refused: {exc}")
         return EXIT_DAQ
+    except DeadlineExceeded as exc:
+        if args.timeout is not None and bound.expired:
+            _error(prog, f"not done within --timeout {args.timeout:g} s: {exc}")
+        else:
+            _error(prog, f"DAQ unreachable: {exc}")
+        return EXIT_UNREACHABLE
     except DaqTransportError as exc:
         _error(prog, f"DAQ unreachable: {exc}")
         return EXIT_UNREACHABLE

@@ -224,7 +224,8 @@ class DaqProxy:
     Attributes:
         hold_request: path -> seconds to wait before forwarding.
         hold_reply: path -> seconds to wait before answering.
-        drop_reply: paths whose reply is never sent (the connection is closed after forwarding).
+        drop_reply: paths (or ``"METHOD /path"``) whose reply is never sent (the connection is
+            closed after forwarding).
         trickle: path -> seconds between the bytes of its reply (status line and headers too).
         replace: path -> function() -> reply body (bytes) sent instead of the DAQ's, with HTTP 200.
         rewrite: path -> function(body dict) -> body dict, applied before forwarding.
@@ -284,7 +285,7 @@ class DaqProxy:
                     method, proxy.upstream + path, data=raw or None,
                     headers={"Content-Type": "application/json"} if raw else {}, timeout=60,
                 )
-                if path in proxy.drop_reply:
+                if path in proxy.drop_reply or f"{method} {path}" in proxy.drop_reply:
                     self.close_connection = True
                     return
                 time.sleep(proxy.hold_reply.get(path, 0.0))

@@ -16,6 +16,7 @@ from daq_runner import (
     DaqTimeoutError,
     DaqTransportError,
     StdDaqAdminException,
+    ConfigOutcomeUnknown,
     StdDaqClient,
     WriteOutcomeUnknown,
     api,
@@ -221,6 +222,46 @@ def test_write_behind_gateway_error_is_not_resent(client, code):
     assert 1 == len(responses.calls)
 
 
+@pytest.mark.parametrize("lost", [requests.ReadTimeout("lost"), requests.ConnectionError("reset by peer"), 502, 504])
+@responses.activate
+def test_config_with_lost_reply_is_never_resent(client, lost):
+    """POST /daq/config may have been stored (and the DAQ restarted) when its reply is lost:
+    sent once, ConfigOutcomeUnknown (each resend used to restart the DAQ's services again)."""
+    if isinstance(lost, int):
+        responses.post(BASE + "/daq/config", status=lost, body="gateway")
+    else:
+        responses.post(BASE + "/daq/config", body=lost)
+    with pytest.raises(ConfigOutcomeUnknown, match="may have been stored|HTTP 50"):
+        client.set_config(FULL)
+    assert 1 == len(responses.calls)
+
+
+@responses.activate
+def test_config_refused_with_503_is_retried(client):
+    """HTTP 503 means not processed: a config may be sent again."""
+    responses.post(BASE + "/daq/config", status=503, body="unavailable")
+    responses.post(BASE + "/daq/config", json=ok("config", FULL, config_id=None))
+    assert FULL == client.set_config(FULL)
+    assert 2 == len(responses.calls)
+
+
+def test_update_config_whose_reply_was_lost_finds_it_stored_and_sends_it_once(daq_sim):
+    """The DAQ stored the config but its reply was lost: update_config does not send it
+    again; the new config_id, its deployment and the config read back say it took."""
+    from .standin import DaqProxy
+
+    client = StdDaqClient(daq_sim.url)
+    before = client.get_config()["bit_depth"]
+    wanted = 8 if before != 8 else 32
+    with DaqProxy(daq_sim.url) as proxy:
+        proxy.drop_reply.add("POST /daq/config")
+        update = StdDaqClient(proxy.url, timeout=2).update_config({"bit_depth": wanted}, timeout=20)
+        posts = [f for f in proxy.forwarded if f[:2] == ("POST", "/daq/config")]
+    assert wanted == update.config["bit_depth"] == client.get_config()["bit_depth"]
+    assert 1 == len(posts)
+    assert "SUCCESS" == update.deployment["status"]
+
+
 @responses.activate
 def test_write_refused_with_503_is_retried(client):
     """HTTP 503 means not processed: a write may be sent again."""
@@ -244,7 +285,7 @@ def test_write_to_refused_connection_is_retried_then_transport_error():
 def test_retry_deadline_stops_retrying():
     """retry_deadline bounds the retry time even with many retries left."""
     responses.get(BASE + "/writer/status", status=503, body="down")
-    client = StdDaqClient(BASE, retries=50, retry_deadline=0.0)
+    client = StdDaqClient(BASE, retries=50, retry_deadline=0.05)
     with pytest.raises(DaqTransportError):
         client.get_status()
     assert 1 == len(responses.calls)
@@ -772,3 +813,47 @@ def test_body_that_is_not_json_is_refused_before_sending(client, body):
     with pytest.raises(ValueError, match="not JSON"):
         client.start_writer_async(body)
     assert 0 == len(responses.calls)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"retry_deadline": -1},
+        {"retry_deadline": 0},
+        {"retry_deadline": float("nan")},
+        {"retry_deadline": "x"},
+        {"retries": "3"},
+        {"retries": None},
+        {"retries": 1.5},
+        {"retries": True},
+    ],
+)
+def test_bad_retry_settings_are_refused_when_the_client_is_made(kwargs):
+    """Checked in the constructor, as ValueError (they used to fail at the first request,
+    be ignored (nan) or be rounded (1.5))."""
+    with pytest.raises(ValueError, match="retr"):
+        StdDaqClient(BASE, **kwargs)
+
+
+@pytest.mark.parametrize("n", ["abc", None, 0, -1, 1.5, True, "0"])
+@responses.activate
+def test_get_logs_refuses_a_bad_count_before_sending(client, n):
+    with pytest.raises(ValueError, match="n_last_logs must be a whole number >= 1"):
+        client.get_logs(n)
+    assert 0 == len(responses.calls)
+
+
+@responses.activate
+def test_get_logs_takes_a_count_as_text_as_the_original_did(client):
+    responses.get(BASE + "/daq/logs/3", json=ok("logs", {}))
+    assert [] == client.get_logs("3")
+
+
+@responses.activate
+def test_a_deeply_nested_reply_is_a_protocol_error(client):
+    deep = {"x": 1}
+    for _ in range(40):
+        deep = {"x": deep}
+    responses.get(BASE + "/daq/config", json=ok("config", deep))
+    with pytest.raises(DaqProtocolError, match="nested more than 32 levels"):
+        client.get_config()

@@ -285,3 +285,60 @@ def test_a_result_that_cannot_be_written_is_exit_1_without_traceback(daq_sim, wh
         proc = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=30, close_fds=True,
                               preexec_fn=lambda: os.close(1))
     assert 1 == proc.returncode and "cannot write the result" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# -- bounds, odd replies, odd arguments ----------------------------------------------------
+
+
+def silent(conn):
+    """Reads the request and never answers (a DAQ process that hangs)."""
+    conn.read_request()
+    time.sleep(30)
+
+
+@pytest.mark.parametrize(
+    "tool, args", [("std_cli_get_status", []), ("std_cli_write_stop", []), ("std_cli_write_async", ["/tmp/x.h5", "3"])]
+)
+def test_timeout_bounds_the_whole_command(tool, args):
+    """--timeout 1 against a DAQ that never answers ends in about 1 s, exit 3, one line
+    (it took 5 s for a read and 61 s for a stop: per attempt, times the retries, and not
+    at all for writes)."""
+    with StandIn(silent) as server:
+        started = time.monotonic()
+        code, _, err = run_in_process(tool, [*args, "-b", server.url, "--timeout", "1"])
+        took = time.monotonic() - started
+    assert 3 == code
+    assert_one_line_error(err)
+    assert "not done within --timeout 1 s" in err
+    assert took < 2.0, took
+    if tool == "std_cli_write_async":
+        assert "may have started" in err  # and it was sent once
+        assert 1 == len(server.requests)
+
+
+def test_an_empty_url_is_a_usage_error_not_the_default_daq(monkeypatch):
+    """-b "$UNSET_VARIABLE" must not fall back to $STD_DAQ_API_URL or the local default."""
+    monkeypatch.setenv("STD_DAQ_API_URL", "http://127.0.0.1:1")
+    code, _, err = run_in_process("std_cli_get_status", ["-b", ""])
+    assert 2 == code
+    assert_one_line_error(err)
+    assert "URL is empty" in err
+
+
+@pytest.mark.parametrize("depth", [40, 1000])
+def test_a_deeply_nested_reply_is_one_line_exit_1(depth):
+    """A reply nested 1,000+ levels deep used to pass json.loads and crash the printing with
+    a RecursionError traceback: now any reply deeper than the limit is a protocol error."""
+    config = "{" + '"x":{' * depth + "}" * depth + "}"
+    body = ('{"status": "ok", "message": "x", "config": ' + config + "}").encode()
+
+    def deep(conn):
+        while conn.read_request() is not None:
+            conn.send(reply(200, body))
+
+    with StandIn(deep) as server:
+        # The installed tool: a fresh process's stack is what decides whether json.loads copes.
+        proc = run_script("std_cli_get_config", "-b", server.url, "--timeout", "5")
+    assert 1 == proc.returncode, proc.stderr
+    assert_one_line_error(proc.stderr)
+    assert "nested more than 32 levels" in proc.stderr and "" == proc.stdout

@@ -419,7 +419,7 @@ def recording_proxy(monkeypatch):
 def test_loopback_daq_never_goes_through_an_environment_proxy(recording_proxy, daq_sim):
     """With HTTP_PROXY/ALL_PROXY set, requests to a loopback DAQ go direct: the proxy sees nothing."""
     port = daq_sim.url.rsplit(":", 1)[1]
-    for url in (daq_sim.url, f"http://localhost:{port}"):
+    for url in (daq_sim.url, f"http://localhost:{port}", f"http://127.1:{port}", f"http://2130706433:{port}"):
         client = StdDaqClient(url, retries=0)
         assert "READY" == client.get_status()["state"]
         client.get_config()
@@ -469,6 +469,11 @@ def test_the_environment_is_read_once_per_host(recording_proxy, daq_sim, monkeyp
         ("LOCALHOST.", True),
         ("daq.localhost", True),
         ("::ffff:127.0.0.1", True),
+        ("127.1", True),  # the resolver's short forms: connect to loopback all the same
+        ("0x7f.1", True),
+        ("2130706433", True),
+        ("10.1", False),
+        ("1", False),
         ("10.0.0.1", False),
         ("daq-host", False),
         ("128.0.0.1", False),
