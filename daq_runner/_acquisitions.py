@@ -22,7 +22,7 @@ The rules (README "What an unattended run can rely on"):
 from __future__ import annotations
 
 import collections
-import itertools
+import hashlib
 import os
 import time
 from typing import Any, Callable, Deque, Dict, List, Optional, Set
@@ -44,12 +44,16 @@ _LOG_WAIT_S = 3.0
 _LOG_LOOKUP = 100  # logs searched for an earlier acquisition of a file the runner cannot see
 STOP_BUDGET_S = 5.0  # how long a stop of our acquisition is tried once the run must end
 
-_run_ids = itertools.count()
+def run_id_for(invocation: str, step_index: int, start: int) -> int:
+    """The run_id of the ``start``-th acquisition (1, 2, ...) of step ``step_index`` in the
+    daq-run invocation ``invocation`` (a random id, in the report as ``batch.invocation``).
 
-
-def new_run_id() -> int:
-    """Unique per process and increasing: time in ns plus a counter against equal clocks."""
-    return time.time_ns() + next(_run_ids) % 1000
+    Derived, not drawn: a resumed run can tell from the DAQ's log that a file was left by
+    the run it resumes (its run_id is one of that run's for the step) and not by anyone
+    else since. A positive integer below 2**62, as the DAQ's int64 run_id needs.
+    """
+    digest = hashlib.sha256(f"{invocation}/{step_index}/{start}".encode()).digest()
+    return (int.from_bytes(digest[:8], "big") >> 2) or 1
 
 
 class _NotReady(Exception):
@@ -122,6 +126,7 @@ class Acquisitions:
         self.running: List[Acquisition] = []  # started, or possibly started, and not seen to end
         self.by_step: Dict[int, Acquisition] = {}
         self.files: Dict[str, int] = {}  # real path of every file this run asked for -> its step
+        self._starts: Dict[int, int] = {}  # acquisitions started per step, for run_id_for
         self._background_cursor: Optional[Cursor] = None
         self._seen_end: Deque[int] = collections.deque(maxlen=8)  # run_ids of acquisitions seen to end
 
@@ -147,11 +152,10 @@ class Acquisitions:
         """Refuse to write over an existing file unless allowed; never write through a symlink.
 
         Allowed without ``overwrite``: the file this step's own failed attempt left, and, when
-        resuming, the file a step that did not pass left in the run being resumed (written
-        since that run began: no other step of the batch writes that file).
+        resuming, the file this step left in the run being resumed (see :meth:`_left_by_resumed`).
+        Anything else that exists is refused.
         """
         path = step.output_file
-        since = self.ctx.resumed_since
         if os.path.islink(path):
             raise StepFailed(f"{path} is a symbolic link: the DAQ would write through it; nothing was sent")
         real = os.path.realpath(path)
@@ -159,22 +163,19 @@ class Acquisitions:
         if other is not None and other != step.index:
             # The batch names it differently (a symlinked folder), but it is the same file.
             raise StepFailed(f"{path} is the file step {other} of this run wrote ({real}); nothing was sent")
-        if os.path.isdir(os.path.dirname(path)):
+        logs: Optional[List[dict]] = None
+        local = os.path.isdir(os.path.dirname(path))
+        if local:
             exists = os.path.lexists(path)
             where = "it exists"
-            ours = exists and since is not None and os.lstat(path).st_mtime >= since
         else:
             # The DAQ writes on another machine: its own log knows the files it wrote.
-            starts = [
-                ((record.get("stats") or {}).get("start_time") or 0)
-                for record in self.ctx.client.get_logs(_LOG_LOOKUP)
-                if (record.get("info") or {}).get("output_file") == path
-            ]
-            exists = bool(starts)
+            logs = self._logs_of(path)
+            exists = bool(logs)
             where = "the DAQ's log shows an earlier acquisition of it"
-            ours = exists and since is not None and all(isinstance(t, (int, float)) and t >= since for t in starts)
         if not exists:
             return
+        ours = self.ctx.resumed is not None and self._left_by_resumed(step, logs if logs is not None else self._logs_of(path), local)
         earlier = self.by_step.get(step.index)
         if earlier is not None and earlier.step.output_file == path:
             # This step's own earlier attempt left it (a failed or incomplete acquisition).
@@ -190,6 +191,32 @@ class Acquisitions:
             )
         result["overwrote"] = True
         self.ctx.notice(f"overwriting {path} ({where}; overwrite allowed)", step)
+
+    def _logs_of(self, path: str) -> List[dict]:
+        """The DAQ's log records of acquisitions of ``path`` among the last ones, newest first."""
+        return [r for r in self.ctx.client.get_logs(_LOG_LOOKUP) if (r.get("info") or {}).get("output_file") == path]
+
+    def _left_by_resumed(self, step: WriteStep, logs: List[dict], local: bool) -> bool:
+        """Whether the file of ``step`` is provably the one this step left in the run resumed.
+
+        Either the DAQ's newest acquisition of it has one of that run's run_ids for this
+        step (nobody wrote it since); or, the DAQ having logged none (a FAILED acquisition
+        is not logged), that run's record of the step names an acquisition of its own, the
+        run has ended, and the file was last changed while it ran.
+        """
+        resumed = self.ctx.resumed
+        assert resumed is not None
+        ours = set()
+        if resumed.invocation is not None:
+            ours = {run_id_for(resumed.invocation, step.index, n) for n in range(1, 2 * (step.retries + 1) + 1)}
+        if logs:
+            return (logs[0].get("info") or {}).get("run_id") in ours
+        if not local or resumed.run_ids.get(step.index) not in ours:
+            return False
+        if resumed.started_at is None or resumed.finished_at is None:
+            return False
+        changed = os.lstat(step.output_file).st_mtime
+        return resumed.started_at - 1 <= changed <= resumed.finished_at + 1
 
     def start(self, step: WriteStep, result: dict) -> Acquisition:
         """Start the acquisition of ``step`` once; raises :class:`StepFailed` when it provably did not start.
@@ -237,7 +264,9 @@ class Acquisitions:
         ctx = self.ctx
         self.check_overwrite(step, result)
         previous = api.acquisition_run_id(before)
-        acq = Acquisition(step, new_run_id(), {previous} if previous is not None else set())
+        self._starts[step.index] = self._starts.get(step.index, 0) + 1
+        run_id = run_id_for(ctx.invocation, step.index, self._starts[step.index])
+        acq = Acquisition(step, run_id, {previous} if previous is not None else set())
         self.by_step[step.index] = acq
         self.files[os.path.realpath(step.output_file)] = step.index
         request = {"output_file": step.output_file, "n_images": step.n_images, "run_id": acq.run_id}

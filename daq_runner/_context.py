@@ -10,6 +10,7 @@ recovery is written once (:meth:`RunContext.reset_writer`).
 from __future__ import annotations
 
 import threading
+import uuid
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
@@ -24,7 +25,7 @@ from .lock import DaqLock
 if TYPE_CHECKING:  # pragma: no cover
     from ._acquisitions import Acquisitions
 
-__all__ = ["RunContext", "StepFailed", "READY", "UNKNOWN", "WRITING"]
+__all__ = ["RunContext", "ResumedRun", "StepFailed", "READY", "UNKNOWN", "WRITING"]
 
 READY, WRITING, UNKNOWN = (s.value for s in (api.WriterState.READY, api.WriterState.WRITING, api.WriterState.UNKNOWN))
 _READY_AFTER_STOP_S = 10.0
@@ -40,6 +41,37 @@ class StepFailed(Exception):
 Emit = Callable[..., None]
 
 
+@dataclass(frozen=True)
+class ResumedRun:
+    """What the report of a run being resumed says about the files its steps left.
+
+    Attributes:
+        invocation: its ``batch.invocation``; the run_ids of its acquisitions derive from
+            it (``None``: a report of an older daq-run).
+        started_at, finished_at: Unix times of its start and end (``finished_at`` is
+            ``None`` for a run that was killed).
+        run_ids: step index -> run_id of the acquisition the step's record names.
+    """
+
+    invocation: Optional[str] = None
+    started_at: Optional[float] = None
+    finished_at: Optional[float] = None
+    run_ids: Dict[int, int] = field(default_factory=dict)
+
+    @classmethod
+    def from_report(cls, report: Dict[str, Any]) -> "ResumedRun":
+        """From a report as loaded (anything of the wrong type is left out)."""
+        from ._tally import parse_iso
+
+        batch = report.get("batch") if isinstance(report.get("batch"), dict) else {}
+        invocation = batch.get("invocation") if isinstance(batch.get("invocation"), str) and batch.get("invocation") else None
+        run_ids: Dict[int, int] = {}
+        for record in report.get("steps") or ():
+            if isinstance(record, dict) and isinstance(record.get("index"), int) and str(record.get("run_id") or "").isdigit():
+                run_ids[record["index"]] = int(record["run_id"])
+        return cls(invocation, parse_iso(report.get("started_at")), parse_iso(report.get("finished_at")), run_ids)
+
+
 @dataclass
 class RunContext:
     """The DAQ as the handlers of one run see it.
@@ -51,8 +83,10 @@ class RunContext:
         stop_event: set when the run must stop (signal, lost lock).
         require_log: a write passes only when the DAQ logged it.
         overwrite: ``--overwrite``: writes may replace existing files.
-        resumed_since: when resuming, the Unix time the resumed run began: files written
-            since by steps that run again may be replaced.
+        invocation: this daq-run invocation's random id; the run_ids of its acquisitions
+            are derived from it (:func:`daq_runner._acquisitions.run_id_for`).
+        resumed: when resuming, what the report of the run resumed says (see
+            :class:`ResumedRun`): which files its steps left, that may be replaced.
         lock: the runner lock, ``None`` when none is held.
         pre_run: recoveries done before the first step.
     """
@@ -63,7 +97,8 @@ class RunContext:
     stop_event: threading.Event
     require_log: bool = True
     overwrite: bool = False
-    resumed_since: Optional[float] = None
+    invocation: str = field(default_factory=lambda: uuid.uuid4().hex)
+    resumed: Optional["ResumedRun"] = None
     lock: Optional[DaqLock] = None
     pre_run: List[dict] = field(default_factory=list)
     acquisitions: "Acquisitions" = field(init=False)

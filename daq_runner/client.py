@@ -24,7 +24,7 @@ import math
 import operator
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 from urllib.parse import urlsplit
 
 import requests
@@ -114,6 +114,9 @@ def check_url(url: Any) -> str:
         raise ValueError(f"not an http(s) URL: {quote(redact_url(url))}")
     if not parts.hostname:
         raise ValueError(f"URL has no host: {quote(redact_url(url))}")
+    if parts.query or parts.fragment or url.strip().endswith(("?", "#")):
+        # The endpoints are appended to it: /writer/status would land after the query.
+        raise ValueError(f"a DAQ base URL has no query or fragment: {quote(redact_url(url))}")
     return url.strip()
 
 
@@ -466,9 +469,11 @@ class StdDaqClient:
             raise
         return envelope, payload
 
-    def _before_sleep(self, safe_url: str) -> Callable[[tenacity.RetryCallState], None]:
+    def _before_sleep(self, safe_url: str, seen: List[BaseException]) -> Callable[[tenacity.RetryCallState], None]:
         def hook(state: tenacity.RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
+            if exc is not None:
+                seen.append(exc)
             sleep = state.next_action.sleep if state.next_action else 0.0
             log.debug("retrying %s after attempt %d: %s (sleep %.2f s)", safe_url, state.attempt_number, exc, sleep)
             if self.on_retry is not None and exc is not None:
@@ -487,6 +492,7 @@ class StdDaqClient:
                 raise ValueError(f"request body of {endpoint.method} {endpoint.path} is not JSON: {quote(exc)}") from None
         outer = _deadline.current()
         at_bound = _StopAtBound(outer)
+        seen: List[BaseException] = []  # the errors of the attempts before the last
         stops: list = [tenacity.stop_after_attempt(self.retries + 1)]
         if self.retry_deadline is not None:
             # Give up instead of sleeping past the deadline: the budget is a promise to callers.
@@ -499,7 +505,7 @@ class StdDaqClient:
             retry=tenacity.retry_if_exception(
                 lambda e: isinstance(e, DaqTransportError) and not isinstance(e, (OutcomeUnknown, DeadlineExceeded))
             ),
-            before_sleep=self._before_sleep(redact_url(url)),
+            before_sleep=self._before_sleep(redact_url(url), seen),
             sleep=self.sleep,
             reraise=True,
         )
@@ -511,6 +517,9 @@ class StdDaqClient:
                 raise DeadlineExceeded(
                     f"{exc}; not retried: the time allowed ends before the next attempt", url=exc.url
                 ) from exc
+            if type(exc) is DaqTimeoutError and seen and str(seen[-1]) != str(exc):
+                # The retry budget cut the last attempt short: what the DAQ said before is the news.
+                raise DaqTimeoutError(f"{exc}; the attempt before: {seen[-1]}", url=exc.url) from exc
             raise
 
     def request(self, endpoint: api.Endpoint, body: Any = None, *, read_timeout: Optional[float] = None, **params: Any) -> dict:

@@ -644,11 +644,18 @@ def check_output_path(path: str, *, batch_path: Optional[str], what: str, protec
 def default_report_path(batch_path: str, run_id: str) -> str:
     """``<batch folder>/<batch stem>-<YYYYmmdd-HHMMSS>-<run id>.report.json``.
 
+    A batch that is not a regular file (``/dev/stdin``, a pipe) puts it in the current folder.
+
     The run id makes names unique also for runs started within the same second; should
     the name exist anyway, ``-2``, ``-3``... is added.
     """
     stem = os.path.splitext(os.path.basename(batch_path))[0] or "batch"
     folder = os.path.dirname(os.path.abspath(batch_path))
+    if not os.path.isfile(batch_path) or os.path.abspath(batch_path).startswith(("/dev/", "/proc/")):
+        # Read from a pipe or a device (/dev/stdin, <(...)): its folder is no place for a report.
+        folder = os.getcwd()
+    # A file name has at most 255 bytes: the stem gives way to the time and run id.
+    stem = stem.encode()[:150].decode(errors="ignore") or "batch"
     # The whole run id (its random part too): runs started together never share a name.
     tag = re.sub(r"[^A-Za-z0-9_-]", "", str(run_id))[-40:] or uuid.uuid4().hex
     base = os.path.join(folder, f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}-{tag}")

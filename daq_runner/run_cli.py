@@ -192,6 +192,12 @@ def _resolve_daq(args: argparse.Namespace, batch: Any) -> Dict[str, Optional[str
             )
         redis, redis_source = top.redis, top.name
     _check_url(url, ("http", "https"), "DAQ URL")
+    from .client import check_url
+
+    try:
+        check_url(url)  # the client's own rules too (no query or fragment: endpoints are appended)
+    except ValueError as exc:
+        raise _Usage(f"DAQ URL: {exc}") from None
     redis = _with_password(redis, os.environ.get("STD_DAQ_REDIS_PASSWORD"))
     if args.no_redis:
         redis, redis_source = None, "--no-redis"
@@ -246,12 +252,6 @@ def _earlier_report(path: str) -> dict:
         raise _Usage(str(exc)) from None
 
 
-def _started_at(report: dict) -> Optional[float]:
-    from ._tally import parse_iso
-
-    return parse_iso(report.get("started_at"))
-
-
 def _previous_results(args: argparse.Namespace, batch: Any, old: dict) -> Dict[str, List[dict]]:
     """The passed steps of ``--resume REPORT``, keyed by step identity; refuses another batch's report."""
     old_batch = old.get("batch") if isinstance(old.get("batch"), dict) else {}
@@ -268,6 +268,21 @@ def _previous_results(args: argparse.Namespace, batch: Any, old: dict) -> Dict[s
         raise _Usage(f"none of the steps in {args.resume} belong to {args.batch}: it cannot be resumed with this batch")
     if old_batch.get("sha256") != batch.sha256 and not args.force:
         raise _Usage(f"{args.batch} changed since {args.resume} was written (sha256 differs); use --force to resume anyway")
+    from ._text import quote
+
+    old_vars = old_batch.get("vars") if isinstance(old_batch.get("vars"), dict) else {}
+    differ = sorted(
+        name
+        for name in set(old_vars) | set(batch.vars)
+        # --sim names a fresh output folder of its own each time
+        if str(old_vars.get(name)) != str(batch.vars.get(name)) and not (args.sim and name == "root")
+    )
+    if differ and not args.force:
+        shown = ", ".join(f"{name}={quote(str(old_vars.get(name)))!r}" for name in differ[:5])
+        raise _Usage(
+            f"{args.resume} ran with other variables ({shown}): resume with the same --var values, "
+            "or use --force to resume with these"
+        )
     passed: Dict[str, List[dict]] = {}
     for record in steps:
         if record.get("status") == "passed" and isinstance(record.get("identity"), str):
@@ -488,11 +503,19 @@ def _main(argv: Sequence[str]) -> int:
     previous = _previous_results(args, batch, earlier) if earlier is not None else None
     report_path = args.report
     if not args.dry_run:
-        from .report import check_output_path
+        from .report import check_output_path, default_report_path
 
         try:
             if report_path is not None:
                 check_output_path(report_path, batch_path=args.batch, what="--report")
+            else:
+                # Checked before anything is sent, as a --report is: a run whose report cannot
+                # be written must not change the DAQ.
+                report_path = default_report_path(args.batch, batch.run)
+                try:
+                    check_output_path(report_path, batch_path=args.batch, what="report")
+                except ValueError as exc:
+                    raise ValueError(f"{exc} (the default, next to the batch file); give --report PATH") from None
             if args.junit:
                 check_output_path(args.junit, batch_path=args.batch, what="--junit")
             if args.junit and report_path and os.path.abspath(args.junit) == os.path.abspath(report_path):
@@ -516,8 +539,7 @@ def _main(argv: Sequence[str]) -> int:
             return _show_state(daq)
         if tell:
             _warn(f"daq-run: the simulated DAQ writes into {output_root}")
-        since = _started_at(earlier) if earlier is not None else None
-        return _run(args, batch, daq, previous, report_path, argv, since)
+        return _run(args, batch, daq, previous, report_path, argv, earlier)
     finally:
         if sim is not None:
             sim.stop()
@@ -575,13 +597,14 @@ def _run(
     previous: Optional[Dict[str, List[dict]]],
     report_path: Optional[str],
     argv: Sequence[str],
-    resumed_since: Optional[float] = None,
+    earlier: Optional[dict] = None,
 ) -> int:
     import signal
 
     from ._redis import redact_url
     from .console import ConsoleView, LogEvents, QuietSummary
     from .exceptions import LockError, LockHeldError
+    from ._context import ResumedRun
     from .report import JsonReportFile, JUnitFile, default_report_path
     from .runner import Runner
 
@@ -595,7 +618,7 @@ def _run(
         lock_ttl=args.lock_ttl,
         outage_s=args.max_outage,
         overwrite=args.overwrite,
-        resumed_since=resumed_since,
+        resumed=ResumedRun.from_report(earlier) if earlier is not None else None,
         context={"command": _command_line(argv), "url_source": daq["url_source"], "redis_source": daq["redis_source"]},
         keep_steps=False,
     )

@@ -26,7 +26,7 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from . import api, events
 from ._acquisitions import STOP_BUDGET_S, Acquisition, Acquisitions
-from ._context import UNKNOWN, RunContext, StepFailed
+from ._context import UNKNOWN, ResumedRun, RunContext, StepFailed
 from ._deadline import Deadline, Interrupted, bounded
 from ._redis import connect
 from ._text import redact_url
@@ -35,12 +35,14 @@ from ._version import __version__
 from .batch import Batch, ConfigStep, Step, WriteStep
 from .client import StdDaqClient
 from .exceptions import (
+    DaqHTTPError,
+    DaqProtocolError,
     DaqRunnerError,
     DaqTransportError,
     DeadlineExceeded,
     LockError,
-    StdDaqAdminException,
     OutcomeUnknown,
+    StdDaqAdminException,
 )
 from .feed import StatusFeed
 from .lock import LOCK_TTL_S, REDIS_BUDGET_S, DaqLock
@@ -74,8 +76,9 @@ class Runner:
         lock_ttl: expiry of the lock in seconds (renewed every third of it): how long a
             crashed runner can block the DAQ.
         overwrite: let writes replace existing files (as ``overwrite: true`` on every step).
-        resumed_since: with ``previous`` (a resumed run), the Unix time the earlier run began:
-            a step that runs again may replace the file it left then.
+        resumed: with ``previous`` (a resumed run), what the earlier run's report says
+            (:class:`~daq_runner._context.ResumedRun`): a step that runs again may replace
+            the file it left then, when nobody provably wrote it since.
         context: what the caller knows about the run, for the report: ``command`` (list of
             str), ``url_source``, ``redis_source``.
         keep_steps: the returned report keeps every step record (``False``: only the failed
@@ -103,7 +106,7 @@ class Runner:
         lock_wait: float = 0.0,
         lock_ttl: float = LOCK_TTL_S,
         overwrite: bool = False,
-        resumed_since: Optional[float] = None,
+        resumed: Optional[ResumedRun] = None,
         context: Optional[Dict[str, Any]] = None,
         keep_steps: bool = True,
     ) -> None:
@@ -125,7 +128,8 @@ class Runner:
         self.lock_wait = lock_wait
         self.lock_ttl = lock_ttl
         self.overwrite = overwrite
-        self.resumed_since = resumed_since
+        self.resumed = resumed
+        self.invocation = ""  # this invocation's random id, set by run()
         self.context = dict(context or {})
         self.keep_steps = keep_steps
         self._budget = f"{outage_s:g} s" if client is None else "the client's retries"
@@ -190,6 +194,9 @@ class Runner:
         """
         # The batch's {run} is the run's id: file names and the report say the same.
         self.run_id = batch.run or uuid.uuid4().hex[:12]
+        # Unlike {run}, new for every invocation, a resumed one too: its acquisitions' run_ids
+        # come from it, so a later resume can tell its files from anyone else's.
+        self.invocation = uuid.uuid4().hex
         recorder = ReportRecorder(keep_steps=self.keep_steps)
         self.consumers.insert(0, recorder)
         plan = _Progress(batch.steps)
@@ -237,7 +244,7 @@ class Runner:
         return {
             "batch": {
                 "name": batch.name, "path": batch.path, "sha256": batch.sha256, "vars": dict(batch.vars),
-                "run": batch.run, "now": batch.now,
+                "run": batch.run, "now": batch.now, "invocation": self.invocation,
             },
             "daq": {
                 "url": redact_url(self.url),
@@ -263,7 +270,8 @@ class Runner:
             stop_event=self.stop_event,
             require_log=self.require_log,
             overwrite=self.overwrite,
-            resumed_since=self.resumed_since,
+            invocation=self.invocation,
+            resumed=self.resumed,
         )
         ctx.acquisitions = Acquisitions(ctx)
         feed.observe = ctx.acquisitions.observe
@@ -298,6 +306,10 @@ class Runner:
         with bounded(Deadline(cancel=self.stop_event)):
             try:
                 ctx.feed.status()
+            except (DaqHTTPError, DaqProtocolError) as exc:
+                # Something answers, but not as a Standard DAQ: a wrong port or path, another server.
+                self.daq_lost = f"no Standard DAQ REST API there: {_describe(exc)}"
+                return False
             except DaqRunnerError as exc:
                 if not _daq_gone(exc):
                     raise

@@ -8,6 +8,7 @@ the run's JSON report and the DAQ's own state afterwards.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import threading
@@ -440,3 +441,50 @@ def test_runner_killed_leaves_a_valid_report_an_expiring_lock_and_can_be_resumed
     assert [True, None, None] == [s.get("resumed") for s in steps]
     assert ["passed"] * 3 == [s["status"] for s in steps]
     assert 150 == n_images_in(tmp_path / "b.h5")
+
+
+def test_resume_never_replaces_a_file_someone_else_wrote_since(daq_sim, tmp_path):
+    """A runner killed before its write; another batch then writes that file; --resume of
+    the first must not replace it (it did: any file newer than the resumed run's start
+    counted as its own). Neither may a second resume of the same report replace the file
+    the first resume wrote. Only the DAQ's log naming one of the resumed run's run_ids for
+    the step proves a file is the resumed run's own."""
+    daq_sim.core.settings.frame_rate = 1000
+    shared = tmp_path / "shared.h5"
+    first = batch_file(
+        tmp_path,
+        "version: 1\nsteps:\n  - wait: {seconds: 30}\n  - write: {output_file: '{root}/shared.h5', n_images: 5}\n",
+        "a.yaml",
+    )
+    other = batch_file(tmp_path, "version: 1\nsteps:\n  - write: {output_file: '{root}/shared.h5', n_images: 7}\n", "b.yaml")
+    report = tmp_path / "a.json"
+    proc = start_daq_run(first, "--url", daq_sim.url, "--redis", daq_sim.redis_url, "--report", str(report))
+    wait_until(lambda: report.exists() and report_of(report)["status"] == "running")
+    proc.kill()
+    proc.communicate(timeout=10)
+    client = redis.Redis.from_url(daq_sim.redis_url)
+    try:
+        client.delete(LOCK_KEY)  # as after its expiry
+    finally:
+        client.close()
+    common = ("--url", daq_sim.url, "--redis", daq_sim.redis_url)
+    assert 0 == daq_run(str(other), *common, "--report", str(tmp_path / "b.json")).returncode
+    assert 7 == n_images_in(shared)
+
+    first.write_text(first.read_text().replace("seconds: 30", "seconds: 0"))  # no need to wait again
+    resume = ("--resume", str(report), "--force")
+    proc = daq_run(str(first), *common, *resume, "--report", str(tmp_path / "resumed.json"))
+    assert 1 == proc.returncode, proc.stderr
+    step = report_of(tmp_path / "resumed.json")["steps"][-1]
+    assert "failed" == step["status"] and "nothing was sent" in step["error"], step
+    assert 7 == n_images_in(shared), "the other batch's file was replaced"
+
+    # With the other file gone, the resume writes it; a second resume of the same killed
+    # report finds that complete file and leaves it.
+    shared.unlink()
+    assert 0 == daq_run(str(first), *common, *resume, "--report", str(tmp_path / "resumed2.json")).returncode
+    assert 5 == n_images_in(shared)
+    os.utime(shared, (1, 1))
+    proc = daq_run(str(first), *common, *resume, "--report", str(tmp_path / "resumed3.json"))
+    assert 1 == proc.returncode
+    assert 1 == os.stat(shared).st_mtime, "the first resume's complete file was replaced"

@@ -286,3 +286,83 @@ def test_the_command_delivers_everything_it_printed_and_its_exit_code(daq_sim, t
     proc = daq_run(str(good), *common(daq_sim), "--report", str(tmp_path / "r.json"))
     assert 0 == proc.returncode, proc.stderr
     assert "passed" == report_of(tmp_path / "r.json")["status"]
+
+
+# -- checked before anything is sent ----------------------------------------------------------
+
+
+def test_resume_with_other_variables_needs_force(daq_sim, tmp_path):
+    """--resume without the --var values of the run resumed would run another experiment
+    under its name (it did, silently): refused, exit 2, unless --force."""
+    path = batch_file(
+        tmp_path,
+        "version: 1\nvars: {n: '2'}\nsteps:\n  - write: {output_file: '{root}/v{n}.h5', n_images: '{n}'}\n  - check: {writer: WRITING}\n",
+    )
+    first = tmp_path / "first.json"
+    assert 1 == daq_run(str(path), *common(daq_sim), "--var", "n=3", "--report", str(first)).returncode
+    proc = daq_run(str(path), *common(daq_sim), "--resume", str(first))
+    assert 2 == proc.returncode and "ran with other variables (n='3')" in proc.stderr, proc.stderr
+    assert 1 == len(proc.stderr.strip().splitlines())
+    assert not (tmp_path / "v2.h5").exists()
+    proc = daq_run(str(path), *common(daq_sim), "--resume", str(first), "--var", "n=3")
+    assert 1 == proc.returncode and "ran with other variables" not in proc.stderr  # same vars: resumes
+
+
+def test_a_default_report_path_that_cannot_be_written_is_refused_before_the_run(daq_sim, tmp_path):
+    """Without --report the report goes next to the batch file; when it cannot be written
+    there, nothing may be sent (the batch used to run and then say 'no report was written')."""
+    from .test_report import can_mount
+
+    why = can_mount()
+    if why:
+        pytest.skip(why)
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    path = batch_file(folder, "version: 1\nsteps:\n  - config: {bit_depth: 8}\n")
+    import subprocess
+
+    if subprocess.run(["mount", "--bind", "-o", "ro", str(folder), str(folder)], capture_output=True).returncode != 0:
+        pytest.skip("cannot make a read-only bind mount here")
+    try:
+        before = requests.get(daq_sim.url + "/daq/config", timeout=5).json()["config_id"]
+        proc = daq_run(str(path), *common(daq_sim))
+        assert 2 == proc.returncode, proc.stderr
+        assert "give --report PATH" in proc.stderr and 1 == len(proc.stderr.strip().splitlines())
+        assert before == requests.get(daq_sim.url + "/daq/config", timeout=5).json()["config_id"]
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+def test_a_batch_with_a_long_name_or_from_stdin_gets_a_report(daq_sim, tmp_path):
+    """A 230-character batch name (the report name was too long: the run went ahead and
+    wrote none), and a batch read from /dev/stdin (its report went to /dev)."""
+    body = "version: 1\nsteps:\n  - check: {writer: READY}\n"
+    path = batch_file(tmp_path, body, "x" * 230 + ".yaml")
+    proc = daq_run(str(path), *common(daq_sim), "--quiet")
+    assert 0 == proc.returncode, proc.stderr
+    assert 1 == len(list(tmp_path.glob("x*.report.json")))
+    proc = daq_run("/dev/stdin", *common(daq_sim), "--quiet", input=body, cwd=str(tmp_path))
+    assert 0 == proc.returncode, proc.stderr
+    assert 1 == len(list(tmp_path.glob("stdin-*.report.json")))
+
+
+def test_a_url_that_is_not_a_standard_daq_is_exit_3_with_a_report(tmp_path):
+    """An HTTP server that is not a DAQ (a wrong port or path): one line, exit 3, a report
+    (it was 'internal error', exit 1); a URL with a query is exit 2 before anything."""
+    import http.server
+    import threading
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        path = batch_file(tmp_path, "version: 1\nsteps:\n  - check: {writer: READY}\n")
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        report = tmp_path / "r.json"
+        proc = daq_run(str(path), "--url", url, "--no-redis", "--report", str(report))
+        assert 3 == proc.returncode, proc.stderr
+        assert "no Standard DAQ REST API" in proc.stderr and "internal error" not in proc.stderr
+        assert report_of(report)["daq_unreachable"] is True
+        proc = daq_run(str(path), "--url", url + "/?x=1", "--no-redis")
+        assert 2 == proc.returncode and "no query or fragment" in proc.stderr
+    finally:
+        server.shutdown()
