@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
 
 from . import api, events
+from ._deadline import current
+from ._text import quote
 from .batch import Step
 from .client import StdDaqClient
 from .exceptions import WriterNeedsRestart
@@ -88,6 +90,8 @@ class RunContext:
         resumed: when resuming, what the report of the run resumed says (see
             :class:`ResumedRun`): which files its steps left, that may be replaced.
         lock: the runner lock, ``None`` when none is held.
+        established: the configuration fields this run's config steps set (and a resume
+            applied again): what every later write is meant to run with.
         pre_run: recoveries done before the first step.
     """
 
@@ -101,6 +105,7 @@ class RunContext:
     resumed: Optional["ResumedRun"] = None
     lock: Optional[DaqLock] = None
     pre_run: List[dict] = field(default_factory=list)
+    established: Dict[str, Any] = field(default_factory=dict)
     acquisitions: "Acquisitions" = field(init=False)
     step: Optional[Step] = None
 
@@ -151,12 +156,44 @@ class RunContext:
         The wait is bounded by the step's time left; a READY read from the stream is confirmed
         over REST (a real DAQ stores each status twice and the copies can interleave).
         """
+        while True:
+            status, reset = self._ready(step, result, purpose)
+            # A writer found UNKNOWN may mean a DAQ restart, which may have brought back another
+            # configuration: a write runs with the one this run set, or not at all.
+            if not (reset and purpose == "the write" and self.established and self._restore_config(step, result)):
+                return status
+
+    def _restore_config(self, step: Step, result: dict) -> bool:
+        """Apply again the fields of :attr:`established` the DAQ no longer shows; True if any."""
+        config = self.client.get_config() or {}
+        changes = {key: value for key, value in self.established.items() if api.config_differences(config, {key: value})}
+        if not changes:
+            return False
+        shown = ", ".join(f"{key}={quote(config.get(key))} instead of {value}" for key, value in changes.items())
+        self.guard()
+        self.client.update_config(changes, timeout=current().remaining())
+        text = ", ".join(f"{key}={value}" for key, value in changes.items())
+        record = {
+            "reason": f"the DAQ's configuration changed under the run ({shown}) while its writer was UNKNOWN (a DAQ restart?)",
+            "action": f"update_config {text}",
+            "outcome": "applied",
+            "at": time.time(),
+        }
+        result.setdefault("recoveries", []).append(record)
+        self.emit(events.RECOVERY, step, **record)
+        self.notice(f"re-applied {text} before step {step.index}: the DAQ showed {shown} after its writer was found UNKNOWN", step)
+        return True
+
+    def _ready(self, step: Step, result: dict, purpose: Optional[str]) -> "tuple[dict, bool]":
+        """The writer status once READY, and whether an UNKNOWN writer had to be reset."""
         # The cursor is taken before each look, so that the end of the acquisition cannot slip
         # between the look and the wait.
+        reset = False
         cursor = self.feed.mark()
         status = self.feed.status()
         while status.get("state") != READY:
             if status.get("state") == UNKNOWN:
+                reset = True
                 self.reset_writer(step, result, f"writer UNKNOWN before {purpose or 'the step'}")
             else:
                 acquisition = (status.get("acquisition") or {}).get("info") or {}
@@ -169,4 +206,4 @@ class RunContext:
                     )
             cursor = self.feed.mark()
             status = self.feed.status()
-        return status
+        return status, reset

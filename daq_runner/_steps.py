@@ -82,6 +82,7 @@ def config(ctx: RunContext, step: ConfigStep, result: dict, attempt: int) -> Non
 
     applied = ctx.client.update_config(step.config, timeout=current().remaining(), on_deployment=seen)
     result.update(config=applied.config, config_id=applied.config_id, deployment=applied.deployment)
+    ctx.established.update(step.config)
     if ctx.feed.status().get("state") == UNKNOWN:
         ctx.reset_writer(step, result, "writer UNKNOWN after the deployment")
     if step.settle:

@@ -441,6 +441,7 @@ class Runner:
             result["recoveries"].append(record)
             self._emit(events.RECOVERY, step, **record)
             self._notice(f"re-applied the configuration {text} established by passed step(s) {steps} before step {step.index}")
+        ctx.established.update(reapply)
         reapply.clear()
         sources.clear()
 

@@ -396,3 +396,29 @@ def test_a_status_published_between_mark_and_start_is_not_a_vanished_acquisition
         )
         report = Runner(sim.url, sim.redis_url, lock=False).run(batch)
     assert "passed" == report.status, report.failed_steps[:1]
+
+
+def test_a_daq_restart_between_config_and_write_gets_the_configuration_back(run_batch, daq_sim, tmp_path):
+    """The DAQ restarts (writer UNKNOWN) with another configuration between the config step
+    and the write: the write runs at the depth the run set, the re-applied config recorded
+    (it passed, with a 16-bit file for a 32-bit step)."""
+    import h5py
+
+    from daq_runner import StdDaqClient
+
+    def restart_with_another_config(event):
+        if event.kind == events.STEP_STARTED and event.data.get("kind") == "wait":
+            StdDaqClient(daq_sim.url).update_config({"bit_depth": 16})
+            faults(daq_sim, writer_state="UNKNOWN")
+
+    report = run_batch(
+        "version: 1\nsteps:\n  - config: {bit_depth: 32}\n  - wait: {seconds: 0.1}\n"
+        "  - write: {output_file: '{root}/w.h5', n_images: 3}\n",
+        [restart_with_another_config],
+    )
+    assert "passed" == report.status, report.to_dict()
+    write = report.steps[-1]
+    assert any("configuration changed under the run" in r["reason"] and "bit_depth=32" in r["action"] for r in write["recoveries"])
+    with h5py.File(tmp_path / "w.h5") as handle:
+        (group,) = handle.values()
+        assert "uint32" == str(group["data"].dtype)
