@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from typing import Any, Optional
+from typing import Any, Optional, Tuple
 
-__all__ = ["MAX_QUOTE", "one_line", "quote", "redact_url", "redact_text", "userinfo_problem"]
+__all__ = ["MAX_QUOTE", "one_line", "quote", "redact_url", "redact_text", "userinfo_problem", "secrets_in", "scrub"]
 
 # Longest quoted reply text, in characters: enough for any DAQ message, short enough for a log line.
 MAX_QUOTE = 300
@@ -135,3 +135,39 @@ def quote(text: Any, limit: Optional[int] = MAX_QUOTE) -> str:
         if isinstance(text, str) and len(text) > window:
             text = _TRAILING_AUTHORITY.sub(lambda m: f"{m.group('scheme')}***", text[:window])
     return one_line(redact_text(text), limit)
+
+
+def secrets_in(*urls: Optional[str]) -> Tuple[str, ...]:
+    """The user names and passwords in ``urls`` (also ``?password=``): replaced by ``***`` in
+    every event, wherever they appear. Text shorter than 4 characters is left to the URL
+    redaction (:func:`redact_text`): masking every "u" of a message hides nothing."""
+    from urllib.parse import parse_qsl, unquote, urlsplit
+
+    found = set()
+    for url in urls:
+        if not url:
+            continue
+        try:
+            parts = urlsplit(url)
+            values = [parts.password, parts.username]
+            values += [v for k, v in parse_qsl(parts.query) if k.lower() in ("password", "passwd", "pwd", "pass")]
+        except ValueError:
+            continue
+        for value in values:
+            if value:
+                found.update({value, unquote(value)})
+    return tuple(sorted((s for s in found if len(s) >= 4), key=len, reverse=True))
+
+
+def scrub(value: Any, secrets: Tuple[str, ...]) -> Any:
+    """``value`` (text, or dicts and lists of it) with every one of ``secrets`` replaced by ``***``."""
+    if isinstance(value, str):
+        for secret in secrets:
+            if secret in value:
+                value = value.replace(secret, "***")
+        return value
+    if isinstance(value, dict):
+        return {k: scrub(v, secrets) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [scrub(v, secrets) for v in value]
+    return value

@@ -268,14 +268,17 @@ def _previous_results(args: argparse.Namespace, batch: Any, old: dict) -> Dict[s
         raise _Usage(f"none of the steps in {args.resume} belong to {args.batch}: it cannot be resumed with this batch")
     if old_batch.get("sha256") != batch.sha256 and not args.force:
         raise _Usage(f"{args.batch} changed since {args.resume} was written (sha256 differs); use --force to resume anyway")
-    from ._text import quote
+    from ._text import quote, scrub, secrets_in
 
     old_vars = old_batch.get("vars") if isinstance(old_batch.get("vars"), dict) else {}
+    # The report keeps credentials in variables as ***: compare them as the report shows them.
+    secrets = secrets_in(*(v for v in batch.vars.values() if isinstance(v, str) and "@" in v))
+    new_vars = scrub(dict(batch.vars), secrets) if secrets else dict(batch.vars)
     differ = sorted(
         name
-        for name in set(old_vars) | set(batch.vars)
+        for name in set(old_vars) | set(new_vars)
         # --sim names a fresh output folder of its own each time
-        if str(old_vars.get(name)) != str(batch.vars.get(name)) and not (args.sim and name == "root")
+        if str(old_vars.get(name)) != str(new_vars.get(name)) and not (args.sim and name == "root")
     )
     if differ and not args.force:
         shown = ", ".join(f"{name}={quote(str(old_vars.get(name)))!r}" for name in differ[:5])

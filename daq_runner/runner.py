@@ -29,7 +29,7 @@ from ._acquisitions import STOP_BUDGET_S, Acquisition, Acquisitions
 from ._context import UNKNOWN, ResumedRun, RunContext, StepFailed
 from ._deadline import Deadline, Interrupted, bounded
 from ._redis import connect
-from ._text import redact_url
+from ._text import redact_url, scrub, secrets_in
 from ._steps import HANDLERS
 from ._version import __version__
 from .batch import Batch, ConfigStep, Step, WriteStep
@@ -133,7 +133,7 @@ class Runner:
         self.context = dict(context or {})
         self.keep_steps = keep_steps
         self._budget = f"{outage_s:g} s" if client is None else "the client's retries"
-        self._secrets = _secrets_of(url, redis_url)
+        self._secrets = secrets_in(url, redis_url)
         self.run_id = ""
         self._step: Optional[Step] = None
         self._last_retry_notice = 0.0
@@ -147,9 +147,11 @@ class Runner:
         self.consumers.append(consumer)
 
     def _emit(self, kind: str, step: Optional[Step] = None, /, **data: Any) -> None:
+        name = step.name if step else None
         if self._secrets:
-            data = _scrub(data, self._secrets)
-        event = events.Event(kind, self.run_id, step.index if step else None, step.name if step else None, data)
+            data = scrub(data, self._secrets)
+            name = scrub(name, self._secrets)
+        event = events.Event(kind, self.run_id, step.index if step else None, name, data)
         for consumer in self.consumers:
             consumer(event)
 
@@ -197,6 +199,10 @@ class Runner:
         # Unlike {run}, new for every invocation, a resumed one too: its acquisitions' run_ids
         # come from it, so a later resume can tell its files from anyone else's.
         self.invocation = uuid.uuid4().hex
+        # Credentials in a URL given as a variable (--var note=http://user:pw@host) are as secret
+        # as the DAQ's own.
+        found = secrets_in(*(v for v in batch.vars.values() if isinstance(v, str) and "@" in v))
+        self._secrets = tuple(sorted(set(self._secrets) | set(found), key=len, reverse=True))
         recorder = ReportRecorder(keep_steps=self.keep_steps)
         self.consumers.insert(0, recorder)
         plan = _Progress(batch.steps)
@@ -664,38 +670,3 @@ def _user() -> Optional[str]:
         return getpass.getuser()
     except Exception:  # no user name in this environment (a container without passwd entry)
         return None
-
-
-def _secrets_of(*urls: Optional[str]) -> Tuple[str, ...]:
-    """The user names and passwords in ``urls`` (also ``?password=``): replaced by ``***`` in
-    every event, wherever they appear. Text shorter than 4 characters is left to the URL
-    redaction (``_text.redact_text``): masking every "u" of a message hides nothing."""
-    from urllib.parse import parse_qsl, unquote, urlsplit
-
-    found = set()
-    for url in urls:
-        if not url:
-            continue
-        try:
-            parts = urlsplit(url)
-            values = [parts.password, parts.username]
-            values += [v for k, v in parse_qsl(parts.query) if k.lower() in ("password", "passwd", "pwd", "pass")]
-        except ValueError:
-            continue
-        for value in values:
-            if value:
-                found.update({value, unquote(value)})
-    return tuple(sorted((s for s in found if len(s) >= 4), key=len, reverse=True))
-
-
-def _scrub(value: Any, secrets: Tuple[str, ...]) -> Any:
-    if isinstance(value, str):
-        for secret in secrets:
-            if secret in value:
-                value = value.replace(secret, "***")
-        return value
-    if isinstance(value, dict):
-        return {k: _scrub(v, secrets) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_scrub(v, secrets) for v in value]
-    return value

@@ -377,6 +377,29 @@ def test_passwords_and_environment_never_reach_logs_or_reports(daq_sim, tmp_path
         admin.close()
 
 
+def test_a_password_in_a_variable_never_reaches_logs_or_reports(daq_sim, tmp_path):
+    """A URL with credentials given as a --var (a note, a link to an e-logbook) is masked in
+    the report's vars, step names, JUnit and JSON logs (it was masked only in `command`);
+    resuming with the same --var still counts as the same variables."""
+    path = batch_file(
+        tmp_path,
+        "version: 1\nvars: {note: ''}\nsteps:\n  - check: {writer: READY}\n    name: 'check for {note}'\n"
+        "  - check: {writer: WRITING}\n",
+    )
+    note = "note=http://elog:S3cretPW-4711@elog.example/entry"
+    report, junit = tmp_path / "r.json", tmp_path / "j.xml"
+    common = ("--url", daq_sim.url, "--redis", daq_sim.redis_url, "--var", note)
+    proc = daq_run(str(path), *common, "--report", str(report), "--junit", str(junit), "--log-format", "json")
+    assert 1 == proc.returncode, proc.stderr
+    everything = proc.stdout + proc.stderr + report.read_text() + junit.read_text()
+    assert "S3cretPW" not in everything
+    assert ":***@" in report_of(report)["batch"]["vars"]["note"]
+    resumed = tmp_path / "r2.json"
+    proc = daq_run(str(path), *common, "--resume", str(report), "--report", str(resumed))
+    assert 1 == proc.returncode and "other variables" not in proc.stderr, proc.stderr
+    assert "S3cretPW" not in resumed.read_text()
+
+
 # -- resume never rewrites what passed ---------------------------------------------------------
 
 
