@@ -18,8 +18,9 @@ runner cannot know what was done to the DAQ meanwhile. A token, not a counter: a
 starts again at 1 in an emptied Redis, so an equal number would prove nothing.
 
 Only plain commands and transactions (``WATCH``/``MULTI``) are used, no Lua, so that an ACL user
-without scripting rights can hold the lock (it needs both keys: ``daq-runner:lock*``). The lock guards against two runners interleaving
-writes and config changes on one DAQ; it does not stop people using the CLI tools meanwhile.
+without scripting rights can hold the lock (it needs both keys: ``daq-runner:lock*``). The lock
+guards against two runners interleaving writes and config changes on one DAQ; it does not stop
+people using the CLI tools meanwhile.
 """
 
 from __future__ import annotations
@@ -108,13 +109,17 @@ class DaqLock:
     def holder(self) -> Optional[dict]:
         """Who holds the lock now, or ``None``."""
         raw = self.client.get(self.key)
-        if raw is None:
-            return None
+        return None if raw is None else self._holder_of(raw)
+
+    @staticmethod
+    def _holder_of(raw: bytes) -> dict:
+        """The holder a lock value names; a value that is not ours (hand-made) as ``{"raw": ...}``,
+        never ``{}`` (which would read as "changed meanwhile, look again" for ever)."""
         try:
             value = json.loads(raw)
         except ValueError:
             value = None
-        return value if isinstance(value, dict) else {"raw": raw.decode(errors="replace")[:200]}
+        return value if isinstance(value, dict) and value else {"raw": raw.decode(errors="replace")[:200]}
 
     @staticmethod
     def describe(holder: Optional[dict]) -> str:
@@ -137,7 +142,7 @@ class DaqLock:
                 raw = pipe.get(self.key)
                 dead = None
                 if raw is not None:
-                    holder = self._parse(raw)
+                    holder = self._holder_of(raw)
                     if not (holder.get("host") == socket.gethostname() and "pid" in holder and not _alive(holder["pid"])):
                         return holder
                     dead = holder
@@ -154,14 +159,6 @@ class DaqLock:
         """Queue the lock and its epoch (inside ``MULTI``): every acquisition names itself."""
         pipe.set(self.key, self.value, px=int(self.ttl * 1000))
         pipe.set(self.epoch_key, self.epoch)
-
-    @staticmethod
-    def _parse(raw: bytes) -> dict:
-        try:
-            value = json.loads(raw)
-        except ValueError:
-            value = None
-        return value if isinstance(value, dict) else {}
 
     def acquire(
         self,
@@ -225,7 +222,7 @@ class DaqLock:
                     raw = pipe.get(self.key)
                     if raw is not None:
                         if raw.decode(errors="replace") != self.value:
-                            return "lost", f"taken over by another runner ({self.describe(self._parse(raw))})"
+                            return "lost", f"taken over by another runner ({self.describe(self._holder_of(raw))})"
                         pipe.multi()
                         pipe.pexpire(self.key, int(self.ttl * 1000))
                         pipe.execute()

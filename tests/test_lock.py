@@ -13,11 +13,14 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 
 import pytest
 import redis
 
+from daq_runner._deadline import Deadline, bounded
+from daq_runner.exceptions import LockHeldError
 from daq_runner.lock import LOCK_KEY, DaqLock
 from daq_runner.sim.redis_server import RedisServer
 
@@ -233,4 +236,27 @@ def test_a_lock_that_expired_unrenewed_is_taken_back_only_with_proof(daq_sim):
             assert client.get(LOCK_KEY) is None
     finally:
         client.delete(LOCK_KEY, LOCK_KEY + ":epoch")
+        client.close()
+
+
+def test_a_lock_value_that_is_not_a_runners_is_a_holder_not_a_wait_for_ever(daq_sim):
+    """A lock key set by hand to something that is not JSON: taking the lock ends at once with
+    LockHeldError quoting the value (it used to look again every 0.25 s for ever)."""
+    client = redis.Redis.from_url(daq_sim.redis_url)
+    client.set(LOCK_KEY, "maintenance", px=60_000)
+    try:
+        start = time.monotonic()
+        give_up = threading.Event()
+        timer = threading.Timer(3, give_up.set)  # the old loop ended only on a stop request
+        timer.start()
+        try:
+            with pytest.raises(LockHeldError, match="another runner drives this DAQ") as caught:
+                with bounded(Deadline(cancel=give_up)):
+                    DaqLock(client, {"host": "h"}).acquire(wait=0)
+        finally:
+            timer.cancel()
+        assert time.monotonic() - start < 2
+        assert {"raw": "maintenance"} == caught.value.holder
+    finally:
+        client.delete(LOCK_KEY)
         client.close()
