@@ -43,6 +43,9 @@ _ACK_GRACE_S = 5.0  # after the start's reply: how long a READY writer without o
 _LOG_WAIT_S = 3.0
 _LOG_LOOKUP = 100  # logs searched for an earlier acquisition of a file the runner cannot see
 STOP_BUDGET_S = 5.0  # how long a stop of our acquisition is tried once the run must end
+_STOP_PAUSE_S = 0.1  # between attempts to stop it, doubling up to _STOP_PAUSE_MAX_S
+_STOP_PAUSE_MAX_S = 0.5
+_STOP_ERRORS_KEPT = 5  # distinct errors of one stop kept in its record
 
 def run_id_for(invocation: str, step_index: int, start: int) -> int:
     """The run_id of the ``start``-th acquisition (1, 2, ...) of step ``step_index`` in the
@@ -459,22 +462,62 @@ class Acquisitions:
     def stop(self, acq: Acquisition, reason: str, deadline: Optional[Deadline] = None) -> Dict[str, Any]:
         """Stop ``acq`` if it still runs, by ``deadline`` (default: :data:`STOP_BUDGET_S` from now)
         whatever the bound in force; the caller may shorten ``deadline`` meanwhile (a second
-        stop request). Never raises."""
+        stop request). Never raises.
+
+        Any DAQ error (transport, HTTP 5xx, a garbled reply, a refusal) is tried again after
+        a short pause (0.1 s doubling to 0.5 s) until the writer is seen not writing our
+        ``run_id`` (READY, UNKNOWN or another acquisition) or the deadline passes: one HTTP
+        500 must not leave our acquisition running. The record (one of the step's
+        ``recoveries``) gives ``outcome``, ``attempts`` and, when any failed, ``errors``
+        (each distinct error once, with how often it came in a row).
+        """
         record: Dict[str, Any] = {"reason": reason, "action": "stop_writer", "at": time.time()}
+        deadline = deadline or Deadline(STOP_BUDGET_S)
+        errors: List[List[Any]] = []  # [text, times in a row]
+        attempt, pause, sent = 0, _STOP_PAUSE_S, False
         try:
-            with detached(deadline or Deadline(STOP_BUDGET_S)):
-                status = self.ctx.client.get_status()
-                if acq.matches(status) and status.get("state") == WRITING:
-                    self.ctx.client.stop_writer()
-                    record["outcome"] = f"stopped acquisition {acq.run_id}"
-                else:
-                    record["outcome"] = f"acquisition {acq.run_id} was not running"
-                    if acq.matches(status):
-                        acq.last = status.get("acquisition")
-        except (DaqRunnerError, OSError) as exc:
-            record["outcome"] = f"could not stop acquisition {acq.run_id}, it may still be running: {exc}"
-            self.ctx.notice(record["outcome"], acq.step)
+            with detached(deadline):
+                while True:
+                    attempt += 1
+                    try:
+                        status = self.ctx.client.get_status()
+                        if acq.matches(status) and status.get("state") == WRITING:
+                            sent = True
+                            self.ctx.client.stop_writer()
+                            record["outcome"] = f"stopped acquisition {acq.run_id}"
+                            break
+                        if acq.matches(status):
+                            acq.last = status.get("acquisition")
+                        if sent:
+                            # A stop answered with an error may still have reached the writer.
+                            record["outcome"] = f"stopped acquisition {acq.run_id} (the writer no longer writes it)"
+                        else:
+                            record["outcome"] = f"acquisition {acq.run_id} was not running"
+                        break
+                    except (DaqRunnerError, OSError) as exc:
+                        _count_error(errors, str(exc))
+                        left = deadline.remaining()
+                        if left < _STOP_PAUSE_S:
+                            record["outcome"] = f"could not stop acquisition {acq.run_id}, it may still be running: {exc}"
+                            self.ctx.notice(record["outcome"], acq.step)
+                            break
+                        # Half of what is left at most: the next attempt gets time to be answered.
+                        deadline.sleep(min(pause, left / 2))
+                        pause = min(pause * 2, _STOP_PAUSE_MAX_S)
         except Exception as exc:  # the transport's own stop (Interrupted) or a bug: still recorded
             record["outcome"] = f"could not stop acquisition {acq.run_id}, it may still be running: {exc!r}"
+        record["attempts"] = attempt
+        if errors:
+            record["errors"] = [text if times == 1 else f"{text} ({times} times)" for text, times in errors]
         self._ended(acq)
         return record
+
+
+def _count_error(errors: List[List[Any]], text: str) -> None:
+    """Note ``text``: the same error as the one before adds to its count (compact records)."""
+    if errors and errors[-1][0] == text:
+        errors[-1][1] += 1
+    elif len(errors) < _STOP_ERRORS_KEPT:
+        errors.append([text, 1])
+    else:
+        errors[-1] = ["... and later errors; the last: " + text, 1]

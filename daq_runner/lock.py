@@ -7,9 +7,20 @@ the renewal) is told at once through ``on_lost`` and must stop: two runners neve
 Before every request that changes the DAQ the runner calls :meth:`DaqLock.assert_held`, which
 also catches a process that was paused past the expiry before its renewal thread could notice.
 
+A lock found gone from Redis is taken back only when no other runner can have held it since:
+every acquisition also writes its own random token to a key without expiry next to the lock
+(``<key>:epoch``). The token still ours proves that nobody took the lock since (a Redis that
+expired it while this process was paused, or lost it in an outage); no token at all and a
+renewal less than ``ttl`` ago mean Redis was emptied (restarted without persistence) under a
+lock that had not expired. Anything else (another token; no token after a pause as long as
+the expiry, when Redis may have been emptied after another runner's turn) is a lost lock: the
+runner cannot know what was done to the DAQ meanwhile. A token, not a counter: a counter
+starts again at 1 in an emptied Redis, so an equal number would prove nothing.
+
 Only plain commands and transactions (``WATCH``/``MULTI``) are used, no Lua, so that an ACL user
-without scripting rights can hold the lock. The lock guards against two runners interleaving
-writes and config changes on one DAQ; it does not stop people using the CLI tools meanwhile.
+without scripting rights can hold the lock (it needs both keys: ``daq-runner:lock*``). The lock
+guards against two runners interleaving writes and config changes on one DAQ; it does not stop
+people using the CLI tools meanwhile.
 """
 
 from __future__ import annotations
@@ -19,16 +30,19 @@ import os
 import socket
 import threading
 import time
-from typing import Any, Callable, Dict, Optional
+import uuid
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import redis
 
 from ._deadline import Interrupted, current
 from .exceptions import LockError, LockHeldError
 
-__all__ = ["DaqLock", "LOCK_KEY", "LOCK_TTL_S", "REDIS_BUDGET_S"]
+__all__ = ["DaqLock", "LOCK_KEY", "EPOCH_SUFFIX", "LOCK_TTL_S", "REDIS_BUDGET_S"]
 
 LOCK_KEY = "daq-runner:lock"
+# The key next to the lock naming the last acquisition of it (``<key>:epoch``, no expiry).
+EPOCH_SUFFIX = ":epoch"
 LOCK_TTL_S = 30.0
 # How long taking the lock rides out a stalled or restarting Redis when no --wait-lock is given.
 REDIS_BUDGET_S = 5.0
@@ -52,7 +66,7 @@ class DaqLock:
         client: the DAQ's Redis.
         holder: who holds it (host, pid, batch, run...); stored as JSON with ``since``.
         ttl: expiry in seconds, renewed every ``ttl / 3``.
-        key: the Redis key.
+        key: the Redis key; ``key + ":epoch"`` holds the token of its last acquisition.
         on_lost: called once, from the renewal thread or from :meth:`assert_held`, with the
             reason when the lock is lost.
         notify: called with a message for things people should know (a renewal error, a
@@ -70,14 +84,21 @@ class DaqLock:
     ) -> None:
         self.client = client
         self.key = key
+        self.epoch_key = key + EPOCH_SUFFIX
         self.ttl = ttl
-        self.holder_info = {**holder, "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        # This acquisition's token: in the lock's value (unique) and in the epoch key.
+        self.epoch = uuid.uuid4().hex
+        self.holder_info = {
+            **holder, "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "epoch": self.epoch,
+        }
         self.value = json.dumps(self.holder_info)
         self.on_lost = on_lost
         self.notify = notify
         self.lost: Optional[str] = None
         self._held = False
-        self._renewed_at = 0.0  # monotonic time of the last confirmation that the lock is ours
+        # Monotonic time a confirmation that the lock is ours was *sent* (Redis set its expiry
+        # after that): until ``_renewed_at + ttl`` it cannot have expired.
+        self._renewed_at = 0.0
         self._guard = threading.Lock()
         self._stop = threading.Event()
         self._renewer: Optional[threading.Thread] = None
@@ -88,13 +109,17 @@ class DaqLock:
     def holder(self) -> Optional[dict]:
         """Who holds the lock now, or ``None``."""
         raw = self.client.get(self.key)
-        if raw is None:
-            return None
+        return None if raw is None else self._holder_of(raw)
+
+    @staticmethod
+    def _holder_of(raw: bytes) -> dict:
+        """The holder a lock value names; a value that is not ours (hand-made) as ``{"raw": ...}``,
+        never ``{}`` (which would read as "changed meanwhile, look again" for ever)."""
         try:
             value = json.loads(raw)
         except ValueError:
             value = None
-        return value if isinstance(value, dict) else {"raw": raw.decode(errors="replace")[:200]}
+        return value if isinstance(value, dict) and value else {"raw": raw.decode(errors="replace")[:200]}
 
     @staticmethod
     def describe(holder: Optional[dict]) -> str:
@@ -107,34 +132,33 @@ class DaqLock:
     # -- taking ------------------------------------------------------------------------------
 
     def _try_take(self) -> Optional[dict]:
-        """Take the lock if free or held by a dead process of this host; else return the holder."""
-        if self.client.set(self.key, self.value, nx=True, px=int(self.ttl * 1000)):
-            return None
+        """Take the lock if free or held by a dead process of this host; else return the holder.
+
+        ``{}``: it changed meanwhile, look again.
+        """
         with self.client.pipeline() as pipe:
             try:
-                pipe.watch(self.key)
+                pipe.watch(self.key, self.epoch_key)
                 raw = pipe.get(self.key)
-                if raw is None:
-                    pipe.reset()
-                    return {} if not self.client.set(self.key, self.value, nx=True, px=int(self.ttl * 1000)) else None
-                holder = self._parse(raw)
-                if holder.get("host") == socket.gethostname() and "pid" in holder and not _alive(holder["pid"]):
-                    pipe.multi()
-                    pipe.set(self.key, self.value, px=int(self.ttl * 1000))
-                    pipe.execute()
-                    self.notify(f"took over the runner lock of a process that no longer runs ({self.describe(holder)})")
-                    return None
-                return holder
+                dead = None
+                if raw is not None:
+                    holder = self._holder_of(raw)
+                    if not (holder.get("host") == socket.gethostname() and "pid" in holder and not _alive(holder["pid"])):
+                        return holder
+                    dead = holder
+                pipe.multi()
+                self._take(pipe)
+                pipe.execute()
             except redis.WatchError:
-                return {}  # changed meanwhile: look again
+                return {}
+        if dead is not None:
+            self.notify(f"took over the runner lock of a process that no longer runs ({self.describe(dead)})")
+        return None
 
-    @staticmethod
-    def _parse(raw: bytes) -> dict:
-        try:
-            value = json.loads(raw)
-        except ValueError:
-            value = None
-        return value if isinstance(value, dict) else {}
+    def _take(self, pipe: Any) -> None:
+        """Queue the lock and its epoch (inside ``MULTI``): every acquisition names itself."""
+        pipe.set(self.key, self.value, px=int(self.ttl * 1000))
+        pipe.set(self.epoch_key, self.epoch)
 
     def acquire(
         self,
@@ -158,6 +182,7 @@ class DaqLock:
         redis_error: Optional[Exception] = None
         while True:
             bound.check()
+            attempt_at = time.monotonic()
             try:
                 holder = self._try_take()
                 redis_error = None
@@ -178,48 +203,61 @@ class DaqLock:
                     on_held(holder)
             bound.sleep(0.25)
         self._held = True
-        self._renewed_at = time.monotonic()
+        self._renewed_at = attempt_at
         self._renewer = threading.Thread(target=self._renew_loop, name="daq-runner-lock", daemon=True)
         self._renewer.start()
 
     # -- keeping ------------------------------------------------------------------------------
 
-    def _extend(self) -> str:
-        """Extend the lock if it is still ours: ``"ok"``, ``"taken"`` (by someone else) or ``"gone"``."""
-        with self.client.pipeline() as pipe:
-            try:
-                pipe.watch(self.key)
-                raw = pipe.get(self.key)
-                if raw is None:
-                    return "gone"
-                if raw.decode(errors="replace") != self.value:
-                    return "taken"
-                pipe.multi()
-                pipe.pexpire(self.key, int(self.ttl * 1000))
-                pipe.execute()
-                return "ok"
-            except redis.WatchError:
-                return "taken"
+    def _renew(self, since: float) -> Tuple[str, str]:
+        """Renew the lock if it is still ours, or take it back if provably nobody held it since.
+
+        ``since``: seconds since the last confirmation was sent. Returns ``(outcome, why)``:
+        ``"ok"``, ``"back"`` (taken back; ``why`` says why that was safe) or ``"lost"``.
+        """
+        for _ in range(3):  # a change between WATCH and EXEC: look again
+            with self.client.pipeline() as pipe:
+                try:
+                    pipe.watch(self.key, self.epoch_key)
+                    raw = pipe.get(self.key)
+                    if raw is not None:
+                        if raw.decode(errors="replace") != self.value:
+                            return "lost", f"taken over by another runner ({self.describe(self._holder_of(raw))})"
+                        pipe.multi()
+                        pipe.pexpire(self.key, int(self.ttl * 1000))
+                        pipe.execute()
+                        return "ok", ""
+                    raw_epoch = pipe.get(self.epoch_key)
+                    epoch = None if raw_epoch is None else raw_epoch.decode(errors="replace")
+                    expired = since >= self.ttl
+                    unrenewed = f"expired, not renewed for {since:.1f} s (was this process paused?)"
+                    if epoch is not None and epoch != self.epoch:
+                        gone = f"it {unrenewed}" if expired else "it vanished from Redis"
+                        return "lost", f"{gone}, and another runner took it meanwhile"
+                    if epoch is None and expired:
+                        return "lost", f"it {unrenewed}, and Redis no longer shows whether another runner took it meanwhile"
+                    pipe.multi()
+                    self._take(pipe)
+                    pipe.execute()
+                    if epoch is None:
+                        return "back", "the runner lock vanished from an emptied Redis (restarted?) before it expired; taken back"
+                    gone = unrenewed if expired else "vanished from Redis before it expired"
+                    return "back", f"the runner lock {gone}; nobody took it meanwhile, taken back"
+                except redis.WatchError:
+                    continue
+        return "lost", f"taken over by another runner ({self.describe(self.holder())})"
 
     def _confirm(self) -> None:
         """Renew now; mark the lock lost when it is not ours any more. Raises ``RedisError``."""
-        outcome = self._extend()
-        if outcome == "gone":
-            # An emptied (restarted) Redis, or an expiry during a Redis outage: take it back if free.
-            if self.client.set(self.key, self.value, nx=True, px=int(self.ttl * 1000)):
-                outcome = "ok"
-            else:
-                outcome = "taken"
-        if outcome == "ok":
-            self._renewed_at = time.monotonic()
-            self._renew_error_told = False
+        sent = time.monotonic()
+        outcome, why = self._renew(sent - self._renewed_at)
+        if outcome == "lost":
+            self._lose(why)
             return
-        holder = None
-        try:
-            holder = self.holder()
-        except redis.RedisError:
-            pass
-        self._lose(f"taken over by another runner ({self.describe(holder)})")
+        self._renewed_at = sent
+        self._renew_error_told = False
+        if outcome == "back":
+            self.notify(why)
 
     def _lose(self, reason: str) -> None:
         with self._guard:

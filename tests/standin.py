@@ -230,6 +230,9 @@ class DaqProxy:
         replace: path -> function() -> reply body (bytes) sent instead of the DAQ's, with HTTP 200.
         rewrite: path -> function(body dict) -> body dict, applied before forwarding.
         before: path -> function() called before forwarding.
+        fail: ``"METHOD /path"`` -> ``[n, status]``: the next ``n`` such requests are answered
+            with HTTP ``status`` (a JSON error body) and not forwarded; the count goes down.
+        failed: ``(method, path, status)`` of every request answered by ``fail``, in order.
         forwarded: (method, path, body) of every request forwarded, in order.
     """
 
@@ -243,6 +246,9 @@ class DaqProxy:
         self._closed = threading.Event()
         self.rewrite: Dict[str, Callable[[dict], dict]] = {}
         self.before: Dict[str, Callable[[], None]] = {}
+        self.fail: Dict[str, List[int]] = {}
+        self.failed: List[tuple] = []
+        self._fail_guard = threading.Lock()
         self.forwarded: List[tuple] = []
         self._server: Optional[http.server.ThreadingHTTPServer] = None
         self._session = requests.Session()
@@ -254,6 +260,16 @@ class DaqProxy:
 
     def count(self, path: str) -> int:
         return sum(1 for _, p, _ in self.forwarded if p == path)
+
+    def _take_failure(self, method: str, path: str) -> Optional[int]:
+        """The status to fail this request with, if ``fail`` says so (counting it down)."""
+        with self._fail_guard:
+            armed = self.fail.get(f"{method} {path}")
+            if not armed or armed[0] <= 0:
+                return None
+            armed[0] -= 1
+            self.failed.append((method, path, armed[1]))
+            return armed[1]
 
     def __enter__(self) -> "DaqProxy":
         proxy = self
@@ -268,6 +284,14 @@ class DaqProxy:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
                 path = self.path
+                failure = proxy._take_failure(method, path)
+                if failure is not None:
+                    content = json.dumps({"detail": "Internal Server Error"}).encode()
+                    self.wfile.write(
+                        f"HTTP/1.1 {failure} Error\r\nContent-Type: application/json\r\n"
+                        f"Content-Length: {len(content)}\r\n\r\n".encode() + content
+                    )
+                    return
                 time.sleep(proxy.hold_request.get(path, 0.0))
                 body: Any = None
                 if raw:

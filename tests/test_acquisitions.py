@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import signal
+import threading
 import time
 
 import h5py
@@ -221,6 +222,61 @@ def test_a_second_signal_cuts_a_hanging_stop_short(daq_sim, tmp_path):
     assert "interrupted" == final["status"]
     assert any("could not stop" in r["outcome"] for r in final["steps"][0]["recoveries"])
     requests.post(daq_sim.url + "/writer/stop", json={}, timeout=15)
+
+
+
+def test_a_stop_answered_with_http_500_is_tried_again_until_the_writer_stops(daq_sim, tmp_path):
+    """The step times out and the DAQ answers the first stop with HTTP 500: the runner keeps
+    trying (it used to give up at once, leaving the DAQ writing) and records the error."""
+    daq_sim.core.settings.frame_rate = 100
+    batch = load_batch_text(
+        "version: 1\nsteps:\n  - write: {output_file: '{root}/s.h5', n_images: 3000}\n    timeout: 3\n",
+        vars={"root": str(tmp_path)},
+    )
+    with DaqProxy(daq_sim.url) as proxy:
+        proxy.fail["POST /writer/stop"] = [1, 500]
+        start = time.monotonic()
+        report = Runner(proxy.url, daq_sim.redis_url, lock=False).run(batch)
+        took = time.monotonic() - start
+        assert [("POST", "/writer/stop", 500)] == proxy.failed
+        assert 1 == proxy.count("/writer/stop")  # the second stop reached the DAQ
+    assert "READY" == writer_state(daq_sim.url)  # not left writing
+    step = report.steps[0]
+    assert "failed" == step["status"] and "timed out" in step["error"]
+    (recovery,) = step["recoveries"]
+    assert recovery["outcome"].startswith("stopped acquisition")
+    assert 2 == recovery["attempts"] and "HTTP 500" in recovery["errors"][0]
+    assert took < 3 + 5
+
+
+def test_a_status_answered_with_http_500_does_not_end_the_stop(daq_sim, tmp_path):
+    """Without Redis, two HTTP 500 on GET /writer/status while writing: the first fails the
+    step, the second meets the stop of our acquisition, which goes on and stops it."""
+    daq_sim.core.settings.frame_rate = 100
+    batch = load_batch_text(
+        "version: 1\nsteps:\n  - write: {output_file: '{root}/s.h5', n_images: 100000}\n",
+        vars={"root": str(tmp_path)},
+    )
+    with DaqProxy(daq_sim.url) as proxy:
+
+        def fail_once_writing() -> None:
+            wait_until(lambda: writer_state(daq_sim.url) == "WRITING")
+            proxy.fail["GET /writer/status"] = [2, 500]
+
+        arming = threading.Thread(target=fail_once_writing, daemon=True)
+        arming.start()
+        try:
+            report = Runner(proxy.url, None, lock=False).run(batch)
+        finally:
+            arming.join(15)
+        assert 2 == len(proxy.failed)
+    assert "READY" == writer_state(daq_sim.url)
+    step = report.steps[0]
+    assert "failed" == step["status"] and "HTTP 500" in step["error"]
+    (recovery,) = step["recoveries"]
+    assert recovery["outcome"].startswith("stopped acquisition")
+    assert "GET /writer/status" in recovery["errors"][0] or "/writer/status" in recovery["errors"][0]
+    assert "HTTP 500" in recovery["errors"][0]
 
 
 # -- the start of a write: the stream's word first, the DAQ's reply decides ---------------------------

@@ -13,11 +13,14 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 
 import pytest
 import redis
 
+from daq_runner._deadline import Deadline, bounded
+from daq_runner.exceptions import LockHeldError
 from daq_runner.lock import LOCK_KEY, DaqLock
 from daq_runner.sim.redis_server import RedisServer
 
@@ -35,6 +38,14 @@ def lock_holder(url: str) -> dict:
 
 def report_of(path) -> dict:
     return json.loads(path.read_text())
+
+
+def step_passed(path, index: int) -> bool:
+    try:
+        steps = report_of(path)["steps"]
+    except (OSError, ValueError, KeyError):
+        return False
+    return any(s.get("index") == index and s.get("status") == "passed" for s in steps)
 
 
 def test_a_runner_paused_past_the_expiry_stops_and_sends_nothing(daq_sim, tmp_path):
@@ -162,5 +173,90 @@ def test_lock_lost_callback_fires_when_another_runner_took_it(daq_sim):
     finally:
         lock.release()
         assert b"other" in client.get(LOCK_KEY)  # another's lock is left alone
+        client.delete(LOCK_KEY)
+        client.close()
+
+
+def test_a_paused_runner_does_not_take_back_a_lock_another_runner_used_meanwhile(daq_sim, tmp_path):
+    """SIGSTOP past the expiry; meanwhile another runner takes the lock, changes the config and
+    releases it: the first one, resumed, finds the lock free but must not take it back (exit 4,
+    nothing sent), since it cannot know what the other runner did to the DAQ."""
+    first = batch_file(
+        tmp_path,
+        "version: 1\nname: first\nsteps:\n  - config: {bit_depth: 8}\n  - wait: {seconds: 3}\n"
+        "  - write: {output_file: '{root}/first.h5', n_images: 5}\n",
+        "first.yaml",
+    )
+    second = batch_file(tmp_path, "version: 1\nname: second\nsteps:\n  - config: {bit_depth: 32}\n", "second.yaml")
+    daq = ("--url", daq_sim.url, "--redis", daq_sim.redis_url, "--lock-ttl", "1.5")
+    proc_a = start_daq_run(first, *daq, "--report", str(tmp_path / "a.json"))
+    try:
+        wait_until(lambda: lock_holder(daq_sim.redis_url).get("pid") == proc_a.pid)
+        wait_until(lambda: step_passed(tmp_path / "a.json", 1))  # its 8-bit config deployed
+        proc_a.send_signal(signal.SIGSTOP)
+        time.sleep(2.0)  # past the expiry: the lock is free for another runner
+        proc_b = daq_run(str(second), *daq, "--report", str(tmp_path / "b.json"), "--wait-lock", "10")
+        assert 0 == proc_b.returncode, proc_b.stderr
+        assert {} == lock_holder(daq_sim.redis_url)  # released: free when the first one resumes
+    finally:
+        proc_a.send_signal(signal.SIGCONT)
+    _, err_a = proc_a.communicate(timeout=30)
+    assert 4 == proc_a.returncode, err_a
+    assert "runner lock lost" in err_a and "another runner took it" in err_a
+    report_a = report_of(tmp_path / "a.json")
+    assert "failed" == report_a["status"] and "runner lock lost" in report_a["reason"]
+    assert not (tmp_path / "first.h5").exists()  # nothing was sent after the loss
+    assert {} == lock_holder(daq_sim.redis_url)  # not taken back
+
+
+def test_a_lock_that_expired_unrenewed_is_taken_back_only_with_proof(daq_sim):
+    """Library level, a renewal that stalled past the expiry (as in a paused process): the lock is
+    taken back when its epoch key still names this acquisition (nobody took it since), with a
+    notice; when Redis was emptied meanwhile nothing proves that, so the lock is lost."""
+    client = redis.Redis.from_url(daq_sim.redis_url)
+    try:
+        for emptied in (False, True):
+            lost, notices = [], []
+            lock = DaqLock(client, {"host": "h", "pid": 1}, ttl=1.0, on_lost=lost.append, notify=notices.append)
+            lock.acquire()
+            assert lock.epoch.encode() == client.get(LOCK_KEY + ":epoch")
+            lock._stop.set()  # the renewal thread stalls, as in a process paused by SIGSTOP
+            lock._renewer.join(2)
+            wait_until(lambda: client.get(LOCK_KEY) is None, timeout=3)  # expired
+            if emptied:
+                client.flushdb()  # and Redis restarted without persistence meanwhile
+                with pytest.raises(Exception, match="runner lock lost: it expired, not renewed for 1.*Redis no longer shows"):
+                    lock.assert_held()
+                assert client.get(LOCK_KEY) is None and lost
+            else:
+                lock.assert_held()
+                assert lock.value.encode() == client.get(LOCK_KEY) and not lost
+                assert any("nobody took it meanwhile, taken back" in n for n in notices)
+            lock.release()
+            assert client.get(LOCK_KEY) is None
+    finally:
+        client.delete(LOCK_KEY, LOCK_KEY + ":epoch")
+        client.close()
+
+
+def test_a_lock_value_that_is_not_a_runners_is_a_holder_not_a_wait_for_ever(daq_sim):
+    """A lock key set by hand to something that is not JSON: taking the lock ends at once with
+    LockHeldError quoting the value (it used to look again every 0.25 s for ever)."""
+    client = redis.Redis.from_url(daq_sim.redis_url)
+    client.set(LOCK_KEY, "maintenance", px=60_000)
+    try:
+        start = time.monotonic()
+        give_up = threading.Event()
+        timer = threading.Timer(3, give_up.set)  # the old loop ended only on a stop request
+        timer.start()
+        try:
+            with pytest.raises(LockHeldError, match="another runner drives this DAQ") as caught:
+                with bounded(Deadline(cancel=give_up)):
+                    DaqLock(client, {"host": "h"}).acquire(wait=0)
+        finally:
+            timer.cancel()
+        assert time.monotonic() - start < 2
+        assert {"raw": "maintenance"} == caught.value.holder
+    finally:
         client.delete(LOCK_KEY)
         client.close()
