@@ -38,7 +38,7 @@ import redis
 from ._deadline import Interrupted, current
 from .exceptions import LockError, LockHeldError
 
-__all__ = ["DaqLock", "LOCK_KEY", "EPOCH_SUFFIX", "LOCK_TTL_S", "REDIS_BUDGET_S"]
+__all__ = ["DaqLock", "LOCK_KEY", "EPOCH_SUFFIX", "LOCK_TTL_S", "REDIS_BUDGET_S", "process_alive"]
 
 LOCK_KEY = "daq-runner:lock"
 # The key next to the lock naming the last acquisition of it (``<key>:epoch``, no expiry).
@@ -48,7 +48,7 @@ LOCK_TTL_S = 30.0
 REDIS_BUDGET_S = 5.0
 
 
-def _alive(pid: Any) -> bool:
+def process_alive(pid: Any) -> bool:
     """Whether a process of this host with that pid exists (a pid we may not signal counts as alive)."""
     try:
         os.kill(int(pid), 0)
@@ -143,7 +143,7 @@ class DaqLock:
                 dead = None
                 if raw is not None:
                     holder = self._holder_of(raw)
-                    if not (holder.get("host") == socket.gethostname() and "pid" in holder and not _alive(holder["pid"])):
+                    if not (holder.get("host") == socket.gethostname() and "pid" in holder and not process_alive(holder["pid"])):
                         return holder
                     dead = holder
                 pipe.multi()

@@ -252,6 +252,25 @@ def _earlier_report(path: str) -> dict:
         raise _Usage(str(exc)) from None
 
 
+def _refuse_a_live_runs_report(path: str) -> None:
+    """``--report`` naming the report of a run still going on this host (another DAQ, the
+    same cron line twice): both would write it and the first report would be lost."""
+    import socket
+
+    from .lock import process_alive
+    from .report import load_report
+
+    if not os.path.isfile(path):
+        return
+    try:
+        other = load_report(path)
+    except ValueError:
+        return  # not a report: replaced, as any file
+    pid = other.get("pid")
+    if other.get("status") == "running" and other.get("host") == socket.gethostname() and pid != os.getpid() and process_alive(pid):
+        raise _Usage(f"--report {path} is the report of a run still going on (pid {pid}); give another path")
+
+
 def _previous_results(args: argparse.Namespace, batch: Any, old: dict) -> Dict[str, List[dict]]:
     """The passed steps of ``--resume REPORT``, keyed by step identity; refuses another batch's report."""
     old_batch = old.get("batch") if isinstance(old.get("batch"), dict) else {}
@@ -511,6 +530,7 @@ def _main(argv: Sequence[str]) -> int:
         try:
             if report_path is not None:
                 check_output_path(report_path, batch_path=args.batch, what="--report")
+                _refuse_a_live_runs_report(report_path)
             else:
                 # Checked before anything is sent, as a --report is: a run whose report cannot
                 # be written must not change the DAQ.

@@ -366,3 +366,24 @@ def test_a_url_that_is_not_a_standard_daq_is_exit_3_with_a_report(tmp_path):
         assert 2 == proc.returncode and "no query or fragment" in proc.stderr
     finally:
         server.shutdown()
+
+
+def test_report_of_a_run_still_going_is_refused(daq_sim, tmp_path):
+    """Two runs given one --report (the same cron line twice, two DAQs): the second is
+    refused before anything is sent; the first one's report was silently lost."""
+    from .conftest import start_daq_run, wait_until
+
+    path = batch_file(tmp_path, "version: 1\nsteps:\n  - wait: {seconds: 20}\n")
+    report = tmp_path / "shared.json"
+    first = start_daq_run(path, *common(daq_sim), "--report", str(report), "--no-lock")
+    try:
+        wait_until(lambda: report.exists() and report_of(report)["status"] == "running")
+        proc = daq_run(str(path), *common(daq_sim), "--report", str(report), "--no-lock")
+        assert 2 == proc.returncode and f"is the report of a run still going on (pid {first.pid})" in proc.stderr
+        assert first.pid == report_of(report)["pid"]
+    finally:
+        first.kill()
+        first.communicate(timeout=10)
+    # Its runner dead, the report may be replaced (or resumed).
+    quick = batch_file(tmp_path, "version: 1\nsteps:\n  - check: {writer: READY}\n", "quick.yaml")
+    assert 0 == daq_run(str(quick), *common(daq_sim), "--report", str(report)).returncode
