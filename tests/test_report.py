@@ -570,3 +570,86 @@ def test_the_consumers_of_one_event_share_its_step_record(tmp_path):
     assert 1234 == first.file["size_bytes"] and "7" == first.record["run_id"]
     again = Tally().feed(Event(events.STEP_FINISHED, "r", 1, "w", dict(record)))
     assert again.record is not first.record and again.record == first.record  # another event: its own
+
+
+# -- partial files: every file a write started is listed ------------------------------------------
+
+
+def _h5_images(path: Path) -> int:
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        group = next(iter(f.values()))
+        return int(group["image_id"].shape[0])
+
+
+def _partial(report: Dict[str, Any], path: Path) -> Dict[str, Any]:
+    (entry,) = [f for f in report["files"] if f["path"] == str(path)]
+    assert entry["complete"] is False and entry["size_bytes"] == os.path.getsize(path) > 0
+    return entry
+
+
+@pytest.mark.parametrize("wait", [True, False])
+def test_a_write_its_timeout_ends_leaves_a_listed_partial_file(run_batch, daq_sim, tmp_path, wait):
+    """A write cut short by its step's timeout (waited for, or in the background): its partial file
+    is in ``files`` and in the totals, ``n_written`` is the DAQ's final count (not null), and the
+    failed attempt is recorded either way."""
+    daq_sim.core.settings.frame_rate = 200
+    path = tmp_path / "long.h5"
+    report = run_batch(
+        f"version: 1\nsteps:\n  - write: {{output_file: '{path}', n_images: 3000, wait: {str(wait).lower()}}}\n    timeout: 1.5\n"
+    ).to_dict()
+    (step,) = report["steps"]
+    assert "failed" == step["status"] and "timed out" in step["error"]
+    assert isinstance(step["n_written"], int) and 0 < step["n_written"] < 3000
+    entry = _partial(report, path)
+    assert step["n_written"] == entry["n_images"] == report["totals"]["images"] == _h5_images(path)
+    assert (1, entry["size_bytes"]) == (report["totals"]["files"], report["totals"]["bytes"])
+    assert 1 == len(step["failed_attempts"]) == report["totals"]["failed_attempts"]
+
+
+def test_a_background_write_an_abort_ends_leaves_a_listed_partial_file(run_batch, daq_sim, tmp_path):
+    """A ``wait: false`` write still running when a later step aborts the run: stopped, and its
+    partial file listed with the images in it."""
+    daq_sim.core.settings.frame_rate = 200
+    path = tmp_path / "bg.h5"
+    report = run_batch(
+        f"version: 1\nsteps:\n  - write: {{output_file: '{path}', n_images: 100000, wait: false}}\n"
+        "  - wait: {seconds: 0.5}\n  - check: {writer: READY}\n"
+    ).to_dict()
+    steps = sorted(report["steps"], key=lambda s: s["index"])  # the background write is recorded last
+    assert ["failed", "passed", "failed"] == [s["status"] for s in steps]
+    step = steps[0]
+    assert isinstance(step["n_written"], int) and step["n_written"] > 0
+    entry = _partial(report, path)
+    assert step["n_written"] == entry["n_images"] == report["totals"]["images"] == _h5_images(path)
+
+
+def test_a_write_sigint_ends_leaves_a_listed_partial_file(daq_sim, tmp_path):
+    """SIGINT during a long write: the report on disk lists the partial file with the images the
+    DAQ wrote before the stop (as many as the HDF5 file holds)."""
+    import signal
+
+    from .conftest import batch_file, start_daq_run_until_writing, wait_until
+
+    daq_sim.core.settings.frame_rate = 200
+    path = batch_file(tmp_path, "version: 1\nsteps:\n  - write: {output_file: '{root}/s.h5', n_images: 100000}\n")
+    report_path = tmp_path / "r.json"
+    proc = start_daq_run_until_writing(daq_sim, path, report_path)
+    try:
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        assert 130 == proc.wait(15)
+    finally:
+        proc.kill()
+    report = load_report(str(report_path))
+    (step,) = report["steps"]
+    assert "interrupted" == step["status"] and isinstance(step["n_written"], int) and step["n_written"] > 0
+    entry = _partial(report, tmp_path / "s.h5")
+    assert step["n_written"] == entry["n_images"] == report["totals"]["images"] == _h5_images(tmp_path / "s.h5")
+
+
+def test_a_refused_write_lists_no_file(run_batch, daq_sim, tmp_path):
+    """A write the DAQ refused (no such folder) started nothing: no file listed."""
+    report = run_batch("version: 1\nsteps:\n  - write: {output_file: /no/such/dir/x.h5, n_images: 1}\n").to_dict()
+    assert ([], None) == (report["files"], report["steps"][0]["n_written"])
