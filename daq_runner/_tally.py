@@ -406,6 +406,15 @@ class Tally:
         return self._recoveries.items()
 
     @property
+    def pending(self) -> int:
+        """Steps without a record yet (not run yet, or under way): 0 once the run has ended,
+        when the steps the runner never reported count as skipped. With it the report's
+        ``summary`` adds up to ``n_steps`` in every version written, also while the run goes on."""
+        if self.status != "running" or self.n_steps is None:
+            return 0
+        return max(self.n_steps - self.n_finished, 0)
+
+    @property
     def duration_s(self) -> Optional[float]:
         if self.started_at is None or self.finished_at is None:
             return None
@@ -440,7 +449,7 @@ class Tally:
             "daq_unreachable": self.daq_unreachable,
             "finished_at": iso(self.finished_at),
             "duration_s": self.duration_s,
-            "summary": dict(self.summary),
+            "summary": {**self.summary, "pending": self.pending},
             "totals": self.totals(),
             "recoveries": self.recoveries,
             "notices": self.notices,

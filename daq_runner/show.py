@@ -111,6 +111,13 @@ def digest(report: Dict[str, Any]) -> Dict[str, Any]:
         for step in steps:
             if step["status"] in summary:
                 summary[step["status"]] += 1
+    # Steps without a record yet: a report written while the run went on (or that a killed
+    # run left) says so as summary.pending; an older one is counted here.
+    status = _str(report.get("status")) or "running"
+    pending = _int(stored.get("pending"))
+    if pending is None or pending < 0:
+        pending = max(n_steps - sum(summary.values()), 0) if status == "running" else 0
+    summary["pending"] = pending
     files = [f for f in _list(report.get("files")) if isinstance(f, dict)]
     if not files and "files" not in report:  # an older report: the files are those of passed writes
         files = [
@@ -127,7 +134,6 @@ def digest(report: Dict[str, Any]) -> Dict[str, Any]:
     duration = _num(report.get("duration_s"))
     if duration is None and started is not None and finished is not None:
         duration = finished - started
-    status = _str(report.get("status")) or "running"
     reason = _str(report.get("reason"))
     if not reason and status != "passed":
         first = next((s for s in steps if s["status"] in ("failed", "interrupted")), None)
@@ -179,7 +185,7 @@ def digest(report: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def _counts(summary: Dict[str, int], n_steps: int) -> str:
-    parts = [f"{summary[k]} {k}" for k in SUMMARY_KEYS if summary.get(k)]
+    parts = [f"{summary[k]} {k}" for k in (*SUMMARY_KEYS, "pending") if summary.get(k)]
     return f"{n_steps} step{'s' if n_steps != 1 else ''}" + (f": {', '.join(parts)}" if parts else "")
 
 

@@ -156,7 +156,7 @@ def test_report_holds_what_a_person_decides_from(tmp_path):
     assert "2027-01-15T08:00:01.200Z" == report["steps"][0]["failed_attempts"][0]["at"]
     assert [str(1795978630763249142 + i) for i in (1, 2)] == [s["run_id"] for s in report["steps"][:2]]
     assert "step 2 (write 2) failed: acquisition FAILED: ERROR: detector lost" == report["reason"]
-    assert {"passed": 1, "failed": 1, "skipped": 1, "interrupted": 0} == report["summary"]
+    assert {"passed": 1, "failed": 1, "skipped": 1, "interrupted": 0, "pending": 0} == report["summary"]
     assert {"steps": 3, "images": 13, "bytes": 1234, "files": 2, "failed_attempts": 1} == report["totals"]
     good, partial = report["files"]  # the failed write's incomplete file is on disk too: listed
     assert {"path": str(tmp_path / "good.h5"), "step": 1, "n_images": 10, "size_bytes": 1234, "run_id": "1795978630763249143", "complete": True} == good
@@ -653,3 +653,79 @@ def test_a_refused_write_lists_no_file(run_batch, daq_sim, tmp_path):
     """A write the DAQ refused (no such folder) started nothing: no file listed."""
     report = run_batch("version: 1\nsteps:\n  - write: {output_file: /no/such/dir/x.h5, n_images: 1}\n").to_dict()
     assert ([], None) == (report["files"], report["steps"][0]["n_written"])
+
+
+# -- every version on disk is a whole report ----------------------------------------------------------
+
+
+def test_every_version_on_disk_has_the_keys_of_a_final_one_and_adds_up(tmp_path, monkeypatch):
+    """Parsed after every event of a long run (the room for steps kept small, so the files list
+    moves many times): the keys of the final report, a summary (with ``pending``) that adds up to
+    ``n_steps``, and ``files`` listing exactly the files of the steps on disk so far."""
+    monkeypatch.setattr(report_module, "_CHUNK", 512)
+    path = tmp_path / "r.json"
+    n = 120
+    stream = [run_started(n)]
+    for i in range(1, n + 1):
+        if i % 3:
+            stream.append(step_event(write_record(i, str(tmp_path / f"f{i}.h5"), status="passed" if i % 7 else "failed")))
+        else:
+            stream.append(step_event({**skipped(i), "kind": "check", "status": "passed", "error": None}))
+        if i % 10 == 0:
+            stream.append(Event(events.NOTICE, "run1", i, None, {"message": f"note {i} " + "n" * 300}, time=T0 + i))
+    stream.append(finished("failed"))
+    report_file = JsonReportFile(str(path))
+    versions = []
+    for event in stream:
+        report_file(event)
+        versions.append(json.loads(path.read_text()))
+    final = versions[-1]
+    assert report_file.complete and path.read_bytes().endswith(b"}\n")
+    for version in versions:
+        assert list(final) == list(version)
+        assert list(final["summary"]) == list(version["summary"])
+        assert n == sum(version["summary"].values())
+        on_disk = {s["output_file"] for s in version["steps"] if s["kind"] == "write"}
+        assert on_disk == {f["path"] for f in version["files"]}
+        assert len(version["files"]) == version["totals"]["files"]
+    assert ("running", n) == (versions[0]["status"], versions[0]["summary"]["pending"])
+    assert 0 == final["summary"]["pending"] and n - n // 3 == len(final["files"])
+
+
+def test_a_killed_runs_report_is_whole_and_show_counts_the_pending_steps(daq_sim, tmp_path):
+    """SIGKILL during the second of three writes: the report on disk has every key of a final one,
+    lists the first file, its summary adds up (1 passed, 2 pending) and ``daq-run show`` says so."""
+    import signal
+
+    from .conftest import batch_file, daq_run, start_daq_run_until_writing
+
+    path = batch_file(
+        tmp_path,
+        "version: 1\nsteps:\n  - write: {output_file: '{root}/a.h5', n_images: 3}\n"
+        "  - write: {output_file: '{root}/b.h5', n_images: 100000}\n  - stop: {}\n",
+    )
+    report_path = tmp_path / "r.json"
+    daq_sim.core.settings.frame_rate = 50
+    proc = start_daq_run_until_writing(daq_sim, path, report_path)
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and '"index":1' not in report_path.read_text():
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        proc.kill()
+        requests_stop(daq_sim)
+    report = load_report(str(report_path))
+    assert "running" == report["status"]
+    assert {"passed": 1, "failed": 0, "skipped": 0, "interrupted": 0, "pending": 2} == report["summary"]
+    assert [str(tmp_path / "a.h5")] == [f["path"] for f in report["files"]]
+    assert {"files", "totals", "summary", "reason", "finished_at", "notices"} <= set(report)
+    shown = daq_run("show", str(report_path))
+    assert 0 == shown.returncode and "3 steps: 1 passed, 2 pending" in shown.stdout, shown.stdout
+
+
+def requests_stop(daq_sim: Any) -> None:
+    import requests
+
+    requests.post(daq_sim.url + "/writer/stop", json={}, timeout=10)

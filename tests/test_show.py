@@ -143,7 +143,7 @@ def test_the_report_of_a_killed_run_says_it_was_not_finished(tmp_path):
     report_file = JsonReportFile(str(path))
     report_file(run_started(4))
     text = summary_text(load_report(str(path)))
-    assert text.startswith("RUNNING: sweep µ — the report was not finished: the run was killed, or is still going\n4 steps\n")
+    assert text.startswith("RUNNING: sweep µ — the report was not finished: the run was killed, or is still going\n4 steps: 4 pending\n")
 
 
 @pytest.mark.parametrize(
