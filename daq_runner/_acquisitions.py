@@ -437,6 +437,46 @@ class Acquisitions:
         if record is None and self.ctx.require_log:
             raise StepFailed(f"acquisition FINISHED but the DAQ did not log it: {source}")
 
+    # -- what an acquisition that did not pass left ----------------------------------------------
+
+    def record_end(self, acq: Acquisition, result: dict, log_wait: float = 0.0) -> None:
+        """Put into ``result`` (its step record) what ``acq`` left: an acquisition that ended early
+        or was abandoned (step timeout, signal, abort, lost lock, a protocol error, a writer
+        restart) has written a partial file, and the report lists it and counts its images.
+
+        ``n_written`` comes from the DAQ's log record of ``acq`` (looked for up to ``log_wait``
+        s: an acquisition the runner stopped just now is logged FINISHED "Interrupted." with
+        its final count), else from a look at the live status when it is still ours, else from
+        the last status of ``acq`` seen (by run_id); ``acquisition`` is the last status of it
+        known. Nothing is set when ``acq`` was never seen (it provably did not start, or
+        nothing of it is known). Never raises: this runs while a run ends.
+        """
+        if acq.final is None and acq.acknowledged_at is None and not acq.seen and acq.last is None:
+            return  # never started (refused, or the reply was lost and it never showed)
+        record = None
+        try:
+            with detached(Deadline(max(log_wait, 0.0) + 1.0)):
+                if log_wait > 0:
+                    record, source = self.ctx.feed.find_log(lambda r: acq.is_ours(r), acq.log_cursor, log_wait)
+                    if record is not None and result.get("daq_log") is None:
+                        result.update(daq_log=record, daq_log_source=source, daq_log_reason=None)
+                if record is None and acq.final is None:
+                    live = self.ctx.client.get_status()
+                    if acq.matches(live):
+                        acq.last = live.get("acquisition")
+        except Exception:  # a DAQ gone, Interrupted, a bug: what was seen before stays the answer
+            pass
+        known = record if record is not None else (acq.final or acq.last)
+        if not isinstance(known, dict):
+            return
+        stats = known.get("stats") or {}
+        n_written = stats.get("n_write_completed")
+        if isinstance(n_written, int) and not isinstance(n_written, bool):
+            result["n_written"] = n_written
+        result["run_id"] = str(acq.run_id)
+        if result.get("acquisition") is None:
+            result["acquisition"] = known
+
     # -- background acquisitions ------------------------------------------------------------------
 
     def background(self) -> List[Acquisition]:

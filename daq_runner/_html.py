@@ -327,7 +327,7 @@ def render(report: Dict[str, Any]) -> str:
     status = d["status"]
     color = _COLOR.get(status, "#555")
     summary = d["summary"]
-    counts = " · ".join(f"{_SYMBOL[k]} {summary[k]} {k}" for k in SUMMARY_KEYS if summary.get(k)) or "no step"
+    counts = " · ".join(f"{_SYMBOL.get(k, _SYMBOL['running'])} {summary[k]} {k}" for k in (*SUMMARY_KEYS, "pending") if summary.get(k)) or "no step"
     duration = format_seconds(d["duration_s"]) if d["duration_s"] is not None else "unknown"
     rates = [s["rate"] for s in d["steps"] if s["rate"]]
     cards = [

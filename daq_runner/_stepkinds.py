@@ -274,7 +274,12 @@ CONFIG = StepKind(
     cls=ConfigStep,
     doc="Change the DAQ configuration (the fields given), wait for deployment SUCCESS, then settle.",
     body=_CONFIG_BODY,
-    extra={"settle": Number(0, MAX_SECONDS, default=0.0, doc="Seconds to let the DAQ services stabilise afterwards.")},
+    extra={
+        "settle": Number(
+            0, MAX_SECONDS, default=0.0,
+            doc="Seconds to let the DAQ services stabilise afterwards; shorter than the step's timeout (the change and its deployment come first).",
+        )
+    },
     build=_build_config,
 )
 CHECK = StepKind(

@@ -192,24 +192,33 @@ def file_entry(record: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     """The ``files`` entry of a write step that wrote something:
     {path, step, n_images, size_bytes, run_id, complete}.
 
-    A write that passed wrote a complete file; one that failed or was interrupted after
-    writing images left an incomplete one (``complete: false``): both are on disk, both are
-    listed. ``size_bytes`` comes from ``os.stat`` when the file is visible on this machine,
-    else null.
+    A write that passed wrote a complete file. Every other write whose acquisition started
+    left an incomplete one (``complete: false``), whatever ended it (FAILED, the step's
+    timeout, a signal, an abort, a lost lock, a protocol error, a writer restart): the runner
+    records ``n_written`` (possibly 0) or the acquisition's last status for every acquisition
+    it started, and not for one that provably did not start (a refused write); a started one
+    with no image counted is listed when its file is there. Reports of older runners, which
+    lack those, list an incomplete file when images were counted.
+    ``size_bytes`` comes from ``os.stat`` when the file is visible on this machine, else null.
     """
     if record.get("kind") != "write" or not isinstance(record.get("output_file"), str):
         return None
     complete = record.get("status") == "passed"
     n_images = images_written(record)
-    if not complete and not n_images:
-        return None
     path = record["output_file"]
     run_id = record.get("run_id")
+    size = _SIZES.size(path, (run_id, record.get("finished_at")))
+    if not complete and not n_images:
+        # Started but no image counted: listed when the file is there (a writer that failed
+        # to create it, e.g. "Cannot create output file.", left none).
+        started = isinstance(record.get("n_written"), int) or isinstance(record.get("acquisition"), dict)
+        if not started or size is None:
+            return None
     return {
         "path": path,
         "step": record.get("index"),
         "n_images": n_images,
-        "size_bytes": _SIZES.size(path, (run_id, record.get("finished_at"))),
+        "size_bytes": size,
         "run_id": None if run_id is None else str(run_id),
         "complete": complete,
     }
@@ -397,6 +406,15 @@ class Tally:
         return self._recoveries.items()
 
     @property
+    def pending(self) -> int:
+        """Steps without a record yet (not run yet, or under way): 0 once the run has ended,
+        when the steps the runner never reported count as skipped. With it the report's
+        ``summary`` adds up to ``n_steps`` in every version written, also while the run goes on."""
+        if self.status != "running" or self.n_steps is None:
+            return 0
+        return max(self.n_steps - self.n_finished, 0)
+
+    @property
     def duration_s(self) -> Optional[float]:
         if self.started_at is None or self.finished_at is None:
             return None
@@ -431,7 +449,7 @@ class Tally:
             "daq_unreachable": self.daq_unreachable,
             "finished_at": iso(self.finished_at),
             "duration_s": self.duration_s,
-            "summary": dict(self.summary),
+            "summary": {**self.summary, "pending": self.pending},
             "totals": self.totals(),
             "recoveries": self.recoveries,
             "notices": self.notices,

@@ -315,6 +315,7 @@ class _Loader:
         self.variables: Dict[str, Any] = {}
         self.defaults: Dict[str, Any] = {"timeout": DEFAULT_TIMEOUT_S, "retries": 0, "on_error": "abort"}
         self.body_defaults: Dict[str, Dict[str, Any]] = {}
+        self.defaults_given: Tuple[str, ...] = ()  # the keys the batch's defaults: names
         self.steps: List[Step] = []
         self.count = 0  # steps met, valid or not: the index of the next one is count + 1
         self.work = 0  # steps and sweep combinations visited (bounds the expansion)
@@ -510,6 +511,18 @@ class _Loader:
                 where = _value_mark(raw[kind.name], "timeout") if "timeout" in body else value_marks["timeout"]
                 self.error(f"a wait of {body['seconds']:g} s does not fit in its timeout of {limit:g} s", where)
                 return
+        settle = extra.get("settle")
+        if settle and settle >= options["timeout"]:
+            # The settle comes after the configuration change and its deployment, within the
+            # step's hard time limit: a settle as long as the timeout can only fail, and only
+            # after the DAQ's configuration was changed. Said now, before anything is sent.
+            source = "its timeout" if "timeout" in given else "the timeout from defaults" if "timeout" in self.defaults_given else "the default timeout"
+            self.error(
+                f"a settle of {settle:g} s does not fit in {source} of {options['timeout']:g} s "
+                "(the configuration change and its deployment come first); raise the timeout or shorten the settle",
+                value_marks["settle"],
+            )
+            return
         default_name, params, attrs = kind.build(body, extra, options)
         options.update(attrs)
         step = kind.cls(
@@ -673,6 +686,8 @@ class _Loader:
         try:
             values = DEFAULTS.check("defaults", doc.get("defaults"), _value_mark(doc, "defaults"), self.ctx)
             self.defaults = {k: values[k] for k in ("timeout", "retries", "on_error")}
+            given_defaults = doc.get("defaults")
+            self.defaults_given = tuple(str(k) for k in given_defaults) if isinstance(given_defaults, dict) else ()
             # timeout, retries, on_error are step options; the others (overwrite) are
             # defaults for the body fields of that name (wait's own timeout is not one).
             for kind in KINDS.values():

@@ -37,7 +37,9 @@ def end_line(tally: Tally) -> str:
 
 
 def _clean(text: Any) -> str:
-    """A name from a batch file, printable: control characters cannot act on the terminal."""
+    """Any text the console prints (a name from a batch file, an error, a reason, a notice),
+    printable and on one line: control characters are shown as ``\\x08`` etc., as ``daq-run
+    show`` and the report's error texts do, so they cannot act on the terminal."""
     return one_line(text or "", None)
 
 
@@ -281,7 +283,7 @@ class ConsoleView:
             if self.live and self._live is None:
                 with self._lock:
                     self._guard(self._start_live)
-            self._print(f"daq-run: {name} ({self.n_steps} steps) on {daq.get('url')}{redis}", "bold")
+            self._print(f"daq-run: {name} ({self.n_steps} steps) on {_clean(daq.get('url'))}{_clean(redis)}", "bold")
             return
         if kind == events.STEP_STARTED:
             attempt = data.get("attempt") or 1
@@ -300,7 +302,7 @@ class ConsoleView:
                     if current.first_seen is None:
                         current.first_seen = (now, current.n_written)
         elif kind == events.WAITING:
-            what, seconds = str(data.get("what") or "the DAQ"), data.get("seconds")
+            what, seconds = _clean(data.get("what") or "the DAQ"), data.get("seconds")
             if self._current is not None and self._current.index == event.step:
                 with self._lock:
                     self._current.waiting, self._current.wait_s, self._current.wait_since = what, seconds, self.clock()
@@ -313,11 +315,14 @@ class ConsoleView:
                 self._print(f"{prefix + ' ' if prefix else ''}waiting for {what} {bound}")
         elif kind == events.ATTEMPT_FAILED:
             again = "; retrying" if data.get("will_retry") else ""
-            self._print(f"{prefix} attempt {data.get('attempt')} failed: {data.get('error')}{again}", "red")
+            self._print(f"{prefix} attempt {_clean(data.get('attempt'))} failed: {_clean(data.get('error'))}{again}", "red")
         elif kind == events.RECOVERY:
-            self._print(f"{prefix + ' ' if prefix else ''}recovery: {data.get('reason')} -> {data.get('action')} ({data.get('outcome')})", "yellow")
+            self._print(
+                f"{prefix + ' ' if prefix else ''}recovery: {_clean(data.get('reason'))} -> {_clean(data.get('action'))} ({_clean(data.get('outcome'))})",
+                "yellow",
+            )
         elif kind == events.NOTICE:
-            self._print(f"{prefix + ' ' if prefix else ''}note: {data.get('message')}", "cyan")
+            self._print(f"{prefix + ' ' if prefix else ''}note: {_clean(data.get('message'))}", "cyan")
         elif kind == events.STEP_FINISHED:
             self._step_line(event, data, prefix)
         elif kind == events.RUN_FINISHED:
@@ -327,7 +332,7 @@ class ConsoleView:
             style = "bold green" if self.tally.status == "passed" else "bold red"
             self._print(end_line(self.tally), style)
             if self.tally.reason:
-                self._print(f"  reason: {self.tally.reason}")
+                self._print(f"  reason: {_clean(self.tally.reason)}")
             return
         self._refresh()
 
@@ -343,7 +348,7 @@ class ConsoleView:
         line = f"{prefix} {_MARKS.get(status, status)} {_clean(event.step_name)}{resumed}  {format_seconds(duration)}"
         self._print(line, _STYLES.get(status, ""))
         if data.get("error") and status != "skipped":
-            self._print(f"      {data['error']}", _STYLES.get(status, ""))
+            self._print(f"      {_clean(data['error'])}", _STYLES.get(status, ""))
 
 
 def _isatty(stream: Any) -> bool:
@@ -430,11 +435,13 @@ class QuietSummary:
         if done is not None and done.record.get("status") in ("failed", "interrupted"):
             if len(self._problems) < self.MAX_PROBLEMS:
                 record = done.record
-                self._problems.append(f"  step {record.get('index')} {record.get('status')}: {_clean(record.get('name'))}: {record.get('error')}")
+                self._problems.append(
+                    f"  step {_clean(record.get('index'))} {_clean(record.get('status'))}: {_clean(record.get('name'))}: {_clean(record.get('error'))}"
+                )
             else:
                 self._more += 1
         elif event.kind == events.RUN_FINISHED and self.tally.status != "passed":
-            lines = [end_line(self.tally), f"  reason: {self.tally.reason}"] + self._problems
+            lines = [end_line(self.tally), f"  reason: {_clean(self.tally.reason)}"] + self._problems
             if self._more:
                 lines.append(f"  ... and {self._more} more (see the report)")
             try:

@@ -15,21 +15,24 @@ The report (JSON object, keys in this order)::
 
     run_id, batch {name, path, sha256, vars}, daq {url, redis, url_source, redis_source},
     daq_runner, host, user, pid, command, python, n_steps, started_at,
-    steps [step records], files [{path, step, n_images, size_bytes, run_id}],
+    steps [step records], files [{path, step, n_images, size_bytes, run_id, complete}],
     status (running | passed | failed | interrupted), reason, daq_unreachable,
-    finished_at, duration_s, summary {passed, failed, skipped, interrupted},
+    finished_at, duration_s, summary {passed, failed, skipped, interrupted, pending},
     totals {steps, images, bytes, files, failed_attempts}, recoveries [pre-run],
     notices [{at, step, message}] (the first 10 and the last 40), notices_omitted
 
 Times are ISO 8601 UTC (``2026-11-29T18:44:55.123Z``), also in failed_attempts and
-recoveries; run ids are strings. ``files`` and the final status are written when the run
-ends; a report whose status is still ``running`` is one of a run that was killed (or is
-still going). ``summary`` adds up to ``n_steps`` once the run has ended: steps the runner
-never reported count as skipped. A run that did not pass always has a ``reason``.
+recoveries; run ids are strings. Every version of the file on disk has all these keys:
+while the run goes on (or after it was killed: status still ``running``) ``files`` lists the
+files of the steps recorded so far and ``summary.pending`` counts the steps not recorded
+yet, so ``summary`` adds up to ``n_steps`` in every version. Once the run has ended,
+``pending`` is 0: steps the runner never reported count as skipped. A run that did not pass
+always has a ``reason``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import json
@@ -40,7 +43,7 @@ import sys
 import tempfile
 import time
 import uuid
-from typing import IO, Any, Dict, Iterable, List, Optional, TextIO
+from typing import IO, Any, Dict, Iterable, Iterator, List, Optional, TextIO
 
 from . import events
 from ._tally import SUMMARY_KEYS, StepDone, Tally, iso, step_json
@@ -194,24 +197,29 @@ def _what(exc: BaseException) -> str:
 
 
 class JsonReportFile:
-    """Consumer that keeps ``path`` a valid JSON report during and after the run.
+    """Consumer that keeps ``path`` a valid JSON report, with every key of a final one, during
+    and after the run.
 
-    Layout (one step record, one file entry per line)::
+    Layout during the run (one step record, one file entry per line)::
 
         {<head>,"steps":[
         {step 1},
-        {step 2}
+        {step 2}<spaces: room for the next steps>
         ],"files":[
         {file 1}
-        ],<tail>}
+        ],<tail>}<spaces: room reserved ahead>
 
-    The file is created atomically at ``run_started``. A finished step overwrites the tail
-    in place with ``,<step>`` + the new tail, in one write (cost per step independent of
-    the number of steps); a notice rewrites the tail alone. Space is reserved ahead by
-    appending spaces after the closing brace (valid JSON), so an overwrite never needs new
+    The file is created atomically at ``run_started``. A finished step is written into the
+    room after the last step, its ``files`` entry and the new tail over the old tail (two
+    writes, the tail first); a notice rewrites the tail alone. Whitespace between JSON
+    values is valid, so the file is valid JSON after every write, and ``files`` lists what is
+    known so far. When the room for steps runs out, the ``files`` list and the tail move
+    further down in one write (from a copy of the list kept in a temporary file, not in
+    memory) and the room grows with the list and the report, so the cost per step does not
+    grow with the number of steps. Space is reserved ahead, so an overwrite never needs new
     space: on a full disk the file keeps its last complete version. At ``run_finished`` the
-    ``files`` list (kept in a temporary file meanwhile, not in memory) and the final tail
-    are written in place the same way, and the padding is cut off.
+    room is closed (the list and the final tail written right after the last step, in one
+    write) and the padding is cut off.
 
     Never raises ``OSError`` into the runner: the first error is printed once on
     ``stream`` (stderr) — ``report r.json: disk full; the file holds the run up to step 12``
@@ -223,20 +231,26 @@ class JsonReportFile:
         complete: the run ended and its whole report is on disk.
     """
 
+    _FILES_OPEN = b'\n],"files":['
+
     def __init__(self, path: str, *, stream: Optional[TextIO] = None) -> None:
         self.path = path
         self.error: Optional[str] = None
         self._stream = stream
         self._tally = Tally()
         self._fd: Optional[int] = None
-        self._tail_at = 0  # offset of the tail: where the next item goes
+        self._steps_end = 0  # where the next step goes
+        self._files_at = 0  # where the files list opens (after the room for steps)
+        self._tail_at = 0  # end of the last file entry: where the tail begins
         self._end = 0  # end of the JSON text; [end, size) holds spaces
         self._size = 0
-        self._items = 0  # items in the array being written (steps, then files)
+        self._n_steps = 0  # steps on disk
+        self._n_files = 0  # file entries on disk
         self._held: Optional[int] = None  # index of the last step on disk
         self._finishing = False
         self._done = False
-        self._spool: Optional[IO[bytes]] = None
+        self._spool: Optional[IO[bytes]] = None  # the files list's entries as on disk
+        self._spooled = 0
 
     @property
     def complete(self) -> bool:
@@ -258,52 +272,97 @@ class JsonReportFile:
             elif done is not None:
                 self._add_step(done)
             elif event.kind == events.NOTICE or (event.kind == events.RECOVERY and event.step is None):
-                self._write("")
+                self._write_tail(b"")
         except (OSError, ValueError, TypeError) as exc:
             self._fail(exc)
 
     # -- the steps ------------------------------------------------------------------------
 
-    def _tail(self) -> str:
-        return "\n]," + _dumps(self._tally.tail())[1:] + "\n"
+    def _tail(self) -> bytes:
+        return _encode("\n]," + _dumps(self._tally.tail())[1:] + "\n")
 
     def _start(self) -> None:
         head = _encode(_dumps(self._tally.head())[:-1] + ',"steps":[')
-        tail = _encode(self._tail())
-        _create(self.path, [head + tail])
+        tail = self._tail()
+        _create(self.path, [head + self._FILES_OPEN + tail])
         self._fd = os.open(self.path, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))
-        self._tail_at = len(head)
-        self._end = self._size = len(head) + len(tail)
+        self._steps_end = self._files_at = len(head)
+        self._tail_at = len(head) + len(self._FILES_OPEN)
+        self._end = self._size = self._tail_at + len(tail)
 
     def _add_step(self, done: StepDone) -> None:
+        step = _encode(("," if self._n_steps else "") + "\n" + _dumps(done.record))
+        entry = b""
         if done.file is not None:
-            if self._spool is None:
-                # On disk from the start (no copy when it grows), beside the report: a full /tmp
-                # does not stop a report whose own disk has room.
-                self._spool = tempfile.TemporaryFile(dir=os.path.dirname(os.path.abspath(self.path)))
-            self._spool.write(_encode(_dumps(done.file)) + b"\n")
-        self._write(("," if self._items else "") + "\n" + _dumps(done.record))
-        self._items += 1
+            entry = _encode(("," if self._n_files else "") + "\n" + _dumps(done.file))
+        tail = self._tail()
+        fits = self._tail_at + len(entry) + len(tail) <= self._size
+        if self._steps_end + len(step) <= self._files_at and fits:
+            # The tail first: if it fails, the step is not on disk either, and the file holds
+            # the run up to the step before, whole.
+            self._write_tail(entry, tail)
+            _write_all(self._fd, step, self._steps_end)  # type: ignore[arg-type]
+            self._steps_end += len(step)
+        else:
+            self._move_files(step, entry, tail)
+        if entry:
+            self._keep(entry)
+            self._n_files += 1
+        self._n_steps += 1
         self._held = done.record.get("index", self._held)
 
-    def _write(self, chunk: str, tail: Optional[str] = None) -> None:
-        """Write ``chunk`` (the next items) and the tail at the tail's place, in one write."""
+    def _keep(self, entry: bytes) -> None:
+        if self._spool is None:
+            # On disk from the start (no copy when it grows), beside the report: a full /tmp
+            # does not stop a report whose own disk has room.
+            self._spool = tempfile.TemporaryFile(dir=os.path.dirname(os.path.abspath(self.path)))
+        self._spool.write(entry)
+        self._spooled += len(entry)
+
+    def _write_tail(self, entry: bytes, tail: Optional[bytes] = None) -> None:
+        """Write ``entry`` (the next file entry, or nothing) and the tail at the tail's place, in one write."""
         assert self._fd is not None
-        body = _encode(chunk)
-        data = body + _encode(self._tail() if tail is None else tail)
+        data = entry + (self._tail() if tail is None else tail)
         end = self._tail_at + len(data)
         self._reserve(end)
         # Spaces over what is left of a longer tail: the JSON text ends at the new brace.
         _write_all(self._fd, data + b" " * max(0, self._end - end), self._tail_at)
-        self._tail_at += len(body)
+        self._tail_at += len(entry)
         self._end = end
 
-    def _reserve(self, end: int) -> None:
-        """Make the file at least ``end`` bytes long by appending spaces (still valid JSON)."""
+    def _move_files(self, step: bytes, entry: bytes, tail: bytes) -> None:
+        """No room for ``step`` (or for the list's growth): write it, new room, the files list
+        (with ``entry``) and the tail, in one write.
+
+        The room grows with the files list and with the report, so that the list moves
+        seldom: the cost per step stays independent of the number of steps.
+        """
         assert self._fd is not None
-        if end <= self._size:
+        fixed = len(step) + len(self._FILES_OPEN) + self._spooled + len(entry) + len(tail)
+        need = self._steps_end + fixed
+        room = max(_CHUNK, 2 * (self._spooled + len(entry)), self._steps_end // 8)
+        self._reserve(need, need + 2 * room)
+        # As much room again after the tail, for the files list and the tail to grow into; on
+        # a disk that is nearly full, the room shrinks (the list moves up): the space is used.
+        room = min(room, (self._size - need) // 2)
+        with _mapped(self._spool, self._spooled) as files:
+            parts: List[Any] = [step, *_spaces(room), self._FILES_OPEN, files, entry, tail]
+            end = need + room
+            parts += _spaces(max(0, self._end - end))
+            _writev_all(self._fd, parts, self._steps_end)
+            del parts  # no view of the mapping may outlive it
+        self._steps_end += len(step)
+        self._files_at = self._steps_end + room
+        self._tail_at = self._files_at + len(self._FILES_OPEN) + self._spooled + len(entry)
+        self._end = self._tail_at + len(tail)
+
+    def _reserve(self, end: int, want: Optional[int] = None) -> None:
+        """Make the file at least ``end`` bytes long (``want`` if there is room) by appending spaces (still valid JSON)."""
+        assert self._fd is not None
+        target = max(end, want or 0)
+        if target <= self._size:
             return
-        grow = max(end - self._size, _CHUNK, self._size // 8)  # amortized: few reservations in a long run
+        grow = max(target - self._size, _CHUNK, self._size // 8)  # amortized: few reservations in a long run
         spaces = b" " * min(grow, _CHUNK)
         try:
             at, stop = self._size, self._size + grow
@@ -321,41 +380,28 @@ class JsonReportFile:
     # -- the end ----------------------------------------------------------------------------
 
     def _finish(self, event: events.Event) -> None:
-        running_tail = self._tail()
         self._tally.feed(event)
         if self._fd is None:  # never started (no run_started): nothing to finish
             self._done = True
             return
         self._finishing = True
-        # Close the steps, open the files: `...}\n],"files":[` then file entries.
-        pending = ["\n],\"files\":["]
-        size = len(pending[0])
-        self._items = 0
-        for line in self._spooled_files():
-            entry = ("," if self._items else "") + "\n" + line
-            self._items += 1
-            pending.append(entry)
-            size += len(entry)
-            if size >= _CHUNK:  # a long list goes in pieces; the file stays valid in between
-                self._write("".join(pending), running_tail)
-                pending, size = [], 0
-        self._write("".join(pending), self._tail())
+        # The room for steps is closed: `...}\n],"files":[` + the list + the final tail,
+        # right after the last step, in one write; spaces over the rest, then cut off.
+        tail = self._tail()
+        end = self._steps_end + len(self._FILES_OPEN) + self._spooled + len(tail)
+        self._reserve(end)
+        with _mapped(self._spool, self._spooled) as files:
+            _writev_all(self._fd, [self._FILES_OPEN, files, tail, *_spaces(max(0, self._end - end))], self._steps_end)
+        self._end = end
         try:
             os.ftruncate(self._fd, self._end)  # the padding is no longer needed
         except OSError:
             pass  # trailing spaces are valid JSON
         os.fsync(self._fd)
         self._close()
-        self._done = True
-
-    def _spooled_files(self) -> Iterable[str]:
-        if self._spool is None:
-            return
-        self._spool.seek(0)
-        for raw in self._spool:
-            yield raw.decode("utf-8").rstrip("\n")
         _discard(self._spool)
         self._spool = None
+        self._done = True
 
     def _close(self) -> None:
         if self._fd is not None:
@@ -379,6 +425,52 @@ class JsonReportFile:
         _discard(self._spool)
         self._spool = None
         _say(self._stream, self.error)
+
+
+_SPACES = b" " * _CHUNK
+
+
+def _spaces(n: int) -> List[bytes]:
+    """``n`` spaces as pieces of one shared buffer (for ``os.pwritev``: no copy of their size in memory)."""
+    piece = _SPACES if n <= 512 * len(_SPACES) else b" " * (n // 512 + 1)  # at most ~512 pieces
+    whole, rest = divmod(n, len(piece))
+    return [piece] * whole + ([piece[:rest]] if rest else [])
+
+
+@contextlib.contextmanager
+def _mapped(spool: Optional[IO[bytes]], length: int) -> Iterator[Any]:
+    """The first ``length`` bytes of ``spool`` as a buffer mapped from the file (not copied
+    into memory: the files list of a long run is megabytes)."""
+    if spool is None or length == 0:
+        yield b""
+        return
+    import mmap
+
+    spool.flush()
+    with mmap.mmap(spool.fileno(), length, access=mmap.ACCESS_READ) as view:
+        with memoryview(view) as buffer:
+            yield buffer
+
+
+def _writev_all(fd: int, parts: List[Any], offset: int) -> None:
+    """Write ``parts`` one after the other at ``offset`` in one ``pwritev`` (continued after a short write).
+
+    One call: a reader sees the file before or after it, the same as for one ``pwrite``.
+    """
+    views = [memoryview(p) for p in parts if len(p)]
+    while views:
+        n = os.pwritev(fd, views[:_IOV_MAX], offset)
+        if n <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        offset += n
+        while views and n >= len(views[0]):
+            n -= len(views[0])
+            views.pop(0)
+        if n:
+            views[0] = views[0][n:]
+
+
+_IOV_MAX = 1024
 
 
 def _discard(spool: Optional[IO[bytes]]) -> None:

@@ -52,6 +52,7 @@ __all__ = ["Runner", "StepFailed"]
 
 _PRE_RUN_BUDGET_S = 30.0
 _LOG_WAIT_S = 3.0
+_END_LOG_WAIT_S = 1.5  # for the log record of an acquisition stopped because its step did not pass
 
 
 class Runner:
@@ -417,8 +418,8 @@ class Runner:
             # An acquisition this step started that may still run is stopped (its own budget,
             # outside the step's time limit).
             acquisition = ctx.acquisitions.by_step.get(step.index)
-            if acquisition is not None and not acquisition.ended:
-                self._stop(ctx, acquisition, error or status, result)
+            if acquisition is not None:
+                self._end_acquisition(ctx, acquisition, error or status, result)
         record = _record(step, status, attempt, started, result, error)
         if background is None:
             # Done with it: memory must not grow with the number of finished steps.
@@ -450,6 +451,16 @@ class Runner:
         ctx.established.update(reapply)
         reapply.clear()
         sources.clear()
+
+    def _end_acquisition(self, ctx: RunContext, acquisition: Acquisition, reason: str, result: dict) -> None:
+        """An acquisition of a step that did not pass: stopped if it may still run, and what it
+        left (its partial file, the images in it) recorded on the step."""
+        stopped_now = not acquisition.ended
+        if stopped_now:
+            self._stop(ctx, acquisition, reason, result)
+        # A stopped acquisition is logged FINISHED with its final count: worth a short wait.
+        log_wait = (min(_END_LOG_WAIT_S, self._hurry_s) if self._hurry_s is not None else _END_LOG_WAIT_S) if stopped_now else 0.0
+        ctx.acquisitions.record_end(acquisition, result, log_wait)
 
     def _stop(self, ctx: RunContext, acquisition: Acquisition, reason: str, result: dict) -> None:
         self._cleanup = Deadline(self._hurry_s if self._hurry_s is not None else STOP_BUDGET_S)
@@ -496,13 +507,17 @@ class Runner:
                     status = "passed"
                 except (StepFailed, DaqRunnerError) as exc:
                     status, error = "failed", _describe(exc)
+                    # The attempt that started it failed after all: recorded as a failed
+                    # attempt, as for the same write with wait: true.
+                    attempts = record.setdefault("failed_attempts", [])
+                    attempts.append({"attempt": record.get("attempts") or 1, "error": error, "at": time.time()})
         except (Interrupted, KeyboardInterrupt):
             self.request_stop("SIGINT")
             status, error = "interrupted", f"interrupted ({self.stop_reason or 'stop requested'})"
         finally:
             self._step = ctx.step = None
-        if not acq.ended:
-            self._stop(ctx, acq, error or status, record)
+        if status != "passed":
+            self._end_acquisition(ctx, acq, error or status, record)
         self._finish_record(acq.step, record, status, error)
         return status
 
@@ -530,7 +545,7 @@ class Runner:
                 record = acq.record if acq.record is not None else None
                 target = record if record is not None else (plan.result if acq.step is plan.current else {"recoveries": []})
                 try:
-                    self._stop(ctx, acq, f"the run ended early ({why})", target)
+                    self._end_acquisition(ctx, acq, f"the run ended early ({why})", target)
                 except BaseException as exc:  # keep finishing
                     errors.append(exc)
                 if record is not None and plan.is_pending(acq.step):

@@ -111,6 +111,13 @@ def digest(report: Dict[str, Any]) -> Dict[str, Any]:
         for step in steps:
             if step["status"] in summary:
                 summary[step["status"]] += 1
+    # Steps without a record yet: a report written while the run went on (or that a killed
+    # run left) says so as summary.pending; an older one is counted here.
+    status = _str(report.get("status")) or "running"
+    pending = _int(stored.get("pending"))
+    if pending is None or pending < 0:
+        pending = max(n_steps - sum(summary.values()), 0) if status == "running" else 0
+    summary["pending"] = pending
     files = [f for f in _list(report.get("files")) if isinstance(f, dict)]
     if not files and "files" not in report:  # an older report: the files are those of passed writes
         files = [
@@ -127,7 +134,6 @@ def digest(report: Dict[str, Any]) -> Dict[str, Any]:
     duration = _num(report.get("duration_s"))
     if duration is None and started is not None and finished is not None:
         duration = finished - started
-    status = _str(report.get("status")) or "running"
     reason = _str(report.get("reason"))
     if not reason and status != "passed":
         first = next((s for s in steps if s["status"] in ("failed", "interrupted")), None)
@@ -179,7 +185,7 @@ def digest(report: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def _counts(summary: Dict[str, int], n_steps: int) -> str:
-    parts = [f"{summary[k]} {k}" for k in SUMMARY_KEYS if summary.get(k)]
+    parts = [f"{summary[k]} {k}" for k in (*SUMMARY_KEYS, "pending") if summary.get(k)]
     return f"{n_steps} step{'s' if n_steps != 1 else ''}" + (f": {', '.join(parts)}" if parts else "")
 
 
@@ -285,6 +291,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     output = args.output or (os.path.splitext(args.report)[0] + ".html")
     try:
         output = check_output_path(output, batch_path=args.report, what="HTML page", protects="the report")
+        _refuse_overwrite(output, report)
     except ValueError as exc:
         return _fail(str(exc), EXIT_USAGE)
     from ._html import render
@@ -299,6 +306,56 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return _fail(f"cannot write {output}: {exc.strerror or exc}", EXIT_WRITE)
     print(output)
     return EXIT_OK
+
+
+def _referred(report: Dict[str, Any]) -> List[tuple]:
+    """(what, path) of every file ``report`` refers to: its batch file, the files its writes
+    wrote (also as steps name them), and the ``--report``/``--junit`` files of its command."""
+    out: List[tuple] = []
+    batch = _dict(report.get("batch"))
+    if _str(batch.get("path")):
+        out.append(("the report's batch file", batch["path"]))
+    for entry in _list(report.get("files")):
+        if isinstance(entry, dict) and _str(entry.get("path")):
+            out.append(("a file the report lists", entry["path"]))
+    for step in _list(report.get("steps")):
+        if isinstance(step, dict) and _str(step.get("output_file")):
+            out.append(("a file the report lists", step["output_file"]))
+    command = [str(c) for c in _list(report.get("command"))]
+    for i, word in enumerate(command):
+        for option, what in (("--junit", "the run's JUnit file"), ("--report", "the run's report")):
+            if word == option and i + 1 < len(command):
+                out.append((what, command[i + 1]))
+            elif word.startswith(option + "="):
+                out.append((what, word[len(option) + 1 :]))
+    return out
+
+
+def _is_html(path: str) -> bool:
+    """Whether the file at ``path`` is an HTML page: it begins (after blanks) with ``<!DOCTYPE html`` or ``<html``."""
+    try:
+        with open(path, "rb") as handle:
+            start = handle.read(512).lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    except OSError:
+        return False
+    return start.startswith((b"<!doctype html", b"<html"))
+
+
+def _refuse_overwrite(output: str, report: Dict[str, Any]) -> None:
+    """Refuse an HTML page path that names a file the report refers to (its batch file, a file
+    its writes wrote, its run's report or JUnit file) or an existing file that is not an HTML
+    page: a page must never replace data. Raises ``ValueError`` (one line)."""
+    real = os.path.realpath(output)
+    exists = os.path.exists(output)
+    for what, path in _referred(report):
+        try:
+            same = os.path.samefile(output, path) if exists and os.path.exists(path) else real == os.path.realpath(path)
+        except (OSError, ValueError):
+            same = False
+        if same:
+            raise ValueError(f"HTML page {output} is {what} ({one_line(path)}); choose another path")
+    if exists and not _is_html(output):
+        raise ValueError(f"HTML page {output} exists and is not an HTML page; choose another path or remove it first")
 
 
 def _fail(message: str, code: int) -> int:

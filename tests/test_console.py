@@ -317,3 +317,27 @@ def test_console_lines_without_a_terminal(tmp_path):
     assert "\x1b" not in text
     assert "[1/3] waiting for writer READY up to 10 s" in text and "[3/3] skip stop 3" in text
     assert "note: no Redis: polling REST — naïve" in text
+
+
+def test_control_characters_are_escaped_on_every_console_line():
+    """A step name with a raw backspace: the reason line, the error line, notices, recoveries and
+    the quiet summary all show it as ``\\x08`` (as ``daq-run show`` does), never raw."""
+    name = "evil\x08name\x1b[2J"
+    record = {**write_record(1, "/x.h5", status="failed"), "name": name, "error": f"step {name} broke\x07"}
+    run = [
+        run_started(1),
+        Event(events.NOTICE, "run1", 1, name, {"message": f"note about {name}"}),
+        Event(events.RECOVERY, "run1", 1, name, {"reason": name, "action": "stop_writer", "outcome": "READY"}),
+        Event(events.ATTEMPT_FAILED, "run1", 1, name, {"attempt": 1, "error": f"{name}", "will_retry": False}),
+        Event(events.STEP_FINISHED, "run1", 1, name, record, time=T0 + 1),
+        finished("failed"),
+    ]
+    for consumer_of in (lambda s: ConsoleView(s, verbose=True), QuietSummary):
+        stream = io.StringIO()
+        consumer = consumer_of(stream)
+        for event in run:
+            consumer(event)
+        text = stream.getvalue()
+        assert not any(c in text for c in "\x08\x1b\x07"), text
+        reason = [line for line in text.splitlines() if line.startswith("  reason:")]
+        assert ["  reason: step 1 (evil\\x08name\\x1b[2J) failed: step evil\\x08name\\x1b[2J broke\\x07"] == reason

@@ -156,7 +156,7 @@ def test_report_holds_what_a_person_decides_from(tmp_path):
     assert "2027-01-15T08:00:01.200Z" == report["steps"][0]["failed_attempts"][0]["at"]
     assert [str(1795978630763249142 + i) for i in (1, 2)] == [s["run_id"] for s in report["steps"][:2]]
     assert "step 2 (write 2) failed: acquisition FAILED: ERROR: detector lost" == report["reason"]
-    assert {"passed": 1, "failed": 1, "skipped": 1, "interrupted": 0} == report["summary"]
+    assert {"passed": 1, "failed": 1, "skipped": 1, "interrupted": 0, "pending": 0} == report["summary"]
     assert {"steps": 3, "images": 13, "bytes": 1234, "files": 2, "failed_attempts": 1} == report["totals"]
     good, partial = report["files"]  # the failed write's incomplete file is on disk too: listed
     assert {"path": str(tmp_path / "good.h5"), "step": 1, "n_images": 10, "size_bytes": 1234, "run_id": "1795978630763249143", "complete": True} == good
@@ -570,3 +570,162 @@ def test_the_consumers_of_one_event_share_its_step_record(tmp_path):
     assert 1234 == first.file["size_bytes"] and "7" == first.record["run_id"]
     again = Tally().feed(Event(events.STEP_FINISHED, "r", 1, "w", dict(record)))
     assert again.record is not first.record and again.record == first.record  # another event: its own
+
+
+# -- partial files: every file a write started is listed ------------------------------------------
+
+
+def _h5_images(path: Path) -> int:
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        group = next(iter(f.values()))
+        return int(group["image_id"].shape[0])
+
+
+def _partial(report: Dict[str, Any], path: Path) -> Dict[str, Any]:
+    (entry,) = [f for f in report["files"] if f["path"] == str(path)]
+    assert entry["complete"] is False and entry["size_bytes"] == os.path.getsize(path) > 0
+    return entry
+
+
+@pytest.mark.parametrize("wait", [True, False])
+def test_a_write_its_timeout_ends_leaves_a_listed_partial_file(run_batch, daq_sim, tmp_path, wait):
+    """A write cut short by its step's timeout (waited for, or in the background): its partial file
+    is in ``files`` and in the totals, ``n_written`` is the DAQ's final count (not null), and the
+    failed attempt is recorded either way."""
+    daq_sim.core.settings.frame_rate = 200
+    path = tmp_path / "long.h5"
+    report = run_batch(
+        f"version: 1\nsteps:\n  - write: {{output_file: '{path}', n_images: 3000, wait: {str(wait).lower()}}}\n    timeout: 1.5\n"
+    ).to_dict()
+    (step,) = report["steps"]
+    assert "failed" == step["status"] and "timed out" in step["error"]
+    assert isinstance(step["n_written"], int) and 0 < step["n_written"] < 3000
+    entry = _partial(report, path)
+    assert step["n_written"] == entry["n_images"] == report["totals"]["images"] == _h5_images(path)
+    assert (1, entry["size_bytes"]) == (report["totals"]["files"], report["totals"]["bytes"])
+    assert 1 == len(step["failed_attempts"]) == report["totals"]["failed_attempts"]
+
+
+def test_a_background_write_an_abort_ends_leaves_a_listed_partial_file(run_batch, daq_sim, tmp_path):
+    """A ``wait: false`` write still running when a later step aborts the run: stopped, and its
+    partial file listed with the images in it."""
+    daq_sim.core.settings.frame_rate = 200
+    path = tmp_path / "bg.h5"
+    report = run_batch(
+        f"version: 1\nsteps:\n  - write: {{output_file: '{path}', n_images: 100000, wait: false}}\n"
+        "  - wait: {seconds: 0.5}\n  - check: {writer: READY}\n"
+    ).to_dict()
+    steps = sorted(report["steps"], key=lambda s: s["index"])  # the background write is recorded last
+    assert ["failed", "passed", "failed"] == [s["status"] for s in steps]
+    step = steps[0]
+    assert isinstance(step["n_written"], int) and step["n_written"] > 0
+    entry = _partial(report, path)
+    assert step["n_written"] == entry["n_images"] == report["totals"]["images"] == _h5_images(path)
+
+
+def test_a_write_sigint_ends_leaves_a_listed_partial_file(daq_sim, tmp_path):
+    """SIGINT during a long write: the report on disk lists the partial file with the images the
+    DAQ wrote before the stop (as many as the HDF5 file holds)."""
+    import signal
+
+    from .conftest import batch_file, start_daq_run_until_writing, wait_until
+
+    daq_sim.core.settings.frame_rate = 200
+    path = batch_file(tmp_path, "version: 1\nsteps:\n  - write: {output_file: '{root}/s.h5', n_images: 100000}\n")
+    report_path = tmp_path / "r.json"
+    proc = start_daq_run_until_writing(daq_sim, path, report_path)
+    try:
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        assert 130 == proc.wait(15)
+    finally:
+        proc.kill()
+    report = load_report(str(report_path))
+    (step,) = report["steps"]
+    assert "interrupted" == step["status"] and isinstance(step["n_written"], int) and step["n_written"] > 0
+    entry = _partial(report, tmp_path / "s.h5")
+    assert step["n_written"] == entry["n_images"] == report["totals"]["images"] == _h5_images(tmp_path / "s.h5")
+
+
+def test_a_refused_write_lists_no_file(run_batch, daq_sim, tmp_path):
+    """A write the DAQ refused (no such folder) started nothing: no file listed."""
+    report = run_batch("version: 1\nsteps:\n  - write: {output_file: /no/such/dir/x.h5, n_images: 1}\n").to_dict()
+    assert ([], None) == (report["files"], report["steps"][0]["n_written"])
+
+
+# -- every version on disk is a whole report ----------------------------------------------------------
+
+
+def test_every_version_on_disk_has_the_keys_of_a_final_one_and_adds_up(tmp_path, monkeypatch):
+    """Parsed after every event of a long run (the room for steps kept small, so the files list
+    moves many times): the keys of the final report, a summary (with ``pending``) that adds up to
+    ``n_steps``, and ``files`` listing exactly the files of the steps on disk so far."""
+    monkeypatch.setattr(report_module, "_CHUNK", 512)
+    path = tmp_path / "r.json"
+    n = 120
+    stream = [run_started(n)]
+    for i in range(1, n + 1):
+        if i % 3:
+            stream.append(step_event(write_record(i, str(tmp_path / f"f{i}.h5"), status="passed" if i % 7 else "failed")))
+        else:
+            stream.append(step_event({**skipped(i), "kind": "check", "status": "passed", "error": None}))
+        if i % 10 == 0:
+            stream.append(Event(events.NOTICE, "run1", i, None, {"message": f"note {i} " + "n" * 300}, time=T0 + i))
+    stream.append(finished("failed"))
+    report_file = JsonReportFile(str(path))
+    versions = []
+    for event in stream:
+        report_file(event)
+        versions.append(json.loads(path.read_text()))
+    final = versions[-1]
+    assert report_file.complete and path.read_bytes().endswith(b"}\n")
+    for version in versions:
+        assert list(final) == list(version)
+        assert list(final["summary"]) == list(version["summary"])
+        assert n == sum(version["summary"].values())
+        on_disk = {s["output_file"] for s in version["steps"] if s["kind"] == "write"}
+        assert on_disk == {f["path"] for f in version["files"]}
+        assert len(version["files"]) == version["totals"]["files"]
+    assert ("running", n) == (versions[0]["status"], versions[0]["summary"]["pending"])
+    assert 0 == final["summary"]["pending"] and n - n // 3 == len(final["files"])
+
+
+def test_a_killed_runs_report_is_whole_and_show_counts_the_pending_steps(daq_sim, tmp_path):
+    """SIGKILL during the second of three writes: the report on disk has every key of a final one,
+    lists the first file, its summary adds up (1 passed, 2 pending) and ``daq-run show`` says so."""
+    import signal
+
+    from .conftest import batch_file, daq_run, start_daq_run_until_writing
+
+    path = batch_file(
+        tmp_path,
+        "version: 1\nsteps:\n  - write: {output_file: '{root}/a.h5', n_images: 3}\n"
+        "  - write: {output_file: '{root}/b.h5', n_images: 100000}\n  - stop: {}\n",
+    )
+    report_path = tmp_path / "r.json"
+    daq_sim.core.settings.frame_rate = 50
+    proc = start_daq_run_until_writing(daq_sim, path, report_path)
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and '"index":1' not in report_path.read_text():
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        proc.kill()
+        requests_stop(daq_sim)
+    report = load_report(str(report_path))
+    assert "running" == report["status"]
+    assert {"passed": 1, "failed": 0, "skipped": 0, "interrupted": 0, "pending": 2} == report["summary"]
+    assert [str(tmp_path / "a.h5")] == [f["path"] for f in report["files"]]
+    assert {"files", "totals", "summary", "reason", "finished_at", "notices"} <= set(report)
+    shown = daq_run("show", str(report_path))
+    assert 0 == shown.returncode and "3 steps: 1 passed, 2 pending" in shown.stdout, shown.stdout
+
+
+def requests_stop(daq_sim: Any) -> None:
+    import requests
+
+    requests.post(daq_sim.url + "/writer/stop", json={}, timeout=10)

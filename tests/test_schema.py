@@ -256,6 +256,10 @@ LOADER_ONLY = {
         HEAD + "  - wait: {seconds: 10, timeout: 2}\n",
         "comparing two numbers of one step: JSON Schema cannot",
     ),
+    "a settle longer than its step's timeout": (
+        HEAD + "  - config: {bit_depth: 16}\n    settle: 10\n    timeout: 3\n",
+        "comparing two numbers of one step: JSON Schema cannot",
+    ),
     "one file in every combination of a sweep": (
         HEAD + "  - for: {a: [1, 2]}\n    steps:\n      - write: {output_file: /d/a.h5, n_images: 1}\n",
         "duplicate files: after sweep expansion",
@@ -392,6 +396,15 @@ def test_what_the_loader_accepts_the_schema_accepts(document):
     assert [] == schema_errors(text)
 
 
+def _settle_longer_than_its_timeout(step: dict, defaults: dict) -> bool:
+    if not isinstance(step, dict) or "config" not in step:
+        return False
+    numbers = [step.get("settle"), step.get("timeout", defaults.get("timeout", 300))]
+    if not all(isinstance(n, (int, float)) and not isinstance(n, bool) for n in numbers):
+        return False
+    return 0 < numbers[0] and numbers[0] >= numbers[1]
+
+
 def _wait_longer_than_its_timeout(step: dict) -> bool:
     wait = step.get("wait") if isinstance(step, dict) else None
     if not isinstance(wait, dict):
@@ -412,6 +425,8 @@ def test_without_templates_the_loader_and_the_schema_agree(document):
         return
     if any(_wait_longer_than_its_timeout(s) for s in document["steps"]):
         return  # a relation of two numbers: the loader's (LOADER_ONLY)
+    if any(_settle_longer_than_its_timeout(s, document.get("defaults") or {}) for s in document["steps"]):
+        return  # likewise
     text = json.dumps(document)
     assert loads(text) == (not schema_errors(text)), schema_errors(text)
 

@@ -22,7 +22,7 @@ from daq_runner.show import main as show_main
 from daq_runner.show import summary_text
 
 from .conftest import batch_file, daq_run
-from .test_report import T0, fill, finished, run_started, small_disk  # noqa: F401 - small_disk is a fixture
+from .test_report import T0, feed, fill, finished, run_started, small_disk, step_event, write_record  # noqa: F401 - small_disk is a fixture
 
 # -- a night's report: ~30 steps, retries, a recovery, a failure, a skipped tail ----------------------
 
@@ -143,7 +143,7 @@ def test_the_report_of_a_killed_run_says_it_was_not_finished(tmp_path):
     report_file = JsonReportFile(str(path))
     report_file(run_started(4))
     text = summary_text(load_report(str(path)))
-    assert text.startswith("RUNNING: sweep µ — the report was not finished: the run was killed, or is still going\n4 steps\n")
+    assert text.startswith("RUNNING: sweep µ — the report was not finished: the run was killed, or is still going\n4 steps: 4 pending\n")
 
 
 @pytest.mark.parametrize(
@@ -313,3 +313,31 @@ def test_show_survives_absurd_values(tmp_path):
     for args in (["show", str(path)], ["show", "--html", str(path), "-o", str(tmp_path / "odd.html")]):
         proc = daq_run(*args, timeout=30)
         assert proc.returncode in (0, 2) and "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) <= 1
+
+
+def test_the_page_never_replaces_a_file_the_report_refers_to_or_one_that_is_not_html(tmp_path, capsys):
+    """-o naming the batch file, a written HDF5 file, the run's JUnit file, or any existing file that
+    is not an HTML page: one line, exit 2, the file untouched. An earlier page is replaced."""
+    batch = tmp_path / "night.yaml"
+    batch.write_text("version: 1\nsteps: [{stop: {}}]\n")
+    data = tmp_path / "a.h5"
+    data.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)
+    junit = tmp_path / "j.xml"
+    junit.write_text("<testsuite/>")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("precious")
+    path = tmp_path / "r.json"
+    start = run_started(1, command=["daq-run", str(batch), "--junit", str(junit)])
+    start.data["batch"] = {**start.data["batch"], "path": str(batch)}
+    feed([JsonReportFile(str(path))], [start, step_event(write_record(1, str(data))), finished("passed")])
+    cases = {batch: "is the report's batch file", data: "is a file the report lists", junit: "is the run's JUnit file", notes: "is not an HTML page"}
+    for target, message in cases.items():
+        before = target.read_bytes()
+        capsys.readouterr()
+        assert 2 == show_main(["--html", str(path), "-o", str(target)])
+        err = capsys.readouterr().err
+        assert message in err and 1 == len(err.splitlines()), err
+        assert before == target.read_bytes()
+    page = tmp_path / "p.html"
+    assert 0 == show_main(["--html", str(path), "-o", str(page)])
+    assert 0 == show_main(["--html", str(path), "-o", str(page)])  # an earlier page: replaced

@@ -75,7 +75,8 @@ class SimSettings:
     Args:
         frame_rate: images per second the simulated detector sends, all the time.
         sync_limit_s: how long ``write_sync`` waits before answering with an error (60 s).
-        deploy_delay_s: time until the last simulated server has reported a config deployment.
+        deploy_delay_s: time until the last simulated server has reported the deployment of a config
+            change (the initial config, at start and on reset, is in force at once).
         servers: names of the simulated DAQ servers that report deployments.
         streams: Redis stream names.
         status_interval_s: ``daq:status`` period while images are written (0.5 s).
@@ -361,7 +362,9 @@ class SimulatedDaqCore:
             self._writer_state = WriterState(self.settings.start_state or WriterState.UNKNOWN.value)
             self._logs = [(entry_id, _with_reports(acq)) for entry_id, acq in self._publisher.history(self.streams.log, 1000)]
         if self.settings.start_configured:
-            self._deploy(copy.deepcopy(self._initial_config), wait=True)
+            # The configuration a DAQ has when it starts was deployed before: in force at
+            # once, whatever deploy_delay_s (which a config change takes) says.
+            self._deploy(copy.deepcopy(self._initial_config), wait=True, delay_s=0.0)
         self._echo.start()
         self._publish_stats()
         self._ticker = threading.Thread(target=self._tick, name="daq-sim-ticker", daemon=True)
@@ -395,7 +398,7 @@ class SimulatedDaqCore:
             self._logs.clear()
             self._written.clear()
         if self.settings.start_configured:
-            self._deploy(copy.deepcopy(self._initial_config), wait=True)
+            self._deploy(copy.deepcopy(self._initial_config), wait=True, delay_s=0.0)  # a clean DAQ, at once
         else:
             with self._cond:
                 self.config = self.config_id = None
@@ -511,25 +514,28 @@ class SimulatedDaqCore:
         self._deploy(merged)
         return copy.deepcopy(merged)
 
-    def _deploy(self, config: dict, wait: bool = False) -> None:
+    def _deploy(self, config: dict, wait: bool = False, delay_s: Optional[float] = None) -> None:
+        """Store ``config`` and deploy it to the servers, which report after ``delay_s``
+        (default: ``SimSettings.deploy_delay_s``) in all; ``wait`` until they have."""
         with self._cond:
             fail = self._faults.pop("deployment", None)
             self.config = config
             config_id = self._publisher.xadd(self.streams.config, config) or self._ids.next()
             self.config_id = config_id
             self._deployment = {"servers": {}, "start_time": time.time(), "stop_time": 0.0}
-        deploy = threading.Thread(target=self._deploy_to_servers, args=(config_id, fail), name="daq-sim-deploy", daemon=True)
+        delay = self.settings.deploy_delay_s if delay_s is None else delay_s
+        deploy = threading.Thread(target=self._deploy_to_servers, args=(config_id, fail, delay), name="daq-sim-deploy", daemon=True)
         deploy.start()
         if wait:
             deploy.join()
 
-    def _deploy_to_servers(self, config_id: str, fail: Optional[str]) -> None:
+    def _deploy_to_servers(self, config_id: str, fail: Optional[str], delay_s: float) -> None:
         # Each server reports when its services have restarted: "Deploying", then at once
         # "Done" (or "Error"), so RUNNING is rarely seen and SUCCESS can come while a
         # slower server has not reported yet.
         servers = self.settings.servers
         for position, name in enumerate(servers):
-            if self._closed.wait(self.settings.deploy_delay_s / max(len(servers), 1)):
+            if delay_s > 0 and self._closed.wait(delay_s / max(len(servers), 1)):
                 return
             failed = fail is not None and position == len(servers) - 1
             for message in ("Deploying", "Error" if failed else "Done"):

@@ -441,3 +441,20 @@ def test_requests_against_a_never_configured_daq(tmp_path):
         assert DEFAULT_CONFIG == ok(get(sim, "/daq/config"))["config"]
         wait_until(lambda: len(ok(get(sim, "/daq/deployment"))["deployment"]["servers"]) == 2)
         assert "WRITING" == ok(post(sim, "/writer/write_async", {"output_file": str(tmp_path / "a.h5"), "n_images": 1}))["writer"]["state"]
+
+
+def test_daq_sim_with_a_long_deploy_delay_is_ready_at_once_with_its_config_deployed():
+    """--deploy-delay 60: ready within seconds (about 60 s after start before), the initial config
+    deployed (SUCCESS); a config change then waits for its servers as the real server shows."""
+    began = time.monotonic()
+    proc, rest = _start_daq_sim("--deploy-delay", "60", "--start-state", "READY")
+    try:
+        assert time.monotonic() - began < 20
+        client = OriginalClient(rest)
+        assert "SUCCESS" == client.get_deployment_status()["status"]
+        config = client.get_config()
+        client.set_config({**config, "bit_depth": 8 if config["bit_depth"] != 8 else 16})
+        deployment = client.get_deployment_status()
+        assert ("UNKNOWN", api.MESSAGE_DEPLOYMENT_WAITING) == (deployment["status"], deployment["message"])
+    finally:
+        assert 0 == _stop(proc)
