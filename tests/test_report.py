@@ -630,7 +630,7 @@ def test_a_write_sigint_ends_leaves_a_listed_partial_file(daq_sim, tmp_path):
     DAQ wrote before the stop (as many as the HDF5 file holds)."""
     import signal
 
-    from .conftest import batch_file, start_daq_run_until_writing, wait_until
+    from .conftest import batch_file, start_daq_run_until_writing
 
     daq_sim.core.settings.frame_rate = 200
     path = batch_file(tmp_path, "version: 1\nsteps:\n  - write: {output_file: '{root}/s.h5', n_images: 100000}\n")
