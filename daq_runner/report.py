@@ -13,7 +13,7 @@
 
 The report (JSON object, keys in this order)::
 
-    run_id, batch {name, path, sha256, vars}, daq {url, redis, url_source, redis_source},
+    run_id, batch {name, path, sha256, vars, run, now, invocation}, daq {url, redis, url_source, redis_source},
     daq_runner, host, user, pid, command, python, n_steps, started_at,
     steps [step records], files [{path, step, n_images, size_bytes, run_id, complete}],
     status (running | passed | failed | interrupted), reason, daq_unreachable,
