@@ -180,7 +180,7 @@ class Acquisitions:
             return
         ours = self.ctx.resumed is not None and self._left_by_resumed(step, logs if logs is not None else self._logs_of(path), local)
         earlier = self.by_step.get(step.index)
-        if earlier is not None and earlier.step.output_file == path:
+        if earlier is not None and earlier.step.output_file == path and self._left_by_earlier_attempt(step, logs):
             # This step's own earlier attempt left it (a failed or incomplete acquisition).
             self.ctx.notice(f"replacing {path}, left by the failed attempt of this step (acquisition {earlier.run_id})", step)
             return
@@ -198,6 +198,16 @@ class Acquisitions:
     def _logs_of(self, path: str) -> List[dict]:
         """The DAQ's log records of acquisitions of ``path`` among the last ones, newest first."""
         return [r for r in self.ctx.client.get_logs(_LOG_LOOKUP) if (r.get("info") or {}).get("output_file") == path]
+
+    def _left_by_earlier_attempt(self, step: WriteStep, logs: Optional[List[dict]]) -> bool:
+        """Whether nobody wrote the file of ``step`` since its failed attempt: the DAQ's
+        newest logged acquisition of it, if any, is one of this step's own (a FAILED one is
+        not logged; anyone else's finished one is, e.g. a std_cli write between attempts)."""
+        logs = logs if logs is not None else self._logs_of(step.output_file)
+        if not logs:
+            return True
+        mine = {run_id_for(self.ctx.invocation, step.index, n) for n in range(1, self._starts.get(step.index, 0) + 1)}
+        return (logs[0].get("info") or {}).get("run_id") in mine
 
     def _left_by_resumed(self, step: WriteStep, logs: List[dict], local: bool) -> bool:
         """Whether the file of ``step`` is provably the one this step left in the run resumed.

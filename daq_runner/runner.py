@@ -131,6 +131,7 @@ class Runner:
         self.overwrite = overwrite
         self.resumed = resumed
         self.invocation = ""  # this invocation's random id, set by run()
+        self._kept: Dict[str, List[dict]] = {}
         self.context = dict(context or {})
         self.keep_steps = keep_steps
         self._budget = f"{outage_s:g} s" if client is None else "the client's retries"
@@ -200,6 +201,8 @@ class Runner:
         # Unlike {run}, new for every invocation, a resumed one too: its acquisitions' run_ids
         # come from it, so a later resume can tell its files from anyone else's.
         self.invocation = uuid.uuid4().hex
+        # Records of the steps kept from the run resumed, used up in order as they are reported.
+        self._kept = {k: list(v) for k, v in (previous or {}).items()}
         # Credentials in a URL given as a variable (--var note=http://user:pw@host) are as secret
         # as the DAQ's own.
         found = secrets_in(*(v for v in batch.vars.values() if isinstance(v, str) and "@" in v))
@@ -221,7 +224,7 @@ class Runner:
             if self.daq_lost is None:
                 self._prepare_daq(ctx)
             if self.daq_lost is None:
-                outcome = self._run_steps(ctx, batch, plan, {k: list(v) for k, v in (previous or {}).items()})
+                outcome = self._run_steps(ctx, batch, plan, self._kept)
             else:
                 outcome = "failed"
         except KeyboardInterrupt:
@@ -557,9 +560,13 @@ class Runner:
                         errors.append(exc)
         # Every step gets exactly one record: the summary always adds up.
         for step, state in plan.unrecorded():
+            kept = self._kept.get(step.identity)
             if state == "current":
                 status = "interrupted" if outcome == "interrupted" else "failed"
                 record = _record(step, status, 1, plan.started, plan.result, f"not finished: {why}")
+            elif kept:
+                # Still passed in the run resumed: a resume of this report must keep it too.
+                record = {**kept.pop(0), "index": step.index, "name": step.name, "resumed": True}
             else:
                 record = _record(step, "skipped", 0, None, {}, f"not run: {why}")
             try:

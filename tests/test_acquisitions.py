@@ -16,7 +16,7 @@ import h5py
 import redis
 import requests
 
-from daq_runner import Runner, StdDaqClient
+from daq_runner import Runner, StdDaqClient, events
 from daq_runner.batch import load_batch_text
 
 from .conftest import batch_file, daq_run, start_daq_run, stream_entries, wait_until, writer_state
@@ -401,3 +401,27 @@ def test_a_late_copy_of_the_previous_acquisition_is_not_taken_for_the_end_of_our
         paths = [path for _, path, _ in proxy.forwarded]
     assert "passed" == report.status, report.failed_steps
     assert [WRITE, WRITE] == paths[paths.index(WRITE):]  # no GET /writer/status to confirm an end
+
+
+def test_a_retry_never_replaces_a_file_someone_else_wrote_after_the_failed_attempt(run_batch, daq_sim, tmp_path):
+    """Attempt 1 FAILED; before attempt 2 another client wrote the file completely: the
+    retry must refuse it (it replaced it, as 'left by the failed attempt of this step')."""
+    import h5py
+
+    from daq_runner import StdDaqClient
+
+    path = tmp_path / "x.h5"
+    requests.post(daq_sim.url + "/sim/faults", json={"fail_next": "ERROR: boom"}, timeout=5)
+
+    def someone_else_writes(event):
+        if event.kind == events.ATTEMPT_FAILED:
+            StdDaqClient(daq_sim.url).start_writer_sync({"output_file": str(path), "n_images": 3})
+
+    report = run_batch(
+        "version: 1\nsteps:\n  - write: {output_file: '{root}/x.h5', n_images: 20}\n    retries: 1\n", [someone_else_writes]
+    )
+    step = report.steps[0]
+    assert "failed" == step["status"] and "nothing was sent" in step["error"], step
+    with h5py.File(path) as handle:
+        (group,) = handle.values()
+        assert 3 == group["data"].shape[0]

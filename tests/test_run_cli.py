@@ -387,3 +387,34 @@ def test_report_of_a_run_still_going_is_refused(daq_sim, tmp_path):
     # Its runner dead, the report may be replaced (or resumed).
     quick = batch_file(tmp_path, "version: 1\nsteps:\n  - check: {writer: READY}\n", "quick.yaml")
     assert 0 == daq_run(str(quick), *common(daq_sim), "--report", str(report)).returncode
+
+
+def test_a_resume_that_ends_before_its_first_step_keeps_what_passed(daq_sim, tmp_path):
+    """A resumed run that cannot start (the DAQ locked by another runner: exit 4) still
+    records the kept steps as passed, so that resuming its report does not run them again
+    (they were 'skipped', and with --resume R --report R they were lost for good)."""
+    import socket
+
+    import redis
+
+    from daq_runner.lock import LOCK_KEY
+
+    path = batch_file(
+        tmp_path,
+        "version: 1\nsteps:\n  - write: {output_file: '{root}/k1.h5', n_images: 3}\n  - check: {writer: WRITING}\n",
+    )
+    report = tmp_path / "r.json"
+    assert 1 == daq_run(str(path), *common(daq_sim), "--report", str(report)).returncode
+    client = redis.Redis.from_url(daq_sim.redis_url)
+    holder = {"host": socket.gethostname(), "pid": os.getpid(), "batch": "other.yaml", "run": "x", "since": "now"}
+    client.set(LOCK_KEY, json.dumps(holder), px=20_000)
+    try:
+        proc = daq_run(str(path), *common(daq_sim), "--resume", str(report), "--report", str(report))
+        assert 4 == proc.returncode, proc.stderr
+    finally:
+        client.delete(LOCK_KEY)
+        client.close()
+    assert ["passed", "skipped"] == [s["status"] for s in report_of(report)["steps"]]
+    proc = daq_run(str(path), *common(daq_sim), "--resume", str(report), "--report", str(tmp_path / "r2.json"))
+    assert 1 == proc.returncode and "exists" not in proc.stderr, proc.stderr  # step 1 kept, not re-run
+    assert [True, None] == [s.get("resumed") for s in report_of(tmp_path / "r2.json")["steps"]]
