@@ -156,6 +156,11 @@ def secrets_in(*urls: Optional[str]) -> Tuple[str, ...]:
         for value in values:
             if value:
                 found.update({value, unquote(value)})
+        if parts.password:
+            # "user:password" as a whole is specific enough to mask however short each part
+            # (a three-letter password would otherwise only be masked where a URL shows it).
+            pair = f"{parts.username or ''}:{parts.password}"
+            found.update({pair, unquote(pair)})
     return tuple(sorted((s for s in found if len(s) >= 4), key=len, reverse=True))
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 __all__ = ["main", "script", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_UNREACHABLE", "EXIT_LOCKED"]
 
@@ -252,9 +252,16 @@ def _earlier_report(path: str) -> dict:
         raise _Usage(str(exc)) from None
 
 
-def _refuse_a_live_runs_report(path: str) -> None:
-    """``--report`` naming the report of a run still going on this host (another DAQ, the
-    same cron line twice): both would write it and the first report would be lost."""
+def _secrets_of_vars(batch: Any) -> Tuple[str, ...]:
+    """Credentials in URLs given as variables: masked wherever the run shows them."""
+    from ._text import secrets_in
+
+    return secrets_in(*(v for v in batch.vars.values() if isinstance(v, str) and "@" in v))
+
+
+def _refuse_a_live_runs_report(path: str, what: str = "--report") -> None:
+    """``--report`` (or ``--junit``) naming the report of a run still going on this host
+    (another DAQ, the same cron line twice): the first run's report would be lost."""
     import socket
 
     from .lock import process_alive
@@ -268,7 +275,7 @@ def _refuse_a_live_runs_report(path: str) -> None:
         return  # not a report: replaced, as any file
     pid = other.get("pid")
     if other.get("status") == "running" and other.get("host") == socket.gethostname() and pid != os.getpid() and process_alive(pid):
-        raise _Usage(f"--report {path} is the report of a run still going on (pid {pid}); give another path")
+        raise _Usage(f"{what} {path} is the report of a run still going on (pid {pid}); give another path")
 
 
 def _previous_results(args: argparse.Namespace, batch: Any, old: dict) -> Dict[str, List[dict]]:
@@ -287,11 +294,11 @@ def _previous_results(args: argparse.Namespace, batch: Any, old: dict) -> Dict[s
         raise _Usage(f"none of the steps in {args.resume} belong to {args.batch}: it cannot be resumed with this batch")
     if old_batch.get("sha256") != batch.sha256 and not args.force:
         raise _Usage(f"{args.batch} changed since {args.resume} was written (sha256 differs); use --force to resume anyway")
-    from ._text import quote, scrub, secrets_in
+    from ._text import quote, scrub
 
     old_vars = old_batch.get("vars") if isinstance(old_batch.get("vars"), dict) else {}
     # The report keeps credentials in variables as ***: compare them as the report shows them.
-    secrets = secrets_in(*(v for v in batch.vars.values() if isinstance(v, str) and "@" in v))
+    secrets = _secrets_of_vars(batch)
     new_vars = scrub(dict(batch.vars), secrets) if secrets else dict(batch.vars)
     differ = sorted(
         name
@@ -325,9 +332,15 @@ def _previous_results(args: argparse.Namespace, batch: Any, old: dict) -> Dict[s
 
 def _print_plan(batch: Any, daq: Dict[str, Optional[str]], previous: Optional[Dict[str, List[dict]]]) -> None:
     from ._redis import redact_url
+    from ._text import scrub
 
-    print(f"batch {batch.name}: {len(batch.steps)} steps")
-    print(f"DAQ {redact_url(daq['url'])} (from {daq['url_source']}), Redis {redact_url(daq['redis'])} (from {daq['redis_source']})")
+    secrets = _secrets_of_vars(batch)
+
+    def out(text: str) -> None:  # every line of the plan, credentials of variables masked
+        _say(scrub(text, secrets) if secrets else text)
+
+    out(f"batch {batch.name}: {len(batch.steps)} steps")
+    out(f"DAQ {redact_url(daq['url'])} (from {daq['url_source']}), Redis {redact_url(daq['redis'])} (from {daq['redis_source']})")
     left = {identity: len(records) for identity, records in (previous or {}).items()}
     width = len(str(len(batch.steps)))
     for step in batch.steps:
@@ -339,7 +352,7 @@ def _print_plan(batch: Any, daq: Dict[str, Optional[str]], previous: Optional[Di
             else:
                 what = "run   "
         extra = f" timeout={step.timeout:g}s retries={step.retries} on_error={step.on_error}"
-        print(f"  {step.index:>{width}}. {what}{step.kind:<6} {step.name}{extra}")
+        out(f"  {step.index:>{width}}. {what}{step.kind:<6} {step.name}{extra}")
 
 
 # -- main --------------------------------------------------------------------------------------------
@@ -541,6 +554,7 @@ def _main(argv: Sequence[str]) -> int:
                     raise ValueError(f"{exc} (the default, next to the batch file); give --report PATH") from None
             if args.junit:
                 check_output_path(args.junit, batch_path=args.batch, what="--junit")
+                _refuse_a_live_runs_report(args.junit, "--junit")
             if args.junit and report_path and os.path.abspath(args.junit) == os.path.abspath(report_path):
                 raise ValueError("--junit and --report name the same file")
         except ValueError as exc:

@@ -393,11 +393,24 @@ def test_a_password_in_a_variable_never_reaches_logs_or_reports(daq_sim, tmp_pat
     assert 1 == proc.returncode, proc.stderr
     everything = proc.stdout + proc.stderr + report.read_text() + junit.read_text()
     assert "S3cretPW" not in everything
-    assert ":***@" in report_of(report)["batch"]["vars"]["note"]
+    assert "***@" in report_of(report)["batch"]["vars"]["note"]
     resumed = tmp_path / "r2.json"
     proc = daq_run(str(path), *common, "--resume", str(report), "--report", str(resumed))
     assert 1 == proc.returncode and "other variables" not in proc.stderr, proc.stderr
     assert "S3cretPW" not in resumed.read_text()
+
+
+def test_a_short_password_in_a_variable_is_masked_too_and_in_the_dry_run(daq_sim, tmp_path):
+    """A three-letter password was left to URL redaction, which variables and step names
+    never go through; --dry-run printed even long ones."""
+    path = batch_file(tmp_path, "version: 1\nvars: {note: ''}\nsteps:\n  - check: {writer: READY}\n    name: 'log to {note}'\n")
+    note = "note=https://al:pw1@elog/x"
+    report = tmp_path / "r.json"
+    proc = daq_run(str(path), "--url", daq_sim.url, "--redis", daq_sim.redis_url, "--var", note, "--report", str(report), "--log-format", "json")
+    assert 0 == proc.returncode, proc.stderr
+    assert "pw1" not in proc.stdout + proc.stderr + report.read_text()
+    proc = daq_run(str(path), "--url", daq_sim.url, "--var", note, "--dry-run")
+    assert "log to https://***@elog/x" in proc.stdout and "pw1" not in proc.stdout, proc.stdout
 
 
 # -- resume never rewrites what passed ---------------------------------------------------------

@@ -369,8 +369,9 @@ def test_a_url_that_is_not_a_standard_daq_is_exit_3_with_a_report(tmp_path):
 
 
 def test_report_of_a_run_still_going_is_refused(daq_sim, tmp_path):
-    """Two runs given one --report (the same cron line twice, two DAQs): the second is
-    refused before anything is sent; the first one's report was silently lost."""
+    """Two runs given one --report (the same cron line twice, two DAQs), or the second's
+    --junit naming the first's report: refused before anything is sent; the first one's
+    report was silently lost."""
     from .conftest import start_daq_run, wait_until
 
     path = batch_file(tmp_path, "version: 1\nsteps:\n  - wait: {seconds: 20}\n")
@@ -380,6 +381,8 @@ def test_report_of_a_run_still_going_is_refused(daq_sim, tmp_path):
         wait_until(lambda: report.exists() and report_of(report)["status"] == "running")
         proc = daq_run(str(path), *common(daq_sim), "--report", str(report), "--no-lock")
         assert 2 == proc.returncode and f"is the report of a run still going on (pid {first.pid})" in proc.stderr
+        junit = daq_run(str(path), *common(daq_sim), "--junit", str(report), "--report", str(tmp_path / "o.json"), "--no-lock")
+        assert 2 == junit.returncode and f"--junit {report} is the report of a run still going on" in junit.stderr
         assert first.pid == report_of(report)["pid"]
     finally:
         first.kill()
