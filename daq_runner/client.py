@@ -189,6 +189,14 @@ def _never_reached_server(exc: BaseException) -> bool:
     return _in_chain(exc, ("NewConnectionError", "ConnectionRefusedError", "NameResolutionError", "ConnectTimeoutError"))
 
 
+def _tls_mismatch(exc: BaseException) -> bool:
+    """A TLS failure that no retry mends: a certificate that does not verify, or a server
+    that does not speak TLS at all (``https://`` given for a plain-HTTP DAQ)."""
+    if _in_chain(exc, ("SSLCertVerificationError",)):
+        return True
+    return isinstance(exc, requests.exceptions.SSLError) and "WRONG_VERSION_NUMBER" in _root_cause(exc).upper()
+
+
 def _is_timeout(exc: BaseException) -> bool:
     # requests reports a read timeout during the body as a ConnectionError; look inside.
     return isinstance(exc, requests.Timeout) or _in_chain(exc, ("ReadTimeoutError", "ConnectTimeoutError", "TimeoutError"))
@@ -358,6 +366,11 @@ class StdDaqClient:
             raise DaqError(f"{source}: invalid URL: {quote(exc)}", url=safe_url) from exc
         except requests.exceptions.ContentDecodingError as exc:
             raise DaqProtocolError(f"{source} -> a reply that cannot be decoded: {quote(exc)}", url=safe_url) from exc
+        except requests.exceptions.SSLError as exc:
+            if _tls_mismatch(exc):
+                # Not an outage: retrying for the whole budget would only delay the same answer.
+                raise DaqProtocolError(f"{source}: TLS failed: {quote(_root_cause(exc))}", url=safe_url) from exc
+            raise self._transport_error(exc, endpoint, source, url, outer, own, read_timeout) from exc
         except _TRANSPORT_ERRORS as exc:
             raise self._transport_error(exc, endpoint, source, url, outer, own, read_timeout) from exc
         return self._envelope(endpoint, reply, source, safe_url)

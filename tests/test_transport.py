@@ -19,6 +19,7 @@ import requests
 from daq_runner import _deadline, _transport
 from daq_runner.client import StdDaqClient
 from daq_runner.exceptions import (
+    DaqProtocolError,
     DaqTimeoutError,
     DaqTransportError,
     DeadlineExceeded,
@@ -619,3 +620,36 @@ def test_write_whose_connection_drops_after_sending_is_unknown():
         with pytest.raises(WriteOutcomeUnknown, match="Remote end closed connection"):
             client.start_writer_async({"output_file": "/tmp/a.h5", "n_images": 1, "run_id": 9})
         assert 1 == len(server.requests)
+
+
+def test_https_to_a_plain_http_daq_is_one_protocol_error_not_an_outage():
+    """https:// given for a DAQ that speaks plain HTTP: a TLS failure no retry mends, so it
+    is not ridden out as an outage (daq-run waited its whole outage budget, 40 s)."""
+    import http.server
+
+    class Quiet(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    # A real HTTP server: it answers the TLS hello with "400 Bad request" in plain text.
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client = StdDaqClient(f"https://127.0.0.1:{server.server_address[1]}", retries=5)
+        started = time.monotonic()
+        with pytest.raises(DaqProtocolError, match="TLS failed: .*WRONG_VERSION_NUMBER"):
+            client.get_status()
+        assert time.monotonic() - started < 1.0
+    finally:
+        server.shutdown()
+
+
+def test_a_certificate_that_does_not_verify_is_not_retried(certificate):
+    with StandIn(keep_alive, tls=tls_context(certificate)) as server:
+        client = StdDaqClient(server.url, retries=5)
+        client.session.verify = True  # the system's CAs: ours is self-signed
+        started = time.monotonic()
+        with pytest.raises(DaqProtocolError, match="TLS failed: .*certificate verify failed"):
+            client.get_status()
+        assert time.monotonic() - started < 1.0
+        assert 1 == server.connections
