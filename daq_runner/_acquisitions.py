@@ -178,13 +178,15 @@ class Acquisitions:
             where = "the DAQ's log shows an earlier acquisition of it"
         if not exists:
             return
-        ours = self.ctx.resumed is not None and self._left_by_resumed(step, logs if logs is not None else self._logs_of(path), local)
         earlier = self.by_step.get(step.index)
-        if earlier is not None and earlier.step.output_file == path and self._left_by_earlier_attempt(step, logs):
+        retry = earlier is not None and earlier.step.output_file == path
+        if logs is None and (retry or self.ctx.resumed is not None):
+            logs = self._logs_of(path)  # one look at the DAQ's log serves both proofs
+        if retry and self._left_by_earlier_attempt(step, logs or []):
             # This step's own earlier attempt left it (a failed or incomplete acquisition).
             self.ctx.notice(f"replacing {path}, left by the failed attempt of this step (acquisition {earlier.run_id})", step)
             return
-        if ours:
+        if self.ctx.resumed is not None and self._left_by_resumed(step, logs or [], local):
             self.ctx.notice(f"replacing {path}, left by this step in the run being resumed", step)
             return
         if not (step.overwrite or self.ctx.overwrite):
@@ -199,11 +201,11 @@ class Acquisitions:
         """The DAQ's log records of acquisitions of ``path`` among the last ones, newest first."""
         return [r for r in self.ctx.client.get_logs(_LOG_LOOKUP) if (r.get("info") or {}).get("output_file") == path]
 
-    def _left_by_earlier_attempt(self, step: WriteStep, logs: Optional[List[dict]]) -> bool:
+    def _left_by_earlier_attempt(self, step: WriteStep, logs: List[dict]) -> bool:
         """Whether nobody wrote the file of ``step`` since its failed attempt: the DAQ's
-        newest logged acquisition of it, if any, is one of this step's own (a FAILED one is
-        not logged; anyone else's finished one is, e.g. a std_cli write between attempts)."""
-        logs = logs if logs is not None else self._logs_of(step.output_file)
+        newest logged acquisition of it (``logs``, newest first), if any, is one of this
+        step's own (a FAILED one is not logged; anyone else's finished one is, e.g. a
+        std_cli write between attempts)."""
         if not logs:
             return True
         mine = {run_id_for(self.ctx.invocation, step.index, n) for n in range(1, self._starts.get(step.index, 0) + 1)}
