@@ -292,7 +292,11 @@ class DaqProxy:
                         f"Content-Length: {len(content)}\r\n\r\n".encode() + content
                     )
                     return
-                time.sleep(proxy.hold_request.get(path, 0.0))
+                # A held request is dropped when the proxy closes meanwhile: forwarded later it
+                # would reach the simulator during another test (a stop ending its acquisition).
+                if proxy._closed.wait(proxy.hold_request.get(path, 0.0)):
+                    self.close_connection = True
+                    return
                 body: Any = None
                 if raw:
                     try:
