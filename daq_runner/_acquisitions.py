@@ -22,22 +22,22 @@ The rules (README "What an unattended run can rely on"):
 from __future__ import annotations
 
 import collections
-import hashlib
 import os
 import time
 from typing import Any, Callable, Deque, Dict, List, Optional, Set
 
-from . import api
+from . import protocol
 from ._context import READY, UNKNOWN, WRITING, RunContext, StepFailed
 from ._deadline import Deadline, current, detached
 from .batch import WriteStep
 from .exceptions import DaqRunnerError, StdDaqAdminException, WriteOutcomeUnknown, WriterNeedsRestart
 from ._text import quote
+from .resume import acquisition_id, run_ids_of
 from .feed import Cursor, Tap
 
 __all__ = ["Acquisition", "Acquisitions", "STOP_BUDGET_S"]
 
-_FINAL = (api.AcquisitionState.FINISHED.value, api.AcquisitionState.FAILED.value)
+_FINAL = (protocol.AcquisitionState.FINISHED.value, protocol.AcquisitionState.FAILED.value)
 _LOST_REPLY_GRACE_S = 10.0  # the real server answers a write within ~5 s of its own polling
 _ACK_GRACE_S = 5.0  # after the start's reply: how long a READY writer without ours is not yet "vanished"
 _LOG_WAIT_S = 3.0
@@ -46,18 +46,6 @@ STOP_BUDGET_S = 5.0  # how long a stop of our acquisition is tried once the run 
 _STOP_PAUSE_S = 0.1  # between attempts to stop it, doubling up to _STOP_PAUSE_MAX_S
 _STOP_PAUSE_MAX_S = 0.5
 _STOP_ERRORS_KEPT = 5  # distinct errors of one stop kept in its record
-
-def run_id_for(invocation: str, step_index: int, start: int) -> int:
-    """The run_id of the ``start``-th acquisition (1, 2, ...) of step ``step_index`` in the
-    daq-run invocation ``invocation`` (a random id, in the report as ``batch.invocation``).
-
-    Derived, not drawn: a resumed run can tell from the DAQ's log that a file was left by
-    the run it resumes (its run_id is one of that run's for the step) and not by anyone
-    else since. A positive integer below 2**62, as the DAQ's int64 run_id needs.
-    """
-    digest = hashlib.sha256(f"{invocation}/{step_index}/{start}".encode()).digest()
-    return (int.from_bytes(digest[:8], "big") >> 2) or 1
-
 
 class _NotReady(Exception):
     """A write sent because the status stream said READY was refused, and the writer is not READY."""
@@ -100,7 +88,7 @@ class Acquisition:
         return self.is_ours(acquisition)
 
     def is_ours(self, acquisition: dict) -> bool:
-        run_id = api.acquisition_run_id({"acquisition": acquisition})
+        run_id = protocol.acquisition_run_id({"acquisition": acquisition})
         if run_id is None:
             return False
         if run_id == self.run_id:
@@ -129,7 +117,7 @@ class Acquisitions:
         self.running: List[Acquisition] = []  # started, or possibly started, and not seen to end
         self.by_step: Dict[int, Acquisition] = {}
         self.files: Dict[str, int] = {}  # real path of every file this run asked for -> its step
-        self._starts: Dict[int, int] = {}  # acquisitions started per step, for run_id_for
+        self._starts: Dict[int, int] = {}  # acquisitions started per step, for acquisition_id
         self._background_cursor: Optional[Cursor] = None
         self._seen_end: Deque[int] = collections.deque(maxlen=8)  # run_ids of acquisitions seen to end
 
@@ -208,30 +196,15 @@ class Acquisitions:
         std_cli write between attempts)."""
         if not logs:
             return True
-        mine = {run_id_for(self.ctx.invocation, step.index, n) for n in range(1, self._starts.get(step.index, 0) + 1)}
+        mine = set(run_ids_of(self.ctx.invocation, step.index, self._starts.get(step.index, 0)))
         return (logs[0].get("info") or {}).get("run_id") in mine
 
     def _left_by_resumed(self, step: WriteStep, logs: List[dict], local: bool) -> bool:
-        """Whether the file of ``step`` is provably the one this step left in the run resumed.
-
-        Either the DAQ's newest acquisition of it has one of that run's run_ids for this
-        step (nobody wrote it since); or, the DAQ having logged none (a FAILED acquisition
-        is not logged), that run's record of the step names an acquisition of its own, the
-        run has ended, and the file was last changed while it ran.
-        """
+        """Whether the file of ``step`` is provably the one this step left in the run resumed."""
         resumed = self.ctx.resumed
         assert resumed is not None
-        ours = set()
-        if resumed.invocation is not None:
-            ours = {run_id_for(resumed.invocation, step.index, n) for n in range(1, 2 * (step.retries + 1) + 1)}
-        if logs:
-            return (logs[0].get("info") or {}).get("run_id") in ours
-        if not local or resumed.run_ids.get(step.index) not in ours:
-            return False
-        if resumed.started_at is None or resumed.finished_at is None:
-            return False
-        changed = os.lstat(step.output_file).st_mtime
-        return resumed.started_at - 1 <= changed <= resumed.finished_at + 1
+        logged = [(record.get("info") or {}).get("run_id") for record in logs]
+        return resumed.left_the_file(step.index, step.retries, step.output_file, logged, local)
 
     def start(self, step: WriteStep, result: dict) -> Acquisition:
         """Start the acquisition of ``step`` once; raises :class:`StepFailed` when it provably did not start.
@@ -273,14 +246,14 @@ class Acquisitions:
         state = status.get("state")
         if state == READY:
             return True
-        return state == WRITING and api.acquisition_run_id(status) in self._seen_end
+        return state == WRITING and protocol.acquisition_run_id(status) in self._seen_end
 
     def _start(self, step: WriteStep, result: dict, before: dict, marks: Optional[tuple]) -> Acquisition:
         ctx = self.ctx
         self.check_overwrite(step, result)
-        previous = api.acquisition_run_id(before)
+        previous = protocol.acquisition_run_id(before)
         self._starts[step.index] = self._starts.get(step.index, 0) + 1
-        run_id = run_id_for(ctx.invocation, step.index, self._starts[step.index])
+        run_id = acquisition_id(ctx.invocation, step.index, self._starts[step.index])
         acq = Acquisition(step, run_id, {previous} if previous is not None else set())
         self.by_step[step.index] = acq
         self.files[os.path.realpath(step.output_file)] = step.index
@@ -376,7 +349,7 @@ class Acquisitions:
             # The second copy of a status of an acquisition this run saw end, landing after
             # ours started (a real DAQ stores each status twice, a few ms apart): it says
             # nothing about ours. Without this, its READY would be confirmed over REST.
-            return status.get("state") != UNKNOWN and api.acquisition_run_id(status) in self._seen_end
+            return status.get("state") != UNKNOWN and protocol.acquisition_run_id(status) in self._seen_end
 
         while acq.final is None:
             status = ctx.feed.wait_for_status(
@@ -435,10 +408,10 @@ class Acquisitions:
         step, final = acq.step, acq.final or {}
         result.update(run_id=str(acq.run_id), acquisition=final, n_written=acq.n_written)
         message = quote(final.get("message"))  # the DAQ's text: one clean line
-        if final.get("state") == api.AcquisitionState.FAILED.value:
+        if final.get("state") == protocol.AcquisitionState.FAILED.value:
             raise StepFailed(f"acquisition FAILED: {message}")
         if acq.n_written != step.n_images:
-            if acq.stopped_by is not None and final.get("state") == api.AcquisitionState.FINISHED.value:
+            if acq.stopped_by is not None and final.get("state") == protocol.AcquisitionState.FINISHED.value:
                 result["stopped_by_step"] = acq.stopped_by
             else:
                 raise StepFailed(f"acquisition ended '{message}' with {acq.n_written}/{step.n_images} images written")

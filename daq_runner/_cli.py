@@ -6,9 +6,10 @@ import argparse
 import sys
 from typing import NoReturn
 
-__all__ = ["OneLineArgumentParser", "EXIT_USAGE"]
+__all__ = ["OneLineArgumentParser"]
 
-EXIT_USAGE = 2
+# 2 is bad usage in every tool (see exit_codes).
+_EXIT_USAGE = 2
 
 
 class OneLineArgumentParser(argparse.ArgumentParser):
@@ -16,4 +17,4 @@ class OneLineArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
-        sys.exit(EXIT_USAGE)
+        sys.exit(_EXIT_USAGE)

@@ -1,7 +1,7 @@
 """What the step handlers of one run share: the DAQ, the feed, the lock, and writer recovery.
 
 A :class:`RunContext` lives for one :meth:`Runner.run <daq_runner.runner.Runner.run>`. The
-handlers (:mod:`daq_runner._steps`) and the acquisition tracker
+handlers (:mod:`daq_runner._handlers`) and the acquisition tracker
 (:mod:`daq_runner._acquisitions`) reach the DAQ only through it, so that every request that
 changes the DAQ first checks the runner lock (:meth:`RunContext.guard`), and stop-on-UNKNOWN
 recovery is written once (:meth:`RunContext.reset_writer`).
@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
 
-from . import api, events
+from . import protocol, events
 from ._deadline import current
 from ._text import quote
 from .batch import Step
@@ -23,13 +23,14 @@ from .client import StdDaqClient
 from .exceptions import WriterNeedsRestart
 from .feed import StatusFeed
 from .lock import DaqLock
+from .resume import ResumedRun
 
 if TYPE_CHECKING:  # pragma: no cover
     from ._acquisitions import Acquisitions
 
-__all__ = ["RunContext", "ResumedRun", "StepFailed", "READY", "UNKNOWN", "WRITING"]
+__all__ = ["RunContext", "StepFailed", "READY", "UNKNOWN", "WRITING"]
 
-READY, WRITING, UNKNOWN = (s.value for s in (api.WriterState.READY, api.WriterState.WRITING, api.WriterState.UNKNOWN))
+READY, WRITING, UNKNOWN = (s.value for s in (protocol.WriterState.READY, protocol.WriterState.WRITING, protocol.WriterState.UNKNOWN))
 _READY_AFTER_STOP_S = 10.0
 # The real server answers "Cannot reach READY" to the first stop after a config change
 # restarted the writer under an acquisition; a further stop resets it.
@@ -41,37 +42,6 @@ class StepFailed(Exception):
 
 
 Emit = Callable[..., None]
-
-
-@dataclass(frozen=True)
-class ResumedRun:
-    """What the report of a run being resumed says about the files its steps left.
-
-    Attributes:
-        invocation: its ``batch.invocation``; the run_ids of its acquisitions derive from
-            it (``None``: a report of an older daq-run).
-        started_at, finished_at: Unix times of its start and end (``finished_at`` is
-            ``None`` for a run that was killed).
-        run_ids: step index -> run_id of the acquisition the step's record names.
-    """
-
-    invocation: Optional[str] = None
-    started_at: Optional[float] = None
-    finished_at: Optional[float] = None
-    run_ids: Dict[int, int] = field(default_factory=dict)
-
-    @classmethod
-    def from_report(cls, report: Dict[str, Any]) -> "ResumedRun":
-        """From a report as loaded (anything of the wrong type is left out)."""
-        from ._tally import parse_iso
-
-        batch = report.get("batch") if isinstance(report.get("batch"), dict) else {}
-        invocation = batch.get("invocation") if isinstance(batch.get("invocation"), str) and batch.get("invocation") else None
-        run_ids: Dict[int, int] = {}
-        for record in report.get("steps") or ():
-            if isinstance(record, dict) and isinstance(record.get("index"), int) and str(record.get("run_id") or "").isdigit():
-                run_ids[record["index"]] = int(record["run_id"])
-        return cls(invocation, parse_iso(report.get("started_at")), parse_iso(report.get("finished_at")), run_ids)
 
 
 @dataclass
@@ -86,7 +56,7 @@ class RunContext:
         require_log: a write passes only when the DAQ logged it.
         overwrite: ``--overwrite``: writes may replace existing files.
         invocation: this daq-run invocation's random id; the run_ids of its acquisitions
-            are derived from it (:func:`daq_runner._acquisitions.run_id_for`).
+            are derived from it (:func:`daq_runner.resume.acquisition_id`).
         resumed: when resuming, what the report of the run resumed says (see
             :class:`ResumedRun`): which files its steps left, that may be replaced.
         lock: the runner lock, ``None`` when none is held.
@@ -166,7 +136,7 @@ class RunContext:
     def _restore_config(self, step: Step, result: dict) -> bool:
         """Apply again the fields of :attr:`established` the DAQ no longer shows; True if any."""
         config = self.client.get_config() or {}
-        changes = {key: value for key, value in self.established.items() if api.config_differences(config, {key: value})}
+        changes = {key: value for key, value in self.established.items() if protocol.config_differences(config, {key: value})}
         if not changes:
             return False
         shown = ", ".join(f"{key}={quote(config.get(key))} instead of {value}" for key, value in changes.items())

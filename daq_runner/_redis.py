@@ -17,7 +17,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from . import api
+from . import protocol
 from ._text import redact_url
 
 __all__ = ["connect", "default_redis_url", "redact_url", "decode_entries", "last_id", "newest_id", "as_text", "FORCED_URL_OPTIONS"]
@@ -88,7 +88,7 @@ def _no_client_setinfo() -> Dict[str, Any]:
     return {}
 
 
-def default_redis_url(rest_url: str, port: int = api.DEFAULT_REDIS_PORT) -> str:
+def default_redis_url(rest_url: str, port: int = protocol.DEFAULT_REDIS_PORT) -> str:
     """The DAQ's Redis by default: the REST URL's host on port 6379, database 0.
 
     IPv6 hosts keep their brackets (``http://[::1]:5000`` -> ``redis://[::1]:6379/0``);
@@ -117,7 +117,7 @@ def decode_entries(entries: List[Tuple[Any, Dict[Any, Any]]]) -> List[Tuple[str,
     """Stream entries ``(id, {b'json': ...})`` as ``(id, object)``; entries without JSON are skipped.
 
     Ids and field names may be bytes or str. The objects are not checked here: use
-    :func:`daq_runner.api.check_stream_entry` for the stream they come from.
+    :func:`daq_runner.protocol.check_stream_entry` for the stream they come from.
     """
     out = []
     for entry_id, fields in entries or ():

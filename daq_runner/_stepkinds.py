@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Type
 
-from . import api
+from . import protocol
 from ._fields import (
     Boolean,
     Choice,
@@ -183,20 +183,20 @@ _CONFIG_DOCS = {
 def _config_field(name: str) -> Field:
     doc = _CONFIG_DOCS[name]
     if name == "bit_depth":
-        return Integer(*_INT32, choices=api.BIT_DEPTHS, doc=doc)
-    if name in api.INTEGER_CONFIG_FIELDS:
+        return Integer(*_INT32, choices=protocol.BIT_DEPTHS, doc=doc)
+    if name in protocol.INTEGER_CONFIG_FIELDS:
         return Integer(*_INT32, doc=doc)
     if name == "detector_type":
-        return Choice(api.DETECTOR_TYPES, doc=doc)
+        return Choice(protocol.DETECTOR_TYPES, doc=doc)
     if name == "detector_name":
         return Text(doc=doc)
     return FreeObject(doc=doc)  # module_positions, submodule_info
 
 
-CONFIG_FIELDS: Dict[str, Field] = {name: _config_field(name) for name in api.CONFIG_FIELDS}
+CONFIG_FIELDS: Dict[str, Field] = {name: _config_field(name) for name in protocol.CONFIG_FIELDS}
 
-_WRITER_STATES = [s.value for s in api.WriterState]
-_DEPLOYMENT_STATES = [s.value for s in api.DeploymentStatus]
+_WRITER_STATES = [s.value for s in protocol.WriterState]
+_DEPLOYMENT_STATES = [s.value for s in protocol.DeploymentStatus]
 
 
 # -- the kinds --------------------------------------------------------------------------------
@@ -307,7 +307,7 @@ WRITE = StepKind(
     body=Object(
         {
             "output_file": OutputPath(
-                api.OUTPUT_FILE_PATTERN,
+                protocol.OUTPUT_FILE_PATTERN,
                 doc="Absolute path of the HDF5 file on the DAQ; its folder must exist. {name} placeholders allowed.",
             ),
             "n_images": Integer(1, MAX_N_IMAGES, doc="Number of images to write."),

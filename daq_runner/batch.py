@@ -69,6 +69,7 @@ from ._stepkinds import (
     WaitStep,
     WriteStep,
 )
+from ._text import secrets_in
 from ._yaml import MAX_NODES, LMap, Mark, colon_hint, load_yaml
 from .exceptions import BatchValidationError
 from .templating import MAX_RENDERED_CHARS, Budget, TemplateError, UnknownVariable, UnusableVariable
@@ -136,6 +137,12 @@ class Batch:
     vars: Dict[str, Any] = field(default_factory=dict)
     run: str = ""
     now: str = ""
+
+    @property
+    def secrets(self) -> Tuple[str, ...]:
+        """Credentials in URLs given as variables (``--var note=https://user:pw@elog/...``):
+        as secret as the DAQ's own, masked wherever the run shows them."""
+        return secrets_in(*(v for v in self.vars.values() if isinstance(v, str) and "@" in v))
 
 
 def parse_var(text: str) -> Tuple[str, str]:

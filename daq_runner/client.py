@@ -31,7 +31,7 @@ import requests
 import tenacity
 import urllib3
 
-from . import _deadline, _transport, api
+from . import _deadline, _transport, protocol
 from ._text import quote, redact_url, userinfo_problem
 from .exceptions import (
     DaqError,
@@ -79,11 +79,11 @@ _RETRYABLE_STATUS = (502, 503, 504)
 # Requests that change the DAQ and so are never re-sent once they may have reached it:
 # the exception a lost reply raises, and what the message adds.
 _NOT_RESENT = {
-    api.WRITER_WRITE_ASYNC: (WriteOutcomeUnknown, "the write may have started"),
-    api.WRITER_WRITE_SYNC: (WriteOutcomeUnknown, "the write may have started"),
-    api.DAQ_CONFIG_SET: (ConfigOutcomeUnknown, "the config may have been stored"),
+    protocol.WRITER_WRITE_ASYNC: (WriteOutcomeUnknown, "the write may have started"),
+    protocol.WRITER_WRITE_SYNC: (WriteOutcomeUnknown, "the write may have started"),
+    protocol.DAQ_CONFIG_SET: (ConfigOutcomeUnknown, "the config may have been stored"),
 }
-_FINAL_DEPLOYMENT = (api.DeploymentStatus.SUCCESS.value, api.DeploymentStatus.ERROR.value)
+_FINAL_DEPLOYMENT = (protocol.DeploymentStatus.SUCCESS.value, protocol.DeploymentStatus.ERROR.value)
 
 # What a request through requests/urllib3 can raise besides our own exceptions.
 _TRANSPORT_ERRORS = (requests.RequestException, urllib3.exceptions.HTTPError, http.client.HTTPException, OSError)
@@ -320,11 +320,11 @@ class StdDaqClient:
 
     # -- transport -------------------------------------------------------------------
 
-    def read_timeout(self, endpoint: api.Endpoint) -> float:
+    def read_timeout(self, endpoint: protocol.Endpoint) -> float:
         """The read timeout of ``endpoint``: ``sync_timeout``, ``write_timeout`` or ``timeout``."""
-        if endpoint == api.WRITER_WRITE_SYNC:
+        if endpoint == protocol.WRITER_WRITE_SYNC:
             return self.sync_timeout
-        if endpoint in (api.WRITER_WRITE_ASYNC, api.WRITER_STOP):
+        if endpoint in (protocol.WRITER_WRITE_ASYNC, protocol.WRITER_STOP):
             return self.write_timeout
         return self.timeout
 
@@ -334,7 +334,7 @@ class StdDaqClient:
 
     def _send_once(
         self,
-        endpoint: api.Endpoint,
+        endpoint: protocol.Endpoint,
         url: str,
         body: Any,
         read_timeout: float,
@@ -378,7 +378,7 @@ class StdDaqClient:
     def _transport_error(
         self,
         exc: BaseException,
-        endpoint: api.Endpoint,
+        endpoint: protocol.Endpoint,
         source: str,
         url: str,
         outer: _deadline.Deadline,
@@ -410,7 +410,7 @@ class StdDaqClient:
             return unknown[0](f"{what} ({unknown[1]})", url=safe_url)
         return cls(what, url=safe_url)
 
-    def _envelope(self, endpoint: api.Endpoint, reply: requests.Response, source: str, safe_url: str) -> Tuple[dict, Any]:
+    def _envelope(self, endpoint: protocol.Endpoint, reply: requests.Response, source: str, safe_url: str) -> Tuple[dict, Any]:
         """The checked envelope and payload of a reply, or the error it means."""
         content = reply.content or b""
         status = reply.status_code
@@ -437,7 +437,7 @@ class StdDaqClient:
             envelope = json.loads(content)
         except RecursionError as exc:
             raise DaqProtocolError(
-                f"{source} -> HTTP 200 but the reply is nested more than {api.MAX_REPLY_DEPTH} levels deep",
+                f"{source} -> HTTP 200 but the reply is nested more than {protocol.MAX_REPLY_DEPTH} levels deep",
                 url=safe_url,
                 status_code=200,
             ) from exc
@@ -448,14 +448,14 @@ class StdDaqClient:
                 status_code=200,
                 text=quote(content),
             ) from exc
-        if api.nesting_depth(envelope, api.MAX_REPLY_DEPTH) > api.MAX_REPLY_DEPTH:
+        if protocol.nesting_depth(envelope, protocol.MAX_REPLY_DEPTH) > protocol.MAX_REPLY_DEPTH:
             raise DaqProtocolError(
-                f"{source} -> HTTP 200 but the reply is nested more than {api.MAX_REPLY_DEPTH} levels deep",
+                f"{source} -> HTTP 200 but the reply is nested more than {protocol.MAX_REPLY_DEPTH} levels deep",
                 url=safe_url,
                 status_code=200,
             )
         if not isinstance(envelope, dict) or "status" not in envelope:
-            what = "has no 'status'" if isinstance(envelope, dict) else f"is {api._json_kind(envelope)}, not the JSON envelope"
+            what = "has no 'status'" if isinstance(envelope, dict) else f"is {protocol._json_kind(envelope)}, not the JSON envelope"
             raise DaqProtocolError(
                 f"{source} -> HTTP 200 but the reply {what}: {quote(content)!r}",
                 url=safe_url,
@@ -465,7 +465,7 @@ class StdDaqClient:
         if envelope["status"] != "ok":
             message = envelope.get("message")
             text = quote(message) if message not in (None, "") else f"DAQ answered status {quote(envelope['status'])!r}"
-            if isinstance(message, str) and api.MESSAGE_NEEDS_RESTART in message:
+            if isinstance(message, str) and protocol.MESSAGE_NEEDS_RESTART in message:
                 raise WriterNeedsRestart(text, url=safe_url)
             raise StdDaqAdminException(text, url=safe_url)
         if endpoint.payload_key not in envelope:
@@ -476,7 +476,7 @@ class StdDaqClient:
                 text=quote(content),
             )
         try:
-            payload = api.check_payload(endpoint, envelope, source)
+            payload = protocol.check_payload(endpoint, envelope, source)
         except DaqProtocolError as exc:
             exc.url, exc.status_code = safe_url, 200
             raise
@@ -494,7 +494,7 @@ class StdDaqClient:
 
         return hook
 
-    def _exchange(self, endpoint: api.Endpoint, body: Any = None, read_timeout: Optional[float] = None, **params: Any) -> Tuple[dict, Any]:
+    def _exchange(self, endpoint: protocol.Endpoint, body: Any = None, read_timeout: Optional[float] = None, **params: Any) -> Tuple[dict, Any]:
         """One request with retries: the reply envelope and its checked payload."""
         url = endpoint.url(self.url_base, **params)
         if body is not None:
@@ -535,7 +535,7 @@ class StdDaqClient:
                 raise DaqTimeoutError(f"{exc}; the attempt before: {seen[-1]}", url=exc.url) from exc
             raise
 
-    def request(self, endpoint: api.Endpoint, body: Any = None, *, read_timeout: Optional[float] = None, **params: Any) -> dict:
+    def request(self, endpoint: protocol.Endpoint, body: Any = None, *, read_timeout: Optional[float] = None, **params: Any) -> dict:
         """Send one request with retries and return the whole reply envelope (payload checked).
 
         ``read_timeout`` defaults to :meth:`read_timeout` of ``endpoint``.
@@ -550,18 +550,18 @@ class StdDaqClient:
         """
         return self._exchange(endpoint, body, read_timeout, **params)[0]
 
-    def _payload(self, endpoint: api.Endpoint, body: Any = None, **params: Any) -> Any:
+    def _payload(self, endpoint: protocol.Endpoint, body: Any = None, **params: Any) -> Any:
         return self._exchange(endpoint, body, None, **params)[1]
 
     # -- the nine methods of the original client --------------------------------------
 
     def get_status(self) -> dict:
         """Current writer status: ``{"state": "READY"|"WRITING"|"UNKNOWN", "acquisition": {...}|None}``."""
-        return self._payload(api.WRITER_STATUS)
+        return self._payload(protocol.WRITER_STATUS)
 
     def get_config(self) -> Optional[dict]:
         """Current DAQ configuration (``None`` before the first deployment)."""
-        return self._payload(api.DAQ_CONFIG_GET)
+        return self._payload(protocol.DAQ_CONFIG_GET)
 
     def set_config(self, daq_config: dict) -> Optional[dict]:
         """Send ``daq_config`` as it is (the original's request); returns the configuration now in force.
@@ -577,7 +577,7 @@ class StdDaqClient:
         so it raises :class:`ConfigOutcomeUnknown` instead of sending it again. Only a
         request that provably never reached the DAQ (connection refused, HTTP 503) is retried.
         """
-        return self._payload(api.DAQ_CONFIG_SET, daq_config)
+        return self._payload(protocol.DAQ_CONFIG_SET, daq_config)
 
     def get_logs(self, n_last_logs: int) -> list:
         """The last ``n_last_logs`` acquisitions that produced a file, newest first.
@@ -595,15 +595,15 @@ class StdDaqClient:
             n = None
         if isinstance(n_last_logs, bool) or n is None or n < 1:
             raise ValueError(f"n_last_logs must be a whole number >= 1, not {quote(repr(n_last_logs))}")
-        return self._payload(api.DAQ_LOGS, n=n)
+        return self._payload(protocol.DAQ_LOGS, n=n)
 
     def get_stats(self) -> Optional[dict]:
         """Detector and writer throughput, aggregated each second (may be ``None``)."""
-        return self._payload(api.DAQ_STATS)
+        return self._payload(protocol.DAQ_STATS)
 
     def get_deployment_status(self) -> dict:
         """Status of the last configuration deployment (``SUCCESS`` when all servers are done)."""
-        return self._payload(api.DAQ_DEPLOYMENT)
+        return self._payload(protocol.DAQ_DEPLOYMENT)
 
     def start_writer_async(self, write_request: dict) -> dict:
         """Start an acquisition; returns the writer status once the writer is WRITING.
@@ -621,7 +621,7 @@ class StdDaqClient:
             WriterNeedsRestart: the writer did not reach WRITING within the server's ~5 s
                 ("Cannot reach WRITING. Writer needs to be restarted."); it is UNKNOWN now.
         """
-        return self._payload(api.WRITER_WRITE_ASYNC, write_request)
+        return self._payload(protocol.WRITER_WRITE_ASYNC, write_request)
 
     def start_writer_sync(self, write_request: dict) -> dict:
         """Start an acquisition and return when it has ended (the server waits up to 60 s).
@@ -629,7 +629,7 @@ class StdDaqClient:
         Same request and retry rules as :meth:`start_writer_async`; the read timeout is
         ``sync_timeout``.
         """
-        return self._payload(api.WRITER_WRITE_SYNC, write_request)
+        return self._payload(protocol.WRITER_WRITE_SYNC, write_request)
 
     def stop_writer(self) -> dict:
         """Stop the acquisition in progress; also resets a writer in ``UNKNOWN`` to ``READY``.
@@ -639,7 +639,7 @@ class StdDaqClient:
         Raises:
             WriterNeedsRestart: "Cannot reach READY. Writer needs to be restarted."
         """
-        return self._payload(api.WRITER_STOP, {})
+        return self._payload(protocol.WRITER_STOP, {})
 
     # -- beyond the original ------------------------------------------------------------
 
@@ -662,7 +662,7 @@ class StdDaqClient:
         be seen), and reads the config again to check that it shows the changes.
 
         Args:
-            changes: ``{field: value}``; fields of :data:`daq_runner.api.CONFIG_FIELDS`.
+            changes: ``{field: value}``; fields of :data:`daq_runner.protocol.CONFIG_FIELDS`.
             timeout: seconds for all of it (also bounded by the bound in force).
             on_deployment: called with each deployment status of the new config seen
                 (a dict as :meth:`get_deployment_status` returns), once per change.
@@ -681,7 +681,7 @@ class StdDaqClient:
             DeadlineExceeded: the caller's bound ended it.
             DaqError: the DAQ could not be talked to.
         """
-        changes = api.check_config_changes(changes)
+        changes = protocol.check_config_changes(changes)
         timeout = _seconds("timeout", timeout)
         caller = _deadline.current()
         progress = _ConfigProgress()
@@ -694,15 +694,15 @@ class StdDaqClient:
                 raise progress.error(f"config change not done within {timeout:g} s", self._config_url(), exc) from exc
 
     def _config_url(self) -> str:
-        return redact_url(api.DAQ_CONFIG_GET.url(self.url_base))
+        return redact_url(protocol.DAQ_CONFIG_GET.url(self.url_base))
 
     def _update_config(
         self, changes: dict, bound: _deadline.Deadline, progress: "_ConfigProgress", on_deployment: Optional[DeploymentHook]
     ) -> ConfigUpdate:
         progress.stage = "reading the current config"
-        envelope, current = self._exchange(api.DAQ_CONFIG_GET)
+        envelope, current = self._exchange(protocol.DAQ_CONFIG_GET)
         old_id = envelope.get("config_id")
-        config = api.merge_config(current, changes)
+        config = protocol.merge_config(current, changes)
         # The servers that took part in the last deployment: SUCCESS only counts once each of
         # them reported again (the real server says SUCCESS as soon as the servers that have
         # reported so far are done, while a slower one may still fail).
@@ -710,7 +710,7 @@ class StdDaqClient:
 
         progress.stage = "sending the config (it may have been stored)"
         try:
-            envelope, _ = self._exchange(api.DAQ_CONFIG_SET, config)
+            envelope, _ = self._exchange(protocol.DAQ_CONFIG_SET, config)
             new_id = envelope.get("config_id")  # null on the real server; some versions give it
             progress.stage = "waiting for the new config_id"
         except ConfigOutcomeUnknown as exc:
@@ -720,7 +720,7 @@ class StdDaqClient:
             progress.stage = f"waiting for a new config_id after the reply to the config was lost: {exc}"
 
         while new_id is None or new_id == old_id:
-            envelope, _ = self._exchange(api.DAQ_CONFIG_GET)
+            envelope, _ = self._exchange(protocol.DAQ_CONFIG_GET)
             new_id = envelope.get("config_id")
             if new_id is None or new_id == old_id:
                 bound.sleep(_DEPLOY_POLL_S)
@@ -740,9 +740,9 @@ class StdDaqClient:
                     if on_deployment is not None:
                         on_deployment(deployment)
                 status = deployment.get("status")
-                if status == api.DeploymentStatus.ERROR.value:
+                if status == protocol.DeploymentStatus.ERROR.value:
                     break
-                if status == api.DeploymentStatus.SUCCESS.value:
+                if status == protocol.DeploymentStatus.SUCCESS.value:
                     reported = set((deployment.get("servers") or {}).keys())
                     if servers and servers <= reported:
                         break
@@ -752,17 +752,17 @@ class StdDaqClient:
                     progress.stage = f"waiting for the deployment of config {new_id} on " + (
                         ", ".join(waiting) if waiting else "every server (SUCCESS must hold)"
                     )
-            elif deployed_id is not None and api._stream_id_key(deployed_id) > api._stream_id_key(new_id):
+            elif deployed_id is not None and protocol._stream_id_key(deployed_id) > protocol._stream_id_key(new_id):
                 progress.deployment = deployment
                 raise progress.error(f"config {new_id} was superseded by config {deployed_id} before its deployment ended", self._config_url())
             bound.sleep(_DEPLOY_POLL_S)
-        if deployment.get("status") == api.DeploymentStatus.ERROR.value:
+        if deployment.get("status") == protocol.DeploymentStatus.ERROR.value:
             raise progress.error(f"deployment of config {new_id} failed: {quote(deployment.get('message'))}", self._config_url())
 
         progress.stage = "checking the config in force"
-        envelope, applied = self._exchange(api.DAQ_CONFIG_GET)
+        envelope, applied = self._exchange(protocol.DAQ_CONFIG_GET)
         progress.config = applied
-        differences = api.config_differences(applied, changes)
+        differences = protocol.config_differences(applied, changes)
         if differences:
             raise progress.error(
                 f"config {new_id} deployed, but the DAQ does not show the change: {quote('; '.join(differences))}",

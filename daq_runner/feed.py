@@ -11,7 +11,7 @@ few seconds; a run never fails because Redis is unavailable.
 Every wait is bounded by :func:`daq_runner._deadline.current` (a step's time limit) and by its
 own ``timeout``, and raises :class:`~daq_runner._deadline.Interrupted` on a stop request.
 Every status and log record read, from REST or Redis, is checked for shape first
-(:mod:`daq_runner.api`); a malformed one raises :class:`~daq_runner.exceptions.DaqProtocolError`.
+(:mod:`daq_runner.protocol`); a malformed one raises :class:`~daq_runner.exceptions.DaqProtocolError`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any, Callable, List, Optional, Tuple
 
 import redis
 
-from . import api
+from . import protocol
 from ._deadline import SLICE_S, Interrupted, bounded, current
 from ._redis import as_text, decode_entries, last_id, newest_id
 from .client import StdDaqClient
@@ -86,7 +86,7 @@ class StatusFeed:
         self,
         client: StdDaqClient,
         redis_client: Optional[redis.Redis],
-        streams: api.StreamNames = api.StreamNames(),
+        streams: protocol.StreamNames = protocol.StreamNames(),
         poll_interval: float = 0.05,
         notify: Callable[[str], None] = lambda message: None,
         observe: Callable[[dict], None] = lambda status: None,
@@ -181,7 +181,7 @@ class StatusFeed:
         newest = None
         for entry_id, obj in decode_entries(newest_status):
             try:
-                newest = api.check_stream_entry(status_stream, obj, self.streams, entry_id)
+                newest = protocol.check_stream_entry(status_stream, obj, self.streams, entry_id)
             except DaqProtocolError:
                 newest = None  # junk on the stream: no hint
         return cursors[0], cursors[1], newest
@@ -250,7 +250,7 @@ class StatusFeed:
                             continue
                         for entry_id, obj in entries:
                             cursor.id = entry_id
-                            status = api.check_stream_entry(cursor.stream, obj, self.streams, entry_id)
+                            status = protocol.check_stream_entry(cursor.stream, obj, self.streams, entry_id)
                             self.observe(status)
                             on_status(status)
                             if not stale(status) and predicate(status):
@@ -281,7 +281,7 @@ class StatusFeed:
         matching record is the one, never both. Returns ``(None, reason)`` when there is none.
         """
         for entry_id, obj in getattr(since, "entries", ()):
-            record = api.check_stream_entry(since.stream, obj, self.streams, entry_id)  # type: ignore[union-attr]
+            record = protocol.check_stream_entry(since.stream, obj, self.streams, entry_id)  # type: ignore[union-attr]
             if match(record):
                 return record, f"redis {since.stream} {entry_id}"  # type: ignore[union-attr]
         with bounded(current().within(timeout)) as bound:
@@ -293,7 +293,7 @@ class StatusFeed:
                             bound.check()
                             for entry_id, obj in self._xread(cursor, bound.remaining()):
                                 cursor.id = entry_id
-                                record = api.check_stream_entry(cursor.stream, obj, self.streams, entry_id)
+                                record = protocol.check_stream_entry(cursor.stream, obj, self.streams, entry_id)
                                 if match(record):
                                     return record, f"redis {cursor.stream} {entry_id}"
                     except redis.RedisError as exc:

@@ -21,10 +21,9 @@ import os
 import sys
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
-__all__ = ["main", "script", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_UNREACHABLE", "EXIT_LOCKED"]
+__all__ = ["main", "script"]
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_LOCKED = 0, 1, 2, 3, 4
-EXIT_SIGNAL = {"SIGINT": 130, "SIGTERM": 143, "SIGHUP": 143}
+from .exit_codes import RunExit, signal_exit
 DEFAULT_PROFILES = os.path.join("config", "daqs.yaml")
 MAX_SECONDS = 7 * 24 * 3600.0
 # The embedded simulator's detector for --sim: small images, so that the demo writes a few MB.
@@ -38,16 +37,13 @@ class _Usage(Exception):
 def _parser() -> argparse.ArgumentParser:
     from ._cli import OneLineArgumentParser
     from ._version import __version__
-    from .api import DEFAULT_OUTAGE_S
+    from .protocol import DEFAULT_OUTAGE_S
 
     parser = OneLineArgumentParser(
         prog="daq-run",
         description="Run a YAML batch of Standard DAQ steps unattended and write a report. "
         "'daq-run show REPORT' prints a report for people (--html for a page).",
-        epilog="Exit codes: 0 passed, 1 a step failed (or the report is incomplete), 2 invalid batch or usage "
-        "(also --sim on a machine without the sim extra or a Redis-compatible server), "
-        "3 DAQ unreachable (at start or beyond --max-outage), 4 DAQ locked by another runner or lock lost, "
-        "130/143 interrupted.",
+        epilog=f"Exit codes: {RunExit.describe()}.",
     )
     parser.add_argument("batch", nargs="?", help="batch file (YAML)")
     parser.add_argument("--version", action="version", version=f"daq-run {__version__}")
@@ -165,7 +161,7 @@ def _check_url(url: str, schemes: Sequence[str], what: str) -> str:
 
 def _resolve_daq(args: argparse.Namespace, batch: Any) -> Dict[str, Optional[str]]:
     """The REST and Redis URLs of the run and where each came from (a pair from one source)."""
-    from . import api
+    from . import protocol
     from ._redis import default_redis_url
 
     if args.daq and args.url:
@@ -178,7 +174,7 @@ def _resolve_daq(args: argparse.Namespace, batch: Any) -> Dict[str, Optional[str
     levels.append(_Source(f"the batch's daq: ({batch.path})", batch.daq.get("url"), batch.daq.get("redis")))
     top = next((level for level in levels if level.url or level.redis), None)
     url_source = redis_source = "default"
-    url, redis = api.DEFAULT_URL, None
+    url, redis = protocol.DEFAULT_URL, None
     if top is not None and top.url:
         url, url_source = top.url, top.name
         if top.redis:
@@ -202,7 +198,7 @@ def _resolve_daq(args: argparse.Namespace, batch: Any) -> Dict[str, Optional[str
     if args.no_redis:
         redis, redis_source = None, "--no-redis"
     elif redis is None:
-        redis, redis_source = default_redis_url(url), f"derived from the REST URL (its host, port {api.DEFAULT_REDIS_PORT})"
+        redis, redis_source = default_redis_url(url), f"derived from the REST URL (its host, port {protocol.DEFAULT_REDIS_PORT})"
     else:
         _check_url(redis, ("redis", "rediss", "unix"), "Redis URL")
         _check_redis_options(redis)
@@ -244,19 +240,12 @@ def _with_password(url: Optional[str], password: Optional[str]) -> Optional[str]
 
 
 def _earlier_report(path: str) -> dict:
-    from .report import load_report
+    from .resume import ResumeError, read_report
 
     try:
-        return load_report(path)
-    except ValueError as exc:
+        return read_report(path)
+    except ResumeError as exc:
         raise _Usage(str(exc)) from None
-
-
-def _secrets_of_vars(batch: Any) -> Tuple[str, ...]:
-    """Credentials in URLs given as variables: masked wherever the run shows them."""
-    from ._text import secrets_in
-
-    return secrets_in(*(v for v in batch.vars.values() if isinstance(v, str) and "@" in v))
 
 
 def _refuse_a_live_runs_report(path: str, what: str = "--report") -> None:
@@ -280,61 +269,22 @@ def _refuse_a_live_runs_report(path: str, what: str = "--report") -> None:
 
 def _previous_results(args: argparse.Namespace, batch: Any, old: dict) -> Dict[str, List[dict]]:
     """The passed steps of ``--resume REPORT``, keyed by step identity; refuses another batch's report."""
-    old_batch = old.get("batch") if isinstance(old.get("batch"), dict) else {}
-    if old_batch.get("name") != batch.name:
-        raise _Usage(
-            f"{args.resume} is the report of batch {old_batch.get('name')!r}, not of {batch.name!r}: "
-            "it cannot be resumed with this batch file (not even with --force)"
-        )
-    steps = [s for s in old["steps"] if isinstance(s, dict)]
-    identities = {step.identity for step in batch.steps}
-    if steps and not any(isinstance(s.get("identity"), str) for s in steps):
-        raise _Usage(f"{args.resume} has no step identities (written by an older daq-run): it cannot be resumed")
-    if steps and not any(s.get("identity") in identities for s in steps):
-        raise _Usage(f"none of the steps in {args.resume} belong to {args.batch}: it cannot be resumed with this batch")
-    if old_batch.get("sha256") != batch.sha256 and not args.force:
-        raise _Usage(f"{args.batch} changed since {args.resume} was written (sha256 differs); use --force to resume anyway")
-    from ._text import quote, scrub
+    from .resume import ResumeError, previous_results
 
-    old_vars = old_batch.get("vars") if isinstance(old_batch.get("vars"), dict) else {}
-    # The report keeps credentials in variables as ***: compare them as the report shows them.
-    secrets = _secrets_of_vars(batch)
-    new_vars = scrub(dict(batch.vars), secrets) if secrets else dict(batch.vars)
-    differ = sorted(
-        name
-        for name in set(old_vars) | set(new_vars)
+    try:
         # --sim names a fresh output folder of its own each time
-        if str(old_vars.get(name)) != str(new_vars.get(name)) and not (args.sim and name == "root")
-    )
-    if differ and not args.force:
-        shown = ", ".join(f"{name}={quote(str(old_vars.get(name)))!r}" for name in differ[:5])
-        raise _Usage(
-            f"{args.resume} ran with other variables ({shown}): resume with the same --var values, "
-            "or use --force to resume with these"
+        return previous_results(
+            old, batch, report_path=args.resume, batch_path=args.batch, force=args.force, ignore_vars=("root",) if args.sim else ()
         )
-    passed: Dict[str, List[dict]] = {}
-    for record in steps:
-        if record.get("status") == "passed" and isinstance(record.get("identity"), str):
-            passed.setdefault(record["identity"], []).append(record)
-    # Refuse a re-run that would rewrite a file a kept step wrote.
-    left = {identity: len(records) for identity, records in passed.items()}
-    protected = {r.get("output_file"): r.get("index") for records in passed.values() for r in records if r.get("output_file")}
-    for step in batch.steps:
-        if left.get(step.identity):
-            left[step.identity] -= 1
-        elif getattr(step, "output_file", None) in protected:
-            raise _Usage(
-                f"step {step.index} would rewrite {step.output_file}, written by step {protected[step.output_file]} "
-                "that passed in the earlier run"
-            )
-    return passed
+    except ResumeError as exc:
+        raise _Usage(str(exc)) from None
 
 
 def _print_plan(batch: Any, daq: Dict[str, Optional[str]], previous: Optional[Dict[str, List[dict]]]) -> None:
     from ._redis import redact_url
     from ._text import scrub
 
-    secrets = _secrets_of_vars(batch)
+    secrets = batch.secrets
 
     def out(text: str) -> None:  # every line of the plan, credentials of variables masked
         _say(scrub(text, secrets) if secrets else text)
@@ -369,20 +319,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return _main(args_list)
     except _Usage as exc:
         _warn(f"daq-run: error: {exc}")
-        return EXIT_USAGE
+        return RunExit.USAGE
     except KeyboardInterrupt:  # Ctrl-C before the run began: nothing was started
         _warn("daq-run: interrupted before the run began")
-        return EXIT_SIGNAL["SIGINT"]
+        return RunExit.SIGINT
     except BrokenPipeError:
         _silence(sys.stdout)
-        return EXIT_FAILED
+        return RunExit.FAILED
     except Exception as exc:
         # An unforeseen failure: one line for cron mail; -v shows the traceback. Any
         # acquisition the runner started has been stopped by then (Runner.run's cleanup).
         if any(arg in ("-v", "--verbose") for arg in args_list):
             raise
         _warn(f"daq-run: internal error: {type(exc).__name__}: {_one_line(exc)} (run with -v for the traceback)")
-        return EXIT_FAILED
+        return RunExit.FAILED
 
 
 def script() -> None:
@@ -475,22 +425,13 @@ def _check_options(args: argparse.Namespace) -> None:
 
 def _load(args: argparse.Namespace, extra: Optional[Dict[str, str]] = None, earlier: Optional[dict] = None) -> Any:
     """The batch, validated; ``earlier`` (a report being resumed) gives ``{run}`` and the time again."""
-    import datetime
-
     from .batch import load_batch, parse_var
     from .exceptions import BatchValidationError
 
-    same: Dict[str, Any] = {}
-    if earlier is not None:
-        # The same {run}, {date}, {time}, {datetime} as the run being resumed: the same file names.
-        old = earlier.get("batch") if isinstance(earlier.get("batch"), dict) else {}
-        try:
-            if isinstance(old.get("run"), str) and old["run"]:
-                same["run"] = old["run"]
-            if isinstance(old.get("now"), str) and old["now"]:
-                same["now"] = datetime.datetime.fromisoformat(old["now"])
-        except ValueError:
-            same = {}
+    from .resume import same_moment
+
+    # The same {run}, {date}, {time}, {datetime} as the run being resumed: the same file names.
+    same = same_moment(earlier) if earlier is not None else {}
     try:
         variables = dict(parse_var(v) for v in args.var)
         variables.update(extra or {})
@@ -498,7 +439,7 @@ def _load(args: argparse.Namespace, extra: Optional[Dict[str, str]] = None, earl
     except BatchValidationError as exc:
         for line in exc.lines():
             _warn(f"daq-run: {line}")
-        raise SystemExit(EXIT_USAGE) from None
+        raise SystemExit(RunExit.USAGE) from None
 
 
 def _main(argv: Sequence[str]) -> int:
@@ -509,7 +450,7 @@ def _main(argv: Sequence[str]) -> int:
         from .schema import batch_schema
 
         _say(json.dumps(batch_schema(), indent=2))
-        return EXIT_OK
+        return RunExit.PASSED
     _check_options(args)
     earlier = _earlier_report(args.resume) if args.resume else None
     try:
@@ -518,7 +459,7 @@ def _main(argv: Sequence[str]) -> int:
         return int(exc.code or 0)
     if args.validate:
         _say(f"{args.batch}: valid, {len(batch.steps)} steps")
-        return EXIT_OK
+        return RunExit.PASSED
     output_root = None
     if args.sim and "root" in batch.vars and not any(v.partition("=")[0].strip() == "root" for v in args.var):
         # The demo respects the machine: a fresh folder of its own, named at the start and the
@@ -615,7 +556,7 @@ def _start_sim(args: argparse.Namespace, daq: Dict[str, Optional[str]]) -> Any:
         raise _Usage(f"--sim: {exc}") from None
     except Exception as exc:
         _warn(f"daq-run: error: cannot start the simulator: {exc}")
-        raise SystemExit(EXIT_UNREACHABLE) from None
+        raise SystemExit(RunExit.UNREACHABLE) from None
     daq["url"] = sim.url
     daq["redis"] = None if args.no_redis else sim.redis_url
     return sim
@@ -641,7 +582,7 @@ def _run(
     from ._redis import redact_url
     from .console import ConsoleView, LogEvents, QuietSummary
     from .exceptions import LockError, LockHeldError
-    from ._context import ResumedRun
+    from .resume import ResumedRun
     from .report import JsonReportFile, JUnitFile, default_report_path
     from .runner import Runner
 
@@ -684,7 +625,7 @@ def _run(
             # A second signal: finish now, with one short stop; the report and the lock are still done.
             runner.hurry(1.0)
         else:
-            os._exit(EXIT_SIGNAL.get(received[0], 130))
+            os._exit(signal_exit(received[0]))
 
     # Restored afterwards, so that main() can also be called from Python (a test, a script).
     handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -694,7 +635,7 @@ def _run(
     except LockError as exc:
         hint = "" if isinstance(exc, LockHeldError) else " (--no-lock runs without it; --no-redis without Redis at all)"
         _warn(f"daq-run: {_one_line(exc)}{hint}")
-        return EXIT_LOCKED
+        return RunExit.LOCKED
     finally:
         for signum, handler in before.items():
             signal.signal(signum, handler)
@@ -707,15 +648,15 @@ def _run(
         _say(f"  report: {report_path}")  # after the quiet summary: cron mail says where to look
     if runner.lock_lost is not None:
         _warn(f"daq-run: runner lock lost: {runner.lock_lost}; the run was stopped")
-        return EXIT_LOCKED
+        return RunExit.LOCKED
     if report.status == "interrupted":
-        return EXIT_SIGNAL.get(received[0] if received else "SIGINT", 130)
+        return signal_exit(received[0] if received else "SIGINT")
     if report.daq_unreachable:
         _warn(f"daq-run: {report.reason} at {redact_url(daq['url'])}; the rest of the run was skipped")
-        return EXIT_UNREACHABLE
+        return RunExit.UNREACHABLE
     if report.status == "passed" and not incomplete:
-        return EXIT_OK
-    return EXIT_FAILED
+        return RunExit.PASSED
+    return RunExit.FAILED
 
 
 def _show_state(daq: Dict[str, Optional[str]]) -> int:
@@ -734,10 +675,10 @@ def _show_state(daq: Dict[str, Optional[str]]) -> int:
         }
     except DaqRunnerError as exc:
         _warn(f"daq-run: DAQ unreachable at {redact_url(daq['url'])}: {_one_line(exc)}")
-        return EXIT_UNREACHABLE
+        return RunExit.UNREACHABLE
     _say("DAQ state (nothing was changed):")
     _say(json.dumps(state, indent=2))
-    return EXIT_OK
+    return RunExit.PASSED
 
 
 if __name__ == "__main__":  # pragma: no cover

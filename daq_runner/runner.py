@@ -2,7 +2,7 @@
 
 It takes a validated :class:`~daq_runner.batch.Batch`, takes the DAQ's runner lock, resets a
 fresh DAQ's UNKNOWN writer, runs the steps in order (each through the handler of its kind,
-:mod:`daq_runner._steps`) with retries, ``on_error`` and stop-on-UNKNOWN recovery, and tells
+:mod:`daq_runner._handlers`) with retries, ``on_error`` and stop-on-UNKNOWN recovery, and tells
 consumers what happens through :class:`~daq_runner.events.Event` objects. It knows nothing about
 progress bars, log formats or report files.
 
@@ -24,13 +24,13 @@ import time
 import uuid
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
-from . import api, events
+from . import protocol, events
 from ._acquisitions import STOP_BUDGET_S, Acquisition, Acquisitions
-from ._context import UNKNOWN, ResumedRun, RunContext, StepFailed
+from ._context import UNKNOWN, RunContext, StepFailed
 from ._deadline import Deadline, Interrupted, bounded
 from ._redis import connect
 from ._text import redact_url, scrub, secrets_in
-from ._steps import HANDLERS
+from ._handlers import HANDLERS
 from ._version import __version__
 from .batch import Batch, ConfigStep, Step, WriteStep
 from .client import StdDaqClient
@@ -47,6 +47,7 @@ from .exceptions import (
 from .feed import StatusFeed
 from .lock import LOCK_TTL_S, REDIS_BUDGET_S, DaqLock
 from .report import ReportRecorder, RunReport
+from .resume import ResumedRun
 
 __all__ = ["Runner", "StepFailed"]
 
@@ -78,7 +79,7 @@ class Runner:
             crashed runner can block the DAQ.
         overwrite: let writes replace existing files (as ``overwrite: true`` on every step).
         resumed: with ``previous`` (a resumed run), what the earlier run's report says
-            (:class:`~daq_runner._context.ResumedRun`): a step that runs again may replace
+            (:class:`~daq_runner.resume.ResumedRun`): a step that runs again may replace
             the file it left then, when nobody provably wrote it since.
         context: what the caller knows about the run, for the report: ``command`` (list of
             str), ``url_source``, ``redis_source``.
@@ -93,15 +94,15 @@ class Runner:
 
     def __init__(
         self,
-        url: str = api.DEFAULT_URL,
+        url: str = protocol.DEFAULT_URL,
         redis_url: Optional[str] = None,
         consumers: Iterable[events.Consumer] = (),
         *,
         client: Optional[StdDaqClient] = None,
-        streams: api.StreamNames = api.StreamNames(),
+        streams: protocol.StreamNames = protocol.StreamNames(),
         poll_interval: float = 0.05,
         retry_delay: float = 1.0,
-        outage_s: float = api.DEFAULT_OUTAGE_S,
+        outage_s: float = protocol.DEFAULT_OUTAGE_S,
         require_log: bool = True,
         lock: bool = True,
         lock_wait: float = 0.0,
@@ -205,8 +206,7 @@ class Runner:
         self._kept = {k: list(v) for k, v in (previous or {}).items()}
         # Credentials in a URL given as a variable (--var note=http://user:pw@host) are as secret
         # as the DAQ's own.
-        found = secrets_in(*(v for v in batch.vars.values() if isinstance(v, str) and "@" in v))
-        self._secrets = tuple(sorted(set(self._secrets) | set(found), key=len, reverse=True))
+        self._secrets = tuple(sorted(set(self._secrets) | set(batch.secrets), key=len, reverse=True))
         recorder = ReportRecorder(keep_steps=self.keep_steps)
         self.consumers.insert(0, recorder)
         plan = _Progress(batch.steps)

@@ -16,11 +16,11 @@ import sys
 from typing import Any, Dict, List, Optional, Sequence
 
 from ._text import one_line
+from .exit_codes import ShowExit
 from ._tally import SUMMARY_KEYS, format_bytes, format_seconds, iso, parse_iso
 
 __all__ = ["main", "digest", "summary_text"]
 
-EXIT_OK, EXIT_WRITE, EXIT_USAGE = 0, 1, 2
 MAX_LISTED = 50  # failures and files listed in the text summary; the rest is counted
 
 
@@ -259,7 +259,7 @@ def _parser() -> Any:
     parser = OneLineArgumentParser(
         prog="daq-run show",
         description="Show a daq-run report: a short summary, or one self-contained HTML page.",
-        epilog="Exit codes: 0 shown, 1 the page could not be written, 2 bad input or usage.",
+        epilog=f"Exit codes: {ShowExit.describe()}.",
     )
     parser.add_argument("report", help="a JSON report written by daq-run")
     parser.add_argument("--html", action="store_true", help="write an HTML page instead of printing a summary")
@@ -275,37 +275,37 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         report = load_report(args.report)
     except ValueError as exc:
-        return _fail(str(exc), EXIT_USAGE)
+        return _fail(str(exc), ShowExit.USAGE)
     if args.output and not args.html:
-        return _fail("-o/--output goes with --html", EXIT_USAGE)
+        return _fail("-o/--output goes with --html", ShowExit.USAGE)
     if not args.html:
         try:
             text = summary_text(report)
         except Exception as exc:  # odd values in a hand-made or damaged report: one line, exit 2
-            return _fail(f"{args.report} cannot be shown: {type(exc).__name__}: {one_line(exc)}", EXIT_USAGE)
+            return _fail(f"{args.report} cannot be shown: {type(exc).__name__}: {one_line(exc)}", ShowExit.USAGE)
         try:
             print(text)
         except BrokenPipeError:  # piped into head: fine
             _devnull_stdout()
-        return EXIT_OK
+        return ShowExit.SHOWN
     output = args.output or (os.path.splitext(args.report)[0] + ".html")
     try:
         output = check_output_path(output, batch_path=args.report, what="HTML page", protects="the report")
         _refuse_overwrite(output, report)
     except ValueError as exc:
-        return _fail(str(exc), EXIT_USAGE)
+        return _fail(str(exc), ShowExit.USAGE)
     from ._html import render
 
     try:
         page = render(report)
     except Exception as exc:  # odd values in a hand-made or damaged report: one line, exit 2
-        return _fail(f"{args.report} cannot be shown: {type(exc).__name__}: {one_line(exc)}", EXIT_USAGE)
+        return _fail(f"{args.report} cannot be shown: {type(exc).__name__}: {one_line(exc)}", ShowExit.USAGE)
     try:
         write_atomic(output, page.encode("utf-8", "replace"))
     except OSError as exc:
-        return _fail(f"cannot write {output}: {exc.strerror or exc}", EXIT_WRITE)
+        return _fail(f"cannot write {output}: {exc.strerror or exc}", ShowExit.WRITE_FAILED)
     print(output)
-    return EXIT_OK
+    return ShowExit.SHOWN
 
 
 def _referred(report: Dict[str, Any]) -> List[tuple]:

@@ -36,16 +36,16 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable, NoReturn, Optional, Sequence
 
-from . import _deadline, api
+from . import _deadline, protocol
 from ._cli import OneLineArgumentParser
 from ._text import quote, redact_url
 from ._version import __version__
+from .exit_codes import StdCliExit
 from .client import MAX_TIMEOUT_S, StdDaqClient, check_url
 from .exceptions import DaqRunnerError, DaqTransportError, DeadlineExceeded, StdDaqAdminException
 
 __all__ = ["TOOLS", "run_tool", "MAX_CONFIG_BYTES", "MAX_CONFIG_DEPTH"]
 
-EXIT_OK, EXIT_DAQ, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 # A DAQ config is a few hundred bytes, three levels deep.
 MAX_CONFIG_BYTES = 1024 * 1024
 MAX_CONFIG_DEPTH = 32
@@ -107,8 +107,8 @@ def _read_config_file(path: str) -> dict:
     except ValueError as exc:
         raise UsageError(f"config file {shown!r} is not JSON: {quote(exc)}") from None
     if not isinstance(config, dict):
-        raise UsageError(f"config file {shown!r} must hold a JSON object, not {api._json_kind(config)}")
-    if api.nesting_depth(config, MAX_CONFIG_DEPTH) > MAX_CONFIG_DEPTH:
+        raise UsageError(f"config file {shown!r} must hold a JSON object, not {protocol._json_kind(config)}")
+    if protocol.nesting_depth(config, MAX_CONFIG_DEPTH) > MAX_CONFIG_DEPTH:
         raise UsageError(f"config file {shown!r} is nested more than {MAX_CONFIG_DEPTH} levels deep")
     return config
 
@@ -140,7 +140,7 @@ def _seconds(text: str) -> float:
 def _write_sync(client: StdDaqClient, args: argparse.Namespace) -> Any:
     status = client.start_writer_sync(_write_request(args))
     acquisition = status.get("acquisition") or {}
-    if acquisition.get("state") == api.AcquisitionState.FAILED.value:
+    if acquisition.get("state") == protocol.AcquisitionState.FAILED.value:
         raise AcquisitionFailed(status)
     return status
 
@@ -208,10 +208,7 @@ TOOLS = {
     "std_cli_write_stop": Tool("Stop writing (also resets an UNKNOWN writer).", lambda c, a: c.stop_writer()),
 }
 
-_EXIT_CODES = (
-    "exit codes: 0 success; 1 the DAQ refused or answered wrongly; 2 bad usage or config file; "
-    "3 DAQ unreachable; 130 interrupted"
-)
+_EXIT_CODES = "exit codes: " + StdCliExit.describe()
 
 
 class _Parser(OneLineArgumentParser):
@@ -230,7 +227,7 @@ def _parser(prog: str, tool: Tool) -> argparse.ArgumentParser:
         dest="url_base",
         default=None,
         metavar="URL",
-        help=f"base URL of the REST API (default: $STD_DAQ_API_URL, else {api.DEFAULT_URL})",
+        help=f"base URL of the REST API (default: $STD_DAQ_API_URL, else {protocol.DEFAULT_URL})",
     )
     parser.add_argument(
         "--timeout",
@@ -280,7 +277,7 @@ def run_tool(prog: str, argv: Optional[Sequence[str]] = None) -> int:
     tool = TOOLS[prog]
     args = _parser(prog, tool).parse_args(argv)
     # An empty -b "$UNSET" is a mistake, not a request for the default DAQ.
-    url = args.url_base if args.url_base is not None else os.environ.get("STD_DAQ_API_URL") or api.DEFAULT_URL
+    url = args.url_base if args.url_base is not None else os.environ.get("STD_DAQ_API_URL") or protocol.DEFAULT_URL
     bound = _deadline.Deadline(args.timeout) if args.timeout is not None else _deadline.current()
     try:
         url = check_url(url)
@@ -291,36 +288,36 @@ def run_tool(prog: str, argv: Optional[Sequence[str]] = None) -> int:
             result = tool.call(client, args)
     except (UsageError, ValueError) as exc:
         _error(prog, f"error: {quote(redact_url(str(exc)), limit=None)}")
-        return EXIT_USAGE
+        return StdCliExit.USAGE
     except AcquisitionFailed as exc:
         status = exc.args[0]
         _print(status)  # what it can; the exit code says FAILED either way
         message = (status.get("acquisition") or {}).get("message")
         _error(prog, f"the acquisition FAILED: {quote(message)}")
-        return EXIT_DAQ
+        return StdCliExit.DAQ
     except StdDaqAdminException as exc:
         _error(prog, f"the DAQ refused: {exc}")
-        return EXIT_DAQ
+        return StdCliExit.DAQ
     except DeadlineExceeded as exc:
         if args.timeout is not None and bound.expired:
             _error(prog, f"not done within --timeout {args.timeout:g} s: {exc}")
         else:
             _error(prog, f"DAQ unreachable: {exc}")
-        return EXIT_UNREACHABLE
+        return StdCliExit.UNREACHABLE
     except DaqTransportError as exc:
         _error(prog, f"DAQ unreachable: {exc}")
-        return EXIT_UNREACHABLE
+        return StdCliExit.UNREACHABLE
     except DaqRunnerError as exc:
         _error(prog, f"error: {exc}")
-        return EXIT_DAQ
+        return StdCliExit.DAQ
     except KeyboardInterrupt:
         _error(prog, "interrupted")
-        return EXIT_INTERRUPTED
+        return StdCliExit.INTERRUPTED
     problem = _print(result)
     if problem is not None:
         _error(prog, f"error: cannot write the result: {problem}")
-        return EXIT_DAQ
-    return EXIT_OK
+        return StdCliExit.DAQ
+    return StdCliExit.OK
 
 
 def _entry(prog: str) -> Callable[[], None]:

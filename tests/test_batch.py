@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from daq_runner import BatchValidationError, WriteStep, api, load_batch
+from daq_runner import BatchValidationError, WriteStep, protocol, load_batch
 from daq_runner.batch import MAX_ERRORS, MAX_STEPS, load_batch_text, new_run, parse_var
 from daq_runner.templating import TemplateError, render
 
@@ -418,7 +418,7 @@ def test_run_builtin_is_given_or_generated_and_safe_in_file_names():
     first, second = load_batch_text(text), load_batch_text(text)
     assert first.run != second.run
     assert re.fullmatch(r"\d{8}T\d{6}Z-[0-9a-f]{6}", first.run)
-    assert api.OUTPUT_FILE_PATTERN.match(first.steps[0].output_file)
+    assert protocol.OUTPUT_FILE_PATTERN.match(first.steps[0].output_file)
     moment = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone(dt.timedelta(hours=1)))
     assert new_run(moment).startswith("20260102T020405Z-")
     with pytest.raises(BatchValidationError, match="run 'a/b' must be 1 to 64 letters"):

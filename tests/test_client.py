@@ -19,7 +19,7 @@ from daq_runner import (
     ConfigOutcomeUnknown,
     StdDaqClient,
     WriteOutcomeUnknown,
-    api,
+    protocol,
 )
 
 BASE = "http://daq.test:5000"
@@ -48,14 +48,14 @@ def no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize(
     "method, args, endpoint, body, payload",
     [
-        ("get_status", (), api.WRITER_STATUS, None, STATUS),
-        ("get_config", (), api.DAQ_CONFIG_GET, None, {"bit_depth": 16}),
-        ("set_config", ({"bit_depth": 8},), api.DAQ_CONFIG_SET, {"bit_depth": 8}, {"bit_depth": 8}),
-        ("get_stats", (), api.DAQ_STATS, None, {"detector": {}, "writer": {}}),
-        ("get_deployment_status", (), api.DAQ_DEPLOYMENT, None, {"status": "SUCCESS"}),
-        ("start_writer_async", ({"output_file": "/tmp/a.h5", "n_images": 3},), api.WRITER_WRITE_ASYNC, {"output_file": "/tmp/a.h5", "n_images": 3}, STATUS),
-        ("start_writer_sync", ({"output_file": "/tmp/a.h5", "n_images": 3},), api.WRITER_WRITE_SYNC, {"output_file": "/tmp/a.h5", "n_images": 3}, STATUS),
-        ("stop_writer", (), api.WRITER_STOP, {}, STATUS),
+        ("get_status", (), protocol.WRITER_STATUS, None, STATUS),
+        ("get_config", (), protocol.DAQ_CONFIG_GET, None, {"bit_depth": 16}),
+        ("set_config", ({"bit_depth": 8},), protocol.DAQ_CONFIG_SET, {"bit_depth": 8}, {"bit_depth": 8}),
+        ("get_stats", (), protocol.DAQ_STATS, None, {"detector": {}, "writer": {}}),
+        ("get_deployment_status", (), protocol.DAQ_DEPLOYMENT, None, {"status": "SUCCESS"}),
+        ("start_writer_async", ({"output_file": "/tmp/a.h5", "n_images": 3},), protocol.WRITER_WRITE_ASYNC, {"output_file": "/tmp/a.h5", "n_images": 3}, STATUS),
+        ("start_writer_sync", ({"output_file": "/tmp/a.h5", "n_images": 3},), protocol.WRITER_WRITE_SYNC, {"output_file": "/tmp/a.h5", "n_images": 3}, STATUS),
+        ("stop_writer", (), protocol.WRITER_STOP, {}, STATUS),
     ],
 )
 @responses.activate
@@ -369,8 +369,8 @@ def test_original_readme_example_runs_unchanged(daq_sim, tmp_path):
 @pytest.mark.parametrize(
     "endpoint, call, text",
     [
-        (api.WRITER_WRITE_ASYNC, lambda c: c.start_writer_async({"output_file": "/tmp/a.h5", "n_images": 1}), "Cannot reach WRITING. Writer needs to be restarted."),
-        (api.WRITER_STOP, lambda c: c.stop_writer(), "Cannot reach READY. Writer needs to be restarted."),
+        (protocol.WRITER_WRITE_ASYNC, lambda c: c.start_writer_async({"output_file": "/tmp/a.h5", "n_images": 1}), "Cannot reach WRITING. Writer needs to be restarted."),
+        (protocol.WRITER_STOP, lambda c: c.stop_writer(), "Cannot reach READY. Writer needs to be restarted."),
     ],
 )
 @responses.activate
@@ -415,21 +415,21 @@ def test_refusal_with_odd_message_is_still_a_refusal(client, message):
 @pytest.mark.parametrize(
     "endpoint, reply, text",
     [
-        (api.WRITER_STATUS, ok("writer", None), "writer must be an object, not null"),
-        (api.WRITER_STATUS, ok("writer", []), "writer must be an object, not a list"),
-        (api.WRITER_STATUS, ok("writer", 7), "writer must be an object, not a number"),
-        (api.WRITER_STATUS, ok("writer", {"state": 1}), "writer.state must be a string, not a number"),
-        (api.WRITER_STATUS, ok("writer", {"acquisition": None}), "writer.state must be a string, not null"),
-        (api.WRITER_STATUS, ok("writer", {"state": "READY", "acquisition": "x"}), "writer.acquisition must be an object or null"),
-        (api.WRITER_STATUS, ok("writer", {"state": "READY", "acquisition": {"state": ["FINISHED"]}}), "writer.acquisition.state must be a string"),
-        (api.WRITER_STATUS, ok("writer", {"state": "READY", "acquisition": {"stats": {"n_write_completed": "3"}}}), "writer.acquisition.stats.n_write_completed must be a number"),
-        (api.DAQ_CONFIG_GET, ok("config", [1, 2]), "config must be an object or null, not a list"),
-        (api.DAQ_CONFIG_GET, ok("config", {"bit_depth": 16}, config_id=5), "config_id must be a string or null"),
-        (api.DAQ_STATS, ok("stats", "fast"), "stats must be an object or null, not a string"),
-        (api.DAQ_STATS, ok("stats", {"writer": {"images_per_second": "many"}}), "stats.writer.images_per_second must be a number"),
-        (api.DAQ_DEPLOYMENT, ok("deployment", None), "deployment must be an object, not null"),
-        (api.DAQ_DEPLOYMENT, ok("deployment", {"status": None}), "deployment.status must be a string"),
-        (api.DAQ_DEPLOYMENT, ok("deployment", {"status": "SUCCESS", "servers": ["a"]}), "deployment.servers must be an object or null"),
+        (protocol.WRITER_STATUS, ok("writer", None), "writer must be an object, not null"),
+        (protocol.WRITER_STATUS, ok("writer", []), "writer must be an object, not a list"),
+        (protocol.WRITER_STATUS, ok("writer", 7), "writer must be an object, not a number"),
+        (protocol.WRITER_STATUS, ok("writer", {"state": 1}), "writer.state must be a string, not a number"),
+        (protocol.WRITER_STATUS, ok("writer", {"acquisition": None}), "writer.state must be a string, not null"),
+        (protocol.WRITER_STATUS, ok("writer", {"state": "READY", "acquisition": "x"}), "writer.acquisition must be an object or null"),
+        (protocol.WRITER_STATUS, ok("writer", {"state": "READY", "acquisition": {"state": ["FINISHED"]}}), "writer.acquisition.state must be a string"),
+        (protocol.WRITER_STATUS, ok("writer", {"state": "READY", "acquisition": {"stats": {"n_write_completed": "3"}}}), "writer.acquisition.stats.n_write_completed must be a number"),
+        (protocol.DAQ_CONFIG_GET, ok("config", [1, 2]), "config must be an object or null, not a list"),
+        (protocol.DAQ_CONFIG_GET, ok("config", {"bit_depth": 16}, config_id=5), "config_id must be a string or null"),
+        (protocol.DAQ_STATS, ok("stats", "fast"), "stats must be an object or null, not a string"),
+        (protocol.DAQ_STATS, ok("stats", {"writer": {"images_per_second": "many"}}), "stats.writer.images_per_second must be a number"),
+        (protocol.DAQ_DEPLOYMENT, ok("deployment", None), "deployment must be an object, not null"),
+        (protocol.DAQ_DEPLOYMENT, ok("deployment", {"status": None}), "deployment.status must be a string"),
+        (protocol.DAQ_DEPLOYMENT, ok("deployment", {"status": "SUCCESS", "servers": ["a"]}), "deployment.servers must be an object or null"),
     ],
 )
 @responses.activate
@@ -792,7 +792,7 @@ def test_update_config_on_the_simulator(daq_sim):
     assert "SUCCESS" == applied.deployment["status"] and applied.config_id == applied.deployment["config_id"]
     assert seen and "SUCCESS" == seen[-1]["status"]
     assert applied.config == client.get_config()
-    assert applied.config_id == client.request(api.DAQ_CONFIG_GET)["config_id"]
+    assert applied.config_id == client.request(protocol.DAQ_CONFIG_GET)["config_id"]
 
 
 def test_update_config_deployment_error_on_the_simulator(daq_sim):

@@ -8,10 +8,10 @@ import time
 import pytest
 import redis
 
-from daq_runner import StdDaqClient, api
+from daq_runner import StdDaqClient, protocol
 from daq_runner.feed import StatusFeed, Tap
 
-STREAMS = api.StreamNames(status="t:status", config="t:config", log="t:log", stat="t:stat")
+STREAMS = protocol.StreamNames(status="t:status", config="t:config", log="t:log", stat="t:stat")
 
 
 def acquisition(run_id: int, state: str) -> dict:

@@ -23,17 +23,7 @@ import pytest
 
 from daq_runner import events, load_batch
 from daq_runner.report import JsonReportFile, load_report
-try:
-    from daq_runner.resume import ResumedRun, previous_results
-except ImportError:  # the runner before the re-cut (how the golden files were written)
-    import argparse
-
-    from daq_runner._context import ResumedRun
-    from daq_runner.run_cli import _previous_results
-
-    def previous_results(old: Any, batch: Any, report_path: str, batch_path: str) -> Any:
-        args = argparse.Namespace(resume=report_path, batch=batch_path, force=False, sim=False)
-        return _previous_results(args, batch, old)
+from daq_runner.resume import ResumedRun, previous_results
 from daq_runner.runner import Runner
 
 GOLDEN = Path(__file__).parent / "golden"

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from daq_runner import BatchValidationError, api
+from daq_runner import BatchValidationError, protocol
 from daq_runner._stepkinds import COMMON_FIELDS, KINDS
 from daq_runner._yaml import load_yaml
 from daq_runner.batch import load_batch_text
@@ -70,7 +70,7 @@ def test_schema_is_derived_from_the_declarations():
     kinds = SCHEMA["$defs"]["steps"]["items"]["oneOf"]
     assert [*KINDS, "for"] == [k["required"][0] for k in kinds]
     config = kinds[0]["properties"]["config"]["properties"]
-    assert list(api.CONFIG_FIELDS) == list(config)
+    assert list(protocol.CONFIG_FIELDS) == list(config)
     for kind in kinds:
         assert kind["description"]
         for key, prop in kind["properties"].items():

@@ -182,10 +182,10 @@ def test_set_config_merge_on_the_simulator(daq_sim, tmp_path):
 def test_set_config_merge_refuses_bad_fields_before_sending(daq_sim, tmp_path, changes, text):
     config = tmp_path / "c.json"
     config.write_text(json.dumps(changes))
-    before = StdDaqClient(daq_sim.url).request(__import__("daq_runner").api.DAQ_CONFIG_GET)["config_id"]
+    before = StdDaqClient(daq_sim.url).request(__import__("daq_runner").protocol.DAQ_CONFIG_GET)["config_id"]
     code, _, err = run_in_process("std_cli_set_config", [str(config), "--merge", "-b", daq_sim.url])
     assert 2 == code and text in err
-    assert before == StdDaqClient(daq_sim.url).request(__import__("daq_runner").api.DAQ_CONFIG_GET)["config_id"]
+    assert before == StdDaqClient(daq_sim.url).request(__import__("daq_runner").protocol.DAQ_CONFIG_GET)["config_id"]
 
 
 FULL = {

@@ -505,7 +505,7 @@ def test_bounded_transport_answers_like_plain_requests(daq_sim):
     """Same replies as a plain session on the real simulator, with and without a bound in force."""
     plain = requests.Session().get(daq_sim.url + "/daq/config", timeout=5).json()
     client = StdDaqClient(daq_sim.url)
-    assert plain == client.request(__import__("daq_runner").api.DAQ_CONFIG_GET)
+    assert plain == client.request(__import__("daq_runner").protocol.DAQ_CONFIG_GET)
     with _deadline.bounded(_deadline.Deadline(5.0, threading.Event())):
         assert plain["config"] == client.get_config()
     assert json.loads(json.dumps(client.get_status()))["state"] == "READY"

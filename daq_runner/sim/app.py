@@ -8,7 +8,7 @@ As the real server (PSI std_daq_service rest_v2, its last version, FastAPI):
 - every other error, including the output path checks that the server's model raises
   as exceptions, is HTTP 200 ``{"status": "error", "message": <exception text>}`` (the
   server's catch-all exception handler);
-- replies carry the server's exact messages (:mod:`daq_runner.api`).
+- replies carry the server's exact messages (:mod:`daq_runner.protocol`).
 
 ``/sim/*`` adds fault injection. While an ``unavailable_s`` fault is armed, every other
 path answers HTTP 503.
@@ -23,7 +23,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model, field_validator
 
-from .. import api
+from .. import protocol
 from .._version import __version__
 from .daq import SimRefusal, SimulatedDaqCore, check_output_path
 
@@ -54,10 +54,10 @@ class ModulePositions(BaseModel):
     end_y: int
 
 
-# The scalar config fields and their types, from api (one source for client, runner and this).
+# The scalar config fields and their types, from protocol (one source for client, runner and this).
 _SCALAR_FIELDS = {
-    name: (int if name in api.INTEGER_CONFIG_FIELDS else str)
-    for name in sorted(api.CONFIG_FIELDS)
+    name: (int if name in protocol.INTEGER_CONFIG_FIELDS else str)
+    for name in sorted(protocol.CONFIG_FIELDS)
     if name not in ("module_positions", "submodule_info")
 }
 
@@ -151,59 +151,59 @@ def create_app(daq: SimulatedDaqCore) -> FastAPI:
     def writer_reply(message: str, status: Dict[str, Any]) -> Dict[str, Any]:
         return _ok(message, "writer", status)
 
-    @app.get(api.WRITER_STATUS.path)
+    @app.get(protocol.WRITER_STATUS.path)
     def writer_status() -> Dict[str, Any]:
         status = daq.status()
-        return writer_reply(api.MESSAGE_WRITER_STATUS.format(state=status["state"]), status)
+        return writer_reply(protocol.MESSAGE_WRITER_STATUS.format(state=status["state"]), status)
 
-    @app.post(api.WRITER_WRITE_ASYNC.path)
+    @app.post(protocol.WRITER_WRITE_ASYNC.path)
     def write_async(request: WriteRequest) -> Dict[str, Any]:
-        return writer_reply(api.MESSAGE_WRITING_STARTED, daq.start_write(request.output_file, request.n_images, request.run_id))
+        return writer_reply(protocol.MESSAGE_WRITING_STARTED, daq.start_write(request.output_file, request.n_images, request.run_id))
 
-    @app.post(api.WRITER_WRITE_SYNC.path)
+    @app.post(protocol.WRITER_WRITE_SYNC.path)
     def write_sync(request: WriteRequest) -> Dict[str, Any]:
         daq.start_write(request.output_file, request.n_images, request.run_id)
         limit = daq.settings.sync_limit_s
         if not daq.wait_while_writing(limit):
-            return _error(api.MESSAGE_SYNC_LIMIT.format(limit=f"{limit:g}"))
-        return writer_reply(api.MESSAGE_WRITING_FINISHED, daq.status())
+            return _error(protocol.MESSAGE_SYNC_LIMIT.format(limit=f"{limit:g}"))
+        return writer_reply(protocol.MESSAGE_WRITING_FINISHED, daq.status())
 
-    @app.post(api.WRITER_STOP.path)
+    @app.post(protocol.WRITER_STOP.path)
     def writer_stop() -> Dict[str, Any]:
         # The server reads no body: whatever is sent (the original client sends {}) is ignored.
-        return writer_reply(api.MESSAGE_WRITING_STOPPED, daq.stop())
+        return writer_reply(protocol.MESSAGE_WRITING_STOPPED, daq.stop())
 
-    @app.get(api.DAQ_CONFIG_GET.path)
+    @app.get(protocol.DAQ_CONFIG_GET.path)
     def get_config() -> Dict[str, Any]:
         config_id, config = daq.get_config()
         if config_id is None:
-            return _ok(api.MESSAGE_NO_CONFIG, "config", config, config_id=config_id)
+            return _ok(protocol.MESSAGE_NO_CONFIG, "config", config, config_id=config_id)
         try:
             _CONFIG_STATUS.validate_python(config)
         except ValidationError as exc:
             return _error(str(exc))
-        return _ok(api.MESSAGE_CONFIG.format(bit_depth=config.get("bit_depth")), "config", config, config_id=config_id)
+        return _ok(protocol.MESSAGE_CONFIG.format(bit_depth=config.get("bit_depth")), "config", config, config_id=config_id)
 
-    @app.post(api.DAQ_CONFIG_SET.path)
+    @app.post(protocol.DAQ_CONFIG_SET.path)
     def set_config(request: ConfigRequest) -> Dict[str, Any]:
         # Field by field, not model_dump(): the server stores the model's values as they are,
         # ModulePositions objects included (which then fail to serialize).
         fields = {name: getattr(request, name) for name in ConfigRequest.model_fields}
         config = daq.set_config(fields)
         # The reply model has a config_id the server does not fill in: GET /daq/config gives it.
-        return _ok(api.MESSAGE_CONFIG_SET, "config", config, config_id=None)
+        return _ok(protocol.MESSAGE_CONFIG_SET, "config", config, config_id=None)
 
-    @app.get(api.DAQ_STATS.path)
+    @app.get(protocol.DAQ_STATS.path)
     def get_stats() -> Dict[str, Any]:
-        return _ok(api.MESSAGE_STATS, "stats", daq.stats())
+        return _ok(protocol.MESSAGE_STATS, "stats", daq.stats())
 
-    @app.get(api.DAQ_LOGS.path)
+    @app.get(protocol.DAQ_LOGS.path)
     def get_logs(n: int) -> Dict[str, Any]:
-        return _ok(api.MESSAGE_LOGS, "logs", daq.logs(n))
+        return _ok(protocol.MESSAGE_LOGS, "logs", daq.logs(n))
 
-    @app.get(api.DAQ_DEPLOYMENT.path)
+    @app.get(protocol.DAQ_DEPLOYMENT.path)
     def get_deployment() -> Dict[str, Any]:
-        return _ok(api.MESSAGE_DEPLOYMENT, "deployment", daq.deployment())
+        return _ok(protocol.MESSAGE_DEPLOYMENT, "deployment", daq.deployment())
 
     @app.get("/sim/faults")
     def get_faults() -> Dict[str, Any]:

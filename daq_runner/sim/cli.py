@@ -13,7 +13,8 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Optional, Sequence
 
-from .._cli import EXIT_USAGE, OneLineArgumentParser
+from .._cli import OneLineArgumentParser
+from ..exit_codes import SimExit
 from .._version import __version__
 
 if TYPE_CHECKING:
@@ -23,7 +24,11 @@ __all__ = ["main"]
 
 
 def _parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
-    parser = OneLineArgumentParser(prog="daq-sim", description="Simulated Standard DAQ: REST API, Redis streams, HDF5 files.")
+    parser = OneLineArgumentParser(
+        prog="daq-sim",
+        description="Simulated Standard DAQ: REST API, Redis streams, HDF5 files.",
+        epilog=f"Exit codes: {SimExit.describe()}.",
+    )
     parser.add_argument("--version", action="version", version=f"daq-sim {__version__}")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, loopback only)")
     parser.add_argument("--port", type=int, default=5000, help="REST port (default 5000; 0 picks a free one)")
@@ -121,7 +126,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         require_sim_extra()
     except SimExtraMissing as exc:
         print(f"daq-sim: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return SimExit.USAGE
     from .daq import DEFAULT_CONFIG, SimRefusal, validate_config_update
     from .._text import quote, redact_url, userinfo_problem
     from .redis_server import RedisServerNotFound
@@ -131,14 +136,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         problem = userinfo_problem(args.redis_url)
         if problem:  # never echoed: part of a password would show
             print(f"daq-sim: error: --redis-url is not usable: {problem}", file=sys.stderr)
-            return EXIT_USAGE
+            return SimExit.USAGE
     config = None
     if args.config:
         try:
             config = validate_config_update(DEFAULT_CONFIG, _load_config(args.config))
         except (ValueError, SimRefusal) as exc:
             print(f"daq-sim: error: {exc}", file=sys.stderr)
-            return 2
+            return SimExit.USAGE
     settings = _settings(args)
     done = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
@@ -148,10 +153,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         sim.start()
     except RedisServerNotFound as exc:  # a missing local program: the message gives the fix
         print(f"daq-sim: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return SimExit.USAGE
     except Exception as exc:  # one clear line: port in use, a server that dies at start, ...
         print(f"daq-sim: error: cannot start: {quote(exc)}", file=sys.stderr)
-        return 1
+        return SimExit.START_FAILED
     try:
         # Credentials of the Redis URL never reach the terminal or a log collecting it.
         print(f"daq-sim ready rest={sim.url} redis={redact_url(sim.redis_url)}", flush=True)
@@ -159,7 +164,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             pass
     finally:
         sim.stop()
-    return 0
+    return SimExit.STOPPED
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -28,8 +28,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Deque, Dict, List, Mapping, Optional, Tuple
 
-from .. import api
-from ..api import AcquisitionState, DeploymentStatus, WriterState
+from .. import protocol
+from ..protocol import AcquisitionState, DeploymentStatus, WriterState
 
 __all__ = [
     "SimSettings",
@@ -101,7 +101,7 @@ class SimSettings:
     sync_limit_s: float = 60.0
     deploy_delay_s: float = 0.2
     servers: Tuple[str, ...] = ("sim-daq-0", "sim-daq-1")
-    streams: api.StreamNames = field(default_factory=api.StreamNames)
+    streams: protocol.StreamNames = field(default_factory=protocol.StreamNames)
     status_interval_s: float = 0.5
     heartbeat_s: float = 1.0
     stream_maxlen: int = 10_000
@@ -116,9 +116,9 @@ class SimSettings:
 def check_output_path(output_file: str) -> None:
     """The write request's own path rules, in the real server's order; raises :class:`SimRefusal`."""
     if not output_file.startswith("/"):
-        raise SimRefusal(api.MESSAGE_PATH_NOT_ABSOLUTE.format(output_file=output_file))
-    if not api.OUTPUT_FILE_PATTERN.match(output_file):
-        raise SimRefusal(api.MESSAGE_PATH_INVALID.format(output_file=output_file))
+        raise SimRefusal(protocol.MESSAGE_PATH_NOT_ABSOLUTE.format(output_file=output_file))
+    if not protocol.OUTPUT_FILE_PATTERN.match(output_file):
+        raise SimRefusal(protocol.MESSAGE_PATH_INVALID.format(output_file=output_file))
 
 
 def validate_config_update(current: Optional[dict], update: Any) -> dict:
@@ -131,12 +131,12 @@ def validate_config_update(current: Optional[dict], update: Any) -> dict:
     """
     if not isinstance(update, dict):
         raise SimRefusal("Config must be a JSON object.")
-    unknown = sorted(set(update) - set(api.CONFIG_FIELDS))
+    unknown = sorted(set(update) - set(protocol.CONFIG_FIELDS))
     if unknown:
         raise SimRefusal(f"Unknown config field(s): {', '.join(unknown)}.")
     merged = dict(current or {})
     for key, value in update.items():
-        if key in api.INTEGER_CONFIG_FIELDS:
+        if key in protocol.INTEGER_CONFIG_FIELDS:
             if isinstance(value, bool):
                 raise SimRefusal(f"Config field '{key}' must be an integer, not {value!r}.")
             try:
@@ -155,21 +155,21 @@ def validate_config_update(current: Optional[dict], update: Any) -> dict:
         elif key == "submodule_info" and not isinstance(value, (dict, list)):
             raise SimRefusal("Config field 'submodule_info' must be an object or a list.")
         merged[key] = value
-    missing = [k for k in api.CONFIG_FIELDS if k not in merged and k != "submodule_info"]
+    missing = [k for k in protocol.CONFIG_FIELDS if k not in merged and k != "submodule_info"]
     if missing:
         raise SimRefusal(f"Config is missing field(s): {', '.join(missing)}.")
-    if merged["detector_type"] not in api.DETECTOR_TYPES:
+    if merged["detector_type"] not in protocol.DETECTOR_TYPES:
         raise SimRefusal(
-            f"Unknown detector_type '{merged['detector_type']}'; expected one of {', '.join(api.DETECTOR_TYPES)}."
+            f"Unknown detector_type '{merged['detector_type']}'; expected one of {', '.join(protocol.DETECTOR_TYPES)}."
         )
-    if merged["bit_depth"] not in api.BIT_DEPTHS:
+    if merged["bit_depth"] not in protocol.BIT_DEPTHS:
         raise SimRefusal(f"Unsupported bit_depth {merged['bit_depth']}; expected one of 8, 16, 32.")
     if _image_size_error(merged):
         raise SimRefusal(_image_size_error(merged))
     if merged["n_modules"] < 1:
         raise SimRefusal("n_modules must be >= 1.")
     merged.setdefault("submodule_info", {})
-    return {key: merged[key] for key in api.CONFIG_FIELDS}
+    return {key: merged[key] for key in protocol.CONFIG_FIELDS}
 
 
 def _image_size_error(config: Mapping[str, Any]) -> Optional[str]:
@@ -437,7 +437,7 @@ class SimulatedDaqCore:
         ``XREVRANGE`` with such a count on.
         """
         if n < 1:
-            raise SimRefusal(api.MESSAGE_LOGS_COUNT)
+            raise SimRefusal(protocol.MESSAGE_LOGS_COUNT)
         with self._cond:
             return {entry_id: copy.deepcopy(acq) for entry_id, acq in self._logs[:n]}
 
@@ -460,15 +460,15 @@ class SimulatedDaqCore:
             dep = self._deployment
             servers = dict(dep["servers"])
             if self.config_id is None:
-                status, message = DeploymentStatus.UNKNOWN, api.MESSAGE_DEPLOYMENT_NO_CONFIG
+                status, message = DeploymentStatus.UNKNOWN, protocol.MESSAGE_DEPLOYMENT_NO_CONFIG
             elif not servers:
-                status, message = DeploymentStatus.UNKNOWN, api.MESSAGE_DEPLOYMENT_WAITING
+                status, message = DeploymentStatus.UNKNOWN, protocol.MESSAGE_DEPLOYMENT_WAITING
             elif all(v == "Done" for v in servers.values()):
-                status, message = DeploymentStatus.SUCCESS, api.MESSAGE_DEPLOYMENT_SUCCESS
+                status, message = DeploymentStatus.SUCCESS, protocol.MESSAGE_DEPLOYMENT_SUCCESS
             elif any(v == "Error" for v in servers.values()):
-                status, message = DeploymentStatus.ERROR, api.MESSAGE_DEPLOYMENT_FAILED
+                status, message = DeploymentStatus.ERROR, protocol.MESSAGE_DEPLOYMENT_FAILED
             else:
-                status, message = DeploymentStatus.RUNNING, api.MESSAGE_DEPLOYMENT_RUNNING
+                status, message = DeploymentStatus.RUNNING, protocol.MESSAGE_DEPLOYMENT_RUNNING
             return {
                 "config_id": self.config_id,
                 "status": status.value,
@@ -488,7 +488,7 @@ class SimulatedDaqCore:
 
         ``request`` holds the request model's fields; an absent field is ``None``. The
         server fills absent fields with null and ``int()``s the integer ones, so a
-        partial config is refused (:data:`api.MESSAGE_PARTIAL_CONFIG`) unless
+        partial config is refused (:data:`protocol.MESSAGE_PARTIAL_CONFIG`) unless
         ``accept_partial_config`` (mid-2023 servers: given fields replace the current
         ones, ``module_positions`` whole). Other fields are stored as given, null
         included; a value that is not JSON serializable is refused as the server's
@@ -500,12 +500,12 @@ class SimulatedDaqCore:
         with self._cond:
             current = self.config or {}
         if self.settings.accept_partial_config:
-            merged = {key: request.get(key) if request.get(key) is not None else current.get(key) for key in api.CONFIG_FIELDS}
+            merged = {key: request.get(key) if request.get(key) is not None else current.get(key) for key in protocol.CONFIG_FIELDS}
         else:
-            merged = {key: request.get(key) for key in api.CONFIG_FIELDS}
-        for key in api.INTEGER_CONFIG_FIELDS:
+            merged = {key: request.get(key) for key in protocol.CONFIG_FIELDS}
+        for key in protocol.INTEGER_CONFIG_FIELDS:
             if merged[key] is None:
-                raise SimRefusal(api.MESSAGE_PARTIAL_CONFIG)
+                raise SimRefusal(protocol.MESSAGE_PARTIAL_CONFIG)
             merged[key] = int(merged[key])
         try:
             json.dumps(merged)
@@ -609,7 +609,7 @@ class SimulatedDaqCore:
         check_output_path(output_file)
         folder = os.path.dirname(output_file)
         if not os.path.exists(folder):
-            raise SimRefusal(api.MESSAGE_FOLDER_MISSING.format(folder=folder))
+            raise SimRefusal(protocol.MESSAGE_FOLDER_MISSING.format(folder=folder))
 
     def start_write(self, output_file: str, n_images: int, run_id: Optional[int] = None) -> dict:
         """Start an acquisition (``write_async``); returns the writer status once it is WRITING.
@@ -638,14 +638,14 @@ class SimulatedDaqCore:
             self.check_output_file(output_file)
             with self._cond:
                 if self._writer_state != WriterState.READY:
-                    raise SimRefusal(api.MESSAGE_BUSY.format(status=self._status_repr()))
+                    raise SimRefusal(protocol.MESSAGE_BUSY.format(status=self._status_repr()))
                 has_earlier = self._acquisition is not None
-            if n_images > api.MAX_WRITER_N_IMAGES:
+            if n_images > protocol.MAX_WRITER_N_IMAGES:
                 self._wait_for_state(WriterState.WRITING)  # the writer never starts
-                self._give_up(api.MESSAGE_CANNOT_REACH_WRITING)
+                self._give_up(protocol.MESSAGE_CANNOT_REACH_WRITING)
             error = None
-            if config["bit_depth"] not in api.BIT_DEPTHS:
-                error = api.MESSAGE_UNSUPPORTED_BIT_DEPTH.format(bit_depth=config["bit_depth"])
+            if config["bit_depth"] not in protocol.BIT_DEPTHS:
+                error = protocol.MESSAGE_UNSUPPORTED_BIT_DEPTH.format(bit_depth=config["bit_depth"])
             else:
                 error = _image_size_error(config)
             try:
@@ -671,7 +671,7 @@ class SimulatedDaqCore:
                 self._publish_status()
             try:
                 if not self._wait_for_state(WriterState.WRITING):
-                    self._give_up(api.MESSAGE_CANNOT_REACH_WRITING)
+                    self._give_up(protocol.MESSAGE_CANNOT_REACH_WRITING)
             finally:
                 job.go.set()  # images flow (or the abandoned writer thread sees its token gone)
             return self.status()
@@ -680,7 +680,7 @@ class SimulatedDaqCore:
         if not has_earlier:
             # Nothing in the status changes: the driver waits for WRITING until it gives up.
             self._wait_for_state(WriterState.WRITING)
-            self._give_up(api.MESSAGE_CANNOT_REACH_WRITING)
+            self._give_up(protocol.MESSAGE_CANNOT_REACH_WRITING)
         # The writer's error lands on the acquisition the driver knows, the earlier one;
         # the driver's next poll sees it FAILED and passes its message on.
         self._sleep(self.settings.driver_poll_s)
@@ -688,11 +688,11 @@ class SimulatedDaqCore:
             acquisition = self._acquisition
             if acquisition is not None:
                 acquisition["state"] = AcquisitionState.FAILED.value
-                acquisition["message"] = api.MESSAGE_CANNOT_CREATE_FILE
+                acquisition["message"] = protocol.MESSAGE_CANNOT_CREATE_FILE
                 now = time.time()
                 acquisition["stats"]["stop_time"] = acquisition["stats"]["start_time"] = now
                 self._publish_status()
-        raise SimRefusal(api.MESSAGE_CANNOT_CREATE_FILE)
+        raise SimRefusal(protocol.MESSAGE_CANNOT_CREATE_FILE)
 
     def wait_while_writing(self, timeout: float) -> bool:
         """Block until the writer leaves WRITING (``write_sync``); False after ``timeout`` seconds.
@@ -740,7 +740,7 @@ class SimulatedDaqCore:
                     self._writer_state = WriterState.READY
                     self._publish_status()
             if not self._wait_for_state(WriterState.READY):
-                self._give_up(api.MESSAGE_CANNOT_REACH_READY)
+                self._give_up(protocol.MESSAGE_CANNOT_REACH_READY)
             return self.status()
 
     def _wait_for_state(self, target: WriterState) -> bool:
@@ -802,7 +802,7 @@ class SimulatedDaqCore:
                     if self._token != job.token:
                         return
                     outcome = (
-                        (AcquisitionState.FINISHED, api.MESSAGE_INTERRUPTED)
+                        (AcquisitionState.FINISHED, protocol.MESSAGE_INTERRUPTED)
                         if self._stop_requested
                         else (AcquisitionState.FAILED, job.error)
                     )
@@ -816,7 +816,7 @@ class SimulatedDaqCore:
                     if self._token != job.token:
                         return  # lost or reset; the status already says so
                     if self._stop_requested:
-                        outcome = (AcquisitionState.FINISHED, api.MESSAGE_INTERRUPTED)
+                        outcome = (AcquisitionState.FINISHED, protocol.MESSAGE_INTERRUPTED)
                         break
                     now = time.monotonic()
                     if self._stall_until > now:
@@ -851,7 +851,7 @@ class SimulatedDaqCore:
                         self._publish_status()
                         last_publish = time.monotonic()
             if outcome is None:
-                outcome = (AcquisitionState.FINISHED, api.MESSAGE_COMPLETED)
+                outcome = (AcquisitionState.FINISHED, protocol.MESSAGE_COMPLETED)
         finally:
             writer.close()
             if outcome is not None:

@@ -16,7 +16,7 @@ import h5py
 import pytest
 import redis
 
-from daq_runner import api
+from daq_runner import protocol
 from daq_runner.sim import SimSettings, SimulatedDaq
 
 from ..conftest import wait_until
@@ -97,7 +97,7 @@ def test_cannot_reach_writing_when_file_cannot_be_created_on_writer_without_acqu
     (tmp_path / "taken.h5").mkdir()  # a folder where the file should go: the writer cannot create it
     began = time.monotonic()
     reply = post(quick_driver, "/writer/write_async", {"output_file": str(tmp_path / "taken.h5"), "n_images": 3})
-    assert api.MESSAGE_CANNOT_REACH_WRITING == refused(reply)
+    assert protocol.MESSAGE_CANNOT_REACH_WRITING == refused(reply)
     assert time.monotonic() - began >= 0.5
     assert {"state": "UNKNOWN", "acquisition": None} == status(quick_driver)
 
@@ -111,7 +111,7 @@ def test_config_change_under_running_acquisition_then_stop_cannot_reach_ready(qu
     wait_until(lambda: status(quick_driver)["state"] == "UNKNOWN")
     began = time.monotonic()
     message = refused(post(quick_driver, "/writer/stop", {}))
-    assert (api.MESSAGE_CANNOT_REACH_READY, True) == (message, time.monotonic() - began >= 0.5)
+    assert (protocol.MESSAGE_CANNOT_REACH_READY, True) == (message, time.monotonic() - began >= 0.5)
     assert {"state": "UNKNOWN", "acquisition": None} == status(quick_driver)
 
 
@@ -121,7 +121,7 @@ def test_a_further_stop_after_cannot_reach_ready_makes_the_writer_ready(quick_dr
     faults(quick_driver, stall_s=30)
     ok(post(quick_driver, "/writer/write_async", {"output_file": str(tmp_path / "a.h5"), "n_images": 10}))
     faults(quick_driver, writer_state="UNKNOWN")  # a writer restart under the acquisition
-    assert api.MESSAGE_CANNOT_REACH_READY == refused(post(quick_driver, "/writer/stop", {}))
+    assert protocol.MESSAGE_CANNOT_REACH_READY == refused(post(quick_driver, "/writer/stop", {}))
     envelope = ok(post(quick_driver, "/writer/stop", {}))
     assert ("Writing stopped.", {"state": "READY", "acquisition": None}) == (envelope["message"], envelope["writer"])
     ok(post(quick_driver, "/sim/reset", {}))

@@ -19,7 +19,7 @@ import redis
 from std_daq_client.client import StdDaqAdminException as OriginalAdminException
 from std_daq_client.client import StdDaqClient as OriginalClient
 
-from daq_runner import api
+from daq_runner import protocol
 from daq_runner.sim.daq import DEFAULT_CONFIG
 
 from ..conftest import script, stream_entries, wait_until
@@ -36,12 +36,12 @@ def test_original_readme_calls_see_what_the_real_server_answers(fresh_sim, tmp_p
     assert DEFAULT_CONFIG["detector_name"] == client.get_config()["detector_name"]
     with pytest.raises(OriginalAdminException) as refusal:
         client.set_config(daq_config={"bit_depth": 16, "writer_user_id": 0})
-    assert api.MESSAGE_PARTIAL_CONFIG == str(refusal.value)
+    assert protocol.MESSAGE_PARTIAL_CONFIG == str(refusal.value)
     assert {} == client.get_logs(n_last_logs=5)  # rest_v2 sends a dict; the original passes it through
     assert {"detector", "writer"} == set(client.get_stats())
     assert "SUCCESS" == client.get_deployment_status()["status"]
     out = str(tmp_path / "output.h5")
-    with pytest.raises(OriginalAdminException, match=api.MESSAGE_BUSY_PREFIX):
+    with pytest.raises(OriginalAdminException, match=protocol.MESSAGE_BUSY_PREFIX):
         client.start_writer_async({"output_file": out, "n_images": 10})
     assert "READY" == client.stop_writer()["state"]
     assert "WRITING" == client.start_writer_async({"output_file": out, "n_images": 10})["state"]
@@ -138,7 +138,7 @@ def test_write_refused_while_writing(orig, daq_sim, tmp_path):
     with pytest.raises(OriginalAdminException) as refusal:
         orig.start_writer_async({"output_file": str(tmp_path / "b.h5"), "n_images": 1})
     message = str(refusal.value)
-    assert message.startswith(api.MESSAGE_BUSY_PREFIX + ":\n {'state': 'WRITING', 'acquisition': {") and "'run_id': 11" in message
+    assert message.startswith(protocol.MESSAGE_BUSY_PREFIX + ":\n {'state': 'WRITING', 'acquisition': {") and "'run_id': 11" in message
     orig.stop_writer()
 
 
@@ -176,7 +176,7 @@ def test_fault_writer_unknown_loses_the_running_acquisition(orig, quick_driver, 
     lost = orig.get_status()
     assert ("UNKNOWN", 4) == (lost["state"], lost["acquisition"]["info"]["run_id"])
     assert lost["acquisition"]["state"] in ("WAITING_IMAGES", "ACQUIRING_IMAGES")
-    with pytest.raises(OriginalAdminException, match=api.MESSAGE_BUSY_PREFIX):
+    with pytest.raises(OriginalAdminException, match=protocol.MESSAGE_BUSY_PREFIX):
         orig.start_writer_async({"output_file": str(tmp_path / "v.h5"), "n_images": 1})
     with pytest.raises(OriginalAdminException, match="Cannot reach READY"):
         orig.stop_writer()
@@ -269,7 +269,7 @@ def test_write_sync_limit(daq_sim, tmp_path):
     daq_sim.core.settings.sync_limit_s = 0.3
     daq_sim.core.settings.frame_rate = 20
     message = refused(post(daq_sim, "/writer/write_sync", {"output_file": str(tmp_path / "l.h5"), "n_images": 100}))
-    assert api.MESSAGE_SYNC_LIMIT.format(limit="0.3") == message
+    assert protocol.MESSAGE_SYNC_LIMIT.format(limit="0.3") == message
     assert "WRITING" == status(daq_sim)["state"]
     ok(post(daq_sim, "/writer/stop", {}))
 
@@ -321,7 +321,7 @@ def test_restart_on_the_same_redis_comes_up_unknown_with_its_logs(tmp_path):
             assert {"state": "UNKNOWN", "acquisition": None} == client.get_status()
             assert [7] == [log["info"]["run_id"] for log in client.get_logs(5).values()]
             assert all(log["reports"] is None for log in client.get_logs(5).values())
-            with pytest.raises(OriginalAdminException, match=api.MESSAGE_BUSY_PREFIX):
+            with pytest.raises(OriginalAdminException, match=protocol.MESSAGE_BUSY_PREFIX):
                 client.start_writer_async({"output_file": str(tmp_path / "b.h5"), "n_images": 3})
             assert "READY" == client.stop_writer()["state"]
         with SimulatedDaq(redis_url=server.url, settings=SimSettings(start_state="READY")) as third:
@@ -331,7 +331,7 @@ def test_restart_on_the_same_redis_comes_up_unknown_with_its_logs(tmp_path):
 def test_openapi_document(daq_sim):
     """The REST API documents itself."""
     paths = get(daq_sim, "/openapi.json").json()["paths"]
-    assert {e.path for e in api.ENDPOINTS} <= set(paths)
+    assert {e.path for e in protocol.ENDPOINTS} <= set(paths)
 
 
 def _start_daq_sim(*args):
@@ -436,7 +436,7 @@ def test_requests_against_a_never_configured_daq(tmp_path):
     from daq_runner.sim import SimSettings, SimulatedDaq
 
     with SimulatedDaq(settings=SimSettings(start_configured=False, start_state="READY")) as sim:
-        assert api.MESSAGE_PARTIAL_CONFIG == refused(post(sim, "/daq/config", {"bit_depth": 16}))
+        assert protocol.MESSAGE_PARTIAL_CONFIG == refused(post(sim, "/daq/config", {"bit_depth": 16}))
         ok(post(sim, "/daq/config", DEFAULT_CONFIG))
         assert DEFAULT_CONFIG == ok(get(sim, "/daq/config"))["config"]
         wait_until(lambda: len(ok(get(sim, "/daq/deployment"))["deployment"]["servers"]) == 2)
@@ -455,6 +455,6 @@ def test_daq_sim_with_a_long_deploy_delay_is_ready_at_once_with_its_config_deplo
         config = client.get_config()
         client.set_config({**config, "bit_depth": 8 if config["bit_depth"] != 8 else 16})
         deployment = client.get_deployment_status()
-        assert ("UNKNOWN", api.MESSAGE_DEPLOYMENT_WAITING) == (deployment["status"], deployment["message"])
+        assert ("UNKNOWN", protocol.MESSAGE_DEPLOYMENT_WAITING) == (deployment["status"], deployment["message"])
     finally:
         assert 0 == _stop(proc)

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daq_runner import _redis, _text, api
+from daq_runner import _redis, _text, protocol
 from daq_runner.exceptions import DaqProtocolError
 
 # -- Redis stream entries --------------------------------------------------------------------
@@ -35,7 +35,7 @@ ACQUISITION = {"info": {"n_images": 1, "output_file": "/a.h5", "run_id": 1}, "me
 def test_stream_entry_of_the_wrong_shape_names_the_stream(stream, value, text):
     """A decoded stream entry of the wrong shape is a DaqProtocolError naming the stream and entry id."""
     with pytest.raises(DaqProtocolError) as info:
-        api.check_stream_entry(stream, value, entry_id="17-0")
+        protocol.check_stream_entry(stream, value, entry_id="17-0")
     assert f"Redis stream {stream!r} entry 17-0" in str(info.value) and text in str(info.value)
 
 
@@ -51,28 +51,28 @@ def test_stream_entry_of_the_wrong_shape_names_the_stream(stream, value, text):
 )
 def test_stream_entries_real_servers_write_are_accepted(stream, value):
     """Entries as the real server writes them pass unchanged."""
-    assert value is api.check_stream_entry(stream, value)
+    assert value is protocol.check_stream_entry(stream, value)
 
 
 def test_stream_names_are_configurable():
     """The check follows the deployment's stream names (the README's daq:writer_status)."""
-    names = api.StreamNames(status="daq:writer_status")
+    names = protocol.StreamNames(status="daq:writer_status")
     with pytest.raises(DaqProtocolError, match="entry.state must be a string"):
-        api.check_stream_entry("daq:writer_status", {"state": None}, names)
+        protocol.check_stream_entry("daq:writer_status", {"state": None}, names)
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(), lambda children: st.lists(children) | st.dictionaries(st.text(), children), max_leaves=20))
 def test_checks_raise_only_protocol_errors_for_any_json(value):
     """Whatever JSON arrives, a check either accepts it or raises DaqProtocolError (never TypeError & co.)."""
-    for check in (api.check_writer_status, api.check_config, api.check_deployment, api.check_stats, api.check_logs, api.check_log_record):
+    for check in (protocol.check_writer_status, protocol.check_config, protocol.check_deployment, protocol.check_stats, protocol.check_logs, protocol.check_log_record):
         try:
             check(value, "test")
         except DaqProtocolError as exc:
             assert 1 == len(str(exc).splitlines())
     for stream in ("daq:status", "daq:log", "daq:stat", "daq:config"):
         try:
-            api.check_stream_entry(stream, value)
+            protocol.check_stream_entry(stream, value)
         except DaqProtocolError:
             pass
 
@@ -82,21 +82,21 @@ def test_checks_raise_only_protocol_errors_for_any_json(value):
 
 def test_config_changes_are_normalized():
     """Integer fields given as numeric strings become ints (the server converts them too)."""
-    assert {"bit_depth": 32, "writer_user_id": -1} == api.check_config_changes({"bit_depth": "32", "writer_user_id": "-1"})
+    assert {"bit_depth": 32, "writer_user_id": -1} == protocol.check_config_changes({"bit_depth": "32", "writer_user_id": "-1"})
 
 
 def test_merge_keeps_unchanged_fields_exactly():
     """The whole config goes back as read, with only the changes applied (module_positions untouched)."""
     current = {"bit_depth": 16, "module_positions": {"0": [0, 255, 255, 0]}, "submodule_info": {}}
-    merged = api.merge_config(current, {"bit_depth": 8})
+    merged = protocol.merge_config(current, {"bit_depth": 8})
     assert {"bit_depth": 8, "module_positions": {"0": [0, 255, 255, 0]}, "submodule_info": {}} == merged
     merged["module_positions"]["0"].append(9)
     assert [0, 255, 255, 0] == current["module_positions"]["0"], "a copy, not the caller's objects"
 
 
 def test_config_differences_compare_integers_as_numbers():
-    assert [] == api.config_differences({"bit_depth": "16"}, {"bit_depth": 16})
-    assert ["bit_depth is None, not 16"] == api.config_differences({}, {"bit_depth": 16})
+    assert [] == protocol.config_differences({"bit_depth": "16"}, {"bit_depth": 16})
+    assert ["bit_depth is None, not 16"] == protocol.config_differences({}, {"bit_depth": 16})
 
 
 # -- Redis helpers ---------------------------------------------------------------------------
@@ -211,6 +211,6 @@ def test_protocol_error_quotes_keys_from_the_wire():
     """A hostile server name (newline, escape) cannot break the one-line message."""
     deployment = {"status": "SUCCESS", "servers": {"evil\n\x1b[2Jhost": 5}}
     with pytest.raises(DaqProtocolError) as info:
-        api.check_deployment(deployment, "GET http://daq/daq/deployment")
+        protocol.check_deployment(deployment, "GET http://daq/daq/deployment")
     message = str(info.value)
     assert "\n" not in message and "\x1b" not in message and "must be a string, not a number" in message

@@ -1,7 +1,7 @@
-"""The Standard DAQ's interface, written down once.
+"""The wire protocol of the rest_v2 Standard DAQ (REST API and Redis streams), written down once.
 
-Endpoints, stream names, states and the shapes of the status, config, stats, log and
-deployment objects. The client, the simulator, the runner and the tests all import
+Endpoints, stream names, states, the server's messages and the shapes of the status, config,
+stats, log and deployment objects. The client, the simulator, the runner and the tests all import
 them from here, so that a path or a field name can never differ between them.
 """
 
@@ -39,7 +39,7 @@ __all__ = [
     "MESSAGE_COMPLETED",
     "MESSAGE_INTERRUPTED",
     "WriterStatus",
-    "Acquisition",
+    "AcquisitionRecord",
     "DaqConfig",
     "DaqStats",
     "Deployment",
@@ -248,7 +248,7 @@ class AcquisitionStats(TypedDict):
     stop_time: Optional[float]
 
 
-class Acquisition(TypedDict):
+class AcquisitionRecord(TypedDict):
     info: AcquisitionInfo
     message: str
     state: str
@@ -256,7 +256,7 @@ class Acquisition(TypedDict):
 
 
 class WriterStatus(TypedDict):
-    acquisition: Optional[Acquisition]
+    acquisition: Optional[AcquisitionRecord]
     state: str
 
 
@@ -299,7 +299,7 @@ def _stream_id_key(stream_id: str) -> tuple:
         return (0, 0)
 
 
-def logs_as_list(logs: Any) -> List[Acquisition]:
+def logs_as_list(logs: Any) -> List[AcquisitionRecord]:
     """Acquisition logs as a list, newest first.
 
     The seed README documents a list (already newest first); the deployed rest_v2 server
@@ -410,7 +410,7 @@ def _field(obj: dict, key: str, kinds: tuple, expected: str, source: str, path: 
 _NUMBER = (int, float)
 
 
-def check_acquisition(value: Any, source: str, path: str = "acquisition", *, nullable: bool = True) -> Optional[Acquisition]:
+def check_acquisition(value: Any, source: str, path: str = "acquisition", *, nullable: bool = True) -> Optional[AcquisitionRecord]:
     """An acquisition object (null before the first acquisition, or with null fields)."""
     acquisition = _object(value, source, path, nullable=nullable)
     if acquisition is None:
@@ -491,15 +491,15 @@ def check_stats(value: Any, source: str = "stats", path: str = "stats") -> Optio
     return stats  # type: ignore[return-value]
 
 
-def check_log_record(value: Any, source: str = "logs", path: str = "log record") -> Acquisition:
+def check_log_record(value: Any, source: str = "logs", path: str = "log record") -> AcquisitionRecord:
     """One acquisition log record (an acquisition object, never null)."""
     record = check_acquisition(value, source, path, nullable=False)
     assert record is not None
     return record
 
 
-def check_logs(value: Any, source: str = "logs", path: str = "logs") -> List[Acquisition]:
-    """Acquisition logs as a list, newest first, from a list, rest_v2's dict or null."""
+def check_logs(value: Any, source: str = "logs", path: str = "logs") -> List[AcquisitionRecord]:
+    """Acquisition logs as a list, newest first. from a list, rest_v2's dict or null."""
     if value is not None and not isinstance(value, (list, dict)):
         raise _protocol_error(source, path, "a list or an object", value)
     if isinstance(value, dict):

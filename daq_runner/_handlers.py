@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, List, Optional
 
-from . import api, events
+from . import protocol, events
 from ._acquisitions import Acquisition
 from ._context import READY, UNKNOWN, RunContext, StepFailed
 from ._deadline import current
@@ -113,7 +113,7 @@ def check(ctx: RunContext, step: CheckStep, result: dict, attempt: int) -> None:
     if step.min_detector_rate is not None or step.min_writer_rate is not None:
         stats = client.get_stats() or {}
         detector = float(((stats.get("detector") or {}).get("images_per_second")) or 0.0)
-        writer = api.writer_rate(stats)
+        writer = protocol.writer_rate(stats)
         observed.update(detector_rate=detector, writer_rate=writer)
         if step.min_detector_rate is not None and detector < step.min_detector_rate:
             problems.append(f"detector sends {detector:g} images/s, expected at least {step.min_detector_rate:g}")

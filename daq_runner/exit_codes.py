@@ -1,0 +1,77 @@
+"""The exit codes of every command of daq-runner, one enum per tool, written down once.
+
+The README's tables, the ``--help`` epilogues and the tools themselves take them from here.
+Codes that mean the same thing have the same number in every tool (2 is always bad usage, 3 a
+DAQ that cannot be reached, 130 an interruption by Ctrl-C).
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import Dict
+
+__all__ = ["ExitCode", "RunExit", "StdCliExit", "SimExit", "ShowExit", "SIGNAL_EXITS", "signal_exit"]
+
+
+class ExitCode(IntEnum):
+    """An exit code and what it means (``meaning``: lower case, no final period)."""
+
+    meaning: str
+
+    def __new__(cls, value: int, meaning: str = "") -> "ExitCode":
+        member = int.__new__(cls, value)
+        member._value_ = value
+        member.meaning = meaning
+        return member
+
+    @classmethod
+    def describe(cls) -> str:
+        """``0 every step passed; 1 ...``: for ``--help`` epilogues."""
+        return "; ".join(f"{code.value} {code.meaning}" for code in cls)
+
+
+class RunExit(ExitCode):
+    """``daq-run``."""
+
+    PASSED = 0, "every step passed"
+    FAILED = 1, "a step failed, or the report could not be written completely"
+    USAGE = 2, "invalid batch file or usage, or a report that could not be written where it would go"
+    UNREACHABLE = 3, "the DAQ was unreachable before the first step or beyond --max-outage, or what answers is not a Standard DAQ"
+    LOCKED = 4, "another runner holds the DAQ's lock, the lock could not be taken, or it was lost"
+    SIGINT = 130, "interrupted by SIGINT (Ctrl-C)"
+    SIGTERM = 143, "interrupted by SIGTERM or SIGHUP"
+
+
+class StdCliExit(ExitCode):
+    """The nine ``std_cli_*`` tools."""
+
+    OK = 0, "success"
+    DAQ = 1, "the DAQ refused or answered wrongly, a deployment failed, or the acquisition FAILED"
+    USAGE = 2, "bad usage, a URL that is not http(s), or an unreadable or invalid config file"
+    UNREACHABLE = 3, "the DAQ unreachable, not done within --timeout, or the reply to a write start or a config lost"
+    INTERRUPTED = 130, "interrupted"
+
+
+class SimExit(ExitCode):
+    """``daq-sim``."""
+
+    STOPPED = 0, "stopped by Ctrl-C or SIGTERM"
+    START_FAILED = 1, "could not start (port in use, a server that dies at start)"
+    USAGE = 2, "bad usage or config file, or the sim extra or a Redis-compatible server missing"
+
+
+class ShowExit(ExitCode):
+    """``daq-run show``."""
+
+    SHOWN = 0, "the report was shown (or the page written)"
+    WRITE_FAILED = 1, "the page could not be written"
+    USAGE = 2, "not a report, unreadable, or bad usage"
+
+
+SIGNAL_EXITS: Dict[str, RunExit] = {"SIGINT": RunExit.SIGINT, "SIGTERM": RunExit.SIGTERM, "SIGHUP": RunExit.SIGTERM}
+"""The exit of a run ended by a signal, by the signal's name (SIGHUP counts as SIGTERM)."""
+
+
+def signal_exit(name: str) -> RunExit:
+    """The exit code of a run ended by the signal ``name`` (an unknown name counts as SIGINT)."""
+    return SIGNAL_EXITS.get(name, RunExit.SIGINT)
