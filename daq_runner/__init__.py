@@ -34,8 +34,12 @@ __all__ = [
     "DaqProtocolError",
     "DeploymentError",
     "BatchValidationError",
+    "StepFailed",
     "LockError",
     "LockHeldError",
+    # the DAQ seam and its generations
+    "Daq",
+    "RestV2Daq",
     # batches, runner, reports
     "Batch",
     "Step",
@@ -48,6 +52,8 @@ __all__ = [
     "load_batch_text",
     "Runner",
     "RunReport",
+    "StepRecord",
+    "StepStatus",
     "Event",
     "JsonReportFile",
     "JUnitFile",
@@ -69,6 +75,10 @@ _WHERE = {
     "JsonReportFile": ".report",
     "JUnitFile": ".report",
     "Event": ".events",
+    "StepRecord": ".record",
+    "StepStatus": ".record",
+    "Daq": ".daq",
+    "RestV2Daq": ".rest_v2",
 }
 
 

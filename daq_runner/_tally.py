@@ -4,224 +4,44 @@
 with the number of steps: the run's identity (head), its status and reason, the steps by
 status, the images, bytes and files written, the first notices and the last ones, the
 pre-run recoveries. The JSON report, the JUnit file, the console view and the quiet summary
-all count with it, so they never disagree.
-
-Also here: :func:`iso` (the one timestamp format of reports) and :func:`step_json` (a step
-record as a report holds it).
+all count with it, so they never disagree. What one step did is its
+:class:`~daq_runner.record.StepRecord`, which the ``step_finished`` event carries.
 """
 
 from __future__ import annotations
 
 import getpass
-import math
 import os
 import platform
-import queue
-import re
 import socket
-import stat
-import threading
-from datetime import datetime, timezone
-from typing import Any, Dict, List, NamedTuple, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 from . import events
 from ._version import __version__
+from .record import StepRecord, StepStatus, iso
 
 __all__ = [
     "Tally",
-    "StepDone",
     "Bounded",
-    "iso",
-    "parse_iso",
-    "step_json",
-    "file_entry",
-    "images_written",
     "describe_counts",
     "format_seconds",
     "format_bytes",
+    "step_record",
+    "SUMMARY_KEYS",
 ]
 
 SUMMARY_KEYS = events.STEP_STATUSES
-PROBLEMS = ("failed", "interrupted")
 
 
-def iso(ts: Any) -> Optional[str]:
-    """Unix time (s) as ISO 8601 UTC with milliseconds (``2026-11-29T18:44:55.123Z``).
-
-    A string is passed through (a record already converted, e.g. kept from an earlier
-    run); anything else that is not a finite number gives ``None``.
-    """
-    if isinstance(ts, str):
-        return ts
-    if isinstance(ts, bool) or not isinstance(ts, (int, float)) or not math.isfinite(ts):
-        return None
-    try:
-        moment = datetime.fromtimestamp(ts, tz=timezone.utc)
-    except (OverflowError, OSError, ValueError):
-        return None
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-
-
-_OFFSET = re.compile(r"([+-]\d\d)(\d\d)$")
-
-
-def parse_iso(text: Any) -> Optional[float]:
-    """Unix time of an ISO 8601 timestamp (``Z``, ``+01:00`` or ``+0100``); a number is kept; else ``None``."""
-    if isinstance(text, (int, float)) and not isinstance(text, bool):
-        return float(text) if math.isfinite(text) else None
-    if not isinstance(text, str) or not text:
-        return None
-    value = text.strip()
-    if value.endswith(("Z", "z")):
-        value = value[:-1] + "+00:00"
-    value = _OFFSET.sub(r"\1:\2", value)  # Python 3.10 wants the colon
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.timestamp()
-
-
-def _at_iso(items: Any) -> Any:
-    """A list of dicts with an ``at`` (failed attempts, recoveries), ``at`` as ISO text."""
-    if not isinstance(items, list):
-        return items
-    return [{**item, "at": iso(item.get("at"))} if isinstance(item, dict) and "at" in item else item for item in items]
-
-
-def step_json(record: Dict[str, Any]) -> Dict[str, Any]:
-    """A step record as reports hold it: a copy with ISO 8601 UTC times and ``run_id`` as a string.
-
-    Records that are already in that form (kept from an earlier run) come out unchanged.
-    """
-    out = dict(record)
-    for key in ("started_at", "finished_at"):
-        if key in out:
-            out[key] = iso(out[key])
-    if out.get("run_id") is not None:
-        out["run_id"] = str(out["run_id"])
-    for key in ("failed_attempts", "recoveries"):
-        if key in out:
-            out[key] = _at_iso(out[key])
-    for key in ("acquisition", "daq_log"):
-        if isinstance(out.get(key), dict):
-            out[key] = _acquisition_json(out[key])
-    return out
-
-
-def _acquisition_json(acquisition: Dict[str, Any]) -> Dict[str, Any]:
-    """The DAQ's acquisition record as reports hold it: its ``run_id`` as a string (a nanosecond
-    integer is above 2**53: a JavaScript viewer would round it) and its times as ISO 8601 UTC."""
-    out = dict(acquisition)
-    info, stats = out.get("info"), out.get("stats")
-    if isinstance(info, dict) and isinstance(info.get("run_id"), int) and not isinstance(info.get("run_id"), bool):
-        out["info"] = {**info, "run_id": str(info["run_id"])}
-    if isinstance(stats, dict):
-        out["stats"] = {
-            k: (iso(v) if k in ("start_time", "stop_time") and isinstance(v, (int, float)) and v > 0 else v) for k, v in stats.items()
-        }
-    return out
-
-
-def images_written(record: Dict[str, Any]) -> Optional[int]:
-    """Images a write step wrote: its ``n_written``, else the acquisition's count, else
-    ``n_images`` for a write that passed after waiting for its end; ``None`` when unknown."""
-    for value in (record.get("n_written"), ((record.get("acquisition") or {}).get("stats") or {}).get("n_write_completed")):
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    if record.get("status") == "passed" and record.get("acquisition") and isinstance(record.get("n_images"), int):
-        return record["n_images"]
-    return None
-
-
-class _Sizes:
-    """``os.stat`` of written files, bounded in time.
-
-    The files are often on a network mount; a hung mount must not stop the run, so the
-    stat runs in a daemon thread and is given up after ``timeout`` s (size unknown). After
-    one such hang no further stat is tried in this process. The last answers are cached:
-    several consumers ask for the same file in a row.
-    """
-
-    def __init__(self, timeout: float = 1.0) -> None:
-        self.timeout = timeout
-        self._requests: "queue.Queue[Tuple[str, queue.Queue]]" = queue.Queue()
-        self._thread: Optional[threading.Thread] = None
-        self._hung = False
-        self._lock = threading.Lock()
-        self._cache: Dict[Tuple[str, Any], Optional[int]] = {}
-
-    def _work(self) -> None:
-        while True:
-            path, answer = self._requests.get()
-            try:
-                info = os.stat(path)
-                answer.put(info.st_size if stat.S_ISREG(info.st_mode) else None)
-            except (OSError, ValueError):
-                answer.put(None)
-
-    def size(self, path: str, key: Any) -> Optional[int]:
-        """Size in bytes of the regular file ``path``, or ``None`` (absent, not visible here, hung)."""
-        with self._lock:
-            if (path, key) in self._cache:
-                return self._cache[(path, key)]
-            if self._hung:
-                return None
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._work, name="daq-runner-stat", daemon=True)
-                self._thread.start()
-            answer: "queue.Queue[Optional[int]]" = queue.Queue()
-            self._requests.put((path, answer))
-            try:
-                size = answer.get(timeout=self.timeout)
-            except queue.Empty:
-                self._hung = True
-                return None
-            if len(self._cache) > 16:
-                self._cache.clear()
-            self._cache[(path, key)] = size
-            return size
-
-
-_SIZES = _Sizes()
-
-
-def file_entry(record: Dict[str, Any]) -> Optional[Dict[str, Any]]:
-    """The ``files`` entry of a write step that wrote something:
-    {path, step, n_images, size_bytes, run_id, complete}.
-
-    A write that passed wrote a complete file. Every other write whose acquisition started
-    left an incomplete one (``complete: false``), whatever ended it (FAILED, the step's
-    timeout, a signal, an abort, a lost lock, a protocol error, a writer restart): the runner
-    records ``n_written`` (possibly 0) or the acquisition's last status for every acquisition
-    it started, and not for one that provably did not start (a refused write); a started one
-    with no image counted is listed when its file is there. Reports of older runners, which
-    lack those, list an incomplete file when images were counted.
-    ``size_bytes`` comes from ``os.stat`` when the file is visible on this machine, else null.
-    """
-    if record.get("kind") != "write" or not isinstance(record.get("output_file"), str):
-        return None
-    complete = record.get("status") == "passed"
-    n_images = images_written(record)
-    path = record["output_file"]
-    run_id = record.get("run_id")
-    size = _SIZES.size(path, (run_id, record.get("finished_at")))
-    if not complete and not n_images:
-        # Started but no image counted: listed when the file is there (a writer that failed
-        # to create it, e.g. "Cannot create output file.", left none).
-        started = isinstance(record.get("n_written"), int) or isinstance(record.get("acquisition"), dict)
-        if not started or size is None:
-            return None
-    return {
-        "path": path,
-        "step": record.get("index"),
-        "n_images": n_images,
-        "size_bytes": size,
-        "run_id": None if run_id is None else str(run_id),
-        "complete": complete,
-    }
+def step_record(event: events.Event) -> StepRecord:
+    """The record a ``step_finished`` event carries (read back from its data when an older
+    runner, or a test, sent only the data)."""
+    record = getattr(event, "record", None)
+    if isinstance(record, StepRecord):
+        return record
+    record = StepRecord.from_json(event.data if isinstance(event.data, dict) else {}, event.step)
+    object.__setattr__(event, "record", record)  # once per event, whoever asks first
+    return record
 
 
 class Bounded:
@@ -253,33 +73,6 @@ class Bounded:
 
     def __len__(self) -> int:
         return len(self._head) + len(self._tail)
-
-
-class StepDone(NamedTuple):
-    """A finished step as the report holds it, and its ``files`` entry (``None`` if it wrote none)."""
-
-    record: Dict[str, Any]
-    file: Optional[Dict[str, Any]]
-
-
-_last_done: Tuple[Any, Optional[StepDone]] = (None, None)
-
-
-def _step_done(event: events.Event, data: Dict[str, Any]) -> StepDone:
-    """A ``step_finished`` event as reports hold it, made once per event.
-
-    The run report, the report file, the JUnit file and the console each follow the same
-    events with a :class:`Tally`: they share the record and its ``files`` entry (read-only)
-    instead of each copying the record and asking for the file's size.
-    """
-    global _last_done
-    last_event, done = _last_done
-    if last_event is event and done is not None:
-        return done
-    record = step_json(data)
-    done = StepDone(record, file_entry(record))
-    _last_done = (event, done)
-    return done
 
 
 def describe_counts(summary: Dict[str, int], n_steps: Optional[int] = None) -> str:
@@ -326,8 +119,8 @@ class Tally:
 
     # -- following the events ----------------------------------------------------------
 
-    def feed(self, event: events.Event) -> Optional[StepDone]:
-        """Take one event into account; for ``step_finished`` return the step as the report holds it."""
+    def feed(self, event: events.Event) -> Optional[StepRecord]:
+        """Take one event into account; for ``step_finished`` return the step's record."""
         data = event.data if isinstance(event.data, dict) else {}
         kind = event.kind
         if kind == events.RUN_STARTED:
@@ -359,24 +152,21 @@ class Tally:
             "python": data.get("python") or platform.python_version(),
         }
 
-    def _step_finished(self, event: events.Event, data: Dict[str, Any]) -> StepDone:
-        done = _step_done(event, data)
-        record, entry = done
-        status = record.get("status")
-        if status in self.summary:
-            self.summary[status] += 1
+    def _step_finished(self, event: events.Event, data: Dict[str, Any]) -> StepRecord:
+        record = step_record(event)
+        if record.status.value in self.summary:
+            self.summary[record.status.value] += 1
         self.n_finished += 1
-        index = record.get("index", event.step)
-        self.last_index = index if isinstance(index, int) else self.last_index
-        self.failed_attempts += len(record.get("failed_attempts") or [])
-        if status in PROBLEMS and self.first_problem is None:
-            name = record.get("name") or event.step_name
-            self.first_problem = f"step {index} ({name}) {status}: {record.get('error') or 'no error recorded'}"
+        self.last_index = record.index
+        self.failed_attempts += len(record.failed_attempts)
+        if self.first_problem is None:
+            self.first_problem = record.problem
+        entry = record.file_entry()
         if entry is not None:
             self.n_files += 1
             self.images += entry["n_images"] or 0
             self.bytes += entry["size_bytes"] or 0
-        return done
+        return record
 
     def _finished(self, event: events.Event, data: Dict[str, Any]) -> None:
         self.finished_at = event.time

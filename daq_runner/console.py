@@ -20,7 +20,7 @@ import time
 from typing import Any, Callable, List, Optional, TextIO
 
 from . import events
-from ._tally import Tally, format_seconds, step_json
+from ._tally import Tally, format_seconds, step_record
 from ._text import one_line
 
 __all__ = ["ConsoleView", "LogEvents", "QuietSummary", "end_line"]
@@ -324,7 +324,7 @@ class ConsoleView:
         elif kind == events.NOTICE:
             self._print(f"{prefix + ' ' if prefix else ''}note: {_clean(data.get('message'))}", "cyan")
         elif kind == events.STEP_FINISHED:
-            self._step_line(event, data, prefix)
+            self._step_line(event, prefix)
         elif kind == events.RUN_FINISHED:
             with self._lock:
                 self._current = None
@@ -336,19 +336,19 @@ class ConsoleView:
             return
         self._refresh()
 
-    def _step_line(self, event: events.Event, data: dict, prefix: str) -> None:
-        status = data.get("status")
+    def _step_line(self, event: events.Event, prefix: str) -> None:
+        record = step_record(event)
+        status = record.status.value
         with self._lock:
             if self._current is not None and self._current.index == event.step:
                 self._current = None
         if status == "skipped" and not self.verbose:
             return
-        resumed = " (passed earlier)" if data.get("resumed") else ""
-        duration = data.get("duration_s") or 0.0
-        line = f"{prefix} {_MARKS.get(status, status)} {_clean(event.step_name)}{resumed}  {format_seconds(duration)}"
+        resumed = " (passed earlier)" if record.resumed else ""
+        line = f"{prefix} {_MARKS.get(status, status)} {_clean(record.name)}{resumed}  {format_seconds(record.duration_s or 0.0)}"
         self._print(line, _STYLES.get(status, ""))
-        if data.get("error") and status != "skipped":
-            self._print(f"      {_clean(data['error'])}", _STYLES.get(status, ""))
+        if record.error and status != "skipped":
+            self._print(f"      {_clean(record.error)}", _STYLES.get(status, ""))
 
 
 def _isatty(stream: Any) -> bool:
@@ -409,7 +409,7 @@ class LogEvents:
         if event.kind == events.RUN_FINISHED and data.get("status") != "passed":
             level = "error"
         if event.kind == events.STEP_FINISHED:
-            data = step_json(data)  # ISO 8601 UTC times and string run ids, as in the report
+            data = step_record(event).to_json()  # ISO 8601 UTC times and string run ids, as in the report
         fields = {k: v for k, v in data.items() if k not in ("daq_log", "acquisition", "config", "deployment", "step", "run", "step_name")}
         getattr(self.logger, level)(event.kind, run=event.run_id, step=event.step, step_name=event.step_name, **fields)
 
@@ -431,13 +431,10 @@ class QuietSummary:
         self._more = 0
 
     def __call__(self, event: events.Event) -> None:
-        done = self.tally.feed(event)
-        if done is not None and done.record.get("status") in ("failed", "interrupted"):
+        record = self.tally.feed(event)
+        if record is not None and record.status.is_problem:
             if len(self._problems) < self.MAX_PROBLEMS:
-                record = done.record
-                self._problems.append(
-                    f"  step {_clean(record.get('index'))} {_clean(record.get('status'))}: {_clean(record.get('name'))}: {_clean(record.get('error'))}"
-                )
+                self._problems.append(f"  step {record.index} {record.status}: {_clean(record.name)}: {_clean(record.error)}")
             else:
                 self._more += 1
         elif event.kind == events.RUN_FINISHED and self.tally.status != "passed":

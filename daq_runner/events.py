@@ -29,16 +29,13 @@ older Runner does not send them):
 ``notice``
     ``message`` (the event's ``time`` and ``step`` are the notice's).
 ``step_finished``
-    the step's record: index, name, kind, params, tags, identity*, status (``passed``,
-    ``failed``, ``skipped``, ``interrupted``), attempts, started_at, finished_at (Unix time
-    or null), duration_s, error, recoveries [{reason, action, outcome, at}],
-    failed_attempts [{attempt, error, at}], resumed* (kept from an earlier run); writes
-    also run_id (a string; an older Runner sends an int), output_file, n_images,
-    n_written*, acquisition, daq_log, daq_log_reason, overwrite*; config steps config,
-    config_id*, deployment; check steps observed.
+    ``event.record`` is the step's :class:`~daq_runner.record.StepRecord` (typed: its
+    ``status``, ``error``, ``images_written``, ``problem``...); ``data`` is the same record
+    as the report holds it (:meth:`~daq_runner.record.StepRecord.to_json`: ISO 8601 UTC
+    times, run ids as strings), for consumers that want plain JSON.
 ``run_finished``
     ``status`` (passed, failed, interrupted), ``reason`` (null when passed),
-    ``daq_unreachable``.
+    ``daq_unreachable``, ``lock_lost`` (why the runner lock was lost, or null).
 """
 
 from __future__ import annotations
@@ -46,6 +43,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Optional
+
+from .record import StepRecord, StepStatus
 
 __all__ = [
     "Event",
@@ -69,11 +68,11 @@ WAITING = "waiting"  # data: what, seconds (at most; null when unknown)
 ATTEMPT_FAILED = "attempt_failed"  # data: attempt, error, will_retry
 RECOVERY = "recovery"  # data: reason, action, outcome, at
 NOTICE = "notice"  # data: message (Redis fallback, lock, retries of the client...)
-STEP_FINISHED = "step_finished"  # data: the step's report record
-RUN_FINISHED = "run_finished"  # data: status, reason, daq_unreachable
+STEP_FINISHED = "step_finished"  # record: the step's StepRecord; data: its JSON
+RUN_FINISHED = "run_finished"  # data: status, reason, daq_unreachable, lock_lost
 
-STEP_STATUSES = ("passed", "failed", "skipped", "interrupted")
-"""What a step can end as (``step_finished``'s ``status``)."""
+STEP_STATUSES = tuple(status.value for status in StepStatus)
+"""What a step can end as (:class:`~daq_runner.record.StepStatus`'s values, in the report's order)."""
 
 
 @dataclass(frozen=True)
@@ -87,6 +86,7 @@ class Event:
         step_name: that step's name.
         data: kind-specific details (JSON-compatible), see the module's docstring.
         time: Unix time of the event.
+        record: for ``step_finished``, the step's record.
     """
 
     kind: str
@@ -95,6 +95,7 @@ class Event:
     step_name: Optional[str] = None
     data: Dict[str, Any] = field(default_factory=dict)
     time: float = field(default_factory=time.time)
+    record: Optional[StepRecord] = None
 
 
 Consumer = Callable[[Event], None]

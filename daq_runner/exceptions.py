@@ -19,6 +19,7 @@ Hierarchy::
     │   │                               the wrong shape (also a Redis stream entry)
     │   └── DeploymentError             a config change that did not deploy or did not take
     ├── BatchValidationError (ValueError)  a batch file is invalid: carries file, line, column
+    ├── StepFailed                      a step's attempt failed: the message says why
     └── LockHeldError                   another runner drives this DAQ
 
 ``RuntimeError`` for transport and DAQ problems and ``StdDaqAdminException`` for refusals
@@ -50,6 +51,7 @@ __all__ = [
     "DaqProtocolError",
     "DeploymentError",
     "BatchValidationError",
+    "StepFailed",
     "LockError",
     "LockHeldError",
 ]
@@ -233,6 +235,14 @@ class BatchValidationError(DaqRunnerError, ValueError):
         if self.more:
             lines.append(f"... and {self.more} more error{'s' if self.more != 1 else ''}")
         return lines
+
+
+class StepFailed(DaqRunnerError):
+    """A step's attempt failed; the message says why (and what the DAQ said).
+
+    Raised by the DAQ seam (:mod:`daq_runner.daq`) and the step handlers; the Runner records
+    it as a failed attempt and retries the step as the batch allows.
+    """
 
 
 class LockError(DaqRunnerError):

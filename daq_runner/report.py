@@ -46,7 +46,8 @@ import uuid
 from typing import IO, Any, Dict, Iterable, Iterator, List, Optional, TextIO
 
 from . import events
-from ._tally import SUMMARY_KEYS, StepDone, Tally, iso, step_json
+from ._tally import SUMMARY_KEYS, Tally
+from .record import StepRecord, StepStatus, iso
 
 __all__ = [
     "RunReport",
@@ -57,7 +58,6 @@ __all__ = [
     "load_report",
     "check_output_path",
     "default_report_path",
-    "step_json",
     "SUMMARY_KEYS",
 ]
 
@@ -74,34 +74,37 @@ class RunReport(Tally):
     ``totals()``, ``notices``, ``recoveries``, ``started_at``...), plus:
 
     Attributes:
-        steps: the step records as the report holds them; with ``keep_steps=False`` only
-            the failed and interrupted ones (memory then stays flat in the number of steps).
-        files: the files written, [{path, step, n_images, size_bytes, run_id}].
+        steps: the steps' :class:`~daq_runner.record.StepRecord` objects (``step.status``,
+            ``step.error``...; ``step["status"]`` reads the report's key); with
+            ``keep_steps=False`` only the failed and interrupted ones (memory then stays flat in
+            the number of steps).
+        files: the files written, [{path, step, n_images, size_bytes, run_id, complete}].
     """
 
     def __init__(self, keep_steps: bool = True) -> None:
         super().__init__()
         self.keep_steps = keep_steps
-        self.steps: List[Dict[str, Any]] = []
+        self.steps: List[StepRecord] = []
         self.files: List[Dict[str, Any]] = []
 
-    def feed(self, event: events.Event) -> Optional[StepDone]:
-        done = super().feed(event)
-        if done is not None:
-            if self.keep_steps or done.record.get("status") in ("failed", "interrupted"):
-                self.steps.append(done.record)
-            if done.file is not None:
-                self.files.append(done.file)
-        return done
+    def feed(self, event: events.Event) -> Optional[StepRecord]:
+        record = super().feed(event)
+        if record is not None:
+            if self.keep_steps or record.status.is_problem:
+                self.steps.append(record)
+            entry = record.file_entry()
+            if entry is not None:
+                self.files.append(entry)
+        return record
 
     @property
-    def failed_steps(self) -> List[Dict[str, Any]]:
+    def failed_steps(self) -> List[StepRecord]:
         """The steps that failed or were interrupted."""
-        return [s for s in self.steps if s.get("status") in ("failed", "interrupted")]
+        return [s for s in self.steps if s.status.is_problem]
 
     def to_dict(self) -> Dict[str, Any]:
         """The JSON report as a dict (with ``keep_steps=False``, ``steps`` holds the problems only)."""
-        return {**self.head(), "steps": list(self.steps), "files": list(self.files), **self.tail()}
+        return {**self.head(), "steps": [s.to_json() for s in self.steps], "files": list(self.files), **self.tail()}
 
 
 class ReportRecorder:
@@ -264,13 +267,13 @@ class JsonReportFile:
             if event.kind == events.RUN_FINISHED:
                 self._finish(event)
                 return
-            done = self._tally.feed(event)
+            record = self._tally.feed(event)
             if event.kind == events.RUN_STARTED:
                 self._start()
             elif self._fd is None:
                 return
-            elif done is not None:
-                self._add_step(done)
+            elif record is not None:
+                self._add_step(record)
             elif event.kind == events.NOTICE or (event.kind == events.RECOVERY and event.step is None):
                 self._write_tail(b"")
         except (OSError, ValueError, TypeError) as exc:
@@ -290,11 +293,11 @@ class JsonReportFile:
         self._tail_at = len(head) + len(self._FILES_OPEN)
         self._end = self._size = self._tail_at + len(tail)
 
-    def _add_step(self, done: StepDone) -> None:
-        step = _encode(("," if self._n_steps else "") + "\n" + _dumps(done.record))
+    def _add_step(self, record: StepRecord) -> None:
+        step = _encode(("," if self._n_steps else "") + "\n" + _dumps(record.to_json()))
         entry = b""
-        if done.file is not None:
-            entry = _encode(("," if self._n_files else "") + "\n" + _dumps(done.file))
+        if record.file_entry() is not None:
+            entry = _encode(("," if self._n_files else "") + "\n" + _dumps(record.file_entry()))
         tail = self._tail()
         fits = self._tail_at + len(entry) + len(tail) <= self._size
         if self._steps_end + len(step) <= self._files_at and fits:
@@ -309,7 +312,7 @@ class JsonReportFile:
             self._keep(entry)
             self._n_files += 1
         self._n_steps += 1
-        self._held = done.record.get("index", self._held)
+        self._held = record.index
 
     def _keep(self, entry: bytes) -> None:
         if self._spool is None:
@@ -545,11 +548,11 @@ class JUnitFile:
 
     def __call__(self, event: events.Event) -> None:
         try:
-            done = self._tally.feed(event)
+            record = self._tally.feed(event)
             if self.error is not None:
                 return
-            if done is not None:
-                self._case(done.record, event.step_name)
+            if record is not None:
+                self._case(record)
             elif event.kind == events.RUN_FINISHED:
                 self._write()
         except (OSError, ValueError, TypeError) as exc:
@@ -558,38 +561,31 @@ class JUnitFile:
             self._cases = None
             _say(self._stream, self.error)
 
-    def _case(self, step: Dict[str, Any], step_name: Optional[str]) -> None:
+    def _case(self, step: StepRecord) -> None:
         if self._cases is None:
             self._cases = tempfile.TemporaryFile(dir=os.path.dirname(os.path.abspath(self.path)))
         suite = self._tally.batch.get("name") or "batch"
-        name = step.get("name") or step_name or "step"
-        index = step.get("index")
-        label = f"{index:04d} {name}" if isinstance(index, int) else str(name)
-        status = step.get("status")
-        classname = f"{suite}.{step.get('kind')}"
-        parts = [f'  <testcase classname={_xml_attr(classname)} name={_xml_attr(label)} time="{_seconds(step.get("duration_s"))}">']
-        tags = step.get("tags") or []
-        if tags:
+        label = f"{step.index:04d} {step.name}"
+        parts = [f'  <testcase classname={_xml_attr(f"{suite}.{step.kind}")} name={_xml_attr(label)} time="{_seconds(step.duration_s)}">']
+        if step.tags:
             parts.append("    <properties>")
-            parts += [f'      <property name="tag" value={_xml_attr(tag)}/>' for tag in tags]
+            parts += [f'      <property name="tag" value={_xml_attr(tag)}/>' for tag in step.tags]
             parts.append("    </properties>")
-        error = step.get("error")
+        error = step.error
         self._counts["tests"] += 1
-        if status == "failed":
+        if step.status is StepStatus.FAILED:
             self._counts["failures"] += 1
             parts.append(f"    <failure message={_xml_attr(error or 'failed')}>{_xml_text(error or '')}</failure>")
-        elif status == "interrupted":
+        elif step.status is StepStatus.INTERRUPTED:
             self._counts["errors"] += 1
             parts.append(f"    <error message={_xml_attr(error or 'interrupted')}>{_xml_text(error or '')}</error>")
-        elif status == "skipped" or step.get("resumed"):
+        elif step.status is StepStatus.SKIPPED or step.resumed:
             self._counts["skipped"] += 1
-            why = "passed in an earlier run (resumed)" if step.get("resumed") else (error or "not run")
+            why = "passed in an earlier run (resumed)" if step.resumed else (error or "not run")
             parts.append(f"    <skipped message={_xml_attr(why)}/>")
         # What went wrong on the way, also for a step that passed on a retry.
-        trail = [f"attempt {a.get('attempt')} failed: {a.get('error')}" for a in step.get("failed_attempts") or [] if isinstance(a, dict)]
-        trail += [
-            f"recovery ({r.get('reason')}): {r.get('action')} -> {r.get('outcome')}" for r in step.get("recoveries") or [] if isinstance(r, dict)
-        ]
+        trail = [f"attempt {a.get('attempt')} failed: {a.get('error')}" for a in step.failed_attempts]
+        trail += [f"recovery ({r.get('reason')}): {r.get('action')} -> {r.get('outcome')}" for r in step.recoveries]
         if trail:
             parts.append(f"    <system-out>{_xml_text(chr(10).join(trail))}</system-out>")
         parts.append("  </testcase>\n")

@@ -77,7 +77,7 @@ class ResumedRun:
     @classmethod
     def from_report(cls, report: Dict[str, Any]) -> "ResumedRun":
         """From a report as loaded (anything of the wrong type is left out)."""
-        from ._tally import parse_iso
+        from .record import parse_iso
 
         batch = report.get("batch") if isinstance(report.get("batch"), dict) else {}
         invocation = batch.get("invocation") if isinstance(batch.get("invocation"), str) and batch.get("invocation") else None

@@ -17,7 +17,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from ._text import one_line
 from .exit_codes import ShowExit
-from ._tally import SUMMARY_KEYS, format_bytes, format_seconds, iso, parse_iso
+from ._tally import SUMMARY_KEYS, format_bytes, format_seconds
+from .record import iso, parse_iso
 
 __all__ = ["main", "digest", "summary_text"]
 

@@ -11,7 +11,7 @@ import time
 
 import requests
 
-from daq_runner._tally import parse_iso
+from daq_runner.record import parse_iso
 
 from .conftest import REPO, batch_file, daq_run, stream_entries, writer_state
 from .standin import DaqProxy

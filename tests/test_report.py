@@ -566,10 +566,10 @@ def test_the_consumers_of_one_event_share_its_step_record(tmp_path):
     }
     event = Event(events.STEP_FINISHED, "r", 1, "w", record)
     first, second = Tally().feed(event), report_module.RunReport().feed(event)
-    assert first.record is second.record and first.file is second.file
-    assert 1234 == first.file["size_bytes"] and "7" == first.record["run_id"]
+    assert first is second and first.file_entry() is second.file_entry()
+    assert 1234 == first.file_entry()["size_bytes"] and "7" == first["run_id"]
     again = Tally().feed(Event(events.STEP_FINISHED, "r", 1, "w", dict(record)))
-    assert again.record is not first.record and again.record == first.record  # another event: its own
+    assert again is not first and again.to_json() == first.to_json()  # another event: its own
 
 
 # -- partial files: every file a write started is listed ------------------------------------------

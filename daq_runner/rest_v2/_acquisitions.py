@@ -1,4 +1,4 @@
-"""Acquisitions the runner started: started exactly once, followed to their provable end, never orphaned.
+"""rest_v2 acquisitions: started exactly once, followed to their provable end, confirmed, never orphaned.
 
 The rules (README "What an unattended run can rely on"):
 
@@ -14,9 +14,10 @@ The rules (README "What an unattended run can rely on"):
   acquisition) is confirmed over REST before it is believed: a real DAQ stores each status
   twice and the copies can interleave. A slow acknowledgement is not "vanished": the grace
   period counts from the start's reply.
-- **Owned.** Every acquisition that may be running is stopped by :meth:`Acquisitions.stop_all`
-  whatever ends the run; ``wait: false`` acquisitions are followed in the background and their
-  end is recorded on their own step.
+- **Owned.** Every acquisition that may be running is registered in the run's
+  :class:`~daq_runner.daq.Acquisitions` before its request is sent, so that whatever ends the
+  run stops it (:meth:`Tracker.stop`); ``wait: false`` acquisitions are followed in the
+  background and their end is recorded on their own step.
 """
 
 from __future__ import annotations
@@ -24,23 +25,27 @@ from __future__ import annotations
 import collections
 import os
 import time
-from typing import Any, Callable, Deque, Dict, List, Optional, Set
+from typing import TYPE_CHECKING, Any, Deque, Dict, List, Optional, Set
 
-from . import protocol
-from ._context import READY, UNKNOWN, WRITING, RunContext, StepFailed
-from ._deadline import Deadline, current, detached
-from .batch import WriteStep
-from .exceptions import DaqRunnerError, StdDaqAdminException, WriteOutcomeUnknown, WriterNeedsRestart
-from ._text import quote
-from .resume import acquisition_id, run_ids_of
-from .feed import Cursor, Tap
+from .. import protocol
+from .._deadline import Deadline, current, detached
+from .._text import quote
+from ..batch import WriteStep
+from ..daq import READY, UNKNOWN, WRITING, Acquisition, Progress
+from ..exceptions import DaqRunnerError, StdDaqAdminException, StepFailed, WriteOutcomeUnknown, WriterNeedsRestart
+from ..record import MISSING, StepRecord
+from ..resume import acquisition_id, run_ids_of
+from ._feed import Cursor, Tap
 
-__all__ = ["Acquisition", "Acquisitions", "STOP_BUDGET_S"]
+if TYPE_CHECKING:  # pragma: no cover
+    from ._daq import RestV2Daq
+
+__all__ = ["TrackedAcquisition", "Tracker", "STOP_BUDGET_S"]
 
 _FINAL = (protocol.AcquisitionState.FINISHED.value, protocol.AcquisitionState.FAILED.value)
 _LOST_REPLY_GRACE_S = 10.0  # the real server answers a write within ~5 s of its own polling
 _ACK_GRACE_S = 5.0  # after the start's reply: how long a READY writer without ours is not yet "vanished"
-_LOG_WAIT_S = 3.0
+_LOG_WAIT_S = 3.0  # for the log record of an acquisition that ended FINISHED
 _LOG_LOOKUP = 100  # logs searched for an earlier acquisition of a file the runner cannot see
 STOP_BUDGET_S = 5.0  # how long a stop of our acquisition is tried once the run must end
 _STOP_PAUSE_S = 0.1  # between attempts to stop it, doubling up to _STOP_PAUSE_MAX_S
@@ -51,11 +56,11 @@ class _NotReady(Exception):
     """A write sent because the status stream said READY was refused, and the writer is not READY."""
 
 
-class Acquisition:
-    """One acquisition this runner asked for, followed until it provably ended."""
+class TrackedAcquisition(Acquisition):
+    """One acquisition this runner asked a rest_v2 DAQ for, followed until it provably ended."""
 
     def __init__(self, step: WriteStep, run_id: int, before: Set[int]) -> None:
-        self.step = step
+        super().__init__(step)
         self.requested_run_id = run_id
         self.run_id = run_id  # what the DAQ calls it (a driver may replace ours)
         self.before = before  # run_ids of acquisitions that existed before our request: never ours
@@ -65,16 +70,15 @@ class Acquisition:
         self.seen = False  # ours read in order (stream or live REST)
         self.last: Optional[dict] = None  # our acquisition as last seen
         self.final: Optional[dict] = None  # our acquisition once provably ended
-        self.ended = False
-        self.stopped_by: Optional[int] = None  # index of the batch's stop step that ended it
-        self.record: Optional[dict] = None  # the step record, for an acquisition in the background
-        self.started = time.time()
-        self.deadline_at = time.monotonic() + step.timeout
         self.adopted_notice: Optional[str] = None
 
     @property
-    def background(self) -> bool:
-        return not self.step.wait
+    def acquisition_id(self) -> str:
+        return str(self.run_id)
+
+    @property
+    def end_known(self) -> bool:
+        return self.final is not None
 
     @property
     def n_written(self) -> int:
@@ -109,43 +113,55 @@ class Acquisition:
         return self.matches(status) and (status.get("acquisition") or {}).get("state") in _FINAL
 
 
-class Acquisitions:
-    """The acquisitions of one run: start, follow, confirm, stop."""
+class Tracker:
+    """The rest_v2 side of one run's acquisitions: start, follow, confirm, stop.
 
-    def __init__(self, ctx: RunContext) -> None:
-        self.ctx = ctx
-        self.running: List[Acquisition] = []  # started, or possibly started, and not seen to end
-        self.by_step: Dict[int, Acquisition] = {}
+    Which acquisitions may run, and which belongs to which step, is the run's
+    (:class:`~daq_runner.daq.Acquisitions`, ``daq.run.acquisitions``); this tracker keeps what
+    rest_v2 needs on top: the run_ids given per step, the files asked for, where the status
+    stream was read, which acquisitions were seen to end.
+    """
+
+    def __init__(self, daq: "RestV2Daq") -> None:
+        self.daq = daq
         self.files: Dict[str, int] = {}  # real path of every file this run asked for -> its step
         self._starts: Dict[int, int] = {}  # acquisitions started per step, for acquisition_id
         self._background_cursor: Optional[Cursor] = None
         self._seen_end: Deque[int] = collections.deque(maxlen=8)  # run_ids of acquisitions seen to end
 
+    @property
+    def run(self) -> Any:
+        return self.daq.run
+
     # -- observing ---------------------------------------------------------------------------
 
     def observe(self, status: dict) -> None:
         """Every status the feed reads: notes the end of acquisitions followed in the background."""
-        for acq in self.running:
-            if acq.background and acq.matches(status):
+        run = self.daq.run_or_none
+        if run is None:
+            return
+        for acq in run.acquisitions.running:
+            if isinstance(acq, TrackedAcquisition) and acq.background and acq.matches(status):
                 acq.seen = True
                 acq.last = status.get("acquisition")
                 if (acq.last or {}).get("state") in _FINAL:
                     acq.final = acq.last
 
-    def _note_adoption(self, acq: Acquisition) -> None:
+    def _note_adoption(self, acq: TrackedAcquisition) -> None:
         if acq.adopted_notice:
-            self.ctx.notice(acq.adopted_notice, acq.step)
+            self.run.notice(acq.adopted_notice, acq.step)
             acq.adopted_notice = None
 
     # -- starting, exactly once ----------------------------------------------------------------
 
-    def check_overwrite(self, step: WriteStep, result: dict) -> None:
+    def check_overwrite(self, step: WriteStep, record: StepRecord) -> None:
         """Refuse to write over an existing file unless allowed; never write through a symlink.
 
         Allowed without ``overwrite``: the file this step's own failed attempt left, and, when
         resuming, the file this step left in the run being resumed (see :meth:`_left_by_resumed`).
         Anything else that exists is refused.
         """
+        run = self.run
         path = step.output_file
         if os.path.islink(path):
             raise StepFailed(f"{path} is a symbolic link: the DAQ would write through it; nothing was sent")
@@ -166,28 +182,28 @@ class Acquisitions:
             where = "the DAQ's log shows an earlier acquisition of it"
         if not exists:
             return
-        earlier = self.by_step.get(step.index)
+        earlier = run.acquisitions.of_step(step.index)
         retry = earlier is not None and earlier.step.output_file == path
-        if logs is None and (retry or self.ctx.resumed is not None):
+        if logs is None and (retry or run.resumed is not None):
             logs = self._logs_of(path)  # one look at the DAQ's log serves both proofs
         if retry and self._left_by_earlier_attempt(step, logs or []):
             # This step's own earlier attempt left it (a failed or incomplete acquisition).
-            self.ctx.notice(f"replacing {path}, left by the failed attempt of this step (acquisition {earlier.run_id})", step)
+            run.notice(f"replacing {path}, left by the failed attempt of this step (acquisition {earlier.acquisition_id})", step)
             return
-        if self.ctx.resumed is not None and self._left_by_resumed(step, logs or [], local):
-            self.ctx.notice(f"replacing {path}, left by this step in the run being resumed", step)
+        if run.resumed is not None and self._left_by_resumed(step, logs or [], local):
+            run.notice(f"replacing {path}, left by this step in the run being resumed", step)
             return
-        if not (step.overwrite or self.ctx.overwrite):
+        if not (step.overwrite or run.overwrite):
             raise StepFailed(
                 f"{path}: {where} and the DAQ's writer would overwrite it; set overwrite: true on the step "
                 "(or in defaults), or run with --overwrite; nothing was sent"
             )
-        result["overwrote"] = True
-        self.ctx.notice(f"overwriting {path} ({where}; overwrite allowed)", step)
+        record.overwrote = True
+        run.notice(f"overwriting {path} ({where}; overwrite allowed)", step)
 
     def _logs_of(self, path: str) -> List[dict]:
         """The DAQ's log records of acquisitions of ``path`` among the last ones, newest first."""
-        return [r for r in self.ctx.client.get_logs(_LOG_LOOKUP) if (r.get("info") or {}).get("output_file") == path]
+        return [r for r in self.daq.client.get_logs(_LOG_LOOKUP) if (r.get("info") or {}).get("output_file") == path]
 
     def _left_by_earlier_attempt(self, step: WriteStep, logs: List[dict]) -> bool:
         """Whether nobody wrote the file of ``step`` since its failed attempt: the DAQ's
@@ -196,17 +212,17 @@ class Acquisitions:
         std_cli write between attempts)."""
         if not logs:
             return True
-        mine = set(run_ids_of(self.ctx.invocation, step.index, self._starts.get(step.index, 0)))
+        mine = set(run_ids_of(self.run.invocation, step.index, self._starts.get(step.index, 0)))
         return (logs[0].get("info") or {}).get("run_id") in mine
 
     def _left_by_resumed(self, step: WriteStep, logs: List[dict], local: bool) -> bool:
         """Whether the file of ``step`` is provably the one this step left in the run resumed."""
-        resumed = self.ctx.resumed
+        resumed = self.run.resumed
         assert resumed is not None
         logged = [(record.get("info") or {}).get("run_id") for record in logs]
         return resumed.left_the_file(step.index, step.retries, step.output_file, logged, local)
 
-    def start(self, step: WriteStep, result: dict) -> Acquisition:
+    def start(self, step: WriteStep, record: StepRecord) -> TrackedAcquisition:
         """Start the acquisition of ``step`` once; raises :class:`StepFailed` when it provably did not start.
 
         The writer must be READY. When the status stream's newest entry says so, the write
@@ -217,21 +233,18 @@ class Acquisitions:
         as when it had asked first. Otherwise (no Redis, a busy or UNKNOWN writer) it asks
         over REST and waits before sending.
         """
-        ctx = self.ctx
-        marks = ctx.feed.mark_write()
+        feed = self.daq.feed
+        marks = feed.mark_write()
         newest = marks[2]
         if self._says_ready(newest):
-            earlier = self.by_step.get(step.index)
+            earlier = self.run.acquisitions.of_step(step.index)
             try:
-                return self._start(step, result, newest, marks)
+                return self._start(step, record, newest, marks)
             except _NotReady:
                 # Not started; as if it had never been tried.
-                if earlier is None:
-                    self.by_step.pop(step.index, None)
-                else:
-                    self.by_step[step.index] = earlier
-        before = ctx.ready_for_writer(step, result)
-        return self._start(step, result, before, None)
+                self.run.acquisitions.restore(step.index, earlier)
+        before = self.daq.ready_status(step, record, "the write")
+        return self._start(step, record, before, None)
 
     def _says_ready(self, status: Optional[dict]) -> bool:
         """Whether the newest status entry suggests a READY writer.
@@ -248,33 +261,32 @@ class Acquisitions:
             return True
         return state == WRITING and protocol.acquisition_run_id(status) in self._seen_end
 
-    def _start(self, step: WriteStep, result: dict, before: dict, marks: Optional[tuple]) -> Acquisition:
-        ctx = self.ctx
-        self.check_overwrite(step, result)
+    def _start(self, step: WriteStep, record: StepRecord, before: dict, marks: Optional[tuple]) -> TrackedAcquisition:
+        run, daq = self.run, self.daq
+        self.check_overwrite(step, record)
         previous = protocol.acquisition_run_id(before)
         self._starts[step.index] = self._starts.get(step.index, 0) + 1
-        run_id = acquisition_id(ctx.invocation, step.index, self._starts[step.index])
-        acq = Acquisition(step, run_id, {previous} if previous is not None else set())
-        self.by_step[step.index] = acq
+        run_id = acquisition_id(run.invocation, step.index, self._starts[step.index])
+        acq = TrackedAcquisition(step, run_id, {previous} if previous is not None else set())
+        acq.record = record
         self.files[os.path.realpath(step.output_file)] = step.index
         request = {"output_file": step.output_file, "n_images": step.n_images, "run_id": acq.run_id}
-        result.update(run_id=str(acq.run_id), acquisition=None, daq_log=None, daq_log_reason=None)
+        record.acquisition_id, record.acquisition, record.daq_log, record.daq_log_reason = str(acq.run_id), None, None, None
         for send in (1, 2):
             # Cursors from before the request: no status of our acquisition can be missed.
-            acq.cursor, acq.log_cursor, _ = marks if send == 1 and marks is not None else ctx.feed.mark_write()
-            ctx.guard()
-            if acq not in self.running:
-                self.running.append(acq)  # from here on it may run: whatever ends the run stops it
+            acq.cursor, acq.log_cursor, _ = marks if send == 1 and marks is not None else daq.feed.mark_write()
+            run.guard()
+            run.acquisitions.started(acq)  # from here on it may run: whatever ends the run stops it
             sent = time.monotonic()
             try:
-                reply = ctx.client.start_writer_async(request)
+                reply = daq.client.start_writer_async(request)
             except WriterNeedsRestart as exc:
                 self._ended(acq)
-                ctx.reset_writer(step, result, f"the DAQ could not start the write: {exc}")
+                daq.reset_writer(step, record, f"the DAQ could not start the write: {exc}")
                 raise StepFailed(f"the DAQ refused the write: {exc} (the writer was reset)") from None
             except StdDaqAdminException:
                 self._ended(acq)
-                if marks is not None and send == 1 and ctx.feed.status().get("state") != READY:
+                if marks is not None and send == 1 and daq.feed.status().get("state") != READY:
                     # Sent on the stream's word and refused: the writer is busy or UNKNOWN.
                     raise _NotReady() from None
                 raise
@@ -289,49 +301,53 @@ class Acquisitions:
                     raise StepFailed(f"timed out while the outcome of the write was unknown ({exc}); acquisition {acq.run_id} may have started") from None
                 if send == 2:
                     raise StepFailed(f"write request lost twice ({exc}); acquisition {acq.run_id} did not start") from None
-                ctx.notice(f"acquisition {acq.run_id} did not start within {grace:.0f} s; sending the request once more", step)
+                run.notice(f"acquisition {acq.run_id} did not start within {grace:.0f} s; sending the request once more", step)
                 continue
             acq.acknowledged_at = time.monotonic()
             if acq.matches(reply):
                 acq.last = reply.get("acquisition")
             break
         self._note_adoption(acq)
-        result["run_id"] = str(acq.run_id)
+        record.acquisition_id = str(acq.run_id)
         if acq.background and self._background_cursor is None and acq.cursor is not None:
             # Followed from before its request: its end cannot slip past the background look.
             self._background_cursor = Cursor(acq.cursor.stream, acq.cursor.id)
         return acq
 
-    def _look_for(self, acq: Acquisition, exc: Exception, grace: float) -> bool:
+    def _look_for(self, acq: TrackedAcquisition, exc: Exception, grace: float) -> bool:
         """After a lost reply: did our acquisition start within ``grace`` s? Statuses in order, then the log."""
-        ctx = self.ctx
-        ctx.notice(f"write request reply lost ({exc}); looking for acquisition {acq.run_id} before deciding", acq.step)
+        feed = self.daq.feed
+        self.run.notice(f"write request reply lost ({exc}); looking for acquisition {acq.run_id} before deciding", acq.step)
         cursor = Cursor(acq.cursor.stream, acq.cursor.id) if acq.cursor else None
-        found = ctx.feed.wait_for_status(acq.matches, grace, cursor)
+        found = feed.wait_for_status(acq.matches, grace, cursor)
         if found is None:
-            record, _ = ctx.feed.find_log(lambda r: acq.is_ours(r), acq.log_cursor, 0.5)
-            if record is None:
+            logged, _ = feed.find_log(lambda r: acq.is_ours(r), acq.log_cursor, 0.5)
+            if logged is None:
                 return False
-            acq.final = record
+            acq.final = logged
         else:
             acq.last = found.get("acquisition")
         acq.acknowledged_at = time.monotonic()
-        ctx.notice(f"acquisition {acq.run_id} did start", acq.step)
+        self.run.notice(f"acquisition {acq.run_id} did start", acq.step)
         return True
 
     # -- following ---------------------------------------------------------------------------
 
-    def _ended(self, acq: Acquisition) -> None:
-        acq.ended = True
+    def _ended(self, acq: TrackedAcquisition) -> None:
         if acq.final is not None and acq.run_id not in self._seen_end:
             self._seen_end.append(acq.run_id)  # provably over: later WRITING copies of it are stale
-        if acq in self.running:
-            self.running.remove(acq)
+        self.run.acquisitions.ended(acq)
 
-    def follow(self, acq: Acquisition, result: dict, on_status: Callable[[dict], None] = lambda s: None) -> None:
+    def follow(self, acq: TrackedAcquisition, record: StepRecord, progress: Optional[Progress] = None) -> None:
         """Wait until ``acq`` provably ended; then judge it (raises :class:`StepFailed`)."""
-        ctx = self.ctx
+        daq, feed = self.daq, self.daq.feed
         step = acq.step
+
+        def on_status(status: dict) -> None:
+            if progress is not None and acq.matches(status):
+                state = status.get("acquisition") or {}
+                n_written = (state.get("stats") or {}).get("n_write_completed")
+                progress(n_written if isinstance(n_written, int) else 0, state.get("state"))
 
         def suggests_end(status: dict) -> bool:
             if status.get("state") == UNKNOWN:
@@ -352,34 +368,30 @@ class Acquisitions:
             return status.get("state") != UNKNOWN and protocol.acquisition_run_id(status) in self._seen_end
 
         while acq.final is None:
-            status = ctx.feed.wait_for_status(
-                suggests_end, since=acq.cursor, on_status=on_status, tap=acq.log_cursor, stale=stale
-            )
+            status = feed.wait_for_status(suggests_end, since=acq.cursor, on_status=on_status, tap=acq.log_cursor, stale=stale)
             if status is None:
-                raise StepFailed(
-                    f"timed out after {step.timeout:g} s with {acq.n_written}/{step.n_images} images written"
-                )
+                raise StepFailed(f"timed out after {step.timeout:g} s with {acq.n_written}/{step.n_images} images written")
             if acq.is_final(status):
                 acq.final = status.get("acquisition")
                 if status.get("state") == READY and acq.cursor is not None and acq.log_cursor is not None:
                     # Read from the stream just now: a following write can start from here.
-                    ctx.feed.resume_at(acq.cursor, acq.log_cursor, status)
+                    feed.continue_from(acq.cursor, acq.log_cursor, status)
                 if status.get("state") == UNKNOWN:
                     # Ended by a writer restart: reset the writer now, the acquisition is lost.
                     self._ended(acq)
-                    result["acquisition"] = acq.final
-                    ctx.reset_writer(step, result, "writer UNKNOWN during the acquisition")
+                    record.acquisition = acq.final
+                    daq.reset_writer(step, record, "writer UNKNOWN during the acquisition")
                     raise StepFailed(
                         "the writer went UNKNOWN during the acquisition; it was lost (writer reset to READY): "
                         f"{quote(acq.final.get('message'))}"
                     )
                 break
             # Believe the end only when the DAQ confirms it now.
-            live = ctx.feed.status()
+            live = feed.status()
             if live.get("state") == UNKNOWN:
                 self._ended(acq)
-                result["acquisition"] = live.get("acquisition") if acq.matches(live) else acq.last
-                ctx.reset_writer(step, result, "writer UNKNOWN during the acquisition")
+                record.acquisition = live.get("acquisition") if acq.matches(live) else acq.last
+                daq.reset_writer(step, record, "writer UNKNOWN during the acquisition")
                 raise StepFailed("the writer went UNKNOWN during the acquisition; it was lost (writer reset to READY)")
             if acq.matches(live):
                 acq.seen = True
@@ -387,45 +399,45 @@ class Acquisitions:
                 if acq.is_final(live):
                     acq.final = acq.last
                 continue  # a stale copy in the stream
-            record, _ = ctx.feed.find_log(lambda r: acq.is_ours(r), acq.log_cursor, 0.5)
-            if record is not None:
-                acq.final = record
+            logged, _ = feed.find_log(lambda r: acq.is_ours(r), acq.log_cursor, 0.5)
+            if logged is not None:
+                acq.final = logged
                 break
             grace_over = acq.acknowledged_at is not None and time.monotonic() - acq.acknowledged_at > _ACK_GRACE_S
             if acq.seen or grace_over or live.get("state") == WRITING:
                 self._ended(acq)
-                result["acquisition"] = acq.last
+                record.acquisition = acq.last
                 raise StepFailed(
                     f"acquisition {acq.run_id} vanished: the writer is {quote(live.get('state'))} with no record of it "
                     "(was the DAQ restarted?)"
                 )
         self._ended(acq)
         self._note_adoption(acq)
-        self.judge(acq, result)
+        self.judge(acq, record)
 
-    def judge(self, acq: Acquisition, result: dict) -> None:
+    def judge(self, acq: TrackedAcquisition, record: StepRecord) -> None:
         """Pass only a FINISHED acquisition with every image written and (if required) logged."""
         step, final = acq.step, acq.final or {}
-        result.update(run_id=str(acq.run_id), acquisition=final, n_written=acq.n_written)
+        record.acquisition_id, record.acquisition, record.n_written = str(acq.run_id), final, acq.n_written
         message = quote(final.get("message"))  # the DAQ's text: one clean line
         if final.get("state") == protocol.AcquisitionState.FAILED.value:
             raise StepFailed(f"acquisition FAILED: {message}")
         if acq.n_written != step.n_images:
             if acq.stopped_by is not None and final.get("state") == protocol.AcquisitionState.FINISHED.value:
-                result["stopped_by_step"] = acq.stopped_by
+                record.stopped_by_step = acq.stopped_by
             else:
                 raise StepFailed(f"acquisition ended '{message}' with {acq.n_written}/{step.n_images} images written")
-        record, source = self.ctx.feed.find_log(lambda r: acq.is_ours(r), acq.log_cursor, _LOG_WAIT_S)
-        result["daq_log"] = record
-        result["daq_log_source"] = source if record is not None else None
-        result["daq_log_reason"] = None if record is not None else source
-        if record is None and self.ctx.require_log:
+        logged, source = self.daq.feed.find_log(lambda r: acq.is_ours(r), acq.log_cursor, _LOG_WAIT_S)
+        record.daq_log = logged
+        record.daq_log_source = source if logged is not None else None
+        record.daq_log_reason = None if logged is not None else source
+        if logged is None and self.run.require_log:
             raise StepFailed(f"acquisition FINISHED but the DAQ did not log it: {source}")
 
     # -- what an acquisition that did not pass left ----------------------------------------------
 
-    def record_end(self, acq: Acquisition, result: dict, log_wait: float = 0.0) -> None:
-        """Put into ``result`` (its step record) what ``acq`` left: an acquisition that ended early
+    def record_end(self, acq: TrackedAcquisition, record: StepRecord, log_wait: float = 0.0) -> None:
+        """Put into ``record`` (its step's) what ``acq`` left: an acquisition that ended early
         or was abandoned (step timeout, signal, abort, lost lock, a protocol error, a writer
         restart) has written a partial file, and the report lists it and counts its images.
 
@@ -438,53 +450,45 @@ class Acquisitions:
         """
         if acq.final is None and acq.acknowledged_at is None and not acq.seen and acq.last is None:
             return  # never started (refused, or the reply was lost and it never showed)
-        record = None
+        logged = None
         try:
             with detached(Deadline(max(log_wait, 0.0) + 1.0)):
                 if log_wait > 0:
-                    record, source = self.ctx.feed.find_log(lambda r: acq.is_ours(r), acq.log_cursor, log_wait)
-                    if record is not None and result.get("daq_log") is None:
-                        result.update(daq_log=record, daq_log_source=source, daq_log_reason=None)
-                if record is None and acq.final is None:
-                    live = self.ctx.client.get_status()
+                    logged, source = self.daq.feed.find_log(lambda r: acq.is_ours(r), acq.log_cursor, log_wait)
+                    if logged is not None and record.daq_log is None:
+                        record.daq_log, record.daq_log_source, record.daq_log_reason = logged, source, None
+                if logged is None and acq.final is None:
+                    live = self.daq.client.get_status()
                     if acq.matches(live):
                         acq.last = live.get("acquisition")
         except Exception:  # a DAQ gone, Interrupted, a bug: what was seen before stays the answer
             pass
-        known = record if record is not None else (acq.final or acq.last)
+        known = logged if logged is not None else (acq.final or acq.last)
         if not isinstance(known, dict):
             return
         stats = known.get("stats") or {}
         n_written = stats.get("n_write_completed")
         if isinstance(n_written, int) and not isinstance(n_written, bool):
-            result["n_written"] = n_written
-        result["run_id"] = str(acq.run_id)
-        if result.get("acquisition") is None:
-            result["acquisition"] = known
+            record.n_written = n_written
+        record.acquisition_id = str(acq.run_id)
+        if record.acquisition is None or record.acquisition is MISSING:
+            record.acquisition = known
 
     # -- background acquisitions ------------------------------------------------------------------
 
-    def background(self) -> List[Acquisition]:
-        return [acq for acq in self.running if acq.background]
-
-    def poll_background(self) -> List[Acquisition]:
+    def poll_background(self) -> List[TrackedAcquisition]:
         """Background acquisitions whose end is known now (a short look at what the DAQ published)."""
-        waiting = self.background()
+        waiting = [acq for acq in self.run.acquisitions.background() if isinstance(acq, TrackedAcquisition)]
         if not waiting:
             return []
         if any(acq.final is None for acq in waiting):
             # Statuses read pass through observe(), which notes the ends.
-            self.ctx.feed.wait_for_status(lambda status: False, 0.02, self._background_cursor)
+            self.daq.feed.wait_for_status(lambda status: False, 0.02, self._background_cursor)
         return [acq for acq in waiting if acq.final is not None]
-
-    def mark_stopped_by(self, step_index: int) -> None:
-        """A stop step is about to stop the writer: acquisitions it ends were ended on purpose."""
-        for acq in self.background():
-            acq.stopped_by = step_index
 
     # -- stopping, written once ------------------------------------------------------------
 
-    def stop(self, acq: Acquisition, reason: str, deadline: Optional[Deadline] = None) -> Dict[str, Any]:
+    def stop(self, acq: TrackedAcquisition, reason: str, deadline: Optional[Deadline] = None) -> Dict[str, Any]:
         """Stop ``acq`` if it still runs, by ``deadline`` (default: :data:`STOP_BUDGET_S` from now)
         whatever the bound in force; the caller may shorten ``deadline`` meanwhile (a second
         stop request). Never raises.
@@ -496,7 +500,8 @@ class Acquisitions:
         ``recoveries``) gives ``outcome``, ``attempts`` and, when any failed, ``errors``
         (each distinct error once, with how often it came in a row).
         """
-        record: Dict[str, Any] = {"reason": reason, "action": "stop_writer", "at": time.time()}
+        client = self.daq.client
+        entry: Dict[str, Any] = {"reason": reason, "action": "stop_writer", "at": time.time()}
         deadline = deadline or Deadline(STOP_BUDGET_S)
         errors: List[List[Any]] = []  # [text, times in a row]
         attempt, pause, sent = 0, _STOP_PAUSE_S, False
@@ -505,37 +510,37 @@ class Acquisitions:
                 while True:
                     attempt += 1
                     try:
-                        status = self.ctx.client.get_status()
+                        status = client.get_status()
                         if acq.matches(status) and status.get("state") == WRITING:
                             sent = True
-                            self.ctx.client.stop_writer()
-                            record["outcome"] = f"stopped acquisition {acq.run_id}"
+                            client.stop_writer()
+                            entry["outcome"] = f"stopped acquisition {acq.run_id}"
                             break
                         if acq.matches(status):
                             acq.last = status.get("acquisition")
                         if sent:
                             # A stop answered with an error may still have reached the writer.
-                            record["outcome"] = f"stopped acquisition {acq.run_id} (the writer no longer writes it)"
+                            entry["outcome"] = f"stopped acquisition {acq.run_id} (the writer no longer writes it)"
                         else:
-                            record["outcome"] = f"acquisition {acq.run_id} was not running"
+                            entry["outcome"] = f"acquisition {acq.run_id} was not running"
                         break
                     except (DaqRunnerError, OSError) as exc:
                         _count_error(errors, str(exc))
                         left = deadline.remaining()
                         if left < _STOP_PAUSE_S:
-                            record["outcome"] = f"could not stop acquisition {acq.run_id}, it may still be running: {exc}"
-                            self.ctx.notice(record["outcome"], acq.step)
+                            entry["outcome"] = f"could not stop acquisition {acq.run_id}, it may still be running: {exc}"
+                            self.run.notice(entry["outcome"], acq.step)
                             break
                         # Half of what is left at most: the next attempt gets time to be answered.
                         deadline.sleep(min(pause, left / 2))
                         pause = min(pause * 2, _STOP_PAUSE_MAX_S)
         except Exception as exc:  # the transport's own stop (Interrupted) or a bug: still recorded
-            record["outcome"] = f"could not stop acquisition {acq.run_id}, it may still be running: {exc!r}"
-        record["attempts"] = attempt
+            entry["outcome"] = f"could not stop acquisition {acq.run_id}, it may still be running: {exc!r}"
+        entry["attempts"] = attempt
         if errors:
-            record["errors"] = [text if times == 1 else f"{text} ({times} times)" for text, times in errors]
+            entry["errors"] = [text if times == 1 else f"{text} ({times} times)" for text, times in errors]
         self._ended(acq)
-        return record
+        return entry
 
 
 def _count_error(errors: List[List[Any]], text: str) -> None:

@@ -19,8 +19,8 @@ import requests
 from daq_runner import Runner, StdDaqClient, events
 from daq_runner.batch import load_batch_text
 
-from .conftest import batch_file, daq_run, start_daq_run, stream_entries, wait_until, writer_state
-from .standin import DaqProxy
+from ..conftest import batch_file, daq_run, start_daq_run, stream_entries, wait_until, writer_state
+from ..standin import DaqProxy
 
 WRITE = "/writer/write_async"
 
@@ -344,7 +344,7 @@ def test_a_stale_ready_on_the_stream_with_an_unknown_writer_resets_it_first(daq_
     out = str(tmp_path / "a.h5")
     batch = load_batch_text(f"version: 1\nsteps:\n  - write: {{output_file: '{out}', n_images: 3}}\n")
     runner = Runner(daq_sim.url, daq_sim.redis_url, lock=False)
-    runner._prepare_daq = lambda ctx: None  # noqa: SLF001 - let the write step meet the UNKNOWN writer
+    runner.daq.prepare = lambda: None  # let the write step meet the UNKNOWN writer
     report = runner.run(batch)
     assert "passed" == report.status, report.failed_steps
     step = report.steps[0]

@@ -9,7 +9,7 @@ import pytest
 import redis
 
 from daq_runner import StdDaqClient, protocol
-from daq_runner.feed import StatusFeed, Tap
+from daq_runner.rest_v2._feed import StatusFeed, Tap
 
 STREAMS = protocol.StreamNames(status="t:status", config="t:config", log="t:log", stat="t:stat")
 
@@ -91,23 +91,23 @@ def test_the_runners_redis_connections_skip_client_setinfo(daq_redis_server):
 
 
 def test_a_write_right_after_an_acquisition_starts_from_its_cursors(feed, monkeypatch):
-    """resume_at: the next mark_write returns the ended acquisition's cursors and final status
+    """continue_from: the next mark_write returns the ended acquisition's cursors and final status
     without asking Redis; once only, and not after any other use of the feed or too late."""
-    from daq_runner import feed as feed_module
-    from daq_runner.feed import Cursor
+    from daq_runner.rest_v2 import _feed as feed_module
+    from daq_runner.rest_v2._feed import Cursor
 
     feed, client = feed
     final = {"state": "READY", "acquisition": acquisition(3, "FINISHED")}
     add(client, STREAMS.status, final)
     add(client, STREAMS.status, {"state": "WRITING", "acquisition": acquisition(3, "ACQUIRING_IMAGES")})  # a late copy
-    feed.resume_at(Cursor(STREAMS.status, "5-0"), Tap(STREAMS.log, "6-0"), final)
+    feed.continue_from(Cursor(STREAMS.status, "5-0"), Tap(STREAMS.log, "6-0"), final)
     cursor, tap, status = feed.mark_write()
     assert ("5-0", "6-0", final) == (cursor.id, tap.id, status)  # not the newest entries: from the end on
     again = feed.mark_write()  # used up: the streams are asked
     assert "WRITING" == again[2]["state"] and "5-0" != again[0].id
-    feed.resume_at(Cursor(STREAMS.status, "5-0"), Tap(STREAMS.log, "6-0"), final)
+    feed.continue_from(Cursor(STREAMS.status, "5-0"), Tap(STREAMS.log, "6-0"), final)
     feed.mark(STREAMS.status)  # anything else the feed does in between ends it
     assert "5-0" != feed.mark_write()[0].id
-    monkeypatch.setattr(feed_module, "RESUME_S", 0.0)
-    feed.resume_at(Cursor(STREAMS.status, "5-0"), Tap(STREAMS.log, "6-0"), final)
+    monkeypatch.setattr(feed_module, "CONTINUE_S", 0.0)
+    feed.continue_from(Cursor(STREAMS.status, "5-0"), Tap(STREAMS.log, "6-0"), final)
     assert "5-0" != feed.mark_write()[0].id

@@ -1,4 +1,4 @@
-"""Waiting for the DAQ: block on Redis streams, fall back to REST polling, never miss a transition.
+"""Waiting for a rest_v2 DAQ: block on Redis streams, fall back to REST polling, never miss a transition.
 
 With Redis, :meth:`StatusFeed.wait_for_status` blocks on ``daq:status`` with ``XREAD`` from a
 :class:`Cursor` taken *before* the request that causes the transition, so a transition that
@@ -21,11 +21,11 @@ from typing import Any, Callable, List, Optional, Tuple
 
 import redis
 
-from . import protocol
-from ._deadline import SLICE_S, Interrupted, bounded, current
-from ._redis import as_text, decode_entries, last_id, newest_id
-from .client import StdDaqClient
-from .exceptions import DaqProtocolError, DeadlineExceeded
+from .. import protocol
+from .._deadline import SLICE_S, Interrupted, bounded, current
+from .._redis import as_text, decode_entries, last_id, newest_id
+from ..client import StdDaqClient
+from ..exceptions import DaqProtocolError, DeadlineExceeded
 
 __all__ = ["StatusFeed", "Cursor", "Tap", "Interrupted"]
 
@@ -33,7 +33,7 @@ StatusPredicate = Callable[[dict], bool]
 
 _REDIS_RETRY_S = 2.0
 _REST_CONFIRM_S = 2.0  # with Redis, confirm over REST this often while the stream is silent
-RESUME_S = 1.0  # how long after an acquisition's end the next write may start from its cursors
+CONTINUE_S = 1.0  # how long after an acquisition's end the next write may start from its cursors
 
 
 class Cursor:
@@ -99,7 +99,7 @@ class StatusFeed:
         self.observe = observe
         self._redis_ok = redis_client is not None
         self._retry_redis_at = 0.0
-        self._resume: Optional[Tuple[Cursor, Tap, dict, float]] = None
+        self._continue: Optional[Tuple[Cursor, Tap, dict, float]] = None
 
     @property
     def using_redis(self) -> bool:
@@ -127,22 +127,22 @@ class StatusFeed:
 
     # -- reading ------------------------------------------------------------------------------
 
-    def resume_at(self, cursor: Cursor, tap: Tap, status: dict) -> None:
+    def continue_from(self, cursor: Cursor, tap: Tap, status: dict) -> None:
         """Where the next :meth:`mark_write` may start instead of asking Redis: right after the
         final ``status`` of an acquisition, read from the stream at ``cursor`` (and the log
         read along up to ``tap``).
 
         Consecutive writes then cost no look at the streams between them: whatever the DAQ
         published since (the second copies of the last statuses, or someone else's start)
-        is read by the next wait from there. Kept for :data:`RESUME_S` seconds, and only until
+        is read by the next wait from there. Kept for :data:`CONTINUE_S` seconds, and only until
         the feed is used for anything else.
         """
         if cursor.id is not None and tap.id is not None:
-            self._resume = (Cursor(cursor.stream, cursor.id), Tap(tap.stream, tap.id), status, time.monotonic())
+            self._continue = (Cursor(cursor.stream, cursor.id), Tap(tap.stream, tap.id), status, time.monotonic())
 
     def mark(self, stream: Optional[str] = None) -> Cursor:
         """A cursor at the newest entry of ``stream`` (default: status), taken before a request."""
-        self._resume = None
+        self._continue = None
         stream = stream or self.streams.status
         if not self._maybe_back_to_redis():
             return Cursor(stream, None)
@@ -155,7 +155,7 @@ class StatusFeed:
     def mark_write(self) -> Tuple[Cursor, Tap, Optional[dict]]:
         """Before a write request: cursors at the newest entries of the status and log streams,
         and the newest status entry itself, in one Redis round trip; or, right after an
-        acquisition ended, its cursors and final status (see :meth:`resume_at`), in none.
+        acquisition ended, its cursors and final status (see :meth:`continue_from`), in none.
 
         The status is ``None`` without Redis, on an empty stream, or when the newest entry is
         not a writer status (it is only a hint: the caller asks over REST then). It is what the
@@ -163,9 +163,9 @@ class StatusFeed:
         status twice and the copies can interleave); the write's own reply is the confirmation.
         Either way the cursors are from before the request: no later entry can be missed.
         """
-        resume, self._resume = self._resume, None
-        if resume is not None and time.monotonic() - resume[3] < RESUME_S and self._redis_ok:
-            return resume[0], resume[1], resume[2]
+        kept, self._continue = self._continue, None
+        if kept is not None and time.monotonic() - kept[3] < CONTINUE_S and self._redis_ok:
+            return kept[0], kept[1], kept[2]
         status_stream, log_stream = self.streams.status, self.streams.log
         if not self._maybe_back_to_redis():
             return Cursor(status_stream, None), Tap(log_stream, None), None
@@ -188,7 +188,7 @@ class StatusFeed:
 
     def status(self) -> dict:
         """The writer status now, over REST (checked for shape, passed to ``observe``)."""
-        self._resume = None
+        self._continue = None
         status = self.client.get_status()
         self.observe(status)
         return status
@@ -232,7 +232,7 @@ class StatusFeed:
         ``stale`` holds are known late copies: observed, but not given to ``predicate``
         (statuses read over REST always are: they are the DAQ's state now).
         """
-        self._resume = None
+        self._continue = None
         cursor = since if since is not None else Cursor(self.streams.status, None)
         with bounded(current().within(timeout)) as bound:
             confirm_at = time.monotonic() + _REST_CONFIRM_S if cursor.id is not None else 0.0
@@ -310,18 +310,3 @@ class StatusFeed:
                 if not bound.expired:
                     raise
         return None, f"no daq:log record within {timeout:g} s"
-
-    def watch_value(self, read: Callable[[], Any], done: Callable[[Any], bool], timeout: Optional[float] = None, interval: float = 0.05) -> Any:
-        """Poll ``read()`` until ``done(value)``; returns the last value (check ``done`` for timeout)."""
-        with bounded(current().within(timeout)) as bound:
-            value = None
-            try:
-                while True:
-                    value = read()
-                    if done(value) or bound.expired:
-                        return value
-                    self.sleep(min(interval, bound.remaining()))
-            except DeadlineExceeded:
-                if not bound.expired:
-                    raise
-                return value

@@ -1,0 +1,299 @@
+"""The rest_v2 Standard DAQ behind the DAQ seam: its REST API, its Redis streams, its writer.
+
+Stop-on-UNKNOWN recovery is written once here (:meth:`RestV2Daq.reset_writer`), and every request
+that changes the DAQ first checks the run's lock (``run.guard()``).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from .. import events, protocol
+from .._deadline import Deadline, current
+from .._redis import connect
+from .._text import quote, redact_url, secrets_in
+from ..batch import ConfigStep, Step, WriteStep
+from ..client import StdDaqClient
+from ..daq import READY, UNKNOWN, Acquisition, Daq, Progress, Rates, RunServices
+from ..exceptions import StepFailed, WriterNeedsRestart
+from ..record import RecoveryRecord, StepRecord
+from ._acquisitions import STOP_BUDGET_S, TrackedAcquisition, Tracker
+from ._feed import StatusFeed
+
+__all__ = ["RestV2Daq", "STOP_BUDGET_S"]
+
+_READY_AFTER_STOP_S = 10.0
+# The real server answers "Cannot reach READY" to the first stop after a config change
+# restarted the writer under an acquisition; a further stop resets it.
+_STOPS_FOR_RESET = 3
+
+
+class RestV2Daq(Daq):
+    """A rest_v2 DAQ: its REST API at ``url``, its Redis at ``redis_url``.
+
+    Args:
+        url: base URL of the REST API.
+        redis_url: the DAQ's Redis (``None``: REST polling only).
+        client: a ready :class:`~daq_runner.client.StdDaqClient` (default: one for ``url``
+            that rides out outages of up to ``outage_s`` seconds, telling the run of each).
+        streams: the Redis stream names of the DAQ.
+        poll_interval: REST polling period without Redis, in seconds.
+        outage_s: how long every request rides out an unreachable DAQ.
+    """
+
+    generation = "rest_v2"
+    features = frozenset({"deployment", "rates", "log", "writer_states"})
+
+    def __init__(
+        self,
+        url: str = protocol.DEFAULT_URL,
+        redis_url: Optional[str] = None,
+        *,
+        client: Optional[StdDaqClient] = None,
+        streams: protocol.StreamNames = protocol.StreamNames(),
+        poll_interval: float = 0.05,
+        outage_s: float = protocol.DEFAULT_OUTAGE_S,
+    ) -> None:
+        self.url = url
+        self.redis_url = redis_url
+        self.streams = streams
+        self.poll_interval = poll_interval
+        self.outage = f"{outage_s:g} s" if client is None else "the client's retries"
+        self.client = client or StdDaqClient(url, retries=1000, retry_deadline=outage_s, on_retry=self._on_client_retry)
+        self.run_or_none: Optional[RunServices] = None
+        self._redis: Any = None
+        self._feed: Optional[StatusFeed] = None
+        self._tracker: Optional[Tracker] = None
+        self._last_retry_notice = 0.0
+
+    # -- one run -------------------------------------------------------------------------------
+
+    @property
+    def run(self) -> RunServices:
+        if self.run_or_none is None:
+            raise RuntimeError("the DAQ serves no run: call open() first")
+        return self.run_or_none
+
+    @property
+    def feed(self) -> StatusFeed:
+        assert self._feed is not None, "open() first"
+        return self._feed
+
+    def open(self, run: RunServices) -> None:
+        self.run_or_none = run
+        self._redis = connect(self.redis_url) if self.redis_url else None
+        self._tracker = Tracker(self)
+        self._feed = StatusFeed(self.client, self._redis, self.streams, self.poll_interval, run.notice, self._tracker.observe)
+        self._last_retry_notice = 0.0
+
+    def close(self) -> None:
+        redis_client, self._redis = self._redis, None
+        self.run_or_none, self._feed, self._tracker = None, None, None
+        if redis_client is not None:
+            try:
+                redis_client.close()
+            except Exception:  # closing a connection to a Redis that went away
+                pass
+
+    def describe(self) -> Dict[str, Any]:
+        return {"url": redact_url(self.url), "redis": redact_url(self.redis_url)}
+
+    def secrets(self) -> Tuple[str, ...]:
+        return secrets_in(self.url, self.redis_url)
+
+    def _on_client_retry(self, url: str, attempt: int, error: BaseException, sleep: float) -> None:
+        # One notice per outage second is enough for people and logs.
+        run = self.run_or_none
+        if run is not None and (time.monotonic() - self._last_retry_notice >= 1.0 or attempt == 1):
+            self._last_retry_notice = time.monotonic()
+            run.notice(f"DAQ request failed (attempt {attempt}): {error}; retrying")
+
+    def check_reachable(self) -> None:
+        self.feed.status()
+
+    def prepare(self) -> None:
+        """A writer found UNKNOWN (a freshly started DAQ) is reset once, before the first step."""
+        if self.feed.status().get("state") == UNKNOWN:
+            self.reset_writer(None, None, "writer UNKNOWN before the first step (a freshly started DAQ)")
+
+    # -- reading -----------------------------------------------------------------------------------
+
+    def read_state(self) -> str:
+        return str(self.feed.status().get("state"))
+
+    def read_config(self) -> Dict[str, Any]:
+        return dict(self.client.get_config() or {})
+
+    def read_deployment(self) -> Dict[str, Any]:
+        return dict(self.client.get_deployment_status())
+
+    def read_rates(self) -> Rates:
+        stats = self.client.get_stats() or {}
+        detector = float(((stats.get("detector") or {}).get("images_per_second")) or 0.0)
+        return Rates(detector, protocol.writer_rate(stats))
+
+    # -- the writer: stop-on-UNKNOWN, written once ----------------------------------------------------
+
+    def reset_writer(self, step: Optional[Step], record: Optional[StepRecord], reason: str) -> None:
+        """Send a stop until the writer is READY again and record it as a recovery.
+
+        ``record`` is the step's record (``None``: a pre-run recovery). Raises
+        :class:`StepFailed` when the writer does not return to READY.
+        """
+        entry: RecoveryRecord = {"reason": reason, "action": "stop_writer", "at": time.time()}
+        run = self.run
+        run.guard()
+        cursor = self.feed.mark()
+        reply: Optional[dict] = None
+        refusal: Optional[Exception] = None
+        for _ in range(_STOPS_FOR_RESET):
+            try:
+                reply = self.client.stop_writer()
+                break
+            except WriterNeedsRestart as exc:
+                refusal = exc
+        ready = reply if reply is not None and reply.get("state") == READY else None
+        if ready is None and reply is not None:
+            ready = self.feed.wait_for_status(lambda s: s.get("state") == READY, _READY_AFTER_STOP_S, cursor)
+        if ready is not None:
+            entry["outcome"] = READY
+        elif reply is None:
+            entry["outcome"] = f"still not READY: the DAQ answered {refusal}"
+        else:
+            entry["outcome"] = "still not READY"
+        run.add_recovery(record, step, entry)
+        if ready is None:
+            raise StepFailed(f"the writer did not return to READY after a stop ({reason}): {entry['outcome']}")
+
+    def wait_ready(self, step: Step, record: StepRecord, purpose: Optional[str]) -> str:
+        return str(self.ready_status(step, record, purpose).get("state"))
+
+    def ready_status(self, step: Step, record: StepRecord, purpose: Optional[str] = "the write") -> dict:
+        """The writer status once READY: resets an UNKNOWN writer, waits out a running acquisition.
+
+        The wait is bounded by the step's time left; a READY read from the stream is confirmed
+        over REST (a real DAQ stores each status twice and the copies can interleave).
+        """
+        while True:
+            status, reset = self._ready(step, record, purpose)
+            # A writer found UNKNOWN may mean a DAQ restart, which may have brought back another
+            # configuration: a write runs with the one this run set, or not at all.
+            if not (reset and purpose == "the write" and self.run.established and self._restore_config(step, record)):
+                return status
+
+    def _restore_config(self, step: Step, record: StepRecord) -> bool:
+        """Apply again the fields of the run's established configuration the DAQ no longer shows; True if any."""
+        run = self.run
+        config = self.client.get_config() or {}
+        changes = {key: value for key, value in run.established.items() if protocol.config_differences(config, {key: value})}
+        if not changes:
+            return False
+        shown = ", ".join(f"{key}={quote(config.get(key))} instead of {value}" for key, value in changes.items())
+        run.guard()
+        self.client.update_config(changes, timeout=current().remaining())
+        text = ", ".join(f"{key}={value}" for key, value in changes.items())
+        run.recovery(
+            record,
+            step,
+            f"the DAQ's configuration changed under the run ({shown}) while its writer was UNKNOWN (a DAQ restart?)",
+            f"update_config {text}",
+            "applied",
+        )
+        run.notice(f"re-applied {text} before step {step.index}: the DAQ showed {shown} after its writer was found UNKNOWN", step)
+        return True
+
+    def _ready(self, step: Step, record: StepRecord, purpose: Optional[str]) -> "tuple[dict, bool]":
+        """The writer status once READY, and whether an UNKNOWN writer had to be reset."""
+        # The cursor is taken before each look, so that the end of the acquisition cannot slip
+        # between the look and the wait.
+        reset = False
+        cursor = self.feed.mark()
+        status = self.feed.status()
+        while status.get("state") != READY:
+            if status.get("state") == UNKNOWN:
+                reset = True
+                self.reset_writer(step, record, f"writer UNKNOWN before {purpose or 'the step'}")
+            else:
+                acquisition = (status.get("acquisition") or {}).get("info") or {}
+                running = f"acquisition {acquisition.get('run_id')} of {acquisition.get('output_file')}"
+                self.run.emit(events.WAITING, step, what=f"writer READY ({running} is running)", seconds=None)
+                if self.feed.wait_for_status(lambda s: s.get("state") in (READY, UNKNOWN), since=cursor) is None:
+                    raise StepFailed(
+                        f"an acquisition is running ({running}) and the writer did not become READY in time"
+                        + (f"; {purpose} was not started" if purpose else "")
+                    )
+            cursor = self.feed.mark()
+            status = self.feed.status()
+        return status, reset
+
+    def wait_for_state(self, state: str, step: Step) -> bool:
+        cursor = self.feed.mark()
+        return self.feed.wait_for_status(lambda s: s.get("state") == state, since=cursor) is not None
+
+    # -- changing -----------------------------------------------------------------------------------
+
+    def configure(self, step: ConfigStep, record: StepRecord) -> None:
+        run = self.run
+        # Never under a running acquisition: the real server would restart the writer and lose it.
+        self.ready_status(step, record, purpose="the configuration change")
+        run.guard()
+        run.emit(events.WAITING, step, what="deployment", seconds=current().remaining())
+
+        def seen(deployment: dict) -> None:
+            record.deployment = deployment
+
+        applied = self.client.update_config(step.config, timeout=current().remaining(), on_deployment=seen)
+        record.deployment, record.config, record.config_id = applied.deployment, applied.config, applied.config_id
+        run.established.update(step.config)
+        if self.feed.status().get("state") == UNKNOWN:
+            self.reset_writer(step, record, "writer UNKNOWN after the deployment")
+
+    def apply_config(self, changes: Dict[str, Any], step: Step, record: StepRecord) -> None:
+        self.ready_status(step, record, purpose="re-applying the configuration")
+        self.run.guard()
+        self.client.update_config(changes)
+
+    def stop_writer(self, step: Step, record: StepRecord) -> None:
+        run = self.run
+        # Acquisitions of this batch running in the background end here on purpose.
+        for acquisition in run.acquisitions.background():
+            acquisition.stopped_by = step.index
+        run.guard()
+        cursor = self.feed.mark()
+        try:
+            status = self.client.stop_writer()
+        except WriterNeedsRestart as exc:
+            self.reset_writer(step, record, f"the DAQ could not stop the writer: {exc}")
+            status = self.feed.status()
+        if status.get("state") != READY:
+            status = self.feed.wait_for_status(lambda s: s.get("state") == READY, since=cursor)
+            if status is None:
+                raise StepFailed("writer did not return to READY after the stop")
+        record.acquisition = status.get("acquisition")
+
+    # -- acquisitions ----------------------------------------------------------------------------------
+
+    def _tracked(self) -> Tracker:
+        assert self._tracker is not None, "open() first"
+        return self._tracker
+
+    def start(self, step: WriteStep, record: StepRecord) -> Acquisition:
+        return self._tracked().start(step, record)
+
+    def follow(self, acquisition: Acquisition, record: StepRecord, progress: Optional[Progress] = None) -> None:
+        assert isinstance(acquisition, TrackedAcquisition)
+        self._tracked().follow(acquisition, record, progress)
+
+    def stop(self, acquisition: Acquisition, reason: str, deadline: Deadline) -> RecoveryRecord:
+        assert isinstance(acquisition, TrackedAcquisition)
+        return self._tracked().stop(acquisition, reason, deadline)  # type: ignore[return-value]
+
+    def record_end(self, acquisition: Acquisition, record: StepRecord, log_wait: float = 0.0) -> None:
+        assert isinstance(acquisition, TrackedAcquisition)
+        self._tracked().record_end(acquisition, record, log_wait)
+
+    def poll_background(self, wait: bool = False) -> List[Acquisition]:
+        if wait:
+            return list(self.run.acquisitions.background())
+        return list(self._tracked().poll_background())
