@@ -511,8 +511,9 @@ def test_expected_from_a_config():
         expected(1, started=10.0, ended=5.0)
     with pytest.raises(ValueError, match="timeout must be a finite number of seconds > 0"):
         CheckOptions(timeout=0)
-    with pytest.raises(ValueError, match="accepted_status must be whole numbers >= 0"):
-        CheckOptions(accepted_status={-1})
+    for bad in ({-1}, {2**64}, {"0"}, set()):
+        with pytest.raises(ValueError, match="accepted_status must be whole numbers from 0 to 2"):
+            CheckOptions(accepted_status=bad)
     assert Layout.REST_V2 == verify_rest_v2("/nonexistent.h5", expected(1)).layout
 
 
