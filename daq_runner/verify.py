@@ -25,7 +25,8 @@ acquisition's window), ``checksum`` (with ``CheckOptions(checksums=True)``); per
 cannot be made because an earlier one failed is left out; the earlier one says why.
 
 Nothing about a file raises: a missing, truncated, non-HDF5 or still-open file, or a file
-system that does not answer (a hung network mount: each operation is bounded by ``timeout``)
+system that does not answer (a hung network mount: each operation is bounded by
+``CheckOptions.timeout``)
 is a failed ``readable`` check. What raises: :class:`VerifyExtraMissing` (h5py or numpy not
 installed), ``ValueError`` for arguments of the wrong kind, and
 :class:`~daq_runner._deadline.Interrupted` when the cancel event of the bound in force
