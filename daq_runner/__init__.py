@@ -34,6 +34,7 @@ __all__ = [
     "DaqProtocolError",
     "DeploymentError",
     "BatchValidationError",
+    "NotifySettingsError",
     "LockError",
     "LockHeldError",
     # batches, runner, reports
