@@ -694,7 +694,7 @@ def _with_path(url: str, suffix: str) -> str:
 class Heartbeat:
     """Pings for a dead-man's switch (the healthchecks.io convention), never fatal.
 
-    :meth:`start` pings ``url/start`` and starts a daemon thread that pings ``url`` every
+    :meth:`start` starts a daemon thread that pings ``url/start``, then ``url`` every
     ``every`` seconds; :meth:`finish` stops it and pings ``url`` (a pass) or ``url/fail``,
     with a one-line summary as the body. A runner or host that dies sends nothing more, and
     the service raises the alarm. Every ping is bounded by ``timeout`` seconds; failures are
@@ -713,6 +713,7 @@ class Heartbeat:
         self.pings = 0  # periodic pings sent, and how many of them failed
         self.failed = 0
         self._last_error: Optional[str] = None
+        self._start_problem: Optional[str] = None
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self._lock = threading.Lock()
@@ -720,16 +721,19 @@ class Heartbeat:
     def __str__(self) -> str:
         return _shown_url(self.url)
 
-    def start(self) -> List[str]:
-        """Ping ``url/start`` (bounded) and start the periodic pings; returns the start ping's problem, if any."""
-        if self._thread is not None:
-            return []
-        problem = self._ping("start", None, self.timeout)
-        self._thread = threading.Thread(target=self._beat, name="daq-run-heartbeat", daemon=True)
-        self._thread.start()
-        return [problem] if problem else []
+    def start(self) -> None:
+        """Start pinging in a daemon thread: ``url/start`` at once, then ``url`` every ``every`` s.
+
+        Returns at once: a monitoring service that is down must not delay the run.
+        """
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._beat, name="daq-run-heartbeat", daemon=True)
+            self._thread.start()
 
     def _beat(self) -> None:
+        problem = self._ping("start", None, self.timeout, cancel=self._stop)
+        with self._lock:
+            self._start_problem = problem if not self._stop.is_set() else None
         while not self._stop.wait(self.every):
             problem = self._ping("", None, min(self.timeout, self.every), cancel=self._stop)
             with self._lock:
@@ -753,7 +757,8 @@ class Heartbeat:
         """Stop the periodic pings and send the last one: ``url`` when ``exit_code`` is 0, else
         ``url/fail``; ``body`` (text) goes with it. Within ``seconds`` (default ``timeout``) in all.
 
-        Returns one line per problem: a summary of the periodic pings that failed, and the last ping's.
+        Returns one line per problem: the start ping's, a summary of the periodic pings that
+        failed, and the last ping's.
         """
         budget = self.timeout if seconds is None else seconds
         end = time.monotonic() + budget
@@ -763,6 +768,8 @@ class Heartbeat:
             self._thread.join(min(0.5, budget / 2))
         problems = []
         with self._lock:
+            if self._start_problem:
+                problems.append(self._start_problem)
             if self.failed:
                 problems.append(f"heartbeat {self}: {self.failed} of {self.pings} pings during the run failed, the last: {self._last_error}")
         problem = self._ping("" if exit_code == 0 else "fail", body if body is not None else "", max(end - time.monotonic(), 0.1))
@@ -808,9 +815,10 @@ class Notifier:
     def __call__(self, event: events.Event) -> None:
         self.tally.feed(event)
 
-    def start(self) -> List[str]:
-        """The heartbeat's start ping and periodic pings (nothing without a heartbeat); returns its problem, if any."""
-        return self.heartbeat.start() if self.heartbeat is not None else []
+    def start(self) -> None:
+        """Start the heartbeat (``url/start``, then periodic pings) in the background; nothing without one."""
+        if self.heartbeat is not None:
+            self.heartbeat.start()
 
     def message(
         self,

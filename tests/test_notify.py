@@ -674,7 +674,7 @@ def test_a_hanging_smtp_server_is_given_up_at_the_budget(hanging):
 def test_heartbeat_start_periodic_and_end_pings(recorder):
     """/start at the start, the URL every interval, the URL at a pass (with a summary as body); query kept in place."""
     beat = Heartbeat(recorder.url + "/ping/uuid-1/?rid=7", every=0.2, timeout=2.0)
-    assert beat.start() == []
+    beat.start()
     recorder.wait_for(3)
     assert beat.finish(0, "daq-run passed: smoke") == []
     requests = recorder.wait_for(4)
@@ -690,7 +690,8 @@ def test_notifier_sends_the_heartbeat_fail_ping_with_the_notifications(recorder)
     """A run that did not pass ends with URL/fail, whose body names the outcome and reason."""
     settings = NotifySettings.from_args(heartbeat=recorder.url + "/uuid")
     notifier = Notifier(settings)
-    assert notifier.start() == []
+    notifier.start()
+    recorder.wait_for(1)
     feed_failed_run(notifier)
     assert notifier.deliver(RunExit.SIGTERM, "r.json") == []
     start, end = recorder.wait_for(2)
@@ -707,12 +708,12 @@ def test_a_run_that_never_started_still_sends_the_fail_ping(recorder):
 
 
 def test_heartbeat_problems_are_counted_and_never_fatal(refused_url):
-    """Pings to a refused URL: the start's problem at once, then one summary line of the periodic ones and the last one."""
+    """Pings to a refused URL: the start's problem, one summary line of the periodic ones, and the last one's."""
     beat = Heartbeat(refused_url, every=0.1, timeout=1.0)
-    (first,) = beat.start()
-    assert first.startswith(f"heartbeat {refused_url.rsplit('/', 1)[0]}/*** (start) failed: [Errno ") and first.endswith("Connection refused")
+    beat.start()
     time.sleep(0.35)
-    summary, last = beat.finish(1)
+    first, summary, last = beat.finish(1)
+    assert first.startswith(f"heartbeat {refused_url.rsplit('/', 1)[0]}/*** (start) failed: [Errno ") and first.endswith("Connection refused")
     assert summary.startswith(f"heartbeat {refused_url.rsplit('/', 1)[0]}/***: ") and " pings during the run failed, the last: " in summary
     assert "(fail) failed: [Errno " in last and last.endswith("Connection refused")
 
@@ -723,9 +724,9 @@ def test_hanging_heartbeat_and_webhook_end_within_one_budget(hanging):
     notifier = Notifier(settings)
     notifier.heartbeat.every = 0.1  # a periodic ping is under way when the run ends
     started = time.monotonic()
-    notifier.start()  # the start ping hangs for its whole timeout
-    assert 0.9 < time.monotonic() - started < 1.6
-    time.sleep(0.2)
+    notifier.start()  # the start ping hangs, in the background: the run is not held
+    assert time.monotonic() - started < 0.1
+    time.sleep(1.3)
     started = time.monotonic()
     problems = notifier.deliver(RunExit.FAILED)
     assert time.monotonic() - started < 1.0 + 0.6
