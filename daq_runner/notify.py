@@ -303,6 +303,8 @@ class Heartbeat:
             http_request(method, _with_path(self.url, suffix), seconds=seconds, text=body, user_agent=f"daq-run/{__version__}", cancel=cancel)
         except DeliveryFailed as exc:
             return f"heartbeat {self} ({suffix or 'ping'}) failed: {exc}"
+        except Exception as exc:  # never fatal, and never a traceback from the thread
+            return f"heartbeat {self} ({suffix or 'ping'}) failed: {type(exc).__name__}: {one_line(redact_text(exc), 120)}"
         return None
 
     def finish(self, exit_code: int, body: Optional[str] = None, seconds: Optional[float] = None) -> List[str]:

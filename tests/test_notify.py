@@ -67,7 +67,7 @@ class Recorder:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self.thread.start()
 
     def wait_for(self, count: int, seconds: float = 5.0) -> List[Dict[str, Any]]:
@@ -760,3 +760,20 @@ steps:
     assert fields["first_failed_step"].startswith("step 2 (wrong depth) failed: ")
     assert fields["summary"] == {"passed": 1, "failed": 1, "skipped": 1, "interrupted": 0}
     assert body["text"].startswith("daq-run FAILED: notify-demo on 127.0.0.1\n")
+
+
+def test_a_real_run_whose_daq_is_gone_is_reported_unreachable(recorder, refused_url):
+    """A Runner against a DAQ that refuses every connection: the message says DAQ UNREACHABLE with the runner's reason."""
+    from daq_runner.batch import load_batch_text
+    from daq_runner.runner import Runner
+
+    notifier = Notifier(NotifySettings.from_args([recorder.url + "/hook"]))
+    daq_url = refused_url.rsplit("/", 1)[0]
+    batch = load_batch_text("version: 1\nname: gone\nsteps:\n  - check: {writer: READY}\n")
+    report = Runner(daq_url, None, [notifier], outage_s=0.5).run(batch)
+    assert report.daq_unreachable
+    assert notifier.deliver(RunExit.UNREACHABLE, "r.json", ["daq-run", "b.yaml", "--resume", "r.json"]) == []
+    body = json.loads(recorder.wait_for(1)[0]["body"])
+    assert body["text"].startswith("daq-run DAQ UNREACHABLE: gone on 127.0.0.1\nexit 3: ")
+    assert "unreachable" in body["daq_run"]["reason"] and body["daq_run"]["resume_command"] == "daq-run b.yaml --resume r.json"
+    assert body["daq_run"]["summary"] == {"passed": 0, "failed": 0, "skipped": 1, "interrupted": 0}
