@@ -135,7 +135,9 @@ def send_mail(
             _command(smtp, left, smtp.starttls, context=context)
             _command(smtp, left, smtp.ehlo)
         if server.user:
-            _command(smtp, left, smtp.login, server.user, server.password or "")
+            if not server.password:
+                raise DeliveryFailed(f"the SMTP login {server.user} has no password: nothing was sent")
+            _command(smtp, left, smtp.login, server.user, server.password)
         refused = _command(smtp, left, smtp.send_message, message, from_addr=sender, to_addrs=list(recipients))
     except DeliveryFailed:
         raise

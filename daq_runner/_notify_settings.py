@@ -187,8 +187,10 @@ class SmtpServer:
         """``[smtp://|smtp+starttls://|smtps://][USER@]HOST[:PORT]``; a bare ``HOST[:PORT]`` is plain SMTP.
 
         Default ports: 25, 587 (STARTTLS), 465 (SMTPS). A login's password is read from
-        ``environ[SMTP_PASSWORD_ENV]``, never from the text; a login over plain SMTP to
-        another machine is refused (the password would cross the network in clear).
+        ``environ[SMTP_PASSWORD_ENV]``, never from the text; ``environ`` ``None`` checks
+        everything else and leaves the password unset (a batch file validated on its own;
+        the command line passes ``os.environ``). A login over plain SMTP to another machine
+        is refused (the password would cross the network in clear).
 
         Raises:
             NotifySettingsError: the text is not such a server, or a password is missing.
@@ -218,8 +220,8 @@ class SmtpServer:
         user = unquote(parts.username) if parts.username else None
         password = None
         if user:
-            password = (environ or {}).get(SMTP_PASSWORD_ENV) or None
-            if password is None:
+            password = environ.get(SMTP_PASSWORD_ENV) or None if environ is not None else None
+            if password is None and environ is not None:
                 raise _fail(f"the SMTP login {user} needs its password in ${SMTP_PASSWORD_ENV}", source, key)
             if security == "none" and not is_loopback(parts.hostname):
                 raise _fail(
@@ -373,7 +375,8 @@ class NotifySettings:
         ``on`` (outcomes, default :data:`DEFAULT_ON`), ``smtp`` (see :meth:`SmtpServer.parse`),
         ``from``, ``timeout`` (1-60 s), ``heartbeat`` (a URL, or ``{url, every}``). A key
         ``true`` is taken for ``on`` (a YAML 1.1 reader turns ``on:`` into it).
-        ``environ`` gives the SMTP password (:data:`SMTP_PASSWORD_ENV`).
+        ``environ`` gives the SMTP password (:data:`SMTP_PASSWORD_ENV`; ``None``: not looked
+        up, for validating a file on its own).
 
         Raises:
             NotifySettingsError: naming ``source`` and the key (``notify.to[1]``).

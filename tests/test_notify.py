@@ -361,9 +361,11 @@ def test_passwords_never_appear_in_errors():
 
 
 def test_smtp_login_needs_its_password_from_the_environment():
-    """A login without $DAQ_RUNNER_SMTP_PASSWORD is refused; plain SMTP with a login is allowed on loopback only."""
+    """A login without $DAQ_RUNNER_SMTP_PASSWORD is refused (unless validated without an environment); plain SMTP with a login only on loopback."""
     with pytest.raises(NotifySettingsError, match=r"--smtp: the SMTP login runner needs its password in \$DAQ_RUNNER_SMTP_PASSWORD"):
         NotifySettings.from_args(smtp="smtps://runner@mail.example.org", environ={})
+    unchecked = NotifySettings.from_mapping({"to": "mailto:a@b.org", "smtp": "smtps://runner@mail.example.org"}, source="b.yaml")
+    assert (unchecked.smtp.user, unchecked.smtp.password) == ("runner", None)  # validated alone: the CLI gives the environment
     local = NotifySettings.from_args(smtp="runner@127.0.0.1:2525", environ=ENV).smtp
     assert (local.host, local.port, local.security, local.user) == ("127.0.0.1", 2525, "none", "runner")
     assert str(SmtpServer.parse("smtps://mail.example.org", "x")) == "smtps://mail.example.org:465"
@@ -631,10 +633,14 @@ def test_mail_with_starttls_and_login(smtp_tls):
 
 
 def test_mail_problems_are_lines_not_exceptions(smtp_tls, smtp_plain):
-    """A wrong password, a server without STARTTLS, a refused recipient: one line each, never an exception."""
+    """A wrong or missing password, a server without STARTTLS, a refused recipient: one line each, never an exception."""
     wrong = NotifySettings.from_args(["mailto:ops@example.org"], smtp=f"smtp+starttls://runner@127.0.0.1:{smtp_tls.port}", environ={SMTP_PASSWORD_ENV: "wrong"})
     (problem,) = Notifier(wrong).deliver(RunExit.FAILED)
     assert problem.startswith("notification to mailto:ops@example.org failed: login as runner refused: SMTP 535")
+    no_password = NotifySettings.from_args(["mailto:ops@example.org"], smtp=f"smtp+starttls://runner@127.0.0.1:{smtp_tls.port}")
+    assert Notifier(no_password).deliver(RunExit.FAILED) == [
+        "notification to mailto:ops@example.org failed: the SMTP login runner has no password: nothing was sent"
+    ]
     no_tls = NotifySettings.from_args(["mailto:ops@example.org"], smtp=f"smtp+starttls://127.0.0.1:{smtp_plain.port}")
     assert Notifier(no_tls).deliver(RunExit.FAILED) == [
         "notification to mailto:ops@example.org failed: the server does not offer STARTTLS; nothing was sent"
