@@ -409,27 +409,32 @@ class Notifier:
         targets = self.settings.targets_for(outcome)
         budget = self.settings.delivery_timeout
         message = self.message(exit_code, report_path, resume_command, notes=notes)
+        # Keyed by position: two webhooks of one service show alike (https://hooks.slack.com/***).
         jobs: Dict[str, Callable[[], Optional[str]]] = {}
+        shown: Dict[str, str] = {}
         for target in targets:
             if target.kind == "webhook":
-                jobs[str(target)] = self._webhook_job(target, message, budget)
+                key = str(len(jobs))
+                jobs[key], shown[key] = self._webhook_job(target, message, budget), f"notification to {target}"
         mail = [t for t in targets if t.kind == "mail"]
         if mail:
-            jobs[", ".join(map(str, mail))] = self._mail_job(mail, message, budget)
+            key = str(len(jobs))
+            jobs[key], shown[key] = self._mail_job(mail, message, budget), f"notification to {', '.join(map(str, mail))}"
         heartbeat = self.heartbeat
         if heartbeat is not None:
             summary = message.subject + ("\n" + message.fields["reason"] if message.fields.get("reason") else "")
-            jobs["heartbeat"] = lambda: "\n".join(heartbeat.finish(exit_code, summary, budget)) or None
+            jobs["heartbeat"], shown["heartbeat"] = (lambda: "\n".join(heartbeat.finish(exit_code, summary, budget)) or None), f"heartbeat {heartbeat}"
         results = run_all(jobs, budget)
         problems: List[str] = []
         self.delivered = []
-        for name, problem in results.items():
+        for key, problem in results.items():
             if problem is None:
-                if name != "heartbeat":
-                    self.delivered.append(name)
+                if key != "heartbeat":
+                    self.delivered.append(shown[key][len("notification to "):])
                 continue
-            prefix = f"heartbeat {heartbeat}" if name == "heartbeat" else f"notification to {name}"
-            problems += [line if line.startswith(prefix.split(" ")[0] + " ") else f"{prefix} failed: {line}" for line in problem.splitlines()]
+            # A job's own lines already name their target (a refused recipient, a heartbeat ping).
+            own = ("notification to ", "heartbeat ")
+            problems += [line if line.startswith(own) else f"{shown[key]} failed: {line}" for line in problem.splitlines()]
         clean = _masker(self.secrets)
         return [one_line(clean(p), 500) for p in problems]
 

@@ -510,6 +510,14 @@ def test_webhook_gets_a_json_post_with_text_and_fields(recorder):
     assert notifier.delivered == [f"{recorder.url}/***"]
 
 
+def test_two_webhooks_of_one_service_each_get_theirs(recorder):
+    """Two webhooks on one host (shown alike, https://host/***) are two deliveries, not one."""
+    notifier = Notifier(NotifySettings.from_args([recorder.url + "/services/A", recorder.url + "/services/B"]))
+    assert notifier.deliver(RunExit.FAILED) == []
+    assert sorted(r["path"] for r in recorder.wait_for(2)) == ["/services/A", "/services/B"]
+    assert notifier.delivered == [f"{recorder.url}/***", f"{recorder.url}/***"]
+
+
 def test_only_targets_whose_on_matches_are_told(recorder):
     """A pass tells nobody by default; on: [always] tells of a pass; on: [busy] is not told of a failure."""
     busy_only = Recorder()
