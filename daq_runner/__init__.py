@@ -35,6 +35,7 @@ __all__ = [
     "DeploymentError",
     "BatchValidationError",
     "StepFailed",
+    "NotifySettingsError",
     "LockError",
     "LockHeldError",
     # the DAQ seam and its generations

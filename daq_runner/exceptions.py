@@ -20,7 +20,9 @@ Hierarchy::
     │   └── DeploymentError             a config change that did not deploy or did not take
     ├── BatchValidationError (ValueError)  a batch file is invalid: carries file, line, column
     ├── StepFailed                      a step's attempt failed: the message says why
-    └── LockHeldError                   another runner drives this DAQ
+    ├── NotifySettingsError (ValueError)   a notify: block or a --notify/--smtp/--heartbeat flag is invalid
+    └── LockError                       the runner lock could not be taken, or was lost
+        └── LockHeldError               another runner drives this DAQ
 
 ``RuntimeError`` for transport and DAQ problems and ``StdDaqAdminException`` for refusals
 is what the original ``std_daq_client`` promises; code written for it keeps working.
@@ -52,6 +54,7 @@ __all__ = [
     "DeploymentError",
     "BatchValidationError",
     "StepFailed",
+    "NotifySettingsError",
     "LockError",
     "LockHeldError",
 ]
@@ -243,6 +246,29 @@ class StepFailed(DaqRunnerError):
     Raised by the DAQ seam (:mod:`daq_runner.daq`) and the step handlers; the Runner records
     it as a failed attempt and retries the step as the batch allows.
     """
+
+
+class NotifySettingsError(DaqRunnerError, ValueError):
+    """A notification or heartbeat setting is invalid; raised before anything is sent.
+
+    ``str()`` is one line: ``<source>: <key>: <reason>`` (``--notify: ...`` for a flag,
+    ``batch.yaml: notify.to[1]: ...`` for a block), credentials never shown.
+
+    Attributes:
+        source: where the setting came from (a flag, a batch or profile file).
+        key: where in a ``notify:`` block, as a path (``("to", 1)``), so that a loader
+            can point at the line; ``()`` for a flag or the block as a whole.
+        reason: the message without the source and key.
+    """
+
+    def __init__(self, reason: str, source: str = "notify", key: Sequence[object] = ()) -> None:
+        self.reason = reason
+        self.source = source
+        self.key = tuple(key)
+        where = source
+        if not source.startswith("--"):  # a notify: block, not a flag
+            where += ": notify" + "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in self.key)
+        super().__init__(f"{where}: {reason}")
 
 
 class LockError(DaqRunnerError):
