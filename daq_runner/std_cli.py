@@ -12,8 +12,8 @@ as ``***``.
 ``std_cli_set_config CONFIG_FILE`` sends the file as given (the original's request);
 with ``--merge`` it sends the current config with the file's fields changed, waits for
 the deployment and checks the result (works on servers that refuse partial configs).
-The file must be a regular file of at most 1 MiB holding a JSON object (nested at most
-32 levels, no NaN or Infinity).
+The file is JSON or YAML, read as ``daq-sim --config`` reads it
+(:mod:`daq_runner._config_file`: a regular file of at most 1 MiB holding one mapping).
 
 ``std_cli_write_sync`` exits 1 when the acquisition ended ``FAILED`` (the status is
 still printed).
@@ -31,7 +31,6 @@ import argparse
 import json
 import math
 import os
-import stat
 import sys
 from dataclasses import dataclass
 from typing import Any, Callable, NoReturn, Optional, Sequence
@@ -44,73 +43,11 @@ from .exit_codes import StdCliExit
 from .client import MAX_TIMEOUT_S, StdDaqClient, check_url
 from .exceptions import DaqRunnerError, DaqTransportError, DeadlineExceeded, StdDaqAdminException
 
-__all__ = ["TOOLS", "run_tool", "MAX_CONFIG_BYTES", "MAX_CONFIG_DEPTH"]
-
-# A DAQ config is a few hundred bytes, three levels deep.
-MAX_CONFIG_BYTES = 1024 * 1024
-MAX_CONFIG_DEPTH = 32
-
-
-class UsageError(Exception):
-    """Bad input from the command line (exit 2)."""
+__all__ = ["TOOLS", "run_tool"]
 
 
 class AcquisitionFailed(Exception):
     """``std_cli_write_sync``: the acquisition ended FAILED (exit 1, after printing the status)."""
-
-
-def _refuse_constant(name: str) -> float:
-    raise ValueError(f"{name} is not allowed")
-
-
-def _read_config_file(path: str) -> dict:
-    """The JSON object in ``path``: a regular file of at most MAX_CONFIG_BYTES, shallow, finite numbers.
-
-    Never blocks: a FIFO, a device (``/dev/zero``) or a directory is refused before reading.
-    """
-    shown = quote(path)
-    try:
-        # O_NONBLOCK: opening a FIFO must not wait for a writer.
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    except FileNotFoundError:
-        raise UsageError(f"config file {shown!r} does not exist") from None
-    except IsADirectoryError:
-        raise UsageError(f"config file {shown!r} is a directory") from None
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"cannot read config file {shown!r}: {quote(getattr(exc, 'strerror', None) or exc)}") from None
-    try:
-        info = os.fstat(fd)
-        if stat.S_ISDIR(info.st_mode):
-            raise UsageError(f"config file {shown!r} is a directory")
-        if not stat.S_ISREG(info.st_mode):
-            raise UsageError(f"config file {shown!r} is not a regular file")
-        if info.st_size > MAX_CONFIG_BYTES:
-            raise UsageError(f"config file {shown!r} is larger than {MAX_CONFIG_BYTES // 1024} KiB")
-        with os.fdopen(fd, "rb", closefd=True) as handle:
-            fd = -1
-            data = handle.read(MAX_CONFIG_BYTES + 1)
-    except OSError as exc:
-        raise UsageError(f"cannot read config file {shown!r}: {quote(exc.strerror or exc)}") from None
-    finally:
-        if fd >= 0:
-            os.close(fd)
-    if len(data) > MAX_CONFIG_BYTES:
-        raise UsageError(f"config file {shown!r} is larger than {MAX_CONFIG_BYTES // 1024} KiB")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise UsageError(f"config file {shown!r} is not UTF-8 text: {quote(exc)}") from None
-    try:
-        config = json.loads(text, parse_constant=_refuse_constant)
-    except RecursionError:
-        raise UsageError(f"config file {shown!r} is nested more than {MAX_CONFIG_DEPTH} levels deep") from None
-    except ValueError as exc:
-        raise UsageError(f"config file {shown!r} is not JSON: {quote(exc)}") from None
-    if not isinstance(config, dict):
-        raise UsageError(f"config file {shown!r} must hold a JSON object, not {protocol._json_kind(config)}")
-    if protocol.nesting_depth(config, MAX_CONFIG_DEPTH) > MAX_CONFIG_DEPTH:
-        raise UsageError(f"config file {shown!r} is nested more than {MAX_CONFIG_DEPTH} levels deep")
-    return config
 
 
 def _write_request(args: argparse.Namespace) -> dict:
@@ -152,7 +89,7 @@ def _set_config(client: StdDaqClient, args: argparse.Namespace) -> Any:
 
 
 def _set_config_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config_file", help="JSON file with the config fields (at most 1 MiB)")
+    parser.add_argument("config_file", help="JSON or YAML file with the config fields (at most 1 MiB)")
     parser.add_argument(
         "--merge",
         action="store_true",
@@ -180,7 +117,7 @@ TOOLS = {
     "std_cli_get_status": Tool("Get the Standard DAQ writer status.", lambda c, a: c.get_status()),
     "std_cli_get_config": Tool("Get the Standard DAQ configuration.", lambda c, a: c.get_config()),
     "std_cli_set_config": Tool(
-        "Set (part of) the Standard DAQ configuration from a JSON file.",
+        "Set (part of) the Standard DAQ configuration from a JSON or YAML file.",
         _set_config,
         _set_config_args,
         "Without --merge the file is sent as given; the last rest_v2 server version refuses partial configs.",
@@ -282,11 +219,13 @@ def run_tool(prog: str, argv: Optional[Sequence[str]] = None) -> int:
     try:
         url = check_url(url)
         if prog == "std_cli_set_config":
-            args.daq_config = _read_config_file(args.config_file)
+            from ._config_file import load_config_file  # YAML: only this tool pays for it
+
+            args.daq_config = load_config_file(args.config_file)
         kwargs = {} if args.timeout is None else {"timeout": args.timeout}
         with StdDaqClient(url_base=url, **kwargs) as client, _deadline.bounded(bound):
             result = tool.call(client, args)
-    except (UsageError, ValueError) as exc:
+    except ValueError as exc:
         _error(prog, f"error: {quote(redact_url(str(exc)), limit=None)}")
         return StdCliExit.USAGE
     except AcquisitionFailed as exc:

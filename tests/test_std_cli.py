@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from daq_runner import std_cli
+from daq_runner._config_file import MAX_CONFIG_BYTES
 from daq_runner.client import StdDaqClient
 from daq_runner.exceptions import DaqTransportError
 
@@ -105,13 +106,17 @@ def config_cases(tmp_path):
     fifo = tmp_path / "fifo.json"
     os.mkfifo(fifo)
     big = tmp_path / "big.json"
-    big.write_text('{"a": "' + "x" * (std_cli.MAX_CONFIG_BYTES + 10) + '"}')
+    big.write_text('{"a": "' + "x" * (MAX_CONFIG_BYTES + 10) + '"}')
     deep = tmp_path / "deep.json"
     deep.write_text('{"a": ' + "[" * 100000 + "]" * 100000 + "}")
     medium = tmp_path / "medium.json"
     medium.write_text('{"a": ' + "[" * 40 + "]" * 40 + "}")
     nan = tmp_path / "nan.json"
-    nan.write_text('{"bit_depth": NaN}')
+    nan.write_text('{"bit_depth": .nan}')
+    twice = tmp_path / "twice.json"
+    twice.write_text('{"bit_depth": 8, "bit_depth": 16}')
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("\n# nothing\n")
     latin = tmp_path / "latin.json"
     latin.write_bytes(b'{"detector_name": "\xe9"}')
     lst = tmp_path / "list.json"
@@ -121,17 +126,19 @@ def config_cases(tmp_path):
         (str(fifo), "not a regular file"),
         (str(tmp_path), "is a directory"),
         (str(big), "larger than 1024 KiB"),
-        (str(deep), "nested more than 32 levels"),
-        (str(medium), "nested more than 32 levels"),
-        (str(nan), "NaN is not allowed"),
+        (str(deep), "nested too deeply (more than 32 levels)"),
+        (str(medium), "nested too deeply (more than 32 levels)"),
+        (str(nan), "number '.nan' is not finite"),
+        (str(twice), "duplicate key 'bit_depth'"),
+        (str(empty), "is empty"),
         (str(latin), "not UTF-8"),
-        (str(lst), "must hold a JSON object, not a list"),
+        (str(lst), "must hold a mapping of config fields (a JSON object), not a list"),
         (str(tmp_path / "missing.json"), "does not exist"),
     ]
 
 
 def test_bad_config_files_are_one_line_usage_errors_and_never_hang(tmp_path):
-    """/dev/zero, a FIFO, a directory, 1 MiB+, deep JSON, NaN, not UTF-8, a list: exit 2, one line, at once."""
+    """/dev/zero, a FIFO, a directory, 1 MiB+, deep, NaN, a key twice, empty, not UTF-8, a list: exit 2, one line, at once."""
     for path, text in config_cases(tmp_path):
         started = time.monotonic()
         code, _, err = run_in_process("std_cli_set_config", [path, "-b", "http://127.0.0.1:1"])
@@ -342,3 +349,12 @@ def test_a_deeply_nested_reply_is_one_line_exit_1(depth):
     assert 1 == proc.returncode, proc.stderr
     assert_one_line_error(proc.stderr)
     assert "nested more than 32 levels" in proc.stderr and "" == proc.stdout
+
+
+def test_set_config_reads_yaml_as_daq_sim_does(daq_sim, tmp_path):
+    """A YAML config file (YAML 1.2: NO would stay text) works with --merge, as with daq-sim --config."""
+    config = tmp_path / "c.yaml"
+    config.write_text("# the sweep's depth\nbit_depth: 8\n")
+    code, out, err = run_in_process("std_cli_set_config", [str(config), "--merge", "-b", daq_sim.url])
+    assert 0 == code, err
+    assert 8 == json.loads(out)["bit_depth"] == StdDaqClient(daq_sim.url).get_config()["bit_depth"]
