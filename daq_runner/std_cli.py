@@ -14,6 +14,8 @@ with ``--merge`` it sends the current config with the file's fields changed, wai
 the deployment and checks the result (works on servers that refuse partial configs).
 The file is JSON or YAML, read as ``daq-sim --config`` reads it
 (:mod:`daq_runner._config_file`: a regular file of at most 1 MiB holding one mapping).
+A refusal that this tool knows the way out of (a partial config refused: ``--merge``; a
+writer left UNKNOWN: ``std_cli_write_stop``) says it in the same line.
 
 ``std_cli_write_sync`` exits 1 when the acquisition ended ``FAILED`` (the status is
 still printed).
@@ -38,7 +40,7 @@ import math
 import os
 import sys
 from dataclasses import dataclass
-from typing import Any, Callable, NoReturn, Optional, Sequence
+from typing import Any, Callable, NamedTuple, NoReturn, Optional, Sequence, Tuple
 
 from . import _deadline, protocol
 from ._cli import OneLineArgumentParser
@@ -162,6 +164,47 @@ TOOLS = {
         "Stop writing (also resets an UNKNOWN writer).", lambda c, a: c.stop_writer(), changes_daq=True
     ),
 }
+
+_WRITES = ("std_cli_write_async", "std_cli_write_sync")
+
+
+class _Hint(NamedTuple):
+    """A refusal this tool knows the way out of: the tools, the texts of the DAQ's message (a
+    refusal carries its status as text only), and what to say."""
+
+    tools: Tuple[str, ...]
+    texts: Tuple[str, ...]
+    say: str
+    unless_merged: bool = False
+
+
+_HINTS = (
+    _Hint(
+        ("std_cli_set_config",),
+        (protocol.MESSAGE_PARTIAL_CONFIG,),
+        "this DAQ refuses partial configs: --merge sends the current config with the file's fields "
+        "changed and waits for the deployment",
+        unless_merged=True,
+    ),
+    _Hint(
+        ("std_cli_set_config",),
+        (protocol.MESSAGE_MODULE_POSITIONS,),
+        "this DAQ can store only module_positions: {} (leave the field out of the file)",
+    ),
+    _Hint(_WRITES, (protocol.MESSAGE_BUSY_PREFIX, "UNKNOWN"), "the writer is UNKNOWN (a DAQ just started or restarted): std_cli_write_stop makes it READY"),
+    _Hint(_WRITES, (protocol.MESSAGE_NEEDS_RESTART,), "the writer is UNKNOWN now: std_cli_write_stop makes it READY"),
+    _Hint(("std_cli_write_stop",), (protocol.MESSAGE_NEEDS_RESTART,), "the writer is UNKNOWN now: another std_cli_write_stop makes it READY"),
+)
+
+
+def _hint(prog: str, args: argparse.Namespace, refusal: str) -> str:
+    """``"; <what to do>"`` for a refusal this tool knows the way out of, else ``""``."""
+    merged = getattr(args, "merge", False)
+    for hint in _HINTS:
+        if prog in hint.tools and all(text in refusal for text in hint.texts) and not (hint.unless_merged and merged):
+            return f"; {hint.say}"
+    return ""
+
 
 _EXIT_CODES = "exit codes: " + StdCliExit.describe()
 
@@ -321,7 +364,7 @@ def run_tool(prog: str, argv: Optional[Sequence[str]] = None) -> int:
         _say(prog, f"the acquisition FAILED: {quote(message)}")
         return StdCliExit.DAQ
     except StdDaqAdminException as exc:
-        _say(prog, f"the DAQ refused: {exc}")
+        _say(prog, f"the DAQ refused: {exc}{_hint(prog, args, str(exc))}")
         return StdCliExit.DAQ
     except DeadlineExceeded as exc:
         if args.timeout is not None and bound.expired:

@@ -208,7 +208,8 @@ PARTIAL_REFUSAL = "int() argument must be a string, a bytes-like object or a rea
 
 @pytest.fixture
 def last_rest_v2():
-    """A stand-in for the last rest_v2 version: it refuses partial configs and starts deployments UNKNOWN."""
+    """A stand-in for the last rest_v2 version: it refuses partial configs and module positions, and
+    starts deployments UNKNOWN."""
     state = {"config": dict(FULL), "id": 1, "polls": 0}
 
     def answer(method, target, headers, body):
@@ -218,6 +219,8 @@ def last_rest_v2():
             sent = json.loads(body)
             if set(sent) != set(FULL):
                 return reply(200, {"status": "error", "message": PARTIAL_REFUSAL})
+            if sent["module_positions"]:
+                return reply(200, {"status": "error", "message": protocol.MESSAGE_MODULE_POSITIONS})
             state["config"], state["id"], state["polls"] = sent, state["id"] + 1, 0
             return reply(200, {"status": "ok", "message": "Setting new daq config.", "config": sent, "config_id": None})
         if method == "GET" and target == "/daq/deployment":
@@ -555,6 +558,27 @@ def test_a_bad_redis_url_is_a_usage_error_before_anything_is_sent(redis_url, tex
     assert text in err and "pa ss" not in err
 
 
+# -- refusals that have a way out ------------------------------------------------------------
+
+
+def test_a_partial_config_refused_by_the_daq_points_to_merge(daq_sim, tmp_path):
+    """daq-sim refuses partial configs as the last rest_v2 does: the same line says what --merge does."""
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"bit_depth": 8}))
+    code, _, err = run_in_process("std_cli_set_config", [str(config), "-b", daq_sim.url])
+    assert 1 == code
+    assert_one_line_error(err)
+    assert f"the DAQ refused: {protocol.MESSAGE_PARTIAL_CONFIG}; this DAQ refuses partial configs: --merge sends the current config" in err
+
+
+def test_a_write_to_an_unknown_writer_points_to_write_stop(daq_sim_fresh, tmp_path):
+    """A freshly started DAQ refuses writes until a stop: the same line says which tool makes it READY."""
+    code, _, err = run_in_process("std_cli_write_async", [str(tmp_path / "a.h5"), "3", "-b", daq_sim_fresh.url])
+    assert 1 == code
+    assert_one_line_error(err)
+    assert protocol.MESSAGE_BUSY_PREFIX in err and "std_cli_write_stop makes it READY" in err
+
+
 def test_set_config_reads_yaml_as_daq_sim_does(daq_sim, tmp_path):
     """A YAML config file (YAML 1.2: NO would stay text) works with --merge, as with daq-sim --config."""
     config = tmp_path / "c.yaml"
@@ -562,3 +586,27 @@ def test_set_config_reads_yaml_as_daq_sim_does(daq_sim, tmp_path):
     code, out, err = run_in_process("std_cli_set_config", [str(config), "--merge", "-b", daq_sim.url])
     assert 0 == code, err
     assert 8 == json.loads(out)["bit_depth"] == StdDaqClient(daq_sim.url).get_config()["bit_depth"]
+
+
+def test_a_writer_left_unknown_points_to_write_stop_which_mends_it(daq_sim, tmp_path, monkeypatch):
+    """'Cannot reach WRITING. Writer needs to be restarted.' (n_images beyond the writer's integer):
+    the line says std_cli_write_stop makes it READY, and it does."""
+    monkeypatch.setattr(daq_sim.core.settings, "driver_timeout_s", 0.3)  # the real driver gives up after 5 s
+    code, _, err = run_in_process("std_cli_write_async", [str(tmp_path / "a.h5"), str(2**31), "-b", daq_sim.url])
+    assert 1 == code
+    assert_one_line_error(err)
+    assert protocol.MESSAGE_CANNOT_REACH_WRITING in err and "the writer is UNKNOWN now: std_cli_write_stop makes it READY" in err
+    code, out, err = run_in_process("std_cli_write_stop", ["-b", daq_sim.url])
+    assert 0 == code, err
+    assert "READY" == json.loads(out)["state"]
+
+
+def test_module_positions_refused_by_the_last_server_says_what_it_can_store(last_rest_v2, tmp_path):
+    """The last rest_v2 cannot serialise module positions (daq-sim does not reproduce it: a stand-in
+    server does): the line says that only {} can be stored."""
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({**FULL, "module_positions": {"0": [0, 0, 1023, 511]}}))
+    code, _, err = run_in_process("std_cli_set_config", [str(config), "-b", last_rest_v2.url])
+    assert 1 == code
+    assert_one_line_error(err)
+    assert protocol.MESSAGE_MODULE_POSITIONS in err and "this DAQ can store only module_positions: {}" in err
