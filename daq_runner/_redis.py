@@ -10,17 +10,31 @@ from __future__ import annotations
 
 import functools
 import json
-from typing import Any, Dict, List, Tuple
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from typing import Any, Dict, List, Optional, Tuple
+from urllib.parse import parse_qsl, quote as percent_encode, urlencode, urlsplit, urlunsplit
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from . import protocol
-from ._text import redact_url
+from ._text import check_url_shape, quote, redact_url
 
-__all__ = ["connect", "default_redis_url", "redact_url", "decode_entries", "last_id", "newest_id", "as_text", "FORCED_URL_OPTIONS"]
+__all__ = [
+    "connect",
+    "check_redis_url",
+    "with_password",
+    "default_redis_url",
+    "redact_url",
+    "decode_entries",
+    "last_id",
+    "newest_id",
+    "as_text",
+    "FORCED_URL_OPTIONS",
+    "REDIS_SCHEMES",
+]
+
+REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 # Query parameters of a Redis URL that connect() overrides: the reply format the code
 # reads and the time bounds it relies on.
@@ -60,6 +74,41 @@ def connect(url: str, socket_timeout: float = 2.0) -> redis.Redis:
         retry=Retry(NoBackoff(), 0),
         **_no_client_setinfo(),
     )
+
+
+def check_redis_url(url: str, what: str = "Redis URL") -> str:
+    """``url`` when a client can be made from it (checked without connecting).
+
+    Raises:
+        ValueError: one line starting with ``what``: not a ``redis://``, ``rediss://`` or
+            ``unix://`` URL with a host, a user name or password that would be misread, a bad
+            port or query option. Credentials are never shown.
+    """
+    check_url_shape(url, REDIS_SCHEMES, what)
+    try:
+        client = connect(url)
+        try:
+            client.connection_pool.make_connection().disconnect()
+        finally:
+            client.close()
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{what} {redact_url(url)!r} cannot be used: {quote(exc)}") from None
+    return url
+
+
+def with_password(url: Optional[str], password: Optional[str]) -> Optional[str]:
+    """``url`` with ``password`` (``$STD_DAQ_REDIS_PASSWORD``) as its password, unless it has one,
+    so that a password never needs to be on a command line (where ``ps`` shows it)."""
+    if not url or not password:
+        return url
+    parts = urlsplit(url)
+    if parts.password is not None:
+        return url
+    if parts.scheme == "unix":
+        return url + ("&" if parts.query else "?") + "password=" + percent_encode(password, safe="")
+    user = percent_encode(parts.username or "", safe="")
+    netloc = f"{user}:{percent_encode(password, safe='')}@{parts.netloc.rpartition('@')[2]}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 @functools.lru_cache(maxsize=1)

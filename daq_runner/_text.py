@@ -11,9 +11,19 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from typing import Any, Optional, Tuple
+from typing import Any, Optional, Sequence, Tuple
 
-__all__ = ["MAX_QUOTE", "one_line", "quote", "redact_url", "redact_text", "userinfo_problem", "secrets_in", "scrub"]
+__all__ = [
+    "MAX_QUOTE",
+    "one_line",
+    "quote",
+    "redact_url",
+    "redact_text",
+    "userinfo_problem",
+    "check_url_shape",
+    "secrets_in",
+    "scrub",
+]
 
 # Longest quoted reply text, in characters: enough for any DAQ message, short enough for a log line.
 MAX_QUOTE = 300
@@ -111,6 +121,28 @@ def userinfo_problem(url: str) -> Optional[str]:
         if "\\" in rest[: rest.rfind("@")]:
             return "its user name or password holds a backslash (percent-encode it as %5C)"
     return None
+
+
+def check_url_shape(url: str, schemes: Sequence[str], what: str) -> str:
+    """``url`` when it is a URL of one of ``schemes`` with a host (``unix`` needs none) and a
+    valid port; checked as text, nothing is connected to.
+
+    Raises:
+        ValueError: one line starting with ``what``; the credentials are never shown.
+    """
+    from urllib.parse import urlsplit
+
+    problem = userinfo_problem(url)
+    if problem:  # never echoed: part of a password would show
+        raise ValueError(f"{what} is not usable: {problem}")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        raise ValueError(f"{what} {redact_url(url)!r} is not a valid URL") from None
+    if parts.scheme not in schemes or not (parts.hostname or parts.scheme == "unix"):
+        raise ValueError(f"{what} {redact_url(url)!r} must be a {'/'.join(schemes)} URL with a host")
+    return url
 
 
 def redact_url(url: Any) -> Any:

@@ -131,20 +131,21 @@ class _TooDeep(Exception):
 class _PyLoader(
     yaml.reader.Reader, yaml.scanner.Scanner, yaml.parser.Parser, yaml.composer.Composer, _CoreResolver
 ):
-    """The pure-Python parser, whose recursive composer is bounded by MAX_DEPTH."""
+    """The pure-Python parser, whose recursive composer is bounded by ``max_depth``."""
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, max_depth: int = MAX_DEPTH) -> None:
         yaml.reader.Reader.__init__(self, text)
         yaml.scanner.Scanner.__init__(self)
         yaml.parser.Parser.__init__(self)
         yaml.composer.Composer.__init__(self)
         _CoreResolver.__init__(self)
         self._depth = 0
+        self._max_depth = max_depth
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         self._depth += 1
         try:
-            if self._depth > MAX_DEPTH:
+            if self._depth > self._max_depth:
                 raise _TooDeep(self.peek_event().start_mark)
             return super().compose_node(parent, index)
         finally:
@@ -220,9 +221,10 @@ def _placeholder_of(node: MappingNode) -> Optional[str]:
 class _Converter:
     """Nodes to plain values, with positions, counting nodes after alias expansion."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, max_depth: int = MAX_DEPTH) -> None:
         self.path = path
         self.nodes = 0
+        self.max_depth = max_depth
 
     def fail(self, reason: str, mark: Optional[Mark]) -> BatchValidationError:
         return BatchValidationError(reason, self.path, *(mark or (None, None)))
@@ -231,8 +233,8 @@ class _Converter:
         self.nodes += 1
         if self.nodes > MAX_NODES:
             raise self.fail(f"document too large: more than {MAX_NODES} YAML nodes (after expanding aliases)", _mark(node))
-        if depth > MAX_DEPTH:
-            raise self.fail(f"document nested too deeply (more than {MAX_DEPTH} levels)", _mark(node))
+        if depth > self.max_depth:
+            raise self.fail(f"document nested too deeply (more than {self.max_depth} levels)", _mark(node))
         if node.tag not in _ALLOWED_TAGS:
             raise self.fail(f"YAML tag {node.tag!r} is not allowed in a batch file", _mark(node))
         if isinstance(node, MappingNode):
@@ -320,7 +322,7 @@ def _syntax_hint(problem: str, context: str, lines: List[str], line_numbers: Lis
     return ""
 
 
-def _syntax_error(exc: yaml.MarkedYAMLError, text: str, path: str) -> BatchValidationError:
+def _syntax_error(exc: yaml.MarkedYAMLError, text: str, path: str, max_depth: int) -> BatchValidationError:
     problem = exc.problem or ""
     context = exc.context or ""
     mark = exc.problem_mark or exc.context_mark
@@ -328,7 +330,7 @@ def _syntax_error(exc: yaml.MarkedYAMLError, text: str, path: str) -> BatchValid
         mark = exc.context_mark  # point at the opening quote, not at the end of the file
     if "maximum nesting depth" in problem:
         where = (mark.line + 1, mark.column + 1) if mark else (None, None)
-        return BatchValidationError(f"document nested too deeply (more than {MAX_DEPTH} levels)", path, *where)
+        return BatchValidationError(f"document nested too deeply (more than {max_depth} levels)", path, *where)
     lines = [line[:_HINT_CHARS] for line in text.split("\n")]
     numbers: List[int] = []
     for candidate in (exc.problem_mark, exc.context_mark):
@@ -340,28 +342,30 @@ def _syntax_error(exc: yaml.MarkedYAMLError, text: str, path: str) -> BatchValid
     return BatchValidationError(reason, path, *where)
 
 
-def load_yaml(text: str, path: str) -> Any:
+def load_yaml(text: str, path: str, max_depth: int = MAX_DEPTH) -> Any:
     """Parse one YAML document into plain values with positions (see the module docstring).
+
+    ``max_depth``: levels of nesting allowed (a DAQ config file allows fewer than a batch).
 
     Raises:
         BatchValidationError: syntax errors (with a hint), forbidden tags, merge keys,
             duplicate keys, too many nodes, too deep, non-finite numbers.
     """
-    loader = _CLoader(text) if _USE_LIBYAML else _PyLoader(text)
+    loader = _CLoader(text) if _USE_LIBYAML else _PyLoader(text, max_depth)
     try:
         node = loader.get_single_node()
     except yaml.MarkedYAMLError as exc:
-        raise _syntax_error(exc, text, path) from None
+        raise _syntax_error(exc, text, path, max_depth) from None
     except yaml.YAMLError as exc:
         raise BatchValidationError(f"invalid YAML: {str(exc).splitlines()[0]}", path) from None
     except _TooLarge:
         raise BatchValidationError(f"document too large: more than {MAX_NODES} YAML nodes", path) from None
     except _TooDeep as exc:
         raise BatchValidationError(
-            f"document nested too deeply (more than {MAX_DEPTH} levels)", path, exc.mark.line + 1, exc.mark.column + 1
+            f"document nested too deeply (more than {max_depth} levels)", path, exc.mark.line + 1, exc.mark.column + 1
         ) from None
     finally:
         loader.dispose()
     if node is None:
         raise BatchValidationError("batch file is empty", path)
-    return _Converter(path).convert(node)
+    return _Converter(path, max_depth).convert(node)

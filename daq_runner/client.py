@@ -24,7 +24,7 @@ import math
 import operator
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, List, Mapping, Optional, Tuple
 from urllib.parse import urlsplit
 
 import requests
@@ -89,7 +89,7 @@ _FINAL_DEPLOYMENT = (protocol.DeploymentStatus.SUCCESS.value, protocol.Deploymen
 _TRANSPORT_ERRORS = (requests.RequestException, urllib3.exceptions.HTTPError, http.client.HTTPException, OSError)
 
 RetryHook = Callable[[str, int, BaseException, float], None]
-DeploymentHook = Callable[[dict], None]
+DeploymentHook = Callable[[protocol.Deployment], None]
 
 
 def check_url(url: Any) -> str:
@@ -212,9 +212,9 @@ class ConfigUpdate:
         deployment: the final deployment status (``status`` ``SUCCESS``).
     """
 
-    config: dict
+    config: protocol.DaqConfig
     config_id: Optional[str]
-    deployment: dict
+    deployment: protocol.Deployment
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -555,15 +555,15 @@ class StdDaqClient:
 
     # -- the nine methods of the original client --------------------------------------
 
-    def get_status(self) -> dict:
+    def get_status(self) -> protocol.WriterStatus:
         """Current writer status: ``{"state": "READY"|"WRITING"|"UNKNOWN", "acquisition": {...}|None}``."""
         return self._payload(protocol.WRITER_STATUS)
 
-    def get_config(self) -> Optional[dict]:
+    def get_config(self) -> Optional[protocol.DaqConfig]:
         """Current DAQ configuration (``None`` before the first deployment)."""
         return self._payload(protocol.DAQ_CONFIG_GET)
 
-    def set_config(self, daq_config: dict) -> Optional[dict]:
+    def set_config(self, daq_config: Mapping[str, Any]) -> Optional[protocol.DaqConfig]:
         """Send ``daq_config`` as it is (the original's request); returns the configuration now in force.
 
         Servers of mid-2023 merge a partial config into the current one; the last rest_v2
@@ -579,7 +579,7 @@ class StdDaqClient:
         """
         return self._payload(protocol.DAQ_CONFIG_SET, daq_config)
 
-    def get_logs(self, n_last_logs: int) -> list:
+    def get_logs(self, n_last_logs: int) -> List[protocol.AcquisitionRecord]:
         """The last ``n_last_logs`` acquisitions that produced a file, newest first.
 
         Always a list, whether the server sends a list or rest_v2's dict keyed by stream id.
@@ -597,15 +597,15 @@ class StdDaqClient:
             raise ValueError(f"n_last_logs must be a whole number >= 1, not {quote(repr(n_last_logs))}")
         return self._payload(protocol.DAQ_LOGS, n=n)
 
-    def get_stats(self) -> Optional[dict]:
+    def get_stats(self) -> Optional[protocol.DaqStats]:
         """Detector and writer throughput, aggregated each second (may be ``None``)."""
         return self._payload(protocol.DAQ_STATS)
 
-    def get_deployment_status(self) -> dict:
+    def get_deployment_status(self) -> protocol.Deployment:
         """Status of the last configuration deployment (``SUCCESS`` when all servers are done)."""
         return self._payload(protocol.DAQ_DEPLOYMENT)
 
-    def start_writer_async(self, write_request: dict) -> dict:
+    def start_writer_async(self, write_request: Mapping[str, Any]) -> protocol.WriterStatus:
         """Start an acquisition; returns the writer status once the writer is WRITING.
 
         ``write_request`` is ``{"output_file": <absolute path>, "n_images": N, "run_id": optional int}``.
@@ -623,7 +623,7 @@ class StdDaqClient:
         """
         return self._payload(protocol.WRITER_WRITE_ASYNC, write_request)
 
-    def start_writer_sync(self, write_request: dict) -> dict:
+    def start_writer_sync(self, write_request: Mapping[str, Any]) -> protocol.WriterStatus:
         """Start an acquisition and return when it has ended (the server waits up to 60 s).
 
         Same request and retry rules as :meth:`start_writer_async`; the read timeout is
@@ -631,7 +631,7 @@ class StdDaqClient:
         """
         return self._payload(protocol.WRITER_WRITE_SYNC, write_request)
 
-    def stop_writer(self) -> dict:
+    def stop_writer(self) -> protocol.WriterStatus:
         """Stop the acquisition in progress; also resets a writer in ``UNKNOWN`` to ``READY``.
 
         The real server answers within about 5 s; the read timeout is ``write_timeout``.
@@ -645,7 +645,7 @@ class StdDaqClient:
 
     def update_config(
         self,
-        changes: Dict[str, Any],
+        changes: Mapping[str, Any],
         *,
         timeout: float = DEPLOY_TIMEOUT,
         on_deployment: Optional[DeploymentHook] = None,

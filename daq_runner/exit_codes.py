@@ -49,6 +49,7 @@ class StdCliExit(ExitCode):
     DAQ = 1, "the DAQ refused or answered wrongly, a deployment failed, or the acquisition FAILED"
     USAGE = 2, "bad usage, a URL that is not http(s), or an unreadable or invalid config file"
     UNREACHABLE = 3, "the DAQ unreachable, not done within --timeout, or the reply to a write start or a config lost"
+    LOCKED = 4, "a runner holds the DAQ's lock (the tools that write, stop or configure; --force goes ahead)"
     INTERRUPTED = 130, "interrupted"
 
 

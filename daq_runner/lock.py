@@ -18,34 +18,63 @@ runner cannot know what was done to the DAQ meanwhile. A token, not a counter: a
 starts again at 1 in an emptied Redis, so an equal number would prove nothing.
 
 Only plain commands and transactions (``WATCH``/``MULTI``) are used, no Lua, so that an ACL user
-without scripting rights can hold the lock (it needs both keys: ``daq-runner:lock*``). The lock
-guards against two runners interleaving writes and config changes on one DAQ; it does not stop
-people using the CLI tools meanwhile.
+without scripting rights can hold the lock (it needs its keys: ``daq-runner:lock*``). The lock
+guards against two runners interleaving writes and config changes on one DAQ.
+
+The ``std_cli_*`` tools that change the DAQ look at the lock first (:func:`look_before_use`)
+and refuse while a runner holds it. Forced past it (``--force``), a tool adds a record of
+its use (who, which tool and arguments, when, host and pid, and the holder it went past) to the
+stream ``<key>:forced``, in one transaction with its look at the lock, so the record exists
+before the lock can be seen released. The runner holding the lock reads the new records in its
+renewal thread and once more after it released the lock, so that none is missed, and tells
+each one naming its own acquisition (the ``epoch`` token) through ``notify``: its report then
+says, e.g., "std_cli_write_stop was used while this run held the lock".
 """
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import socket
 import threading
 import time
 import uuid
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, NamedTuple, Optional, Sequence, Tuple
 
 import redis
 
 from ._deadline import Interrupted, current
+from ._redis import as_text, decode_entries, newest_id
+from ._text import one_line, quote, redact_text
 from .exceptions import LockError, LockHeldError
 
-__all__ = ["DaqLock", "LOCK_KEY", "EPOCH_SUFFIX", "LOCK_TTL_S", "REDIS_BUDGET_S", "process_alive"]
+__all__ = [
+    "DaqLock",
+    "LockLook",
+    "look_before_use",
+    "LOCK_KEY",
+    "EPOCH_SUFFIX",
+    "FORCED_SUFFIX",
+    "LOCK_TTL_S",
+    "REDIS_BUDGET_S",
+    "process_alive",
+]
 
 LOCK_KEY = "daq-runner:lock"
 # The key next to the lock naming the last acquisition of it (``<key>:epoch``, no expiry).
 EPOCH_SUFFIX = ":epoch"
+# The stream next to the lock recording each use of a tool forced past it (``<key>:forced``).
+FORCED_SUFFIX = ":forced"
+# Records kept in that stream (approximately: trimming whole nodes is cheaper for Redis).
+FORCED_MAXLEN = 1000
 LOCK_TTL_S = 30.0
 # How long taking the lock rides out a stalled or restarting Redis when no --wait-lock is given.
 REDIS_BUDGET_S = 5.0
+# Reading the forced-use records: entries per request, requests per look (a bound, not a need:
+# a run sees a handful at most).
+_FORCED_PAGE = 100
+_FORCED_PAGES = 10
 
 
 def process_alive(pid: Any) -> bool:
@@ -57,6 +86,24 @@ def process_alive(pid: Any) -> bool:
     except (PermissionError, ValueError, TypeError, OverflowError):
         return True
     return True
+
+
+def _utc_now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _dead_here(holder: dict) -> bool:
+    """Whether ``holder`` is a process of this host that no longer runs (its lock is void)."""
+    return holder.get("host") == socket.gethostname() and "pid" in holder and not process_alive(holder["pid"])
+
+
+def _after(entry_id: str) -> str:
+    """The smallest stream id after ``entry_id`` (``XRANGE`` with ``(`` needs Redis 6.2)."""
+    ms, _, seq = entry_id.partition("-")
+    try:
+        return f"{int(ms)}-{int(seq or 0) + 1}"
+    except ValueError:
+        return "0-0"
 
 
 class DaqLock:
@@ -89,7 +136,7 @@ class DaqLock:
         # This acquisition's token: in the lock's value (unique) and in the epoch key.
         self.epoch = uuid.uuid4().hex
         self.holder_info = {
-            **holder, "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "epoch": self.epoch,
+            **holder, "since": _utc_now(), "epoch": self.epoch,
         }
         self.value = json.dumps(self.holder_info)
         self.on_lost = on_lost
@@ -103,6 +150,12 @@ class DaqLock:
         self._stop = threading.Event()
         self._renewer: Optional[threading.Thread] = None
         self._renew_error_told = False
+        self.forced_key = key + FORCED_SUFFIX
+        # The newest forced-use record already looked at; set while taking the lock, before any
+        # record can name this acquisition.
+        self._forced_seen = "0-0"
+        self._forced_guard = threading.Lock()
+        self._forced_error_told = False
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -123,7 +176,10 @@ class DaqLock:
 
     @staticmethod
     def describe(holder: Optional[dict]) -> str:
+        """``host H, pid P, batch B, since T`` (a value set by hand: quoted as it is)."""
         holder = holder or {}
+        if "raw" in holder and "host" not in holder:
+            return f"a lock value not set by a runner: '{quote(holder['raw'])}'"
         return (
             f"host {holder.get('host', '?')}, pid {holder.get('pid', '?')}, "
             f"batch {holder.get('batch', '?')}, since {holder.get('since', '?')}"
@@ -143,9 +199,10 @@ class DaqLock:
                 dead = None
                 if raw is not None:
                     holder = self._holder_of(raw)
-                    if not (holder.get("host") == socket.gethostname() and "pid" in holder and not process_alive(holder["pid"])):
+                    if not _dead_here(holder):
                         return holder
                     dead = holder
+                self._forced_seen = self._newest_forced(pipe)
                 pipe.multi()
                 self._take(pipe)
                 pipe.execute()
@@ -154,6 +211,13 @@ class DaqLock:
         if dead is not None:
             self.notify(f"took over the runner lock of a process that no longer runs ({self.describe(dead)})")
         return None
+
+    def _newest_forced(self, pipe: Any) -> str:
+        """Id of the newest forced-use record (any record after it may name this acquisition)."""
+        try:
+            return newest_id(pipe.xrevrange(self.forced_key, count=1))
+        except redis.ResponseError:  # not a stream, or not allowed: read from the start, never fatal
+            return "0-0"
 
     def _take(self, pipe: Any) -> None:
         """Queue the lock and its epoch (inside ``MULTI``): every acquisition names itself."""
@@ -279,6 +343,8 @@ class DaqLock:
                 if not self._renew_error_told:
                     self._renew_error_told = True
                     self.notify(f"runner lock renewal failed ({exc}); trying again")
+                continue
+            self.read_forced_uses()
 
     def assert_held(self) -> None:
         """Before a request that changes the DAQ: raise :class:`LockError` unless the lock is ours.
@@ -296,19 +362,130 @@ class DaqLock:
             raise LockError(f"runner lock lost: {self.lost}")
 
     def release(self) -> None:
-        """Give the lock up (only if still ours). Never raises."""
+        """Give the lock up (only if still ours), then tell the forced uses not told yet. Never raises."""
         self._stop.set()
         if self._renewer is not None and self._renewer is not threading.current_thread():
             self._renewer.join(2)
-        if not self._held or self.lost is not None:
-            return
-        self._held = False
-        try:
-            with self.client.pipeline() as pipe:
-                pipe.watch(self.key)
-                if pipe.get(self.key) == self.value.encode():
-                    pipe.multi()
-                    pipe.delete(self.key)
-                    pipe.execute()
-        except (redis.RedisError, Interrupted):
-            pass
+        if self._held and self.lost is None:
+            self._held = False
+            try:
+                with self.client.pipeline() as pipe:
+                    pipe.watch(self.key)
+                    if pipe.get(self.key) == self.value.encode():
+                        pipe.multi()
+                        pipe.delete(self.key)
+                        pipe.execute()
+            except (redis.RedisError, Interrupted):
+                pass
+        if self._renewer is not None:
+            # After the delete: a tool records its forced use in the transaction that saw our
+            # lock, so every record naming this acquisition is in the stream by now.
+            try:
+                self.read_forced_uses()
+            except Exception:  # from the caller's notify: a release must finish all the same
+                pass
+
+    # -- tools forced past the lock --------------------------------------------------------------
+
+    def read_forced_uses(self) -> None:
+        """Tell (``notify``) each std_cli tool used with ``--force`` past this lock since the last
+        look. Bounded (at most ``_FORCED_PAGES`` requests); never raises: a Redis error is told once."""
+        with self._forced_guard:
+            try:
+                for _ in range(_FORCED_PAGES):
+                    entries = self.client.xrange(self.forced_key, min=_after(self._forced_seen), count=_FORCED_PAGE)
+                    if entries:
+                        self._forced_seen = as_text(entries[-1][0])
+                    for _, record in decode_entries(entries):
+                        message = _forced_use_notice(record, self.epoch)
+                        if message is not None:
+                            self.notify(message)
+                    if len(entries) < _FORCED_PAGE:
+                        break
+            except (redis.RedisError, Interrupted) as exc:
+                if not self._forced_error_told:
+                    self._forced_error_told = True
+                    self.notify(f"could not read the uses of std_cli tools forced past the runner lock: Redis: {exc}")
+
+
+def _forced_use_notice(record: Any, epoch: str) -> Optional[str]:
+    """The notice for a forced-use record that names the acquisition ``epoch``, else ``None``.
+
+    Anyone can add to the stream: every field is checked and shown as one quoted line.
+    """
+    if not isinstance(record, dict):
+        return None
+    holder = record.get("holder")
+    if not isinstance(holder, dict) or holder.get("epoch") != epoch:
+        return None
+    tool = one_line(record.get("tool") or "a std_cli tool", 60)
+    argv = record.get("argv")
+    command = " ".join(str(arg) for arg in argv) if isinstance(argv, list) else ""
+    who = f"{one_line(record.get('user') or '?', 60)}@{one_line(record.get('host') or '?', 100)}"
+    return (
+        f"{tool} was used while this run held the lock (--force by {who}, pid {one_line(record.get('pid') or '?', 20)}, "
+        f"at {one_line(record.get('at') or '?', 40)}: {quote(f'{tool} {command}'.strip())})"
+    )
+
+
+class LockLook(NamedTuple):
+    """What :func:`look_before_use` found.
+
+    Attributes:
+        holder: who holds the runner lock (as :meth:`DaqLock.holder`), ``None`` when it is free.
+        forced: a live runner holds it and this use went past it; the record of it is stored.
+    """
+
+    holder: Optional[dict]
+    forced: bool
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no user name for this uid (a container): the pid and host still say who
+        return "?"
+
+
+def look_before_use(
+    client: redis.Redis, tool: str, argv: Sequence[str], *, force: bool = False, key: str = LOCK_KEY
+) -> LockLook:
+    """Before a tool changes the DAQ: may it, with the runner lock as it is?
+
+    Free, or held by a process of this host that no longer runs (``daq-run`` would take it
+    over): ``LockLook(holder_or_None, False)``. Held by anyone else (a runner, or a value set by
+    hand): :class:`LockHeldError`, unless ``force``; then a record of this use (``tool``,
+    ``argv`` with the credentials of URLs masked, user, host, pid, time, the holder) is added to
+    ``<key>:forced`` in one transaction with the look, and ``LockLook(holder, True)`` returned.
+
+    Raises:
+        LockHeldError: a runner holds the lock and ``force`` is false (``holder`` says who).
+        redis.RedisError: Redis could not be asked, or refused (its client's timeouts bound it).
+    """
+    record = {
+        "tool": tool,
+        "argv": [redact_text(arg) for arg in argv],
+        "user": _user(),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "at": _utc_now(),
+    }
+    for _ in range(3):  # the lock renewed or released between the look and the record: look again
+        with client.pipeline() as pipe:
+            try:
+                pipe.watch(key)
+                raw = pipe.get(key)
+                if raw is None:
+                    return LockLook(None, False)
+                holder = DaqLock._holder_of(raw)
+                if _dead_here(holder):
+                    return LockLook(holder, False)
+                if not force:
+                    raise LockHeldError(f"the DAQ's runner lock is held ({DaqLock.describe(holder)})", holder)
+                pipe.multi()
+                pipe.xadd(key + FORCED_SUFFIX, {"json": json.dumps({**record, "holder": holder})}, maxlen=FORCED_MAXLEN, approximate=True)
+                pipe.execute()
+                return LockLook(holder, True)
+            except redis.WatchError:
+                continue
+    raise redis.WatchError("the runner lock kept changing while this use was being recorded")

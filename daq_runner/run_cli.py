@@ -142,27 +142,18 @@ def _load_profile(path: Optional[str], name: str) -> _Source:
 
 
 def _check_url(url: str, schemes: Sequence[str], what: str) -> str:
-    from urllib.parse import urlsplit
+    from ._text import check_url_shape
 
-    from ._text import redact_url, userinfo_problem
-
-    problem = userinfo_problem(url)
-    if problem:  # never echoed: part of a password would show
-        raise _Usage(f"{what} is not usable: {problem}")
     try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises on a bad port
-    except ValueError:
-        raise _Usage(f"{what} {redact_url(url)!r} is not a valid URL") from None
-    if parts.scheme not in schemes or not (parts.hostname or parts.scheme == "unix"):
-        raise _Usage(f"{what} {redact_url(url)!r} must be a {'/'.join(schemes)} URL with a host")
-    return url
+        return check_url_shape(url, schemes, what)
+    except ValueError as exc:
+        raise _Usage(str(exc)) from None
 
 
 def _resolve_daq(args: argparse.Namespace, batch: Any) -> Dict[str, Optional[str]]:
     """The REST and Redis URLs of the run and where each came from (a pair from one source)."""
     from . import protocol
-    from ._redis import default_redis_url
+    from ._redis import check_redis_url, default_redis_url, with_password
 
     if args.daq and args.url:
         raise _Usage("--daq and --url both name a DAQ; give one of them")
@@ -194,46 +185,17 @@ def _resolve_daq(args: argparse.Namespace, batch: Any) -> Dict[str, Optional[str
         check_url(url)  # the client's own rules too (no query or fragment: endpoints are appended)
     except ValueError as exc:
         raise _Usage(f"DAQ URL: {exc}") from None
-    redis = _with_password(redis, os.environ.get("STD_DAQ_REDIS_PASSWORD"))
+    redis = with_password(redis, os.environ.get("STD_DAQ_REDIS_PASSWORD"))
     if args.no_redis:
         redis, redis_source = None, "--no-redis"
     elif redis is None:
         redis, redis_source = default_redis_url(url), f"derived from the REST URL (its host, port {protocol.DEFAULT_REDIS_PORT})"
     else:
-        _check_url(redis, ("redis", "rediss", "unix"), "Redis URL")
-        _check_redis_options(redis)
-    return {"url": url, "redis": redis, "url_source": url_source, "redis_source": redis_source}
-
-
-def _check_redis_options(url: str) -> None:
-    """The options in a Redis URL's query must make a connection (checked without connecting)."""
-    from ._redis import connect
-    from ._text import redact_url
-
-    try:
-        client = connect(url)
         try:
-            client.connection_pool.make_connection().disconnect()
-        finally:
-            client.close()
-    except (ValueError, TypeError) as exc:
-        raise _Usage(f"Redis URL {redact_url(url)!r} cannot be used: {_one_line(exc)}") from None
-
-
-def _with_password(url: Optional[str], password: Optional[str]) -> Optional[str]:
-    """``url`` with ``$STD_DAQ_REDIS_PASSWORD`` as its password, unless it has one: so that a
-    password never needs to be on the command line (where ``ps`` shows it)."""
-    from urllib.parse import quote, urlsplit, urlunsplit
-
-    if not url or not password:
-        return url
-    parts = urlsplit(url)
-    if parts.password is not None:
-        return url
-    if parts.scheme == "unix":
-        return url + ("&" if parts.query else "?") + "password=" + quote(password, safe="")
-    user = quote(parts.username or "", safe="")
-    return urlunsplit((parts.scheme, f"{user}:{quote(password, safe='')}@{parts.netloc.rpartition('@')[2]}", parts.path, parts.query, parts.fragment))
+            check_redis_url(redis)
+        except ValueError as exc:
+            raise _Usage(str(exc)) from None
+    return {"url": url, "redis": redis, "url_source": url_source, "redis_source": redis_source}
 
 
 # -- resume -----------------------------------------------------------------------------------------

@@ -12,17 +12,24 @@ as ``***``.
 ``std_cli_set_config CONFIG_FILE`` sends the file as given (the original's request);
 with ``--merge`` it sends the current config with the file's fields changed, waits for
 the deployment and checks the result (works on servers that refuse partial configs).
-The file must be a regular file of at most 1 MiB holding a JSON object (nested at most
-32 levels, no NaN or Infinity).
+The file is JSON or YAML, read as ``daq-sim --config`` reads it
+(:mod:`daq_runner._config_file`: a regular file of at most 1 MiB holding one mapping).
+A refusal that this tool knows the way out of (a partial config refused: ``--merge``; a
+writer left UNKNOWN: ``std_cli_write_stop``) says it in the same line.
 
 ``std_cli_write_sync`` exits 1 when the acquisition ended ``FAILED`` (the status is
 still printed).
 
-Exit codes: 0 success; 1 the DAQ refused the request, answered wrongly, a deployment
-failed, or (``std_cli_write_sync``) the acquisition FAILED; 2 bad usage (an option value,
-a URL that is not http(s), an unreadable or invalid config file, an unknown config
-field); 3 the DAQ could not be reached, did not answer within ``--timeout``, or the reply to a write
-start or a config was lost (it may have taken effect: it is never sent twice); 130 Ctrl-C.
+The tools that change the DAQ (``std_cli_write_async``, ``std_cli_write_sync``,
+``std_cli_write_stop``, ``std_cli_set_config``) first look at the runner lock of
+``daq-run`` in the DAQ's Redis (``--redis URL``, else ``$STD_DAQ_REDIS_URL`` unless ``-b``
+names the DAQ, else the REST host on port 6379; ``$STD_DAQ_REDIS_PASSWORD`` is its
+password) and refuse while a runner holds it (exit 4, naming the holder). ``--force`` goes
+ahead and leaves a record that the runner reports (see :func:`daq_runner.lock.look_before_use`).
+A Redis that cannot be reached within about a second does not block (``-v`` says so); one
+that refuses the look (a password, an ACL) does not block either, and says so.
+
+Exit codes: see :class:`daq_runner.exit_codes.StdCliExit`.
 """
 
 from __future__ import annotations
@@ -31,10 +38,9 @@ import argparse
 import json
 import math
 import os
-import stat
 import sys
 from dataclasses import dataclass
-from typing import Any, Callable, NoReturn, Optional, Sequence
+from typing import Any, Callable, NamedTuple, NoReturn, Optional, Sequence, Tuple
 
 from . import _deadline, protocol
 from ._cli import OneLineArgumentParser
@@ -42,75 +48,17 @@ from ._text import quote, redact_url
 from ._version import __version__
 from .exit_codes import StdCliExit
 from .client import MAX_TIMEOUT_S, StdDaqClient, check_url
-from .exceptions import DaqRunnerError, DaqTransportError, DeadlineExceeded, StdDaqAdminException
+from .exceptions import DaqRunnerError, DaqTransportError, DeadlineExceeded, LockHeldError, StdDaqAdminException
 
-__all__ = ["TOOLS", "run_tool", "MAX_CONFIG_BYTES", "MAX_CONFIG_DEPTH"]
+__all__ = ["TOOLS", "Tool", "run_tool", "LOCK_LOOK_S"]
 
-# A DAQ config is a few hundred bytes, three levels deep.
-MAX_CONFIG_BYTES = 1024 * 1024
-MAX_CONFIG_DEPTH = 32
-
-
-class UsageError(Exception):
-    """Bad input from the command line (exit 2)."""
+# The most the look at the runner lock may take: a DAQ whose Redis does not answer by then
+# is not blocked (its tools must stay usable when Redis is down).
+LOCK_LOOK_S = 1.0
 
 
 class AcquisitionFailed(Exception):
     """``std_cli_write_sync``: the acquisition ended FAILED (exit 1, after printing the status)."""
-
-
-def _refuse_constant(name: str) -> float:
-    raise ValueError(f"{name} is not allowed")
-
-
-def _read_config_file(path: str) -> dict:
-    """The JSON object in ``path``: a regular file of at most MAX_CONFIG_BYTES, shallow, finite numbers.
-
-    Never blocks: a FIFO, a device (``/dev/zero``) or a directory is refused before reading.
-    """
-    shown = quote(path)
-    try:
-        # O_NONBLOCK: opening a FIFO must not wait for a writer.
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    except FileNotFoundError:
-        raise UsageError(f"config file {shown!r} does not exist") from None
-    except IsADirectoryError:
-        raise UsageError(f"config file {shown!r} is a directory") from None
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"cannot read config file {shown!r}: {quote(getattr(exc, 'strerror', None) or exc)}") from None
-    try:
-        info = os.fstat(fd)
-        if stat.S_ISDIR(info.st_mode):
-            raise UsageError(f"config file {shown!r} is a directory")
-        if not stat.S_ISREG(info.st_mode):
-            raise UsageError(f"config file {shown!r} is not a regular file")
-        if info.st_size > MAX_CONFIG_BYTES:
-            raise UsageError(f"config file {shown!r} is larger than {MAX_CONFIG_BYTES // 1024} KiB")
-        with os.fdopen(fd, "rb", closefd=True) as handle:
-            fd = -1
-            data = handle.read(MAX_CONFIG_BYTES + 1)
-    except OSError as exc:
-        raise UsageError(f"cannot read config file {shown!r}: {quote(exc.strerror or exc)}") from None
-    finally:
-        if fd >= 0:
-            os.close(fd)
-    if len(data) > MAX_CONFIG_BYTES:
-        raise UsageError(f"config file {shown!r} is larger than {MAX_CONFIG_BYTES // 1024} KiB")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise UsageError(f"config file {shown!r} is not UTF-8 text: {quote(exc)}") from None
-    try:
-        config = json.loads(text, parse_constant=_refuse_constant)
-    except RecursionError:
-        raise UsageError(f"config file {shown!r} is nested more than {MAX_CONFIG_DEPTH} levels deep") from None
-    except ValueError as exc:
-        raise UsageError(f"config file {shown!r} is not JSON: {quote(exc)}") from None
-    if not isinstance(config, dict):
-        raise UsageError(f"config file {shown!r} must hold a JSON object, not {protocol._json_kind(config)}")
-    if protocol.nesting_depth(config, MAX_CONFIG_DEPTH) > MAX_CONFIG_DEPTH:
-        raise UsageError(f"config file {shown!r} is nested more than {MAX_CONFIG_DEPTH} levels deep")
-    return config
 
 
 def _write_request(args: argparse.Namespace) -> dict:
@@ -152,7 +100,7 @@ def _set_config(client: StdDaqClient, args: argparse.Namespace) -> Any:
 
 
 def _set_config_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config_file", help="JSON file with the config fields (at most 1 MiB)")
+    parser.add_argument("config_file", help="JSON or YAML file with the config fields (at most 1 MiB)")
     parser.add_argument(
         "--merge",
         action="store_true",
@@ -163,12 +111,16 @@ def _set_config_args(parser: argparse.ArgumentParser) -> None:
 
 @dataclass(frozen=True)
 class Tool:
-    """One CLI tool: its description, extra arguments and what it calls."""
+    """One CLI tool: its description, extra arguments and what it calls.
+
+    ``changes_daq``: it writes, stops or configures, so it looks at the runner lock first.
+    """
 
     description: str
     call: Callable[[StdDaqClient, argparse.Namespace], object]
     add_arguments: Callable[[argparse.ArgumentParser], None] = lambda parser: None
     epilog: Optional[str] = None
+    changes_daq: bool = False
 
 
 def _file_args(parser: argparse.ArgumentParser) -> None:
@@ -180,10 +132,11 @@ TOOLS = {
     "std_cli_get_status": Tool("Get the Standard DAQ writer status.", lambda c, a: c.get_status()),
     "std_cli_get_config": Tool("Get the Standard DAQ configuration.", lambda c, a: c.get_config()),
     "std_cli_set_config": Tool(
-        "Set (part of) the Standard DAQ configuration from a JSON file.",
+        "Set (part of) the Standard DAQ configuration from a JSON or YAML file.",
         _set_config,
         _set_config_args,
         "Without --merge the file is sent as given; the last rest_v2 server version refuses partial configs.",
+        changes_daq=True,
     ),
     "std_cli_get_logs": Tool(
         "Get the last acquisition logs, newest first.",
@@ -198,15 +151,60 @@ TOOLS = {
         "Start writing images to a file and return at once.",
         lambda c, a: c.start_writer_async(_write_request(a)),
         _file_args,
+        changes_daq=True,
     ),
     "std_cli_write_sync": Tool(
         "Write images to a file and return when done (at most 60 s).",
         _write_sync,
         _file_args,
         "Exit status 1 when the acquisition ended FAILED (the status is printed all the same).",
+        changes_daq=True,
     ),
-    "std_cli_write_stop": Tool("Stop writing (also resets an UNKNOWN writer).", lambda c, a: c.stop_writer()),
+    "std_cli_write_stop": Tool(
+        "Stop writing (also resets an UNKNOWN writer).", lambda c, a: c.stop_writer(), changes_daq=True
+    ),
 }
+
+_WRITES = ("std_cli_write_async", "std_cli_write_sync")
+
+
+class _Hint(NamedTuple):
+    """A refusal this tool knows the way out of: the tools, the texts of the DAQ's message (a
+    refusal carries its status as text only), and what to say."""
+
+    tools: Tuple[str, ...]
+    texts: Tuple[str, ...]
+    say: str
+    unless_merged: bool = False
+
+
+_HINTS = (
+    _Hint(
+        ("std_cli_set_config",),
+        (protocol.MESSAGE_PARTIAL_CONFIG,),
+        "this DAQ refuses partial configs: --merge sends the current config with the file's fields "
+        "changed and waits for the deployment",
+        unless_merged=True,
+    ),
+    _Hint(
+        ("std_cli_set_config",),
+        (protocol.MESSAGE_MODULE_POSITIONS,),
+        "this DAQ can store only module_positions: {} (leave the field out of the file)",
+    ),
+    _Hint(_WRITES, (protocol.MESSAGE_BUSY_PREFIX, "UNKNOWN"), "the writer is UNKNOWN (a DAQ just started or restarted): std_cli_write_stop makes it READY"),
+    _Hint(_WRITES, (protocol.MESSAGE_NEEDS_RESTART,), "the writer is UNKNOWN now: std_cli_write_stop makes it READY"),
+    _Hint(("std_cli_write_stop",), (protocol.MESSAGE_NEEDS_RESTART,), "the writer is UNKNOWN now: another std_cli_write_stop makes it READY"),
+)
+
+
+def _hint(prog: str, args: argparse.Namespace, refusal: str) -> str:
+    """``"; <what to do>"`` for a refusal this tool knows the way out of, else ``""``."""
+    merged = getattr(args, "merge", False)
+    for hint in _HINTS:
+        if prog in hint.tools and all(text in refusal for text in hint.texts) and not (hint.unless_merged and merged):
+            return f"; {hint.say}"
+    return ""
+
 
 _EXIT_CODES = "exit codes: " + StdCliExit.describe()
 
@@ -238,11 +236,71 @@ def _parser(prog: str, tool: Tool) -> argparse.ArgumentParser:
         "15 s of a write start or stop, 75 s of write_sync; a real DAQ needs up to 5 s for a write start or stop)",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s (daq-runner) {__version__}")
+    if tool.changes_daq:
+        parser.add_argument(
+            "--redis",
+            default=None,
+            metavar="URL",
+            help="the DAQ's Redis, where daq-run keeps its runner lock (default: $STD_DAQ_REDIS_URL unless -b is "
+            "given, else the REST host on port 6379; $STD_DAQ_REDIS_PASSWORD is its password)",
+        )
+        parser.add_argument(
+            "--force",
+            action="store_true",
+            help="go ahead although a runner holds the DAQ's lock; the run's report will say so",
+        )
+        parser.add_argument("-v", "--verbose", action="store_true", help="say on stderr what the look at the lock found")
     tool.add_arguments(parser)
     return parser
 
 
-def _error(prog: str, message: str) -> None:
+def _redis_url(args: argparse.Namespace, url: str) -> str:
+    """The DAQ's Redis for the look at the lock, as ``daq-run`` finds it (checked; ValueError)."""
+    from ._redis import check_redis_url, default_redis_url, with_password
+
+    given = args.redis
+    if given is None and args.url_base is None:
+        given = os.environ.get("STD_DAQ_REDIS_URL") or None  # with $STD_DAQ_API_URL, as daq-run pairs them
+    redis_url = default_redis_url(url) if given is None else check_redis_url(given, "--redis URL" if args.redis is not None else "$STD_DAQ_REDIS_URL")
+    return with_password(redis_url, os.environ.get("STD_DAQ_REDIS_PASSWORD"))
+
+
+def _look_at_lock(prog: str, args: argparse.Namespace, redis_url: str, argv: Sequence[str]) -> None:
+    """Refuse (LockHeldError) while a runner holds the DAQ's lock, unless ``--force``.
+
+    A Redis that cannot be reached within :data:`LOCK_LOOK_S` (or the ``--timeout`` left)
+    does not block; one that refuses (a password, an ACL) does not either, and says so.
+    """
+    import redis
+
+    from ._redis import connect
+    from .lock import DaqLock, look_before_use
+
+    shown = redact_url(redis_url)
+    client = connect(redis_url, socket_timeout=max(min(LOCK_LOOK_S, _deadline.current().remaining()), 0.05))
+    try:
+        look = look_before_use(client, prog, argv, force=args.force)
+    except (redis.AuthenticationError, redis.ResponseError, redis.WatchError) as exc:
+        # Redis answers, but not with the lock: a setting to fix, said every time.
+        password = "; $STD_DAQ_REDIS_PASSWORD gives its password" if isinstance(exc, redis.AuthenticationError) else ""
+        _say(prog, f"warning: the runner lock was not looked at: Redis {shown} refused: {quote(exc)}{password}; going ahead")
+        return
+    except redis.RedisError as exc:
+        if args.verbose:
+            _say(prog, f"the runner lock was not looked at: Redis {shown} cannot be reached ({quote(exc)}); going ahead")
+        return
+    finally:
+        client.close()
+    if look.forced:
+        _say(prog, f"--force: going ahead although a runner holds this DAQ's lock ({quote(DaqLock.describe(look.holder))}); the run is told")
+    elif args.verbose:
+        if look.holder is None:
+            _say(prog, f"no runner holds this DAQ's lock (Redis {shown})")
+        else:
+            _say(prog, f"the runner lock is held by a process of this host that no longer runs ({quote(DaqLock.describe(look.holder))}); going ahead")
+
+
+def _say(prog: str, message: str) -> None:
     try:
         print(f"{prog}: {message}", file=sys.stderr)
     except (OSError, ValueError, AttributeError):  # no stderr to say it on: the exit code says it
@@ -275,47 +333,57 @@ def _to_devnull() -> None:
 def run_tool(prog: str, argv: Optional[Sequence[str]] = None) -> int:
     """Run the tool named ``prog`` with ``argv``; returns the exit code (argparse exits 2 itself)."""
     tool = TOOLS[prog]
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser(prog, tool).parse_args(argv)
     # An empty -b "$UNSET" is a mistake, not a request for the default DAQ.
     url = args.url_base if args.url_base is not None else os.environ.get("STD_DAQ_API_URL") or protocol.DEFAULT_URL
     bound = _deadline.Deadline(args.timeout) if args.timeout is not None else _deadline.current()
     try:
+        # Everything is checked before the first request, to Redis or to the DAQ.
         url = check_url(url)
         if prog == "std_cli_set_config":
-            args.daq_config = _read_config_file(args.config_file)
+            from ._config_file import load_config_file  # YAML: only this tool pays for it
+
+            args.daq_config = load_config_file(args.config_file)
+        redis_url = _redis_url(args, url) if tool.changes_daq else None
         kwargs = {} if args.timeout is None else {"timeout": args.timeout}
         with StdDaqClient(url_base=url, **kwargs) as client, _deadline.bounded(bound):
+            if redis_url is not None:
+                _look_at_lock(prog, args, redis_url, argv)
             result = tool.call(client, args)
-    except (UsageError, ValueError) as exc:
-        _error(prog, f"error: {quote(redact_url(str(exc)), limit=None)}")
+    except ValueError as exc:
+        _say(prog, f"error: {quote(redact_url(str(exc)), limit=None)}")
         return StdCliExit.USAGE
+    except LockHeldError as exc:
+        _say(prog, f"refused: {quote(exc, limit=None)}; --force goes ahead and tells the run")
+        return StdCliExit.LOCKED
     except AcquisitionFailed as exc:
         status = exc.args[0]
         _print(status)  # what it can; the exit code says FAILED either way
         message = (status.get("acquisition") or {}).get("message")
-        _error(prog, f"the acquisition FAILED: {quote(message)}")
+        _say(prog, f"the acquisition FAILED: {quote(message)}")
         return StdCliExit.DAQ
     except StdDaqAdminException as exc:
-        _error(prog, f"the DAQ refused: {exc}")
+        _say(prog, f"the DAQ refused: {exc}{_hint(prog, args, str(exc))}")
         return StdCliExit.DAQ
     except DeadlineExceeded as exc:
         if args.timeout is not None and bound.expired:
-            _error(prog, f"not done within --timeout {args.timeout:g} s: {exc}")
+            _say(prog, f"not done within --timeout {args.timeout:g} s: {exc}")
         else:
-            _error(prog, f"DAQ unreachable: {exc}")
+            _say(prog, f"DAQ unreachable: {exc}")
         return StdCliExit.UNREACHABLE
     except DaqTransportError as exc:
-        _error(prog, f"DAQ unreachable: {exc}")
+        _say(prog, f"DAQ unreachable: {exc}")
         return StdCliExit.UNREACHABLE
     except DaqRunnerError as exc:
-        _error(prog, f"error: {exc}")
+        _say(prog, f"error: {exc}")
         return StdCliExit.DAQ
     except KeyboardInterrupt:
-        _error(prog, "interrupted")
+        _say(prog, "interrupted")
         return StdCliExit.INTERRUPTED
     problem = _print(result)
     if problem is not None:
-        _error(prog, f"error: cannot write the result: {problem}")
+        _say(prog, f"error: cannot write the result: {problem}")
         return StdCliExit.DAQ
     return StdCliExit.OK
 

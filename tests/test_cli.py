@@ -70,12 +70,12 @@ def test_std_cli_errors_are_one_line(daq_sim, args, code, text):
     assert text in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_std_cli_config_not_json(daq_sim, tmp_path):
-    """A config file that is not JSON is a clear error."""
+def test_std_cli_config_neither_json_nor_yaml(daq_sim, tmp_path):
+    """A config file that is neither JSON nor YAML is a clear error with its line and column."""
     bad = tmp_path / "c.json"
-    bad.write_text("bit_depth: 8")
+    bad.write_text('{"bit_depth": 8')
     proc = run_script("std_cli_set_config", str(bad), "-b", daq_sim.url)
-    assert 2 == proc.returncode and "is not JSON" in proc.stderr
+    assert 2 == proc.returncode and f"config file {bad}:" in proc.stderr and "invalid YAML" in proc.stderr
 
 
 # -- daq-run -------------------------------------------------------------------------------

@@ -857,3 +857,33 @@ def test_a_deeply_nested_reply_is_a_protocol_error(client):
     responses.get(BASE + "/daq/config", json=ok("config", deep))
     with pytest.raises(DaqProtocolError, match="nested more than 32 levels"):
         client.get_config()
+
+
+def test_public_methods_are_annotated_with_the_protocol_shapes():
+    """Every public method's annotations resolve (typing.get_type_hints), and the replies are typed by
+    the protocol's TypedDicts, so an editor completes ``status["acquisition"]["info"]``."""
+    import inspect
+    import typing
+
+    from daq_runner.client import ConfigUpdate
+
+    public = [member for name, member in inspect.getmembers(StdDaqClient, inspect.isfunction) if not name.startswith("_")]
+    assert len(public) >= 12
+    hints = {member.__name__: typing.get_type_hints(member) for member in public}
+    assert all("return" in hint for hint in hints.values()), hints
+    returns = {name: hint["return"] for name, hint in hints.items()}
+    status = protocol.WriterStatus
+    assert {
+        "get_status": status,
+        "start_writer_async": status,
+        "start_writer_sync": status,
+        "stop_writer": status,
+        "get_config": typing.Optional[protocol.DaqConfig],
+        "set_config": typing.Optional[protocol.DaqConfig],
+        "get_logs": typing.List[protocol.AcquisitionRecord],
+        "get_stats": typing.Optional[protocol.DaqStats],
+        "get_deployment_status": protocol.Deployment,
+        "update_config": ConfigUpdate,
+    }.items() <= returns.items()
+    assert {"config": protocol.DaqConfig, "config_id": typing.Optional[str], "deployment": protocol.Deployment} == typing.get_type_hints(ConfigUpdate)
+    assert protocol.AcquisitionInfo == typing.get_type_hints(typing.get_type_hints(status)["acquisition"].__args__[0])["info"]

@@ -3,7 +3,8 @@
 A runner paused past the expiry does not write beside the runner that took the lock over; a
 stalled Redis is ridden out or ends the run with exit 4, never an unlocked run; an ACL user
 without scripting rights can hold the lock; a dead holder on this host is taken over; two
-quick Ctrl-C still leave a final report, a released lock and a stopped acquisition.
+quick Ctrl-C still leave a final report, a released lock and a stopped acquisition; a std_cli tool
+is refused while a runner holds the lock, and forced past it, it is told in the run's report.
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ import redis
 
 from daq_runner._deadline import Deadline, bounded
 from daq_runner.exceptions import LockHeldError
-from daq_runner.lock import LOCK_KEY, DaqLock
+from daq_runner.lock import FORCED_SUFFIX, LOCK_KEY, DaqLock
 from daq_runner.sim.redis_server import RedisServer
 
-from .conftest import batch_file, daq_run, start_daq_run, wait_until, writer_state
+from .conftest import batch_file, daq_run, run_script, start_daq_run, wait_until, writer_state
 
 
 def lock_holder(url: str) -> dict:
@@ -260,3 +261,103 @@ def test_a_lock_value_that_is_not_a_runners_is_a_holder_not_a_wait_for_ever(daq_
     finally:
         client.delete(LOCK_KEY)
         client.close()
+
+
+# -- std_cli tools forced past the lock ------------------------------------------------------------
+
+
+def forced_notices(notices: list) -> list:
+    return [n for n in notices if "was used while this run held the lock" in n]
+
+
+@pytest.mark.parametrize("ttl, told_while_held", [(0.9, True), (30.0, False)])
+def test_a_forced_std_cli_write_stop_becomes_one_notice_of_the_runner(daq_sim, ttl, told_while_held):
+    """A real DaqLock held here and the installed std_cli_write_stop --force against daq-sim: the
+    lock tells it once, from its renewal thread while held, else when released (none is missed)."""
+    client = redis.Redis.from_url(daq_sim.redis_url)
+    notices: list = []
+    lock = DaqLock(client, {"host": "beamline-pc", "pid": 4242, "batch": "scan.yaml"}, ttl=ttl, notify=notices.append)
+    lock.acquire()
+    try:
+        refused = run_script("std_cli_write_stop", "-b", daq_sim.url, "--redis", daq_sim.redis_url)
+        assert 4 == refused.returncode and "batch scan.yaml" in refused.stderr
+        forced = run_script("std_cli_write_stop", "-b", daq_sim.url, "--redis", daq_sim.redis_url, "--force")
+        assert 0 == forced.returncode, forced.stderr
+        if told_while_held:
+            wait_until(lambda: forced_notices(notices), timeout=5)
+        else:
+            time.sleep(0.3)
+            assert [] == forced_notices(notices)
+    finally:
+        lock.release()
+        client.close()
+    told = forced_notices(notices)
+    assert 1 == len(told), notices  # the refused use left no record; the forced one is told once
+    assert told[0].startswith("std_cli_write_stop was used while this run held the lock (--force by ")
+    assert f"@{socket.gethostname()}, pid " in told[0] and f"std_cli_write_stop -b {daq_sim.url} --redis" in told[0]
+
+
+def test_forced_uses_of_other_acquisitions_and_junk_are_not_told(daq_sim):
+    """Records naming another acquisition of the lock, records that are not JSON objects, and fields
+    with control characters: only this acquisition's use is told, as one clean line."""
+    client = redis.Redis.from_url(daq_sim.redis_url)
+    stream = LOCK_KEY + FORCED_SUFFIX
+    other = {"tool": "std_cli_write_sync", "holder": {"epoch": "an-earlier-run"}, "user": "x", "host": "h", "pid": 1, "at": "t"}
+    client.xadd(stream, {"json": json.dumps(other)})
+    notices: list = []
+    lock = DaqLock(client, {"host": "h", "pid": 1}, ttl=30, notify=notices.append)
+    lock.acquire()
+    try:
+        for junk in (b"not json", b"[1, 2]", b"null", json.dumps({**other, "holder": "x"}).encode()):
+            client.xadd(stream, {"json": junk})
+        client.xadd(stream, {"other-field": b"1"})
+        ours = {"tool": "std_cli_set_config\x1b[2J", "argv": ["c.yaml", "-b", "http://u:pw@daq:5000\nX"],
+                "user": "bob", "host": "pc\n2", "pid": 7, "at": "2026-01-01T00:00:00Z", "holder": {"epoch": lock.epoch}}
+        client.xadd(stream, {"json": json.dumps(ours)})
+    finally:
+        lock.release()
+    client.close()
+    assert 1 == len(notices), notices
+    assert "std_cli_set_config\\x1b[2J was used while this run held the lock (--force by bob@pc 2, pid 7" in notices[0]
+    assert "http://***@daq:5000 X" in notices[0] and "pw" not in notices[0] and "\n" not in notices[0]
+
+
+def test_a_forced_use_stream_that_cannot_be_read_is_never_fatal(daq_sim):
+    """The record stream's key holds something else: the lock is taken, renewed and released as
+    ever, and the problem is told once."""
+    client = redis.Redis.from_url(daq_sim.redis_url)
+    client.set(LOCK_KEY + FORCED_SUFFIX, "not a stream")
+    notices: list = []
+    lock = DaqLock(client, {"host": "h", "pid": 1}, ttl=0.6, notify=notices.append)
+    try:
+        lock.acquire()
+        time.sleep(0.7)  # three renewals, each with a look at the records
+        lock.assert_held()
+        lock.release()
+        assert client.get(LOCK_KEY) is None
+    finally:
+        client.delete(LOCK_KEY, LOCK_KEY + FORCED_SUFFIX)
+        client.close()
+    told = [n for n in notices if "could not read the uses of std_cli tools forced past the runner lock" in n]
+    assert 1 == len(told) and "WRONGTYPE" in told[0], notices
+
+
+def test_daq_run_reports_a_forced_std_cli_tool_as_a_notice(daq_sim, tmp_path):
+    """Through the installed daq-run: std_cli_write_stop is refused while the run holds the lock;
+    forced, it goes ahead and the run's report says so (the run ended by Ctrl-C, whenever the
+    tools are done: the lock is read once more as it is released)."""
+    path = batch_file(tmp_path, "version: 1\nname: held\nsteps:\n  - wait: {seconds: 60}\n", "held.yaml")
+    report = tmp_path / "r.json"
+    proc = start_daq_run(path, "--url", daq_sim.url, "--redis", daq_sim.redis_url, "--report", str(report))
+    try:
+        wait_until(lambda: lock_holder(daq_sim.redis_url).get("pid") == proc.pid)
+        refused = run_script("std_cli_write_stop", "-b", daq_sim.url, "--redis", daq_sim.redis_url)
+        assert 4 == refused.returncode and f"pid {proc.pid}, batch {path}" in refused.stderr
+        forced = run_script("std_cli_write_stop", "-b", daq_sim.url, "--redis", daq_sim.redis_url, "--force")
+        assert 0 == forced.returncode, forced.stderr
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    assert 130 == proc.returncode, err
+    notices = [n["message"] for n in report_of(report)["notices"]]
+    assert 1 == sum("std_cli_write_stop was used while this run held the lock" in n for n in notices), notices

@@ -6,18 +6,22 @@ import contextlib
 import io
 import json
 import os
+import socket
 import time
 
 import pytest
+import redis
 import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from daq_runner import std_cli
+from daq_runner import protocol, std_cli
+from daq_runner._config_file import MAX_CONFIG_BYTES
 from daq_runner.client import StdDaqClient
 from daq_runner.exceptions import DaqTransportError
+from daq_runner.lock import FORCED_SUFFIX, LOCK_KEY, DaqLock
 
-from .conftest import run_script
+from .conftest import run_script, stream_entries
 from .standin import StandIn, reply
 
 TOOLS = sorted(std_cli.TOOLS)
@@ -105,13 +109,17 @@ def config_cases(tmp_path):
     fifo = tmp_path / "fifo.json"
     os.mkfifo(fifo)
     big = tmp_path / "big.json"
-    big.write_text('{"a": "' + "x" * (std_cli.MAX_CONFIG_BYTES + 10) + '"}')
+    big.write_text('{"a": "' + "x" * (MAX_CONFIG_BYTES + 10) + '"}')
     deep = tmp_path / "deep.json"
     deep.write_text('{"a": ' + "[" * 100000 + "]" * 100000 + "}")
     medium = tmp_path / "medium.json"
     medium.write_text('{"a": ' + "[" * 40 + "]" * 40 + "}")
     nan = tmp_path / "nan.json"
-    nan.write_text('{"bit_depth": NaN}')
+    nan.write_text('{"bit_depth": .nan}')
+    twice = tmp_path / "twice.json"
+    twice.write_text('{"bit_depth": 8, "bit_depth": 16}')
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("\n# nothing\n")
     latin = tmp_path / "latin.json"
     latin.write_bytes(b'{"detector_name": "\xe9"}')
     lst = tmp_path / "list.json"
@@ -121,17 +129,19 @@ def config_cases(tmp_path):
         (str(fifo), "not a regular file"),
         (str(tmp_path), "is a directory"),
         (str(big), "larger than 1024 KiB"),
-        (str(deep), "nested more than 32 levels"),
-        (str(medium), "nested more than 32 levels"),
-        (str(nan), "NaN is not allowed"),
+        (str(deep), "nested too deeply (more than 32 levels)"),
+        (str(medium), "nested too deeply (more than 32 levels)"),
+        (str(nan), "number '.nan' is not finite"),
+        (str(twice), "duplicate key 'bit_depth'"),
+        (str(empty), "is empty"),
         (str(latin), "not UTF-8"),
-        (str(lst), "must hold a JSON object, not a list"),
+        (str(lst), "must hold a mapping of config fields (a JSON object), not a list"),
         (str(tmp_path / "missing.json"), "does not exist"),
     ]
 
 
 def test_bad_config_files_are_one_line_usage_errors_and_never_hang(tmp_path):
-    """/dev/zero, a FIFO, a directory, 1 MiB+, deep JSON, NaN, not UTF-8, a list: exit 2, one line, at once."""
+    """/dev/zero, a FIFO, a directory, 1 MiB+, deep, NaN, a key twice, empty, not UTF-8, a list: exit 2, one line, at once."""
     for path, text in config_cases(tmp_path):
         started = time.monotonic()
         code, _, err = run_in_process("std_cli_set_config", [path, "-b", "http://127.0.0.1:1"])
@@ -198,7 +208,8 @@ PARTIAL_REFUSAL = "int() argument must be a string, a bytes-like object or a rea
 
 @pytest.fixture
 def last_rest_v2():
-    """A stand-in for the last rest_v2 version: it refuses partial configs and starts deployments UNKNOWN."""
+    """A stand-in for the last rest_v2 version: it refuses partial configs and module positions, and
+    starts deployments UNKNOWN."""
     state = {"config": dict(FULL), "id": 1, "polls": 0}
 
     def answer(method, target, headers, body):
@@ -208,6 +219,8 @@ def last_rest_v2():
             sent = json.loads(body)
             if set(sent) != set(FULL):
                 return reply(200, {"status": "error", "message": PARTIAL_REFUSAL})
+            if sent["module_positions"]:
+                return reply(200, {"status": "error", "message": protocol.MESSAGE_MODULE_POSITIONS})
             state["config"], state["id"], state["polls"] = sent, state["id"] + 1, 0
             return reply(200, {"status": "ok", "message": "Setting new daq config.", "config": sent, "config_id": None})
         if method == "GET" and target == "/daq/deployment":
@@ -236,7 +249,7 @@ def test_set_config_partial_is_refused_by_the_last_server_but_merge_works(last_r
 
 WORDS = [
     "-b", "--url_base", "--timeout", "-n", "--merge", "--version", "--help", "-h", "--", "-",
-    "http://127.0.0.1:5000", "htp://x", "http://u:p@h:1", "0", "-1", "nan", "1e309", "5", "2.5",
+    "--redis", "--force", "-v", "redis://127.0.0.1:1/0", "redis://u:p@h:99999", "http://127.0.0.1:5000", "htp://x", "http://u:p@h:1", "0", "-1", "nan", "1e309", "5", "2.5",
     "/tmp/x.h5", "relative.h5", "/dev/zero", "/dev/null", "/", "\n", "\x1b[31m", "\x00", "💥",
 ]
 
@@ -244,7 +257,8 @@ WORDS = [
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(tool=st.sampled_from(TOOLS), argv=st.lists(st.one_of(st.sampled_from(WORDS), st.text(max_size=20)), max_size=6))
 def test_no_traceback_for_any_argv(tool, argv):
-    """Whatever the arguments, a tool ends with a documented exit code and at most one line on stderr."""
+    """Whatever the arguments, a tool ends with a documented exit code and at most one line on
+    stderr (two with -v: what the look at the runner lock found, then the error)."""
 
     def fake_exchange(self, endpoint, body=None, read_timeout=None, **params):
         raise DaqTransportError(f"{endpoint.method} {self._safe_base}{endpoint.path} failed: unreachable in this test")
@@ -253,10 +267,12 @@ def test_no_traceback_for_any_argv(tool, argv):
         # No network: the DAQ is unreachable, at once.
         patch.setattr(StdDaqClient, "_exchange", fake_exchange)
         patch.delenv("STD_DAQ_API_URL", raising=False)
+        patch.delenv("STD_DAQ_REDIS_URL", raising=False)
         code, _, err = run_in_process(tool, argv)
-    assert code in (0, 1, 2, 3), (code, err)
+    assert code in (0, 1, 2, 3, 4), (code, err)
     assert "Traceback" not in err
-    assert len(err.strip().splitlines()) <= 1, err
+    verbose = any(arg == "-v" or (len(arg) > 3 and "--verbose".startswith(arg)) for arg in argv)
+    assert len(err.strip().splitlines()) <= (2 if verbose else 1), err
     assert "\x1b" not in err and "\x00" not in err
 
 
@@ -342,3 +358,255 @@ def test_a_deeply_nested_reply_is_one_line_exit_1(depth):
     assert 1 == proc.returncode, proc.stderr
     assert_one_line_error(proc.stderr)
     assert "nested more than 32 levels" in proc.stderr and "" == proc.stdout
+
+
+# -- the runner lock ----------------------------------------------------------------------
+
+CHANGING = {
+    "std_cli_write_async": ["{root}/a.h5", "3"],
+    "std_cli_write_sync": ["{root}/a.h5", "3"],
+    "std_cli_write_stop": [],
+    "std_cli_set_config": ["{root}/c.yaml"],
+}
+READ_ONLY = sorted(set(TOOLS) - set(CHANGING))
+HOLDER = {"host": "beamline-pc", "pid": 4242, "batch": "/data/scan.yaml", "run": "r1"}
+
+
+@pytest.fixture
+def held_lock(daq_sim):
+    """A real DaqLock held in the simulator's Redis, as a daq-run on another host holds it."""
+    client = redis.Redis.from_url(daq_sim.redis_url)
+    lock = DaqLock(client, HOLDER)
+    lock.acquire()
+    yield lock
+    lock.release()
+    client.close()
+
+
+def tool_args(tool, tmp_path):
+    (tmp_path / "c.yaml").write_text("bit_depth: 32\n")
+    return [a.format(root=tmp_path) for a in CHANGING[tool]]
+
+
+def daq_state(daq_sim):
+    """What any of the four tools would change: the writer status, the config id, the DAQ's log."""
+    client = StdDaqClient(daq_sim.url)
+    config_id = client.request(protocol.DAQ_CONFIG_GET)["config_id"]
+    return client.get_status(), config_id, len(stream_entries(daq_sim.redis_url, "daq:log"))
+
+
+@pytest.mark.parametrize("tool", sorted(CHANGING))
+def test_tools_that_change_the_daq_refuse_while_a_runner_holds_the_lock(daq_sim, held_lock, tmp_path, tool):
+    """Exit 4 and one line naming the holder (host, pid, batch, since); nothing sent to the DAQ."""
+    StdDaqClient(daq_sim.url).start_writer_sync({"output_file": str(tmp_path / "first.h5"), "n_images": 2})
+    before = daq_state(daq_sim)  # a stop sent to this idle writer would log its acquisition again
+    code, out, err = run_in_process(tool, [*tool_args(tool, tmp_path), "-b", daq_sim.url, "--redis", daq_sim.redis_url])
+    assert 4 == code and "" == out, err
+    assert_one_line_error(err)
+    assert f"host beamline-pc, pid 4242, batch /data/scan.yaml, since {held_lock.holder_info['since']}" in err
+    assert "--force" in err
+    assert before == daq_state(daq_sim)
+    assert not (tmp_path / "a.h5").exists()
+
+
+@pytest.mark.parametrize("tool", READ_ONLY)
+def test_read_only_tools_are_never_blocked(daq_sim, held_lock, tool):
+    """The five tools that only read work while a runner holds the lock, and do not look at it."""
+    code, out, err = run_in_process(tool, ["-b", daq_sim.url])
+    assert 0 == code and "" == err
+    json.loads(out)
+
+
+def test_a_lock_value_set_by_hand_is_a_holder(daq_sim, tmp_path):
+    """A lock key that is not a runner's counts as held, as daq-run treats it, and is quoted."""
+    admin = redis.Redis.from_url(daq_sim.redis_url)
+    admin.set(LOCK_KEY, "maintenance by bob\n\x1b[31m", px=60_000)
+    try:
+        code, _, err = run_in_process("std_cli_write_async", [str(tmp_path / "a.h5"), "3", "-b", daq_sim.url, "--redis", daq_sim.redis_url])
+    finally:
+        admin.delete(LOCK_KEY)
+        admin.close()
+    assert 4 == code
+    assert_one_line_error(err)
+    assert "the DAQ's runner lock is held (a lock value not set by a runner: 'maintenance by bob \\x1b[31m')" in err
+    assert not (tmp_path / "a.h5").exists()
+
+
+def test_a_dead_holder_of_this_host_does_not_block(daq_sim):
+    """A lock left by a process of this host that no longer runs (daq-run takes it over): not blocked, -v says so."""
+    import subprocess
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    admin = redis.Redis.from_url(daq_sim.redis_url)
+    admin.set(LOCK_KEY, json.dumps({**HOLDER, "host": socket.gethostname(), "pid": dead.pid}), px=60_000)
+    try:
+        code, _, err = run_in_process("std_cli_write_stop", ["-b", daq_sim.url, "--redis", daq_sim.redis_url, "-v"])
+    finally:
+        admin.delete(LOCK_KEY)
+        admin.close()
+    assert 0 == code, err
+    assert "held by a process of this host that no longer runs" in err and f"pid {dead.pid}" in err
+
+
+def test_force_goes_ahead_and_records_who_what_when_with_credentials_masked(daq_sim, held_lock, tmp_path):
+    """--force: the write happens, one line says so, and the stream next to the lock holds the
+    tool, its arguments (URL credentials as ***), user, host, pid, time and the holder."""
+    admin = redis.Redis.from_url(daq_sim.redis_url)
+    admin.execute_command("ACL", "SETUSER", "forcer", "on", ">redis-pw-1", "~*", "&*", "+@all")
+    try:
+        host_port = daq_sim.redis_url.split("//", 1)[1].split("/", 1)[0]
+        rest = daq_sim.url.replace("http://", "http://alice:rest-pw-2@")
+        args = [str(tmp_path / "a.h5"), "3", "-b", rest, "--redis", f"redis://forcer:redis-pw-1@{host_port}/0", "--force"]
+        code, out, err = run_in_process("std_cli_write_sync", args)
+        assert 0 == code, err
+        assert "FINISHED" == json.loads(out)["acquisition"]["state"]
+        assert_one_line_error(err)
+        assert "--force: going ahead although a runner holds this DAQ's lock (host beamline-pc, pid 4242" in err
+        entries = admin.xrange(LOCK_KEY + FORCED_SUFFIX)
+    finally:
+        admin.execute_command("ACL", "DELUSER", "forcer")
+        admin.close()
+    assert 1 == len(entries)
+    raw = entries[0][1][b"json"].decode()
+    assert "rest-pw-2" not in raw and "redis-pw-1" not in raw and "rest-pw-2" not in err
+    record = json.loads(raw)
+    assert "std_cli_write_sync" == record["tool"]
+    assert [str(tmp_path / "a.h5"), "3", "-b", daq_sim.url.replace("http://", "http://***@"),
+            "--redis", f"redis://***@{host_port}/0", "--force"] == record["argv"]
+    assert socket.gethostname() == record["host"] and os.getpid() == record["pid"] and record["user"]
+    assert record["at"].endswith("Z") and held_lock.epoch == record["holder"]["epoch"]
+
+
+def test_a_redis_that_cannot_be_reached_does_not_block(daq_sim):
+    """Nothing listens at --redis: the stop is sent, silently; -v says why the lock was not looked at."""
+    from daq_runner.sim.redis_server import free_port
+
+    nowhere = f"redis://127.0.0.1:{free_port()}/0"
+    code, _, err = run_in_process("std_cli_write_stop", ["-b", daq_sim.url, "--redis", nowhere])
+    assert 0 == code and "" == err
+    code, _, err = run_in_process("std_cli_write_stop", ["-b", daq_sim.url, "--redis", nowhere, "-v"])
+    assert 0 == code
+    assert_one_line_error(err)
+    assert f"the runner lock was not looked at: Redis {nowhere} cannot be reached" in err
+
+
+def test_a_stalled_redis_costs_about_a_second_and_does_not_block(daq_sim):
+    """A Redis that accepts and never answers (SIGSTOP): the look gives up after about 1 s."""
+    import signal
+
+    from daq_runner.sim.redis_server import RedisServer
+
+    with RedisServer() as stalled:
+        stalled._process.send_signal(signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            code, _, err = run_in_process("std_cli_write_stop", ["-b", daq_sim.url, "--redis", stalled.url, "-v"])
+            took = time.monotonic() - started
+        finally:
+            stalled._process.send_signal(signal.SIGCONT)
+    assert 0 == code and "cannot be reached" in err and "Timeout" in err
+    assert 0.9 < took < 3.0, took
+
+
+def test_the_redis_password_comes_from_the_environment(daq_sim, held_lock, monkeypatch):
+    """$STD_DAQ_REDIS_PASSWORD is the password of a --redis URL without one; a wrong one is a
+    warning (the look was refused), never shown, and does not block."""
+    admin = redis.Redis.from_url(daq_sim.redis_url)
+    admin.execute_command("ACL", "SETUSER", "locker", "on", ">right-pw-3", "~daq-runner:lock*", "&*", "+@all")
+    try:
+        host_port = daq_sim.redis_url.split("//", 1)[1].split("/", 1)[0]
+        args = ["-b", daq_sim.url, "--redis", f"redis://locker@{host_port}/0"]
+        monkeypatch.setenv("STD_DAQ_REDIS_PASSWORD", "right-pw-3")
+        code, _, err = run_in_process("std_cli_write_stop", args)
+        assert 4 == code and "host beamline-pc" in err
+        monkeypatch.setenv("STD_DAQ_REDIS_PASSWORD", "wrong-pw-4")
+        code, _, err = run_in_process("std_cli_write_stop", args)
+        assert 0 == code
+        assert_one_line_error(err)
+        assert "warning: the runner lock was not looked at" in err and "refused" in err and "STD_DAQ_REDIS_PASSWORD" in err
+        assert "wrong-pw-4" not in err
+    finally:
+        admin.execute_command("ACL", "DELUSER", "locker")
+        admin.close()
+
+
+def test_the_redis_url_pairs_with_the_rest_url_as_in_daq_run(daq_sim, held_lock, monkeypatch):
+    """$STD_DAQ_REDIS_URL goes with $STD_DAQ_API_URL; with -b the Redis is the REST host's port 6379."""
+    monkeypatch.setenv("STD_DAQ_API_URL", daq_sim.url)
+    monkeypatch.setenv("STD_DAQ_REDIS_URL", daq_sim.redis_url)
+    code, _, err = run_in_process("std_cli_write_stop", [])
+    assert 4 == code and "host beamline-pc" in err
+    code, _, err = run_in_process("std_cli_write_stop", ["-b", daq_sim.url, "-v"])
+    assert "Redis redis://127.0.0.1:6379/0" in err  # not the environment's: it belongs to another DAQ
+
+
+@pytest.mark.parametrize(
+    "redis_url, text",
+    [
+        ("http://127.0.0.1:6379", "must be a redis/rediss/unix URL with a host"),
+        ("redis://127.0.0.1:99999/0", "is not a valid URL"),
+        ("redis://u:pa ss@127.0.0.1/0", "is not usable"),
+        ("redis://127.0.0.1/0?health_check_interval=abc", "cannot be used"),
+    ],
+)
+def test_a_bad_redis_url_is_a_usage_error_before_anything_is_sent(redis_url, text):
+    """--redis that no client can use: exit 2, one line, the password never shown (not exit 3 for the DAQ)."""
+    code, _, err = run_in_process("std_cli_write_stop", ["-b", "http://127.0.0.1:1", "--redis", redis_url])
+    assert 2 == code, err
+    assert_one_line_error(err)
+    assert text in err and "pa ss" not in err
+
+
+# -- refusals that have a way out ------------------------------------------------------------
+
+
+def test_a_partial_config_refused_by_the_daq_points_to_merge(daq_sim, tmp_path):
+    """daq-sim refuses partial configs as the last rest_v2 does: the same line says what --merge does."""
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"bit_depth": 8}))
+    code, _, err = run_in_process("std_cli_set_config", [str(config), "-b", daq_sim.url])
+    assert 1 == code
+    assert_one_line_error(err)
+    assert f"the DAQ refused: {protocol.MESSAGE_PARTIAL_CONFIG}; this DAQ refuses partial configs: --merge sends the current config" in err
+
+
+def test_a_write_to_an_unknown_writer_points_to_write_stop(daq_sim_fresh, tmp_path):
+    """A freshly started DAQ refuses writes until a stop: the same line says which tool makes it READY."""
+    code, _, err = run_in_process("std_cli_write_async", [str(tmp_path / "a.h5"), "3", "-b", daq_sim_fresh.url])
+    assert 1 == code
+    assert_one_line_error(err)
+    assert protocol.MESSAGE_BUSY_PREFIX in err and "std_cli_write_stop makes it READY" in err
+
+
+def test_set_config_reads_yaml_as_daq_sim_does(daq_sim, tmp_path):
+    """A YAML config file (YAML 1.2: NO would stay text) works with --merge, as with daq-sim --config."""
+    config = tmp_path / "c.yaml"
+    config.write_text("# the sweep's depth\nbit_depth: 8\n")
+    code, out, err = run_in_process("std_cli_set_config", [str(config), "--merge", "-b", daq_sim.url])
+    assert 0 == code, err
+    assert 8 == json.loads(out)["bit_depth"] == StdDaqClient(daq_sim.url).get_config()["bit_depth"]
+
+
+def test_a_writer_left_unknown_points_to_write_stop_which_mends_it(daq_sim, tmp_path, monkeypatch):
+    """'Cannot reach WRITING. Writer needs to be restarted.' (n_images beyond the writer's integer):
+    the line says std_cli_write_stop makes it READY, and it does."""
+    monkeypatch.setattr(daq_sim.core.settings, "driver_timeout_s", 0.3)  # the real driver gives up after 5 s
+    code, _, err = run_in_process("std_cli_write_async", [str(tmp_path / "a.h5"), str(2**31), "-b", daq_sim.url])
+    assert 1 == code
+    assert_one_line_error(err)
+    assert protocol.MESSAGE_CANNOT_REACH_WRITING in err and "the writer is UNKNOWN now: std_cli_write_stop makes it READY" in err
+    code, out, err = run_in_process("std_cli_write_stop", ["-b", daq_sim.url])
+    assert 0 == code, err
+    assert "READY" == json.loads(out)["state"]
+
+
+def test_module_positions_refused_by_the_last_server_says_what_it_can_store(last_rest_v2, tmp_path):
+    """The last rest_v2 cannot serialise module positions (daq-sim does not reproduce it: a stand-in
+    server does): the line says that only {} can be stored."""
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({**FULL, "module_positions": {"0": [0, 0, 1023, 511]}}))
+    code, _, err = run_in_process("std_cli_set_config", [str(config), "-b", last_rest_v2.url])
+    assert 1 == code
+    assert_one_line_error(err)
+    assert protocol.MESSAGE_MODULE_POSITIONS in err and "this DAQ can store only module_positions: {}" in err

@@ -85,38 +85,6 @@ def _settings(args: argparse.Namespace) -> "SimSettings":
     )
 
 
-MAX_CONFIG_BYTES = 1024 * 1024  # a DAQ config is a few hundred bytes
-
-
-def _load_config(path: str) -> dict:
-    """The config mapping in ``path`` (JSON or YAML), read as batch files are: YAML 1.2,
-    with limits on size, nesting and aliases, so a hostile file is one line, not a crash.
-
-    Raises:
-        ValueError: one line saying what is wrong with the file.
-    """
-    import json
-
-    from .._yaml import load_yaml
-
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_CONFIG_BYTES + 1)
-    except OSError as exc:
-        raise ValueError(f"cannot read config file {path!r}: {exc.strerror or exc}") from None
-    if len(data) > MAX_CONFIG_BYTES:
-        raise ValueError(f"config file {path!r} is larger than {MAX_CONFIG_BYTES // 1024} KiB")
-    try:
-        config = load_yaml(data.decode("utf-8-sig"), path)
-    except UnicodeDecodeError:
-        raise ValueError(f"config file {path!r} is not UTF-8 text") from None
-    except ValueError as exc:  # BatchValidationError: file, line and what is wrong
-        raise ValueError(f"config file {str(exc).splitlines()[0]}") from None
-    if not isinstance(config, dict):
-        raise ValueError(f"config file {path!r} must hold a mapping of config fields")
-    return json.loads(json.dumps(config))  # plain dicts and lists
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of ``daq-sim``; returns the exit code."""
     args = _parse(argv)
@@ -127,6 +95,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except SimExtraMissing as exc:
         print(f"daq-sim: error: {exc}", file=sys.stderr)
         return SimExit.USAGE
+    from .._config_file import load_config_file
     from .daq import DEFAULT_CONFIG, SimRefusal, validate_config_update
     from .._text import quote, redact_url, userinfo_problem
     from .redis_server import RedisServerNotFound
@@ -140,7 +109,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     config = None
     if args.config:
         try:
-            config = validate_config_update(DEFAULT_CONFIG, _load_config(args.config))
+            config = validate_config_update(DEFAULT_CONFIG, load_config_file(args.config))
         except (ValueError, SimRefusal) as exc:
             print(f"daq-sim: error: {exc}", file=sys.stderr)
             return SimExit.USAGE

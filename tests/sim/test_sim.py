@@ -424,11 +424,11 @@ def test_daq_sim_hostile_config_file_is_one_line_exit_2(tmp_path, content, text)
 
 def test_daq_sim_config_file_values_mean_what_was_typed(tmp_path):
     """YAML 1.2 as in batch files: detector_name NO stays the text NO (YAML 1.1 made it false)."""
-    from daq_runner.sim.cli import _load_config
+    from daq_runner._config_file import load_config_file
 
     path = tmp_path / "c.yaml"
     path.write_text("detector_name: NO\nbit_depth: 16\n")
-    assert {"detector_name": "NO", "bit_depth": 16} == _load_config(str(path))
+    assert {"detector_name": "NO", "bit_depth": 16} == load_config_file(str(path))
 
 
 def test_requests_against_a_never_configured_daq(tmp_path):
