@@ -52,6 +52,7 @@ _POLL_S = 0.05  # how often the exit, the time and the cancel event are looked a
 _READ = 1 << 16
 # A line longer than this is cut when it comes in (bytes): enough for any line a report shows.
 _LINE_BYTES = 4 * MAX_QUOTE
+_KILLED_S = 2.0  # after SIGKILL: how long the group may take to be gone
 _DRAIN_S = 1.0  # after the end: how long output still held open by a stray process is read
 
 
@@ -214,6 +215,11 @@ def _stop_group(pgid: int, proc: "subprocess.Popen[bytes]", grace: float) -> Non
     except ProcessLookupError:
         pass
     proc.wait()
+    # SIGKILL is delivered at once but a process takes a moment to die: the step ends when the
+    # group is gone, so that nothing it started still runs when the next step begins.
+    end = time.monotonic() + _KILLED_S
+    while time.monotonic() < end and _group_alive(pgid):
+        time.sleep(_POLL_S / 5)
 
 
 def _group_alive(pgid: int) -> bool:
