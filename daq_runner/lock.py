@@ -40,7 +40,7 @@ import socket
 import threading
 import time
 import uuid
-from typing import Any, Callable, Dict, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, NamedTuple, Optional, Protocol, Sequence, Tuple
 
 import redis
 
@@ -50,6 +50,8 @@ from ._text import one_line, quote, redact_text
 from .exceptions import LockError, LockHeldError
 
 __all__ = [
+    "RunnerLock",
+    "LockFactory",
     "DaqLock",
     "LockLook",
     "look_before_use",
@@ -60,6 +62,26 @@ __all__ = [
     "REDIS_BUDGET_S",
     "process_alive",
 ]
+
+class RunnerLock(Protocol):
+    """What the Runner needs of a lock that keeps other runners off its DAQ (:class:`DaqLock` is one,
+    in the DAQ's Redis; a DAQ without Redis can run with a lock store of its own, or none)."""
+
+    def acquire(self, wait: float = 0.0, redis_budget: float = ..., on_held: Optional[Callable[[dict], None]] = None) -> None:
+        """Take it, waiting up to ``wait`` s for another holder (``on_held(holder)`` once);
+        raises :class:`LockHeldError` or :class:`LockError`."""
+
+    def assert_held(self) -> None:
+        """Before a request that changes the DAQ: raises :class:`LockError` unless it is still ours."""
+
+    def release(self) -> None:
+        """Give it up (only if still ours). Never raises."""
+
+
+LockFactory = Callable[..., RunnerLock]
+"""``factory(holder=..., ttl=..., on_lost=..., notify=...)`` -> a :class:`RunnerLock` for one run:
+``holder`` says who holds it (host, pid, batch, run), ``on_lost(reason)`` must be called once
+when it is lost, ``notify(message)`` tells the run something people should know."""
 
 LOCK_KEY = "daq-runner:lock"
 # The key next to the lock naming the last acquisition of it (``<key>:epoch``, no expiry).

@@ -26,7 +26,7 @@ import socket
 import threading
 import time
 import uuid
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 
 from . import events, protocol
 from ._deadline import Deadline, Interrupted, bounded
@@ -48,7 +48,7 @@ from .exceptions import (
     StdDaqAdminException,
     StepFailed,
 )
-from .lock import LOCK_TTL_S, REDIS_BUDGET_S, DaqLock
+from .lock import LOCK_TTL_S, REDIS_BUDGET_S, DaqLock, LockFactory, RunnerLock
 from .record import StepRecord, StepStatus
 from .report import ReportRecorder, RunReport
 from .rest_v2 import STOP_BUDGET_S, RestV2Daq
@@ -81,8 +81,9 @@ class Runner:
             timeouts, HTTP 502/503/504). Beyond it the DAQ counts as gone: the step fails and
             the rest of the run is skipped, whatever their ``on_error``.
         require_log: a write passes only when the DAQ's own log records it.
-        lock: take the DAQ's runner lock (see :class:`~daq_runner.lock.DaqLock`) in the Redis
-            at ``lock_url``; without it (``False``, or no Redis) the run says so in a notice.
+        lock: ``True``: take the DAQ's runner lock (see :class:`~daq_runner.lock.DaqLock`) in
+            the Redis at ``lock_url``; ``False`` (or no Redis): run without one, and say so in a
+            notice; or a :data:`~daq_runner.lock.LockFactory` for a lock store of your own.
         lock_url: the Redis of the lock (default: ``redis_url``).
         lock_wait: seconds to wait for a lock held by another runner.
         lock_ttl: expiry of the lock in seconds (renewed every third of it): how long a
@@ -113,7 +114,7 @@ class Runner:
         retry_delay: float = 1.0,
         outage_s: float = protocol.DEFAULT_OUTAGE_S,
         require_log: bool = True,
-        lock: bool = True,
+        lock: Union[bool, LockFactory] = True,
         lock_url: Optional[str] = None,
         lock_wait: float = 0.0,
         lock_ttl: float = LOCK_TTL_S,
@@ -277,7 +278,7 @@ class RunState(RunServices):
         self.stop_reason: Optional[str] = None
         self.daq_lost: Optional[str] = None  # why the DAQ is considered gone for this run
         self.lock_lost: Optional[str] = None
-        self.lock: Optional[DaqLock] = None
+        self.lock: Optional[RunnerLock] = None
         self.plan = _Progress(batch.steps)
         self._cleanup: Optional[Deadline] = None
         self._hurry_s: Optional[float] = None  # a second stop request: every cleanup gets this long
@@ -336,7 +337,8 @@ class RunState(RunServices):
             # The DAQ first: one that does not answer within the outage budget ends the run
             # here (exit 3), before any lock is taken in its Redis.
             if self._reachable() and self.use_lock:
-                lock_redis = connect(self.lock_url) if self.lock_url else None
+                if self.use_lock is True and self.lock_url:
+                    lock_redis = connect(self.lock_url)
                 self.lock = self._take_lock(lock_redis)
             if self.daq_lost is None:
                 self._prepare_daq()
@@ -389,17 +391,21 @@ class RunState(RunServices):
             "python": platform.python_version(),
         }
 
-    def _take_lock(self, redis_client: Any) -> Optional[DaqLock]:
-        if redis_client is None:
-            self.notice("no Redis: no runner lock could be taken; another runner could drive this DAQ")
-            return None
+    def _take_lock(self, redis_client: Any) -> Optional[RunnerLock]:
         holder = {"host": socket.gethostname(), "pid": os.getpid(), "batch": self.batch.path, "run": self.run_id}
 
         def lost(reason: str) -> None:
             self.lock_lost = self.lock_lost or reason
             self.request_stop(f"runner lock lost: {reason}")
 
-        lock = DaqLock(redis_client, holder, ttl=self.lock_ttl, on_lost=lost, notify=self.notice)
+        lock: RunnerLock
+        if callable(self.use_lock):  # a lock store of the caller's
+            lock = self.use_lock(holder=holder, ttl=self.lock_ttl, on_lost=lost, notify=self.notice)
+        elif redis_client is None:
+            self.notice("no Redis: no runner lock could be taken; another runner could drive this DAQ")
+            return None
+        else:
+            lock = DaqLock(redis_client, holder, ttl=self.lock_ttl, on_lost=lost, notify=self.notice)
 
         def on_held(other: dict) -> None:
             self.emit(events.WAITING, what="lock", seconds=self.lock_wait)

@@ -11,7 +11,7 @@ import pytest
 import redis
 import requests
 
-from daq_runner import LockHeldError, Runner, events
+from daq_runner import LockError, LockHeldError, Runner, events
 from daq_runner.batch import load_batch_text
 from daq_runner.lock import DaqLock
 from daq_runner.report import JsonReportFile, JUnitFile
@@ -245,6 +245,78 @@ def test_interrupt_stops_the_acquisition_and_reports(daq_sim, tmp_path):
     assert ("interrupted", ["interrupted", "skipped"]) == (report.status, [s["status"] for s in report.steps])
     status = requests.get(daq_sim.url + "/writer/status", timeout=5).json()["writer"]
     assert ("READY", "Interrupted.") == (status["state"], status["acquisition"]["message"])
+
+
+def test_one_runner_runs_batch_after_batch_the_first_ended_by_request_stop(daq_sim, tmp_path):
+    """A Runner holds configuration only: after a run ended by request_stop() and a second
+    stop's short cleanup, the next two runs on the same Runner start afresh and pass."""
+    daq_sim.core.settings.frame_rate = 50
+    collect = Collect()
+    runner = Runner(daq_sim.url, daq_sim.redis_url, [collect], retry_delay=0.05)
+    long = load_batch_text(WRITE.format(name="long", n=100000) + "  - stop: {}\n", vars={"root": str(tmp_path)})
+
+    def stop_twice() -> None:
+        wait_until(lambda: collect.kinds(events.PROGRESS))
+        runner.request_stop("SIGTERM")
+        runner.hurry(0.5)
+
+    threading.Thread(target=stop_twice, daemon=True).start()
+    first = runner.run(long)
+    assert ("interrupted", ["interrupted", "skipped"]) == (first.status, [s["status"] for s in first.steps])
+    daq_sim.core.settings.frame_rate = 2000
+    for name in ("second", "third"):
+        report = runner.run(load_batch_text(WRITE.format(name=name, n=5), vars={"root": str(tmp_path)}))
+        assert ("passed", ["passed"]) == (report.status, [s["status"] for s in report.steps]), report.reason
+        assert report.run_id != first.run_id and (tmp_path / f"{name}.h5").exists()
+
+
+def test_a_stop_requested_between_runs_stops_only_the_next_run(daq_sim, tmp_path):
+    """request_stop() while no run is under way is not lost (a signal as a run begins): it
+    ends the next run before its first step, and not the one after."""
+    runner = Runner(daq_sim.url, daq_sim.redis_url)
+    runner.request_stop("SIGINT")
+    stopped = runner.run(load_batch_text(WRITE.format(name="a", n=2), vars={"root": str(tmp_path)}))
+    assert ("interrupted", ["skipped"]) == (stopped.status, [s["status"] for s in stopped.steps])
+    assert not (tmp_path / "a.h5").exists()
+    assert "passed" == runner.run(load_batch_text(WRITE.format(name="b", n=2), vars={"root": str(tmp_path)})).status
+
+
+class MemoryLock:
+    """A lock store of a test's own (what a DAQ without Redis could use)."""
+
+    calls: list = []
+    lose = False
+
+    def __init__(self, holder, ttl, on_lost, notify):
+        self.on_lost = on_lost
+        MemoryLock.calls.append(("made", holder["run"]))
+
+    def acquire(self, wait=0.0, redis_budget=0.0, on_held=None):
+        MemoryLock.calls.append("acquire")
+
+    def assert_held(self):
+        MemoryLock.calls.append("held")
+        if MemoryLock.lose:
+            self.on_lost("taken by the test")
+            raise LockError("runner lock lost: taken by the test")
+
+    def release(self):
+        MemoryLock.calls.append("release")
+
+
+def test_the_lock_is_a_collaborator_a_run_can_bring_its_own(daq_sim, tmp_path):
+    """lock= a factory: the Runner takes that lock, checks it before every change to the DAQ,
+    releases it at the end, and a lock it loses ends the run as a lost lock."""
+    MemoryLock.calls, MemoryLock.lose = [], False
+    batch = load_batch_text(WRITE.format(name="m", n=2), vars={"root": str(tmp_path)})
+    report = Runner(daq_sim.url, None, lock=MemoryLock).run(batch)
+    assert "passed" == report.status, report.reason
+    assert [("made", report.run_id), "acquire"] == MemoryLock.calls[:2] and "held" in MemoryLock.calls
+    assert "release" == MemoryLock.calls[-1]
+    MemoryLock.calls, MemoryLock.lose = [], True
+    lost = Runner(daq_sim.url, None, lock=MemoryLock).run(load_batch_text(WRITE.format(name="n", n=2), vars={"root": str(tmp_path)}))
+    assert "failed" == lost.status and "runner lock lost: taken by the test" == lost.reason
+    assert not (tmp_path / "n.h5").exists()
 
 
 def test_a_crashing_consumer_ends_the_run_and_the_acquisition_is_stopped(daq_sim, tmp_path):
