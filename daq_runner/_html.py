@@ -13,7 +13,7 @@ from html import escape
 from typing import Any, Dict, List, Optional, Tuple
 
 from ._tally import SUMMARY_KEYS, format_bytes, format_seconds, iso
-from .show import digest
+from ._digest import digest
 
 __all__ = ["render"]
 

@@ -19,7 +19,12 @@ Hierarchy::
     │   │                               the wrong shape (also a Redis stream entry)
     │   └── DeploymentError             a config change that did not deploy or did not take
     ├── BatchValidationError (ValueError)  a batch file is invalid: carries file, line, column
-    └── LockHeldError                   another runner drives this DAQ
+    ├── SetupError (ValueError)         what a run is given cannot be used: DAQ URLs, a profile
+    │   ├── OutputRefused               an output path names what must not be replaced
+    │   ├── OutputUnwritable            an output file cannot be written there (no such folder...)
+    │   └── ResumeError                 a report that cannot be resumed with this batch
+    └── LockError                       the runner lock could not be taken, or was lost
+        └── LockHeldError               another runner drives this DAQ
 
 ``RuntimeError`` for transport and DAQ problems and ``StdDaqAdminException`` for refusals
 is what the original ``std_daq_client`` promises; code written for it keeps working.
@@ -50,6 +55,10 @@ __all__ = [
     "DaqProtocolError",
     "DeploymentError",
     "BatchValidationError",
+    "SetupError",
+    "OutputRefused",
+    "OutputUnwritable",
+    "ResumeError",
     "LockError",
     "LockHeldError",
 ]
@@ -233,6 +242,27 @@ class BatchValidationError(DaqRunnerError, ValueError):
         if self.more:
             lines.append(f"... and {self.more} more error{'s' if self.more != 1 else ''}")
         return lines
+
+
+class SetupError(DaqRunnerError, ValueError):
+    """What a run is given cannot be used: the DAQ's URLs or profile, an output path, a
+    report to resume. The message is one line; ``daq-run`` exits 2 before anything is sent."""
+
+
+class OutputRefused(SetupError):
+    """An output path (report, JUnit file, HTML page) names what must not be replaced: the
+    batch file, a directory, a symbolic link, a device, an existing report, a file the run
+    refers to."""
+
+
+class OutputUnwritable(SetupError):
+    """An output file cannot be written at that path on this machine: its folder does not
+    exist or is not writable, the file is read-only."""
+
+
+class ResumeError(SetupError):
+    """A report that cannot be resumed with this batch (another batch's, a changed batch,
+    other variables, a step that would rewrite a kept step's file)."""
 
 
 class LockError(DaqRunnerError):

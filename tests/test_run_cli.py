@@ -389,7 +389,7 @@ def test_report_of_a_run_still_going_is_refused(daq_sim, tmp_path):
         first.communicate(timeout=10)
     # Its runner dead, the report may be replaced (or resumed).
     quick = batch_file(tmp_path, "version: 1\nsteps:\n  - check: {writer: READY}\n", "quick.yaml")
-    assert 0 == daq_run(str(quick), *common(daq_sim), "--report", str(report)).returncode
+    assert 0 == daq_run(str(quick), *common(daq_sim), "--report", str(report), "--overwrite-report").returncode
 
 
 def test_a_resume_that_ends_before_its_first_step_keeps_what_passed(daq_sim, tmp_path):
@@ -412,7 +412,7 @@ def test_a_resume_that_ends_before_its_first_step_keeps_what_passed(daq_sim, tmp
     holder = {"host": socket.gethostname(), "pid": os.getpid(), "batch": "other.yaml", "run": "x", "since": "now"}
     client.set(LOCK_KEY, json.dumps(holder), px=20_000)
     try:
-        proc = daq_run(str(path), *common(daq_sim), "--resume", str(report), "--report", str(report))
+        proc = daq_run(str(path), *common(daq_sim), "--resume", str(report), "--report", str(report), "--overwrite-report")
         assert 4 == proc.returncode, proc.stderr
     finally:
         client.delete(LOCK_KEY)
