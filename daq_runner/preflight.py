@@ -71,14 +71,15 @@ def check_writes(
             else:
                 findings.append(Finding(step.index, f"folder {folder} is not on this machine: it must exist on the DAQ's", False))
             continue
+        if os.path.islink(path):
+            findings.append(Finding(step.index, f"{path} is a symbolic link: the write would be refused", True))
+            continue
         real = os.path.realpath(path)
         if real in written:
             findings.append(Finding(step.index, f"{path} is the file step {written[real]} writes ({real}): the write would be refused", True))
             continue
         written[real] = step.index
-        if os.path.islink(path):
-            findings.append(Finding(step.index, f"{path} is a symbolic link: the write would be refused", True))
-        elif os.path.lexists(path):
+        if os.path.lexists(path):
             if overwrite or getattr(step, "overwrite", False):
                 findings.append(Finding(step.index, f"{path} exists and would be overwritten (overwrite allowed)", False))
             elif resuming:
