@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Collection, Dict, List, Optional, Sequence
 
-__all__ = ["Finding", "check_writes", "plan_lines", "daq_state"]
+__all__ = ["Finding", "check_writes", "plan_lines", "daq_state", "daq_is_here"]
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,18 @@ class Finding:
     step: int
     message: str
     fails: bool
+
+
+def daq_is_here(url: str) -> bool:
+    """Whether the DAQ at ``url`` writes on this machine (a loopback address)."""
+    from urllib.parse import urlsplit
+
+    from ._transport import is_loopback
+
+    try:
+        return is_loopback(urlsplit(url).hostname)
+    except ValueError:
+        return False
 
 
 def check_writes(
@@ -51,8 +63,8 @@ def check_writes(
         kept: indices of steps a resumed run keeps (they write nothing).
         resuming: the run resumes a report: an existing file may be the one a step left
             then, which it may replace (only the run can tell).
-        daq_here: the DAQ writes on this machine (a loopback URL, ``--sim``): a folder
-            missing here makes its writes fail.
+        daq_here: the DAQ writes on this machine (``--sim``, :func:`daq_is_here`): a
+            folder missing here makes its writes fail.
         made_at_start: a folder the run makes at its start (``--sim``'s fresh folder):
             nothing under it is looked at.
     """
@@ -98,7 +110,13 @@ def _value(value: Any) -> str:
 
 
 def plan_lines(
-    batch: Any, *, target: Any = None, kept: Optional[Collection[int]] = None, findings: Sequence[Finding] = ()
+    batch: Any,
+    *,
+    target: Any = None,
+    kept: Optional[Collection[int]] = None,
+    findings: Sequence[Finding] = (),
+    report: Any = None,
+    report_problem: Optional[str] = None,
 ) -> List[str]:
     """The plan of ``batch`` for people.
 
@@ -106,11 +124,28 @@ def plan_lines(
         target: the :class:`~daq_runner.targets.DaqTarget`, for a line saying where the URLs came from.
         kept: with ``--resume``, the indices of the steps kept (the others are marked ``run``).
         findings: from :func:`check_writes`, shown under their steps with ``!`` (fails) or ``-``.
+        report: the :class:`~daq_runner.report_paths.ReportPaths` of the run, or
+            ``report_problem``: why its report could not be written.
 
     Returns:
-        lines without credentials of the DAQ's URLs (those in variables are the caller's to
-        mask: see :attr:`~daq_runner.batch.Batch.secrets`).
+        lines without credentials (of the DAQ's URLs and of URLs in variables).
     """
+    from ._text import scrub
+
+    lines = _plan(batch, target, kept, findings)
+    if kept is not None and len(kept) == len(batch.steps):
+        lines.append(f"nothing to run: all {len(kept)} steps passed in the report resumed")
+    if report_problem is not None:
+        lines.append(f"report: cannot be written: {report_problem}")
+    elif report is not None:
+        lines.append(f"report: {report.report}" + (" (a new name; the time and run id will differ)" if report.chosen else ""))
+        if report.junit:
+            lines.append(f"junit: {report.junit}")
+    secrets = batch.secrets
+    return [scrub(line, secrets) for line in lines] if secrets else lines
+
+
+def _plan(batch: Any, target: Any, kept: Optional[Collection[int]], findings: Sequence[Finding]) -> List[str]:
     lines = [f"batch {batch.name}: {len(batch.steps)} steps"]
     if target is not None:
         lines.append(target.describe())

@@ -234,29 +234,17 @@ def _prepared(args: argparse.Namespace, argv: Sequence[str], batch: Any, earlier
 def _dry_run(args: argparse.Namespace, batch: Any, target: Any, kept: Any, paths: Any, problem: Optional[str], made_at_start: Optional[str]) -> int:
     """The plan, what this machine can check, the report path and the DAQ's state; nothing changes."""
     import json
-    from urllib.parse import urlsplit
 
-    from ._text import redact_url, scrub
-    from ._transport import is_loopback
+    from ._text import redact_url
     from .exceptions import DaqRunnerError
-    from .preflight import check_writes, daq_state, plan_lines
+    from .preflight import check_writes, daq_is_here, daq_state, plan_lines
 
-    here = args.sim or is_loopback(urlsplit(target.url).hostname)
     findings = check_writes(
-        batch.steps, overwrite=args.overwrite, kept=kept or (), resuming=kept is not None, daq_here=here, made_at_start=made_at_start
+        batch.steps, overwrite=args.overwrite, kept=kept or (), resuming=kept is not None,
+        daq_here=args.sim or daq_is_here(target.url), made_at_start=made_at_start,
     )
-    lines = plan_lines(batch, target=target, kept=kept, findings=findings)
-    if kept is not None and len(kept) == len(batch.steps):
-        lines.append(f"nothing to run: all {len(kept)} steps passed in {args.resume}")
-    if problem is not None:
-        lines.append(f"report: cannot be written: {problem}")
-    else:
-        lines.append(f"report: {paths.report}" + (" (a new name; the time and run id will differ)" if paths.chosen else ""))
-        if paths.junit:
-            lines.append(f"junit: {paths.junit}")
-    secrets = batch.secrets
-    for line in lines:  # credentials of variables masked, as in the run's report
-        _say(scrub(line, secrets) if secrets else line)
+    for line in plan_lines(batch, target=target, kept=kept, findings=findings, report=paths, report_problem=problem):
+        _say(line)
     try:
         state = daq_state(target.url)
     except DaqRunnerError as exc:
@@ -269,12 +257,6 @@ def _dry_run(args: argparse.Namespace, batch: Any, target: Any, kept: Any, paths
     return RunExit.FAILED if any(f.fails for f in findings) else RunExit.PASSED
 
 
-def _command_line(argv: Sequence[str]) -> List[str]:
-    from ._text import redact_text
-
-    return ["daq-run", *(redact_text(arg) for arg in argv)]
-
-
 def _run(
     args: argparse.Namespace, batch: Any, target: Any, previous: Optional[Dict[str, List[dict]]], paths: Any, argv: Sequence[str], earlier: Optional[dict]
 ) -> int:
@@ -282,7 +264,7 @@ def _run(
 
     from ._cli import configure_json_logging
     from ._tally import Tally
-    from ._text import redact_url
+    from ._text import redact_text, redact_url
     from .console import ConsoleView, LogEvents, QuietSummary
     from .exceptions import LockError, LockHeldError
     from .lock import LOCK_TTL_S
@@ -301,7 +283,7 @@ def _run(
         outage_s=args.max_outage,
         overwrite=args.overwrite,
         resumed=ResumedRun.from_report(earlier) if earlier is not None else None,
-        context={"command": _command_line(argv), "url_source": target.url_source, "redis_source": target.redis_source},
+        context={"command": ["daq-run", *map(redact_text, argv)], "url_source": target.url_source, "redis_source": target.redis_source},
         keep_steps=False,
     )
     report_file = JsonReportFile(paths.report)
