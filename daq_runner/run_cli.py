@@ -221,7 +221,7 @@ def _prepared(args: argparse.Namespace, argv: Sequence[str], batch: Any, earlier
                 _warn(f"daq-run: error: {exc}")
                 return RunExit.UNREACHABLE
             target = sim.target
-            for line in start_lines(batch, output, quiet=args.quiet):
+            for line in output.announce(batch, quiet=args.quiet) if output is not None else start_lines(batch, quiet=args.quiet):
                 _warn(f"daq-run: {line}")
         if args.dry_run:
             return _dry_run(args, batch, target, kept, paths, problem, made_at_start=output.folder if output is not None else None)

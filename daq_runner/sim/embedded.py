@@ -135,7 +135,7 @@ class SimOutput:
     """
 
     def __init__(self, replaced: Any, create: bool = True) -> None:
-        self.var, self.replaced, self.created = ROOT_VAR, replaced, create
+        self.var, self.replaced, self.created, self.announced = ROOT_VAR, replaced, create, False
         folder = tempfile.mkdtemp(prefix=_PREFIX) if create else os.path.join(tempfile.gettempdir(), _PREFIX + "NEW")
         self.folder = os.path.abspath(folder)
 
@@ -144,9 +144,17 @@ class SimOutput:
         path = os.path.abspath(path)
         return path == self.folder or path.startswith(os.path.join(self.folder, ""))
 
+    def announce(self, batch: Any, *, quiet: bool = False) -> List[str]:
+        """What to tell before the run (:func:`start_lines`); :meth:`finish` then tells the end."""
+        self.announced = True
+        return start_lines(batch, self, quiet=quiet)
+
     def finish(self) -> Optional[str]:
-        """Remove the folder if it stayed empty; what to tell after the run (``None`` for a
-        folder that was only named)."""
+        """Remove the folder if it stayed empty; what to tell after the run: ``None`` for a
+        folder that was only named, or not announced (a run that did not start)."""
+        if not self.announced:
+            self.discard()
+            return None
         if not self.created:
             return None
         try:
@@ -156,8 +164,10 @@ class SimOutput:
         return f"the simulated DAQ wrote no files (removed the empty {self.folder})"
 
     def discard(self) -> None:
-        """Remove the folder if it is empty, saying nothing (a run that did not start)."""
+        """Remove the folder if it is empty, saying nothing (a run that did not start);
+        :meth:`finish` then has nothing to tell."""
         if self.created:
+            self.created = False
             try:
                 os.rmdir(self.folder)
             except OSError:
