@@ -220,7 +220,7 @@ def runner_run(sim: Sim, n: int, folder: str) -> float:
 
 def daq_run_command(sim: Sim, batch_path: str, report_path: str) -> float:
     """Wall seconds of the installed ``daq-run`` on ``batch_path`` (start to exit)."""
-    command = [DAQ_RUN, batch_path, "--url", sim.url, "--redis", sim.redis_url, "--quiet", "--report", report_path]
+    command = [DAQ_RUN, batch_path, "--url", sim.url, "--redis", sim.redis_url, "--quiet", "--report", report_path, "--overwrite-report"]
     start = time.perf_counter()
     proc = subprocess.run(command, capture_output=True, text=True)
     elapsed = time.perf_counter() - start

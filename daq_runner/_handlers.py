@@ -15,22 +15,19 @@ step kind is declared in :mod:`daq_runner._stepkinds` and gets its handler here.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from . import events
 from ._deadline import current
 from ._text import quote
 from .batch import CheckStep, ConfigStep, Step, StopStep, WaitStep, WriteStep
-from .daq import READY, Acquisition
+from .daq import READY, Acquisition, RunServices
 from .exceptions import StepFailed
 from .record import StepRecord
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .runner import RunState
-
 __all__ = ["HANDLERS", "Handler"]
 
-Handler = Callable[["RunState", Any, StepRecord, int], Optional[Acquisition]]
+Handler = Callable[[RunServices, Any, StepRecord, int], Optional[Acquisition]]
 HANDLERS: Dict[str, Handler] = {}
 
 
@@ -42,7 +39,7 @@ def _handles(kind: str) -> Callable[[Handler], Handler]:
     return register
 
 
-def _sleep_within(run: "RunState", step: Step, seconds: float, what: str) -> None:
+def _sleep_within(run: RunServices, step: Step, seconds: float, what: str) -> None:
     """Sleep ``seconds`` inside the step's time limit, or fail: a step's timeout is a hard limit."""
     run.emit(events.WAITING, step, what=what, seconds=seconds)
     left = current().remaining()
@@ -53,7 +50,7 @@ def _sleep_within(run: "RunState", step: Step, seconds: float, what: str) -> Non
 
 
 @_handles("write")
-def write(run: "RunState", step: WriteStep, record: StepRecord, attempt: int) -> Optional[Acquisition]:
+def write(run: RunServices, step: WriteStep, record: StepRecord, attempt: int) -> Optional[Acquisition]:
     earlier = run.acquisitions.of_step(step.index)
     if earlier is not None and not earlier.ended:
         # Never two acquisitions for one step: the earlier attempt's may still run or have passed.
@@ -73,14 +70,14 @@ def write(run: "RunState", step: WriteStep, record: StepRecord, attempt: int) ->
 
 
 @_handles("config")
-def config(run: "RunState", step: ConfigStep, record: StepRecord, attempt: int) -> None:
+def config(run: RunServices, step: ConfigStep, record: StepRecord, attempt: int) -> None:
     run.daq.configure(step, record)
     if step.settle:
         _sleep_within(run, step, step.settle, "settle")
 
 
 @_handles("check")
-def check(run: "RunState", step: CheckStep, record: StepRecord, attempt: int) -> None:
+def check(run: RunServices, step: CheckStep, record: StepRecord, attempt: int) -> None:
     problems: List[str] = []
     observed: Dict[str, Any] = {}
     daq = run.daq
@@ -113,7 +110,7 @@ def check(run: "RunState", step: CheckStep, record: StepRecord, attempt: int) ->
 
 
 @_handles("wait")
-def wait(run: "RunState", step: WaitStep, record: StepRecord, attempt: int) -> None:
+def wait(run: RunServices, step: WaitStep, record: StepRecord, attempt: int) -> None:
     if step.seconds is not None:
         _sleep_within(run, step, step.seconds, "wait")
         return
@@ -127,5 +124,5 @@ def wait(run: "RunState", step: WaitStep, record: StepRecord, attempt: int) -> N
 
 
 @_handles("stop")
-def stop(run: "RunState", step: StopStep, record: StepRecord, attempt: int) -> None:
+def stop(run: RunServices, step: StopStep, record: StepRecord, attempt: int) -> None:
     run.daq.stop_writer(step, record)

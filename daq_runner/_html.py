@@ -12,9 +12,9 @@ import os
 from html import escape
 from typing import Any, Dict, List, Optional, Tuple
 
+from ._digest import digest
 from ._tally import SUMMARY_KEYS, format_bytes, format_seconds
 from .record import iso
-from .show import digest
 
 __all__ = ["render"]
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Type
 
 from . import protocol
+from ._limits import MAX_SECONDS
 from ._fields import (
     Boolean,
     Choice,
@@ -49,10 +50,11 @@ __all__ = [
     "MAX_SECONDS",
     "MAX_RETRIES",
     "MAX_N_IMAGES",
+    "WAIT_TIMEOUT_MARGIN_S",
+    "wait_timeout",
 ]
 
 MAX_N_IMAGES = 10**9
-MAX_SECONDS = 7 * 24 * 3600.0
 MAX_RETRIES = 100
 MAX_RATE = 1e9  # images per second; far above any detector
 DEFAULT_TIMEOUT_S = 300.0
@@ -247,11 +249,31 @@ def _build_write(body: Dict[str, Any], extra: Dict[str, Any], options: Dict[str,
     return name, dict(body), dict(body)
 
 
+def wait_timeout(seconds: float, timeout: float, *, given: bool) -> float:
+    """The timeout of a ``wait: {seconds: N}`` step, in seconds (the rule, stated once).
+
+    Args:
+        seconds: how long the step sleeps.
+        timeout: the timeout given for the step (in its body or on the step: ``given``),
+            or the default one (from ``defaults:``, or 300 s).
+
+    Returns:
+        ``timeout``, or ``seconds + 30`` when the sleep would not end before it.
+
+    Raises:
+        ValueError: ``given`` and the sleep is longer than that timeout, a hard limit
+            (one line: "a wait of N s does not fit in its timeout of T s").
+    """
+    if given and seconds > timeout:
+        raise ValueError(f"a wait of {seconds:g} s does not fit in its timeout of {timeout:g} s")
+    return timeout if seconds < timeout else seconds + WAIT_TIMEOUT_MARGIN_S
+
+
 def _build_wait(body: Dict[str, Any], extra: Dict[str, Any], options: Dict[str, Any]) -> Built:
     seconds, state = body.get("seconds"), body.get("state")
     timeout = body.get("timeout", options["timeout"])
-    if seconds is not None and seconds >= timeout:
-        timeout = seconds + WAIT_TIMEOUT_MARGIN_S
+    if seconds is not None:
+        timeout = wait_timeout(seconds, timeout, given=False)  # checked when the step was read
     name = f"wait {seconds:g} s" if seconds is not None else f"wait for writer {state}"
     return name, dict(body), {"seconds": seconds, "state": state, "timeout": timeout}
 

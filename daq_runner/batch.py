@@ -68,6 +68,7 @@ from ._stepkinds import (
     StopStep,
     WaitStep,
     WriteStep,
+    wait_timeout,
 )
 from ._text import secrets_in
 from ._yaml import MAX_NODES, LMap, Mark, colon_hint, load_yaml
@@ -514,9 +515,12 @@ class _Loader:
         if kind.name == "wait" and body.get("seconds") is not None:
             # A timeout given for a wait is a hard limit: a longer wait is a mistake, said now.
             limit = body["timeout"] if "timeout" in body else given.get("timeout")
-            if limit is not None and body["seconds"] > limit:
+            try:
+                if limit is not None:
+                    wait_timeout(body["seconds"], limit, given=True)
+            except ValueError as exc:
                 where = _value_mark(raw[kind.name], "timeout") if "timeout" in body else value_marks["timeout"]
-                self.error(f"a wait of {body['seconds']:g} s does not fit in its timeout of {limit:g} s", where)
+                self.error(str(exc), where)
                 return
         settle = extra.get("settle")
         if settle and settle >= options["timeout"]:

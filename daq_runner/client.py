@@ -32,6 +32,7 @@ import tenacity
 import urllib3
 
 from . import _deadline, _transport, protocol
+from ._limits import MAX_SECONDS
 from ._text import quote, redact_url, userinfo_problem
 from .exceptions import (
     DaqError,
@@ -120,8 +121,8 @@ def check_url(url: Any) -> str:
     return url.strip()
 
 
-# The longest time limit: a week (beyond it the socket layer overflows; nobody waits longer).
-MAX_TIMEOUT_S = 7 * 24 * 3600.0
+# The longest time limit (a week): beyond it the socket layer overflows; nobody waits longer.
+MAX_TIMEOUT_S = MAX_SECONDS
 
 
 def _seconds(name: str, value: Any) -> float:

@@ -20,6 +20,7 @@ import time
 from typing import Any, Callable, List, Optional, TextIO
 
 from . import events
+from ._streams import to_devnull
 from ._tally import Tally, format_seconds, step_record
 from ._text import one_line
 
@@ -41,23 +42,6 @@ def _clean(text: Any) -> str:
     printable and on one line: control characters are shown as ``\\x08`` etc., as ``daq-run
     show`` and the report's error texts do, so they cannot act on the terminal."""
     return one_line(text or "", None)
-
-
-def _switch_off(stream: Any) -> None:
-    """After EPIPE: point the stream's descriptor at /dev/null, so that later writes (Python's
-    own flush at exit, the CLI's last line) do not fail again and the run can end normally."""
-    try:
-        fd = stream.fileno()
-    except (AttributeError, OSError, ValueError):
-        return
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        try:
-            os.dup2(devnull, fd)
-        finally:
-            os.close(devnull)
-    except OSError:
-        pass
 
 
 def _middle(text: str, width: int) -> str:
@@ -210,7 +194,7 @@ class ConsoleView:
         except (OSError, ValueError):  # EPIPE, EIO, a closed stream: this view ends, not the run
             self.off = True
             self._stop_ticker.set()
-            _switch_off(self._console.file if self._console is not None else self.stream)
+            to_devnull(self._console.file if self._console is not None else self.stream)
 
     def _print(self, text: str, style: str = "") -> None:
         def emit() -> None:
@@ -392,7 +376,7 @@ class LogEvents:
             # A closed pipe (``2>&1 | head``) or a full disk under the log: the log stops, the run
             # goes on (the report is the record).
             self.off = True
-            _switch_off(self.stream)
+            to_devnull(self.stream)
 
     def _log(self, event: events.Event) -> None:
         if event.kind == events.PROGRESS:
@@ -445,4 +429,4 @@ class QuietSummary:
                 self.stream.write("\n".join(lines) + "\n")
                 self.stream.flush()
             except (OSError, ValueError):
-                _switch_off(self.stream)
+                to_devnull(self.stream)

@@ -160,6 +160,7 @@ class RunServices(abc.ABC):
         acquisitions: the run's acquisitions.
         stop_event: set when the run must stop (a signal, a lost lock).
         pre_run: recoveries made before the first step.
+        daq: the DAQ the run drives (the step handlers reach it through the run).
     """
 
     invocation: str
@@ -170,6 +171,7 @@ class RunServices(abc.ABC):
     acquisitions: Acquisitions
     stop_event: threading.Event
     pre_run: List["RecoveryRecord"]
+    daq: "Daq"
 
     @abc.abstractmethod
     def emit(self, kind: str, step: Optional["Step"] = None, /, **data: Any) -> None:

@@ -19,8 +19,12 @@ Hierarchy::
     │   │                               the wrong shape (also a Redis stream entry)
     │   └── DeploymentError             a config change that did not deploy or did not take
     ├── BatchValidationError (ValueError)  a batch file is invalid: carries file, line, column
+    ├── SetupError (ValueError)         what a run is given cannot be used: DAQ URLs, a profile
+    │   ├── OutputRefused               an output path names what must not be replaced
+    │   ├── OutputUnwritable            an output file cannot be written there (no such folder...)
+    │   ├── ResumeError                 a report that cannot be resumed with this batch
+    │   └── NotifySettingsError         a notify: block or a --notify/--smtp/--heartbeat flag is invalid
     ├── StepFailed                      a step's attempt failed: the message says why
-    ├── NotifySettingsError (ValueError)   a notify: block or a --notify/--smtp/--heartbeat flag is invalid
     └── LockError                       the runner lock could not be taken, or was lost
         └── LockHeldError               another runner drives this DAQ
 
@@ -53,8 +57,12 @@ __all__ = [
     "DaqProtocolError",
     "DeploymentError",
     "BatchValidationError",
-    "StepFailed",
+    "SetupError",
+    "OutputRefused",
+    "OutputUnwritable",
+    "ResumeError",
     "NotifySettingsError",
+    "StepFailed",
     "LockError",
     "LockHeldError",
 ]
@@ -240,15 +248,28 @@ class BatchValidationError(DaqRunnerError, ValueError):
         return lines
 
 
-class StepFailed(DaqRunnerError):
-    """A step's attempt failed; the message says why (and what the DAQ said).
-
-    Raised by the DAQ seam (:mod:`daq_runner.daq`) and the step handlers; the Runner records
-    it as a failed attempt and retries the step as the batch allows.
-    """
+class SetupError(DaqRunnerError, ValueError):
+    """What a run is given cannot be used: the DAQ's URLs or profile, an output path, a
+    report to resume. The message is one line; ``daq-run`` exits 2 before anything is sent."""
 
 
-class NotifySettingsError(DaqRunnerError, ValueError):
+class OutputRefused(SetupError):
+    """An output path (report, JUnit file, HTML page) names what must not be replaced: the
+    batch file, a directory, a symbolic link, a device, an existing report, a file the run
+    refers to."""
+
+
+class OutputUnwritable(SetupError):
+    """An output file cannot be written at that path on this machine: its folder does not
+    exist or is not writable, the file is read-only."""
+
+
+class ResumeError(SetupError):
+    """A report that cannot be resumed with this batch (another batch's, a changed batch,
+    other variables, a step that would rewrite a kept step's file)."""
+
+
+class NotifySettingsError(SetupError):
     """A notification or heartbeat setting is invalid; raised before anything is sent.
 
     ``str()`` is one line: ``<source>: <key>: <reason>`` (``--notify: ...`` for a flag,
@@ -269,6 +290,14 @@ class NotifySettingsError(DaqRunnerError, ValueError):
         if not source.startswith("--"):  # a notify: block, not a flag
             where += ": notify" + "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in self.key)
         super().__init__(f"{where}: {reason}")
+
+
+class StepFailed(DaqRunnerError):
+    """A step's attempt failed; the message says why (and what the DAQ said).
+
+    Raised by the DAQ seam (:mod:`daq_runner.daq`) and the step handlers; the Runner records
+    it as a failed attempt and retries the step as the batch allows.
+    """
 
 
 class LockError(DaqRunnerError):

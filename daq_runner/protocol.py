@@ -148,7 +148,8 @@ MESSAGE_DEPLOYMENT = "Deployment status"
 # server appends the Python repr of its status dict after the newline and a space.
 MESSAGE_BUSY = "Cannot start new acquisition while previous one is running:\n {status}"
 MESSAGE_BUSY_PREFIX = "Cannot start new acquisition while previous one is running"
-# The writer driver polls its writer every 0.1 s, 50 times, for the state it asked for.
+# The refusal of the real server when its writer cannot reach WRITING/READY: the writer
+# driver polls its writer every 0.1 s, 50 times, for the state it asked for.
 MESSAGE_NEEDS_RESTART = "Writer needs to be restarted."
 MESSAGE_CANNOT_REACH_WRITING = "Cannot reach WRITING. " + MESSAGE_NEEDS_RESTART
 MESSAGE_CANNOT_REACH_READY = "Cannot reach READY. " + MESSAGE_NEEDS_RESTART
@@ -341,10 +342,6 @@ def acquisition_run_id(status: Optional[dict]) -> Optional[int]:
 # servers legitimately send (section 9 of the reference): config null before the first
 # deployment, stats null, logs as a dict or a list, acquisition null or with null fields,
 # the extra `reports` key, and any extra keys.
-
-# The refusal text of the real server when its writer cannot reach WRITING/READY in ~5 s.
-MESSAGE_NEEDS_RESTART = "Writer needs to be restarted."
-
 
 MAX_REPLY_DEPTH = 32  # a DAQ reply is a few levels deep; far deeper is hostile or broken
 

@@ -9,11 +9,12 @@
   the runner.
 - :class:`JUnitFile` streams test cases to a temporary file and assembles the XML at the end.
 - :func:`load_report` reads a report back (``--resume``, ``daq-run show``).
-- :func:`check_output_path` and :func:`default_report_path` are for the command line.
+
+Where reports go is :mod:`daq_runner.report_paths`.
 
 The report (JSON object, keys in this order)::
 
-    run_id, batch {name, path, sha256, vars, run, now, invocation}, daq {url, redis, url_source, redis_source},
+    run_id, batch {name, path, sha256, plan, vars, run, now, invocation}, daq {url, redis, url_source, redis_source},
     daq_runner, host, user, pid, command, python, n_steps, started_at,
     steps [step records], files [{path, step, n_images, size_bytes, run_id, complete}],
     status (running | passed | failed | interrupted), reason, daq_unreachable,
@@ -41,7 +42,6 @@ import os
 import re
 import sys
 import tempfile
-import time
 import uuid
 from typing import IO, Any, Dict, Iterable, Iterator, List, Optional, TextIO
 
@@ -56,8 +56,6 @@ __all__ = [
     "JUnitFile",
     "write_atomic",
     "load_report",
-    "check_output_path",
-    "default_report_path",
     "SUMMARY_KEYS",
 ]
 
@@ -636,7 +634,7 @@ def _seconds(value: Any) -> str:
     return f"{value:.3f}" if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) else "0.000"
 
 
-# -- reading reports and choosing where they go -------------------------------------------------
+# -- reading reports ---------------------------------------------------------------------------
 
 
 MAX_REPORT_BYTES = 512 * 1024 * 1024  # a 100,000-step report is about 100 MiB
@@ -683,72 +681,3 @@ def load_report(path: str) -> Dict[str, Any]:
     if not isinstance(report, dict) or not isinstance(report.get("steps"), list) or not isinstance(report.get("batch"), dict):
         raise ValueError(f"{path} is not a daq-run report (no batch and steps)")
     return report
-
-
-def check_output_path(path: str, *, batch_path: Optional[str], what: str, protects: str = "the batch file") -> str:
-    """Refuse an output path that would replace something it must not; return it made absolute.
-
-    Allowed: a regular file (it is replaced), or a new name in an existing, writable folder.
-    Refused with ``ValueError`` (one line naming ``what``, e.g. ``"report"``): the file at
-    ``batch_path`` itself (``--report batch.yaml``; ``protects`` names it in the message), a directory, a symbolic link, a device, pipe or socket
-    (``--report /dev/null`` run as root would replace /dev/null), a read-only file, a folder
-    that does not exist or is not writable.
-    """
-    if not path:
-        raise ValueError(f"{what} path is empty")
-    full = os.path.abspath(path)
-    if batch_path and os.path.exists(batch_path):
-        try:
-            same = os.path.samefile(full, batch_path)
-        except OSError:
-            same = os.path.realpath(full) == os.path.realpath(batch_path)
-        if same:
-            raise ValueError(f"{what} {path} is {protects} itself; choose another path")
-    try:
-        info = os.lstat(full)
-    except FileNotFoundError:
-        info = None
-    except OSError as exc:
-        raise ValueError(f"{what} {path}: {exc.strerror or exc}") from None
-    if info is not None:
-        import stat
-
-        if stat.S_ISDIR(info.st_mode):
-            raise ValueError(f"{what} {path} is a directory; give a file name")
-        if stat.S_ISLNK(info.st_mode):
-            raise ValueError(f"{what} {path} is a symbolic link; give the file's own path")
-        if not stat.S_ISREG(info.st_mode):
-            raise ValueError(f"{what} {path} is not a regular file (a device, pipe or socket); give a file name")
-        if not os.access(full, os.W_OK):
-            raise ValueError(f"{what} {path} is read-only")
-    folder = os.path.dirname(full)
-    if not os.path.isdir(folder):
-        raise ValueError(f"{what} folder {folder} does not exist")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise ValueError(f"{what} folder {folder} is not writable")
-    return full
-
-
-def default_report_path(batch_path: str, run_id: str) -> str:
-    """``<batch folder>/<batch stem>-<YYYYmmdd-HHMMSS>-<run id>.report.json``.
-
-    A batch that is not a regular file (``/dev/stdin``, a pipe) puts it in the current folder.
-
-    The run id makes names unique also for runs started within the same second; should
-    the name exist anyway, ``-2``, ``-3``... is added.
-    """
-    stem = os.path.splitext(os.path.basename(batch_path))[0] or "batch"
-    folder = os.path.dirname(os.path.abspath(batch_path))
-    if not os.path.isfile(batch_path) or os.path.abspath(batch_path).startswith(("/dev/", "/proc/")):
-        # Read from a pipe or a device (/dev/stdin, <(...)): its folder is no place for a report.
-        folder = os.getcwd()
-    # A file name has at most 255 bytes: the stem gives way to the time and run id.
-    stem = stem.encode()[:150].decode(errors="ignore") or "batch"
-    # The whole run id (its random part too): runs started together never share a name.
-    tag = re.sub(r"[^A-Za-z0-9_-]", "", str(run_id))[-40:] or uuid.uuid4().hex
-    base = os.path.join(folder, f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}-{tag}")
-    path, n = base + ".report.json", 1
-    while os.path.lexists(path):
-        n += 1
-        path = f"{base}-{n}.report.json"
-    return path

@@ -5,8 +5,9 @@ The whole feature in one module, as the command line and Python use it:
 - :func:`read_report` reads the report to resume (one-line :class:`ResumeError`);
 - :func:`same_moment` gives the ``run`` and ``now`` the resumed run had, so that ``{run}``,
   ``{date}``, ``{time}`` and ``{datetime}`` render as they did (the same file names);
-- :func:`previous_results` checks the report belongs to the batch (name, identities, file
-  hash, variables) and returns the records of the steps that passed, keyed by identity;
+- :func:`previous_results` checks the report belongs to the batch (name, identities, what
+  the batch does: :func:`plan_fingerprint`, variables) and returns the records of the steps
+  that passed, keyed by identity; :func:`kept_steps` says which steps they keep;
 - :class:`ResumedRun` is what the report says about the files its steps left, so that a step
   that runs again may replace its own file and nobody else's
   (:meth:`ResumedRun.left_the_file`).
@@ -20,10 +21,10 @@ import datetime as _dt
 import hashlib
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 
 from ._text import quote, scrub
-from .exceptions import DaqRunnerError
+from .exceptions import ResumeError
 
 __all__ = [
     "ResumeError",
@@ -31,13 +32,11 @@ __all__ = [
     "read_report",
     "same_moment",
     "previous_results",
+    "kept_steps",
+    "plan_fingerprint",
     "acquisition_id",
     "run_ids_of",
 ]
-
-
-class ResumeError(DaqRunnerError, ValueError):
-    """A report that cannot be resumed with this batch (one line; ``daq-run`` exits 2)."""
 
 
 def acquisition_id(invocation: str, step_index: int, start: int) -> int:
@@ -143,6 +142,44 @@ def same_moment(report: Dict[str, Any]) -> Dict[str, Any]:
     return same
 
 
+def plan_fingerprint(steps: Sequence[Any]) -> str:
+    """What a batch does, as one sha256 (64 hex digits): of the identities of its expanded
+    steps, in order (kind, parameters after templating, given names).
+
+    Comments, formatting, ``timeout``, ``retries``, ``on_error`` and ``tags`` do not change
+    it; another step, another value, another order does. The batch's own ``sha256`` is of
+    the file's bytes.
+    """
+    return hashlib.sha256("\n".join(step.identity for step in steps).encode()).hexdigest()
+
+
+def kept_steps(steps: Sequence[Any], previous: Dict[str, List[dict]]) -> List[int]:
+    """The indices of the ``steps`` that ``previous`` (:func:`previous_results`) keeps, in
+    order: each passed record keeps one step of its identity, the first ones first."""
+    left = {identity: len(records) for identity, records in previous.items()}
+    kept = []
+    for step in steps:
+        if left.get(step.identity):
+            left[step.identity] -= 1
+            kept.append(step.index)
+    return kept
+
+
+def _same_plan(report: Dict[str, Any], batch: Any) -> Optional[bool]:
+    """Whether the run in ``report`` had the batch's plan: by the report's
+    ``batch.plan`` (:func:`plan_fingerprint`) when it has one, else by the identities of
+    its step records when they cover every step; ``None`` when the report cannot tell (a
+    killed run's report lists only the steps done)."""
+    old_batch = report.get("batch") if isinstance(report.get("batch"), dict) else {}
+    if isinstance(old_batch.get("plan"), str):
+        return old_batch["plan"] == plan_fingerprint(batch.steps)
+    records = {s.get("index"): s.get("identity") for s in report.get("steps") or () if isinstance(s, dict)}
+    n_steps = report.get("n_steps")
+    if not isinstance(n_steps, int) or set(records) != set(range(1, n_steps + 1)):
+        return None
+    return [records[i] for i in range(1, n_steps + 1)] == [step.identity for step in batch.steps]
+
+
 def previous_results(
     report: Dict[str, Any],
     batch: Any,
@@ -151,6 +188,7 @@ def previous_results(
     batch_path: str,
     force: bool = False,
     ignore_vars: Sequence[str] = (),
+    notice: Optional[Callable[[str], None]] = None,
 ) -> Dict[str, List[dict]]:
     """The records of the steps that passed in ``report``, keyed by step identity, each list in order.
 
@@ -158,14 +196,16 @@ def previous_results(
         report: the report being resumed, as :func:`read_report` gives it.
         batch: the batch, loaded as for the resumed run (see :func:`same_moment`).
         report_path, batch_path: for the messages.
-        force: accept a batch file that changed since, or other variables.
+        force: accept a batch that does other things than the run resumed, or other variables.
         ignore_vars: variables whose values may differ (e.g. a fresh output folder).
+        notice: called with one line when the batch file changed but does the same (its
+            steps are those of the run resumed: a comment, formatting, a timeout).
 
     Raises:
         ResumeError: the report is another batch's (even with ``force``), has no step
-            identities, shares no step with the batch, the batch changed or its variables
-            differ (without ``force``), or a step that runs again would rewrite a file a kept
-            step wrote.
+            identities, shares no step with the batch, the batch's steps differ from the
+            run's or the report cannot tell (without ``force``), its variables differ
+            (without ``force``), or a step that runs again would rewrite a file a kept step wrote.
     """
     old_batch = report.get("batch") if isinstance(report.get("batch"), dict) else {}
     if old_batch.get("name") != batch.name:
@@ -180,7 +220,20 @@ def previous_results(
     if steps and not any(s.get("identity") in identities for s in steps):
         raise ResumeError(f"none of the steps in {report_path} belong to {batch_path}: it cannot be resumed with this batch")
     if old_batch.get("sha256") != batch.sha256 and not force:
-        raise ResumeError(f"{batch_path} changed since {report_path} was written (sha256 differs); use --force to resume anyway")
+        # Steps are matched by identity: a comment or a new timeout changes the bytes, not the run.
+        same = _same_plan(report, batch)
+        if same is None:
+            raise ResumeError(
+                f"{batch_path} changed since {report_path} was written, and the report does not list every step "
+                "to compare with (the run was killed); use --force to resume anyway"
+            )
+        if not same:
+            raise ResumeError(
+                f"{batch_path} changed since {report_path} was written: its steps are not those of the run "
+                "(another step, value or order); use --force to resume anyway"
+            )
+        if notice is not None:
+            notice(f"{batch_path} changed since {report_path} was written, but its steps are the same: resuming")
     old_vars = old_batch.get("vars") if isinstance(old_batch.get("vars"), dict) else {}
     # The report keeps credentials in variables as ***: compare them as the report shows them.
     secrets = batch.secrets
@@ -201,12 +254,10 @@ def previous_results(
         if record.get("status") == "passed" and isinstance(record.get("identity"), str):
             passed.setdefault(record["identity"], []).append(record)
     # Refuse a re-run that would rewrite a file a kept step wrote.
-    left = {identity: len(records) for identity, records in passed.items()}
+    kept = set(kept_steps(batch.steps, passed))
     protected = {r.get("output_file"): r.get("index") for records in passed.values() for r in records if r.get("output_file")}
     for step in batch.steps:
-        if left.get(step.identity):
-            left[step.identity] -= 1
-        elif getattr(step, "output_file", None) in protected:
+        if step.index not in kept and getattr(step, "output_file", None) in protected:
             raise ResumeError(
                 f"step {step.index} would rewrite {step.output_file}, written by step {protected[step.output_file]} "
                 "that passed in the earlier run"

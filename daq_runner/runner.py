@@ -52,7 +52,7 @@ from .lock import LOCK_TTL_S, REDIS_BUDGET_S, DaqLock, LockFactory, RunnerLock
 from .record import StepRecord, StepStatus
 from .report import ReportRecorder, RunReport
 from .rest_v2 import STOP_BUDGET_S, RestV2Daq
-from .resume import ResumedRun
+from .resume import ResumedRun, plan_fingerprint
 
 __all__ = ["Runner", "RunState", "StepFailed"]
 
@@ -374,8 +374,8 @@ class RunState(RunServices):
         batch = self.batch
         return {
             "batch": {
-                "name": batch.name, "path": batch.path, "sha256": batch.sha256, "vars": dict(batch.vars),
-                "run": batch.run, "now": batch.now, "invocation": self.invocation,
+                "name": batch.name, "path": batch.path, "sha256": batch.sha256, "plan": plan_fingerprint(batch.steps),
+                "vars": dict(batch.vars), "run": batch.run, "now": batch.now, "invocation": self.invocation,
             },
             "daq": {
                 **self.daq.describe(),

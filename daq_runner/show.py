@@ -5,8 +5,9 @@ duration and images, the failures (step, error, attempts), and the files written
 ``daq-run show --html REPORT -o run.html`` writes one self-contained page (no network at
 view time): the summary, a timeline of the steps, and the images/s of every write.
 
-Exit codes: 0 shown; 2 bad input or usage (not a report, unreadable, a directory, an output
-path that must not be replaced); 1 the page could not be written (e.g. disk full).
+Exit codes: :class:`~daq_runner.exit_codes.ShowExit` (an output path that must not be
+replaced is bad usage; one that cannot be written on this machine, like a full disk, is a
+page that could not be written).
 """
 
 from __future__ import annotations
@@ -15,171 +16,16 @@ import os
 import sys
 from typing import Any, Dict, List, Optional, Sequence
 
+from ._digest import as_dict, as_list, as_text, digest
+from ._streams import to_devnull
 from ._text import one_line
 from .exit_codes import ShowExit
 from ._tally import SUMMARY_KEYS, format_bytes, format_seconds
-from .record import iso, parse_iso
+from .record import iso
 
 __all__ = ["main", "digest", "summary_text"]
 
 MAX_LISTED = 50  # failures and files listed in the text summary; the rest is counted
-
-
-# -- a report, normalized ----------------------------------------------------------------------
-# Reports come from any version of daq-run, finished or not (a killed run's report says
-# "running"), hand-edited even: everything below takes what is there and derives the rest.
-
-
-def _dict(value: Any) -> Dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _list(value: Any) -> List[Any]:
-    return value if isinstance(value, list) else []
-
-
-def _int(value: Any) -> Optional[int]:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _num(value: Any) -> Optional[float]:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
-def _str(value: Any) -> Optional[str]:
-    # Printable whatever the report holds: an ESC or BEL in a name cannot act on the terminal.
-    return None if value is None else one_line(value, None)
-
-
-def _written(step: Dict[str, Any]) -> Optional[int]:
-    for value in (step.get("n_written"), _dict(_dict(step.get("acquisition")).get("stats")).get("n_write_completed")):
-        if _int(value) is not None:
-            return value
-    if step.get("status") == "passed" and step.get("acquisition") and _int(step.get("n_images")) is not None:
-        return step["n_images"]
-    return None
-
-
-def _step(raw: Dict[str, Any], position: int) -> Dict[str, Any]:
-    start, end = parse_iso(raw.get("started_at")), parse_iso(raw.get("finished_at"))
-    duration = _num(raw.get("duration_s"))
-    if duration is None and start is not None and end is not None:
-        duration = end - start
-    written = _written(raw) if raw.get("kind") == "write" else None
-    stats = _dict(_dict(raw.get("acquisition")).get("stats"))
-    t0, t1 = parse_iso(stats.get("start_time")), parse_iso(stats.get("stop_time"))  # ISO (or epoch, older reports)
-    # The DAQ's own acquisition times when it gives them, else the step's (which include waits).
-    span = (t1 - t0) if t0 is not None and t1 is not None and t1 > t0 else duration
-    attempts_failed = [
-        {"attempt": a.get("attempt"), "error": _str(a.get("error")), "at": parse_iso(a.get("at"))} for a in _list(raw.get("failed_attempts")) if isinstance(a, dict)
-    ]
-    recoveries = [
-        {"reason": _str(r.get("reason")), "action": _str(r.get("action")), "outcome": _str(r.get("outcome")), "at": parse_iso(r.get("at"))}
-        for r in _list(raw.get("recoveries"))
-        if isinstance(r, dict)
-    ]
-    return {
-        "index": _int(raw.get("index")) if _int(raw.get("index")) is not None else position,
-        "name": _str(raw.get("name")) or f"step {position}",
-        "kind": _str(raw.get("kind")) or "?",
-        "status": _str(raw.get("status")) or "?",
-        "attempts": _int(raw.get("attempts")) or 0,
-        "start": start,
-        "end": end,
-        "duration_s": duration,
-        "error": _str(raw.get("error")),
-        "failed_attempts": attempts_failed,
-        "recoveries": recoveries,
-        "output_file": _str(raw.get("output_file")),
-        "n_images": _int(raw.get("n_images")),
-        "written": written,
-        "rate": written / span if written and span else None,
-        "resumed": bool(raw.get("resumed")),
-        "tags": [str(t) for t in _list(raw.get("tags"))],
-    }
-
-
-def digest(report: Dict[str, Any]) -> Dict[str, Any]:
-    """What ``show`` tells, from a loaded report of any daq-run version: times as Unix time,
-    counts recomputed from the steps where the report lacks them."""
-    steps = [_step(s, i) for i, s in enumerate(report.get("steps") or [], 1) if isinstance(s, dict)]
-    n_steps = _int(report.get("n_steps")) or len(steps)
-    summary = {key: 0 for key in SUMMARY_KEYS}
-    stored = _dict(report.get("summary"))
-    if all(_int(stored.get(k)) is not None for k in SUMMARY_KEYS):
-        summary = {k: stored[k] for k in SUMMARY_KEYS}
-    else:
-        for step in steps:
-            if step["status"] in summary:
-                summary[step["status"]] += 1
-    # Steps without a record yet: a report written while the run went on (or that a killed
-    # run left) says so as summary.pending; an older one is counted here.
-    status = _str(report.get("status")) or "running"
-    pending = _int(stored.get("pending"))
-    if pending is None or pending < 0:
-        pending = max(n_steps - sum(summary.values()), 0) if status == "running" else 0
-    summary["pending"] = pending
-    files = [f for f in _list(report.get("files")) if isinstance(f, dict)]
-    if not files and "files" not in report:  # an older report: the files are those of passed writes
-        files = [
-            {"path": s["output_file"], "step": s["index"], "n_images": s["written"], "size_bytes": None, "run_id": None}
-            for s in steps
-            if s["kind"] == "write" and s["status"] == "passed" and s["output_file"]
-        ]
-    totals = _dict(report.get("totals"))
-    images = _int(totals.get("images"))
-    if images is None:
-        images = sum(s["written"] or 0 for s in steps if s["status"] != "skipped")
-    sizes = [_int(f.get("size_bytes")) for f in files]
-    started, finished = parse_iso(report.get("started_at")), parse_iso(report.get("finished_at"))
-    duration = _num(report.get("duration_s"))
-    if duration is None and started is not None and finished is not None:
-        duration = finished - started
-    reason = _str(report.get("reason"))
-    if not reason and status != "passed":
-        first = next((s for s in steps if s["status"] in ("failed", "interrupted")), None)
-        if first:
-            reason = f"step {first['index']} ({first['name']}) {first['status']}: {first['error']}"
-        elif status == "running":
-            reason = "the report was not finished: the run was killed, or is still going"
-    notices = []
-    for item in _list(report.get("notices")):
-        if isinstance(item, dict):
-            notices.append({"at": parse_iso(item.get("at")), "step": _int(item.get("step")), "message": _str(item.get("message")) or ""})
-        else:
-            notices.append({"at": None, "step": None, "message": str(item)})  # older reports: plain strings
-    batch, daq = _dict(report.get("batch")), _dict(report.get("daq"))
-    return {
-        "status": status,
-        "reason": reason,
-        "batch_name": _str(batch.get("name")) or "batch",
-        "batch_path": _str(batch.get("path")),
-        "vars": _dict(batch.get("vars")),
-        "run_id": _str(report.get("run_id")),
-        "host": _str(report.get("host")),
-        "user": _str(report.get("user")),
-        "daq_runner": _str(report.get("daq_runner")),
-        "python": _str(report.get("python")),
-        "command": [str(c) for c in _list(report.get("command"))] or None,
-        "daq_url": _str(daq.get("url")),
-        "url_source": _str(daq.get("url_source")),
-        "redis": _str(daq.get("redis")),
-        "redis_source": _str(daq.get("redis_source")),
-        "daq_unreachable": bool(report.get("daq_unreachable")),
-        "started": started,
-        "finished": finished,
-        "duration_s": duration,
-        "n_steps": max(n_steps, len(steps)),
-        "summary": summary,
-        "images": images,
-        "bytes": sum(s for s in sizes if s is not None) if any(s is not None for s in sizes) else None,
-        "files": files,
-        "steps": steps,
-        "notices": notices,
-        "notices_omitted": _int(report.get("notices_omitted")) or 0,
-        "recoveries": [r for r in _list(report.get("recoveries")) if isinstance(r, dict)],
-        "retries": sum(len(s["failed_attempts"]) for s in steps),
-    }
 
 
 # -- the text summary ----------------------------------------------------------------------------
@@ -271,7 +117,9 @@ def _parser() -> Any:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of ``daq-run show``; returns the exit code."""
     args = _parser().parse_args(argv)
-    from .report import check_output_path, load_report, write_atomic
+    from .exceptions import OutputUnwritable
+    from .report import load_report, write_atomic
+    from .report_paths import check_output_path
 
     try:
         report = load_report(args.report)
@@ -287,12 +135,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         try:
             print(text)
         except BrokenPipeError:  # piped into head: fine
-            _devnull_stdout()
+            to_devnull(sys.stdout)
         return ShowExit.SHOWN
     output = args.output or (os.path.splitext(args.report)[0] + ".html")
     try:
         output = check_output_path(output, batch_path=args.report, what="HTML page", protects="the report")
         _refuse_overwrite(output, report)
+    except OutputUnwritable as exc:  # no such folder, not writable: as a full disk would
+        return _fail(str(exc), ShowExit.WRITE_FAILED)
     except ValueError as exc:
         return _fail(str(exc), ShowExit.USAGE)
     from ._html import render
@@ -313,16 +163,16 @@ def _referred(report: Dict[str, Any]) -> List[tuple]:
     """(what, path) of every file ``report`` refers to: its batch file, the files its writes
     wrote (also as steps name them), and the ``--report``/``--junit`` files of its command."""
     out: List[tuple] = []
-    batch = _dict(report.get("batch"))
-    if _str(batch.get("path")):
+    batch = as_dict(report.get("batch"))
+    if as_text(batch.get("path")):
         out.append(("the report's batch file", batch["path"]))
-    for entry in _list(report.get("files")):
-        if isinstance(entry, dict) and _str(entry.get("path")):
+    for entry in as_list(report.get("files")):
+        if isinstance(entry, dict) and as_text(entry.get("path")):
             out.append(("a file the report lists", entry["path"]))
-    for step in _list(report.get("steps")):
-        if isinstance(step, dict) and _str(step.get("output_file")):
+    for step in as_list(report.get("steps")):
+        if isinstance(step, dict) and as_text(step.get("output_file")):
             out.append(("a file the report lists", step["output_file"]))
-    command = [str(c) for c in _list(report.get("command"))]
+    command = [str(c) for c in as_list(report.get("command"))]
     for i, word in enumerate(command):
         for option, what in (("--junit", "the run's JUnit file"), ("--report", "the run's report")):
             if word == option and i + 1 < len(command):
@@ -362,15 +212,6 @@ def _refuse_overwrite(output: str, report: Dict[str, Any]) -> None:
 def _fail(message: str, code: int) -> int:
     print(f"daq-run show: {message}", file=sys.stderr)
     return code
-
-
-def _devnull_stdout() -> None:
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-    except (OSError, ValueError):
-        pass
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -44,6 +44,7 @@ from typing import Any, Callable, NamedTuple, NoReturn, Optional, Sequence, Tupl
 
 from . import _deadline, protocol
 from ._cli import OneLineArgumentParser
+from ._streams import to_devnull
 from ._text import quote, redact_url
 from ._version import __version__
 from .exit_codes import StdCliExit
@@ -314,20 +315,13 @@ def _print(result: Any) -> Optional[str]:
         sys.stdout.flush()
     except BrokenPipeError:
         # The reader went away (`| head`): nothing more to say, and no traceback at exit.
-        _to_devnull()
+        to_devnull(sys.stdout)
     except (OSError, ValueError, AttributeError) as exc:  # a full disk, a closed stdout
-        _to_devnull()
+        to_devnull(sys.stdout)
         return getattr(exc, "strerror", None) or "standard output is closed"
     except RecursionError:  # replies are checked for depth; this is the last line of defence
         return "the result is nested too deeply to print"
     return None
-
-
-def _to_devnull() -> None:
-    try:
-        sys.stdout = open(os.devnull, "w")  # noqa: SIM115
-    except OSError:
-        pass
 
 
 def run_tool(prog: str, argv: Optional[Sequence[str]] = None) -> int:

@@ -18,12 +18,16 @@ import redis
 from daq_runner.sim.redis_server import RedisServerNotFound
 from daq_runner.testing import skip_without_redis_server
 
+from .clean_repo import CleanRepo
+
 BIN = Path(sysconfig.get_path("scripts"))
 REPO = Path(__file__).resolve().parent.parent
 
 
+@pytest.hookimpl(trylast=True)
 def pytest_configure(config: pytest.Config) -> None:
-    """Give the commands the tests start Python's usual Ctrl-C (KeyboardInterrupt).
+    """Give the commands the tests start Python's usual Ctrl-C (KeyboardInterrupt), and fail
+    a session that leaves new files in the repository (see ``clean_repo``).
 
     A shell without job control starts a background command with SIGINT ignored, its
     children inherit that, and Python then installs no KeyboardInterrupt handler: tests that
@@ -32,6 +36,12 @@ def pytest_configure(config: pytest.Config) -> None:
     """
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+    config.pluginmanager.register(CleanRepo(REPO), "daq-runner-clean-repo")
+    # Hypothesis keeps its examples and caches in .hypothesis/ of the current folder, from the
+    # moment the tests are collected: under pytest's temporary folder instead.
+    from hypothesis.configuration import set_hypothesis_home_dir
+
+    set_hypothesis_home_dir(config._tmp_path_factory.mktemp("hypothesis"))  # the session's own (tmp_path_factory)
 
 
 @pytest.hookimpl(wrapper=True)

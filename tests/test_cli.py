@@ -88,9 +88,11 @@ def test_daq_run_passes_exit_0_with_report_and_junit(daq_sim, tmp_path):
     proc = daq_run(str(path), "--url", daq_sim.url, "--redis", daq_sim.redis_url, "--report", str(report), "--junit", str(junit))
     assert 0 == proc.returncode, proc.stderr
     assert "passed" == json.loads(report.read_text())["status"] and junit.exists()
-    lines = [json.loads(line) for line in proc.stderr.splitlines()]
-    assert {"run_started", "step_finished", "run_finished"} <= {line["event"] for line in lines}
+    *log, last = proc.stderr.splitlines()
+    lines = [json.loads(line) for line in log]
+    assert {"run_started", "step_finished", "run_finished", "report"} <= {line["event"] for line in lines}
     assert all("run" in line for line in lines), "JSON log lines carry the run id"
+    assert last.startswith("daq-run: passed — 1 step (1 passed), 3 images, 1 file, ") and last.endswith(f"; report: {report}")
 
 
 def test_daq_run_failure_exit_1_quiet_summary(daq_sim, tmp_path):
@@ -232,7 +234,7 @@ def test_daq_run_unforeseen_error_is_one_line_and_stops_the_acquisition(daq_sim,
         status = requests.get(daq_sim.url + "/writer/status", timeout=5).json()["writer"]
         assert ("READY", "Interrupted.") == (status["state"], status["acquisition"]["message"])
         with pytest.raises(KeyError):
-            run_cli.main([*args, "--overwrite", "-v"])
+            run_cli.main([*args, "--overwrite", "--overwrite-report", "-v"])
         assert handlers == (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
     finally:
         structlog.reset_defaults()  # main() configured logging for this process
@@ -280,9 +282,11 @@ def test_daq_run_resume_reruns_only_failed(daq_sim, tmp_path):
     assert 1 == daq_run(str(path), *common, "--report", str(first)).returncode
     second = tmp_path / "second.json"
     assert 0 == daq_run(str(path), *common, "--resume", str(first), "--report", str(second)).returncode
+    # Every step passed in the second: nothing runs, nothing is sent, and daq-run says so.
     third = tmp_path / "third.json"
-    assert 0 == daq_run(str(path), *common, "--resume", str(second), "--report", str(third)).returncode
-    assert all(s.get("resumed") for s in json.loads(third.read_text())["steps"])
+    proc = daq_run(str(path), *common, "--resume", str(second), "--report", str(third))
+    assert (0, f"daq-run: nothing to run: all 2 steps of {path} passed in {second} (no new report written)\n") == (proc.returncode, proc.stderr)
+    assert not third.exists()
     path.write_text(path.read_text() + "  - stop: {}\n")
     proc = daq_run(str(path), *common, "--resume", str(first))
     assert 2 == proc.returncode and "changed" in proc.stderr

@@ -139,7 +139,7 @@ def _normalize(report: Dict[str, Any], root: str, url: str, redis_url: str) -> D
     for key in _HEAD:
         if out.get(key) is not None:
             out[key] = f"<{key}>"
-    out["batch"] = {**out["batch"], "sha256": "<sha256>", "run": "<run>", "invocation": "<invocation>", "now": "<now>"}
+    out["batch"] = {**out["batch"], "sha256": "<sha256>", "plan": "<plan>", "run": "<run>", "invocation": "<invocation>", "now": "<now>"}
     out["command"] = "<command>"
     background = [s for s in out["steps"] if s.get("name") == "background"]
     for step in background + [s for s in out["steps"] if s.get("kind") == "stop"]:

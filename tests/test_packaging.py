@@ -236,3 +236,15 @@ def test_suite_started_with_sigint_ignored_still_tests_ctrl_c(tmp_path):
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
     assert 0 == proc.returncode, proc.stdout[-3000:]
+
+
+def test_every_package_data_entry_is_a_file_of_the_package():
+    """pyproject.toml's package-data names files that exist (it named a batch-schema.json that never did)."""
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        tomllib = pytest.importorskip("tomli")
+    with open(REPO / "pyproject.toml", "rb") as handle:
+        package_data = tomllib.load(handle)["tool"]["setuptools"]["package-data"]
+    missing = [f"{package}/{name}" for package, names in package_data.items() for name in names if not list((REPO / package.replace(".", "/")).glob(name))]
+    assert [] == missing

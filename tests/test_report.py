@@ -14,7 +14,6 @@ import stat
 import subprocess
 import time
 import tracemalloc
-import uuid
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 from xml.etree import ElementTree as ET
@@ -30,8 +29,6 @@ from daq_runner.report import (
     JUnitFile,
     ReportRecorder,
     RunReport,
-    check_output_path,
-    default_report_path,
     load_report,
 )
 from daq_runner.runner import Runner
@@ -470,47 +467,7 @@ def test_memory_of_the_report_consumers_is_flat_in_the_number_of_steps(tmp_path)
     assert "20000" == ET.parse(tmp_path / "m20000" / "j.xml").getroot().get("tests")
 
 
-# -- paths ---------------------------------------------------------------------------------------
-
-
-def test_check_output_path_refuses_what_must_not_be_replaced(tmp_path):
-    """The batch file itself, a directory, a device, a pipe, a symlink, a missing folder: refused with one line."""
-    batch = tmp_path / "batch.yaml"
-    batch.write_text("version: 1\n")
-    os.mkfifo(tmp_path / "fifo")
-    (tmp_path / "link.json").symlink_to(batch)
-    cases = {
-        str(batch): "is the batch file itself",
-        str(tmp_path / "." / "batch.yaml"): "is the batch file itself",
-        str(tmp_path): "is a directory",
-        "/dev/null": "is not a regular file",
-        str(tmp_path / "fifo"): "is not a regular file",
-        str(tmp_path / "link.json"): "is the batch file itself",
-        str(tmp_path / "no" / "r.json"): "folder",
-        "": "empty",
-    }
-    for path, message in cases.items():
-        with pytest.raises(ValueError, match=message) as info:
-            check_output_path(path, batch_path=str(batch), what="report")
-        assert "\n" not in str(info.value)
-    other = tmp_path / "other.json"
-    other.write_text("{}")
-    (tmp_path / "link2.json").symlink_to(other)
-    with pytest.raises(ValueError, match="symbolic link"):
-        check_output_path(str(tmp_path / "link2.json"), batch_path=str(batch), what="report")
-    assert str(other) == check_output_path(str(other), batch_path=str(batch), what="report")
-    assert str(tmp_path / "new.json") == check_output_path(str(tmp_path / "new.json"), batch_path=str(batch), what="report")
-
-
-def test_default_report_names_do_not_collide_within_a_second(tmp_path):
-    """Two runs in the same second get two names; an existing name is never reused."""
-    batch = str(tmp_path / "night.yaml")
-    names = {default_report_path(batch, uuid.uuid4().hex[:12]) for _ in range(50)}
-    assert 50 == len(names)
-    first = default_report_path(batch, "abc123")
-    Path(first).write_text("{}")
-    second = default_report_path(batch, "abc123")
-    assert first != second and re.search(r"night-\d{8}-\d{6}-abc123(-2)?\.report\.json$", second)
+# -- reading reports back ------------------------------------------------------------------------
 
 
 def test_load_report_says_clearly_what_is_wrong(tmp_path):

@@ -389,7 +389,7 @@ def test_report_of_a_run_still_going_is_refused(daq_sim, tmp_path):
         first.communicate(timeout=10)
     # Its runner dead, the report may be replaced (or resumed).
     quick = batch_file(tmp_path, "version: 1\nsteps:\n  - check: {writer: READY}\n", "quick.yaml")
-    assert 0 == daq_run(str(quick), *common(daq_sim), "--report", str(report)).returncode
+    assert 0 == daq_run(str(quick), *common(daq_sim), "--report", str(report), "--overwrite-report").returncode
 
 
 def test_a_resume_that_ends_before_its_first_step_keeps_what_passed(daq_sim, tmp_path):
@@ -412,7 +412,7 @@ def test_a_resume_that_ends_before_its_first_step_keeps_what_passed(daq_sim, tmp
     holder = {"host": socket.gethostname(), "pid": os.getpid(), "batch": "other.yaml", "run": "x", "since": "now"}
     client.set(LOCK_KEY, json.dumps(holder), px=20_000)
     try:
-        proc = daq_run(str(path), *common(daq_sim), "--resume", str(report), "--report", str(report))
+        proc = daq_run(str(path), *common(daq_sim), "--resume", str(report), "--report", str(report), "--overwrite-report")
         assert 4 == proc.returncode, proc.stderr
     finally:
         client.delete(LOCK_KEY)
@@ -421,3 +421,141 @@ def test_a_resume_that_ends_before_its_first_step_keeps_what_passed(daq_sim, tmp
     proc = daq_run(str(path), *common(daq_sim), "--resume", str(report), "--report", str(tmp_path / "r2.json"))
     assert 1 == proc.returncode and "exists" not in proc.stderr, proc.stderr  # step 1 kept, not re-run
     assert [True, None] == [s.get("resumed") for s in report_of(tmp_path / "r2.json")["steps"]]
+
+
+# -- a new user's first night -------------------------------------------------------------------
+
+
+def test_sim_never_replaces_a_batch_variable_silently(tmp_path):
+    """--sim: a batch's root becomes a fresh folder and daq-run says so, naming the batch's own folder
+    (even with --quiet); a batch that names its folder otherwise writes where it says, and daq-run says
+    that too (the first went to the simulator's folder unsaid, the second into the real folder unsaid)."""
+    night, tmp = tmp_path / "night", tmp_path / "tmp"
+    night.mkdir()
+    tmp.mkdir()
+    write = "steps:\n  - write: {output_file: '{%s}/a.h5', n_images: 2}\n"  # batch_file() would fill in {root}
+    path = tmp_path / "b.yaml"
+    path.write_text(f"version: 1\nvars: {{root: '{night}'}}\n" + write % "root")
+    proc = daq_run("--sim", str(path), "--quiet", "--report", str(tmp_path / "r.json"), env={"TMPDIR": str(tmp)})
+    assert 0 == proc.returncode, proc.stderr
+    (fresh,) = tmp.iterdir()
+    assert [f"daq-run: --sim: root is {fresh}, a fresh folder, instead of the batch's {night} "
+            "(--sim sets only a variable named root; --var root=DIR chooses the folder)"] == proc.stderr.splitlines()
+    assert (fresh / "a.h5").exists() and not (night / "a.h5").exists()
+    other = tmp_path / "other.yaml"
+    other.write_text(f"version: 1\nvars: {{outdir: '{night}'}}\n" + write % "outdir")
+    proc = daq_run("--sim", str(other), "--report", str(tmp_path / "r2.json"), "--log-format", "json", env={"TMPDIR": str(tmp)})
+    assert 0 == proc.returncode, proc.stderr
+    assert f"daq-run: the simulated DAQ writes into {night}, as the batch says" == proc.stderr.splitlines()[0]
+    assert (night / "a.h5").exists() and [fresh] == list(tmp.iterdir())
+
+
+def test_dry_run_shows_every_write_and_checks_this_machine(daq_sim, tmp_path):
+    """--dry-run: a named write shows its file and images; a folder missing on this machine (the DAQ is here),
+    an existing file without overwrite and a report path that cannot be written are said, exit 1 or 2."""
+    (tmp_path / "old.h5").write_bytes(b"data")
+    path = batch_file(
+        tmp_path,
+        "version: 1\nsteps:\n  - name: darks\n    write: {output_file: '{root}/d.h5', n_images: 7}\n"
+        "  - write: {output_file: '{root}/nope/x.h5', n_images: 1}\n  - write: {output_file: '{root}/old.h5', n_images: 1}\n",
+    )
+    before = requests.get(daq_sim.url + "/daq/config", timeout=5).json()["config_id"]
+    proc = daq_run(str(path), *common(daq_sim), "--dry-run")
+    assert 1 == proc.returncode, proc.stderr
+    out = proc.stdout
+    assert "1. write  darks" in out and f"output_file={tmp_path}/d.h5 n_images=7 wait=true overwrite=false" in out
+    assert f"! folder {tmp_path}/nope does not exist on this machine, where the DAQ writes: the write would fail" in out
+    assert f"! {tmp_path}/old.h5 exists: the write would be refused" in out
+    assert "2 steps would fail on this machine (marked !)" in out and f"report: {tmp_path}/b-" in out
+    assert "nothing was changed" in out
+    proc = daq_run(str(path), *common(daq_sim), "--dry-run", "--overwrite", "--report", str(tmp_path / "no" / "r.json"))
+    assert 2 == proc.returncode and f"report: cannot be written: --report folder {tmp_path}/no does not exist" in proc.stdout
+    assert f"- {tmp_path}/old.h5 exists and would be overwritten (overwrite allowed)" in proc.stdout
+    assert before == requests.get(daq_sim.url + "/daq/config", timeout=5).json()["config_id"]
+    assert ["b.yaml", "old.h5"] == sorted(p.name for p in tmp_path.iterdir())  # a dry run writes nothing
+
+
+@pytest.mark.parametrize("name", ["smoke.yaml", "demo.yaml", "calibration.yaml"])
+def test_shipped_batches_name_the_files_of_each_run_apart(name, tmp_path):
+    """Two runs of a shipped batch started in the same second name different files (smoke.yaml's
+    {datetime} gave the second run a false failure: its file existed)."""
+    import datetime
+
+    from daq_runner.batch import load_batch
+
+    from .conftest import REPO
+
+    now = datetime.datetime.now()
+    files = [
+        {s.output_file for s in load_batch(REPO / "batches" / name, vars={"root": str(tmp_path)}, now=now).steps if s.kind == "write"}
+        for _ in range(2)
+    ]
+    assert files[0] and not files[0] & files[1]
+
+
+def test_report_dir_keeps_reports_out_of_the_batch_folder(daq_sim, tmp_path):
+    """--report-dir DIR: each run's report gets a new name in DIR, none next to the batch (a cron job
+    filled the batch's folder, inside the installed package)."""
+    batches, reports = tmp_path / "batches", tmp_path / "reports"
+    batches.mkdir()
+    reports.mkdir()
+    path = batch_file(batches, "version: 1\nsteps:\n  - check: {writer: READY}\n")
+    for _ in range(2):
+        proc = daq_run(str(path), *common(daq_sim), "--quiet", "--report-dir", str(reports))
+        assert (0, "", "") == (proc.returncode, proc.stdout, proc.stderr)
+    assert 2 == len(list(reports.glob("b-*.report.json"))) and ["b.yaml"] == [p.name for p in batches.iterdir()]
+
+
+def test_an_existing_report_is_not_replaced(daq_sim, tmp_path):
+    """--report naming an existing report: exit 2 before anything is sent, the file untouched;
+    --overwrite-report replaces it."""
+    path = batch_file(tmp_path, "version: 1\nsteps:\n  - config: {bit_depth: 8}\n")
+    earlier = tmp_path / "r.json"
+    earlier.write_text('{"batch": {"name": "last night"}, "steps": []}')
+    before = requests.get(daq_sim.url + "/daq/config", timeout=5).json()["config_id"]
+    proc = daq_run(str(path), *common(daq_sim), "--report", str(earlier))
+    assert 2 == proc.returncode and f"--report {earlier} exists" in proc.stderr and 1 == len(proc.stderr.splitlines())
+    assert "last night" in earlier.read_text()
+    assert before == requests.get(daq_sim.url + "/daq/config", timeout=5).json()["config_id"]
+    assert 0 == daq_run(str(path), *common(daq_sim), "--report", str(earlier), "--overwrite-report").returncode
+    assert "passed" == report_of(earlier)["status"]
+
+
+def test_a_guessed_redis_that_does_not_answer_says_it_was_guessed(daq_sim, tmp_path):
+    """--url without --redis: nothing answers at the REST host's port 6379, exit 4 saying the address was
+    derived, not given, and how to give it; --quiet still says where the report is."""
+    import socket
+
+    guard = socket.socket()  # holds 127.0.0.1:6379 without listening: a connection there is refused
+    try:
+        guard.bind(("127.0.0.1", 6379))
+    except OSError:
+        guard.close()
+        pytest.skip("something uses 127.0.0.1:6379 on this machine")
+    try:
+        path = batch_file(tmp_path, "version: 1\nsteps:\n  - check: {writer: READY}\n")
+        report = tmp_path / "r.json"
+        proc = daq_run(str(path), "--url", daq_sim.url, "--quiet", "--report", str(report))
+    finally:
+        guard.close()
+    assert 4 == proc.returncode, proc.stderr
+    assert ("the Redis address redis://127.0.0.1:6379/0 was not given but derived from the REST URL (its host, port 6379): "
+            "give the DAQ's Redis with --redis URL") in proc.stderr
+    assert "--no-redis" in proc.stderr and proc.stdout.endswith(f"  report: {report}\n")
+    assert "failed" == report_of(report)["status"]
+
+
+def test_resume_compares_what_the_batch_does_not_its_bytes(daq_sim, tmp_path):
+    """A comment added to the batch: --resume goes ahead without --force (a note says the file changed);
+    a changed value still needs --force."""
+    body = "version: 1\nsteps:\n  - write: {output_file: '{root}/a.h5', n_images: 2}\n  - check: {writer: WRITING}\n"
+    path = batch_file(tmp_path, body)
+    first = tmp_path / "first.json"
+    assert 1 == daq_run(str(path), *common(daq_sim), "--report", str(first)).returncode
+    path.write_text("# checked after the write\n" + path.read_text().replace("WRITING}", "WRITING}  # fails on purpose"))
+    proc = daq_run(str(path), *common(daq_sim), "--resume", str(first), "--report", str(tmp_path / "second.json"))
+    assert 1 == proc.returncode and "but its steps are the same: resuming" in proc.stderr, proc.stderr
+    assert [True, None] == [s.get("resumed") for s in report_of(tmp_path / "second.json")["steps"]]
+    path.write_text(path.read_text().replace("WRITING", "READY"))
+    proc = daq_run(str(path), *common(daq_sim), "--resume", str(first))
+    assert 2 == proc.returncode and "its steps are not those of the run" in proc.stderr

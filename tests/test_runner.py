@@ -355,7 +355,7 @@ def test_json_report_is_valid_at_every_step_and_final(daq_sim, tmp_path):
     final = json.loads(path.read_text())
     assert final == json.loads(json.dumps(report.to_dict(), default=str))
     assert {"batch", "daq", "status", "started_at", "finished_at", "steps", "summary"} <= set(final)
-    assert {"name", "path", "sha256", "vars", "run", "now", "invocation"} == set(final["batch"])
+    assert {"name", "path", "sha256", "plan", "vars", "run", "now", "invocation"} == set(final["batch"])
     step = final["steps"][0]
     for key in ("index", "name", "kind", "params", "status", "attempts", "started_at", "finished_at", "duration_s", "error", "run_id", "output_file", "n_images", "acquisition", "daq_log"):
         assert key in step

@@ -167,7 +167,8 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, make, message):
 
 
 def test_the_installed_command_refuses_bad_input_and_bad_outputs(tmp_path):
-    """Through the installed daq-run: a directory is exit 2 in one line; -o onto the report itself is refused."""
+    """Through the installed daq-run: a directory is exit 2 in one line; -o onto the report itself is refused;
+    -o into a folder that does not exist is a page that could not be written (exit 1, as README says)."""
     proc = daq_run("show", str(tmp_path))
     assert (2, "") == (proc.returncode, proc.stdout) and 1 == len(proc.stderr.splitlines()) and "Traceback" not in proc.stderr
     report = night(tmp_path)
@@ -176,7 +177,7 @@ def test_the_installed_command_refuses_bad_input_and_bad_outputs(tmp_path):
     assert 2 == proc.returncode and "is the batch file itself" not in proc.stderr and str(report) in proc.stderr
     assert before == report.read_bytes()
     proc = daq_run("show", "--html", str(report), "-o", str(tmp_path / "no" / "such" / "p.html"))
-    assert 2 == proc.returncode and "does not exist" in proc.stderr
+    assert 1 == proc.returncode and "does not exist" in proc.stderr  # the page could not be written
     proc = daq_run("show", str(report), "-o", str(tmp_path / "p.html"))
     assert 2 == proc.returncode and "--html" in proc.stderr
 

@@ -25,20 +25,18 @@ from __future__ import annotations
 import collections
 import os
 import time
-from typing import TYPE_CHECKING, Any, Deque, Dict, List, Optional, Set
+from typing import Any, Deque, Dict, List, Optional, Protocol, Set
 
 from .. import protocol
 from .._deadline import Deadline, current, detached
 from .._text import quote
 from ..batch import WriteStep
-from ..daq import READY, UNKNOWN, WRITING, Acquisition, Progress
+from ..client import StdDaqClient
+from ..daq import READY, UNKNOWN, WRITING, Acquisition, Progress, RunServices
 from ..exceptions import DaqRunnerError, StdDaqAdminException, StepFailed, WriteOutcomeUnknown, WriterNeedsRestart
 from ..record import MISSING, StepRecord
 from ..resume import acquisition_id, run_ids_of
-from ._feed import Cursor, Tap
-
-if TYPE_CHECKING:  # pragma: no cover
-    from ._daq import RestV2Daq
+from ._feed import Cursor, StatusFeed, Tap
 
 __all__ = ["TrackedAcquisition", "Tracker", "STOP_BUDGET_S"]
 
@@ -113,6 +111,19 @@ class TrackedAcquisition(Acquisition):
         return self.matches(status) and (status.get("acquisition") or {}).get("state") in _FINAL
 
 
+class _Writer(Protocol):
+    """What the tracker uses of the rest_v2 DAQ it belongs to (:class:`~daq_runner.rest_v2.RestV2Daq`)."""
+
+    client: StdDaqClient
+    feed: StatusFeed
+    run: RunServices
+    run_or_none: Optional[RunServices]
+
+    def reset_writer(self, step: Any, record: Optional[StepRecord], reason: str) -> None: ...
+
+    def ready_status(self, step: Any, record: StepRecord, purpose: Optional[str] = "the write") -> dict: ...
+
+
 class Tracker:
     """The rest_v2 side of one run's acquisitions: start, follow, confirm, stop.
 
@@ -122,7 +133,7 @@ class Tracker:
     stream was read, which acquisitions were seen to end.
     """
 
-    def __init__(self, daq: "RestV2Daq") -> None:
+    def __init__(self, daq: _Writer) -> None:
         self.daq = daq
         self.files: Dict[str, int] = {}  # real path of every file this run asked for -> its step
         self._starts: Dict[int, int] = {}  # acquisitions started per step, for acquisition_id
@@ -130,7 +141,7 @@ class Tracker:
         self._seen_end: Deque[int] = collections.deque(maxlen=8)  # run_ids of acquisitions seen to end
 
     @property
-    def run(self) -> Any:
+    def run(self) -> RunServices:
         return self.daq.run
 
     # -- observing ---------------------------------------------------------------------------

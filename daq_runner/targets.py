@@ -1,0 +1,242 @@
+"""Which DAQ a run drives: its URLs, where each came from, and the checks they pass.
+
+One DAQ per run: the REST URL and the Redis URL come as a pair from one source, in this
+order (:func:`resolve_target`):
+
+1. ``url`` / ``redis`` (``daq-run --url`` / ``--redis``);
+2. ``daq``: a named DAQ from a profile file (``--daq NAME``; the file is ``profiles``
+   (``--profiles``), else ``$DAQ_RUNNER_PROFILES``, else ``config/daqs.yaml``);
+3. the environment: ``$STD_DAQ_API_URL`` with ``$STD_DAQ_REDIS_URL``;
+4. the batch's ``daq:`` block;
+5. ``http://127.0.0.1:5000``.
+
+An explicit URL or profile is never outranked by the environment. A source that names only
+the REST URL gets the Redis on the same host, port 6379, and the target says that the
+address was derived, not given (:attr:`DaqTarget.redis_derived`). A Redis URL from one
+source with a REST URL from another is refused. ``$STD_DAQ_REDIS_PASSWORD`` gives the Redis
+password without putting it on the command line, where ``ps`` shows it.
+
+A profile file::
+
+    daqs:
+      my-daq: {url: http://daq-host:5000, redis: redis://daq-host:6379/0}
+
+The DAQ generation follows from the URL's scheme (:data:`GENERATIONS`): ``http(s)://`` is
+the rest_v2 Standard DAQ, the only one driven so far. :class:`DaqTarget` has room for a
+generation with other URLs (a WebSocket driver plus a config service and its user).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, List, Mapping, NamedTuple, Optional, Sequence
+
+from .exceptions import SetupError
+
+__all__ = [
+    "DaqTarget",
+    "resolve_target",
+    "GENERATIONS",
+    "REST_V2",
+    "DEFAULT_PROFILES",
+    "PROFILES_ENV",
+    "URL_ENV",
+    "REDIS_ENV",
+    "REDIS_PASSWORD_ENV",
+]
+
+REST_V2 = "rest_v2"
+GENERATIONS: Mapping[str, str] = {"http": REST_V2, "https": REST_V2}
+"""The DAQ generation a REST URL's scheme names."""
+_NOT_YET = ("ws", "wss")  # the current generation's driver: a WebSocket, not driven yet
+
+DEFAULT_PROFILES = os.path.join("config", "daqs.yaml")
+PROFILES_ENV = "DAQ_RUNNER_PROFILES"
+URL_ENV = "STD_DAQ_API_URL"
+REDIS_ENV = "STD_DAQ_REDIS_URL"
+REDIS_PASSWORD_ENV = "STD_DAQ_REDIS_PASSWORD"
+_MAX_PROFILE_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class DaqTarget:
+    """The DAQ of a run.
+
+    Attributes:
+        url: the DAQ's base URL (rest_v2: its REST API, e.g. ``http://daq-host:5000``).
+        redis: its Redis URL, with the password of ``$STD_DAQ_REDIS_PASSWORD`` if one was
+            given that way; ``None``: no Redis (REST is polled, no runner lock).
+        url_source, redis_source: where each came from, for people (the header, the
+            report's ``daq.url_source`` / ``daq.redis_source``).
+        redis_derived: the Redis address was not given by anyone: it is the REST URL's host
+            on port 6379.
+        generation: the DAQ generation (:data:`GENERATIONS`); ``rest_v2`` so far.
+        config_url, config_user: a generation with a separate config service (its URL and
+            the user it stores configs as); ``None`` for rest_v2.
+    """
+
+    url: str
+    redis: Optional[str]
+    url_source: str
+    redis_source: str
+    redis_derived: bool = False
+    generation: str = REST_V2
+    config_url: Optional[str] = None
+    config_user: Optional[str] = None
+
+    def describe(self) -> str:
+        """``DAQ http://h:5000 (from --url/--redis), Redis redis://h:6379/0 (from ...)``, credentials as ``***``."""
+        from ._text import redact_url
+
+        return f"DAQ {redact_url(self.url)} (from {self.url_source}), Redis {redact_url(self.redis)} (from {self.redis_source})"
+
+    def redis_hint(self) -> str:
+        """How the Redis address was chosen and how to give another: for a message about a
+        Redis that did not answer or refused."""
+        from ._text import redact_url
+
+        if self.redis is None:
+            return ""
+        if self.redis_derived:
+            return (
+                f"the Redis address {redact_url(self.redis)} was not given but {self.redis_source}: "
+                "give the DAQ's Redis with --redis URL (or --daq NAME, $STD_DAQ_REDIS_URL, the batch's daq.redis), "
+                "or run without Redis with --no-redis"
+            )
+        return f"Redis {redact_url(self.redis)} from {self.redis_source}; --no-lock runs without the lock, --no-redis without Redis at all"
+
+
+class _Source(NamedTuple):
+    name: str
+    url: Optional[str]
+    redis: Optional[str]
+
+
+def resolve_target(
+    *,
+    url: Optional[str] = None,
+    redis: Optional[str] = None,
+    no_redis: bool = False,
+    daq: Optional[str] = None,
+    profiles: Optional[str] = None,
+    batch: Any = None,
+    environ: Optional[Mapping[str, str]] = None,
+) -> DaqTarget:
+    """The DAQ of a run, from the sources in the order of the module docstring.
+
+    Args:
+        url, redis: given explicitly (``--url``, ``--redis``).
+        no_redis: use no Redis at all (``--no-redis``).
+        daq: the name of a DAQ in the profile file (``--daq``); profiles: that file.
+        batch: the :class:`~daq_runner.batch.Batch`, for its ``daq:`` block.
+        environ: the environment to read (``STD_DAQ_API_URL``, ``STD_DAQ_REDIS_URL``,
+            ``STD_DAQ_REDIS_PASSWORD``, ``DAQ_RUNNER_PROFILES``); ``None`` reads none. The
+            command line passes ``os.environ``.
+
+    Raises:
+        SetupError: one line: contradictory options, a profile file that cannot be read or
+            has no such DAQ, URLs from two sources, a URL that is not usable (credentials
+            in messages are ``***``).
+    """
+    from . import protocol
+
+    env = environ if environ is not None else {}
+    if daq and url:
+        raise SetupError("--daq and --url both name a DAQ; give one of them")
+    if no_redis and redis:
+        raise SetupError("--no-redis and --redis contradict each other")
+    levels: List[_Source] = [_Source("--url/--redis", url, redis)]
+    if daq:
+        levels.append(_profile(profiles or env.get(PROFILES_ENV) or DEFAULT_PROFILES, daq))
+    levels.append(_Source(f"environment ({URL_ENV}/{REDIS_ENV})", env.get(URL_ENV) or None, env.get(REDIS_ENV) or None))
+    if batch is not None:
+        levels.append(_Source(f"the batch's daq: ({batch.path})", batch.daq.get("url"), batch.daq.get("redis")))
+    top = next((level for level in levels if level.url or level.redis), None)
+    url_source = redis_source = "default"
+    chosen_url, chosen_redis = protocol.DEFAULT_URL, None
+    if top is not None and top.url:
+        chosen_url, url_source = top.url, top.name
+        if top.redis:
+            chosen_redis, redis_source = top.redis, top.name
+    elif top is not None:  # a Redis URL without a REST URL at the same level
+        lower = next((level for level in levels[levels.index(top) + 1 :] if level.url), None)
+        if lower is not None:
+            raise SetupError(
+                f"the Redis URL comes from {top.name} but the REST URL would come from {lower.name}: "
+                "give both from one source (e.g. --url and --redis) so that they belong to one DAQ"
+            )
+        chosen_redis, redis_source = top.redis, top.name
+    generation = _generation(chosen_url)
+    # Imported here: redis-py loads only when a DAQ is resolved (--help stays fast).
+    from ._redis import check_redis_url, default_redis_url, with_password
+
+    chosen_redis = with_password(chosen_redis, env.get(REDIS_PASSWORD_ENV))
+    derived = False
+    if no_redis:
+        chosen_redis, redis_source = None, "--no-redis"
+    elif chosen_redis is None:
+        chosen_redis = default_redis_url(chosen_url)
+        redis_source = f"derived from the REST URL (its host, port {protocol.DEFAULT_REDIS_PORT})"
+        derived = True
+    else:
+        try:
+            check_redis_url(chosen_redis)
+        except ValueError as exc:
+            raise SetupError(str(exc)) from None
+    return DaqTarget(chosen_url, chosen_redis, url_source, redis_source, derived, generation)
+
+
+def _generation(url: str) -> str:
+    """The generation of the DAQ at ``url``, once the URL is checked."""
+    from urllib.parse import urlsplit
+
+    from ._text import redact_url
+
+    try:
+        scheme = urlsplit(url).scheme.lower()
+    except ValueError:
+        scheme = ""
+    if scheme in _NOT_YET:
+        raise SetupError(
+            f"DAQ URL {redact_url(url)!r} names a DAQ of the current generation (a WebSocket driver): "
+            "daq-run drives the rest_v2 Standard DAQ (http://HOST:5000) only so far"
+        )
+    _check_url(url, tuple(GENERATIONS), "DAQ URL")
+    from .client import check_url
+
+    try:
+        check_url(url)  # the client's own rules too (no query or fragment: endpoints are appended)
+    except ValueError as exc:
+        raise SetupError(f"DAQ URL: {exc}") from None
+    return GENERATIONS[urlsplit(url).scheme.lower()]
+
+
+def _profile(path: str, name: str) -> _Source:
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            profiles = yaml.safe_load(handle.read(_MAX_PROFILE_BYTES)) or {}
+    except OSError as exc:
+        raise SetupError(f"cannot read profile file {path}: {exc.strerror or exc}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise SetupError(f"profile file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    daqs = profiles.get("daqs") if isinstance(profiles, dict) else None
+    if not isinstance(daqs, dict) or name not in daqs or not isinstance(daqs[name], dict):
+        known = ", ".join(sorted(map(str, daqs))) if isinstance(daqs, dict) else "none"
+        raise SetupError(f"no DAQ named {name!r} in {path} (known: {known})")
+    entry = daqs[name]
+    if not isinstance(entry.get("url"), str):
+        raise SetupError(f"DAQ {name!r} in {path} has no url")
+    redis = entry.get("redis")
+    return _Source(f"--daq {name} ({path})", entry["url"], redis if isinstance(redis, str) else None)
+
+
+def _check_url(url: str, schemes: Sequence[str], what: str) -> str:
+    from ._text import check_url_shape
+
+    try:
+        return check_url_shape(url, schemes, what)
+    except ValueError as exc:
+        raise SetupError(str(exc)) from None

@@ -1,0 +1,74 @@
+"""Which DAQ a run drives (daq_runner.targets): the sources in order, from Python, without argparse or a DAQ."""
+
+from __future__ import annotations
+
+import pytest
+
+from daq_runner.batch import load_batch_text
+from daq_runner.exceptions import SetupError
+from daq_runner.targets import REST_V2, DaqTarget, resolve_target
+
+BATCH = load_batch_text("version: 1\ndaq: {url: 'http://batch-host:5000', redis: 'redis://batch-host:6379/1'}\nsteps:\n  - stop: {}\n", "b.yaml")
+ENV = {"STD_DAQ_API_URL": "http://env-host:5000", "STD_DAQ_REDIS_URL": "redis://env-host:6379/0"}
+
+
+def test_each_source_gives_both_urls_in_order(tmp_path):
+    """--url/--redis > --daq > the environment > the batch's daq: > the default; each says where it came from."""
+    profiles = tmp_path / "daqs.yaml"
+    profiles.write_text("daqs:\n  beamline: {url: 'http://prof-host:5000', redis: 'redis://prof-host:6379/0'}\n")
+    given = resolve_target(url="http://cli-host:5000", redis="redis://cli-host:6379/0", batch=BATCH, environ=ENV)
+    assert ("http://cli-host:5000", "redis://cli-host:6379/0", "--url/--redis", False) == (
+        given.url, given.redis, given.redis_source, given.redis_derived)
+    named = resolve_target(daq="beamline", profiles=str(profiles), batch=BATCH, environ=ENV)
+    assert ("http://prof-host:5000", f"--daq beamline ({profiles})") == (named.url, named.url_source)
+    assert "http://prof-host:5000" == resolve_target(daq="beamline", batch=BATCH, environ={**ENV, "DAQ_RUNNER_PROFILES": str(profiles)}).url
+    assert ("http://env-host:5000", "redis://env-host:6379/0") == (resolve_target(batch=BATCH, environ=ENV).url, resolve_target(batch=BATCH, environ=ENV).redis)
+    from_batch = resolve_target(batch=BATCH)
+    assert ("http://batch-host:5000", "redis://batch-host:6379/1", "the batch's daq: (b.yaml)") == (from_batch.url, from_batch.redis, from_batch.url_source)
+    default = resolve_target()
+    assert DaqTarget("http://127.0.0.1:5000", "redis://127.0.0.1:6379/0", "default",
+                     "derived from the REST URL (its host, port 6379)", True, REST_V2) == default
+
+
+def test_a_redis_address_nobody_gave_is_marked_derived_and_the_hint_says_how_to_give_it():
+    """--url alone: the Redis is the REST host on port 6379, marked derived; the hint names --redis and --no-redis."""
+    target = resolve_target(url="http://[::1]:5000")
+    assert ("redis://[::1]:6379/0", True) == (target.redis, target.redis_derived)
+    assert "redis://[::1]:6379/0 was not given but derived from the REST URL" in target.redis_hint()
+    assert "--redis URL" in target.redis_hint() and "--no-redis" in target.redis_hint()
+    given = resolve_target(url="http://h:5000", redis="redis://h:6380/0")
+    assert not given.redis_derived and "from --url/--redis" in given.redis_hint()
+    assert (None, "--no-redis", "") == (lambda t: (t.redis, t.redis_source, t.redis_hint()))(resolve_target(url="http://h:5000", no_redis=True))
+
+
+def test_the_redis_password_comes_from_the_environment_not_the_command_line():
+    """$STD_DAQ_REDIS_PASSWORD fills in a Redis URL without a password; describe() never shows it."""
+    target = resolve_target(url="http://h:5000", redis="redis://runner@h:6379/0", environ={"STD_DAQ_REDIS_PASSWORD": "s3cr:t"})
+    assert "redis://runner:s3cr%3At@h:6379/0" == target.redis
+    assert "s3cr" not in target.describe() and "***" in target.describe()
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"url": "http://h:1", "daq": "x"}, "--daq and --url both name a DAQ"),
+        ({"redis": "redis://h/0", "no_redis": True}, "contradict"),
+        ({"url": "ftp://h"}, "must be a http/https URL"),
+        ({"url": "http://h:5000/?x=1"}, "no query or fragment"),
+        ({"url": "ws://h:8080"}, r"names a DAQ of the current generation \(a WebSocket driver\)"),
+        ({"url": "http://h:1", "redis": "http://h:6379"}, "Redis URL 'http://h:6379' must be a redis/rediss/unix URL"),
+        ({"daq": "nope", "profiles": "/no/such/daqs.yaml"}, "cannot read profile file /no/such/daqs.yaml"),
+    ],
+)
+def test_what_cannot_be_used_is_one_line(kwargs, message):
+    """Contradictions and unusable URLs: SetupError (a ValueError), one line."""
+    with pytest.raises(SetupError, match=message) as info:
+        resolve_target(**kwargs)
+    assert isinstance(info.value, ValueError) and "\n" not in str(info.value)
+
+
+def test_a_redis_url_from_one_source_and_a_rest_url_from_another_is_refused():
+    """$STD_DAQ_REDIS_URL with the batch's REST URL: two DAQs, maybe; refused, saying both sources."""
+    with pytest.raises(SetupError, match=r"Redis URL comes from environment .* REST URL would come from the batch's daq: \(b.yaml\)"):
+        resolve_target(batch=load_batch_text("version: 1\ndaq: {url: 'http://b:5000'}\nsteps:\n  - stop: {}\n", "b.yaml"),
+                       environ={"STD_DAQ_REDIS_URL": "redis://e:6379/0"})
