@@ -69,7 +69,7 @@ _MAX_PIXELS = 4096 * 4096
 # The driver's receive timeout on the detector's stream: a silent detector is looked at this often.
 _DETECTOR_RECV_S = 1.0
 # What /sim/faults arms (see DriverCore.arm_faults).
-FAULTS = ("silent_writer", "silent_detector", "drop_sessions", "restart_s", "secondary_fails")
+FAULTS = ("silent_writer", "slow_writers_s", "silent_detector", "drop_sessions", "drop_on_start", "restart_s", "secondary_fails")
 
 S = DriverState
 
@@ -122,6 +122,16 @@ class _Writer:
         self.answers: "queue.Queue[str]" = queue.Queue()
         self.file: Any = None  # hdf5.WriterFile, imported lazily (h5py)
         self.silent = False
+        self.delay_s = 0.0
+
+    def _answer(self, answer: str) -> None:
+        if self.delay_s > 0:
+            # A slow disk: the answer comes late (into the queue the driver has then).
+            timer = threading.Timer(self.delay_s, lambda answers=self.answers: answers.put(answer))
+            timer.daemon = True
+            timer.start()
+        else:
+            self.answers.put(answer)
 
     def create(self, path: str, config: Dict[str, Any]) -> None:
         from .hdf5 import WriterFile
@@ -130,18 +140,18 @@ class _Writer:
             return
         if self.file is not None and self.file.path == path:
             # HDF5 cannot truncate a file this process holds open.
-            self.answers.put(_FAILURE)
+            self._answer(_FAILURE)
             return
         try:
             new = WriterFile(path, config)
         except (OSError, ValueError) as exc:
             log.info("writer %d cannot create %s: %s", self.index, path, exc)
-            self.answers.put(_FAILURE)
+            self._answer(_FAILURE)
             return
         old, self.file = self.file, new
         if old is not None:
             old.close()
-        self.answers.put(_SUCCESS)
+        self._answer(_SUCCESS)
 
     def write(self, frames: Any, image_ids: Any) -> None:
         if not self.silent and self.file is not None:
@@ -149,7 +159,7 @@ class _Writer:
 
     def confirm_last_image(self) -> None:
         if not self.silent:
-            self.answers.put(_SUCCESS)
+            self._answer(_SUCCESS)
 
     def close_file(self) -> None:
         if self.silent:
@@ -157,7 +167,7 @@ class _Writer:
         if self.file is not None:
             self.file.close()
             self.file = None
-        self.answers.put(_SUCCESS)
+        self._answer(_SUCCESS)
 
     def shut_down(self) -> None:
         """The writer process ends (a restart of the services)."""
@@ -200,6 +210,8 @@ class DriverCore:
         self._silent_detector = False
         self._restart_override: Optional[float] = None
         self.secondary_fails = False
+        self.drop_on_start = False
+        self.starts = 0  # starts taken (tests count them: a start is never sent twice)
         self._born = time.monotonic()
         self._hooks: Dict[str, Callable[..., None]] = {}
 
@@ -239,12 +251,16 @@ class DriverCore:
             self._silent_detector = False
             self._restart_override = None
             self.secondary_fails = False
+            self.drop_on_start = False
+            self.starts = 0
             self.cond.notify_all()
         self.write_config(self.initial_config)
         hook = self._hooks.get("drop_sessions")
         if hook is not None:
             hook()
-        for writer in self.writers:
+        with self.cond:
+            writers, self.writers = self.writers, []
+        for writer in writers:
             writer.shut_down()
         self._bring_up(self._generation)
 
@@ -275,7 +291,8 @@ class DriverCore:
                 self.up, self.down_reason = False, problem
                 log.warning("daq-sim driver services do not start: %s", problem)
                 return
-            if len(self.writers) != int(config.get("number_of_writers", 0)) or config != self.config:
+            if not self.writers or len(self.writers) != int(config.get("number_of_writers", 0)):
+                # New writer processes (a restart of every service, a reset, another count).
                 for writer in self.writers:
                     writer.shut_down()
                 self.writers = [_Writer(i) for i in range(int(config.get("number_of_writers", 0)))]
@@ -303,7 +320,8 @@ class DriverCore:
                 writer.answers = queue.Queue()
                 if not driver_only:
                     writer.shut_down()
-                    writer.silent = False
+            if not driver_only:
+                self.writers = []
             delay = self._restart_override if self._restart_override is not None else self.settings.restart_s
         hook = self._hooks.get("go_down")
         if hook is not None:
@@ -326,8 +344,11 @@ class DriverCore:
         """Arm faults (``POST /sim/faults``); returns what is armed.
 
         ``silent_writer: i`` writer i answers nothing (create, confirm, close) until the
-        services restart; ``silent_detector: true|false`` the detector sends nothing;
+        services restart; ``slow_writers_s: S`` every writer answers S seconds late (a slow
+        disk; 0 ends it); ``silent_detector: true|false`` the detector sends nothing;
         ``drop_sessions: true`` every open session drops now (the driver goes on);
+        ``drop_on_start: true`` the next start taken drops every session right after (the
+        acquisition runs: its outcome is unknown to the client);
         ``restart_s: S`` restarts take S seconds (a slow restart); ``secondary_fails: true``
         the next stored config answers HTTP 500 "Failed to synchronize with the secondary
         server" (stored here all the same).
@@ -344,6 +365,14 @@ class DriverCore:
                 if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(self.writers):
                     raise ValueError(f"silent_writer must be a writer index 0..{len(self.writers) - 1}")
                 self.writers[index].silent = True
+            if "slow_writers_s" in faults:
+                seconds = faults["slow_writers_s"]
+                if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds <= 60:
+                    raise ValueError("slow_writers_s must be a number of seconds in [0, 60]")
+                for writer in self.writers:
+                    writer.delay_s = float(seconds)
+            if faults.get("drop_on_start"):
+                self.drop_on_start = True
             if "silent_detector" in faults:
                 self._silent_detector = bool(faults["silent_detector"])
             if "restart_s" in faults:
@@ -365,6 +394,11 @@ class DriverCore:
             silent = [writer.index for writer in self.writers if writer.silent]
             if silent:
                 armed["silent_writers"] = silent
+            slow = max((writer.delay_s for writer in self.writers), default=0.0)
+            if slow:
+                armed["slow_writers_s"] = slow
+            if self.drop_on_start:
+                armed["drop_on_start"] = True
             if self._silent_detector:
                 armed["silent_detector"] = True
             if self._restart_override is not None:
@@ -412,7 +446,13 @@ class DriverCore:
         with self.cond:
             self._token += 1
             token = self._token
+            self.starts += 1
+            drop, self.drop_on_start = self.drop_on_start, False
         threading.Thread(target=self._run, args=(token, base, n_image), name="daq-sim-driver-acquisition", daemon=True).start()
+        if drop:
+            hook = self._hooks.get("drop_sessions")
+            if hook is not None:
+                hook()
 
     def _run(self, token: int, base: str, n_image: int) -> None:
         try:

@@ -183,11 +183,12 @@ class DriverWebSocket:
         """Drop every session and stop accepting connections (refused until :meth:`go_up`)."""
         with self._lock:
             server, self._server, self._thread = self._server, None, None
+        if server is not None:
+            # Refused at once, before the sessions drop; the library's shutdown, which waits
+            # for the handlers to end, runs aside (this may run in a handler: a crash).
+            server.socket.close()
         self.drop_sessions(abrupt)
         if server is not None:
-            # The port is free at once; the library's shutdown, which waits for the handlers
-            # to end, runs aside (this may be called from a handler, when the driver crashes).
-            server.socket.close()
             self._shutdowns.append(threading.Thread(target=server.shutdown, name="daq-sim-driver-ws-down", daemon=True))
             self._shutdowns[-1].start()
 
