@@ -532,10 +532,14 @@ class DetDriverClient:
                 max_size=_MAX_FRAME_BYTES,
                 user_agent_header="daq-runner",
             )
+            # Held as a context manager would hold it (the library warns otherwise); closed by close().
+            connection = connection.__enter__()
         except _deadline.Interrupted:
             raise
         except InvalidStatus as exc:
             status = getattr(getattr(exc, "response", None), "status_code", "?")
+            if status in (502, 503, 504):  # a service going down or a gateway: try again later
+                raise DaqTransportError(f"{source}: the upgrade was answered HTTP {status}", url=self.safe_ws_url) from exc
             raise DaqProtocolError(f"{source}: no std_det_driver WebSocket there (HTTP {status} to the upgrade)", url=self.safe_ws_url) from exc
         except (InvalidHandshake, OSError, EOFError) as exc:
             if bound.cancelled:

@@ -190,6 +190,7 @@ def test_stop_acts_only_where_the_driver_records(sim, tmp_path):
 
 def test_a_stop_during_creating_file_is_lost(sim, tmp_path):
     """A stop that lands during creating_file is overwritten by waiting_for_first_image: it records on."""
+    sim.core.settings.writer_timeout_s = 2.0  # well above the writers' 0.3 s
     faults(sim, slow_writers_s=0.3, silent_detector=True)
     with ws(sim) as conn:
         start(conn, tmp_path, n_image=5)

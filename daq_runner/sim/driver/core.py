@@ -219,6 +219,12 @@ class DriverCore:
         self._hooks = {"go_down": go_down, "go_up": go_up, "drop_sessions": drop_sessions}
 
     @property
+    def generation(self) -> int:
+        """Counts the restarts and resets: what ran before one belongs to a dead driver."""
+        with self.cond:
+            return self._generation
+
+    @property
     def build(self) -> DriverBuild:
         return DriverBuild(self.settings.build)
 
@@ -413,10 +419,11 @@ class DriverCore:
         with self.cond:
             return self.state, self.count
 
-    def wait_for_change_or_timeout(self, timeout: float) -> Tuple[DriverState, int]:
-        """The driver's ``wait_for_change_or_timeout``: the state once it changed, or after ``timeout``."""
+    def wait_for_change_or_timeout(self, timeout: float, current: Optional[DriverState] = None) -> Tuple[DriverState, int]:
+        """The driver's ``wait_for_change_or_timeout``: the state once it differs from ``current``
+        (default: the state now), or after ``timeout``."""
         with self.cond:
-            current = self.state
+            current = self.state if current is None else current
             self.cond.wait_for(lambda: self.state != current or not self.up, timeout)
             return self.state, self.count
 
@@ -448,11 +455,11 @@ class DriverCore:
             token = self._token
             self.starts += 1
             drop, self.drop_on_start = self.drop_on_start, False
-        threading.Thread(target=self._run, args=(token, base, n_image), name="daq-sim-driver-acquisition", daemon=True).start()
-        if drop:
+        if drop:  # before the acquisition shows: no session hears of it
             hook = self._hooks.get("drop_sessions")
             if hook is not None:
                 hook()
+        threading.Thread(target=self._run, args=(token, base, n_image), name="daq-sim-driver-acquisition", daemon=True).start()
 
     def _run(self, token: int, base: str, n_image: int) -> None:
         try:

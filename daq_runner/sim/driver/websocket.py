@@ -225,13 +225,26 @@ class DriverWebSocket:
             with self._lock:
                 self._sessions.discard(session)
 
-    def _push(self, session: _SimSession, last_one: bool) -> None:
-        """The driver's monitor thread of one session."""
+    def _pusher(self, session: _SimSession, last_one: bool) -> None:
+        """Start the driver's monitor thread of one session; it waits for a change from the
+        state now (taken here, before anything the caller does next)."""
+        current = self.core.snapshot()[0]
+        threading.Thread(target=self._push, args=(session, last_one, current), name="daq-sim-driver-push", daemon=True).start()
+
+    def _push(self, session: _SimSession, last_one: bool, current: DriverState) -> None:
+        """The driver's monitor thread of one session.
+
+        A persistent build's ends with its connection (an outcome then stays for the next
+        session); a per-connection build's runs on to the outcome, sent or not, and turns it
+        into idle.
+        """
         core, period = self.core, self.core.settings.period_s
-        while not session.closed.is_set():
-            state, count = core.wait_for_change_or_timeout(period)
-            if session.closed.is_set() or not core.up:
-                return
+        generation = core.generation
+        while last_one or not session.closed.is_set():
+            state, count = core.wait_for_change_or_timeout(period, current)
+            current = state
+            if not core.up or core.generation != generation or (session.closed.is_set() and not last_one):
+                return  # the driver restarted (or the simulator was reset): this thread died with it
             if state in OUTCOME_STATES:
                 session.send({"status": state.value})
                 core.outcome_pushed()
@@ -244,7 +257,7 @@ class DriverWebSocket:
                 session.send({"status": state.value})
 
     def _persistent(self, session: _SimSession) -> None:
-        threading.Thread(target=self._push, args=(session, False), name="daq-sim-driver-push", daemon=True).start()
+        self._pusher(session, False)
         for data in session.connection:
             text = data if isinstance(data, str) else bytes(data).decode("utf-8", "replace")
             try:
@@ -261,13 +274,16 @@ class DriverWebSocket:
             else:
                 session.send({"reason": REASON_BUSY, "status": REPLY_REJECTED})
 
-    def _start(self, session: _SimSession, obj: Dict[str, Any], text: str) -> bool:
-        """A start while idle; ``False`` when it was invalid (answered, connection closed)."""
+    def _start(self, session: _SimSession, obj: Dict[str, Any], text: str, monitor: bool = False) -> bool:
+        """A start while idle; ``False`` when it was invalid (answered, connection closed).
+        ``monitor``: a per-connection build starts the session's pushes first."""
         settings = _start_settings(obj)
         if settings is None:
             session.send({"reason": REASON_INVALID_START.format(raw=text), "status": REPLY_ERROR})
             session.close()
             return False
+        if monitor:
+            self._pusher(session, True)
         self.core.start_acquisition(settings["base"], settings["n_image"])
         return True
 
@@ -294,9 +310,8 @@ class DriverWebSocket:
             session.send({"reason": REASON_BUSY, "status": REPLY_REJECTED})
             session.close()
             return
-        if not self._start(session, obj, text):
+        if not self._start(session, obj, text, monitor=True):
             return
-        threading.Thread(target=self._push, args=(session, True), name="daq-sim-driver-push", daemon=True).start()
         # listen_for_stop: one more message, read without a guard.
         text = _text(connection.recv())
         try:
