@@ -251,6 +251,7 @@ class DriverAcquisition:
             "states": [status.to_dict() for status in self.states],
             "outcome": self.outcome,
             "count": self.count,
+            "last_count": self.last_count,
             "ended_at": self.ended_at,
             "reconnects": self.reconnects,
         }
@@ -658,13 +659,16 @@ class DetDriverClient:
         seconds = _seconds("timeout", timeout)
         with _deadline.bounded(_deadline.Deadline(seconds)) as bound:
             last: Optional[DriverStatus] = None
-            session = self._persistent(bound)
-            if session.build == DriverBuild.PERSISTENT:
+            session: Optional[_Session] = None
+            if self.build != DriverBuild.PER_CONNECTION:
+                session = self._persistent(bound)
                 session.drain()
-            else:
-                session.close()
+                if session.build != DriverBuild.PERSISTENT:
+                    session.close()
+                    session = None
+            # An older build answers no pushes: it is asked (status works on either build, see _probe).
             while True:
-                if session.build == DriverBuild.PERSISTENT:
+                if session is not None:
                     try:
                         frame = session.next(bound)
                     except _SessionClosed as closed:
@@ -680,10 +684,7 @@ class DetDriverClient:
                         return status
                     last = status
                 elif bound.expired:
-                    what = f"{self.safe_ws_url}: no such state within {seconds:g} s (last: {_describe(last)})"
-                    if caller.expired:
-                        raise DeadlineExceeded(what, url=self.safe_ws_url)
-                    raise DaqTimeoutError(what, url=self.safe_ws_url)
+                    raise self._timed_out(f"no such state within {seconds:g} s (last: {_describe(last)})", caller)
 
     def _probe(self, bound: _deadline.Deadline) -> Optional[DriverStatus]:
         """An older build's state, asked on a connection of its own (``status``).
@@ -691,25 +692,28 @@ class DetDriverClient:
         Builds before November 2024 know no ``status``: one answers it as a start without a
         path (idle) or with ``rejected`` (busy, state unknown).
         """
+        frame = self._one_shot(COMMAND_STATUS, bound)
+        if frame is None:
+            return None
+        message = frame.message
+        if message.status == REPLY_REJECTED:
+            return DriverStatus(None, None, frame.at, frame.monotonic)
+        if message.status == REPLY_ERROR and message.reason is not None:
+            if _is_invalid_start(message):
+                return DriverStatus(DriverState.IDLE, None, frame.at, frame.monotonic)
+            raise StdDaqAdminException(f"{self.safe_ws_url}: status refused: {quote(message.reason)}", url=self.safe_ws_url)
+        if message.state is None:
+            raise DaqProtocolError(f"{self.safe_ws_url}: status answered {quote(message.status)!r}", url=self.safe_ws_url)
+        return frame.status()
+
+    def _one_shot(self, command: str, bound: _deadline.Deadline) -> Optional[_Frame]:
+        """``command`` on a connection of its own: the one frame answering it (``None``: the bound ended first)."""
         session = self._open(bound)
         try:
-            session.send({"command": COMMAND_STATUS})
-            try:
-                frame = session.next(bound)
-            except _SessionClosed as closed:
-                raise DaqTransportError(f"{self.safe_ws_url}: {closed} before answering status", url=self.safe_ws_url) from None
-            if frame is None:
-                return None
-            message = frame.message
-            if message.status == REPLY_REJECTED:
-                return DriverStatus(None, None, frame.at, frame.monotonic)
-            if message.status == REPLY_ERROR and message.reason is not None:
-                if message.reason.startswith(REASON_INVALID_START.split("{")[0]):
-                    return DriverStatus(DriverState.IDLE, None, frame.at, frame.monotonic)
-                raise StdDaqAdminException(f"{self.safe_ws_url}: status refused: {quote(message.reason)}", url=self.safe_ws_url)
-            if message.state is None:
-                raise DaqProtocolError(f"{self.safe_ws_url}: status answered {quote(message.status)!r}", url=self.safe_ws_url)
-            return frame.status()
+            session.send({"command": command})
+            return session.next(bound)
+        except _SessionClosed as closed:
+            raise DaqTransportError(f"{self.safe_ws_url}: {closed} before answering {command}", url=self.safe_ws_url) from None
         finally:
             session.close()
 
@@ -912,15 +916,13 @@ class DetDriverClient:
 
     def _follow_timeout(self, acquisition: DriverAcquisition, timeout: Optional[float], caller: _deadline.Deadline) -> None:
         last = acquisition.states[-1] if acquisition.states else None
-        what = f"{self.safe_ws_url}: the acquisition did not end" + (f" within {timeout:g} s" if timeout is not None else "")
+        what = "the acquisition did not end" + (f" within {timeout:g} s" if timeout is not None else "")
         if last is not None:
             what += f" (last state {_describe(last)} for {time.monotonic() - last.monotonic:.1f} s"
             if last.state in (DriverState.STOP, DriverState.RECORDING) and (last.state == DriverState.STOP or last.count == acquisition.request["n_image"]):
                 what += "; the driver may be wedged: a writer did not confirm its last image, restart_services() recovers it"
             what += ")"
-        if caller.expired:
-            raise DeadlineExceeded(what, url=self.safe_ws_url)
-        raise DaqTimeoutError(what, url=self.safe_ws_url)
+        raise self._timed_out(what, caller)
 
     def stop(self, acquisition: Optional[DriverAcquisition] = None, *, timeout: float = 10.0) -> DriverStatus:
         """Stop the acquisition under way; returns the state that confirms it.
@@ -970,10 +972,12 @@ class DetDriverClient:
                         self._record(acquisition, frame)
 
     def _stop_timeout(self, last: Optional[_Frame], seconds: float, caller: _deadline.Deadline) -> None:
-        what = f"{self.safe_ws_url}: stop not confirmed within {seconds:g} s (last state {_describe(last.status() if last else None)})"
-        if caller.expired:
-            raise DeadlineExceeded(what, url=self.safe_ws_url)
-        raise DaqTimeoutError(what, url=self.safe_ws_url)
+        raise self._timed_out(f"stop not confirmed within {seconds:g} s (last state {_describe(last.status() if last else None)})", caller)
+
+    def _timed_out(self, what: str, caller: _deadline.Deadline) -> DaqTimeoutError:
+        """The error of a wait that ran out: ``DeadlineExceeded`` when the caller's bound ended it."""
+        cls = DeadlineExceeded if caller.expired else DaqTimeoutError
+        return cls(f"{self.safe_ws_url}: {what}", url=self.safe_ws_url)
 
     def _stop_per_connection(
         self, session: _Session, acquisition: Optional[DriverAcquisition], bound: _deadline.Deadline, caller: _deadline.Deadline, seconds: float
@@ -1014,21 +1018,13 @@ class DetDriverClient:
 
     def _stop_all(self, acquisition: Optional[DriverAcquisition], bound: _deadline.Deadline, caller: _deadline.Deadline, seconds: float) -> DriverStatus:
         """``stop_all`` on a connection of its own (older builds from November 2024), confirmed with ``status``."""
-        session = self._open(bound)
-        try:
-            session.send({"command": COMMAND_STOP_ALL})
-            try:
-                frame = session.next(bound)
-            except _SessionClosed as closed:
-                raise DaqTransportError(f"{self.safe_ws_url}: {closed} before answering stop_all", url=self.safe_ws_url) from None
-        finally:
-            session.close()
+        frame = self._one_shot(COMMAND_STOP_ALL, bound)
         if frame is None:
             self._stop_timeout(None, seconds, caller)
         message = frame.message
         if message.status == REPLY_REJECTED:
             raise StdDaqAdminException(f"{self.safe_ws_url}: this driver build knows no stop_all (before November 2024) and is busy: {quote(message.reason)}", url=self.safe_ws_url)
-        if message.status != REPLY_SUCCESS and not (message.reason or "").startswith(REASON_INVALID_START.split("{")[0]):
+        if message.status != REPLY_SUCCESS and not _is_invalid_start(message):
             raise StdDaqAdminException(f"{self.safe_ws_url}: stop_all answered {quote(message.status)}: {quote(message.reason)}", url=self.safe_ws_url)
         while True:
             status = self._probe(bound)
@@ -1352,6 +1348,11 @@ def _watch_handshake(sock: socket.socket, bound: _deadline.Deadline, done: threa
             except OSError:
                 pass
             return
+
+
+def _is_invalid_start(message: DriverMessage) -> bool:
+    """The driver's answer to JSON that is not a start while idle (how an older build answers status)."""
+    return message.status == REPLY_ERROR and (message.reason or "").startswith(REASON_INVALID_START.split("{")[0])
 
 
 def _describe(status: Optional[DriverStatus]) -> str:

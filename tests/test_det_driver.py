@@ -246,6 +246,7 @@ def test_a_dropped_session_is_a_transport_error_naming_the_url(current, client, 
 def test_follow_with_reconnect_gets_the_outcome_kept_for_the_next_session(current, client, tmp_path):
     """Dropped while no session is connected at the end: the reconnected session hears the kept outcome."""
     acquisition = client.start(str(tmp_path), "k_", n_image=LONG)
+    wait_until(lambda: current.core.snapshot()[0] == DriverState.RECORDING, timeout=5)
     faults(current, drop_sessions=True)
     current.core.stop()
     wait_until(lambda: current.core.snapshot()[0] == DriverState.FILE_SAVED, timeout=5)
@@ -271,6 +272,7 @@ def test_an_older_build_is_followed_by_status_after_a_drop(daq_driver_sim_per_co
     sim = daq_driver_sim_per_connection
     with DetDriverClient(sim.ws_url, sim.url, timeout=2.0) as daq:
         acquisition = daq.start(str(tmp_path), "p_", n_image=LONG)
+        wait_until(lambda: sim.core.snapshot()[0] == DriverState.RECORDING, timeout=5)
         faults(sim, drop_sessions=True)
         later(0.5, sim.core.stop)
         daq.follow(acquisition, timeout=10, reconnect=True)

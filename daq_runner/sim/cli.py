@@ -14,7 +14,7 @@ import argparse
 import signal
 import sys
 import threading
-from typing import TYPE_CHECKING, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 from .._cli import OneLineArgumentParser
 from ..exit_codes import SimExit
@@ -188,14 +188,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except Exception as exc:  # one clear line: port in use, a server that dies at start, ...
         print(f"daq-sim: error: cannot start: {quote(exc)}", file=sys.stderr)
         return SimExit.START_FAILED
-    try:
-        # Credentials of the Redis URL never reach the terminal or a log collecting it.
-        print(f"daq-sim ready rest={sim.url} redis={redact_url(sim.redis_url)}", flush=True)
-        while not done.wait(0.5):
-            pass
-    finally:
-        sim.stop()
-    return SimExit.STOPPED
+    # Credentials of the Redis URL never reach the terminal or a log collecting it.
+    return _serve(sim, f"daq-sim ready rest={sim.url} redis={redact_url(sim.redis_url)}", done)
 
 
 def _until_signal() -> threading.Event:
@@ -203,6 +197,17 @@ def _until_signal() -> threading.Event:
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, lambda *_: done.set())
     return done
+
+
+def _serve(sim: Any, ready: str, done: threading.Event) -> int:
+    """Say ``ready``, serve until ``done`` (a signal), stop ``sim``."""
+    try:
+        print(ready, flush=True)
+        while not done.wait(0.5):
+            pass
+    finally:
+        sim.stop()
+    return SimExit.STOPPED
 
 
 def _main_driver(args: argparse.Namespace) -> int:
@@ -230,13 +235,7 @@ def _main_driver(args: argparse.Namespace) -> int:
     except Exception as exc:  # one clear line: port in use, ...
         print(f"daq-sim: error: cannot start: {quote(exc)}", file=sys.stderr)
         return SimExit.START_FAILED
-    try:
-        print(f"daq-sim ready ws={sim.ws_url} config={sim.url}", flush=True)
-        while not done.wait(0.5):
-            pass
-    finally:
-        sim.stop()
-    return SimExit.STOPPED
+    return _serve(sim, f"daq-sim ready ws={sim.ws_url} config={sim.url}", done)
 
 
 if __name__ == "__main__":  # pragma: no cover
