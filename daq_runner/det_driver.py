@@ -197,7 +197,8 @@ class DriverAcquisition:
         build: the driver build it ran on.
         request: the start command sent (exactly once).
         sent_at: when it was sent (``time.time()``).
-        states: the states seen of it, in order, with arrival times (stale ``idle`` pushes
+        states: the states seen of it, in order, each with the arrival time of its first
+            sample (a state pushed again unchanged is not repeated; stale ``idle`` pushes
             from before the start are not part of it).
         outcome: ``"file_saved"``, ``"error"``, or ``"idle"`` (back to idle without either:
             another session took the outcome, or the services restarted); ``None`` while
@@ -529,7 +530,7 @@ class DetDriverClient:
                 compression=None,
                 # Older builds stop reading after the first command and never answer a ping.
                 ping_interval=None,
-                close_timeout=1.0,
+                close_timeout=_deadline.SLICE_S,
                 max_size=_MAX_FRAME_BYTES,
                 user_agent_header="daq-runner",
             )
@@ -821,6 +822,9 @@ class DetDriverClient:
             if acquisition.states:
                 acquisition.outcome, acquisition.ended_at = state.value, frame.at
             return
+        last = acquisition.states[-1] if acquisition.states else None
+        if last is not None and (last.state, last.count) == (state, frame.message.count):
+            return  # the same sample again (pushed every 100 ms): the first one's time is kept
         acquisition.states.append(frame.status())
         if state in OUTCOME_STATES:
             acquisition.outcome, acquisition.ended_at = state.value, frame.at

@@ -212,6 +212,22 @@ def test_numbers_go_out_as_json_numbers_and_the_start_exactly_once(tmp_path):
     assert {"command": "start", "path": "/data/e1", "file_prefix": "p_", "n_image": 7, "writer_id": 1234} == json.loads(received[0])
 
 
+def test_an_error_reply_to_a_start_is_a_refusal_with_the_drivers_text():
+    """The driver's error reply (an invalid start) and the close after it: StdDaqAdminException with its text."""
+    reason = "Invalid command! expected: start with path parameter, received: {}"
+
+    def driver(connection: Any) -> None:
+        connection.send('{"status":"idle"}')
+        connection.recv()
+        connection.send(json.dumps({"reason": reason, "status": "error"}))
+        connection.close()
+
+    with standin(driver) as url, DetDriverClient(url) as daq:
+        with pytest.raises(StdDaqAdminException, match="start refused: Invalid command! expected") as caught:
+            daq.start("/data", "p_", 3)
+    assert not isinstance(caught.value, DriverBusy) and url in str(caught.value)
+
+
 def test_a_missing_folder_ends_in_error(sim, client, tmp_path):
     """The writers cannot create their files: the outcome is error."""
     acquisition = client.start(str(tmp_path / "missing"), "x_", n_image=3)
