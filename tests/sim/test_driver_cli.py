@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 from typing import Any, List, Tuple
 
@@ -14,6 +13,7 @@ from daq_runner.det_driver_protocol import DriverBuild
 from daq_runner.sim.driver import DEFAULT_DRIVER_CONFIG
 
 from ..conftest import BIN
+from .test_sim import _stop as stop
 
 
 def daq_sim() -> str:
@@ -27,17 +27,6 @@ def start(*args: str) -> Tuple[Any, str, str]:
     assert line.startswith("daq-sim ready ws=ws://127.0.0.1:") and " config=http://127.0.0.1:" in line, line + proc.stderr.read()
     words = dict(word.split("=", 1) for word in line.split()[2:])
     return proc, words["ws"], words["config"]
-
-
-def stop(proc: Any) -> int:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        return proc.wait(10)
-    finally:
-        proc.kill()
-        proc.wait()
-        proc.stdout.close()
-        proc.stderr.close()
 
 
 @pytest.mark.parametrize("build", ["persistent", "per-connection"])

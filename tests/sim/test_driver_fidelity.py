@@ -41,7 +41,8 @@ def frames(conn: Any, until: Optional[str] = None, timeout: float = 5.0) -> List
         if left <= 0:
             if until is None:
                 return seen
-            pytest.fail(f"no {until!r} within {timeout} s: {seen[-10:]}")
+            other = [raw for raw in seen if raw != '{"status":"idle"}']
+            pytest.fail(f"no {until!r} within {timeout} s: {len(seen)} frames, those not idle: {other[-10:]}")
         try:
             raw = conn.recv(timeout=left)
         except TimeoutError:
