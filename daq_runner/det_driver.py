@@ -67,7 +67,6 @@ from .det_driver_protocol import (
     COMMAND_STOP_ALL,
     CONFIG_GET,
     CONFIG_SET,
-    COUNTED_STATES,
     DEFAULT_CONFIG_URL,
     DEFAULT_FILE_PREFIX,
     DEFAULT_N_IMAGE,
