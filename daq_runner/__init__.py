@@ -16,8 +16,9 @@ from ._version import __version__
 
 __all__ = [
     "__version__",
-    # client
+    # clients
     "StdDaqClient",
+    "DetDriverClient",
     # exceptions
     "StdDaqAdminException",
     "DaqRunnerError",
@@ -30,6 +31,7 @@ __all__ = [
     "ConfigOutcomeUnknown",
     "WriteDeadlineExceeded",
     "WriterNeedsRestart",
+    "DriverBusy",
     "DaqHTTPError",
     "DaqProtocolError",
     "DeploymentError",
@@ -62,6 +64,7 @@ __all__ = [
 
 _WHERE = {
     "StdDaqClient": ".client",
+    "DetDriverClient": ".det_driver",
     "Batch": ".batch",
     "Step": ".batch",
     "ConfigStep": ".batch",

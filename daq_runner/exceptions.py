@@ -4,7 +4,8 @@ Hierarchy::
 
     DaqRunnerError                      root of everything raised on purpose here
     ├── StdDaqAdminException            the DAQ refused the request (envelope status != "ok")
-    │   └── WriterNeedsRestart          "... Writer needs to be restarted." (writer left UNKNOWN)
+    │   ├── WriterNeedsRestart          "... Writer needs to be restarted." (writer left UNKNOWN)
+    │   └── DriverBusy                  std_det_driver: "driver is busy!" (nothing started)
     ├── DaqError (RuntimeError)         the DAQ could not be talked to properly
     │   ├── DaqTransportError           connection refused or reset, HTTP 502/503/504
     │   │   ├── DaqTimeoutError         no (complete) answer within the request's own limit
@@ -53,6 +54,7 @@ __all__ = [
     "WriteDeadlineExceeded",
     "ConfigOutcomeUnknown",
     "WriterNeedsRestart",
+    "DriverBusy",
     "DaqHTTPError",
     "DaqProtocolError",
     "DeploymentError",
@@ -92,6 +94,22 @@ class WriterNeedsRestart(StdDaqAdminException):
     running acquisition). The writer is left ``UNKNOWN`` with no acquisition; a stop
     request (``stop_writer``) is how the DAQ is asked to reset it.
     """
+
+
+class DriverBusy(StdDaqAdminException):
+    """``std_det_driver`` answered a start with ``rejected`` "driver is busy!".
+
+    The driver was not idle (an acquisition runs, or it is wedged in ``recording``/``stop``
+    until its services restart): nothing was started, so the start may be sent again once
+    the driver is idle.
+
+    Attributes:
+        state: the last driver state seen before the refusal, when known.
+    """
+
+    def __init__(self, message: str = "", *, url: Optional[str] = None, state: Optional[str] = None) -> None:
+        super().__init__(message, url=url)
+        self.state = state
 
 
 class DaqError(DaqRunnerError, RuntimeError):

@@ -16,6 +16,9 @@ Fixtures:
     daq_sim: the same, reset to a clean state (no faults, initial config, READY, empty streams).
     daq_sim_fresh: the same as a freshly started real DAQ: writer UNKNOWN, no acquisition.
     run_batch: ``run_batch(path_or_yaml_text, **vars)`` runs a batch on ``daq_sim``, returns the report.
+    daq_driver_sim_session, daq_driver_sim: the current generation (driver WebSocket and config
+        REST, no Redis), persistent build; ``daq_driver_sim`` reset (initial config, no faults).
+    daq_driver_sim_per_connection_session, daq_driver_sim_per_connection: the same, older build.
 
 Helpers, for tests that start servers of their own:
     skip_without_redis_server(): the server binary's path, or skip the test with the fix.
@@ -38,6 +41,11 @@ __all__ = [
     "skip_without_redis_server",
     "skip_without_sim_extra",
     "SIM_FRAME_RATE",
+    "daq_driver_sim_session",
+    "daq_driver_sim",
+    "daq_driver_sim_per_connection_session",
+    "daq_driver_sim_per_connection",
+    "DRIVER_RESTART_S",
 ]
 
 SIM_FRAME_RATE = 2000.0
@@ -129,3 +137,44 @@ def run_batch(daq_sim: Any, tmp_path: Any) -> Callable[..., Any]:
         return runner.run(plan)
 
     return run
+
+
+# -- The current generation (std_det_driver and its config REST): no Redis --------------------
+
+# How long the simulated services are down after a stored config or a crash (tests: short).
+DRIVER_RESTART_S = 0.3
+
+
+def _driver_sim(build: str) -> Iterator[Any]:
+    skip_without_sim_extra()
+    from .sim.driver import DriverSimSettings, SimulatedDriverDaq
+
+    settings = DriverSimSettings(build=build, frame_rate=SIM_FRAME_RATE, restart_s=DRIVER_RESTART_S)
+    with SimulatedDriverDaq(settings=settings) as sim:
+        yield sim
+
+
+@pytest.fixture(scope="session")
+def daq_driver_sim_session() -> Iterator[Any]:
+    """One simulated current-generation DAQ (persistent driver build) for the whole session."""
+    yield from _driver_sim("persistent")
+
+
+@pytest.fixture
+def daq_driver_sim(daq_driver_sim_session: Any) -> Any:
+    """The session's current-generation DAQ reset: initial config, no faults, idle, no sessions."""
+    daq_driver_sim_session.core.reset()
+    return daq_driver_sim_session
+
+
+@pytest.fixture(scope="session")
+def daq_driver_sim_per_connection_session() -> Iterator[Any]:
+    """One simulated current-generation DAQ with an older, per-connection driver build."""
+    yield from _driver_sim("per-connection")
+
+
+@pytest.fixture
+def daq_driver_sim_per_connection(daq_driver_sim_per_connection_session: Any) -> Any:
+    """The session's per-connection DAQ reset: initial config, no faults, idle, no sessions."""
+    daq_driver_sim_per_connection_session.core.reset()
+    return daq_driver_sim_per_connection_session

@@ -1,10 +1,12 @@
-"""daq-sim: a simulated Standard DAQ (REST API, Redis streams, HDF5 files, fault injection).
+"""daq-sim: a simulated Standard DAQ (REST API, Redis streams, HDF5 files, fault injection), and
+the current generation's driver WebSocket and config REST (:mod:`.driver`).
 
 Needs the ``sim`` extra: ``pip install 'daq-runner[sim]'``.
 """
 
 from .daq import DEFAULT_CONFIG, SimSettings
+from .driver import DEFAULT_DRIVER_CONFIG, DriverSimSettings, SimulatedDriverDaq
 from .redis_server import RedisServer
 from .server import SimulatedDaq
 
-__all__ = ["SimulatedDaq", "SimSettings", "RedisServer", "DEFAULT_CONFIG"]
+__all__ = ["SimulatedDaq", "SimSettings", "RedisServer", "DEFAULT_CONFIG", "SimulatedDriverDaq", "DriverSimSettings", "DEFAULT_DRIVER_CONFIG"]
