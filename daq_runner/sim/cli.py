@@ -8,6 +8,7 @@ server missing: the message gives the command).
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
 import threading
@@ -23,7 +24,28 @@ if TYPE_CHECKING:
 __all__ = ["main"]
 
 
+# The command line's numbers: option, the SimSettings field it sets (its default is the
+# field's), metavar, help.
+_NUMBER_OPTIONS = (
+    ("--frame-rate", "frame_rate", "HZ", "detector frame rate"),
+    ("--sync-limit", "sync_limit_s", "S", "write_sync limit"),
+    ("--deploy-delay", "deploy_delay_s", "S", "config deployment time"),
+    ("--restart-delay-s", "restart_delay_s", "S", "from a deployment's SUCCESS until the services restart"),
+    ("--restart-s", "restart_s", "S", "how long the services are down when they restart after a config change (0: not at all)"),
+    (
+        "--driver-poll-s",
+        "driver_poll_s",
+        "SECONDS",
+        "how often the writer driver looks for WRITING/READY during a start or stop (as the real server; 0: no delay, for benchmarks)",
+    ),
+)
+
+
 def _parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    from .daq import SimSettings
+
+    # The defaults are the settings' own: one place says how the simulator behaves.
+    default = SimSettings()
     parser = OneLineArgumentParser(
         prog="daq-sim",
         description="Simulated Standard DAQ: REST API, Redis streams, HDF5 files.",
@@ -34,22 +56,14 @@ def _parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=5000, help="REST port (default 5000; 0 picks a free one)")
     parser.add_argument("--redis-url", default=None, help="use this Redis (default: start a private redis-server)")
     parser.add_argument("--config", default=None, metavar="FILE", help="initial DAQ config, whole or partial (JSON or YAML)")
-    parser.add_argument("--frame-rate", type=float, default=100.0, metavar="HZ", help="detector frame rate (default 100)")
-    parser.add_argument("--sync-limit", type=float, default=60.0, metavar="S", help="write_sync limit (default 60)")
-    parser.add_argument("--deploy-delay", type=float, default=0.2, metavar="S", help="config deployment time (default 0.2)")
+    for option, setting, metavar, what in _NUMBER_OPTIONS:
+        value = getattr(default, setting)
+        parser.add_argument(option, dest=setting, type=float, default=value, metavar=metavar, help=f"{what}; default {value:g}")
     parser.add_argument(
         "--start-state",
         choices=("READY", "UNKNOWN"),
-        default="UNKNOWN",
-        help="writer state at start (default UNKNOWN, as the real server until a stop)",
-    )
-    parser.add_argument(
-        "--driver-poll-s",
-        type=float,
-        default=0.1,
-        metavar="SECONDS",
-        help="how often the writer driver looks for WRITING/READY during a start or stop "
-        "(default 0.1, as the real server; 0: no delay, for benchmarks)",
+        default=default.start_state,
+        help=f"writer state at start (default {default.start_state}, as the real server until a stop)",
     )
     parser.add_argument(
         "--accept-partial-config",
@@ -64,9 +78,10 @@ def _parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     if not 0 <= args.driver_poll_s <= 5:
         parser.error("--driver-poll-s must be in [0, 5]")
     # NaN fails every comparison: these read "not in range" for it too.
-    if not 0 <= args.deploy_delay <= 3600:
-        parser.error("--deploy-delay must be in [0, 3600] seconds")
-    if not 0 < args.sync_limit <= 3600:
+    for option, value in (("--deploy-delay", args.deploy_delay_s), ("--restart-delay-s", args.restart_delay_s), ("--restart-s", args.restart_s)):
+        if not 0 <= value <= 3600:
+            parser.error(f"{option} must be in [0, 3600] seconds")
+    if not 0 < args.sync_limit_s <= 3600:
         parser.error("--sync-limit must be in (0, 3600] seconds")
     return args
 
@@ -75,14 +90,8 @@ def _settings(args: argparse.Namespace) -> "SimSettings":
     """The simulator settings the command line asks for."""
     from .daq import SimSettings
 
-    return SimSettings(
-        frame_rate=args.frame_rate,
-        sync_limit_s=args.sync_limit,
-        deploy_delay_s=args.deploy_delay,
-        start_state=args.start_state,
-        driver_poll_s=args.driver_poll_s,
-        accept_partial_config=args.accept_partial_config,
-    )
+    numbers = {setting: getattr(args, setting) for _, setting, _, _ in _NUMBER_OPTIONS}
+    return SimSettings(**numbers, start_state=args.start_state, accept_partial_config=args.accept_partial_config)
 
 
 MAX_CONFIG_BYTES = 1024 * 1024  # a DAQ config is a few hundred bytes
@@ -141,14 +150,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.config:
         try:
             config = validate_config_update(DEFAULT_CONFIG, _load_config(args.config))
-        except (ValueError, SimRefusal) as exc:
+        except ValueError as exc:  # the message names the file
             print(f"daq-sim: error: {exc}", file=sys.stderr)
             return SimExit.USAGE
+        except SimRefusal as exc:
+            print(f"daq-sim: error: config file {args.config!r}: {exc}", file=sys.stderr)
+            return SimExit.USAGE
     settings = _settings(args)
+    # The simulator's warnings (Redis gone and back, a log thread ended) and the REST
+    # server's errors, one line each on stderr.
+    logging.basicConfig(level=logging.WARNING, format="daq-sim: %(message)s", stream=sys.stderr)
     done = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, lambda *_: done.set())
-    sim = SimulatedDaq(host=args.host, port=args.port, redis_url=args.redis_url, config=config, settings=settings)
+    sim = SimulatedDaq(host=args.host, port=args.port, redis_url=args.redis_url, config=config, settings=settings, log_output=True)
     try:
         sim.start()
     except RedisServerNotFound as exc:  # a missing local program: the message gives the fix
