@@ -1,13 +1,19 @@
 """The REST API of the simulated DAQ: the deployed rest_v2 server's paths, models, envelopes and errors.
 
-As the real server (PSI std_daq_service rest_v2, its last version, FastAPI):
+As the real server (PSI std_daq_service rest_v2, its last version, FastAPI with pydantic 1):
 
 - request bodies are typed by the server's models: a body that fails them (``n_images:
   0``, a missing field, a wrong type, malformed JSON, ``module_positions`` in the
-  README's list form) is HTTP 422 with FastAPI's ``detail`` list and no envelope;
+  README's list form) is HTTP 422 with FastAPI's ``detail`` list and no envelope. A body
+  that is not a JSON object is taken as pydantic 1 takes it, through ``dict()``: ``[]``
+  is an empty config (refused as partial), a list of pairs a mapping, anything else 422;
 - every other error, including the output path checks that the server's model raises
   as exceptions, is HTTP 200 ``{"status": "error", "message": <exception text>}`` (the
   server's catch-all exception handler);
+- replies go through the server's response models: acquisitions in writer replies carry
+  ``reports: null``, in logs the list of their reports; a stored config the reply model
+  refuses (``detector_type`` null) makes the POST an error although it was stored, while
+  GET config, which has no reply model, serves it;
 - replies carry the server's exact messages (:mod:`daq_runner.protocol`).
 
 ``/sim/*`` adds fault injection. While an ``unavailable_s`` fault is armed, every other
@@ -17,19 +23,37 @@ path answers HTTP 503.
 from __future__ import annotations
 
 import time
-from typing import Any, Dict, Literal, Optional
+from typing import Any, Dict, List, Literal, Optional
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, create_model, field_validator, model_validator
 
 from .. import protocol
 from .._version import __version__
-from .daq import SimRefusal, SimulatedDaqCore, check_output_path
+from .daq import BAD_FILES, SimRefusal, SimulatedDaqCore, check_output_path
 
-__all__ = ["create_app", "WriteRequest", "ConfigRequest", "ModulePositions", "FaultRequest", "ResetRequest"]
+__all__ = ["create_app", "WriteRequest", "ConfigRequest", "ModulePositions", "SubmoduleInfo", "FaultRequest", "ResetRequest"]
 
-class WriteRequest(BaseModel):
+
+class _ServerModel(BaseModel):
+    """A model of the real server, validated as pydantic 1 validates: numbers are accepted
+    for text, and a value that is not an object is passed through ``dict()`` first."""
+
+    model_config = ConfigDict(coerce_numbers_to_str=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _as_pydantic_1(cls, value: Any) -> Any:
+        if value is None or isinstance(value, dict):
+            return value
+        try:
+            return dict(value)
+        except (TypeError, ValueError):
+            return value  # not a mapping either: the model refuses it (HTTP 422)
+
+
+class WriteRequest(_ServerModel):
     """Body of ``/writer/write_async`` and ``/writer/write_sync`` (the server's model, fields in its order)."""
 
     n_images: int = Field(ge=1, description="Number of images to acquire")
@@ -45,13 +69,18 @@ class WriteRequest(BaseModel):
         return output_file
 
 
-class ModulePositions(BaseModel):
+class ModulePositions(_ServerModel):
     """The server's model of one module's position: declared, but not JSON serializable when stored."""
 
     start_x: int
     start_y: int
     end_x: int
     end_y: int
+
+
+class SubmoduleInfo(_ServerModel):
+    """The server's model of ``submodule_info``: it declares no field, so whatever object is
+    sent, ``{}`` is stored."""
 
 
 # The scalar config fields and their types, from protocol (one source for client, runner and this).
@@ -63,28 +92,60 @@ _SCALAR_FIELDS = {
 
 ConfigRequest = create_model(
     "ConfigRequest",
+    __base__=_ServerModel,
     **{name: (Optional[kind], None) for name, kind in _SCALAR_FIELDS.items()},
-    submodule_info=(Optional[Any], None),
+    submodule_info=(Optional[SubmoduleInfo], None),
     module_positions=(Optional[Dict[str, ModulePositions]], None),
 )
 ConfigRequest.__doc__ = "Body of ``POST /daq/config``: every field optional; unknown fields are ignored."
 
-# The config as the server's reply model declares it: a stored config that does not fit
-# (e.g. ``detector_type`` null) breaks ``GET /daq/config`` (HTTP 200 error with the
-# validation text, whose wording depends on the pydantic version). The reference says only
-# that such a config "breaks later replies"; the POST that stores it still answers ok,
-# with the null in its config.
-ConfigStatus = create_model(
-    "ConfigStatus",
-    __config__=ConfigDict(extra="allow"),
-    **{name: (kind, ...) for name, kind in _SCALAR_FIELDS.items()},
+# The fields of the config in the POST reply's model (ConfigStatus), in its order; none may
+# be null. The stored config can hold nulls for the text fields and module_positions.
+_CONFIG_REPLY_FIELDS = (
+    "bit_depth",
+    "detector_name",
+    "detector_type",
+    "image_pixel_height",
+    "image_pixel_width",
+    "n_modules",
+    "start_udp_port",
+    "writer_user_id",
+    "submodule_info",
+    "module_positions",
 )
 
-_CONFIG_STATUS = TypeAdapter(ConfigStatus)
+
+def _config_reply_error(config: Dict[str, Any]) -> Optional[str]:
+    """The reply model's refusal of a stored config, worded as pydantic 1 words it; None when it fits."""
+    nulls = [name for name in _CONFIG_REPLY_FIELDS if config.get(name) is None]
+    if not nulls:
+        return None
+    lines = [f"{len(nulls)} validation error{'' if len(nulls) == 1 else 's'} for ConfigResponse"]
+    for name in nulls:
+        lines += [f"config -> {name}", "  none is not an allowed value (type=type_error.none.not_allowed)"]
+    return "\n".join(lines)
+
+
+def _acquisition_reply(acquisition: Optional[Dict[str, Any]], reports: Optional[List[Any]] = None) -> Optional[Dict[str, Any]]:
+    """An acquisition as the server's reply model has it: its fields in the model's order, and ``reports``."""
+    if acquisition is None:
+        return None
+    info, stats = acquisition.get("info") or {}, acquisition.get("stats") or {}
+    return {
+        "state": acquisition.get("state"),
+        "message": acquisition.get("message"),
+        "info": {key: info.get(key) for key in ("n_images", "output_file", "run_id")},
+        "stats": {key: stats.get(key) for key in ("n_write_completed", "n_write_requested", "start_time", "stop_time")},
+        "reports": reports,
+    }
+
+
+def _writer_reply(status: Dict[str, Any]) -> Dict[str, Any]:
+    return {"state": status["state"], "acquisition": _acquisition_reply(status["acquisition"])}
 
 
 class FaultRequest(BaseModel):
-    """Body of ``POST /sim/faults``: any of the faults to arm."""
+    """Body of ``POST /sim/faults``: any of the faults to arm (``docs/daq-sim.md`` describes each)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -93,6 +154,12 @@ class FaultRequest(BaseModel):
     unavailable_s: Optional[float] = Field(default=None, ge=0, le=3600)
     deployment: Optional[Literal["ERROR"]] = None
     stall_s: Optional[float] = Field(default=None, ge=0, le=3600)
+    restart_server: Optional[StrictBool] = None
+    wedge_driver: Optional[StrictBool] = None
+    kill_writer: Optional[StrictBool] = None
+    kill_log_thread: Optional[StrictBool] = None
+    detector_rate: Optional[float] = Field(default=None, ge=0, le=100_000, allow_inf_nan=False)
+    bad_file_next: Optional[Literal[BAD_FILES]] = None  # type: ignore[valid-type]
 
 
 class ResetRequest(BaseModel):
@@ -149,7 +216,7 @@ def create_app(daq: SimulatedDaqCore) -> FastAPI:
         return JSONResponse(_error(str(exc)), status_code=200)
 
     def writer_reply(message: str, status: Dict[str, Any]) -> Dict[str, Any]:
-        return _ok(message, "writer", status)
+        return _ok(message, "writer", _writer_reply(status))
 
     @app.get(protocol.WRITER_STATUS.path)
     def writer_status() -> Dict[str, Any]:
@@ -175,13 +242,10 @@ def create_app(daq: SimulatedDaqCore) -> FastAPI:
 
     @app.get(protocol.DAQ_CONFIG_GET.path)
     def get_config() -> Dict[str, Any]:
+        # No reply model: whatever is stored is served, nulls included.
         config_id, config = daq.get_config()
         if config_id is None:
             return _ok(protocol.MESSAGE_NO_CONFIG, "config", config, config_id=config_id)
-        try:
-            _CONFIG_STATUS.validate_python(config)
-        except ValidationError as exc:
-            return _error(str(exc))
         return _ok(protocol.MESSAGE_CONFIG.format(bit_depth=config.get("bit_depth")), "config", config, config_id=config_id)
 
     @app.post(protocol.DAQ_CONFIG_SET.path)
@@ -190,6 +254,9 @@ def create_app(daq: SimulatedDaqCore) -> FastAPI:
         # ModulePositions objects included (which then fail to serialize).
         fields = {name: getattr(request, name) for name in ConfigRequest.model_fields}
         config = daq.set_config(fields)
+        refusal = _config_reply_error(config)  # stored and deployed all the same
+        if refusal:
+            return _error(refusal)
         # The reply model has a config_id the server does not fill in: GET /daq/config gives it.
         return _ok(protocol.MESSAGE_CONFIG_SET, "config", config, config_id=None)
 
@@ -199,7 +266,8 @@ def create_app(daq: SimulatedDaqCore) -> FastAPI:
 
     @app.get(protocol.DAQ_LOGS.path)
     def get_logs(n: int) -> Dict[str, Any]:
-        return _ok(protocol.MESSAGE_LOGS, "logs", daq.logs(n))
+        logs = {entry_id: _acquisition_reply(record, record.get("reports")) for entry_id, record in daq.logs(n).items()}
+        return _ok(protocol.MESSAGE_LOGS, "logs", logs)
 
     @app.get(protocol.DAQ_DEPLOYMENT.path)
     def get_deployment() -> Dict[str, Any]:
@@ -211,7 +279,8 @@ def create_app(daq: SimulatedDaqCore) -> FastAPI:
 
     @app.post("/sim/faults")
     def post_faults(request: FaultRequest) -> Dict[str, Any]:
-        armed = daq.arm_faults(request.model_dump(exclude_none=True))
+        # exclude_unset: "detector_rate": null is a request of its own (back to the configured rate).
+        armed = daq.arm_faults(request.model_dump(exclude_unset=True))
         return _ok("Faults armed", "faults", armed)
 
     @app.post("/sim/reset")

@@ -11,6 +11,7 @@ server missing: the message gives the command).
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
 import threading
@@ -27,11 +28,33 @@ __all__ = ["main"]
 
 
 # Options of one generation only, refused with the other.
-_REST_V2_ONLY = ("--redis-url", "--sync-limit", "--deploy-delay", "--start-state", "--driver-poll-s", "--accept-partial-config")
-_DRIVER_ONLY = ("--protocol", "--ws-port", "--restart-delay")
+_REST_V2_ONLY = (
+    "--redis-url", "--sync-limit", "--deploy-delay", "--restart-delay-s", "--start-state", "--driver-poll-s", "--accept-partial-config",
+)  # fmt: skip
+_DRIVER_ONLY = ("--protocol", "--ws-port")
+
+# The command line's numbers: option, the SimSettings field it sets (its default is the
+# field's; --restart-s's is the generation's), metavar, help.
+_NUMBER_OPTIONS = (
+    ("--frame-rate", "frame_rate", "HZ", "detector frame rate"),
+    ("--sync-limit", "sync_limit_s", "S", "write_sync limit"),
+    ("--deploy-delay", "deploy_delay_s", "S", "config deployment time"),
+    ("--restart-delay-s", "restart_delay_s", "S", "from a deployment's SUCCESS until the services restart"),
+    ("--restart-s", "restart_s", "S", "how long the services are down when they restart after a stored config (0: not at all)"),
+    (
+        "--driver-poll-s",
+        "driver_poll_s",
+        "SECONDS",
+        "how often the writer driver looks for WRITING/READY during a start or stop (as the real server; 0: no delay, for benchmarks)",
+    ),
+)
 
 
 def _parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    from .daq import SimSettings
+
+    # The defaults are the settings' own: one place says how the simulator behaves.
+    default = SimSettings()
     parser = OneLineArgumentParser(
         prog="daq-sim",
         description="Simulated Standard DAQ: REST API, Redis streams, HDF5 files (--generation rest_v2), "
@@ -54,25 +77,23 @@ def _parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         default="persistent",
         help="driver: the build, persistent sessions (since March 2025, default) or one connection per acquisition (older)",
     )
-    parser.add_argument("--restart-delay", type=float, default=1.0, metavar="S", help="driver: how long the services are down after a stored config or a crash (default 1)")
     parser.add_argument("--redis-url", default=None, help="use this Redis (default: start a private redis-server)")
     parser.add_argument("--config", default=None, metavar="FILE", help="initial DAQ config, whole or partial (JSON or YAML)")
-    parser.add_argument("--frame-rate", type=float, default=100.0, metavar="HZ", help="detector frame rate (default 100)")
-    parser.add_argument("--sync-limit", type=float, default=60.0, metavar="S", help="write_sync limit (default 60)")
-    parser.add_argument("--deploy-delay", type=float, default=0.2, metavar="S", help="config deployment time (default 0.2)")
+    from .driver.core import DriverSimSettings
+
+    driver_default = DriverSimSettings()
+    for option, setting, metavar, what in _NUMBER_OPTIONS:
+        value = getattr(default, setting)
+        if setting in ("restart_s", "frame_rate"):  # both generations have it, each its own default
+            both = f"default {value:g}; --generation driver: {getattr(driver_default, setting):g}"
+            parser.add_argument(option, dest=setting, type=float, default=None, metavar=metavar, help=f"{what}; {both}")
+        else:
+            parser.add_argument(option, dest=setting, type=float, default=value, metavar=metavar, help=f"{what}; default {value:g}")
     parser.add_argument(
         "--start-state",
         choices=("READY", "UNKNOWN"),
-        default="UNKNOWN",
-        help="writer state at start (default UNKNOWN, as the real server until a stop)",
-    )
-    parser.add_argument(
-        "--driver-poll-s",
-        type=float,
-        default=0.1,
-        metavar="SECONDS",
-        help="how often the writer driver looks for WRITING/READY during a start or stop "
-        "(default 0.1, as the real server; 0: no delay, for benchmarks)",
+        default=default.start_state,
+        help=f"writer state at start (default {default.start_state}, as the real server until a stop)",
     )
     parser.add_argument(
         "--accept-partial-config",
@@ -86,8 +107,9 @@ def _parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         parser.error(f"{', '.join(foreign)} is not an option of --generation {args.generation}")
     if not 0 <= args.ws_port <= 65535:
         parser.error("--ws-port must be in 0..65535")
-    if not 0 <= args.restart_delay <= 3600:
-        parser.error("--restart-delay must be in [0, 3600] seconds")
+    for setting in ("restart_s", "frame_rate"):
+        if getattr(args, setting) is None:
+            setattr(args, setting, getattr(driver_default if args.generation == "driver" else default, setting))
     if not 0 < args.frame_rate <= 100_000:
         parser.error("--frame-rate must be in (0, 100000]")
     if not 0 <= args.port <= 65535:
@@ -95,9 +117,10 @@ def _parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     if not 0 <= args.driver_poll_s <= 5:
         parser.error("--driver-poll-s must be in [0, 5]")
     # NaN fails every comparison: these read "not in range" for it too.
-    if not 0 <= args.deploy_delay <= 3600:
-        parser.error("--deploy-delay must be in [0, 3600] seconds")
-    if not 0 < args.sync_limit <= 3600:
+    for option, value in (("--deploy-delay", args.deploy_delay_s), ("--restart-delay-s", args.restart_delay_s), ("--restart-s", args.restart_s)):
+        if not 0 <= value <= 3600:
+            parser.error(f"{option} must be in [0, 3600] seconds")
+    if not 0 < args.sync_limit_s <= 3600:
         parser.error("--sync-limit must be in (0, 3600] seconds")
     return args
 
@@ -106,14 +129,8 @@ def _settings(args: argparse.Namespace) -> "SimSettings":
     """The simulator settings the command line asks for."""
     from .daq import SimSettings
 
-    return SimSettings(
-        frame_rate=args.frame_rate,
-        sync_limit_s=args.sync_limit,
-        deploy_delay_s=args.deploy_delay,
-        start_state=args.start_state,
-        driver_poll_s=args.driver_poll_s,
-        accept_partial_config=args.accept_partial_config,
-    )
+    numbers = {setting: getattr(args, setting) for _, setting, _, _ in _NUMBER_OPTIONS}
+    return SimSettings(**numbers, start_state=args.start_state, accept_partial_config=args.accept_partial_config)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -143,12 +160,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.config:
         try:
             config = validate_config_update(DEFAULT_CONFIG, load_config_file(args.config))
-        except (ValueError, SimRefusal) as exc:
+        except ValueError as exc:  # the message names the file
             print(f"daq-sim: error: {exc}", file=sys.stderr)
             return SimExit.USAGE
+        except SimRefusal as exc:
+            print(f"daq-sim: error: config file {args.config!r}: {exc}", file=sys.stderr)
+            return SimExit.USAGE
     settings = _settings(args)
+    # The simulator's warnings (Redis gone and back, a log thread ended) and the REST
+    # server's errors, one line each on stderr.
+    logging.basicConfig(level=logging.WARNING, format="daq-sim: %(message)s", stream=sys.stderr)
     done = _until_signal()
-    sim = SimulatedDaq(host=args.host, port=args.port, redis_url=args.redis_url, config=config, settings=settings)
+    sim = SimulatedDaq(host=args.host, port=args.port, redis_url=args.redis_url, config=config, settings=settings, log_output=True)
     try:
         sim.start()
     except RedisServerNotFound as exc:  # a missing local program: the message gives the fix
@@ -197,7 +220,7 @@ def _main_driver(args: argparse.Namespace) -> int:
         if problem:
             print(f"daq-sim: error: config file {args.config!r}: the services cannot run it: {quote(problem)}", file=sys.stderr)
             return SimExit.USAGE
-    settings = DriverSimSettings(build=args.protocol, frame_rate=args.frame_rate, restart_s=args.restart_delay)
+    settings = DriverSimSettings(build=args.protocol, frame_rate=args.frame_rate, restart_s=args.restart_s)
     done = _until_signal()
     sim = SimulatedDriverDaq(host=args.host, port=args.port, ws_port=args.ws_port, config=config, settings=settings)
     try:

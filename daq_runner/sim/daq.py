@@ -1,41 +1,48 @@
 """The simulated DAQ itself: configuration, writer driver and writer, HDF5 files, Redis streams.
 
 Everything here is independent of HTTP; :mod:`daq_runner.sim.app` puts the REST API of
-the deployed rest_v2 server in front of it. The in-memory state is the truth; Redis is
-published to, so the REST API keeps answering when Redis goes away and publishing
-resumes when it is back.
+the deployed rest_v2 server in front of it. As on the real server, the writer driver's
+status lives in memory and everything else in the DAQ's Redis (:mod:`._store`): the
+config, the deployments, the logs and the statistics are read from there on every
+request, so a Redis that is down or comes back empty shows as it does on the real DAQ.
 
 By default it behaves as section 9 of the project's Standard DAQ reference describes the
 real server (PSI's ``std_daq_service`` rest_v2, its last version, with its writer
 driver): it starts with the writer UNKNOWN; starts and stops block until the writer
 driver, polling its writer every 0.1 s, sees WRITING (READY), and give up after 50 polls
 ("Cannot reach WRITING. Writer needs to be restarted."); partial configs are refused; a
-config change during an acquisition loses it; ``daq:status`` is written on changes only,
-twice (two status loggers), and a stop to an idle writer logs its last acquisition again.
+config change during an acquisition loses it and wedges the driver; ``daq:status`` is
+written on changes only, twice (two status loggers), and a stop to an idle writer logs
+its last acquisition again. ``docs/daq-sim.md`` describes every behaviour and fault.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
 import logging
 import os
-import queue
+import random
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Deque, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Deque, Dict, Iterator, Mapping, Optional, Tuple
+
+import redis
 
 from .. import protocol
 from ..protocol import AcquisitionState, DeploymentStatus, WriterState
+from ._store import RedisStore, StatusLoggers
 
 __all__ = [
     "SimSettings",
     "SimulatedDaqCore",
     "SimRefusal",
     "DEFAULT_CONFIG",
+    "BAD_FILES",
     "validate_config_update",
     "check_output_path",
 ]
@@ -57,11 +64,28 @@ DEFAULT_CONFIG: Dict[str, Any] = {
     "module_positions": {},
     "submodule_info": {},
 }
+# The files the bad_file_next fault makes the writer write: one image missing (a gap in
+# image_id), or datasets that end half-way; the DAQ says every image was written.
+BAD_FILES = ("gap", "truncated")
 # A simulator limit (frames are held in memory), not a rule of the real DAQ.
 _MAX_PIXELS = 4096 * 4096
 # The second status logger writes its copy this long after the first: the real server's
 # two loggers store each status within a few milliseconds of each other.
 _ECHO_LAG_S = 0.002
+# How often an acquisition looks again while its detector sends nothing (a stall, a rate
+# of 0, the services down).
+_IDLE_POLL_S = 0.05
+# What the server answers when it reads the config's writer_user_id and there is no config.
+_MESSAGE_NO_CONFIG_TO_READ = "'NoneType' object is not subscriptable"
+_MESSAGE_MODULE_POSITIONS_ONLY_EMPTY = (
+    "Config field 'module_positions' must be {}: the rest_v2 server takes no other value back "
+    '(the list form {"0": [x0, y0, x1, y1]} is HTTP 422, the object form is not JSON serializable), '
+    "so every config change would fail"
+)
+_MESSAGE_SUBMODULE_INFO_OBJECT = (
+    "Config field 'submodule_info' must be an object: the rest_v2 server refuses a list "
+    "when the config is sent back (HTTP 422), so every config change would fail"
+)
 
 
 class SimRefusal(Exception):
@@ -77,6 +101,13 @@ class SimSettings:
         sync_limit_s: how long ``write_sync`` waits before answering with an error (60 s).
         deploy_delay_s: time until the last simulated server has reported the deployment of a config
             change (the initial config, at start and on reset, is in force at once).
+        restart_delay_s: time from a deployment's last report (SUCCESS) until the DAQ's
+            services (writer, detector) restart with the new config (about 1 s on the real DAQ).
+        restart_s: how long the restarted services are down. ``0`` (the default, until the
+            runner handles restarts): they take the new config at once and never go down;
+            a running acquisition is still lost, as the first server reports. While down
+            (``> 0``): writes and stops answer "Cannot reach ..." after the driver's wait,
+            the detector sends nothing and ``daq:stat`` is silent.
         servers: names of the simulated DAQ servers that report deployments.
         streams: Redis stream names.
         status_interval_s: ``daq:status`` period while images are written (0.5 s).
@@ -84,8 +115,8 @@ class SimSettings:
         stream_maxlen: approximate length at which streams are trimmed.
         start_state: writer state at start, ``"UNKNOWN"`` (the real server, until a stop)
             or ``"READY"``.
-        start_configured: ``False`` starts as a DAQ that was never configured: config null,
-            "No config set yet.", writes refused until a full config is posted.
+        start_configured: ``False`` starts as a DAQ whose Redis holds no config: config null,
+            "No config set yet.", writes refused, configs refused until the server restarts.
         driver_poll_s: how often the writer driver looks at its writer while a start or a
             stop waits for WRITING (READY): 0.1 s, so each start and stop takes at least
             that long. ``0``: no delay (benchmarks), the wait ends as soon as the state is reached.
@@ -94,12 +125,20 @@ class SimSettings:
         accept_partial_config: merge partial configs into the current one, as mid-2023
             servers did; the last server version refuses them.
         duplicate_status: store each ``daq:status`` entry twice, a few ms apart, as the real
-            server's two status loggers do (the copies can interleave).
+            server's two status loggers do.
+        status_interleave: the probability that the second logger's copy of a status comes
+            after the next status when the two are milliseconds apart (an acquisition's last
+            progress and its READY): the stream then reads READY, a stale WRITING, READY.
+            0.1: the reference saw it happen, three later acquisitions on the real server
+            did not; rare, but a batch of tens of writes meets it. 1 and 0 force it.
+        seed: seed of the simulator's random source (``None``: a fresh one each start and reset).
     """
 
     frame_rate: float = 100.0
     sync_limit_s: float = 60.0
     deploy_delay_s: float = 0.2
+    restart_delay_s: float = 1.0
+    restart_s: float = 0.0
     servers: Tuple[str, ...] = ("sim-daq-0", "sim-daq-1")
     streams: protocol.StreamNames = field(default_factory=protocol.StreamNames)
     status_interval_s: float = 0.5
@@ -111,6 +150,8 @@ class SimSettings:
     driver_timeout_s: float = 5.0
     accept_partial_config: bool = False
     duplicate_status: bool = True
+    status_interleave: float = 0.1
+    seed: Optional[int] = None
 
 
 def check_output_path(output_file: str) -> None:
@@ -125,8 +166,10 @@ def validate_config_update(current: Optional[dict], update: Any) -> dict:
     """Check an initial config (``daq-sim --config``, ``SimulatedDaq(config=...)``).
 
     Merges a partial ``update`` into ``current``, converts integer strings and refuses,
-    with :class:`SimRefusal`, what the simulator cannot start with. The REST API does not
-    use this: ``POST /daq/config`` follows the real server's rules (see
+    with :class:`SimRefusal`, what the simulator cannot start with, and what the real
+    server could serve but never take back (``module_positions`` other than ``{}``,
+    ``submodule_info`` that is not an object): every config change would fail. The REST
+    API does not use this: ``POST /daq/config`` follows the real server's rules (see
     :meth:`SimulatedDaqCore.set_config`).
     """
     if not isinstance(update, dict):
@@ -147,13 +190,10 @@ def validate_config_update(current: Optional[dict], update: Any) -> dict:
             if not isinstance(value, str) or not value:
                 raise SimRefusal(f"Config field '{key}' must be a non-empty string.")
         elif key == "module_positions":
-            if not isinstance(value, dict) or not all(
-                isinstance(v, list) and len(v) == 4 and all(isinstance(x, int) for x in v) for v in value.values()
-            ):
-                raise SimRefusal("Config field 'module_positions' must map module numbers to [x0, y0, x1, y1].")
-            value = {str(k): v for k, v in value.items()}
-        elif key == "submodule_info" and not isinstance(value, (dict, list)):
-            raise SimRefusal("Config field 'submodule_info' must be an object or a list.")
+            if value != {}:
+                raise SimRefusal(_MESSAGE_MODULE_POSITIONS_ONLY_EMPTY)
+        elif key == "submodule_info" and not isinstance(value, dict):
+            raise SimRefusal(_MESSAGE_SUBMODULE_INFO_OBJECT)
         merged[key] = value
     missing = [k for k in protocol.CONFIG_FIELDS if k not in merged and k != "submodule_info"]
     if missing:
@@ -179,114 +219,18 @@ def _image_size_error(config: Mapping[str, Any]) -> Optional[str]:
     return None
 
 
-class _Publisher:
-    """Writes JSON entries to Redis streams; never raises, backs off for a second when Redis is down."""
-
-    def __init__(self, redis_url: Optional[str], maxlen: int) -> None:
-        self.maxlen = maxlen
-        self._down_until = 0.0
-        self._redis = None
-        self.was_down = False
-        if redis_url:
-            from .._redis import connect
-
-            self._redis = connect(redis_url, socket_timeout=1.0)
-
-    def xadd(self, stream: str, obj: Any, fields: Optional[dict] = None) -> Optional[str]:
-        if self._redis is None or time.monotonic() < self._down_until:
-            return None
-        import redis
-
-        data = fields if fields is not None else {"json": json.dumps(obj)}
-        try:
-            entry_id = self._redis.xadd(stream, data, maxlen=self.maxlen, approximate=True)
-        except redis.RedisError as exc:
-            if not self.was_down:
-                log.warning("redis unavailable, publishing paused: %s", exc)
-            self.was_down = True
-            self._down_until = time.monotonic() + 1.0
-            return None
-        if self.was_down:
-            log.warning("redis back, publishing resumed")
-            self.was_down = False
-        return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
-
-    def close(self) -> None:
-        if self._redis is not None:
-            self._redis.close()
-
-    def history(self, stream: str, count: int) -> List[Tuple[str, Any]]:
-        """The newest ``count`` entries of ``stream``, newest first (empty when Redis is down)."""
-        if self._redis is None:
-            return []
-        import redis
-
-        from .._redis import decode_entries
-
-        try:
-            return decode_entries(self._redis.xrevrange(stream, count=count))
-        except redis.RedisError:
-            return []
+@contextlib.contextmanager
+def _redis_errors() -> Iterator[None]:
+    """A Redis failure in a request: the real server answers with redis-py's message."""
+    try:
+        yield
+    except redis.RedisError as exc:
+        raise SimRefusal(str(exc)) from None
 
 
-class _StatusEcho:
-    """The real server's second status logger: stores each status again, a little later.
-
-    Both loggers receive every status; the second writes its copy ``_ECHO_LAG_S`` after
-    the first. When two statuses follow each other faster than that (the last progress
-    WRITING, then READY), the stream reads READY, a stale WRITING, READY.
-    """
-
-    def __init__(self, publisher: _Publisher) -> None:
-        self._publisher = publisher
-        self._queue: "queue.Queue[Optional[Tuple[float, str, Any]]]" = queue.Queue()
-        self._thread: Optional[threading.Thread] = None
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="daq-sim-status-logger", daemon=True)
-        self._thread.start()
-
-    def put(self, stream: str, obj: Any) -> None:
-        self._queue.put((time.monotonic() + _ECHO_LAG_S, stream, obj))
-
-    def drain(self, timeout: float = 2.0) -> None:
-        """Wait (at most ``timeout``) until every queued copy is written."""
-        deadline = time.monotonic() + timeout
-        while self._queue.unfinished_tasks and time.monotonic() < deadline:
-            time.sleep(0.001)
-
-    def close(self) -> None:
-        if self._thread is not None:
-            self._queue.put(None)
-            self._thread.join(5)
-            self._thread = None
-
-    def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            try:
-                if item is None:
-                    return
-                due, stream, obj = item
-                delay = due - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
-                self._publisher.xadd(stream, obj)
-            finally:
-                self._queue.task_done()
-
-
-class _LocalIds:
-    """Stream-like ids for entries that could not be published (Redis down)."""
-
-    def __init__(self) -> None:
-        self._last = (0, 0)
-
-    def next(self) -> str:
-        ms = int(time.time() * 1000)
-        seq = self._last[1] + 1 if ms <= self._last[0] else 0
-        self._last = (max(ms, self._last[0]), seq)
-        return f"{self._last[0]}-{self._last[1]}"
+def _entry_time(entry_id: str) -> float:
+    # The real server's conversion of a stream id ("1685090990182-0") to a Unix time.
+    return float(entry_id.replace("-", ".")) / 1000
 
 
 @dataclass
@@ -297,7 +241,6 @@ class _Job:
     n_images: int
     config: dict
     writer: Any  # hdf5.Hdf5Writer, imported lazily (h5py)
-    error: Optional[str]  # the writer fails the acquisition with this before its first image
     fail_message: Optional[str]  # the fail_next fault: fail half-way with this
     go: threading.Event = field(default_factory=threading.Event)
 
@@ -307,18 +250,25 @@ class SimulatedDaqCore:
 
     Args:
         settings: see :class:`SimSettings`.
-        redis_url: Redis to publish the streams to (``None``: publish nothing).
+        redis_url: the DAQ's Redis (required): as on the real server, the config, the
+            deployments, the logs and the statistics live there.
         config: initial configuration (default: a small simulated Eiger).
+
+    Raises:
+        ValueError: no ``redis_url``.
+        SimRefusal: ``config`` is not one the simulator can start with.
     """
 
     def __init__(self, settings: Optional[SimSettings] = None, redis_url: Optional[str] = None, config: Optional[dict] = None) -> None:
+        if not redis_url:
+            raise ValueError("the simulated DAQ needs its Redis (redis_url): its config, logs and statistics live there")
         self.settings = settings or SimSettings()
         # reset() puts these values back (tests change settings on the session's simulator).
         self._settings_at_start = copy.copy(self.settings)
         self.streams = self.settings.streams
-        self._publisher = _Publisher(redis_url, self.settings.stream_maxlen)
-        self._echo = _StatusEcho(self._publisher)
-        self._ids = _LocalIds()
+        self._store = RedisStore(redis_url, self.streams, self.settings.stream_maxlen)
+        self._random = random.Random(self.settings.seed)
+        self._loggers = StatusLoggers(self._store, _ECHO_LAG_S, lambda: self.settings.duplicate_status, self._draw_interleave)
         self._cond = threading.Condition(threading.RLock())
         # The writer driver executes one start or stop at a time (its command thread);
         # further commands wait for it.
@@ -326,29 +276,37 @@ class SimulatedDaqCore:
         self._initial_config = validate_config_update(None, config or DEFAULT_CONFIG)
         self._closed = threading.Event()
         self._ticker: Optional[threading.Thread] = None
+        self._generation = 0  # a reset makes the deployments and restarts under way obsolete
         self._reset_state()
 
     # -- lifecycle ------------------------------------------------------------------
 
     def _reset_state(self) -> None:
-        self.config: Optional[dict] = None
-        self.config_id: Optional[str] = None
-        self._deployment: Dict[str, Any] = {"servers": {}, "start_time": 0.0, "stop_time": 0.0}
         self._writer_state = WriterState.UNKNOWN
-        self._acquisition: Optional[dict] = None
-        # The driver still follows a run its (restarted) writer no longer knows: a stop
-        # cannot be confirmed and ends in "Cannot reach READY".
+        self._acquisition: Optional[dict] = None  # the driver's record: state, message, stats, info
+        # The driver still follows a run its writer no longer knows (writer_state fault): a
+        # stop cannot be confirmed and ends in "Cannot reach READY", the next one works.
         self._lost = False
+        # The driver's command thread is blocked for good (a run lost under it, the
+        # wedge_driver fault): no start or stop reaches the writer until the server restarts.
+        self._wedged = False
+        # The server's log thread ends at the first Redis error it meets (kill_log_thread).
+        self._log_thread_alive = True
         self._token = 0  # identifies the acquisition a writer thread may update
         self._stop_requested = False
         self._worker: Optional[threading.Thread] = None
-        self._logs: List[Tuple[str, dict]] = []  # newest first
         self._faults: Dict[str, Any] = {}
         self._unavailable_until = 0.0
         self._stall_until = 0.0
+        self._detector_rate: Optional[float] = None  # the detector_rate fault
         self._image_id = 0
         self._written: Deque[Tuple[float, int]] = deque()  # (monotonic time, images) for the writer rate
-        self._stats: Optional[dict] = None
+        # The DAQ's services (writer, detector, statistics): the config they run with, and
+        # when they are down for a restart (monotonic times).
+        self._services_config: dict = copy.deepcopy(self._initial_config)
+        self._services_down_until = 0.0
+        self._services_up_at = time.monotonic()
+        self._config_serial = 0  # the newest stored config; older deployments stop reporting
 
     def start(self) -> "SimulatedDaqCore":
         """Deploy the initial config, publish the first statistics, start the 1 Hz ``daq:stat``.
@@ -357,15 +315,18 @@ class SimulatedDaqCore:
         a stop (``SimSettings.start_state`` overrides); nothing is written to
         ``daq:status`` until the writer's status changes. The acquisition logs of an
         earlier instance on the same Redis are served again.
+
+        Raises:
+            SimRefusal: the Redis cannot be reached (the real server does not start either).
         """
         with self._cond:
             self._writer_state = WriterState(self.settings.start_state or WriterState.UNKNOWN.value)
-            self._logs = [(entry_id, _with_reports(acq)) for entry_id, acq in self._publisher.history(self.streams.log, 1000)]
+            self._services_up_at = time.monotonic()
         if self.settings.start_configured:
             # The configuration a DAQ has when it starts was deployed before: in force at
             # once, whatever deploy_delay_s (which a config change takes) says.
-            self._deploy(copy.deepcopy(self._initial_config), wait=True, delay_s=0.0)
-        self._echo.start()
+            self._deploy(copy.deepcopy(self._initial_config), wait=True, delay_s=0.0, restart=False)
+        self._loggers.start()
         self._publish_stats()
         self._ticker = threading.Thread(target=self._tick, name="daq-sim-ticker", daemon=True)
         self._ticker.start()
@@ -377,37 +338,39 @@ class SimulatedDaqCore:
         self._abandon_worker()
         if self._ticker is not None:
             self._ticker.join(5)
-        self._echo.close()
-        self._publisher.close()
+        self._loggers.close()
+        self._store.close()
 
     def reset(self, start_state: str = WriterState.READY.value) -> None:
-        """Back to a clean DAQ (``POST /sim/reset``): no faults, no acquisition, no logs, the
-        initial config freshly deployed, the settings the simulator started with, and the
-        writer in ``start_state`` (READY: a DAQ in service; UNKNOWN: as freshly started)."""
+        """Back to a clean DAQ (``POST /sim/reset``): no faults, no acquisition, empty streams
+        (the DAQ's own; other keys of its Redis stay), the initial config freshly deployed,
+        the settings the simulator started with, and the writer in ``start_state`` (READY: a
+        DAQ in service; UNKNOWN: as freshly started).
+
+        Raises:
+            SimRefusal: the Redis cannot be reached.
+        """
         state = WriterState(start_state)
         self._abandon_worker()
         for setting in dataclasses.fields(SimSettings):
             setattr(self.settings, setting.name, getattr(self._settings_at_start, setting.name))
         with self._cond:
-            self._faults.clear()
-            self._unavailable_until = 0.0
-            self._stall_until = 0.0
+            self._generation += 1
+            token = self._token  # an abandoned writer thread must never match a new acquisition
+            self._reset_state()
+            self._token = token
             self._writer_state = state
-            self._acquisition = None
-            self._lost = False
-            self._logs.clear()
-            self._written.clear()
+            self._random = random.Random(self.settings.seed)
+        self._loggers.drain()  # the copies of what went before, then the streams go
+        with _redis_errors():
+            self._store.clear()
         if self.settings.start_configured:
-            self._deploy(copy.deepcopy(self._initial_config), wait=True, delay_s=0.0)  # a clean DAQ, at once
-        else:
-            with self._cond:
-                self.config = self.config_id = None
-                self._deployment = {"servers": {}, "start_time": 0.0, "stop_time": 0.0}
+            self._deploy(copy.deepcopy(self._initial_config), wait=True, delay_s=0.0, restart=False)  # a clean DAQ, at once
         if state == WriterState.READY:
             # As if a stop had brought the DAQ into service; a fresh start publishes nothing.
             self._publish_status()
         self._publish_stats()
-        self._echo.drain()
+        self._loggers.drain()
 
     def _abandon_worker(self) -> None:
         with self._cond:
@@ -420,62 +383,91 @@ class SimulatedDaqCore:
 
     # -- reading ----------------------------------------------------------------------
 
-    def status(self) -> dict:
-        """The writer status: ``{"acquisition": {...} | None, "state": "READY"|"WRITING"|"UNKNOWN"}``."""
+    @property
+    def config(self) -> dict:
+        """The config the DAQ's services run with (the stored one, once they have restarted with it)."""
         with self._cond:
-            return {"acquisition": copy.deepcopy(self._acquisition), "state": self._writer_state.value}
+            return copy.deepcopy(self._services_config)
 
-    def _status_repr(self) -> str:
-        # The driver's refusal shows its status dict as Python prints it, state first.
+    def status(self) -> dict:
+        """The writer driver's status, ``{"state": "READY"|"WRITING"|"UNKNOWN", "acquisition": {...} | None}``.
+
+        The acquisition is the driver's record, ``{"state", "message", "stats", "info"}``,
+        as it is published to ``daq:status`` and logged to ``daq:log``; the REST replies
+        add ``reports`` (see :mod:`daq_runner.sim.app`).
+        """
         with self._cond:
-            return repr({"state": self._writer_state.value, "acquisition": self._acquisition})
+            return {"state": self._writer_state.value, "acquisition": copy.deepcopy(self._acquisition)}
 
     def logs(self, n: int) -> Dict[str, dict]:
-        """The last ``n`` FINISHED acquisitions, keyed by stream id, newest first (as rest_v2).
+        """The last ``n`` logged acquisitions, keyed by ``daq:log`` stream id, newest first (as rest_v2),
+        each with its ``reports`` (a list).
 
-        Raises :class:`SimRefusal` for ``n < 1``: the server passes redis-py's refusal of
-        ``XREVRANGE`` with such a count on.
+        Raises:
+            SimRefusal: ``n < 1`` (the server passes redis-py's refusal of ``XREVRANGE`` with
+                such a count on), or Redis cannot be reached.
         """
         if n < 1:
             raise SimRefusal(protocol.MESSAGE_LOGS_COUNT)
-        with self._cond:
-            return {entry_id: copy.deepcopy(acq) for entry_id, acq in self._logs[:n]}
+        with _redis_errors():
+            records = self._store.logs(n)
+        return {entry_id: {**acquisition, "reports": reports} for entry_id, acquisition, reports in records}
 
     def stats(self) -> Optional[dict]:
-        with self._cond:
-            return copy.deepcopy(self._stats)
+        """The newest ``daq:stat`` entry (``None`` before the first); raises :class:`SimRefusal` when Redis cannot be reached."""
+        with _redis_errors():
+            return self._store.last_stat()
 
     def get_config(self) -> Tuple[Optional[str], Optional[dict]]:
-        """``(config_id, config)``; ``(None, None)`` before the first config."""
-        with self._cond:
-            return self.config_id, copy.deepcopy(self.config)
+        """``(config_id, config)`` as stored in Redis; ``(None, None)`` without a config.
+
+        Raises:
+            SimRefusal: Redis cannot be reached.
+        """
+        with _redis_errors():
+            return self._store.get_config()
 
     def deployment(self) -> dict:
         """The deployment of the current config, as rest_v2 derives it from ``daq:config:<id>``.
 
         ``servers`` holds only the servers that have reported; SUCCESS means all of those
-        are Done (a slower server may not have reported yet).
+        are Done (a slower server may not have reported yet). Without a config, ``servers``
+        and ``stats`` are null.
+
+        Raises:
+            SimRefusal: Redis cannot be reached.
         """
-        with self._cond:
-            dep = self._deployment
-            servers = dict(dep["servers"])
-            if self.config_id is None:
-                status, message = DeploymentStatus.UNKNOWN, protocol.MESSAGE_DEPLOYMENT_NO_CONFIG
-            elif not servers:
-                status, message = DeploymentStatus.UNKNOWN, protocol.MESSAGE_DEPLOYMENT_WAITING
-            elif all(v == "Done" for v in servers.values()):
-                status, message = DeploymentStatus.SUCCESS, protocol.MESSAGE_DEPLOYMENT_SUCCESS
-            elif any(v == "Error" for v in servers.values()):
-                status, message = DeploymentStatus.ERROR, protocol.MESSAGE_DEPLOYMENT_FAILED
-            else:
-                status, message = DeploymentStatus.RUNNING, protocol.MESSAGE_DEPLOYMENT_RUNNING
+        with _redis_errors():
+            config_id, _ = self._store.get_config()
+            reports = self._store.deployment(config_id) if config_id is not None else []
+        if config_id is None:
             return {
-                "config_id": self.config_id,
-                "status": status.value,
-                "message": message,
-                "servers": servers,
-                "stats": {"start_time": dep["start_time"], "stop_time": dep["stop_time"]},
+                "config_id": None,
+                "status": DeploymentStatus.UNKNOWN.value,
+                "message": protocol.MESSAGE_DEPLOYMENT_NO_CONFIG,
+                "servers": None,
+                "stats": None,
             }
+        servers: Dict[str, str] = {}
+        stop_time = 0.0
+        for entry_id, server_name, message in reports:
+            servers[server_name] = message  # the last report of each server
+            stop_time = max(stop_time, _entry_time(entry_id))
+        if not servers:
+            status, message = DeploymentStatus.UNKNOWN, protocol.MESSAGE_DEPLOYMENT_WAITING
+        elif all(v == "Done" for v in servers.values()):
+            status, message = DeploymentStatus.SUCCESS, protocol.MESSAGE_DEPLOYMENT_SUCCESS
+        elif any(v == "Error" for v in servers.values()):
+            status, message = DeploymentStatus.ERROR, protocol.MESSAGE_DEPLOYMENT_FAILED
+        else:
+            status, message = DeploymentStatus.RUNNING, protocol.MESSAGE_DEPLOYMENT_RUNNING
+        return {
+            "config_id": config_id,
+            "status": status.value,
+            "message": message,
+            "servers": servers,
+            "stats": {"start_time": _entry_time(config_id), "stop_time": stop_time},
+        }
 
     @property
     def unavailable(self) -> bool:
@@ -486,53 +478,97 @@ class SimulatedDaqCore:
     def set_config(self, request: Mapping[str, Any]) -> dict:
         """``POST /daq/config`` as the last rest_v2 version: store the config and deploy it.
 
-        ``request`` holds the request model's fields; an absent field is ``None``. The
-        server fills absent fields with null and ``int()``s the integer ones, so a
-        partial config is refused (:data:`protocol.MESSAGE_PARTIAL_CONFIG`) unless
-        ``accept_partial_config`` (mid-2023 servers: given fields replace the current
-        ones, ``module_positions`` whole). Other fields are stored as given, null
-        included; a value that is not JSON serializable is refused as the server's
-        storage refuses it. Not refused during an acquisition: the deployment restarts
-        the writer, which loses the acquisition (see :meth:`_restart_writer`).
+        ``request`` holds the request model's fields; an absent field is ``None``. In the
+        server's order:
 
-        Returns the stored config.
+        - without a stored config (a Redis that came back empty), every config is refused
+          ("Config errors: missing detector_name, ..."): the server compares the request
+          model with the field names and finds none;
+        - absent fields are null and the integer ones are ``int()``ed, so a partial config is
+          refused (:data:`protocol.MESSAGE_PARTIAL_CONFIG`) unless ``accept_partial_config``
+          (mid-2023 servers: given fields replace the current ones, ``module_positions`` whole);
+        - ``submodule_info`` is turned into a dict ("'NoneType' object is not iterable" when
+          absent), then the config must be JSON serializable ("Object of type
+          ModulePositions is not JSON serializable");
+        - it is stored and deployed: not refused during an acquisition, which the restart of
+          the services then loses (see :meth:`_restart_services`).
+
+        Returns the stored config (its nulls included: the REST reply's model then refuses
+        it, after it was stored). Raises :class:`SimRefusal` with the server's message.
         """
-        with self._cond:
-            current = self.config or {}
-        if self.settings.accept_partial_config:
-            merged = {key: request.get(key) if request.get(key) is not None else current.get(key) for key in protocol.CONFIG_FIELDS}
-        else:
-            merged = {key: request.get(key) for key in protocol.CONFIG_FIELDS}
-        for key in protocol.INTEGER_CONFIG_FIELDS:
-            if merged[key] is None:
-                raise SimRefusal(protocol.MESSAGE_PARTIAL_CONFIG)
-            merged[key] = int(merged[key])
+        with _redis_errors():
+            _, current = self._store.get_config()
+        config = self._updated_config(current, request)
         try:
-            json.dumps(merged)
+            config["submodule_info"] = dict(config["submodule_info"])
+        except (TypeError, ValueError) as exc:
+            raise SimRefusal(str(exc)) from None
+        try:
+            json.dumps(config)
         except TypeError as exc:  # e.g. "Object of type ModulePositions is not JSON serializable"
             raise SimRefusal(str(exc)) from None
-        self._deploy(merged)
-        return copy.deepcopy(merged)
+        self._deploy(config)
+        return copy.deepcopy(config)
 
-    def _deploy(self, config: dict, wait: bool = False, delay_s: Optional[float] = None) -> None:
-        """Store ``config`` and deploy it to the servers, which report after ``delay_s``
-        (default: ``SimSettings.deploy_delay_s``) in all; ``wait`` until they have."""
+    def _updated_config(self, current: Optional[dict], request: Mapping[str, Any]) -> dict:
+        """The config the server builds from the stored one and the request, and checks."""
+        fields = protocol.CONFIG_FIELDS
+        if self.settings.accept_partial_config:
+            base = current or {}
+            config = {key: request.get(key) if request.get(key) is not None else base.get(key) for key in fields}
+            missing = [key for key in fields if config[key] is None] if current is None else []
+        else:
+            config = {key: request.get(key) for key in fields}
+            missing = list(fields) if current is None else []
+        errors = ""
+        for key in fields:
+            if key in missing:
+                errors += f" missing {key},"
+            elif key in protocol.INTEGER_CONFIG_FIELDS:
+                if config[key] is None:
+                    raise SimRefusal(protocol.MESSAGE_PARTIAL_CONFIG)
+                try:
+                    config[key] = int(config[key])
+                except TypeError as exc:
+                    raise SimRefusal(str(exc)) from None
+                except ValueError:
+                    errors += f" non-int value {key};"
+        if errors:
+            raise SimRefusal(f"Config errors:{errors}")
+        return config
+
+    def _deploy(self, config: dict, wait: bool = False, delay_s: Optional[float] = None, restart: bool = True) -> None:
+        """Store ``config`` in Redis and deploy it to the servers, which report after ``delay_s``
+        (default: ``SimSettings.deploy_delay_s``) in all; ``wait`` until they have.
+
+        ``restart``: the services restart with it (a config change); ``False`` for the
+        config a DAQ starts with, which they already run with.
+        """
+        with _redis_errors():
+            config_id = self._store.add_config(config)
         with self._cond:
             fail = self._faults.pop("deployment", None)
-            self.config = config
-            config_id = self._publisher.xadd(self.streams.config, config) or self._ids.next()
-            self.config_id = config_id
-            self._deployment = {"servers": {}, "start_time": time.time(), "stop_time": 0.0}
+            self._config_serial += 1
+            serial, generation = self._config_serial, self._generation
+            if not restart or self.settings.restart_s <= 0:
+                self._services_config = copy.deepcopy(config)
         delay = self.settings.deploy_delay_s if delay_s is None else delay_s
-        deploy = threading.Thread(target=self._deploy_to_servers, args=(config_id, fail, delay), name="daq-sim-deploy", daemon=True)
+        deploy = threading.Thread(
+            target=self._deploy_to_servers,
+            args=(config_id, serial, generation, config, fail, delay, restart),
+            name="daq-sim-deploy",
+            daemon=True,
+        )
         deploy.start()
         if wait:
             deploy.join()
 
-    def _deploy_to_servers(self, config_id: str, fail: Optional[str], delay_s: float) -> None:
-        # Each server reports when its services have restarted: "Deploying", then at once
+    def _deploy_to_servers(
+        self, config_id: str, serial: int, generation: int, config: dict, fail: Optional[str], delay_s: float, restart: bool
+    ) -> None:
+        # Each server reports when it has written the new config: "Deploying", then at once
         # "Done" (or "Error"), so RUNNING is rarely seen and SUCCESS can come while a
-        # slower server has not reported yet.
+        # slower server has not reported yet. The services restart restart_delay_s later.
         servers = self.settings.servers
         for position, name in enumerate(servers):
             if delay_s > 0 and self._closed.wait(delay_s / max(len(servers), 1)):
@@ -540,25 +576,52 @@ class SimulatedDaqCore:
             failed = fail is not None and position == len(servers) - 1
             for message in ("Deploying", "Error" if failed else "Done"):
                 with self._cond:
-                    if self.config_id != config_id:
+                    if serial != self._config_serial or generation != self._generation:
                         return  # superseded by a newer config
-                    if position == 0 and message == "Deploying":
-                        self._restart_writer()
-                    self._deployment["servers"][name] = message
-                    self._deployment["stop_time"] = time.time()
-                self._publisher.xadd(self.streams.deployment(config_id), None, {"server_name": name, "message": message})
-
-    def _restart_writer(self) -> None:
-        # The deployment restarts the DAQ services. An idle writer comes back as it was
-        # (the driver does not notice); a running acquisition is lost.
+                    if restart and position == 0 and message == "Deploying" and self.settings.restart_s <= 0:
+                        self._restart_services(config, 0.0)
+                try:
+                    self._store.add_deployment(config_id, name, message)
+                except redis.RedisError:
+                    return  # a server that cannot reach Redis reports nothing
+        if not restart or self.settings.restart_s <= 0:
+            return
+        if self._closed.wait(self.settings.restart_delay_s):
+            return
         with self._cond:
-            if self._writer_state == WriterState.WRITING and not self._lost:
-                self._lose_acquisition()
+            if generation == self._generation:
+                self._restart_services(config, self.settings.restart_s)
+
+    def _restart_services(self, config: dict, down_s: float) -> None:
+        """The DAQ's services restart with ``config``, down for ``down_s`` seconds.
+
+        The REST server does not notice: its status stays as it was. A running acquisition
+        is lost (:meth:`_lose_run`). A restart while they are down keeps them down until
+        ``down_s`` after the later one.
+        """
+        with self._cond:
+            if self._writer_state == WriterState.WRITING and not self._lost and not self._wedged:
+                self._lose_run()
+            if down_s > 0:
+                self._services_down_until = max(self._services_down_until, time.monotonic() + down_s)
+                self._services_up_at = self._services_down_until
+            self._services_config = copy.deepcopy(config)
+            self._cond.notify_all()
+
+    def _lose_run(self) -> None:
+        # The writer restarted under a running acquisition: it no longer knows the run, the
+        # driver still does. The status stays as last reported (WRITING); the driver goes on
+        # forwarding the detector's images to a writer that never acknowledges them and
+        # blocks once its window of 20 unacknowledged images is full (within a fraction of a
+        # second): it executes no start or stop any more until the REST server restarts.
+        with self._cond:
+            self._token += 1
+            self._wedged = True
+            self._cond.notify_all()
 
     def _lose_acquisition(self) -> None:
-        # The writer restarted under a running acquisition: it no longer knows the run,
-        # the driver still does. The writer is UNKNOWN; the acquisition stays as it was
-        # last reported (never final); a stop cannot be confirmed.
+        # The writer_state fault: the status says UNKNOWN at once, the acquisition stays as
+        # it was last reported (never final); a stop cannot be confirmed, the next one can.
         with self._cond:
             self._token += 1
             self._lost = True
@@ -566,22 +629,59 @@ class SimulatedDaqCore:
             self._cond.notify_all()
             self._publish_status()
 
+    def _writer_reachable(self) -> bool:
+        # Does a command reach a writer that acts on it? Not while the driver is wedged or
+        # the services are down (a restarted writer never receives it).
+        with self._cond:
+            return not self._wedged and time.monotonic() >= self._services_down_until
+
+    def _current_detector_rate(self, now: float) -> float:
+        with self._cond:
+            if self._stall_until > now or now < self._services_down_until:
+                return 0.0
+            return float(self.settings.frame_rate if self._detector_rate is None else self._detector_rate)
+
     # -- faults ------------------------------------------------------------------------------
 
     def arm_faults(self, faults: Dict[str, Any]) -> Dict[str, Any]:
-        """Arm faults (see ``POST /sim/faults``); returns what is armed now."""
+        """Arm faults (see ``POST /sim/faults`` in ``docs/daq-sim.md``); returns what is armed now.
+
+        ``restart_server`` comes first, so that faults given with it apply to the
+        restarted server.
+
+        Raises:
+            SimRefusal: ``restart_server`` while Redis cannot be reached (the real server
+                does not start without it); nothing is armed then.
+            ValueError: a ``bad_file_next`` that is not one of :data:`BAD_FILES`.
+        """
+        if faults.get("bad_file_next") is not None and faults["bad_file_next"] not in BAD_FILES:
+            raise ValueError(f"bad_file_next must be one of {', '.join(BAD_FILES)}, not {faults['bad_file_next']!r}")
+        if faults.get("restart_server"):
+            self._restart_server()
         now = time.monotonic()
         with self._cond:
-            if "unavailable_s" in faults:
+            if faults.get("unavailable_s") is not None:
                 self._unavailable_until = now + float(faults["unavailable_s"])
-            if "stall_s" in faults:
+            if faults.get("stall_s") is not None:
                 self._stall_until = now + float(faults["stall_s"])
-            if "fail_next" in faults:
+            if faults.get("fail_next") is not None:
                 self._faults["fail_next"] = str(faults["fail_next"])
-            if "deployment" in faults:
+            if faults.get("bad_file_next") is not None:
+                self._faults["bad_file_next"] = str(faults["bad_file_next"])
+            if faults.get("deployment") is not None:
                 self._faults["deployment"] = "ERROR"
+            if "detector_rate" in faults:  # null: back to the configured rate
+                rate = faults["detector_rate"]
+                self._detector_rate = None if rate is None else float(rate)
+            if faults.get("wedge_driver"):
+                self._wedged = True
+            if faults.get("kill_log_thread"):
+                self._log_thread_alive = False
+            if faults.get("kill_writer") and self._writer_state == WriterState.WRITING and not self._lost and not self._wedged:
+                self._lose_run()  # an idle writer's restart goes unnoticed
             if faults.get("writer_state") == WriterState.UNKNOWN.value:
-                # A writer restart: a running acquisition is lost, an idle writer is UNKNOWN.
+                # The status a driver shows after it gave up: a running acquisition is lost,
+                # an idle writer is UNKNOWN; stops recover it.
                 if self._writer_state == WriterState.WRITING and not self._lost:
                     self._lose_acquisition()
                 else:
@@ -591,6 +691,7 @@ class SimulatedDaqCore:
         return self.armed_faults()
 
     def armed_faults(self) -> Dict[str, Any]:
+        """What is armed or in force now, in the form ``POST /sim/faults`` takes."""
         now = time.monotonic()
         with self._cond:
             armed: Dict[str, Any] = dict(self._faults)
@@ -598,9 +699,31 @@ class SimulatedDaqCore:
                 armed["unavailable_s"] = round(self._unavailable_until - now, 3)
             if self._stall_until > now:
                 armed["stall_s"] = round(self._stall_until - now, 3)
+            if self._detector_rate is not None:
+                armed["detector_rate"] = self._detector_rate
+            if self._wedged:
+                armed["wedge_driver"] = True
+            if not self._log_thread_alive:
+                armed["kill_log_thread"] = True
             if self._writer_state == WriterState.UNKNOWN:
                 armed["writer_state"] = WriterState.UNKNOWN.value
             return armed
+
+    def _restart_server(self) -> None:
+        """The REST server restarts: a new driver (UNKNOWN, no acquisition, not wedged), a new
+        log thread; a Redis without config gets the initial one again (the server deploys its
+        config file when Redis has none). The DAQ's services are not restarted."""
+        with _redis_errors():
+            config_id, _ = self._store.get_config()
+        self._abandon_worker()
+        with self._cond:
+            self._writer_state = WriterState.UNKNOWN
+            self._acquisition = None
+            self._lost = self._wedged = self._stop_requested = False
+            self._log_thread_alive = True
+            self._cond.notify_all()
+        if config_id is None:
+            self._deploy(copy.deepcopy(self._initial_config), wait=True, delay_s=0.0, restart=False)
 
     # -- the writer driver ---------------------------------------------------------------------
 
@@ -616,56 +739,70 @@ class SimulatedDaqCore:
 
         Blocks like the real driver: at least one ``driver_poll_s``, until the writer
         reports WRITING; images flow only after that. Raises :class:`SimRefusal` with the
-        real server's message when the request is refused:
+        real server's message when the request is refused, in the server's order:
 
-        - no config yet, a bad output path, a writer that is not READY (with its status);
-        - the file cannot be created: after one poll "ERROR: Cannot create output file."
-          when an earlier acquisition exists (its status is rewritten to FAILED with that
-          message), else "Cannot reach WRITING. ..." after ``driver_timeout_s``;
-        - ``n_images`` beyond the writer protocol's 32-bit integer: "Cannot reach WRITING. ...".
+        - Redis cannot be reached, or holds no config (the server reads ``writer_user_id``);
+          a bad output path; a writer that is not READY (with the driver's status dict);
+        - the start reaches no writer (the services are down, the driver is wedged), or
+          ``n_images`` does not fit the writer protocol's 32-bit integer: "Cannot reach
+          WRITING. ..." after ``driver_timeout_s``, the writer UNKNOWN with no acquisition;
+        - the writer cannot open the run (the file cannot be created, a bit depth it does
+          not support): it fails the acquisition the driver knows, the earlier one, with
+          its error, which the driver's next poll passes on ("ERROR: Cannot create output
+          file.", "ERROR: Unsupported bits per pixel:12"); without an earlier acquisition
+          "Cannot reach WRITING. ..." after ``driver_timeout_s``.
 
-        After "Cannot reach WRITING" the writer is UNKNOWN with no acquisition.
+        The driver's poll also passes on the error of an earlier FAILED acquisition when the
+        writer does not start.
         """
         from .hdf5 import Hdf5Writer
 
         run_id = time.time_ns() if run_id is None else run_id
+        with _redis_errors():
+            _, stored = self._store.get_config()
+        if stored is None:
+            raise SimRefusal(_MESSAGE_NO_CONFIG_TO_READ)
+        self.check_output_file(output_file)
         with self._driver:
             with self._cond:
-                if self.config is None:
-                    # The server reads writer_user_id from a config that is not there.
-                    raise SimRefusal("'NoneType' object is not subscriptable")
-                config = copy.deepcopy(self.config)
-            self.check_output_file(output_file)
-            with self._cond:
                 if self._writer_state != WriterState.READY:
-                    raise SimRefusal(protocol.MESSAGE_BUSY.format(status=self._status_repr()))
-                has_earlier = self._acquisition is not None
-            if n_images > protocol.MAX_WRITER_N_IMAGES:
-                self._wait_for_state(WriterState.WRITING)  # the writer never starts
+                    raise SimRefusal(protocol.MESSAGE_BUSY.format(status=repr(self.status())))
+                config = copy.deepcopy(self._services_config)
+            if not self._writer_reachable() or n_images > protocol.MAX_WRITER_N_IMAGES:
+                # Nothing starts: the driver waits its polls out.
+                self._wait_for_state(WriterState.WRITING)
                 self._give_up(protocol.MESSAGE_CANNOT_REACH_WRITING)
             error = None
             if config["bit_depth"] not in protocol.BIT_DEPTHS:
                 error = protocol.MESSAGE_UNSUPPORTED_BIT_DEPTH.format(bit_depth=config["bit_depth"])
             else:
                 error = _image_size_error(config)
+            with self._cond:
+                bad_file = self._faults.get("bad_file_next")
             try:
-                writer = Hdf5Writer(output_file, config, config["bit_depth"] if error is None else None)
+                # The writer creates (truncates) the file first, then its datasets.
+                writer = Hdf5Writer(output_file, config, None if error else config["bit_depth"], n_images=n_images, bad_file=bad_file)
             except Exception as exc:  # no permission, a folder of that name, a file held open...
                 log.info("cannot create %s: %s", output_file, exc)
-                self._cannot_create_file(has_earlier)
+                error = protocol.MESSAGE_CANNOT_CREATE_FILE
+            else:
+                if error:
+                    writer.close()
+            if error:
+                self._writer_fails_to_open(error)
             with self._cond:
                 self._token += 1
                 self._stop_requested = False
                 self._lost = False
                 self._writer_state = WriterState.WRITING
                 self._acquisition = {
-                    "info": {"n_images": n_images, "output_file": output_file, "run_id": run_id},
-                    "message": "",
                     "state": AcquisitionState.WAITING_IMAGES.value,
+                    "message": "",
                     "stats": {"n_write_completed": 0, "n_write_requested": 0, "start_time": time.time(), "stop_time": None},
-                    "reports": None,
+                    "info": {"output_file": output_file, "n_images": n_images, "run_id": run_id},
                 }
-                job = _Job(self._token, n_images, config, writer, error, self._faults.pop("fail_next", None))
+                self._faults.pop("bad_file_next", None)
+                job = _Job(self._token, n_images, config, writer, self._faults.pop("fail_next", None))
                 self._worker = threading.Thread(target=self._acquire, args=(job,), name="daq-sim-writer", daemon=True)
                 self._worker.start()
                 self._publish_status()
@@ -676,23 +813,20 @@ class SimulatedDaqCore:
                 job.go.set()  # images flow (or the abandoned writer thread sees its token gone)
             return self.status()
 
-    def _cannot_create_file(self, has_earlier: bool) -> None:
-        if not has_earlier:
-            # Nothing in the status changes: the driver waits for WRITING until it gives up.
-            self._wait_for_state(WriterState.WRITING)
-            self._give_up(protocol.MESSAGE_CANNOT_REACH_WRITING)
-        # The writer's error lands on the acquisition the driver knows, the earlier one;
-        # the driver's next poll sees it FAILED and passes its message on.
-        self._sleep(self.settings.driver_poll_s)
+    def _writer_fails_to_open(self, message: str) -> None:
+        # The writer reports its error as the end of the acquisition the driver knows (the
+        # earlier one), so the driver's next poll sees it FAILED and passes the message on;
+        # with no earlier acquisition nothing changes and the driver waits its polls out.
         with self._cond:
             acquisition = self._acquisition
             if acquisition is not None:
                 acquisition["state"] = AcquisitionState.FAILED.value
-                acquisition["message"] = protocol.MESSAGE_CANNOT_CREATE_FILE
+                acquisition["message"] = message
                 now = time.time()
                 acquisition["stats"]["stop_time"] = acquisition["stats"]["start_time"] = now
                 self._publish_status()
-        raise SimRefusal(protocol.MESSAGE_CANNOT_CREATE_FILE)
+        self._wait_for_state(WriterState.WRITING)
+        self._give_up(protocol.MESSAGE_CANNOT_REACH_WRITING)
 
     def wait_while_writing(self, timeout: float) -> bool:
         """Block until the writer leaves WRITING (``write_sync``); False after ``timeout`` seconds.
@@ -717,18 +851,24 @@ class SimulatedDaqCore:
     def stop(self) -> dict:
         """``/writer/stop``: the writer status once it is READY.
 
+        The stop reaches the writer (unless the driver is wedged or the services are down):
+
         - WRITING: the acquisition ends FINISHED "Interrupted." with the images written so far;
         - READY: the last acquisition is published again as FINISHED and logged again;
         - UNKNOWN: READY (the acquisition, usually none, stays);
-        - UNKNOWN after a writer restart lost a running acquisition: nothing confirms the
-          stop; after ``driver_timeout_s`` :class:`SimRefusal` "Cannot reach READY. ..." and
-          the writer is UNKNOWN with no acquisition, so that a further stop makes it READY.
+        - UNKNOWN after the writer_state fault lost a running acquisition: nothing confirms
+          the stop.
 
-        Blocks at least one ``driver_poll_s``, like the real driver.
+        The driver then waits for READY: a writer that was READY already answers after one
+        poll, whether the stop reached it or not; otherwise after ``driver_timeout_s``
+        :class:`SimRefusal` "Cannot reach READY. ..." and the writer is UNKNOWN with no
+        acquisition (a wedged driver answers so to every stop until the server restarts).
         """
         with self._driver:
             with self._cond:
-                if self._writer_state == WriterState.WRITING:
+                if not self._writer_reachable():
+                    pass  # the command goes nowhere
+                elif self._writer_state == WriterState.WRITING:
                     self._stop_requested = True
                     self._cond.notify_all()
                 elif self._writer_state == WriterState.READY:
@@ -745,44 +885,49 @@ class SimulatedDaqCore:
 
     def _wait_for_state(self, target: WriterState) -> bool:
         """The driver's wait: look every ``driver_poll_s`` (first look after one poll) until
-        the writer is in ``target``; False after ``driver_timeout_s``."""
+        the writer is in ``target``; False after ``driver_timeout_s``.
+
+        Raises :class:`SimRefusal` with the acquisition's message as soon as a look finds it
+        is not in ``target`` and its acquisition's message is an ``ERROR:``.
+        """
         poll = self.settings.driver_poll_s
         deadline = time.monotonic() + self.settings.driver_timeout_s
         while True:
             if poll > 0:
                 if self._closed.wait(poll):
                     return False
-                with self._cond:
-                    if self._writer_state == target:
-                        return True
+                if self._driver_sees(target):
+                    return True
                 if time.monotonic() >= deadline:
                     return False
                 continue
             with self._cond:
-                while self._writer_state != target:
+                while not self._driver_sees(target):
                     remaining = deadline - time.monotonic()
                     if remaining <= 0 or self._closed.is_set():
                         return False
                     self._cond.wait(remaining)
                 return True
 
+    def _driver_sees(self, target: WriterState) -> bool:
+        with self._cond:
+            if self._writer_state == target:
+                return True
+            message = (self._acquisition or {}).get("message")
+            if isinstance(message, str) and message.startswith("ERROR:"):
+                raise SimRefusal(message)
+            return False
+
     def _give_up(self, message: str) -> None:
-        # The driver resets its status to UNKNOWN without acquisition and asks for a restart.
-        # What a following stop does is not in the reference, and the last driver version's
-        # source was not readable; it follows the reference's start-up rule (UNKNOWN without
-        # acquisition, a stop makes it READY), so that stops always recover the DAQ.
+        # The driver resets its own status to UNKNOWN without acquisition (published
+        # nowhere: only the writer's reports reach daq:status) and asks for a restart.
         with self._cond:
             self._token += 1
             self._lost = False
             self._writer_state = WriterState.UNKNOWN
             self._acquisition = None
             self._cond.notify_all()
-            self._publish_status()
         raise SimRefusal(message)
-
-    def _sleep(self, seconds: float) -> None:
-        if seconds > 0:
-            self._closed.wait(seconds)
 
     # -- the writer ------------------------------------------------------------------------------
 
@@ -794,22 +939,11 @@ class SimulatedDaqCore:
         try:
             # The driver forwards images only once its poll saw WRITING.
             job.go.wait()
-            rate = self.settings.frame_rate
-            if job.error is not None:
-                # The writer fails when the first image arrives.
-                with self._cond:
-                    self._cond.wait(1.0 / rate)
-                    if self._token != job.token:
-                        return
-                    outcome = (
-                        (AcquisitionState.FINISHED, protocol.MESSAGE_INTERRUPTED)
-                        if self._stop_requested
-                        else (AcquisitionState.FAILED, job.error)
-                    )
-                return
             source = frame_source(job.config)
             written = 0
-            last_publish = t0 = time.monotonic()
+            produced = 0.0  # images the detector has sent since the start (a float: any rate)
+            last = last_publish = time.monotonic()
+            rate = self._current_detector_rate(last)
             fail_at = job.n_images // 2 if job.fail_message else None
             while written < job.n_images:
                 with self._cond:
@@ -819,16 +953,14 @@ class SimulatedDaqCore:
                         outcome = (AcquisitionState.FINISHED, protocol.MESSAGE_INTERRUPTED)
                         break
                     now = time.monotonic()
-                    if self._stall_until > now:
-                        self._cond.wait(self._stall_until - now)
-                        t0 = time.monotonic() - written / rate
-                        continue
+                    produced = min(float(job.n_images), produced + (now - last) * rate)
+                    last, rate = now, self._current_detector_rate(now)
                     # At most 64 images per HDF5 write: bounded memory at any frame rate.
-                    due = min(job.n_images, int((now - t0) * rate), written + 64)
+                    due = min(job.n_images, int(produced), written + 64)
                     if fail_at is not None and due > fail_at:
                         due = fail_at
                     if due <= written and fail_at != written:
-                        self._cond.wait(max(t0 + (written + 1) / rate - now, 0.0))
+                        self._cond.wait((written + 1 - produced) / rate if rate > 0 else _IDLE_POLL_S)
                         continue
                 if fail_at is not None and written >= fail_at:
                     outcome = (AcquisitionState.FAILED, job.fail_message or "ERROR")
@@ -862,7 +994,7 @@ class SimulatedDaqCore:
             if self._token != job.token:
                 return
             # The writer's last progress report, then its stop: published back to back, so
-            # the second status logger's copies interleave (WRITING, READY, WRITING, READY).
+            # the second status logger's copies may interleave (WRITING, READY, WRITING, READY).
             self._publish_status()
             acq = self._acquisition
             acq["state"] = state.value
@@ -879,27 +1011,37 @@ class SimulatedDaqCore:
             self._cond.notify_all()
 
     def _log(self, acquisition: dict) -> None:
+        # The server's log thread stores every FINISHED acquisition it hears of. It catches
+        # only its receive timeout: the first Redis error ends it, and nothing is logged any
+        # more until the server restarts.
         with self._cond:
-            entry_id = self._publisher.xadd(self.streams.log, acquisition) or self._ids.next()
-            self._logs.insert(0, (entry_id, copy.deepcopy(acquisition)))
-            del self._logs[1000:]
+            if not self._log_thread_alive:
+                return
+            try:
+                self._store.add_log(acquisition)
+            except redis.RedisError as exc:
+                self._log_thread_alive = False
+                log.warning("the log thread ended on a Redis error; nothing is logged until the server restarts: %s", exc)
 
     # -- publication ------------------------------------------------------------------------
+
+    def _draw_interleave(self) -> bool:
+        return self._random.random() < self.settings.status_interleave
 
     def _publish_status(self) -> None:
         # Under the state lock, so that entries reach the stream in the order of the transitions.
         with self._cond:
-            status = self.status()
-            self._publisher.xadd(self.streams.status, status)
-            if self.settings.duplicate_status:
-                self._echo.put(self.streams.status, status)
+            self._loggers.publish(self.streams.status, self.status())
 
     def _publish_stats(self) -> None:
-        # The detector streams at its frame rate all the time (idle, UNKNOWN too), except
-        # during a stall fault; the writer rate counts the images written in the last second.
+        # The statistics come from the services: none while they are down. The detector
+        # streams at its rate all the time (idle, UNKNOWN too) unless stopped or stalled;
+        # the writer rate counts the images written in the last second.
         now = time.monotonic()
         with self._cond:
-            config = self.config or {}
+            if now < self._services_down_until:
+                return
+            config = self._services_config
             try:
                 bytes_per_image = int(config["image_pixel_height"]) * int(config["image_pixel_width"]) * int(config["bit_depth"]) // 8
             except (KeyError, TypeError, ValueError):
@@ -907,21 +1049,25 @@ class SimulatedDaqCore:
             while self._written and now - self._written[0][0] > 1.0:
                 self._written.popleft()
             written = float(sum(n for _, n in self._written))
-            detector_rate = 0.0 if self._stall_until > now else float(self.settings.frame_rate)
-            self._stats = {
+            detector_rate = self._current_detector_rate(now)
+            stats = {
                 "detector": {"bytes_per_second": detector_rate * bytes_per_image, "images_per_second": detector_rate},
                 "writer": {"bytes_per_second": written * bytes_per_image, "images_per_second": written},
             }
-            stats = copy.deepcopy(self._stats)
-        self._publisher.xadd(self.streams.stat, stats)
+        self._store.publish(self.streams.stat, stats)
 
     def _tick(self) -> None:
-        while not self._closed.wait(self.settings.heartbeat_s):
+        # daq:stat every heartbeat_s; after a restart of the services the first entry comes
+        # one interval after they are back, as at start.
+        last = time.monotonic()
+        while True:
+            with self._cond:
+                due = max(last, self._services_up_at) + self.settings.heartbeat_s
+            delay = due - time.monotonic()
+            if delay > 0:
+                if self._closed.wait(delay):
+                    return
+                continue
             self._publish_stats()
-
-
-def _with_reports(acquisition: Any) -> Any:
-    # Acquisitions in every reply carry "reports" (null); older logs may lack it.
-    if isinstance(acquisition, dict):
-        acquisition.setdefault("reports", None)
-    return acquisition
+            # On time, or (a machine too busy to wake in time) one interval from now: no burst.
+            last = due if time.monotonic() - due < self.settings.heartbeat_s else time.monotonic()

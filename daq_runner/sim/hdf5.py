@@ -8,13 +8,17 @@ The layout is the C++ writer's (std_detector_buffer): group ``/<detector_name>/`
 
 There is no compound ``metadata`` dataset. The file is opened with truncation: an
 existing file of that name is overwritten without warning, as the real writer does.
+
+For the file checks of a runner, a writer can be told to write a bad file while it
+counts every image as written (the ``bad_file_next`` fault): ``"gap"`` leaves one image
+out (a gap in ``image_id``), ``"truncated"`` ends every dataset half-way.
 """
 
 from __future__ import annotations
 
 import functools
 import time
-from typing import List
+from typing import Callable, List, Optional
 
 import h5py
 import numpy as np
@@ -71,8 +75,12 @@ class Hdf5Writer:
     Args:
         path: output file; ``OSError`` when it cannot be created (no permission, a folder...).
         config: the DAQ config (``detector_name``, ``image_pixel_height``/``width``).
-        bit_depth: 8, 16 or 32; any other value leaves the file empty (the writer fails
-            such an acquisition before its first image, see :attr:`supported`).
+        bit_depth: 8, 16 or 32; any other value (``None``) leaves the file empty: the writer
+            fails such a run when it opens it, after it created the file.
+        n_images: the images of the run (where a bad file's damage lies).
+        bad_file: ``None``, or ``"gap"`` (the image at ``n_images // 2`` is left out, its
+            image_id skipped) or ``"truncated"`` (only the first ``n_images // 2`` images
+            are kept); :meth:`append` takes every image all the same.
 
     Images are appended as they arrive and flushed every 0.5 s, so ``data`` of an
     interrupted acquisition holds the images written so far. ``image_id`` and
@@ -80,9 +88,13 @@ class Hdf5Writer:
     at :meth:`close`, with one value per image written.
     """
 
-    def __init__(self, path: str, config: dict, bit_depth: int) -> None:
+    def __init__(self, path: str, config: dict, bit_depth: Optional[int], n_images: int = 0, bad_file: Optional[str] = None) -> None:
+        if bad_file not in (None, "gap", "truncated"):
+            raise ValueError(f"unknown bad_file {bad_file!r}")
         self._file = h5py.File(path, "w")
         self._ids: List[np.ndarray] = []
+        self._received = 0  # images handed to append(), kept or not
+        self._keep = _kept_images(n_images, bad_file)
         self._group = None
         self._data = None
         self.supported = bit_depth in DTYPES
@@ -110,12 +122,18 @@ class Hdf5Writer:
     def append(self, frames: np.ndarray, first_image_id: int) -> None:
         """Append ``frames`` (n, height, width) with the detector's image ids from ``first_image_id``."""
         n = len(frames)
+        ids = np.arange(first_image_id, first_image_id + n, dtype=np.uint64)
+        if self._keep is not None:
+            kept = self._keep(np.arange(self._received, self._received + n))
+            frames, ids = frames[kept], ids[kept]
+        self._received += n
+        n = len(ids)
         if n == 0 or self._data is None:
             return
         start = self._data.shape[0]
         self._data.resize(start + n, axis=0)
         self._data[start:] = frames
-        self._ids.append(np.arange(first_image_id, first_image_id + n, dtype=np.uint64))
+        self._ids.append(ids)
         if time.monotonic() - self._last_flush >= _FLUSH_EVERY_S:
             self._file.flush()
             self._last_flush = time.monotonic()
@@ -132,3 +150,12 @@ class Hdf5Writer:
                 self._group.create_dataset("status", data=np.zeros(len(ids), dtype=np.uint64), dtype=np.uint64)
         finally:
             self._file.close()
+
+
+def _kept_images(n_images: int, bad_file: Optional[str]) -> Optional[Callable[[np.ndarray], np.ndarray]]:
+    """Which of the run's image indices a bad file keeps (``None``: all of them)."""
+    if bad_file == "gap":
+        return lambda index: index != n_images // 2
+    if bad_file == "truncated":
+        return lambda index: index < n_images // 2
+    return None

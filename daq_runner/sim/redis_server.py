@@ -180,6 +180,11 @@ class RedisServer:
         return f"redis://{self.host}:{self.port}/0"
 
     @property
+    def pid(self) -> Optional[int]:
+        """The server's process id while it runs (tests pause it with SIGSTOP), else ``None``."""
+        return self._process.pid if self.running and self._process is not None else None
+
+    @property
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
@@ -210,11 +215,19 @@ class RedisServer:
             "--dir", tempfile.gettempdir(),
         ]
         # Its log goes to a file, not a pipe: a pipe nobody reads stalls a long-running
-        # server once the pipe's buffer is full.
+        # server once the pipe's buffer is full. A session of its own: the Ctrl-C a terminal
+        # sends to its foreground process group must not stop the server under a program
+        # that is still cleaning up (daq-run --sim stops its acquisition, writes its report
+        # and releases its lock in Redis); its owner stops it.
         self._log = tempfile.TemporaryFile(prefix="daq-runner-redis-")
         try:
             self._process = subprocess.Popen(
-                args, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent()
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent(),
+                start_new_session=True,
             )
         except OSError as exc:
             self.stop()

@@ -22,6 +22,10 @@ class SimulatedDaq:
         redis_url: Redis to publish to; ``None`` starts a private ``redis-server``.
         config: initial DAQ configuration (default: a small simulated Eiger).
         settings: frame rate, timings, stream names (see :class:`SimSettings`).
+        log_output: let the REST server's warnings and errors reach logging (``daq-sim``
+            does). ``False`` (the default, embedded in another program such as
+            ``daq-run --sim``): uvicorn logs only what is critical, and the simulator's own
+            messages reach only handlers the program configured (none: nothing is shown).
 
     It behaves as the real rest_v2 server by default: the writer starts UNKNOWN (send a
     stop, or ``SimSettings(start_state="READY")``), starts and stops take at least one
@@ -42,11 +46,13 @@ class SimulatedDaq:
         redis_url: Optional[str] = None,
         config: Optional[dict] = None,
         settings: Optional[SimSettings] = None,
+        log_output: bool = False,
     ) -> None:
         self.host = host
         self.port = port
         self.settings = settings or SimSettings()
         self._config = config
+        self._log_output = log_output
         self._redis_url = redis_url
         self.redis_server: Optional[RedisServer] = None
         self.core: Optional[SimulatedDaqCore] = None
@@ -81,9 +87,9 @@ class SimulatedDaq:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.bind((self.host, self.port))
             self.port = sock.getsockname()[1]
-            config = uvicorn.Config(
-                create_app(self.core), log_config=None, log_level="warning", access_log=False, lifespan="off"
-            )
+            # log_config=None: uvicorn configures no handlers of its own, it only sets its levels.
+            log_level = "warning" if self._log_output else "critical"
+            config = uvicorn.Config(create_app(self.core), log_config=None, log_level=log_level, access_log=False, lifespan="off")
             self._server = uvicorn.Server(config)
             self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, name="daq-sim-http", daemon=True)
             self._thread.start()

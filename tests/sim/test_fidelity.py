@@ -7,8 +7,11 @@ named after it, so that the reference can be checked against the simulator line 
 
 from __future__ import annotations
 
+import ast
+import itertools
 import json
 import os
+import subprocess
 import time
 from collections import Counter
 
@@ -17,9 +20,9 @@ import pytest
 import redis
 
 from daq_runner import protocol
-from daq_runner.sim import SimSettings, SimulatedDaq
+from daq_runner.sim import DEFAULT_CONFIG, SimSettings, SimulatedDaq
 
-from ..conftest import wait_until
+from ..conftest import REPO, script, wait_until
 from .conftest import entries, entry_time, faults, full_config, get, ok, post, refused, set_config, status
 
 # -- Start-up and state ---------------------------------------------------------------------
@@ -44,6 +47,21 @@ def test_write_while_unknown_is_refused_with_the_status_dict(fresh_sim, tmp_path
     message = refused(post(fresh_sim, "/writer/write_async", {"output_file": str(tmp_path / "a.h5"), "n_images": 1}))
     assert "Cannot start new acquisition while previous one is running:\n {'state': 'UNKNOWN', 'acquisition': None}" == message
     assert not (tmp_path / "a.h5").exists()
+
+
+def test_write_while_writing_quotes_the_drivers_status_dict_as_python_prints_it(daq_sim, tmp_path):
+    """A write while writing quotes the driver's own status dict: state first, then an acquisition of
+    state, message, stats and info (in that order), without reports."""
+    ok(post(daq_sim, "/writer/write_async", {"output_file": str(tmp_path / "a.h5"), "n_images": 100000, "run_id": 11}))
+    message = refused(post(daq_sim, "/writer/write_async", {"output_file": str(tmp_path / "b.h5"), "n_images": 1}))
+    prefix, quoted = message.split("\n ", 1)
+    status_dict = ast.literal_eval(quoted)
+    assert ("Cannot start new acquisition while previous one is running:", ["state", "acquisition"]) == (prefix, list(status_dict))
+    acquisition = status_dict["acquisition"]
+    assert ["state", "message", "stats", "info"] == list(acquisition)
+    assert ["n_write_completed", "n_write_requested", "start_time", "stop_time"] == list(acquisition["stats"])
+    assert {"output_file": str(tmp_path / "a.h5"), "n_images": 100000, "run_id": 11} == acquisition["info"]
+    assert ["output_file", "n_images", "run_id"] == list(acquisition["info"])
 
 
 def test_stop_on_fresh_server_answers_writing_stopped_and_gives_ready_without_acquisition(fresh_sim):
@@ -107,8 +125,7 @@ def test_config_change_under_running_acquisition_then_stop_cannot_reach_ready(qu
     "Cannot reach READY. Writer needs to be restarted." (after the driver's polls), writer UNKNOWN, acquisition null."""
     quick_driver.core.settings.frame_rate = 200
     ok(post(quick_driver, "/writer/write_async", {"output_file": str(tmp_path / "a.h5"), "n_images": 100000, "run_id": 3}))
-    ok(post(quick_driver, "/daq/config", full_config(quick_driver, bit_depth=8)))
-    wait_until(lambda: status(quick_driver)["state"] == "UNKNOWN")
+    set_config(quick_driver, bit_depth=8)
     began = time.monotonic()
     message = refused(post(quick_driver, "/writer/stop", {}))
     assert (protocol.MESSAGE_CANNOT_REACH_READY, True) == (message, time.monotonic() - began >= 0.5)
@@ -116,8 +133,9 @@ def test_config_change_under_running_acquisition_then_stop_cannot_reach_ready(qu
 
 
 def test_a_further_stop_after_cannot_reach_ready_makes_the_writer_ready(quick_driver, tmp_path):
-    """The DAQ is recoverable by stops: the stop after "Cannot reach READY" finds no run to wait for
-    (the driver reset its status), answers "Writing stopped." and the writer is READY."""
+    """After the writer_state fault (the status a driver shows once it gave up, not what a writer
+    restart does: see the wedge below) stops recover the DAQ: the stop after "Cannot reach READY"
+    finds no run to wait for, answers "Writing stopped." and the writer is READY."""
     faults(quick_driver, stall_s=30)
     ok(post(quick_driver, "/writer/write_async", {"output_file": str(tmp_path / "a.h5"), "n_images": 10}))
     faults(quick_driver, writer_state="UNKNOWN")  # a writer restart under the acquisition
@@ -172,20 +190,37 @@ def test_running_acquisition_message_is_empty_and_state_never_flushing(daq_sim, 
     assert ["WAITING_IMAGES", "ACQUIRING_IMAGES", "FINISHED"] == first_seen
 
 
-def test_acquisitions_carry_reports_null_everywhere(daq_sim, tmp_path):
-    """Acquisitions in every reply (status, write, stop, logs) and stream (daq:status, daq:log) carry "reports": null."""
-    out = str(tmp_path / "a.h5")
-    replies = [
-        ok(post(daq_sim, "/writer/write_async", {"output_file": out, "n_images": 100000}))["writer"]["acquisition"],
-        status(daq_sim)["acquisition"],
-        ok(post(daq_sim, "/writer/stop", {}))["writer"]["acquisition"],
-        ok(post(daq_sim, "/writer/write_sync", {"output_file": out, "n_images": 2}))["writer"]["acquisition"],
-        *ok(get(daq_sim, "/daq/logs/5"))["logs"].values(),
-        *[s["acquisition"] for _, s in entries(daq_sim.redis_url, "daq:status") if s["acquisition"]],
-        *[a for _, a in entries(daq_sim.redis_url, "daq:log")],
+def _acquisitions_in_replies(sim, out):
+    return [
+        ok(post(sim, "/writer/write_async", {"output_file": out, "n_images": 100000}))["writer"]["acquisition"],
+        status(sim)["acquisition"],
+        ok(post(sim, "/writer/stop", {}))["writer"]["acquisition"],
+        ok(post(sim, "/writer/write_sync", {"output_file": out, "n_images": 2}))["writer"]["acquisition"],
     ]
-    assert len(replies) > 6
-    assert all("reports" in a and a["reports"] is None for a in replies)
+
+
+def test_acquisitions_in_writer_replies_carry_reports_null(daq_sim, tmp_path):
+    """Acquisitions in the writer replies (status, write_async, stop, write_sync) carry "reports": null,
+    their fields in the reply model's order."""
+    replies = _acquisitions_in_replies(daq_sim, str(tmp_path / "a.h5"))
+    assert all(["state", "message", "info", "stats", "reports"] == list(a) and a["reports"] is None for a in replies), replies
+    assert all(["n_images", "output_file", "run_id"] == list(a["info"]) for a in replies)
+
+
+def test_acquisitions_in_logs_carry_the_list_of_their_reports(daq_sim, tmp_path):
+    """Acquisitions in /daq/logs carry "reports": [] (the list of their validation reports), not null."""
+    _acquisitions_in_replies(daq_sim, str(tmp_path / "a.h5"))
+    logged = list(ok(get(daq_sim, "/daq/logs/5"))["logs"].values())
+    assert 2 == len(logged) and all([] == a["reports"] for a in logged), logged
+
+
+def test_stream_entries_carry_no_reports_key(daq_sim, tmp_path):
+    """daq:status and daq:log entries are the driver's records as they are: no "reports" key."""
+    _acquisitions_in_replies(daq_sim, str(tmp_path / "a.h5"))
+    time.sleep(0.05)  # the second status logger's copies
+    streamed = [s["acquisition"] for _, s in entries(daq_sim.redis_url, "daq:status") if s["acquisition"]]
+    streamed += [a for _, a in entries(daq_sim.redis_url, "daq:log")]
+    assert len(streamed) > 4 and not any("reports" in a for a in streamed)
 
 
 def test_failed_acquisition_has_start_time_equal_to_stop_time(daq_sim, tmp_path):
@@ -217,12 +252,12 @@ def test_output_path_errors_are_http_200_with_the_real_texts(daq_sim, output_fil
         {"n_images": 3},
         {"output_file": "/tmp/a.h5"},
         {"output_file": "/tmp/a.h5", "n_images": "three"},
-        {"output_file": 5, "n_images": 1},
+        {"output_file": ["/tmp/a.h5"], "n_images": 1},
         {"output_file": "/tmp/a.h5", "n_images": 1, "run_id": "20230526_113713.793"},
         {"output_file": "/tmp/a.h5", "n_images": 1, "run_id": None},
         b"{not json",
     ],
-    ids=["n_images-0", "no-output_file", "no-n_images", "n_images-text", "output_file-number", "run_id-text", "run_id-null", "malformed-json"],
+    ids=["n_images-0", "no-output_file", "no-n_images", "n_images-text", "output_file-list", "run_id-text", "run_id-null", "malformed-json"],
 )
 def test_body_validation_errors_are_http_422_with_detail(daq_sim, body):
     """Body validation errors (n_images 0, missing fields, wrong types, malformed JSON) are HTTP 422
@@ -237,6 +272,13 @@ def test_body_validation_errors_are_http_422_with_detail(daq_sim, body):
     assert "READY" == status(daq_sim)["state"]
 
 
+def test_a_number_for_output_file_is_taken_as_text(daq_sim):
+    """The server's models are pydantic 1's: a number where text belongs is taken as text, so
+    output_file 5 is the path "5" (refused as not absolute, HTTP 200), not HTTP 422."""
+    message = refused(post(daq_sim, "/writer/write_async", {"output_file": 5, "n_images": 1}))
+    assert 'Invalid output_file=5. Path must be absolute - starts with "/".' == message
+
+
 def test_stop_to_idle_writer_logs_the_last_acquisition_again(daq_sim, tmp_path):
     """A stop sent to an idle writer re-publishes the last acquisition as FINISHED: daq:log (and
     /daq/logs) get a second, identical record of it (same run_id)."""
@@ -246,7 +288,7 @@ def test_stop_to_idle_writer_logs_the_last_acquisition_again(daq_sim, tmp_path):
     logged = [a for _, a in entries(daq_sim.redis_url, "daq:log")]
     assert 2 == len(logged) and logged[0] == logged[1] and 7 == logged[0]["info"]["run_id"]
     served = list(ok(get(daq_sim, "/daq/logs/5"))["logs"].values())
-    assert served == logged
+    assert [{**a, "reports": []} for a in logged] == served
 
 
 # -- Configuration --------------------------------------------------------------------------------
@@ -259,6 +301,27 @@ def test_partial_config_is_refused_with_the_int_of_none_error(daq_sim):
     message = refused(post(daq_sim, "/daq/config", {"bit_depth": 16, "writer_user_id": 0}))
     assert "int() argument must be a string, a bytes-like object or a real number, not 'NoneType'" == message
     assert before == ok(get(daq_sim, "/daq/config"))
+
+
+def test_config_body_that_is_a_json_list_is_read_as_pydantic_1_reads_it(daq_sim):
+    """A JSON list body goes through dict() as pydantic 1 does: [] is an empty config, refused with HTTP
+    200 and the int() error (not HTTP 422); a list that is no mapping, such as [1, 2], is HTTP 422."""
+    before = ok(get(daq_sim, "/daq/config"))
+    assert protocol.MESSAGE_PARTIAL_CONFIG == refused(post(daq_sim, "/daq/config", []))
+    assert 422 == post(daq_sim, "/daq/config", [1, 2]).status_code
+    assert before == ok(get(daq_sim, "/daq/config"))
+    pairs = [[key, value] for key, value in full_config(daq_sim, bit_depth=8).items()]
+    assert 8 == ok(post(daq_sim, "/daq/config", pairs))["config"]["bit_depth"], "a list of pairs is a mapping"
+
+
+def test_without_a_stored_config_every_config_is_refused():
+    """A Redis without a config (emptied): GET config "No config set yet.", and every POST, whole or
+    partial, is refused: the server compares its request model with the field names and finds none."""
+    with SimulatedDaq(settings=SimSettings(start_configured=False, start_state="READY")) as sim:
+        missing = ", ".join(f"missing {name}" for name in protocol.CONFIG_FIELDS)
+        for body in (DEFAULT_CONFIG, {"bit_depth": 16}):
+            assert f"Config errors: {missing}," == refused(post(sim, "/daq/config", body))
+        assert (None, None) == (ok(get(sim, "/daq/config"))["config"], ok(get(sim, "/daq/config"))["config_id"])
 
 
 def test_partial_config_is_merged_when_the_server_is_a_mid_2023_one(daq_sim):
@@ -275,15 +338,22 @@ def test_full_config_with_changes_merged_in_is_accepted(daq_sim):
     assert wanted == ok(post(daq_sim, "/daq/config", wanted))["config"] == ok(get(daq_sim, "/daq/config"))["config"]
 
 
-def test_full_config_lacking_detector_type_is_stored_with_null_and_breaks_later_replies(daq_sim):
-    """A full config without detector_type is stored with null; later GET /daq/config replies break."""
-    config = full_config(daq_sim)
+def test_full_config_lacking_detector_type_is_refused_by_the_reply_model_but_stored(daq_sim):
+    """A full config without detector_type: the POST answers with its reply model's refusal ("1 validation
+    error for ConfigResponse ... none is not an allowed value"), but the config was stored and deployed,
+    and GET config, which has no reply model, still answers, with detector_type null."""
+    before = ok(get(daq_sim, "/daq/config"))["config_id"]
+    config = full_config(daq_sim, bit_depth=8)
     del config["detector_type"]
-    stored = ok(post(daq_sim, "/daq/config", config))["config"]
-    assert None is stored["detector_type"]
-    assert "detector_type" in refused(get(daq_sim, "/daq/config"))
-    ok(post(daq_sim, "/daq/config", {**config, "detector_type": "eiger"}))
-    assert "eiger" == ok(get(daq_sim, "/daq/config"))["config"]["detector_type"]
+    message = refused(post(daq_sim, "/daq/config", config))
+    assert (
+        "1 validation error for ConfigResponse\nconfig -> detector_type\n"
+        "  none is not an allowed value (type=type_error.none.not_allowed)"
+    ) == message
+    stored = ok(get(daq_sim, "/daq/config"))
+    assert ("DAQ configured for bit_depth=8.", None, 8) == (stored["message"], stored["config"]["detector_type"], stored["config"]["bit_depth"])
+    assert stored["config_id"] != before
+    assert "eiger" == ok(post(daq_sim, "/daq/config", {**config, "detector_type": "eiger"}))["config"]["detector_type"]
 
 
 def test_integer_fields_given_as_numeric_strings_are_accepted(daq_sim):
@@ -304,21 +374,55 @@ def test_unknown_config_fields_are_silently_ignored(daq_sim):
     assert "colour" not in stored and "colour" not in ok(get(daq_sim, "/daq/config"))["config"]
 
 
-def test_bit_depth_12_is_stored_and_every_later_acquisition_fails(daq_sim, tmp_path):
-    """bit_depth 12 is accepted and stored; every later acquisition fails with "ERROR: Unsupported
-    bits per pixel:12" (and is not logged)."""
+def test_bit_depth_12_is_stored_and_every_later_write_is_refused(daq_sim, tmp_path):
+    """bit_depth 12 is accepted and stored; every later write is refused (HTTP 200 error, no writer in the
+    reply) with "ERROR: Unsupported bits per pixel:12": the writer fails as it opens the run, the earlier
+    acquisition carries the error, the driver's next poll passes it on. Nothing more is logged."""
+    ok(post(daq_sim, "/writer/write_sync", {"output_file": str(tmp_path / "first.h5"), "n_images": 2, "run_id": 1}))
     assert 12 == set_config(daq_sim, bit_depth=12)["bit_depth"]
     assert "DAQ configured for bit_depth=12." == ok(get(daq_sim, "/daq/config"))["message"]
     for name in ("a.h5", "b.h5"):
-        acquisition = ok(post(daq_sim, "/writer/write_sync", {"output_file": str(tmp_path / name), "n_images": 3}))["writer"]["acquisition"]
-        assert ("FAILED", "ERROR: Unsupported bits per pixel:12") == (acquisition["state"], acquisition["message"])
-    assert {} == ok(get(daq_sim, "/daq/logs/5"))["logs"]
+        began = time.monotonic()
+        reply = post(daq_sim, "/writer/write_sync", {"output_file": str(tmp_path / name), "n_images": 3, "run_id": 2})
+        assert ("ERROR: Unsupported bits per pixel:12", True) == (refused(reply), time.monotonic() - began < 1.5)
+    after = status(daq_sim)
+    assert ("READY", 1, "FAILED", "ERROR: Unsupported bits per pixel:12") == (
+        after["state"], after["acquisition"]["info"]["run_id"], after["acquisition"]["state"], after["acquisition"]["message"])
+    assert [1] == [a["info"]["run_id"] for a in ok(get(daq_sim, "/daq/logs/5"))["logs"].values()]
+
+
+def test_bit_depth_12_on_a_writer_without_acquisition_cannot_reach_writing(quick_driver, tmp_path):
+    """With no earlier acquisition to carry the writer's error, a write after bit_depth 12 waits the
+    driver's polls out: "Cannot reach WRITING. ...", writer UNKNOWN."""
+    set_config(quick_driver, bit_depth=12)
+    reply = post(quick_driver, "/writer/write_async", {"output_file": str(tmp_path / "a.h5"), "n_images": 3})
+    assert protocol.MESSAGE_CANNOT_REACH_WRITING == refused(reply)
+    assert {"state": "UNKNOWN", "acquisition": None} == status(quick_driver)
 
 
 def test_module_positions_in_the_readme_list_form_is_http_422(daq_sim):
     """module_positions as in the README ({"0": [x0, y0, x1, y1]}) fails the server's model: HTTP 422."""
     reply = post(daq_sim, "/daq/config", full_config(daq_sim, module_positions={"0": [0, 255, 255, 0]}))
     assert 422 == reply.status_code
+
+
+def test_an_initial_config_with_list_form_module_positions_is_refused_at_start(tmp_path):
+    """A --config with the README's list-form module_positions would be served but never taken back
+    (every config change HTTP 422): daq-sim refuses it at start, one line, exit 2."""
+    config = {**json.loads((REPO / "config" / "sim-eiger-1m.json").read_text()), "module_positions": {"0": [0, 1023, 1023, 512]}}
+    path = tmp_path / "list-form.json"
+    path.write_text(json.dumps(config))
+    proc = subprocess.run([script("daq-sim"), "--port", "0", "--config", str(path)], capture_output=True, text=True, timeout=30)
+    assert 2 == proc.returncode and 1 == len(proc.stderr.strip().splitlines()), proc.stderr
+    assert "module_positions" in proc.stderr and "HTTP 422" in proc.stderr
+
+
+def test_the_shipped_config_file_can_be_sent_back_whole(tmp_path):
+    """config/sim-eiger-1m.json starts a simulator whose config, sent back whole, is stored."""
+    config = json.loads((REPO / "config" / "sim-eiger-1m.json").read_text())
+    with SimulatedDaq(config=config, settings=SimSettings(start_state="READY")) as sim:
+        served = ok(get(sim, "/daq/config"))["config"]
+        assert ok(post(sim, "/daq/config", served))["config"] == served
 
 
 def test_module_positions_in_the_models_object_form_is_not_json_serializable(daq_sim):
@@ -337,17 +441,35 @@ def test_module_positions_empty_object_is_stored(daq_sim):
 
 
 def test_config_change_is_not_refused_during_an_acquisition_and_loses_it(daq_sim, tmp_path):
-    """A config change during an acquisition is stored; the deployment restarts the services, the
-    running acquisition is lost (never final, not logged) and the writer is UNKNOWN."""
+    """A config change during an acquisition is stored; the deployment restarts the services and the
+    running acquisition is lost: the writer still reports WRITING with the acquisition as last reported
+    (never final, not logged), and nothing more happens to it."""
     daq_sim.core.settings.frame_rate = 200
     ok(post(daq_sim, "/writer/write_async", {"output_file": str(tmp_path / "a.h5"), "n_images": 100000, "run_id": 9}))
-    assert 8 == ok(post(daq_sim, "/daq/config", full_config(daq_sim, bit_depth=8)))["config"]["bit_depth"]
+    assert 8 == set_config(daq_sim, bit_depth=8)["bit_depth"]
     assert 8 == ok(get(daq_sim, "/daq/config"))["config"]["bit_depth"]
-    after = wait_until(lambda: (s := status(daq_sim))["state"] == "UNKNOWN" and s)
-    assert 9 == after["acquisition"]["info"]["run_id"] and after["acquisition"]["state"] not in ("FINISHED", "FAILED")
-    time.sleep(0.3)
-    assert after == status(daq_sim), "nothing more happens to a lost acquisition"
+    lost = status(daq_sim)
+    assert ("WRITING", 9) == (lost["state"], lost["acquisition"]["info"]["run_id"])
+    assert lost["acquisition"]["state"] not in ("FINISHED", "FAILED")
+    time.sleep(0.5)
+    assert lost == status(daq_sim), "nothing more happens to a lost acquisition"
     assert {} == ok(get(daq_sim, "/daq/logs/5"))["logs"]
+
+
+def test_a_run_lost_under_the_driver_wedges_it_until_the_server_restarts(quick_driver, tmp_path):
+    """The driver keeps forwarding the lost run's images to a writer that no longer acknowledges them
+    and blocks: every stop answers "Cannot reach READY" after its wait, writes are refused, until the
+    REST server restarts (restart_server fault): then UNKNOWN without acquisition, and a stop makes it READY."""
+    ok(post(quick_driver, "/writer/write_async", {"output_file": str(tmp_path / "a.h5"), "n_images": 100000}))
+    set_config(quick_driver, bit_depth=8)
+    for _ in range(2):
+        assert protocol.MESSAGE_CANNOT_REACH_READY == refused(post(quick_driver, "/writer/stop", {}))
+    message = refused(post(quick_driver, "/writer/write_async", {"output_file": str(tmp_path / "b.h5"), "n_images": 1}))
+    assert message.startswith(protocol.MESSAGE_BUSY_PREFIX)
+    assert {"wedge_driver": True}.items() <= faults(quick_driver).items()
+    assert "wedge_driver" not in faults(quick_driver, restart_server=True)
+    assert {"state": "UNKNOWN", "acquisition": None} == status(quick_driver)
+    assert "READY" == ok(post(quick_driver, "/writer/stop", {}))["writer"]["state"]
 
 
 def test_post_config_replies_config_id_null_and_get_gives_the_new_one(daq_sim):
@@ -447,10 +569,12 @@ def test_status_stream_has_no_idle_heartbeat(daq_sim):
         client.close()
 
 
-def test_each_status_is_stored_twice_and_the_copies_interleave(daq_sim, tmp_path):
-    """Each status is stored twice within a few ms (two loggers), and the copies interleave: READY,
-    then a stale WRITING, then READY again within a millisecond or so."""
+def test_each_status_is_stored_twice_and_the_copies_can_interleave(daq_sim, tmp_path):
+    """Each status is stored twice within a few ms (two loggers), and the copies can interleave: READY,
+    then a stale WRITING, then READY again within a millisecond or so (status_interleave 1 forces it)."""
+    daq_sim.core.settings.status_interleave = 1.0
     ok(post(daq_sim, "/writer/write_sync", {"output_file": str(tmp_path / "a.h5"), "n_images": 10}))
+    time.sleep(0.05)
     stream = entries(daq_sim.redis_url, "daq:status")
     copies = Counter(json.dumps(s, sort_keys=True) for _, s in stream)
     assert all(n % 2 == 0 for n in copies.values()), copies
@@ -461,6 +585,40 @@ def test_each_status_is_stored_twice_and_the_copies_interleave(daq_sim, tmp_path
     assert stream[first_ready][1] == stream[-1][1], "the second READY is a copy of the first"
     assert stream[stale][1] in [s for _, s in stream[:first_ready]], "the WRITING after READY is an older status"
     assert entry_time(stream[-1][0]) - entry_time(stream[first_ready][0]) < 0.05
+
+
+def test_copies_do_not_interleave_when_the_probability_is_zero(daq_sim, tmp_path):
+    """status_interleave 0: each status twice, in order (WRITING, WRITING, READY, READY at the end): the
+    real server showed no stale WRITING in three observed acquisitions."""
+    daq_sim.core.settings.status_interleave = 0.0
+    for name in ("a.h5", "b.h5", "c.h5"):
+        ok(post(daq_sim, "/writer/write_sync", {"output_file": str(tmp_path / name), "n_images": 10}))
+    time.sleep(0.05)
+    states = [s["state"] for _, s in entries(daq_sim.redis_url, "daq:status")]
+    runs = [(state, len(list(group))) for state, group in itertools.groupby(states)]
+    assert ["READY", "WRITING"] * 3 + ["READY"] == [state for state, _ in runs], runs
+    assert all(n % 2 == 0 for _, n in runs), runs
+
+
+def test_the_default_probability_of_interleaved_copies_is_a_tenth_and_a_seed_repeats_it(tmp_path):
+    """By default one acquisition end in ten leaves a stale copy; with a seed the same acquisitions do,
+    run after run (a reset draws anew from the seed)."""
+    assert 0.1 == SimSettings().status_interleave
+    settings = SimSettings(frame_rate=100, seed=4, status_interleave=0.5, driver_poll_s=0.01, start_state="READY")
+    with SimulatedDaq(settings=settings) as sim:
+
+        def pattern():
+            ok(post(sim, "/sim/reset", {}))
+            stale = []
+            for i in range(8):
+                ok(post(sim, "/writer/write_sync", {"output_file": str(tmp_path / f"{i}.h5"), "n_images": 2}))
+                time.sleep(0.02)
+                states = [s["state"] for _, s in entries(sim.redis_url, "daq:status")]
+                stale.append(states[-2:] == ["WRITING", "READY"])
+            return stale
+
+        first = pattern()
+        assert first == pattern() and len(set(first)) == 2, first
 
 
 def test_single_status_logger_when_duplicates_are_turned_off(daq_sim, tmp_path):
@@ -497,7 +655,7 @@ def test_log_stream_only_gets_finished_acquisitions(daq_sim, tmp_path):
     assert [(1, "FINISHED", "Completed."), (3, "FINISHED", "Interrupted.")] == logged
 
 
-# -- Beyond section 9: what the brief asks of the simulated detector and files -------------------
+# -- Beyond section 9: the simulated detector and its files --------------------------------------
 
 
 def test_detector_streams_at_its_frame_rate_while_idle_and_unknown(fresh_sim):

@@ -284,29 +284,6 @@ def test_no_driver_delay_when_driver_poll_is_zero(daq_sim, tmp_path):
     assert time.monotonic() - began < 0.5 * 2, "10 requests without 0.1 s polls"
 
 
-def test_redis_outage_keeps_rest_alive_and_publishing_resumes(tmp_path):
-    """With its Redis gone the REST API answers; publishing resumes when Redis is back."""
-    from daq_runner.sim import RedisServer, SimSettings, SimulatedDaq
-
-    server = RedisServer().start()
-    try:
-        with SimulatedDaq(redis_url=server.url, settings=SimSettings(frame_rate=1000, heartbeat_s=0.2, start_state="READY")) as sim:
-            client = OriginalClient(sim.url)
-            server.kill()
-            status = client.start_writer_sync({"output_file": str(tmp_path / "o.h5"), "n_images": 5})
-            assert "FINISHED" == status["acquisition"]["state"]
-            restarted = RedisServer(port=server.port).start()
-            try:
-                wait_until(lambda: stream_entries(restarted.url, "daq:stat"), timeout=5)
-                time.sleep(1.1)  # the publisher's back-off after the outage
-                client.stop_writer()
-                wait_until(lambda: stream_entries(restarted.url, "daq:status"), timeout=5)
-            finally:
-                restarted.stop()
-    finally:
-        server.stop()
-
-
 def test_restart_on_the_same_redis_comes_up_unknown_with_its_logs(tmp_path):
     """As a deployed DAQ after a restart: UNKNOWN, no acquisition, earlier logs still served."""
     from daq_runner.sim import RedisServer, SimSettings, SimulatedDaq
@@ -320,7 +297,7 @@ def test_restart_on_the_same_redis_comes_up_unknown_with_its_logs(tmp_path):
             client = OriginalClient(second.url)
             assert {"state": "UNKNOWN", "acquisition": None} == client.get_status()
             assert [7] == [log["info"]["run_id"] for log in client.get_logs(5).values()]
-            assert all(log["reports"] is None for log in client.get_logs(5).values())
+            assert all([] == log["reports"] for log in client.get_logs(5).values())
             with pytest.raises(OriginalAdminException, match=protocol.MESSAGE_BUSY_PREFIX):
                 client.start_writer_async({"output_file": str(tmp_path / "b.h5"), "n_images": 3})
             assert "READY" == client.stop_writer()["state"]
@@ -386,12 +363,31 @@ def test_daq_sim_command_options(tmp_path):
         ["--deploy-delay", "-1"],
         ["--sync-limit", "nan"],
         ["--sync-limit", "0"],
+        ["--restart-s", "-1"],
+        ["--restart-delay-s", "nan"],
     ],
 )
 def test_daq_sim_bad_option_is_one_line(args):
     """A bad option is one line on stderr and exit 2."""
     proc = subprocess.run([script("daq-sim"), "--port", "0", *args], capture_output=True, text=True, timeout=20)
     assert 2 == proc.returncode and 1 == len(proc.stderr.strip().splitlines()), proc.stderr
+
+
+def test_daq_sim_defaults_are_the_settings_defaults():
+    """Every default of the command line is SimSettings' own (restart_s 0, restart_delay_s 1 among them)."""
+    from daq_runner.sim import SimSettings
+    from daq_runner.sim.cli import _parse, _settings
+
+    assert SimSettings() == _settings(_parse([]))
+    assert (0.0, 1.0) == (SimSettings().restart_s, SimSettings().restart_delay_s)
+
+
+def test_daq_sim_restart_options_reach_the_simulator():
+    """--restart-s and --restart-delay-s set the settings of the same names."""
+    from daq_runner.sim.cli import _parse, _settings
+
+    settings = _settings(_parse(["--restart-s", "1.5", "--restart-delay-s", "0.25"]))
+    assert (1.5, 0.25) == (settings.restart_s, settings.restart_delay_s)
 
 
 def test_daq_sim_bad_config_file_is_one_line(tmp_path):
@@ -431,15 +427,18 @@ def test_daq_sim_config_file_values_mean_what_was_typed(tmp_path):
     assert {"detector_name": "NO", "bit_depth": 16} == load_config_file(str(path))
 
 
-def test_requests_against_a_never_configured_daq(tmp_path):
-    """A never configured DAQ: a partial config is refused, a full one is stored and deployed."""
+def test_a_never_configured_daq_is_configured_by_restarting_its_server(tmp_path):
+    """A DAQ whose Redis holds no config refuses configs and writes; a restart of its REST server
+    (restart_server) deploys its config file, as the real server does when Redis has none."""
     from daq_runner.sim import SimSettings, SimulatedDaq
 
     with SimulatedDaq(settings=SimSettings(start_configured=False, start_state="READY")) as sim:
-        assert protocol.MESSAGE_PARTIAL_CONFIG == refused(post(sim, "/daq/config", {"bit_depth": 16}))
-        ok(post(sim, "/daq/config", DEFAULT_CONFIG))
+        assert refused(post(sim, "/daq/config", DEFAULT_CONFIG)).startswith("Config errors: missing detector_name,")
+        assert "'NoneType' object is not subscriptable" == refused(post(sim, "/writer/write_async", {"output_file": str(tmp_path / "a.h5"), "n_images": 1}))
+        faults(sim, restart_server=True)
         assert DEFAULT_CONFIG == ok(get(sim, "/daq/config"))["config"]
-        wait_until(lambda: len(ok(get(sim, "/daq/deployment"))["deployment"]["servers"]) == 2)
+        assert "SUCCESS" == ok(get(sim, "/daq/deployment"))["deployment"]["status"]
+        ok(post(sim, "/writer/stop", {}))
         assert "WRITING" == ok(post(sim, "/writer/write_async", {"output_file": str(tmp_path / "a.h5"), "n_images": 1}))["writer"]["state"]
 
 
