@@ -248,3 +248,13 @@ def test_every_package_data_entry_is_a_file_of_the_package():
         package_data = tomllib.load(handle)["tool"]["setuptools"]["package-data"]
     missing = [f"{package}/{name}" for package, names in package_data.items() for name in names if not list((REPO / package.replace(".", "/")).glob(name))]
     assert [] == missing
+
+
+def test_the_project_has_a_licence_and_declares_it():
+    """LICENSE holds the BSD 3-Clause text, and the installed package's metadata says so."""
+    from importlib.metadata import metadata
+
+    assert (REPO / "LICENSE").read_text().startswith("BSD 3-Clause License\n")
+    meta = metadata("daq-runner")
+    assert "BSD-3-Clause" == meta["License"]
+    assert "License :: OSI Approved :: BSD License" in meta.get_all("Classifier")
