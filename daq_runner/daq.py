@@ -244,6 +244,11 @@ class Daq(abc.ABC):
     def prepare(self) -> None:
         """Before the first step (a fresh rest_v2 writer is reset, as a recovery of the run)."""
 
+    @abc.abstractmethod
+    def answers(self) -> bool:
+        """Whether the DAQ answers at all right now: one quick look (a second or two), no
+        retries, any thread, outside the run's bounds. Something answering wrongly counts."""
+
     # -- reading --------------------------------------------------------------------------------
 
     @abc.abstractmethod

@@ -140,6 +140,9 @@ class DaqLock:
             reason when the lock is lost.
         notify: called with a message for things people should know (a renewal error, a
             takeover of a dead holder's lock).
+        daq_reachable: ``daq_reachable()`` says whether the DAQ itself answers now (one quick
+            look); when given, a Redis that does not answer for the whole expiry loses the lock
+            only while the DAQ answers (see :meth:`_lose_unrenewable`).
     """
 
     def __init__(
@@ -150,8 +153,11 @@ class DaqLock:
         key: str = LOCK_KEY,
         on_lost: Callable[[str], None] = lambda reason: None,
         notify: Callable[[str], None] = lambda message: None,
+        daq_reachable: Optional[Callable[[], bool]] = None,
     ) -> None:
         self.client = client
+        self.daq_reachable = daq_reachable
+        self._both_gone_told = False
         self.key = key
         self.epoch_key = key + EPOCH_SUFFIX
         self.ttl = ttl
@@ -359,14 +365,36 @@ class DaqLock:
             try:
                 self._confirm()
             except redis.RedisError as exc:
-                if time.monotonic() - self._renewed_at >= self.ttl:
-                    self._lose(f"could not renew it for {self.ttl:g} s (it expired): Redis: {exc}")
+                if time.monotonic() - self._renewed_at >= self.ttl and self._lose_unrenewable(exc):
                     return
                 if not self._renew_error_told:
                     self._renew_error_told = True
                     self.notify(f"runner lock renewal failed ({exc}); trying again")
                 continue
             self.read_forced_uses()
+
+    def _lose_unrenewable(self, exc: Exception) -> bool:
+        """Redis has not answered for the whole expiry: the lock is lost, unless the DAQ does not
+        answer either (True: lost).
+
+        A DAQ host that goes down takes its REST server and its Redis with it: that is an
+        unreachable DAQ, which the run rides out for its outage budget and then ends as such, not
+        a lock lost to someone else (nobody can take a lock in a Redis that does not answer, and
+        once Redis answers again the renewal finds out whether anyone did). So the lock is
+        declared lost only when Redis answers and says so (see :meth:`_renew`), or when the DAQ
+        answers and Redis alone does not.
+        """
+        if self.daq_reachable is not None and not self.daq_reachable():
+            if not self._both_gone_told:
+                self._both_gone_told = True
+                self.notify(
+                    f"the runner lock could not be renewed for {self.ttl:g} s and the DAQ does not answer either "
+                    "(its host may be down): the lock is not taken for lost while the DAQ is unreachable"
+                )
+            return False
+        reachable = " while the DAQ answers" if self.daq_reachable is not None else ""
+        self._lose(f"could not renew it for {self.ttl:g} s (it expired){reachable}: Redis: {exc}")
+        return True
 
     def assert_held(self) -> None:
         """Before a request that changes the DAQ: raise :class:`LockError` unless the lock is ours.
@@ -379,7 +407,7 @@ class DaqLock:
                 self._confirm()
             except redis.RedisError as exc:
                 if time.monotonic() - self._renewed_at >= self.ttl:
-                    self._lose(f"could not renew it for {self.ttl:g} s (it expired): Redis: {exc}")
+                    self._lose_unrenewable(exc)
         if self.lost is not None:
             raise LockError(f"runner lock lost: {self.lost}")
 

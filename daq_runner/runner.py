@@ -405,7 +405,7 @@ class RunState(RunServices):
             self.notice("no Redis: no runner lock could be taken; another runner could drive this DAQ")
             return None
         else:
-            lock = DaqLock(redis_client, holder, ttl=self.lock_ttl, on_lost=lost, notify=self.notice)
+            lock = DaqLock(redis_client, holder, ttl=self.lock_ttl, on_lost=lost, notify=self.notice, daq_reachable=self.daq.answers)
 
         def on_held(other: dict) -> None:
             self.emit(events.WAITING, what="lock", seconds=self.lock_wait)

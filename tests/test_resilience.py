@@ -175,6 +175,57 @@ def test_daq_gone_for_good_the_run_stops_with_exit_3(tmp_path, sim_process, redi
 # -- the REST API unavailable --------------------------------------------------------------
 
 
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM])
+def test_daq_host_gone_rest_and_redis_together_is_unreachable_not_a_lost_lock(tmp_path, sim_process, redis_server, signum):
+    """The DAQ host goes down (its REST server and its Redis together) in the middle of a write,
+    with a lock expiry shorter than the outage budget: exit 3 "DAQ unreachable", never exit 4
+    "runner lock lost" (nobody can take a lock in a Redis that does not answer)."""
+    path = batch_file(tmp_path, "version: 1\nsteps:\n  - write: {output_file: '{root}/a.h5', n_images: 100000}\n  - stop: {}\n")
+    report = tmp_path / "r.json"
+    proc = start_daq_run(
+        path, "--url", sim_process.url, "--redis", redis_server.url, "--report", str(report),
+        "--lock-ttl", "2", "--max-outage", "5", "--quiet",
+    )  # fmt: skip
+    wait_until(lambda: writer_state(sim_process.url) == "WRITING")
+    if signum == signal.SIGKILL:
+        sim_process.kill()
+    else:
+        sim_process.stop()
+    if signum == signal.SIGKILL:
+        redis_server.kill()
+    else:
+        redis_server.stop()
+    gone = time.monotonic()
+    _, err = proc.communicate(timeout=60)
+    assert 3 == proc.returncode, err
+    assert time.monotonic() - gone < 15
+    assert "DAQ unreachable" in err and "lock" not in err, err
+    final = report_of(report)
+    assert ("failed", True) == (final["status"], final["daq_unreachable"])
+    assert "runner lock lost" not in final["reason"] and "DAQ unreachable" in final["reason"]
+    assert any("does not answer either" in n["message"] for n in final["notices"]), final["notices"]
+
+
+def test_redis_gone_while_the_daq_answers_loses_the_lock(tmp_path, sim_process, redis_server):
+    """Redis alone does not answer for the lock's whole expiry while the DAQ's REST server does:
+    the lock counts as lost (exit 4), the acquisition is stopped."""
+    path = batch_file(tmp_path, "version: 1\nsteps:\n  - write: {output_file: '{root}/a.h5', n_images: 100000}\n")
+    report = tmp_path / "r.json"
+    proc = start_daq_run(
+        path, "--url", sim_process.url, "--redis", redis_server.url, "--report", str(report),
+        "--lock-ttl", "2", "--max-outage", "20", "--quiet",
+    )  # fmt: skip
+    wait_until(lambda: writer_state(sim_process.url) == "WRITING")
+    os.kill(redis_server.pid, signal.SIGSTOP)  # stalled: the REST server still answers status
+    try:
+        _, err = proc.communicate(timeout=60)
+    finally:
+        os.kill(redis_server.pid, signal.SIGCONT)
+    assert 4 == proc.returncode, err
+    assert "runner lock lost" in err and "while the DAQ answers" in err, err
+    assert "READY" == writer_state(sim_process.url)
+
+
 def test_rest_outage_of_30_s_mid_batch_is_waited_out(daq_sim, tmp_path):
     """A 30 s REST outage between two writes: the run waits it out with backoff and passes."""
     path = batch_file(

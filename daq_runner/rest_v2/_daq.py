@@ -6,17 +6,18 @@ that changes the DAQ first checks the run's lock (``run.guard()``).
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .. import events, protocol
-from .._deadline import Deadline, current
+from .._deadline import Deadline, current, detached
 from .._redis import connect
 from .._text import quote, redact_url, secrets_in
 from ..batch import ConfigStep, Step, WriteStep
 from ..client import StdDaqClient
 from ..daq import READY, UNKNOWN, Acquisition, Daq, Progress, Rates, RunServices
-from ..exceptions import StepFailed, WriterNeedsRestart
+from ..exceptions import DaqTransportError, StepFailed, WriterNeedsRestart
 from ..record import RecoveryRecord, StepRecord
 from ._acquisitions import STOP_BUDGET_S, TrackedAcquisition, Tracker
 from ._feed import StatusFeed
@@ -27,6 +28,7 @@ _READY_AFTER_STOP_S = 10.0
 # The real server answers "Cannot reach READY" to the first stop after a config change
 # restarted the writer under an acquisition; a further stop resets it.
 _STOPS_FOR_RESET = 3
+_PROBE_S = 1.5  # one look at whether the DAQ answers at all
 
 
 class RestV2Daq(Daq):
@@ -66,6 +68,8 @@ class RestV2Daq(Daq):
         self._feed: Optional[StatusFeed] = None
         self._tracker: Optional[Tracker] = None
         self._last_retry_notice = 0.0
+        self._probe: Optional[StdDaqClient] = None  # its own client: asked from the lock's thread
+        self._probe_guard = threading.Lock()
 
     # -- one run -------------------------------------------------------------------------------
 
@@ -111,6 +115,19 @@ class RestV2Daq(Daq):
 
     def check_reachable(self) -> None:
         self.feed.status()
+
+    def answers(self) -> bool:
+        with self._probe_guard:
+            if self._probe is None:
+                self._probe = StdDaqClient(self.url, timeout=_PROBE_S, retries=0)
+            try:
+                with detached(Deadline(2 * _PROBE_S)):
+                    self._probe.get_status()
+            except DaqTransportError:
+                return False
+            except Exception:  # an HTTP error, a garbled reply: something answers there
+                return True
+            return True
 
     def prepare(self) -> None:
         """A writer found UNKNOWN (a freshly started DAQ) is reset once, before the first step."""
