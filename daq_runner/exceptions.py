@@ -314,8 +314,13 @@ class StepFailed(DaqRunnerError):
     """A step's attempt failed; the message says why (and what the DAQ said).
 
     Raised by the DAQ seam (:mod:`daq_runner.daq`) and the step handlers; the Runner records
-    it as a failed attempt and retries the step as the batch allows.
+    it as a failed attempt and retries the step as the batch allows, unless ``final`` says why
+    no retry can change it (a file that must not be overwritten, a folder the DAQ does not have).
     """
+
+    def __init__(self, message: str, *, final: Optional[str] = None) -> None:
+        super().__init__(message)
+        self.final = final
 
 
 class LockError(DaqRunnerError):

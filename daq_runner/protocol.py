@@ -180,6 +180,30 @@ MESSAGE_DEPLOYMENT_FAILED = "Deployment failed"
 # n_images the writer protocol carries (a 32-bit signed integer): 2**31 and more never start.
 MAX_WRITER_N_IMAGES = 2**31 - 1
 
+# Refusals of a write request that the same request meets again, whatever the DAQ does meanwhile.
+_FINAL_REFUSALS = (
+    (MESSAGE_PATH_NOT_ABSOLUTE, "the output path is not absolute"),
+    (MESSAGE_PATH_INVALID, "the output path is not one the DAQ accepts"),
+    (MESSAGE_FOLDER_MISSING, "the output folder does not exist on the DAQ (create it first)"),
+)
+
+
+def _template_pattern(template: str) -> "re.Pattern[str]":
+    """A pattern matching ``template`` with any text for its ``{placeholders}``."""
+    return re.compile("".join(".*" if part.startswith("{") else re.escape(part) for part in re.split(r"(\{\w+\})", template)) + r"\Z", re.S)
+
+
+_FINAL_PATTERNS = tuple((_template_pattern(template), why) for template, why in _FINAL_REFUSALS)
+
+
+def final_refusal(message: str) -> Optional[str]:
+    """Why no retry can change the DAQ's refusal ``message`` of a write request (a path it will
+    never accept, a folder it does not have), or ``None`` when a retry might pass."""
+    for pattern, why in _FINAL_PATTERNS:
+        if pattern.match(message.strip()):
+            return why
+    return None
+
 __all__ += [
     "MAX_REPLY_DEPTH",
     "nesting_depth",
@@ -213,6 +237,7 @@ __all__ += [
     "MESSAGE_DEPLOYMENT_SUCCESS",
     "MESSAGE_DEPLOYMENT_FAILED",
     "MAX_WRITER_N_IMAGES",
+    "final_refusal",
 ]
 
 DETECTOR_TYPES = ("eiger", "gigafrost", "jungfrau", "bsread")

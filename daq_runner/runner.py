@@ -504,13 +504,18 @@ class RunState(RunServices):
                         record.failed_attempts.append({"attempt": attempt, "error": error, "at": time.time()})
                         if _daq_gone(exc) and not timed_out:
                             self.daq_lost = f"DAQ unreachable beyond the retry budget ({self.daq.outage})"
+                        final = _no_retry_changes(exc)
                         will_retry = (
                             attempt <= step.retries
+                            and final is None
                             and self.daq_lost is None
                             and self.lock_lost is None
                             and not timed_out
                             and deadline.remaining() > self.retry_delay
                         )
+                        if final is not None and attempt <= step.retries:
+                            # Retries were left: the report says why none was made.
+                            error = record.failed_attempts[-1]["error"] = f"{error}; not retried: {final}"
                         self.emit(events.ATTEMPT_FAILED, step, attempt=attempt, error=error, will_retry=will_retry)
                         if not will_retry:
                             break
@@ -741,6 +746,15 @@ def _daq_gone(exc: BaseException) -> bool:
     the step's own time limit cut short.
     """
     return isinstance(exc, DaqTransportError) and not isinstance(exc, (OutcomeUnknown, DeadlineExceeded))
+
+
+def _no_retry_changes(exc: BaseException) -> Optional[str]:
+    """Why no retry can change this failure (the step's retries are then not used), or ``None``."""
+    if isinstance(exc, StepFailed):
+        return exc.final
+    if isinstance(exc, DaqHTTPError) and exc.status_code in (400, 404, 405, 413, 414, 415, 422):
+        return f"the DAQ refuses this request as it is (HTTP {exc.status_code})"
+    return None
 
 
 def _describe(exc: BaseException, timed_out: Optional[Step] = None) -> str:

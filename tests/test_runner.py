@@ -247,6 +247,26 @@ def test_interrupt_stops_the_acquisition_and_reports(daq_sim, tmp_path):
     assert ("READY", "Interrupted.") == (status["state"], status["acquisition"]["message"])
 
 
+@pytest.mark.parametrize("kind", ["missing folder", "existing file"])
+def test_a_refusal_no_retry_can_change_is_not_retried_and_the_report_says_why(daq_sim, tmp_path, kind):
+    """A folder the DAQ does not have, a file that must not be overwritten: one attempt, not
+    retries: 3 of them a second apart, and the step's error says why no retry was made."""
+    if kind == "missing folder":
+        out, why = tmp_path / "no-such-folder" / "a.h5", "not retried: the output folder does not exist on the DAQ"
+    else:
+        out, why = tmp_path / "a.h5", "not retried: the file stays there whatever the DAQ does"
+        out.write_bytes(b"an earlier night's file")
+    batch = load_batch_text(f"version: 1\nsteps:\n  - write: {{output_file: '{out}', n_images: 2}}\n    retries: 3\n")
+    collect = Collect()
+    start = time.monotonic()
+    report = Runner(daq_sim.url, daq_sim.redis_url, [collect]).run(batch)
+    assert time.monotonic() - start < 2.5  # not three more attempts a second apart
+    (step,) = report.steps
+    assert ("failed", 1, 1) == (step.status, step.attempts, len(step.failed_attempts))
+    assert why in step.error and why in step.failed_attempts[0]["error"]
+    assert [False] == [e.data["will_retry"] for e in collect.kinds(events.ATTEMPT_FAILED)]
+
+
 def test_one_runner_runs_batch_after_batch_the_first_ended_by_request_stop(daq_sim, tmp_path):
     """A Runner holds configuration only: after a run ended by request_stop() and a second
     stop's short cleanup, the next two runs on the same Runner start afresh and pass."""

@@ -48,7 +48,8 @@ _LOG_LOOKUP = 100  # logs searched for an earlier acquisition of a file the runn
 STOP_BUDGET_S = 5.0  # how long a stop of our acquisition is tried once the run must end
 _STOP_PAUSE_S = 0.1  # between attempts to stop it, doubling up to _STOP_PAUSE_MAX_S
 _STOP_PAUSE_MAX_S = 0.5
-_STOP_ERRORS_KEPT = 5  # distinct errors of one stop kept in its record
+_STOP_ERRORS_KEPT = 5
+_STAYS = "the file stays there whatever the DAQ does"  # distinct errors of one stop kept in its record
 
 class _NotReady(Exception):
     """A write sent because the status stream said READY was refused, and the writer is not READY."""
@@ -175,12 +176,12 @@ class Tracker:
         run = self.run
         path = step.output_file
         if os.path.islink(path):
-            raise StepFailed(f"{path} is a symbolic link: the DAQ would write through it; nothing was sent")
+            raise StepFailed(f"{path} is a symbolic link: the DAQ would write through it; nothing was sent", final=_STAYS)
         real = os.path.realpath(path)
         other = self.files.get(real)
         if other is not None and other != step.index:
             # The batch names it differently (a symlinked folder), but it is the same file.
-            raise StepFailed(f"{path} is the file step {other} of this run wrote ({real}); nothing was sent")
+            raise StepFailed(f"{path} is the file step {other} of this run wrote ({real}); nothing was sent", final=_STAYS)
         logs: Optional[List[dict]] = None
         local = os.path.isdir(os.path.dirname(path))
         if local:
@@ -207,7 +208,8 @@ class Tracker:
         if not (step.overwrite or run.overwrite):
             raise StepFailed(
                 f"{path}: {where} and the DAQ's writer would overwrite it; set overwrite: true on the step "
-                "(or in defaults), or run with --overwrite; nothing was sent"
+                "(or in defaults), or run with --overwrite; nothing was sent",
+                final=_STAYS,
             )
         record.overwrote = True
         run.notice(f"overwriting {path} ({where}; overwrite allowed)", step)
@@ -295,11 +297,14 @@ class Tracker:
                 self._ended(acq)
                 daq.reset_writer(step, record, f"the DAQ could not start the write: {exc}")
                 raise StepFailed(f"the DAQ refused the write: {exc} (the writer was reset)") from None
-            except StdDaqAdminException:
+            except StdDaqAdminException as exc:
                 self._ended(acq)
                 if marks is not None and send == 1 and daq.feed.status().get("state") != READY:
                     # Sent on the stream's word and refused: the writer is busy or UNKNOWN.
                     raise _NotReady() from None
+                final = protocol.final_refusal(str(exc))
+                if final is not None:
+                    raise StepFailed(f"the DAQ refused: {exc}", final=final) from None
                 raise
             except WriteOutcomeUnknown as exc:
                 # A request still on its way may arrive as late again as it has been out.
