@@ -15,7 +15,8 @@ step kind is declared in :mod:`daq_runner._stepkinds` and gets its handler here.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Optional
+import time
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import events
 from ._deadline import current
@@ -25,7 +26,7 @@ from .daq import READY, Acquisition, RunServices
 from .exceptions import StepFailed
 from .record import StepRecord
 
-__all__ = ["HANDLERS", "Handler"]
+__all__ = ["HANDLERS", "Handler", "generous_timeout"]
 
 Handler = Callable[[RunServices, Any, StepRecord, int], Optional[Acquisition]]
 HANDLERS: Dict[str, Handler] = {}
@@ -49,6 +50,58 @@ def _sleep_within(run: RunServices, step: Step, seconds: float, what: str) -> No
     current().sleep(seconds)
 
 
+class _Pace:
+    """How fast a write goes, from its progress: to warn while it can still be helped, and to
+    say what timeout it would have needed."""
+
+    _AFTER_S = 3.0  # a rate measured over less than this is a guess
+
+    def __init__(self, step: WriteStep) -> None:
+        self.step = step
+        self.started = time.monotonic()
+        self.first: Optional[Tuple[float, int]] = None
+        self.last: Optional[Tuple[float, int]] = None
+        self.warned = False
+
+    def add(self, n_written: int) -> None:
+        now = time.monotonic()
+        if self.first is None:
+            self.first = (now, n_written)
+        self.last = (now, n_written)
+
+    def rate(self) -> Optional[float]:
+        if self.first is None or self.last is None:
+            return None
+        span, images = self.last[0] - self.first[0], self.last[1] - self.first[1]
+        return images / span if span >= self._AFTER_S and images > 0 else None
+
+    def needed_s(self) -> Optional[float]:
+        """Seconds the whole step needs at the rate seen (what it took so far, and the rest)."""
+        rate = self.rate()
+        if rate is None or self.last is None:
+            return None
+        return (self.last[0] - self.started) + (self.step.n_images - self.last[1]) / rate
+
+    def advice(self) -> str:
+        needed = self.needed_s()
+        if needed is None:
+            return ""
+        return f"at {self.rate():.3g} images/s it needs about {needed:.0f} s: give it timeout: {generous_timeout(needed)} or more"
+
+    def too_slow(self) -> bool:
+        """Whether, at this rate, the write ends after its timeout (said once)."""
+        needed = self.needed_s()
+        if self.warned or needed is None or needed <= self.step.timeout:
+            return False
+        self.warned = True
+        return True
+
+
+def generous_timeout(seconds: float) -> int:
+    """A step timeout that leaves room for ``seconds`` of work: a fifth more, rounded up to 10 s."""
+    return int(-(-seconds * 1.2 // 10) * 10)
+
+
 @_handles("write")
 def write(run: RunServices, step: WriteStep, record: StepRecord, attempt: int) -> Optional[Acquisition]:
     earlier = run.acquisitions.of_step(step.index)
@@ -62,10 +115,22 @@ def write(run: RunServices, step: WriteStep, record: StepRecord, attempt: int) -
         record.daq_log_reason = "running in the background (wait: false)"
         return acquisition
 
-    def progress(n_written: int, state: Optional[str]) -> None:
-        run.emit(events.PROGRESS, step, n_written=n_written, n_images=step.n_images, state=state)
+    pace = _Pace(step)
 
-    run.daq.follow(acquisition, record, progress)
+    def progress(n_written: int, state: Optional[str]) -> None:
+        pace.add(n_written)
+        run.emit(events.PROGRESS, step, n_written=n_written, n_images=step.n_images, state=state)
+        if pace.too_slow():
+            run.notice(f"this write will not finish within its timeout of {step.timeout:g} s: {pace.advice()}", step)
+
+    try:
+        run.daq.follow(acquisition, record, progress)
+    except StepFailed as exc:
+        advice = pace.advice()
+        if current().expired and advice:
+            # The timeout it would have needed, where the DAQ's pace says it.
+            raise StepFailed(f"{exc}; {advice}", final=exc.final) from None
+        raise
     return None
 
 

@@ -233,14 +233,28 @@ class StepKind:
         return (self.name, *COMMON_FIELDS, *self.extra)
 
 
+def words(value: Any) -> str:
+    """``value`` as a batch file says it (YAML flow style), for step names: ``{bit_depth: 8}``,
+    ``[8, 16]``, ``true``, ``10`` (not ``{'bit_depth': 8}``, ``True`` or ``10.0``)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {words(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(words(v) for v in value) + "]"
+    return "null" if value is None else str(value)
+
+
 def _build_config(body: Dict[str, Any], extra: Dict[str, Any], options: Dict[str, Any]) -> Built:
     settle = extra["settle"]
-    name = "config " + ", ".join(f"{k}={v}" for k, v in body.items())
+    name = "config " + ", ".join(f"{k}={words(v)}" for k, v in body.items())
     return name, {"config": body, "settle": settle}, {"config": body, "settle": settle}
 
 
 def _build_check(body: Dict[str, Any], extra: Dict[str, Any], options: Dict[str, Any]) -> Built:
-    name = "check " + ", ".join(f"{k}={v}" for k, v in body.items())
+    name = "check " + ", ".join(f"{k}={words(v)}" for k, v in body.items())
     return name, dict(body), dict(body)
 
 

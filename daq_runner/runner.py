@@ -30,7 +30,7 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 
 from . import events, protocol
 from ._deadline import Deadline, Interrupted, bounded
-from ._handlers import HANDLERS
+from ._handlers import HANDLERS, generous_timeout
 from ._redis import connect
 from ._text import redact_url, scrub
 from ._version import __version__
@@ -343,6 +343,7 @@ class RunState(RunServices):
             if self.daq_lost is None:
                 self._prepare_daq()
             if self.daq_lost is None:
+                self._warn_slow_writes()
                 outcome = self._run_steps()
             else:
                 outcome = "failed"
@@ -445,6 +446,36 @@ class RunState(RunServices):
                     self.daq_lost = f"DAQ unreachable beyond the retry budget ({self.daq.outage}): {_describe(exc)}"
                     return
                 self.notice(f"could not reset the writer before the first step: {_describe(exc)}")
+
+    def _warn_slow_writes(self) -> None:
+        """Writes whose images cannot arrive within their timeout at the detector's rate now:
+        said before the first step, when it can still be helped, not at 3 a.m."""
+        if "rates" not in self.daq.features:
+            return
+        steps = self.batch.steps
+        stops = [step.index for step in steps if step.kind == "stop"]
+        writes = [
+            step
+            for step in steps
+            if isinstance(step, WriteStep) and step.identity not in self.kept
+            # A background write that a later stop step ends is not meant to finish.
+            and (step.wait or not any(index > step.index for index in stops))
+        ]
+        if not writes:
+            return
+        try:
+            with bounded(Deadline(3.0, cancel=self.stop_event)):
+                rate = self.daq.read_rates().detector
+        except DaqRunnerError:
+            return  # the steps will find out; a look at the rates is no reason to stop
+        slow = [step for step in writes if rate > 0 and step.n_images / rate > step.timeout]
+        if slow:
+            first, need = slow[0], slow[0].n_images / rate
+            more = f"; {len(slow) - 1} more write(s) too" if len(slow) > 1 else ""
+            self.notice(
+                f"at the detector's {rate:g} images/s now, step {first.index} ({first.n_images} images) needs about "
+                f"{need:.0f} s, beyond its timeout of {first.timeout:g} s: give it timeout: {generous_timeout(need)} or more{more}"
+            )
 
     # -- steps ------------------------------------------------------------------------------
 

@@ -648,3 +648,20 @@ def test_params_keep_the_order_written_then_defaults():
     assert "config writer_user_id=0, bit_depth=16" == config.name
     write = load("version: 1\ndefaults: {overwrite: true}\nsteps:\n  - write: {n_images: 2, output_file: /d/a.h5}\n").steps[0]
     assert ["n_images", "output_file", "wait", "overwrite"] == list(write.params)
+
+
+def test_automatic_step_names_are_in_the_batchs_words():
+    """A step without a name is named as the batch says it: no Python reprs (quotes, True, 10.0)."""
+    text = (
+        "version: 1\nsteps:\n"
+        "  - check: {deployment: SUCCESS, config: {bit_depth: 8}, min_detector_rate: 10}\n"
+        "  - config: {bit_depth: 16, module_positions: {}}\n"
+        "  - write: {output_file: /d/a.h5, n_images: 3, wait: false}\n"
+    )
+    names = [step.name for step in load_batch_text(text).steps]
+    assert [
+        "check deployment=SUCCESS, config={bit_depth: 8}, min_detector_rate=10",
+        "config bit_depth=16, module_positions={}",
+        "write 3 to /d/a.h5 (no wait)",
+    ] == names
+    assert not any(bad in name for name in names for bad in ("'", "True", "10.0"))

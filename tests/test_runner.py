@@ -267,6 +267,28 @@ def test_a_refusal_no_retry_can_change_is_not_retried_and_the_report_says_why(da
     assert [False] == [e.data["will_retry"] for e in collect.kinds(events.ATTEMPT_FAILED)]
 
 
+def test_a_write_that_cannot_finish_within_its_timeout_is_said_before_it_starts_and_when_it_ends(daq_sim, tmp_path):
+    """30,000 images at 100 images/s do not fit a 60 s timeout: a notice says so before the first
+    step (the detector's rate is known), another while it writes, and the timeout's error names
+    the timeout the write would have needed."""
+    daq_sim.core.settings.frame_rate = 100
+
+    def rate() -> float:
+        stats = requests.get(daq_sim.url + "/daq/stats", timeout=5).json()["stats"] or {}
+        return (stats.get("detector") or {}).get("images_per_second") or 0
+
+    wait_until(lambda: 0 < rate() <= 100)  # the DAQ's statistics show the new rate
+    out = tmp_path / "long.h5"
+    batch = load_batch_text(f"version: 1\nsteps:\n  - write: {{output_file: '{out}', n_images: 30000}}\n    timeout: 5\n")
+    report = Runner(daq_sim.url, daq_sim.redis_url).run(batch)
+    notices = [n["message"] for n in report.notices]
+    assert any("step 1 (30000 images) needs about 300 s, beyond its timeout of 5 s: give it timeout: 360 or more" in n for n in notices), notices
+    assert any("will not finish within its timeout of 5 s" in n for n in notices), notices
+    (step,) = report.steps
+    assert "failed" == step.status and step.error.startswith("timed out after 5 s")
+    assert "images/s it needs about" in step.error and "give it timeout:" in step.error, step.error
+
+
 def test_one_runner_runs_batch_after_batch_the_first_ended_by_request_stop(daq_sim, tmp_path):
     """A Runner holds configuration only: after a run ended by request_stop() and a second
     stop's short cleanup, the next two runs on the same Runner start afresh and pass."""
