@@ -40,6 +40,10 @@ __all__ = [
     "NotifySettingsError",
     "LockError",
     "LockHeldError",
+    # bounds for any request and wait
+    "Deadline",
+    "bounded",
+    "Interrupted",
     # the DAQ seam and its generations
     "Daq",
     "RestV2Daq",
@@ -82,6 +86,9 @@ _WHERE = {
     "StepRecord": ".record",
     "StepStatus": ".record",
     "Daq": ".daq",
+    "Deadline": "._deadline",
+    "bounded": "._deadline",
+    "Interrupted": "._deadline",
     "RestV2Daq": ".rest_v2",
 }
 

@@ -33,7 +33,7 @@ Hierarchy::
 is what the original ``std_daq_client`` promises; code written for it keeps working.
 
 A stop request (a signal, ``Runner.request_stop``) that ends a request or a wait raises
-:class:`daq_runner._deadline.Interrupted`, which is not an error of the DAQ and so is not
+:class:`daq_runner.Interrupted`, which is not an error of the DAQ and so is not
 in this tree. Messages never carry URL credentials (they are replaced by ``***``) and
 quote reply text as one shortened line.
 """
