@@ -59,6 +59,7 @@ __all__ = [
     "load_batch_text",
     "Runner",
     "RunReport",
+    "ConsoleView",
     "StepRecord",
     "StepStatus",
     "Event",
@@ -68,6 +69,8 @@ __all__ = [
 
 _WHERE = {
     "StdDaqClient": ".client",
+    "write_file": ".writes",
+    "ConsoleView": ".console",
     "DetDriverClient": ".det_driver",
     "Batch": ".batch",
     "Step": ".batch",
