@@ -322,6 +322,39 @@ def _syntax_hint(problem: str, context: str, lines: List[str], line_numbers: Lis
     return ""
 
 
+_INDENTATION_PROBLEMS = ("not allowed in this context", "did not find expected", "expected <block end>")
+
+
+def _indentation_hint(lines: List[str], line_numbers: List[int]) -> str:
+    """Two neighbouring lines that start one to three columns apart: a slip of the indentation
+    (``steps:`` indented by one space, a list item not under the one above it)."""
+    for number in line_numbers:
+        if not 1 <= number <= len(lines) or not lines[number - 1].strip():
+            continue
+        line = lines[number - 1]
+        column = len(line) - len(line.lstrip(" "))
+        for above in range(number - 1, 0, -1):
+            other = lines[above - 1]
+            if not other.strip() or other.lstrip().startswith("#"):
+                continue
+            other_column = len(other) - len(other.lstrip(" "))
+            if other.lstrip().startswith("- ") and not line.lstrip().startswith("-"):
+                # A key under a list item lines up with the item's first key, after "- ".
+                keys = other_column + 2
+                if 0 < abs(column - keys) <= 3:
+                    return (
+                        f"; line {number} starts in column {column + 1}, but the keys of the item on line {above} "
+                        f"start in column {keys + 1}: indent it to line up with them (YAML reads the indentation)"
+                    )
+            if 0 < abs(column - other_column) <= 3:
+                return (
+                    f"; line {number} starts in column {column + 1} and line {above} above it in column "
+                    f"{other_column + 1}: lines of one level start in the same column (YAML reads the indentation)"
+                )
+            break
+    return ""
+
+
 def _syntax_error(exc: yaml.MarkedYAMLError, text: str, path: str, max_depth: int) -> BatchValidationError:
     problem = exc.problem or ""
     context = exc.context or ""
@@ -337,6 +370,8 @@ def _syntax_error(exc: yaml.MarkedYAMLError, text: str, path: str, max_depth: in
         if candidate is not None:
             numbers += [candidate.line + 1, candidate.line]  # the line, and the one before it
     hint = _syntax_hint(problem, context, lines, numbers)
+    if not hint and any(text in problem or text in context for text in _INDENTATION_PROBLEMS):
+        hint = _indentation_hint(lines, sorted(set(numbers), reverse=True))
     reason = f"invalid YAML: {problem or context or 'syntax error'}{hint}"
     where = (mark.line + 1, mark.column + 1) if mark else (None, None)
     return BatchValidationError(reason, path, *where)

@@ -176,21 +176,33 @@ def new_run(now: Optional[_dt.datetime] = None) -> str:
 
 
 class _Errors:
-    """Every problem found, deduplicated (a sweep repeats its steps' mistakes)."""
+    """Every problem found, deduplicated: a sweep repeats its steps' mistakes, once per
+    combination of its values, and a place of the file is reported once with a count of the
+    other values that repeat it (not twelve times for a 3 x 4 sweep)."""
 
     def __init__(self, path: str) -> None:
         self.path = path
         self.found: Dict[Tuple[Any, ...], BatchValidationError] = {}
         self.command_line: List[BatchValidationError] = []
         self.uncounted = 0
+        self.sweep_pass = 0  # which combination of sweep values is being expanded (the loader counts)
+        self._first_pass: Dict[Tuple[int, int], int] = {}  # place -> the pass of its first error
+        self._repeats: Dict[Tuple[int, int], int] = {}
 
     def __bool__(self) -> bool:
         return bool(self.found or self.command_line or self.uncounted)
 
-    def add(self, reason: str, mark: Optional[Mark]) -> None:
+    def add(self, reason: str, mark: Optional[Mark], *, each: bool = False) -> None:
+        """Record ``reason`` at ``mark``; ``each``: listed for every sweep pass (it names the step)."""
         line, column = mark or (None, None)
         key = (line or 0, column or 0, reason)
         if key in self.found:
+            return
+        place = key[:2]
+        first = self._first_pass.setdefault(place, self.sweep_pass)
+        if first != self.sweep_pass and not each:
+            # The same place with other sweep values: counted, not listed again.
+            self._repeats[place] = self._repeats.get(place, 0) + 1
             return
         if len(self.found) >= _MAX_KEPT_ERRORS:
             self.uncounted += 1
@@ -201,6 +213,11 @@ class _Errors:
         self.command_line.append(BatchValidationError(reason, COMMAND_LINE))
 
     def exception(self) -> BatchValidationError:
+        for (line, column, reason), error in list(self.found.items()):
+            repeats = self._repeats.pop((line, column), 0)
+            if repeats:
+                more = f" (and {repeats} more like it here, with other values of the for:)"
+                self.found[(line, column, reason)] = BatchValidationError(reason + more, self.path, line or None, column or None)
         ordered = [self.found[key] for key in sorted(self.found, key=lambda k: (k[0], k[1]))]
         errors = ordered + self.command_line
         return BatchValidationError.from_errors(errors[:MAX_ERRORS], len(errors[MAX_ERRORS:]) + self.uncounted)
@@ -216,6 +233,7 @@ class _Renderer(Context):
         self.env: Mapping[str, Any] = {}
         self.suggestions: Dict[str, str] = {}  # unknown name -> did-you-mean ("" for none)
         self.comparisons_left = _MAX_SUGGESTION_WORK
+        self.loops: Dict[str, int] = {}  # sweep variable -> line of its for:
 
     def report(self, error: Invalid) -> None:
         if error.reason is not None:
@@ -229,13 +247,36 @@ class _Renderer(Context):
         except UnusableVariable:
             raise Invalid(None) from None  # its own error was reported where it was defined
         except UnknownVariable as exc:
-            raise Invalid(self.unknown(exc), mark) from None
+            raise Invalid(self.unknown(exc, raw), mark) from None
         except TemplateError as exc:
             raise Invalid(str(exc), mark) from None
 
-    def unknown(self, exc: UnknownVariable) -> str:
-        match = self.suggestions.get(exc.name, "")
-        if exc.name not in self.suggestions:
+    def unknown(self, exc: UnknownVariable, text: str) -> str:
+        """Every variable ``text`` names that has no value here, each with what would fix it."""
+        env = self.env
+        try:
+            named = sorted(templating.placeholders(text), key=text.index)
+        except TemplateError:
+            named = [exc.name]
+        unknown = [name for name in named if name not in env] or [exc.name]
+        listed = ", ".join(f"'{name}'" for name in unknown)
+        head = f"unknown variable{'s' if len(unknown) > 1 else ''} {listed} in {templating.short(text)}"
+        if len(unknown) == 1:
+            maybe, fix = self._fix(unknown[0])
+            return f"{head}{maybe}; {fix}"
+        return head + "; " + "; ".join("'{}'{}: {}".format(name, *self._fix(name)) for name in unknown)
+
+    def _fix(self, name: str) -> Tuple[str, str]:
+        """What makes ``name`` known at this step: a did-you-mean (`` (did you mean 'x'?)`` or
+        ""), and what to do (add it, or move the step into the loop it belongs to)."""
+        loop = self.loops.get(name)
+        if loop is not None:
+            return "", (
+                f"it is the variable of the for: at line {loop}, and this step is not inside that "
+                "loop (indent it under that for:'s steps:)"
+            )
+        match = self.suggestions.get(name, "")
+        if name not in self.suggestions:
             # Suggestions compare names one by one: bounded, so that thousands of unknown
             # names against thousands of variables cannot take minutes.
             env = self.env
@@ -243,10 +284,9 @@ class _Renderer(Context):
             if size <= self.comparisons_left:
                 self.comparisons_left -= size
                 names = env.names() if isinstance(env, _Scope) else set(env)
-                match = did_you_mean(exc.name, sorted(n for n in names if env[n] is not templating.UNUSABLE)) or ""
-            self.suggestions[exc.name] = match
-        hint = f" (did you mean '{match}'?)" if match else ""
-        return f"{exc}{hint}; add it under vars: or pass --var {exc.name}=VALUE"
+                match = did_you_mean(name, sorted(n for n in names if env[n] is not templating.UNUSABLE)) or ""
+            self.suggestions[name] = match
+        return (f" (did you mean '{match}'?)" if match else ""), f"add it under vars: or pass --var {name}=VALUE"
 
     def render_tree(self, raw: Any, mark: Mark) -> Any:
         if isinstance(raw, str):
@@ -258,6 +298,18 @@ class _Renderer(Context):
             marks = getattr(raw, "item_marks", None) or [mark] * len(raw)
             return [self.render_tree(v, m) for v, m in zip(raw, marks)]
         return raw
+
+
+def _with(body: LMap, step: LMap, keys: List[str]) -> LMap:
+    """``body`` with the ``keys`` of ``step`` added, marks and all."""
+    merged = LMap(body)
+    merged.mark, merged.placeholder = body.mark, body.placeholder
+    merged.key_marks, merged.value_marks = dict(body.key_marks), dict(body.value_marks)
+    for key in keys:
+        if key not in merged:
+            merged[key] = step[key]
+            merged.key_marks[key], merged.value_marks[key] = step.key_marks[key], step.value_marks[key]
+    return merged
 
 
 def _key_mark(mapping: Any, key: Any) -> Mark:
@@ -331,8 +383,8 @@ class _Loader:
         self.identities: Dict[bytes, int] = {}
         self.outputs: Dict[str, Tuple[int, Mark, Dict[str, Any]]] = {}
 
-    def error(self, reason: str, mark: Optional[Mark]) -> None:
-        self.errors.add(reason, mark)
+    def error(self, reason: str, mark: Optional[Mark], *, each: bool = False) -> None:
+        self.errors.add(reason, mark, each=each)
 
     # -- variables -----------------------------------------------------------------------
 
@@ -416,6 +468,23 @@ class _Loader:
                 hint = "; it uses no variables"
             self.errors.add_command_line(f"--var {name} is not used by the batch{hint}")
 
+    def loop_lines(self, steps: Any) -> Dict[str, int]:
+        """Every sweep variable of the file and the line of the ``for:`` that defines it."""
+        lines: Dict[str, int] = {}
+        pending = [steps]
+        while pending:
+            items = pending.pop()
+            if not isinstance(items, list):
+                continue
+            for item in items:
+                if isinstance(item, dict) and isinstance(item.get(SWEEP), dict):
+                    line = _key_mark(item, SWEEP)[0]
+                    for name in item[SWEEP]:
+                        if isinstance(name, str):
+                            lines.setdefault(name, line)
+                    pending.append(item.get("steps"))
+        return lines
+
     def sweep_names(self, steps: Any) -> Set[str]:
         names: Set[str] = set()
         pending = [steps]
@@ -482,7 +551,25 @@ class _Loader:
         extra: Dict[str, Any] = {}
         body: Dict[str, Any] = {}
         value_marks = raw.value_marks
+        # Keys of the body written beside it, not under it (indented like the step's own keys).
+        fields = getattr(kind.body, "fields", {})
+        misplaced = [k for k in raw if k != kind.name and k in fields and k not in COMMON_FIELDS and k not in kind.extra]
+        if misplaced and raw.get(kind.name) is None:
+            listed = ", ".join(misplaced)
+            self.error(
+                f"{kind.name}: has no value, and {listed} on the lines below it {'are its fields' if len(misplaced) > 1 else 'is its field'}: "
+                f"indent {'them' if len(misplaced) > 1 else 'it'} under {kind.name}:",
+                raw.key_marks[kind.name],
+            )
+            return
         for key, item in raw.items():
+            if key in misplaced:
+                failed = True
+                self.error(f"'{key}' is a field of {kind.name}: indent it under {kind.name}: (it is written beside it)", raw.key_marks[key])
+                continue
+            if key == kind.name and misplaced and isinstance(item, LMap):
+                # Checked as if they were where they belong: their one mistake is said once.
+                item = _with(item, raw, misplaced)
             if key == kind.name:
                 try:
                     defaults = self.body_defaults.get(key)
@@ -581,6 +668,7 @@ class _Loader:
             f"{who(index, first_mark, first_sweep)}: the second write would destroy the first file; "
             "give each write its own output_file (e.g. with {step} or a sweep variable)",
             mark,
+            each=True,
         )
 
     def sweep(self, raw: LMap, sweep: Dict[str, Any]) -> None:
@@ -639,6 +727,7 @@ class _Loader:
             if self.overflow:
                 return
             self.work += 1
+            self.errors.sweep_pass += 1
             self.expand(steps, steps_mark, {**sweep, **dict(zip(names, combination))})
 
     # -- the whole file ----------------------------------------------------------------------
@@ -712,6 +801,7 @@ class _Loader:
         if "steps" not in doc:
             self.error("missing 'steps'", doc.mark)
         else:
+            self.ctx.loops = self.loop_lines(doc["steps"])
             self.expand(doc["steps"], _value_mark(doc, "steps"), {})
         self.unused_vars(doc, given)
         if self.errors:

@@ -29,6 +29,7 @@ __all__ = [
     "render",
     "placeholders",
     "lone_placeholder",
+    "short",
 ]
 
 MAX_RENDERED_CHARS = 4096  # characters of one rendered string
@@ -87,6 +88,11 @@ class Budget:
         self.remaining -= n
         if self.remaining < 0:
             raise TooLong(f"the batch renders more than {self.total} characters in total")
+
+
+def short(text: str) -> str:
+    """``text`` quoted for a message, shortened to about 60 characters."""
+    return _short(text)
 
 
 def _short(text: str) -> str:

@@ -665,3 +665,68 @@ def test_automatic_step_names_are_in_the_batchs_words():
         "write 3 to /d/a.h5 (no wait)",
     ] == names
     assert not any(bad in name for name in names for bad in ("'", "True", "10.0"))
+
+
+def _lines(text: str) -> list:
+    with pytest.raises(BatchValidationError) as info:
+        load(text)
+    return info.value.lines()
+
+
+def test_a_step_outside_its_loop_is_told_so_not_to_add_the_loop_variable():
+    """A step that uses a for: variable but is not inside that loop: the message names the loop's line."""
+    text = (
+        "version: 1\nsteps:\n  - for: {bit_depth: [8, 16]}\n    steps:\n      - config: {bit_depth: '{bit_depth}'}\n"
+        "  - write: {output_file: '/d/x_{bit_depth}.h5', n_images: 1}\n"
+    )
+    assert [
+        "b.yaml:6:26: unknown variable 'bit_depth' in '/d/x_{bit_depth}.h5'; it is the variable of the for: at line 3, "
+        "and this step is not inside that loop (indent it under that for:'s steps:)"
+    ] == _lines(text)
+
+
+def test_every_unknown_variable_of_a_string_is_reported_at_once():
+    """Three unknown names in one path: all three in the one line, each with its fix."""
+    (line,) = _lines(HEAD + "  - write: {output_file: '/d/{sample}_{scan}_{root2}.h5', n_images: 1}\n")
+    assert "unknown variables 'sample', 'scan', 'root2'" in line
+    assert all(f"'{name}': add it under vars: or pass --var {name}=VALUE" in line for name in ("sample", "scan", "root2"))
+
+
+def test_fields_written_beside_their_step_kind_are_told_to_be_indented_under_it():
+    """output_file and n_images at the step's level (write: left empty): one line saying to indent them;
+    one written beside a flow body: that key alone, no second error for the same slip."""
+    assert [
+        "b.yaml:3:5: write: has no value, and output_file, n_images on the lines below it are its fields: indent them under write:"
+    ] == _lines("version: 1\nsteps:\n  - write:\n    output_file: /d/a.h5\n    n_images: 5\n")
+    assert [
+        "b.yaml:4:5: 'n_images' is a field of write: indent it under write: (it is written beside it)"
+    ] == _lines("version: 1\nsteps:\n  - write: {output_file: /d/a.h5}\n    n_images: 5\n")
+
+
+def test_a_mistake_repeated_by_a_sweep_is_reported_once_with_a_count():
+    """A relative path in a 3 x 4 sweep: one line for the place, not twelve."""
+    text = (
+        "version: 1\nvars: {root: data}\nsteps:\n  - for: {b: [8, 16, 32], n: [1, 2, 3, 4]}\n    steps:\n"
+        "      - write: {output_file: '{root}/scan_{b}_{n}.h5', n_images: 10}\n"
+    )
+    assert [
+        "b.yaml:6:30: output_file must be an absolute path, not 'data/scan_8_1.h5' "
+        "(and 11 more like it here, with other values of the for:)"
+    ] == _lines(text)
+
+
+@pytest.mark.parametrize(
+    "text, hint",
+    [
+        ("version: 1\n steps:\n  - wait: {seconds: 1}\n", "line 2 starts in column 2 and line 1 above it in column 1"),
+        ("version: 1\nsteps:\n  - wait: {seconds: 1}\n - wait: {seconds: 2}\n", "line 4 starts in column 2 and line 3 above it in column 3"),
+        (
+            "version: 1\nsteps:\n  - for: {n: [1, 2]}\n   steps:\n      - wait: {seconds: 1}\n",
+            "line 4 starts in column 4, but the keys of the item on line 3 start in column 5",
+        ),
+    ],
+)
+def test_a_slip_of_the_indentation_gets_a_hint_naming_both_lines(text, hint):
+    """YAML's bare "did not find expected '-' indicator" and the like name the two lines out of line."""
+    (line,) = _lines(text)
+    assert "invalid YAML:" in line and hint in line and "YAML reads the indentation" in line
