@@ -19,8 +19,9 @@ from typing import Any, Callable, Dict, List, Optional
 
 from . import events
 from ._deadline import current
+from ._guard import follow_guarded, wait_for_detector
 from ._text import quote
-from .batch import CheckStep, ConfigStep, Step, StopStep, WaitStep, WriteStep
+from .batch import CheckStep, ConfigStep, RunStep, Step, StopStep, WaitStep, WriteStep
 from .daq import READY, Acquisition, RunServices
 from .exceptions import StepFailed
 from .record import StepRecord
@@ -57,6 +58,8 @@ def write(run: RunServices, step: WriteStep, record: StepRecord, attempt: int) -
         run.notice(f"following acquisition {earlier.acquisition_id} of the earlier attempt instead of starting another", step)
         acquisition = earlier
     else:
+        if step.guard is not None:
+            wait_for_detector(run, step, record)
         acquisition = run.daq.start(step, record)
     if acquisition.background:
         record.daq_log_reason = "running in the background (wait: false)"
@@ -65,7 +68,11 @@ def write(run: RunServices, step: WriteStep, record: StepRecord, attempt: int) -
     def progress(n_written: int, state: Optional[str]) -> None:
         run.emit(events.PROGRESS, step, n_written=n_written, n_images=step.n_images, state=state)
 
-    run.daq.follow(acquisition, record, progress)
+    if step.guard is not None:
+        acquisition = follow_guarded(run, step, record, acquisition, progress)
+    else:
+        run.daq.follow(acquisition, record, progress)
+    run.file_checks.check(run, step, record, acquisition.started)
     return None
 
 
@@ -126,3 +133,17 @@ def wait(run: RunServices, step: WaitStep, record: StepRecord, attempt: int) -> 
 @_handles("stop")
 def stop(run: RunServices, step: StopStep, record: StepRecord, attempt: int) -> None:
     run.daq.stop_writer(step, record)
+
+
+@_handles("run")
+def run_program(run: RunServices, step: RunStep, record: StepRecord, attempt: int) -> None:
+    from ._commands import run_command
+
+    # Bounded by the step's time left and ended by the run's stop request (the bound in force).
+    left = current().remaining()
+    result = run_command(step.command, timeout=left if left < float("inf") else step.timeout, expect_exit=step.expect_exit, env=step.env)
+    record.command = result.to_json()
+    current().check()  # ended by the run's stop request: the step is interrupted, not failed
+    if not result.passed:
+        last = f"; last output: {result.output[-1]}" if result.output else ""
+        raise StepFailed(f"{result.reason}{last}")
