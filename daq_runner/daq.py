@@ -27,8 +27,6 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Dict, FrozenSet, List
 
 if TYPE_CHECKING:  # pragma: no cover
     from ._deadline import Deadline
-    from ._filecheck import FileChecks
-    from ._guard import DetectorHistory
     from .batch import Batch, ConfigStep, Step, WriteStep
     from .record import RecoveryRecord, StepRecord
     from .resume import ResumedRun
@@ -184,10 +182,11 @@ class RunServices(abc.ABC):
     pre_run: List["RecoveryRecord"]
     daq: "Daq"
 
-    file_checks: "FileChecks"
-    """How this run checks the files its writes wrote (:class:`~daq_runner._filecheck.FileChecks`)."""
-    detector_history: "DetectorHistory"
-    """The detector's rates its guards read (:class:`~daq_runner._guard.DetectorHistory`)."""
+    # Typed loosely: the modules that define them use this one.
+    file_checks: Any
+    """How this run checks the files its writes wrote (a :class:`daq_runner._filecheck.FileChecks`)."""
+    detector_history: Any
+    """The detector's rates its guards read (a :class:`daq_runner._guard.DetectorHistory`)."""
 
     @abc.abstractmethod
     def emit(self, kind: str, step: Optional["Step"] = None, /, **data: Any) -> None:
