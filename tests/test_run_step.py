@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from .conftest import batch_file, daq_run, start_daq_run, wait_until
+from .test_commands import running as alive
 
 
 def report_of(path) -> dict:
@@ -34,14 +35,6 @@ def program(folder: Path, name: str, body: str) -> Path:
 
 def with_path(folder: Path) -> dict:
     return {"PATH": f"{folder}{os.pathsep}{os.environ.get('PATH', '')}"}
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rpartition(b")")[2].split()[0] != b"Z"
-    except OSError:
-        return False
 
 
 MOVE = """version: 1
