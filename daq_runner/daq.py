@@ -333,8 +333,9 @@ class Daq(abc.ABC):
 
     def verify_files(self, step: "WriteStep", config: Dict[str, Any], expected: "Expected", options: "CheckOptions") -> "Verification":
         """Open and check the files the acquisition of ``step`` wrote, in this generation's
-        layout (:mod:`daq_runner.verify`), against ``expected`` (from ``config``, the DAQ's
-        configuration after the write). Called only when the files' folder is visible on this
+        layout (:mod:`daq_runner.verify`), against ``expected`` (made from ``config``, the
+        configuration the write was meant to run with: a generation may need more of it, such
+        as its number of writers). Called only when the files' folder is visible on this
         machine. Never raises for a file; :class:`~daq_runner.verify.VerifyExtraMissing`
         without h5py, ``Interrupted`` on a stop request."""
         raise NotImplementedError(f"{self.generation}: no file checks")
