@@ -101,10 +101,9 @@ def wait_for_detector(run: RunServices, step: WriteStep, record: StepRecord, *, 
     summary = _summary(record, step)
     history: DetectorHistory = run.detector_history
     bound = current().within(guard.max_wait_s)
-    left = bound.remaining()
-    run.emit(events.WAITING, step, what=f"the detector: {_want(step)}", seconds=left if left != float("inf") else None)
     began = time.monotonic()
     last: Optional[float] = None
+    told = False
     try:
         with bounded(bound):
             while not bound.expired:
@@ -112,6 +111,10 @@ def wait_for_detector(run: RunServices, step: WriteStep, record: StepRecord, *, 
                 history.add(last)
                 if history.held(guard.min_detector_rate, guard.for_s):
                     return
+                if not told:  # said only when there is something to wait for (a countdown on the console)
+                    told = True
+                    left = bound.remaining()
+                    run.emit(events.WAITING, step, what=f"the detector: {_want(step)}", seconds=left if left != float("inf") else None)
                 bound.sleep(SAMPLE_S)
     except DeadlineExceeded:
         if not bound.expired:
