@@ -79,14 +79,25 @@ class FileChecks:
             VerifyExtraMissing: some write is to be checked and h5py or numpy is missing (one
                 line: how to install them, and that ``--no-verify`` runs without the checks).
         """
-        from .verify import VerifyExtraMissing, require_verify_extra
+        import importlib.util
+
+        from .verify import VERIFY_EXTRA_HINT, VERIFY_MODULES, VerifyExtraMissing
 
         if not any(step.kind == "write" and self.wanted(step) for step in steps):  # type: ignore[arg-type]
             return
-        try:
-            require_verify_extra()
-        except VerifyExtraMissing as exc:
-            raise VerifyExtraMissing(f"{exc}; or run with --no-verify (or verify: off) to write without checking the files") from None
+        # Found, not imported: importing h5py takes about 0.3 s, which the first check pays
+        # anyway; a run should not pay it before it has even taken its lock.
+        for name in VERIFY_MODULES:
+            try:
+                found = importlib.util.find_spec(name) is not None
+            except (ImportError, ValueError):
+                found = False
+            if not found:
+                raise VerifyExtraMissing(
+                    f"file checks need the verify extra: {VERIFY_EXTRA_HINT} (No module named {name!r}); "
+                    "or run with --no-verify (or verify: off) to write without checking the files",
+                    name=name,
+                )
 
     def check(self, run: "RunServices", step: "WriteStep", record: StepRecord, started: Optional[float]) -> None:
         """Check what the write ``step`` (just passed by the DAQ) wrote; fill ``record.file_check``.

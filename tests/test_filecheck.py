@@ -139,15 +139,22 @@ def test_without_h5py_a_run_that_checks_files_is_refused_before_anything_is_sent
     """h5py that cannot be imported: one line saying how to install it or run without the
     checks, exit 2, no report, nothing sent to the DAQ; --no-verify runs."""
     blocker = tmp_path / "blocker"
-    (blocker / "h5py").mkdir(parents=True)
-    (blocker / "h5py" / "__init__.py").write_text("raise ImportError('No module named h5py (hidden by the test)')\n")
-    env = {"PYTHONPATH": str(blocker)}
+    blocker.mkdir()
+    (blocker / "sitecustomize.py").write_text(
+        "import sys\n"
+        "class Hide:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'h5py':\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+        "sys.meta_path.insert(0, Hide())\n"
+    )
+    env = {"PYTHONPATH": str(blocker)}  # every interpreter it starts: h5py cannot be found
     path = batch_file(tmp_path, ONE_WRITE)
     report = tmp_path / "r.json"
     refused = daq_run(str(path), "--url", daq_sim.url, "--redis", daq_sim.redis_url, "--report", str(report), env=env)
     assert 2 == refused.returncode
     assert [
-        "daq-run: error: file checks need the verify extra: pip install 'daq-runner[verify]' (No module named h5py (hidden by the test)); "
+        "daq-run: error: file checks need the verify extra: pip install 'daq-runner[verify]' (No module named 'h5py'); "
         "or run with --no-verify (or verify: off) to write without checking the files"
     ] == refused.stderr.splitlines()
     writer = requests.get(daq_sim.url + "/writer/status", timeout=5).json()["writer"]
