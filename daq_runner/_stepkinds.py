@@ -310,8 +310,8 @@ def _build_run(body: Dict[str, Any], extra: Dict[str, Any], options: Dict[str, A
     if body.get("env"):
         params["env"] = dict(body["env"])
     attrs: Dict[str, Any] = {"command": command, "expect_exit": body["expect_exit"], "env": dict(body.get("env") or {})}
-    if "timeout" in body:
-        params["timeout"] = attrs["timeout"] = body["timeout"]
+    if "timeout" in body:  # a limit, not what the step does: not among its params (its identity), as for any step
+        attrs["timeout"] = body["timeout"]
     return name, params, attrs
 
 

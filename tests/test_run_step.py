@@ -156,3 +156,17 @@ def test_a_signal_ends_the_program_under_way_and_the_run(daq_sim, tmp_path):
     assert ["interrupted", "skipped"] == [s["status"] for s in steps]
     assert "cancelled" == steps[0]["command"]["outcome"]
     assert not alive(int(pid_file.read_text()))
+
+
+def test_a_run_steps_identity_is_what_it_runs_not_its_limit():
+    """--resume matches steps by identity: another timeout keeps a run step's (as for any step's),
+    another argument or variable does not."""
+    from daq_runner.batch import load_batch_text
+
+    def identity(body: str) -> str:
+        return load_batch_text(f"version: 1\nsteps:\n  - run: {body}\n", allow_commands=True).steps[0].identity
+
+    base = identity("{command: [caput, X:M.VAL, 1], timeout: 30}")
+    assert base == identity("{command: [caput, X:M.VAL, 1], timeout: 90}") == identity("{command: [caput, X:M.VAL, 1]}")
+    assert base != identity("{command: [caput, X:M.VAL, 2], timeout: 30}")
+    assert base != identity("{command: [caput, X:M.VAL, 1], env: {A: 1}}")
