@@ -20,7 +20,9 @@ falls on every variant alike):
 - the floor: a hand-written minimal loop, per one-image write: our client's
   ``start_writer_async``, then ``XREAD`` on ``daq:status`` until our run_id ends;
 - daq-run's marginal cost per step: (run of N+100 one-image writes - run of N) / 100, through
-  ``Runner`` in this process and through the installed ``daq-run`` command;
+  ``Runner`` in this process and through the installed ``daq-run`` command, without the file
+  checks (the floor opens no file); and through ``Runner`` with them (on by default: each
+  file opened with h5py after its write), to give their own cost;
 - start-up: wall time of a one-step ``daq-run`` (start, lock, one write, report, exit);
 - a 60-step batch: the polling script on std_daq_client 1.3.5 (``start_writer_async``, then
   ``get_status`` every 0.1 s) against daq-run, with and without start-up;
@@ -204,23 +206,27 @@ def floor_loop(sim: Sim, n: int, folder: str) -> float:
         redis_client.close()
 
 
-def runner_run(sim: Sim, n: int, folder: str) -> float:
-    """Seconds of ``Runner.run`` (in this process) for ``n`` one-image writes."""
+def runner_run(sim: Sim, n: int, folder: str, verify: bool = False) -> float:
+    """Seconds of ``Runner.run`` (in this process) for ``n`` one-image writes (``verify``: with the file checks)."""
     from daq_runner import Runner
     from daq_runner.batch import load_batch_text
 
     batch = load_batch_text(write_batch(n, folder, "r"))
     start = time.perf_counter()
-    report = Runner(sim.url, sim.redis_url).run(batch)
+    report = Runner(sim.url, sim.redis_url, verify=verify).run(batch)
     elapsed = time.perf_counter() - start
     if report.status != "passed":
         raise RuntimeError(f"Runner: {report.reason}")
     return elapsed
 
 
+def runner_checked_run(sim: Sim, n: int, folder: str) -> float:
+    return runner_run(sim, n, folder, verify=True)
+
+
 def daq_run_command(sim: Sim, batch_path: str, report_path: str) -> float:
-    """Wall seconds of the installed ``daq-run`` on ``batch_path`` (start to exit)."""
-    command = [DAQ_RUN, batch_path, "--url", sim.url, "--redis", sim.redis_url, "--quiet", "--report", report_path, "--overwrite-report"]
+    """Wall seconds of the installed ``daq-run`` on ``batch_path`` (start to exit), without the file checks."""
+    command = [DAQ_RUN, batch_path, "--url", sim.url, "--redis", sim.redis_url, "--quiet", "--report", report_path, "--overwrite-report", "--no-verify"]
     start = time.perf_counter()
     proc = subprocess.run(command, capture_output=True, text=True)
     elapsed = time.perf_counter() - start
@@ -266,7 +272,7 @@ def median(values: List[float]) -> float:
 
 def per_step(sim: Sim, files: Files, n: int, reps: int) -> Dict[str, List[float]]:
     """Floor per write, and daq-run's marginal cost per step (Runner and command), interleaved."""
-    samples: Dict[str, List[float]] = {"floor": [], "runner": [], "command": [], "runner_avg": [], "command_avg": []}
+    samples: Dict[str, List[float]] = {"floor": [], "runner": [], "command": [], "checked": [], "runner_avg": [], "command_avg": [], "checked_avg": []}
 
     def measured(what: Callable[[Sim, int, str], float], count: int) -> float:
         folder = files.folder()
@@ -285,6 +291,9 @@ def per_step(sim: Sim, files: Files, n: int, reps: int) -> Dict[str, List[float]
         small, large = measured(command_run, n), measured(command_run, n + 100)
         samples["command"].append((large - small) / 100)
         samples["command_avg"].append(large / (n + 100))
+        small, large = measured(runner_checked_run, n), measured(runner_checked_run, n + 100)
+        samples["checked"].append((large - small) / 100)
+        samples["checked_avg"].append(large / (n + 100))
     return samples
 
 
@@ -501,7 +510,10 @@ def print_steps(steps: Dict[str, List[float]], n: int, reps: int) -> None:
     print(f"### Per-step cost (one-image writes; medians of {reps} interleaved repetitions)\n")
     print("| variant | ms per step | / floor | median of the repetitions' own ratios |\n|---|---|---|---|")
     print(f"| floor: write_async + XREAD until our run_id ends (100 writes) | {floor * 1000:.2f} | 1.00 | |")
-    for key, label in (("runner", "`Runner` in-process"), ("command", "`daq-run` command")):
+    for key, label in (
+        ("runner", "`Runner` in-process, `verify=False`"), ("command", "`daq-run` command, `--no-verify`"),
+        ("checked", "`Runner` in-process, each file checked (the default)"),
+    ):
         marginal = median(steps[key])
         paired = median([m / f for m, f in zip(steps[key], steps["floor"])])
         print(f"| {label}, marginal: (N={n + 100} - N={n}) / 100 | {marginal * 1000:.2f} | **{marginal / floor:.2f}x** | {paired:.2f}x |")

@@ -66,6 +66,19 @@ def _step(raw: Dict[str, Any], position: int) -> Dict[str, Any]:
         for r in as_list(raw.get("recoveries"))
         if isinstance(r, dict)
     ]
+    suspensions = [
+        {
+            "reason": as_text(x.get("reason")),
+            "suspended_at": parse_iso(x.get("suspended_at")),
+            "resumed_at": parse_iso(x.get("resumed_at")),
+            "run_id": as_text(x.get("run_id")),
+            "n_written": _int(x.get("n_written")),
+        }
+        for x in as_list(raw.get("suspensions"))
+        if isinstance(x, dict)
+    ]
+    check = as_dict(raw.get("file_check"))
+    command = as_dict(raw.get("command"))
     return {
         "index": _int(raw.get("index")) if _int(raw.get("index")) is not None else position,
         "name": as_text(raw.get("name")) or f"step {position}",
@@ -84,6 +97,16 @@ def _step(raw: Dict[str, Any], position: int) -> Dict[str, Any]:
         "rate": written / span if written and span else None,
         "resumed": bool(raw.get("resumed")),
         "tags": [str(t) for t in as_list(raw.get("tags"))],
+        "suspensions": suspensions,
+        # A write's file check (None: a report of a daq-run without them).
+        "check": {"status": as_text(check.get("status")) or "?", "reason": as_text(check.get("reason"))} if check else None,
+        # A run step's program.
+        "command": {
+            "exit_code": _int(command.get("exit_code")),
+            "reason": as_text(command.get("reason")),
+            "output": [as_text(line) or "" for line in as_list(command.get("output"))],
+            "output_lines": _int(command.get("output_lines")),
+        } if command else None,
     }
 
 

@@ -35,8 +35,11 @@ __all__ = [
     "OutputPath",
     "FreeObject",
     "TextList",
+    "Argv",
+    "Environment",
     "Empty",
     "Object",
+    "OrOff",
     "LONE_PLACEHOLDER_SCHEMA",
     "HAS_PLACEHOLDER_SCHEMA",
     "type_name",
@@ -378,6 +381,63 @@ class TextList(Field):
         return {"type": "array", "items": {"type": ["string", "number"]}}
 
 
+class Argv(Field):
+    """A program and its arguments: a non-empty list of text (numbers become their text), each
+    without NUL characters, the first (the program) not empty. No shell ever reads it."""
+
+    templated = False
+
+    def check(self, what: str, raw: Any, mark: Mark, ctx: Context) -> Tuple[str, ...]:
+        if isinstance(raw, list) and not raw:
+            raise Invalid(f"{what} must name the program: [PROGRAM, ARG, ...]", mark)
+        if not isinstance(raw, list):
+            raise Invalid(f"{what} {_not_a('a list: [PROGRAM, ARG, ...] (no shell reads it)', raw, raw)}", mark)
+        values = ctx.render_tree(raw, mark)
+        argv = []
+        for i, item in enumerate(values):
+            if isinstance(item, bool) or not isinstance(item, (str, int, float)):
+                raise Invalid(f"{what}[{i}] must be text or a number, not {type_name(item)} {short(item)}", mark)
+            text = str(item)
+            if "\0" in text:
+                raise Invalid(f"{what}[{i}] must not contain NUL characters", mark)
+            argv.append(text)
+        if not argv[0]:
+            raise Invalid(f"{what}[0], the program, must not be empty", mark)
+        return tuple(argv)
+
+    def value_schema(self) -> Dict[str, Any]:
+        return {"type": "array", "minItems": 1, "items": {"type": ["string", "number"]}}
+
+
+_ENV_NAME = re.compile(rf"{_IDENTIFIER}\Z")
+
+
+class Environment(Field):
+    """Environment variables for a program: ``{NAME: value}``, names as in a shell, values text
+    or numbers (taken as their text), without NUL characters."""
+
+    templated = False
+
+    def check(self, what: str, raw: Any, mark: Mark, ctx: Context) -> Dict[str, str]:
+        if not isinstance(raw, dict):
+            raise Invalid(f"{what} {_not_a('a mapping of names to values', raw, raw)}", mark)
+        key_marks = getattr(raw, "key_marks", {})
+        values = ctx.render_tree(raw, mark)
+        env: Dict[str, str] = {}
+        for name, value in values.items():
+            if not isinstance(name, str) or not _ENV_NAME.match(name):
+                raise Invalid(f"{what}: {short(name)} is not a variable name (letters, digits, _)", key_marks.get(name, mark))
+            if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+                raise Invalid(f"{what}.{name} must be text or a number, not {type_name(value)}", mark)
+            if "\0" in str(value):
+                raise Invalid(f"{what}.{name} must not contain NUL characters", mark)
+            env[name] = str(value)
+        return env
+
+    def value_schema(self) -> Dict[str, Any]:
+        return {"type": "object", "propertyNames": {"pattern": rf"^{_IDENTIFIER}$"}, "additionalProperties": {"type": ["string", "number"]}}
+
+
 class Empty(Field):
     """Nothing: ``{}`` or no value (``stop: {}``)."""
 
@@ -496,6 +556,28 @@ class Object(Field):
         if self.exactly_one:
             schema["oneOf"] = [{"required": [key]} for key in self.exactly_one]
         return schema
+
+
+class OrOff(Field):
+    """A mapping of declared fields (an :class:`Object`), or the word ``off`` (``None``): a
+    setting from ``defaults:`` that one step turns off (``guard: off``)."""
+
+    templated = False
+
+    def __init__(self, body: "Object", *, doc: str = "") -> None:
+        super().__init__(doc)
+        self.body = body
+
+    def check(self, what: str, raw: Any, mark: Mark, ctx: Context) -> Optional[Dict[str, Any]]:
+        value, _ = ctx.render(raw, mark) if isinstance(raw, str) else (raw, None)
+        if value == "off":
+            return None
+        if not isinstance(raw, dict):
+            raise Invalid(f"{what} {_not_a('a mapping or off', value, raw)}{colon_hint(raw)}", mark)
+        return self.body.check(what, raw, mark, ctx)
+
+    def value_schema(self) -> Dict[str, Any]:
+        return {"anyOf": [self.body.value_schema(), {"const": "off"}]}
 
 
 def unknown_key(key: Any, allowed: Iterable[Any], what: str) -> str:

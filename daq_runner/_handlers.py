@@ -20,8 +20,9 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import events
 from ._deadline import current
+from ._guard import follow_guarded, wait_for_detector
 from ._text import quote
-from .batch import CheckStep, ConfigStep, Step, StopStep, WaitStep, WriteStep
+from .batch import CheckStep, ConfigStep, RunStep, Step, StopStep, WaitStep, WriteStep
 from .daq import READY, Acquisition, RunServices
 from .exceptions import StepFailed
 from .record import StepRecord
@@ -65,8 +66,8 @@ class _Pace:
 
     def add(self, n_written: int) -> None:
         now = time.monotonic()
-        if self.first is None:
-            self.first = (now, n_written)
+        if self.first is None or (self.last is not None and n_written < self.last[1]):
+            self.first = (now, n_written)  # the first look, or a new acquisition (a guard wrote again)
         self.last = (now, n_written)
 
     def rate(self) -> Optional[float]:
@@ -110,6 +111,8 @@ def write(run: RunServices, step: WriteStep, record: StepRecord, attempt: int) -
         run.notice(f"following acquisition {earlier.acquisition_id} of the earlier attempt instead of starting another", step)
         acquisition = earlier
     else:
+        if step.guard is not None:
+            wait_for_detector(run, step, record)
         acquisition = run.daq.start(step, record)
     if acquisition.background:
         record.daq_log_reason = "running in the background (wait: false)"
@@ -124,13 +127,17 @@ def write(run: RunServices, step: WriteStep, record: StepRecord, attempt: int) -
             run.notice(f"this write will not finish within its timeout of {step.timeout:g} s: {pace.advice()}", step)
 
     try:
-        run.daq.follow(acquisition, record, progress)
+        if step.guard is not None:
+            acquisition = follow_guarded(run, step, record, acquisition, progress)
+        else:
+            run.daq.follow(acquisition, record, progress)
     except StepFailed as exc:
         advice = pace.advice()
         if current().expired and advice:
             # The timeout it would have needed, where the DAQ's pace says it.
             raise StepFailed(f"{exc}; {advice}", final=exc.final) from None
         raise
+    run.file_checks.check(run, step, record, acquisition.started)
     return None
 
 
@@ -191,3 +198,17 @@ def wait(run: RunServices, step: WaitStep, record: StepRecord, attempt: int) -> 
 @_handles("stop")
 def stop(run: RunServices, step: StopStep, record: StepRecord, attempt: int) -> None:
     run.daq.stop_writer(step, record)
+
+
+@_handles("run")
+def run_program(run: RunServices, step: RunStep, record: StepRecord, attempt: int) -> None:
+    from ._commands import run_command
+
+    # Bounded by the step's time left and ended by the run's stop request (the bound in force).
+    left = current().remaining()
+    result = run_command(step.command, timeout=left if left < float("inf") else step.timeout, expect_exit=step.expect_exit, env=step.env)
+    record.command = result.to_json()
+    current().check()  # ended by the run's stop request: the step is interrupted, not failed
+    if not result.passed:
+        last = f"; last output: {result.output[-1]}" if result.output else ""
+        raise StepFailed(f"{result.reason}{last}")

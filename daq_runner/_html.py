@@ -101,6 +101,8 @@ def _defs() -> str:
         '<rect width="6" height="6" fill="#e57373"/><rect width="3" height="6" fill="#c62828"/></pattern>'
         '<pattern id="dots-interrupted" width="5" height="5" patternUnits="userSpaceOnUse">'
         '<rect width="5" height="5" fill="#ffb74d"/><circle cx="2.5" cy="2.5" r="1.3" fill="#e65100"/></pattern>'
+        '<pattern id="hatch-suspended" width="6" height="6" patternUnits="userSpaceOnUse" patternTransform="rotate(-45)">'
+        '<rect width="6" height="6" fill="#eceff1"/><rect width="2" height="6" fill="#607d8b"/></pattern>'
         "</defs>"
     )
 
@@ -187,6 +189,15 @@ def _timeline(d: Dict[str, Any]) -> str:
                     f'<path d="M{ax - 4:.1f},{y + 3} L{ax + 4:.1f},{y + row_h - 3} M{ax + 4:.1f},{y + 3} L{ax - 4:.1f},{y + row_h - 3}" '
                     f'stroke="#b71c1c" stroke-width="2"><title>{_e(text)}</title></path>'
                 )
+        for pause in step["suspensions"]:
+            if pause["suspended_at"] is not None:
+                sx = x(pause["suspended_at"])
+                ex = x(pause["resumed_at"] if pause["resumed_at"] is not None else (step["end"] if step["end"] is not None else t1))
+                text = f"suspended: {pause['reason']}; acquisition {pause['run_id']} left {pause['n_written']} images (incomplete)"
+                out.append(
+                    f'<rect x="{sx:.1f}" y="{y + 2}" width="{max(ex - sx, 2):.1f}" height="{row_h - 4}" fill="url(#hatch-suspended)" '
+                    f'stroke="#455a64" stroke-width="0.8"><title>{_e(text)}</title></rect>'
+                )
         for recovery in step["recoveries"]:
             if recovery["at"] is not None:
                 rx = x(recovery["at"])
@@ -207,6 +218,10 @@ def _legend() -> str:
         " failed attempt (retried)</span>"
     )
     items.append('<span><svg width="14" height="14" aria-hidden="true"><path d="M7,1 L13,7 L7,13 L1,7 Z" fill="#fb8c00"/></svg> recovery</span>')
+    items.append(
+        '<span><svg width="28" height="14" aria-hidden="true"><rect x="0.5" y="0.5" width="27" height="13" fill="url(#hatch-suspended)" '
+        'stroke="#455a64"/></svg> suspended (the detector stopped delivering)</span>'
+    )
     items.append('<span><b style="color:#c62828">×3</b> attempts</span>')
     return '<div class="legend">' + "".join(items) + "</div>"
 
@@ -288,9 +303,22 @@ def _throughput(d: Dict[str, Any]) -> str:
     )
 
 
+_CHECK_SHOWN = {"passed": ("✓ checked", "#2e7d32"), "failed": ("✗ check failed", "#c62828"), "not_checked": ("– not checked", "#656d76")}
+
+
+def _check_cell(check: Optional[Dict[str, Any]]) -> str:
+    if check is None:
+        return '<td class="muted">–</td>'
+    word, color = _CHECK_SHOWN.get(check["status"], (check["status"], "#656d76"))
+    return f'<td style="color:{color}" title="{_e(check["reason"])}">{_e(word)}' + (
+        f'<div class="muted">{_e(check["reason"])}</div>' if check["status"] != "passed" else ""
+    ) + "</td>"
+
+
 def _files(d: Dict[str, Any]) -> str:
     if not d["files"]:
         return ""
+    checks = {s["index"]: s["check"] for s in d["steps"] if s["check"] is not None}
     rows = []
     for entry in d["files"][:1000]:
         size = entry.get("size_bytes")
@@ -298,12 +326,52 @@ def _files(d: Dict[str, Any]) -> str:
             f'<tr><td class="mono">{_e(entry.get("path"))}{" <strong>(incomplete)</strong>" if entry.get("complete") is False else ""}</td>'
             f'<td class=num>{_e(entry.get("n_images") if entry.get("n_images") is not None else "?")}</td>'
             f"<td class=num>{_e(format_bytes(size) if size is not None else 'not visible here')}</td><td class=num>{_e(entry.get('step'))}</td>"
-            f'<td class="mono muted">{_e(entry.get("run_id") or "")}</td></tr>'
+            + _check_cell(checks.get(entry.get("step")))
+            + f'<td class="mono muted">{_e(entry.get("run_id") or "")}</td></tr>'
         )
     more = f'<p class="muted">{len(d["files"]) - 1000} more files in the report.</p>' if len(d["files"]) > 1000 else ""
     return (
         f"<h2>Files written ({len(d['files'])})</h2><table><tr><th>Path</th><th class=num>Images</th><th class=num>Size</th>"
-        f"<th class=num>Step</th><th>Run id</th></tr>" + "".join(rows) + "</table>" + more
+        f"<th class=num>Step</th><th>File check</th><th>Run id</th></tr>" + "".join(rows) + "</table>" + more
+    )
+
+
+def _suspensions(d: Dict[str, Any]) -> str:
+    steps = [s for s in d["steps"] if s["suspensions"]]
+    if not steps:
+        return ""
+    rows = []
+    for step in steps[:MAX_ROWS]:
+        for pause in step["suspensions"]:
+            rows.append(
+                f"<tr><td class=num>{step['index']}</td><td class=mono>{_e(iso(pause['suspended_at']) or '?')}</td>"
+                f"<td class=mono>{_e(iso(pause['resumed_at']) or 'never resumed')}</td><td>{_e(pause['reason'])}</td>"
+                f"<td class=num>{_e(pause['n_written'] if pause['n_written'] is not None else '?')}</td><td class=\"mono muted\">{_e(pause['run_id'] or '')}</td></tr>"
+            )
+    return (
+        "<h2>Writes suspended (the detector stopped delivering)</h2>"
+        "<table><tr><th class=num>Step</th><th>Suspended (UTC)</th><th>Resumed</th><th>Why</th>"
+        "<th class=num>Images left (incomplete file)</th><th>Acquisition</th></tr>" + "".join(rows) + "</table>"
+    )
+
+
+def _programs(d: Dict[str, Any]) -> str:
+    steps = [s for s in d["steps"] if s["command"] is not None]
+    if not steps:
+        return ""
+    rows = []
+    for step in steps[:MAX_ROWS]:
+        command = step["command"]
+        output = "\n".join(command["output"])
+        shown = f'<pre class="mono" style="margin:4px 0 0;white-space:pre-wrap">{_e(output)}</pre>' if output else ""
+        rows.append(
+            f"<tr><td class=num>{step['index']}</td><td><span style=\"color:{_COLOR.get(step['status'], '#888')}\">{_e(_SYMBOL.get(step['status'], '?'))}</span> "
+            f'<span class="mono">{_e(step["name"])}</span></td><td class=num>{_e(command["exit_code"] if command["exit_code"] is not None else "–")}</td>'
+            f"<td>{_e(command['reason'])}{shown}</td></tr>"
+        )
+    return (
+        "<h2>Programs run</h2><table><tr><th class=num>Step</th><th>Command</th><th class=num>Exit</th><th>Result and last output</th></tr>"
+        + "".join(rows) + "</table>"
     )
 
 
@@ -359,7 +427,9 @@ def render(report: Dict[str, Any]) -> str:
 {_legend()}
 {_timeline(d)}
 {_failures(d)}
+{_suspensions(d)}
 {_throughput(d)}
+{_programs(d)}
 {_files(d)}
 {_notices(d)}
 <h2>Run</h2>

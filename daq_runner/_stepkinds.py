@@ -10,19 +10,22 @@ so a rule cannot be written twice and drift. The runner dispatches on ``Step.kin
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Type
+from typing import Any, Callable, Dict, FrozenSet, Mapping, Optional, Tuple, Type
 
 from . import protocol
 from ._limits import MAX_SECONDS
 from ._fields import (
+    Argv,
     Boolean,
     Choice,
     Empty,
+    Environment,
     Field,
     FreeObject,
     Integer,
     Number,
     Object,
+    OrOff,
     OutputPath,
     Text,
     TextList,
@@ -35,6 +38,8 @@ __all__ = [
     "WriteStep",
     "WaitStep",
     "StopStep",
+    "RunStep",
+    "DetectorGuard",
     "StepKind",
     "KINDS",
     "SWEEP",
@@ -51,6 +56,8 @@ __all__ = [
     "MAX_RETRIES",
     "MAX_N_IMAGES",
     "WAIT_TIMEOUT_MARGIN_S",
+    "VERIFY_CHOICES",
+    "GUARD_FOR_S",
     "wait_timeout",
 ]
 
@@ -65,6 +72,11 @@ ON_ERROR = ("abort", "continue")
 SWEEP = "for"
 # Variables every batch has; batch vars, sweep variables and --var may not hide them.
 BUILTINS = ("date", "time", "datetime", "batch", "step", "run")
+# How a write's files are checked once written: "hdf5" opens them (daq_runner.verify), "off" does not.
+VERIFY_CHOICES = ("hdf5", "off")
+# How long the detector's rate must hold (or stay low) for a guard, when the batch does not say:
+# the DAQ's statistics come once a second, so a single low reading is never enough to stop a write.
+GUARD_FOR_S = 2.0
 
 
 # -- the plan: plain data ------------------------------------------------------------------
@@ -76,7 +88,7 @@ class Step:
 
     Attributes:
         index: 1-based position in the expanded plan.
-        kind: ``config``, ``check``, ``write``, ``wait`` or ``stop``.
+        kind: ``config``, ``check``, ``write``, ``wait``, ``stop`` or ``run``.
         name: human name (given, or derived from the kind and parameters).
         params: the step's parameters after templating, as written in the report.
         timeout: seconds the step may take; retries: extra attempts; on_error:
@@ -125,18 +137,46 @@ class CheckStep(Step):
 
 
 @dataclass(frozen=True)
+class DetectorGuard:
+    """Write only while the detector delivers (``guard:`` beside ``write:``, or in ``defaults:``).
+
+    Attributes:
+        min_detector_rate: images per second the DAQ's statistics must show for the detector.
+        for_s: seconds the rate must stay at or above it before a write starts, and below it
+            during a write before the write is suspended.
+        max_wait_s: seconds one wait for the detector may take at most (``None``: as long as
+            the step's timeout leaves).
+    """
+
+    min_detector_rate: float
+    for_s: float = GUARD_FOR_S
+    max_wait_s: Optional[float] = None
+
+    def to_json(self) -> Dict[str, Any]:
+        return {"min_detector_rate": self.min_detector_rate, "for_s": self.for_s, "max_wait_s": self.max_wait_s}
+
+
+@dataclass(frozen=True)
 class WriteStep(Step):
     """Write ``n_images`` images to ``output_file``; with ``wait=False`` start and go on.
 
     ``overwrite``: whether the file may already exist. The DAQ's writer truncates an
     existing file without warning, so the runner refuses to write over one unless this
-    is true.
+    is true. ``guard``: write only while the detector delivers (``None``: no guard).
+    ``verify``: how the written files are checked (:data:`VERIFY_CHOICES`).
     """
 
     output_file: str = ""
     n_images: int = 1
     wait: bool = True
     overwrite: bool = False
+    guard: Optional[DetectorGuard] = None
+    verify: str = "hdf5"
+
+    @property
+    def needs(self) -> FrozenSet[str]:
+        """What of a DAQ generation's features (:data:`daq_runner.daq.FEATURES`) it needs."""
+        return frozenset({"rates"}) if self.guard is not None else frozenset()
 
 
 @dataclass(frozen=True)
@@ -150,6 +190,17 @@ class WaitStep(Step):
 @dataclass(frozen=True)
 class StopStep(Step):
     """Stop the writer (always allowed)."""
+
+
+@dataclass(frozen=True)
+class RunStep(Step):
+    """Run a program (no shell) to drive another device: ``command`` is the program and its
+    arguments, ``env`` variables added to its environment; it passes when it exits with
+    ``expect_exit`` within the step's timeout. Only in a run that allows commands."""
+
+    command: Tuple[str, ...] = ()
+    expect_exit: int = 0
+    env: Dict[str, str] = field(default_factory=dict)
 
 
 # -- fields ----------------------------------------------------------------------------------
@@ -260,7 +311,22 @@ def _build_check(body: Dict[str, Any], extra: Dict[str, Any], options: Dict[str,
 
 def _build_write(body: Dict[str, Any], extra: Dict[str, Any], options: Dict[str, Any]) -> Built:
     name = f"write {body['n_images']} to {body['output_file']}" + ("" if body["wait"] else " (no wait)")
-    return name, dict(body), dict(body)
+    # The guard and the file check watch the write; they do not change what it writes, so they
+    # are not among its params (its identity): a resumed run may add or change them.
+    guard = DetectorGuard(**extra["guard"]) if extra.get("guard") else None
+    return name, dict(body), {**body, "guard": guard, "verify": extra["verify"]}
+
+
+def _build_run(body: Dict[str, Any], extra: Dict[str, Any], options: Dict[str, Any]) -> Built:
+    command = body["command"]
+    name = "run " + " ".join(command)
+    params = {"command": list(command), "expect_exit": body["expect_exit"]}
+    if body.get("env"):
+        params["env"] = dict(body["env"])
+    attrs: Dict[str, Any] = {"command": command, "expect_exit": body["expect_exit"], "env": dict(body.get("env") or {})}
+    if "timeout" in body:  # a limit, not what the step does: not among its params (its identity), as for any step
+        attrs["timeout"] = body["timeout"]
+    return name, params, attrs
 
 
 def wait_timeout(seconds: float, timeout: float, *, given: bool) -> float:
@@ -303,6 +369,32 @@ _CONFIG_BODY = Object(
 _CHECK_CONFIG = Object(
     CONFIG_FIELDS, min_fields=1, empty_message="check config needs at least one field", label="check config",
     doc="Configuration fields the DAQ must have (compared one by one).",
+)
+
+GUARD = OrOff(
+    Object(
+        {
+            "min_detector_rate": Number(
+                0, MAX_RATE, exclusive_low=True, doc="Images per second the detector must send (from the DAQ's statistics)."
+            ),
+            "for_s": Number(
+                0, MAX_SECONDS, default=GUARD_FOR_S,
+                doc="Seconds the rate must stay at or above the minimum before the write starts, and below it during the write before the write is suspended.",
+            ),
+            "max_wait_s": Number(
+                0, MAX_SECONDS, exclusive_low=True,
+                doc="Seconds one wait for the detector may take at most (default: what the step's timeout leaves).",
+            ),
+        },
+        required=("min_detector_rate",),
+        label="guard",
+        doc="Write only while the detector delivers.",
+    ),
+    doc="Write only while the detector delivers: wait for the rate before the write, suspend and write again when it drops during it; 'off' turns off a guard from defaults.",
+)
+VERIFY = Choice(
+    VERIFY_CHOICES, default="hdf5",
+    doc="How the written file is checked: 'hdf5' opens it (shape, dtype, image ids, status, time) when its folder is visible here; 'off' does not.",
 )
 
 CONFIG = StepKind(
@@ -357,6 +449,7 @@ WRITE = StepKind(
         required=("output_file", "n_images"),
         doc="What to write.",
     ),
+    extra={"guard": GUARD, "verify": VERIFY},
     build=_build_write,
 )
 WAIT = StepKind(
@@ -384,7 +477,25 @@ STOP = StepKind(
     build=_build_stop,
 )
 
-KINDS: Dict[str, StepKind] = {kind.name: kind for kind in (CONFIG, CHECK, WRITE, WAIT, STOP)}
+RUN = StepKind(
+    name="run",
+    cls=RunStep,
+    doc="Run a program (no shell) to drive another device, e.g. move a motor; "
+    "refused unless the run allows commands (daq-run --allow-commands, or allow_commands: true in the DAQ's profile).",
+    body=Object(
+        {
+            "command": Argv(doc="The program and its arguments, e.g. [caput, X12SA-ES1:MOT1.VAL, \"{position}\"]; {name} placeholders allowed."),
+            "timeout": Number(0, MAX_SECONDS, exclusive_low=True, doc="Seconds the program may run (the step's timeout, a hard limit)."),
+            "expect_exit": Integer(0, 255, default=0, doc="The exit status that counts as success."),
+            "env": Environment(doc="Variables added to the program's environment."),
+        },
+        required=("command",),
+        doc="What to run.",
+    ),
+    build=_build_run,
+)
+
+KINDS: Dict[str, StepKind] = {kind.name: kind for kind in (CONFIG, CHECK, WRITE, WAIT, STOP, RUN)}
 STEP_KINDS = (*KINDS, SWEEP)
 
 # -- the rest of a batch file ----------------------------------------------------------------
@@ -403,6 +514,8 @@ DEFAULTS = Object(
         "retries": COMMON_FIELDS["retries"],
         "on_error": COMMON_FIELDS["on_error"],
         "overwrite": WRITE.body.fields["overwrite"],  # type: ignore[attr-defined]
+        "guard": GUARD,
+        "verify": VERIFY,
     },
     doc="Values for every step that does not set its own.",
 )

@@ -63,6 +63,7 @@ from ._stepkinds import (
     SWEEP,
     CheckStep,
     ConfigStep,
+    RunStep,
     Step,
     StepKind,
     StopStep,
@@ -83,6 +84,7 @@ __all__ = [
     "WriteStep",
     "WaitStep",
     "StopStep",
+    "RunStep",
     "load_batch",
     "load_batch_text",
     "parse_var",
@@ -97,6 +99,7 @@ __all__ = [
     "MAX_ERRORS",
     "DEFAULT_TIMEOUT_S",
     "COMMAND_LINE",
+    "COMMANDS_REFUSED",
 ]
 
 MAX_STEPS = 100_000  # a batch expanding to more steps is refused
@@ -108,6 +111,11 @@ _MAX_WORK = 10 * MAX_STEPS
 _MAX_KEPT_ERRORS = 10_000
 _MAX_SUGGESTION_WORK = 200_000  # names compared for did-you-mean hints of unknown variables  # distinct errors kept for sorting; beyond, only counted
 COMMAND_LINE = "<command line>"  # the path of errors in --var values
+# Why a run step is refused when the run does not allow commands (the batch would run programs here).
+COMMANDS_REFUSED = (
+    "a run step runs a program on this machine: refused unless the run allows commands "
+    "(daq-run --allow-commands, or allow_commands: true in the DAQ's profile)"
+)
 TOP_KEYS = ("version", "name", "daq", "vars", "defaults", "steps")
 _RUN = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")
 _REFERENCE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)")  # lenient: also inside malformed placeholders
@@ -180,8 +188,9 @@ class _Errors:
     combination of its values, and a place of the file is reported once with a count of the
     other values that repeat it (not twelve times for a 3 x 4 sweep)."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, allow_commands: bool = False) -> None:
         self.path = path
+        self.allow_commands = allow_commands
         self.found: Dict[Tuple[Any, ...], BatchValidationError] = {}
         self.command_line: List[BatchValidationError] = []
         self.uncounted = 0
@@ -367,14 +376,16 @@ def _references(value: Any, names: Set[str]) -> None:
 class _Loader:
     """One batch being loaded: its variables, defaults, steps so far and errors."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, allow_commands: bool = False) -> None:
         self.path = path
+        self.allow_commands = allow_commands
         self.errors = _Errors(path)
         self.budget = Budget(MAX_RENDERED_TOTAL)
         self.ctx = _Renderer(self.errors, self.budget)
         self.variables: Dict[str, Any] = {}
         self.defaults: Dict[str, Any] = {"timeout": DEFAULT_TIMEOUT_S, "retries": 0, "on_error": "abort"}
         self.body_defaults: Dict[str, Dict[str, Any]] = {}
+        self.extra_defaults: Dict[str, Dict[str, Any]] = {}  # step-level keys of a kind (a write's guard, verify)
         self.defaults_given: Tuple[str, ...] = ()  # the keys the batch's defaults: names
         self.steps: List[Step] = []
         self.count = 0  # steps met, valid or not: the index of the next one is count + 1
@@ -591,10 +602,15 @@ class _Loader:
             except Invalid as exc:
                 failed = True
                 ctx.report(exc)
+        if kind.cls is RunStep and not self.allow_commands:
+            self.error(COMMANDS_REFUSED, raw.key_marks[kind.name])
+            failed = True
         if failed:
             return
         for key, fld in kind.extra.items():
-            extra.setdefault(key, fld.default)
+            if key not in extra:
+                given_default = self.extra_defaults.get(kind.name, {})
+                extra[key] = given_default[key] if key in given_default else (fld.default if fld.has_default else None)
         options = dict(self.defaults)
         for key in ("timeout", "retries", "on_error"):
             if key in given:
@@ -621,6 +637,11 @@ class _Loader:
                 value_marks["settle"],
             )
             return
+        if kind.cls is RunStep and "timeout" in body and "timeout" in given:
+            self.error("give the timeout once: in run: (the program's) or on the step, not both", value_marks["timeout"])
+            return
+        if extra.get("guard") and not self.guard_fits(body, extra, given, options, raw, value_marks):
+            return
         default_name, params, attrs = kind.build(body, extra, options)
         options.update(attrs)
         step = kind.cls(
@@ -637,6 +658,33 @@ class _Loader:
         if kind.cls is WriteStep:
             self.claim_output(step, _value_mark(raw[kind.name], "output_file"))  # type: ignore[arg-type]
         self.steps.append(step)
+
+    def guard_fits(self, body: Dict[str, Any], extra: Dict[str, Any], given: Dict[str, Any], options: Dict[str, Any], raw: LMap, value_marks: Any) -> bool:
+        """A write's guard can hold: it is watched (not a ``wait: false`` write), and its
+        ``for_s`` fits in its wait and in the step's timeout. Said now, before anything is sent."""
+        guard = extra["guard"]
+        own = "guard" in raw
+        where = value_marks["guard"] if own else _value_mark(raw, "write")
+        source = "its guard" if own else "the guard from defaults"
+        if not body.get("wait", True):
+            self.error(
+                f"{source} cannot watch a write with wait: false (it runs in the background); "
+                + ("remove the guard or let the write wait" if own else "give this write guard: off, or let it wait"),
+                where,
+            )
+            return False
+        for_s, max_wait = guard["for_s"], guard.get("max_wait_s")
+        if max_wait is not None and for_s > max_wait:
+            self.error(f"{source}: for_s of {for_s:g} s does not fit in its max_wait_s of {max_wait:g} s", where)
+            return False
+        if for_s >= options["timeout"]:
+            self.error(
+                f"{source}: for_s of {for_s:g} s does not fit in the step's timeout of {options['timeout']:g} s "
+                "(the detector's rate must hold that long before the write starts); raise the timeout or shorten for_s",
+                where,
+            )
+            return False
+        return True
 
     def identity(self, kind: str, params: Dict[str, Any], name: Optional[str]) -> str:
         try:
@@ -795,6 +843,10 @@ class _Loader:
                 self.body_defaults[kind.name] = {
                     k: v for k, v in values.items() if k in fields and k not in COMMON_FIELDS
                 }
+                # Step-level keys (a write's guard and verify) only when defaults: names them.
+                self.extra_defaults[kind.name] = {
+                    k: values[k] for k in self.defaults_given if k in kind.extra and k in values
+                }
         except Invalid as exc:
             self.ctx.report(exc)
 
@@ -827,12 +879,13 @@ def load_batch_text(
     *,
     run: Optional[str] = None,
     optional_vars: Optional[Mapping[str, Any]] = None,
+    allow_commands: bool = False,
 ) -> Batch:
     """Validate and expand a batch given as text (see :func:`load_batch`)."""
     now = now or _dt.datetime.now()
     with _collector_paused():
         doc = load_yaml(text, path)
-        return _Loader(path).load(
+        return _Loader(path, allow_commands).load(
             doc,
             sha256 or hashlib.sha256(text.encode("utf-8")).hexdigest(),
             dict(vars or {}),
@@ -867,6 +920,7 @@ def load_batch(
     *,
     run: Optional[str] = None,
     optional_vars: Optional[Mapping[str, Any]] = None,
+    allow_commands: bool = False,
 ) -> Batch:
     """Read, validate and expand a batch file.
 
@@ -883,6 +937,9 @@ def load_batch(
         optional_vars: like ``vars`` (they replace the file's ``vars`` of the same
             name) but ``vars`` win over them, and one the batch does not use is no
             error, e.g. a test fixture's default ``root``.
+        allow_commands: ``run:`` steps (programs run on this machine) are allowed; without
+            it each one is an error (:data:`COMMANDS_REFUSED`): a batch file is data
+            unless the run says it may be code.
 
     Returns:
         the :class:`Batch`.
@@ -910,5 +967,5 @@ def load_batch(
     if not text.strip():
         raise BatchValidationError("batch file is empty", path)
     return load_batch_text(
-        text, path, vars, now, hashlib.sha256(data).hexdigest(), run=run, optional_vars=optional_vars
+        text, path, vars, now, hashlib.sha256(data).hexdigest(), run=run, optional_vars=optional_vars, allow_commands=allow_commands
     )

@@ -27,9 +27,10 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Dict, FrozenSet, List
 
 if TYPE_CHECKING:  # pragma: no cover
     from ._deadline import Deadline
-    from .batch import ConfigStep, Step, WriteStep
+    from .batch import Batch, ConfigStep, Step, WriteStep
     from .record import RecoveryRecord, StepRecord
     from .resume import ResumedRun
+    from .verify import CheckOptions, Expected, Verification
 
 __all__ = [
     "Daq",
@@ -42,6 +43,7 @@ __all__ = [
     "WRITING",
     "UNKNOWN",
     "FEATURES",
+    "unsupported_steps",
 ]
 
 # The writer states the Runner and a batch speak of, whatever the generation (a generation
@@ -51,8 +53,15 @@ READY, WRITING, UNKNOWN = "READY", "WRITING", "UNKNOWN"
 FEATURES = frozenset({"deployment", "rates", "log", "writer_states"})
 """What a batch may ask of a DAQ that not every generation has: the deployment status of its
 configuration (``check: {deployment}``), the detector's and writer's rates (``check:
-{min_detector_rate}``...), an acquisition log that confirms each write, and the writer's own
-states (``wait: {state}``)."""
+{min_detector_rate}``..., a write's ``guard:``), an acquisition log that confirms each write,
+and the writer's own states (``wait: {state}``)."""
+
+_FEATURE_NAMES = {
+    "deployment": "a deployment status",
+    "rates": "the detector's rate",
+    "log": "an acquisition log",
+    "writer_states": "writer states",
+}
 
 
 class Rates(NamedTuple):
@@ -173,6 +182,12 @@ class RunServices(abc.ABC):
     pre_run: List["RecoveryRecord"]
     daq: "Daq"
 
+    # Typed loosely: the modules that define them use this one.
+    file_checks: Any
+    """How this run checks the files its writes wrote (a :class:`daq_runner._filecheck.FileChecks`)."""
+    detector_history: Any
+    """The detector's rates its guards read (a :class:`daq_runner._guard.DetectorHistory`)."""
+
     @abc.abstractmethod
     def emit(self, kind: str, step: Optional["Step"] = None, /, **data: Any) -> None:
         """Send an event of ``kind`` (:mod:`daq_runner.events`) to the run's consumers."""
@@ -264,7 +279,12 @@ class Daq(abc.ABC):
         raise NotImplementedError(f"{self.generation} has no deployment status")
 
     def read_rates(self) -> Rates:
-        """The detector's and the writer's images per second now."""
+        """The detector's and the writer's images per second now, as the DAQ's statistics say.
+
+        Safe to call from another thread of the run while the run's own thread follows an
+        acquisition (a write's guard samples the detector's rate that way), bounded by the
+        bound in force in the calling thread; it tells the run nothing (no notices) from there.
+        """
         raise NotImplementedError(f"{self.generation} reports no rates")
 
     # -- changing ---------------------------------------------------------------------------------
@@ -316,7 +336,29 @@ class Daq(abc.ABC):
         """Put into ``record`` what an acquisition that did not pass left (its partial file, the
         images in it), looking up to ``log_wait`` s for the DAQ's own record. Never raises."""
 
+    def verify_files(self, step: "WriteStep", config: Dict[str, Any], expected: "Expected", options: "CheckOptions") -> "Verification":
+        """Open and check the files the acquisition of ``step`` wrote, in this generation's
+        layout (:mod:`daq_runner.verify`), against ``expected`` (made from ``config``, the
+        configuration the write was meant to run with: a generation may need more of it, such
+        as its number of writers). Called only when the files' folder is visible on this
+        machine. Never raises for a file; :class:`~daq_runner.verify.VerifyExtraMissing`
+        without h5py, ``Interrupted`` on a stop request."""
+        raise NotImplementedError(f"{self.generation}: no file checks")
+
     @abc.abstractmethod
     def poll_background(self, wait: bool = False) -> List[Acquisition]:
         """The background acquisitions whose end is known now (a short look), or, with ``wait``,
         all of them (each is then followed by the Runner)."""
+
+
+def unsupported_steps(batch: "Batch", daq: Daq) -> List[Tuple["Step", str]]:
+    """The steps of ``batch`` that need what ``daq``'s generation does not have, each with one
+    line saying what (``its guard needs the detector's rate, which a driver DAQ does not
+    report``): refused before anything is sent."""
+    found = []
+    for step in batch.steps:
+        for feature in sorted(getattr(step, "needs", frozenset())):
+            if feature not in daq.features:
+                what = "its guard" if feature == "rates" and getattr(step, "guard", None) else f"a {step.kind} step"
+                found.append((step, f"{what} needs {_FEATURE_NAMES.get(feature, feature)}, which a {daq.generation or 'this'} DAQ does not report"))
+    return found

@@ -4,6 +4,7 @@
   (missing here is a failure for a DAQ on this machine, a note for one elsewhere, whose
   folders need not be visible here), an existing file the write would refuse or replace, a
   symbolic link, one file under two names.
+- :func:`check_commands` looks for the program of every ``run:`` step.
 - :func:`daq_state` reads the DAQ's state without changing it.
 - :func:`plan_lines` is the expanded plan for people: one step a line, then what it does
   (every write's output file and images, whatever the step's name), its limits, and the
@@ -17,7 +18,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Collection, Dict, List, Optional, Sequence
 
-__all__ = ["Finding", "check_writes", "plan_lines", "daq_state", "daq_is_here"]
+__all__ = ["Finding", "check_writes", "check_commands", "plan_lines", "daq_state", "daq_is_here"]
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,23 @@ def check_writes(
     return findings
 
 
+def check_commands(steps: Sequence[Any], *, kept: Collection[int] = ()) -> List[Finding]:
+    """A ``run:`` step whose program is not found (on the ``PATH`` it will get, or as the path
+    given) or not executable: it would fail."""
+    import shutil
+
+    findings = []
+    for step in steps:
+        command = getattr(step, "command", None)
+        if not command or step.index in kept:
+            continue
+        path = (getattr(step, "env", None) or {}).get("PATH", os.environ.get("PATH"))
+        if shutil.which(command[0], path=path) is None:
+            where = "" if os.sep in command[0] else " on PATH"
+            findings.append(Finding(step.index, f"program {command[0]} not found{where} (or not executable): the step would fail", True))
+    return findings
+
+
 def _value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -160,6 +178,12 @@ def _plan(batch: Any, target: Any, kept: Optional[Collection[int]], findings: Se
         params = " ".join(f"{key}={_value(value)}" for key, value in step.params.items())
         limits = f"timeout={step.timeout:g}s retries={step.retries} on_error={step.on_error}"
         lines.append(f"{pad}{params + '  ' if params else ''}{limits}")
+        guard = getattr(step, "guard", None)
+        if guard is not None:
+            wait = f", waits at most {guard.max_wait_s:g} s" if guard.max_wait_s is not None else ""
+            lines.append(f"{pad}guard: detector at least {guard.min_detector_rate:g} images/s for {guard.for_s:g} s{wait}")
+        if getattr(step, "verify", None) == "off":
+            lines.append(f"{pad}verify: off (its file is not checked)")
         for finding in by_step.get(step.index, ()):
             lines.append(f"{pad}{'!' if finding.fails else '-'} {finding.message}")
     failing = sum(1 for finding in findings if finding.fails)

@@ -35,6 +35,7 @@ __all__ = [
     "StepRecord",
     "FailedAttempt",
     "RecoveryRecord",
+    "SuspensionRecord",
     "MISSING",
     "iso",
     "parse_iso",
@@ -78,6 +79,25 @@ class RecoveryRecord(TypedDict, total=False):
     at: Any
     attempts: int
     errors: List[str]
+
+
+class SuspensionRecord(TypedDict, total=False):
+    """A guarded write suspended because the detector stopped delivering: ``reason``,
+    ``suspended_at`` and ``resumed_at`` (Unix times, ISO text in reports; ``resumed_at`` is
+    ``None`` when no acquisition followed), ``detector_rate`` (the last rate read), and the
+    acquisition it abandoned: ``run_id``, ``n_written`` (images the DAQ counted in its file),
+    ``output_file``, ``complete`` (``False``: the file was left incomplete, then replaced by
+    the next acquisition of the same step) and ``ended`` (how the DAQ ended it, one line)."""
+
+    reason: str
+    suspended_at: Any
+    resumed_at: Any
+    detector_rate: Optional[float]
+    run_id: Optional[str]
+    n_written: Optional[int]
+    output_file: str
+    complete: bool
+    ended: str
 
 
 class _Missing:
@@ -144,6 +164,17 @@ def _at_iso(items: Any) -> Any:
     return [{**item, "at": iso(item.get("at"))} if isinstance(item, dict) and "at" in item else item for item in items]
 
 
+def _suspensions_iso(items: Any) -> Any:
+    """Suspensions of a guarded write with their times as ISO text."""
+    if not isinstance(items, list):
+        return items
+    return [
+        {**item, **{k: iso(item[k]) if item.get(k) is not None else None for k in ("suspended_at", "resumed_at") if k in item}}
+        if isinstance(item, dict) else item
+        for item in items
+    ]
+
+
 def acquisition_json(acquisition: Any) -> Any:
     """The DAQ's acquisition record as reports hold it: its ``run_id`` as a string (a nanosecond
     integer is above 2**53: a JavaScript viewer would round it) and its times as ISO 8601 UTC."""
@@ -172,6 +203,8 @@ def _as_reported(data: Dict[str, Any]) -> Dict[str, Any]:
     for key in ("failed_attempts", "recoveries"):
         if key in out:
             out[key] = _at_iso(out[key])
+    if "suspensions" in out:
+        out["suspensions"] = _suspensions_iso(out["suspensions"])
     for key in ("acquisition", "daq_log"):
         if isinstance(out.get(key), dict):
             out[key] = acquisition_json(out[key])
@@ -188,7 +221,11 @@ def _is_int(value: Any) -> bool:
 # failed attempts, only when a step set them; keys of other daq-run versions are kept after them.
 _BASE_KEYS = ("index", "name", "kind", "params", "tags", "identity", "status", "attempts", "started_at", "finished_at", "duration_s", "error")
 _WRITE_KEYS = ("run_id", "output_file", "n_images", "n_written", "overwrite", "acquisition", "daq_log", "daq_log_reason")
-_DETAIL_KEYS = ("observed", "writer", "deployment", "config", "config_id", "acquisition", "overwrote", "stopped_by_step", "daq_log_source")
+_DETAIL_KEYS = (
+    "observed", "writer", "deployment", "config", "config_id", "acquisition", "overwrote", "stopped_by_step", "daq_log_source",
+    "guard", "suspensions", "file_check", "command",
+)
+_SET_LATER = tuple(key for key in _DETAIL_KEYS if key != "acquisition")  # attributes that stay MISSING until set
 _KNOWN = frozenset(_BASE_KEYS + _WRITE_KEYS + _DETAIL_KEYS + ("recoveries", "failed_attempts", "resumed"))
 
 
@@ -213,6 +250,17 @@ class StepRecord:
         observed: a check's observations; writer: a wait's final writer state; deployment,
             config, config_id: a config step's; overwrote: the write replaced an existing file;
             stopped_by_step: the stop step that ended a background write on purpose.
+        guard: a guarded write's guard (``min_detector_rate``, ``for_s``, ``max_wait_s``) and
+            its waits for the detector (``waits``, ``waited_s``, ``last_rate``);
+            suspensions: each time it was suspended (:class:`SuspensionRecord`).
+        file_check: how its files were checked, from :mod:`daq_runner.verify`: ``status``
+            (``passed``, ``failed``, ``not_checked``), ``reason`` (one line), ``files`` (each
+            with ``path``, ``passed``, ``images``, ``size``, ``sha256``, ``checks``: every
+            check's ``name``, ``passed``, ``reason``) and ``config`` (the DAQ's config the
+            check was made against: the file's config at the time).
+        command: a run step's program: ``command``, ``outcome``, ``exit_code``,
+            ``expect_exit``, ``duration_s``, ``output`` (its last lines), ``output_lines``,
+            ``reason`` (:meth:`daq_runner._commands.CommandResult.to_json`).
         resumed: kept from the run a ``--resume`` continued (not run again).
         details: keys of a record read from a report that this version does not know.
     """
@@ -249,6 +297,10 @@ class StepRecord:
     overwrote: Any = MISSING
     stopped_by_step: Any = MISSING
     daq_log_source: Any = MISSING
+    guard: Any = MISSING
+    suspensions: Any = MISSING
+    file_check: Any = MISSING
+    command: Any = MISSING
     resumed: bool = False
     details: Dict[str, Any] = field(default_factory=dict)
     _json: Optional[Dict[str, Any]] = field(default=None, repr=False)
@@ -301,7 +353,7 @@ class StepRecord:
         record.daq_log_reason = _text(get("daq_log_reason"))
         record.recoveries = [r for r in get("recoveries") if isinstance(r, dict)] if isinstance(get("recoveries"), list) else []  # type: ignore[misc]
         record.failed_attempts = [a for a in get("failed_attempts") if isinstance(a, dict)] if isinstance(get("failed_attempts"), list) else []  # type: ignore[misc]
-        for key in ("observed", "writer", "deployment", "config", "config_id", "overwrote", "stopped_by_step", "daq_log_source"):
+        for key in _SET_LATER:
             if key in data:
                 setattr(record, key, data[key])
         record.resumed = bool(get("resumed"))
@@ -380,7 +432,7 @@ class StepRecord:
             started = self.n_written is not None or isinstance(self.acquisition, dict)
             if not started or size is None:
                 return None
-        return {
+        entry = {
             "path": self.output_file,
             "step": self.index,
             "n_images": n_images,
@@ -388,6 +440,18 @@ class StepRecord:
             "run_id": self.acquisition_id,
             "complete": complete,
         }
+        sha256 = self.checksum_of(self.output_file)
+        if sha256 is not None:  # --checksums: the file as it was checked
+            entry["sha256"] = sha256
+        return entry
+
+    def checksum_of(self, path: str) -> Optional[str]:
+        """The sha256 its file check read of ``path`` (``--checksums``), else ``None``."""
+        check = self.file_check if isinstance(self.file_check, dict) else {}
+        for checked in check.get("files") or ():
+            if isinstance(checked, dict) and checked.get("path") == path and isinstance(checked.get("sha256"), str):
+                return checked["sha256"]
+        return None
 
     # -- written once --------------------------------------------------------------------------------
 
@@ -432,7 +496,7 @@ class StepRecord:
                 continue
             value = getattr(self, key)
             if value is not MISSING:
-                out[key] = acquisition_json(value) if key == "acquisition" else value
+                out[key] = acquisition_json(value) if key == "acquisition" else _suspensions_iso(value) if key == "suspensions" else value
         out.update(self.details)
         if self.resumed:
             out["resumed"] = True

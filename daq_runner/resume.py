@@ -66,12 +66,15 @@ class ResumedRun:
         started_at, finished_at: Unix times of its start and end (``finished_at`` is
             ``None`` for a run that was killed).
         run_ids: step index -> run_id of the acquisition the step's record names.
+        suspensions: step index -> how often its guard suspended it (each suspension started
+            one more acquisition of the step).
     """
 
     invocation: Optional[str] = None
     started_at: Optional[float] = None
     finished_at: Optional[float] = None
     run_ids: Dict[int, int] = field(default_factory=dict)
+    suspensions: Dict[int, int] = field(default_factory=dict)
 
     @classmethod
     def from_report(cls, report: Dict[str, Any]) -> "ResumedRun":
@@ -81,17 +84,21 @@ class ResumedRun:
         batch = report.get("batch") if isinstance(report.get("batch"), dict) else {}
         invocation = batch.get("invocation") if isinstance(batch.get("invocation"), str) and batch.get("invocation") else None
         run_ids: Dict[int, int] = {}
+        suspensions: Dict[int, int] = {}
         for record in report.get("steps") or ():
             if isinstance(record, dict) and isinstance(record.get("index"), int) and str(record.get("run_id") or "").isdigit():
                 run_ids[record["index"]] = int(record["run_id"])
-        return cls(invocation, parse_iso(report.get("started_at")), parse_iso(report.get("finished_at")), run_ids)
+            if isinstance(record, dict) and isinstance(record.get("index"), int) and isinstance(record.get("suspensions"), list):
+                suspensions[record["index"]] = len(record["suspensions"])
+        return cls(invocation, parse_iso(report.get("started_at")), parse_iso(report.get("finished_at")), run_ids, suspensions)
 
     def acquisition_ids(self, step_index: int, retries: int) -> set:
         """The run_ids the resumed run may have given the acquisitions of that step."""
         if self.invocation is None:
             return set()
-        # Each attempt starts at most one acquisition, and a lost reply at most one more.
-        return set(run_ids_of(self.invocation, step_index, 2 * (retries + 1)))
+        # Each attempt, and each suspension of a guarded write, starts at most one acquisition,
+        # and a lost reply at most one more.
+        return set(run_ids_of(self.invocation, step_index, 2 * (retries + 1 + self.suspensions.get(step_index, 0))))
 
     def left_the_file(self, step_index: int, retries: int, path: str, logged: Sequence[Any], local: bool) -> bool:
         """Whether the file ``path`` of that step is provably the one it left in this run.

@@ -78,6 +78,16 @@ def _parser() -> argparse.ArgumentParser:
         help=f"ride out an unreachable DAQ this long; beyond it the run stops, exit 3 (default {DEFAULT_OUTAGE_S:g})",
     )
     run.add_argument("--no-require-log", action="store_true", help="pass writes the DAQ did not log")
+    data = parser.add_argument_group("data")
+    data.add_argument(
+        "--no-verify", action="store_true",
+        help="do not open the files the writes wrote (by default each is checked: shape, dtype, image ids, status, time; needs h5py)",
+    )
+    data.add_argument("--checksums", action="store_true", help="with the file checks, add each file's size and sha256 to the report")
+    data.add_argument(
+        "--allow-commands", action="store_true",
+        help="let the batch's run: steps run programs on this machine (else they are refused; a DAQ profile may say allow_commands: true)",
+    )
     modes = parser.add_argument_group("modes").add_mutually_exclusive_group()
     modes.add_argument(
         "--dry-run", action="store_true",
@@ -118,6 +128,8 @@ def _check_options(args: argparse.Namespace) -> None:
         raise SetupError("--sim-frame-rate only goes with --sim")
     if args.sim_frame_rate is not None and not 0 < args.sim_frame_rate <= 100_000:
         raise SetupError("--sim-frame-rate must be in (0, 100000]")
+    if args.checksums and args.no_verify:
+        raise SetupError("--checksums and --no-verify contradict each other (the checksums are read with the file checks)")
 
 
 def _load(args: argparse.Namespace, extra: Optional[Dict[str, str]] = None, earlier: Optional[dict] = None) -> Any:
@@ -125,13 +137,15 @@ def _load(args: argparse.Namespace, extra: Optional[Dict[str, str]] = None, earl
     from .batch import load_batch, parse_var
     from .exceptions import BatchValidationError
     from .resume import same_moment
+    from .targets import profile_allows_commands
 
     # The same {run}, {date}, {time}, {datetime} as the run being resumed: the same file names.
     same = same_moment(earlier) if earlier is not None else {}
+    allow_commands = args.allow_commands or profile_allows_commands(daq=args.daq, profiles=args.profiles, environ=os.environ)
     try:
         variables = dict(parse_var(v) for v in args.var)
         variables.update(extra or {})
-        return load_batch(args.batch, vars=variables, **same)
+        return load_batch(args.batch, vars=variables, allow_commands=allow_commands, **same)
     except BatchValidationError as exc:
         for line in exc.lines():
             _warn(f"daq-run: {line}")
@@ -190,6 +204,23 @@ def _prepared(args: argparse.Namespace, argv: Sequence[str], batch: Any, earlier
         target = resolve_target(
             url=args.url, redis=args.redis, no_redis=args.no_redis, daq=args.daq, profiles=args.profiles, batch=batch, environ=os.environ
         )
+    if args.sim:
+        from .sim._extra import SimExtraMissing, require_sim_extra
+
+        try:  # the simulator's extra brings the file checks' too: its line comes first
+            require_sim_extra()
+        except SimExtraMissing as exc:
+            _warn(f"daq-run: error: --sim: {exc}")
+            return RunExit.USAGE
+    if not args.dry_run:
+        from ._filecheck import FileChecks
+        from .verify import VerifyExtraMissing
+
+        try:  # files to check and no h5py: said now, before the simulator or the DAQ is touched
+            FileChecks(not args.no_verify, args.checksums).require(batch.steps)
+        except VerifyExtraMissing as exc:
+            _warn(f"daq-run: error: {exc}")
+            return RunExit.USAGE
     previous = kept = None
     if earlier is not None:
         previous = previous_results(
@@ -237,12 +268,13 @@ def _dry_run(args: argparse.Namespace, batch: Any, target: Any, kept: Any, paths
 
     from ._text import redact_url
     from .exceptions import DaqRunnerError
-    from .preflight import check_writes, daq_is_here, daq_state, plan_lines
+    from .preflight import check_commands, check_writes, daq_is_here, daq_state, plan_lines
 
     findings = check_writes(
         batch.steps, overwrite=args.overwrite, kept=kept or (), resuming=kept is not None,
         daq_here=args.sim or daq_is_here(target.url), made_at_start=made_at_start,
-    )
+    ) + check_commands(batch.steps, kept=kept or ())
+    findings.sort(key=lambda finding: finding.step)
     for line in plan_lines(batch, target=target, kept=kept, findings=findings, report=paths, report_problem=problem):
         _say(line)
     try:
@@ -266,7 +298,7 @@ def _run(
     from ._tally import Tally
     from ._text import redact_text, redact_url
     from .console import ConsoleView, LogEvents, QuietSummary
-    from .exceptions import LockError, LockHeldError
+    from .exceptions import BatchValidationError, LockError, LockHeldError
     from .lock import LOCK_TTL_S
     from .report import JsonReportFile, JUnitFile
     from .resume import ResumedRun
@@ -285,7 +317,15 @@ def _run(
         resumed=ResumedRun.from_report(earlier) if earlier is not None else None,
         context={"command": ["daq-run", *map(redact_text, argv)], "url_source": target.url_source, "redis_source": target.redis_source},
         keep_steps=False,
+        verify=not args.no_verify,
+        checksums=args.checksums,
     )
+    try:
+        runner.refuse_unusable(batch)  # a step this DAQ's generation cannot do: nothing sent, no report
+    except BatchValidationError as exc:
+        for line in exc.lines():
+            _warn(f"daq-run: {line}")
+        return RunExit.USAGE
     report_file = JsonReportFile(paths.report)
     runner.subscribe(report_file)
     junit = JUnitFile(paths.junit) if paths.junit else None

@@ -30,14 +30,17 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 
 from . import events, protocol
 from ._deadline import Deadline, Interrupted, bounded
+from ._filecheck import FileChecks
+from ._guard import DetectorHistory
 from ._handlers import HANDLERS, generous_timeout
 from ._redis import connect
 from ._text import redact_url, scrub
 from ._version import __version__
 from .batch import Batch, ConfigStep, Step, WriteStep
 from .client import StdDaqClient
-from .daq import Acquisition, Acquisitions, Daq, RunServices
+from .daq import Acquisition, Acquisitions, Daq, RunServices, unsupported_steps
 from .exceptions import (
+    BatchValidationError,
     DaqHTTPError,
     DaqProtocolError,
     DaqRunnerError,
@@ -94,6 +97,9 @@ class Runner:
             str), ``url_source``, ``redis_source``.
         keep_steps: the returned report keeps every step record (``False``: only the failed
             ones, for very long runs).
+        verify: check the files each write wrote (:mod:`daq_runner._filecheck`; a step's
+            ``verify: off`` skips its own); ``False``: none is checked (``--no-verify``).
+        checksums: with the checks, read each file whole for its size and sha256 (``--checksums``).
 
     Example::
 
@@ -122,6 +128,8 @@ class Runner:
         resumed: Optional[ResumedRun] = None,
         context: Optional[Dict[str, Any]] = None,
         keep_steps: bool = True,
+        verify: bool = True,
+        checksums: bool = False,
     ) -> None:
         self.daq: Daq = daq or RestV2Daq(url, redis_url, client=client, streams=streams, poll_interval=poll_interval, outage_s=outage_s)
         self.consumers: List[events.Consumer] = list(consumers)
@@ -135,6 +143,8 @@ class Runner:
         self.resumed = resumed
         self.context = dict(context or {})
         self.keep_steps = keep_steps
+        self.verify = verify
+        self.checksums = checksums
         self._guard = threading.Lock()
         self._active: Optional[RunState] = None
         self._last: Optional[RunState] = None
@@ -173,6 +183,16 @@ class Runner:
                 return
         run.hurry(seconds)
 
+    def refuse_unusable(self, batch: Batch) -> None:
+        """Before anything is sent: raise what would make ``batch`` fail on this Runner's DAQ
+        and machine, whatever the DAQ's state (:meth:`run` says what)."""
+        unsupported = unsupported_steps(batch, self.daq)
+        if unsupported:
+            raise BatchValidationError.from_errors(
+                [BatchValidationError(f"step {step.index} ({step.name}): {why}", batch.path, step.line or None) for step, why in unsupported]
+            )
+        FileChecks(self.verify, self.checksums).require(batch.steps)
+
     # -- what the last run was ---------------------------------------------------------
 
     @property
@@ -208,10 +228,14 @@ class Runner:
                 wrote it since (default: the Runner's ``resumed``).
 
         Raises:
+            BatchValidationError: a step needs what this DAQ's generation does not have (a
+                guard, the detector's rate); nothing is sent, no event emitted.
+            VerifyExtraMissing: files are to be checked and h5py is missing (idem).
             LockError: the lock was held by another runner or could not be taken (the report
                 is complete all the same; ``daq-run`` exits 4).
             RuntimeError: a run is under way on this Runner already.
         """
+        self.refuse_unusable(batch)
         with self._guard:
             if self._active is not None:
                 raise RuntimeError("this Runner is running a batch already; use one Runner per concurrent run")
@@ -267,6 +291,8 @@ class RunState(RunServices):
         self.acquisitions = Acquisitions()
         self.stop_event = threading.Event()
         self.pre_run = []
+        self.file_checks = FileChecks(runner.verify, runner.checksums)
+        self.detector_history = DetectorHistory()
         # the run
         self.run_id = batch.run or uuid.uuid4().hex[:12]
         # Records of the steps kept from the run resumed, used up in order as they are reported.
@@ -533,6 +559,7 @@ class RunState(RunServices):
                         timed_out = deadline.expired or isinstance(exc, DeadlineExceeded)
                         error = _describe(exc, step if timed_out else None)
                         record.failed_attempts.append({"attempt": attempt, "error": error, "at": time.time()})
+                        self._forced_uses_now()
                         if _daq_gone(exc) and not timed_out:
                             self.daq_lost = f"DAQ unreachable beyond the retry budget ({self.daq.outage})"
                         final = _no_retry_changes(exc)
@@ -576,6 +603,14 @@ class RunState(RunServices):
             self.plan.first_failure = record.problem
         self.emit_record(step, record)
         return status
+
+    def _forced_uses_now(self) -> None:
+        """A failed attempt may be someone else's doing (a std_cli tool forced past the lock
+        stopped our acquisition): such uses are told now, as notices of the step they hit,
+        not only at the lock's next renewal."""
+        read = getattr(self.lock, "read_forced_uses", None)
+        if read is not None:
+            read()
 
     def _reapply_config(self, step: Step, record: StepRecord, reapply: Dict[str, Any], sources: List[int]) -> None:
         """Resume: the configuration that passed (kept) config steps established, applied again."""
@@ -637,6 +672,7 @@ class RunState(RunServices):
             with bounded(Deadline(cancel=self.stop_event, at=acq.deadline_at)):
                 try:
                     self.daq.follow(acq, record)
+                    self.file_checks.check(self, acq.step, record, acq.started)
                     status = PASSED
                 except (StepFailed, DaqRunnerError) as exc:
                     status, error = FAILED, _describe(exc)

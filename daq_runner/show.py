@@ -4,6 +4,8 @@
 duration and images, the failures (step, error, attempts), and the files written.
 ``daq-run show --html REPORT -o run.html`` writes one self-contained page (no network at
 view time): the summary, a timeline of the steps, and the images/s of every write.
+``daq-run show --manifest REPORT`` prints the run's complete files as JSON lines for a
+catalogue (path, size, sha256, images, run id, the DAQ's config at the time).
 
 Exit codes: :class:`~daq_runner.exit_codes.ShowExit` (an output path that must not be
 replaced is bad usage; one that cannot be written on this machine, like a full disk, is a
@@ -23,7 +25,7 @@ from .exit_codes import ShowExit
 from ._tally import SUMMARY_KEYS, format_bytes, format_seconds
 from .record import iso
 
-__all__ = ["main", "digest", "summary_text"]
+__all__ = ["main", "digest", "summary_text", "manifest"]
 
 MAX_LISTED = 50  # failures and files listed in the text summary; the rest is counted
 
@@ -58,6 +60,9 @@ def summary_text(report: Dict[str, Any]) -> str:
     lines.append(f"duration {format_seconds(d['duration_s']) if d['duration_s'] is not None else 'unknown'}{when}")
     size = f", {format_bytes(d['bytes'])}" if d["bytes"] is not None else ""
     lines.append(f"images {d['images']} in {_plural(len(d['files']), 'file')}{size}")
+    checks = _check_counts(d["steps"])
+    if checks:
+        lines.append("file checks: " + ", ".join(f"{n} {status.replace('_', ' ')}" for status, n in checks.items()))
     who = " · ".join(x for x in (d["batch_path"] and f"batch {d['batch_path']}", d["run_id"] and f"run {d['run_id']}",
                                   d["user"] and d["host"] and f"{d['user']}@{d['host']}", d["daq_runner"] and f"daq-runner {d['daq_runner']}") if x)  # fmt: skip
     if who:
@@ -83,18 +88,86 @@ def summary_text(report: Dict[str, Any]) -> str:
             lines.append(f"  step {step['index']}: {step['name']} (attempt {step['attempts']}; attempt {first['attempt']}: {first['error']})")
         if len(retried) > MAX_LISTED:
             lines.append(f"  ... and {len(retried) - MAX_LISTED} more")
+    suspended = [s for s in d["steps"] if s["suspensions"]]
+    if suspended:
+        lines += ["", "Writes suspended (the detector stopped delivering)"]
+        for step in suspended[:MAX_LISTED]:
+            lines.append(f"  step {step['index']} {step['status']}: {step['name']} ({_plural(len(step['suspensions']), 'suspension')})")
+            for x in step["suspensions"]:
+                until = iso(x["resumed_at"]) or "never resumed"
+                left = f"{x['n_written'] if x['n_written'] is not None else '?'} images"
+                lines.append(f"    {iso(x['suspended_at']) or '?'} to {until}: {x['reason']}; acquisition {x['run_id'] or '?'} left {left} (incomplete)")
+        if len(suspended) > MAX_LISTED:
+            lines.append(f"  ... and {len(suspended) - MAX_LISTED} more")
+    unchecked: Dict[str, int] = {}
+    for step in d["steps"]:
+        if step["check"] is not None and step["check"]["status"] == "not_checked" and step["status"] == "passed":
+            unchecked[step["check"]["reason"] or "?"] = unchecked.get(step["check"]["reason"] or "?", 0) + 1
+    if unchecked:
+        lines += ["", "Files not checked"]
+        lines += [f"  {_plural(n, 'write')}: {why}" for why, n in list(unchecked.items())[:MAX_LISTED]]
+    programs = [s for s in d["steps"] if s["command"] is not None]
+    if programs:
+        lines += ["", "Programs run"]
+        for step in programs[:MAX_LISTED]:
+            command = step["command"]
+            lines.append(f"  step {step['index']} {step['status']}: {step['name']}: {command['reason']}")
+            if step["status"] != "passed" and command["output"]:
+                lines += [f"    | {line}" for line in command["output"][-5:]]
+        if len(programs) > MAX_LISTED:
+            lines.append(f"  ... and {len(programs) - MAX_LISTED} more")
     if d["files"]:
+        checks_of = {s["index"]: s["check"] for s in d["steps"] if s["check"] is not None}
         lines += ["", "Files written"]
         for entry in d["files"][:MAX_LISTED]:
             n = entry.get("n_images")
             size = entry.get("size_bytes")
+            check = checks_of.get(entry.get("step")) if isinstance(entry.get("step"), int) else None
             lines.append(
                 f"  {entry.get('path')}  {n if n is not None else '?'} images  {format_bytes(size) if size is not None else 'size unknown'}"
                 f"  step {entry.get('step')}" + ("  INCOMPLETE (its step did not pass)" if entry.get("complete") is False else "")
+                + (f"  CHECK FAILED: {check['reason']}" if check is not None and check["status"] == "failed" else "")
             )
         if len(d["files"]) > MAX_LISTED:
             lines.append(f"  ... and {len(d['files']) - MAX_LISTED} more")
     return "\n".join(lines)
+
+
+def _check_counts(steps: List[Dict[str, Any]]) -> Dict[str, int]:
+    """How the writes' files were checked: ``{"passed": 8, "not_checked": 1}`` (none: ``{}``)."""
+    counts: Dict[str, int] = {}
+    for step in steps:
+        if step["check"] is not None:
+            counts[step["check"]["status"]] = counts.get(step["check"]["status"], 0) + 1
+    return counts
+
+
+# -- the manifest --------------------------------------------------------------------------------
+
+
+def manifest(report: Dict[str, Any]) -> List[str]:
+    """The catalogue of a loaded report's complete files, one JSON line each
+    (:func:`daq_runner.verify.manifest_line`: ``path, size, sha256, images, run_id, config``):
+    ``sha256`` as ``--checksums`` read it (else null), ``config`` the DAQ's configuration the
+    file was checked against (null for a file not checked). Incomplete files are left out."""
+    from .verify import manifest_line
+
+    steps = {s.get("index"): s for s in as_list(report.get("steps")) if isinstance(s, dict)}
+    lines = []
+    for entry in as_list(report.get("files")):
+        if not isinstance(entry, dict) or entry.get("complete") is not True or not isinstance(entry.get("path"), str):
+            continue
+        check = as_dict(as_dict(steps.get(entry.get("step"))).get("file_check"))
+        checked = next((f for f in as_list(check.get("files")) if isinstance(f, dict) and f.get("path") == entry["path"]), {})
+        size = entry.get("size_bytes") if entry.get("size_bytes") is not None else checked.get("size")
+        config = check.get("config") if isinstance(check.get("config"), dict) else None
+        lines.append(
+            manifest_line(
+                entry["path"], size=size, sha256=entry.get("sha256") or checked.get("sha256"), images=entry.get("n_images"),
+                run_id=entry.get("run_id"), config=config,
+            )
+        )
+    return lines
 
 
 # -- the command ---------------------------------------------------------------------------------
@@ -110,6 +183,10 @@ def _parser() -> Any:
     )
     parser.add_argument("report", help="a JSON report written by daq-run")
     parser.add_argument("--html", action="store_true", help="write an HTML page instead of printing a summary")
+    parser.add_argument(
+        "--manifest", action="store_true",
+        help="print the complete files as JSON lines for a catalogue: path, size, sha256, images, run_id, config",
+    )
     parser.add_argument("-o", "--output", metavar="PATH", help="where the HTML page goes (default: the report's name with .html)")
     return parser
 
@@ -127,6 +204,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return _fail(str(exc), ShowExit.USAGE)
     if args.output and not args.html:
         return _fail("-o/--output goes with --html", ShowExit.USAGE)
+    if args.manifest and args.html:
+        return _fail("--manifest and --html contradict each other", ShowExit.USAGE)
+    if args.manifest:
+        try:
+            text = "\n".join(manifest(report))
+        except Exception as exc:  # odd values in a hand-made or damaged report: one line, exit 2
+            return _fail(f"{args.report} cannot be shown: {type(exc).__name__}: {one_line(exc)}", ShowExit.USAGE)
+        try:
+            if text:
+                print(text)
+        except BrokenPipeError:
+            to_devnull(sys.stdout)
+        return ShowExit.SHOWN
     if not args.html:
         try:
             text = summary_text(report)

@@ -20,6 +20,10 @@ A profile file::
 
     daqs:
       my-daq: {url: http://daq-host:5000, redis: redis://daq-host:6379/0}
+      beamline-daq: {url: http://x12-daq:5000, allow_commands: true}
+
+``allow_commands: true`` lets batches run against that DAQ hold ``run:`` steps (programs run on
+this machine), as ``daq-run --allow-commands`` does (:func:`profile_allows_commands`).
 
 The DAQ generation follows from the URL's scheme (:data:`GENERATIONS`): ``http(s)://`` is
 the rest_v2 Standard DAQ, the only one driven so far. :class:`DaqTarget` has room for a
@@ -30,13 +34,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, List, Mapping, NamedTuple, Optional, Sequence
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence
 
 from .exceptions import SetupError
 
 __all__ = [
     "DaqTarget",
     "resolve_target",
+    "profile_allows_commands",
     "GENERATIONS",
     "REST_V2",
     "DEFAULT_PROFILES",
@@ -212,7 +217,34 @@ def _generation(url: str) -> str:
     return GENERATIONS[urlsplit(url).scheme.lower()]
 
 
+def profile_allows_commands(*, daq: Optional[str], profiles: Optional[str] = None, environ: Optional[Mapping[str, str]] = None) -> bool:
+    """Whether the profile of the DAQ named ``daq`` (``--daq NAME``; the profile file as for
+    :func:`resolve_target`) allows ``run:`` steps: its ``allow_commands: true``. ``False``
+    without ``daq``.
+
+    Raises:
+        SetupError: the profile file cannot be read, has no such DAQ, or its
+            ``allow_commands`` is not true or false.
+    """
+    if not daq:
+        return False
+    env = environ if environ is not None else {}
+    path = profiles or env.get(PROFILES_ENV) or DEFAULT_PROFILES
+    allowed = _profile_entry(path, daq).get("allow_commands", False)
+    if not isinstance(allowed, bool):
+        raise SetupError(f"DAQ {daq!r} in {path}: allow_commands must be true or false, not {allowed!r}")
+    return allowed
+
+
 def _profile(path: str, name: str) -> _Source:
+    entry = _profile_entry(path, name)
+    if not isinstance(entry.get("url"), str):
+        raise SetupError(f"DAQ {name!r} in {path} has no url")
+    redis = entry.get("redis")
+    return _Source(f"--daq {name} ({path})", entry["url"], redis if isinstance(redis, str) else None)
+
+
+def _profile_entry(path: str, name: str) -> Dict[str, Any]:
     import yaml
 
     try:
@@ -226,11 +258,7 @@ def _profile(path: str, name: str) -> _Source:
     if not isinstance(daqs, dict) or name not in daqs or not isinstance(daqs[name], dict):
         known = ", ".join(sorted(map(str, daqs))) if isinstance(daqs, dict) else "none"
         raise SetupError(f"no DAQ named {name!r} in {path} (known: {known})")
-    entry = daqs[name]
-    if not isinstance(entry.get("url"), str):
-        raise SetupError(f"DAQ {name!r} in {path} has no url")
-    redis = entry.get("redis")
-    return _Source(f"--daq {name} ({path})", entry["url"], redis if isinstance(redis, str) else None)
+    return daqs[name]
 
 
 def _check_url(url: str, schemes: Sequence[str], what: str) -> str:

@@ -15,7 +15,8 @@ Fixtures:
     daq_sim_session: the session's :class:`~daq_runner.sim.SimulatedDaq` (no reset).
     daq_sim: the same, reset to a clean state (no faults, initial config, READY, empty streams).
     daq_sim_fresh: the same as a freshly started real DAQ: writer UNKNOWN, no acquisition.
-    run_batch: ``run_batch(path_or_yaml_text, **vars)`` runs a batch on ``daq_sim``, returns the report.
+    run_batch: ``run_batch(path_or_yaml_text, **vars)`` runs a batch on ``daq_sim``, returns the report
+        (``allow_commands=True`` lets its ``run:`` steps run programs).
     daq_driver_sim_session, daq_driver_sim: the current generation (driver WebSocket and config
         REST, no Redis), persistent build; ``daq_driver_sim`` reset (initial config, no faults).
     daq_driver_sim_per_connection_session, daq_driver_sim_per_connection: the same, older build.
@@ -127,12 +128,12 @@ def run_batch(daq_sim: Any, tmp_path: Any) -> Callable[..., Any]:
     from .batch import load_batch, load_batch_text
     from .runner import Runner
 
-    def run(batch: str, consumers: Any = (), **variables: Any) -> Any:
+    def run(batch: str, consumers: Any = (), *, allow_commands: bool = False, **variables: Any) -> Any:
         root = {"root": str(tmp_path)}  # a default: not an error when the batch has no {root}
         if os.path.exists(batch):
-            plan = load_batch(batch, vars=variables, optional_vars=root)
+            plan = load_batch(batch, vars=variables, optional_vars=root, allow_commands=allow_commands)
         else:
-            plan = load_batch_text(batch, vars=variables, optional_vars=root)
+            plan = load_batch_text(batch, vars=variables, optional_vars=root, allow_commands=allow_commands)
         runner = Runner(daq_sim.url, daq_sim.redis_url, consumers, retry_delay=0.05)
         return runner.run(plan)
 

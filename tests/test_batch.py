@@ -507,7 +507,7 @@ def test_steps_of_a_broken_sweep_are_still_checked():
         (HEAD + "  - for: {i: {values}}\n    steps: [{stop: {}}]\n", "sweep variable 'i' needs a non-empty list of values; YAML read {values} as a mapping"),
         ("version: 1\nvars: {a: {b}}\nsteps:\n  - stop: {}\n", "variable 'a' must be a scalar or a list of scalars, not a mapping; YAML read {b} as a mapping: quote it: \"{b}\""),
         (HEAD + "  - write: {output_file: /x.h5, n_images:5}\n", "unknown key 'n_images:5' in write (missing space after ':'? write 'n_images: 5')"),
-        (HEAD + "  - stop:{}\n", "a step must be a mapping with one of config, check, write, wait, stop, for, not str (missing space after ':'? write 'stop: {}')"),
+        (HEAD + "  - stop:{}\n", "a step must be a mapping with one of config, check, write, wait, stop, run, for, not str (missing space after ':'? write 'stop: {}')"),
         ("version:1\n", "a batch file must be a mapping (version: 1, steps: ...), not str (missing space after ':'? write 'version: 1')"),
     ],
 )

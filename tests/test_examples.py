@@ -1,10 +1,14 @@
 """The fleet examples (GitLab CI, GitHub Actions, Ansible): valid for their engines, and the
-daq-run commands they run pass daq-run's own checks with profiles that exist."""
+daq-run commands they run pass daq-run's own checks with profiles that exist. The EPICS example
+runs against daq-sim with a stand-in for caput."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shlex
+import sys
 from pathlib import Path
 from typing import Any, Dict, List
 
@@ -20,6 +24,7 @@ GITLAB = EXAMPLES / "ci" / "gitlab-ci.yml"
 GITHUB = EXAMPLES / "ci" / "github-workflow.yml"
 PLAYBOOK = EXAMPLES / "ansible" / "smoke.yml"
 INVENTORY = EXAMPLES / "ansible" / "inventory.yml"
+EPICS = EXAMPLES / "epics" / "sample-scan.yaml"
 # The modules a playbook of ours may use: ansible-core's own, so that no collection is needed.
 BUILTIN_MODULES = {"ansible.builtin.command", "ansible.builtin.tempfile", "ansible.builtin.fetch", "ansible.builtin.file", "ansible.builtin.assert"}
 TASK_KEYWORDS = {"name", "register", "changed_when", "failed_when", "loop", "when", "become", "tags", "ignore_errors"}
@@ -130,7 +135,37 @@ def test_ansible_playbook_runs_daq_run_per_host_and_fetches_its_report(tmp_path)
         check_command([expand(arg, values) for arg in argv])
 
 
-@pytest.mark.parametrize("path", [GITLAB, GITHUB, PLAYBOOK, INVENTORY])
+def test_the_epics_example_moves_the_stage_between_the_writes(daq_sim, tmp_path):
+    """sample-scan.yaml against daq-sim, a stand-in caput on PATH recording each call: the
+    shutter and stage move in the batch's order between the writes, each put waited for (-c)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "calls"
+    caput = bin_dir / "caput"
+    caput.write_text(f"#!{sys.executable}\nimport sys\nopen({str(calls)!r}, 'a').write(' '.join(sys.argv[1:]) + '\\n')\n")
+    caput.chmod(0o755)
+    report = tmp_path / "r.json"
+    env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    args = ["--url", daq_sim.url, "--redis", daq_sim.redis_url, "--var", f"root={tmp_path}", "--var", "n_images=3", "--report", str(report)]
+    refused = run_script("daq-run", str(EPICS), *args, env=env)
+    assert 2 == refused.returncode and "--allow-commands" in refused.stderr
+    result = run_script("daq-run", str(EPICS), *args, "--allow-commands", env=env, timeout=120)
+    assert 0 == result.returncode, result.stderr
+    assert [
+        "-c -w 10 X12SA-ES1-SHUTTER:OPEN 0",
+        "-c -w 10 X12SA-ES1-SHUTTER:OPEN 1",
+        "-c -w 60 X12SA-ES1-SAMPLE:TRX.VAL -20",
+        "-c -w 60 X12SA-ES1-SAMPLE:TRX.VAL 0",
+        "-c -w 60 X12SA-ES1-SAMPLE:TRX.VAL 2.5",
+        "-c -w 60 X12SA-ES1-SAMPLE:TRX.VAL 5",
+    ] == calls.read_text().splitlines()
+    steps = json.loads(report.read_text())["steps"]
+    assert ["run", "write", "run", "run", "write", "run", "write", "run", "write", "run", "write"] == [s["kind"] for s in steps]
+    assert all(s["status"] == "passed" for s in steps)
+    assert all(s["file_check"]["status"] == "passed" and s["guard"]["min_detector_rate"] == 100 for s in steps if s["kind"] == "write")
+
+
+@pytest.mark.parametrize("path", [GITLAB, GITHUB, PLAYBOOK, INVENTORY, EPICS])
 def test_examples_name_no_credentials(path):
     """No password or token in an example: secrets come from the engine's secret store."""
     text = path.read_text(encoding="utf-8")

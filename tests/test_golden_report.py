@@ -118,7 +118,7 @@ class _Normalizer:
             return {k: self.value(v, k) for k, v in value.items()}
         if isinstance(value, list):
             return [self.value(v, key) for v in value]
-        if key in ("duration_s", "size_bytes", "bytes", "pid", "start_time", "stop_time") and isinstance(value, (int, float)):
+        if key in ("duration_s", "size_bytes", "size", "bytes", "pid", "start_time", "stop_time") and isinstance(value, (int, float)):
             return f"<{key}>"
         if key == "identity" and isinstance(value, str):
             # A hash of the step's parameters, which hold the test's folder.
@@ -155,8 +155,11 @@ def _normalize(report: Dict[str, Any], root: str, url: str, redis_url: str) -> D
 def _counts_vary(value: Any) -> None:
     if isinstance(value, dict):
         for key in list(value):
-            if key in ("n_written", "n_write_completed", "n_write_requested"):
+            if key in ("n_written", "n_write_completed", "n_write_requested", "images"):
                 value[key] = "<n>"
+            elif key == "file_check" and isinstance(value[key], dict):
+                value[key]["reason"] = re.sub(r"\d+ images", "<n> images", value[key]["reason"])
+                _counts_vary(value[key])
             else:
                 _counts_vary(value[key])
     elif isinstance(value, list):

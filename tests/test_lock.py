@@ -361,3 +361,27 @@ def test_daq_run_reports_a_forced_std_cli_tool_as_a_notice(daq_sim, tmp_path):
     assert 130 == proc.returncode, err
     notices = [n["message"] for n in report_of(report)["notices"]]
     assert 1 == sum("std_cli_write_stop was used while this run held the lock" in n for n in notices), notices
+
+
+def test_a_forced_write_stop_that_ends_a_write_is_told_on_the_step_it_hit(daq_sim, tmp_path):
+    """std_cli_write_stop refused while daq-run writes (the holder named); forced, it stops the
+    write: the step fails, and the report's notice of the forced use names that step, told when
+    the attempt failed, not only when the lock is next renewed or released."""
+    path = batch_file(tmp_path, "version: 1\nname: held\nsteps:\n  - write: {output_file: \"%s/a.h5\", n_images: 1000000}\n" % tmp_path, "held.yaml")
+    report = tmp_path / "r.json"
+    proc = start_daq_run(path, "--url", daq_sim.url, "--redis", daq_sim.redis_url, "--report", str(report), "--lock-ttl", "300")
+    try:
+        wait_until(lambda: writer_state(daq_sim.url) == "WRITING")
+        refused = run_script("std_cli_write_stop", "-b", daq_sim.url, "--redis", daq_sim.redis_url)
+        assert 4 == refused.returncode and f"pid {proc.pid}, batch {path}" in refused.stderr, refused.stderr
+        forced = run_script("std_cli_write_stop", "-b", daq_sim.url, "--redis", daq_sim.redis_url, "--force")
+        assert 0 == forced.returncode, forced.stderr
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert 1 == proc.returncode, err
+    data = report_of(report)
+    assert "failed" == data["steps"][0]["status"]
+    told = [n for n in data["notices"] if "std_cli_write_stop was used while this run held the lock" in n["message"]]
+    assert 1 == len(told) and 1 == told[0]["step"], data["notices"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from daq_runner.batch import load_batch_text
-from daq_runner.preflight import Finding, check_writes, plan_lines
+from daq_runner.preflight import Finding, check_commands, check_writes, plan_lines
 
 
 def batch(tmp_path, steps: str):
@@ -54,3 +54,25 @@ def test_the_plan_shows_what_every_step_does_whatever_its_name(tmp_path):
         "     timeout=300s retries=0 on_error=abort",
         "1 step would fail on this machine (marked !)",
     ] == lines
+
+
+def test_the_plan_shows_guards_and_unchecked_files_and_finds_a_missing_program(tmp_path):
+    """A write's guard and verify: off are in the plan (they are not among its params); a run:
+    step whose program is not on the PATH it gets would fail, one that is there would not."""
+    (tmp_path / "bin").mkdir()
+    tool = tmp_path / "bin" / "move-motor"
+    tool.write_text("#!/bin/sh\n")
+    tool.chmod(0o755)
+    text = (
+        "version: 1\nname: night\nsteps:\n"
+        f"  - write: {{output_file: {tmp_path}/a.h5, n_images: 1}}\n    guard: {{min_detector_rate: 50, max_wait_s: 60}}\n    verify: off\n"
+        f"  - run: {{command: [no-such-program-here, 1]}}\n"
+        f"  - run: {{command: [move-motor, 1], env: {{PATH: {tmp_path}/bin}}}}\n"
+    )
+    b = load_batch_text(text, allow_commands=True)
+    findings = check_commands(b.steps)
+    assert [Finding(2, "program no-such-program-here not found on PATH (or not executable): the step would fail", True)] == findings
+    lines = plan_lines(b, findings=findings)
+    assert "     guard: detector at least 50 images/s for 2 s, waits at most 60 s" in lines
+    assert "     verify: off (its file is not checked)" in lines
+    assert [] == check_commands(b.steps, kept={2})

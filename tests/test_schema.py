@@ -45,7 +45,8 @@ def schema_errors(text: str) -> List[str]:
 
 def loads(text: str) -> bool:
     try:
-        load_batch_text(text, "b.yaml", optional_vars=TEST_VARS)
+        # run: steps allowed: the permission is the run's, not the file's (no schema can say it)
+        load_batch_text(text, "b.yaml", optional_vars=TEST_VARS, allow_commands=True)
     except BatchValidationError:
         return False
     return True
@@ -201,6 +202,20 @@ INVALID = {
     "sweep without steps": HEAD + "  - for: {a: [1]}\n",
     "sweep with an unknown key": HEAD + "  - for: {a: [1]}\n    steps: [{stop: {}}]\n    tags: [x]\n",
     "sweep with empty steps": HEAD + "  - for: {a: [1]}\n    steps: []\n",
+    "guard not a mapping": HEAD + "  - write: {output_file: /d/a.h5, n_images: 1}\n    guard: on\n",
+    "guard without its rate": HEAD + "  - write: {output_file: /d/a.h5, n_images: 1}\n    guard: {for_s: 1}\n",
+    "guard rate 0": HEAD + "  - write: {output_file: /d/a.h5, n_images: 1}\n    guard: {min_detector_rate: 0}\n",
+    "guard unknown key": HEAD + "  - write: {output_file: /d/a.h5, n_images: 1}\n    guard: {min_detector_rate: 1, beam: true}\n",
+    "guard on a config step": HEAD + "  - config: {bit_depth: 8}\n    guard: {min_detector_rate: 1}\n",
+    "verify yes": HEAD + "  - write: {output_file: /d/a.h5, n_images: 1}\n    verify: 'yes'\n",
+    "defaults verify yes": "version: 1\ndefaults: {verify: 'yes'}\nsteps:\n  - stop: {}\n",
+    "run without command": HEAD + "  - run: {timeout: 1}\n",
+    "run command as text": HEAD + "  - run: {command: ls -l}\n",
+    "run command empty": HEAD + "  - run: {command: []}\n",
+    "run command with a mapping": HEAD + "  - run: {command: [ls, {a: 1}]}\n",
+    "run expect_exit 256": HEAD + "  - run: {command: [ls], expect_exit: 256}\n",
+    "run env name with a space": HEAD + "  - run: {command: [ls], env: {'A B': 1}}\n",
+    "run env value a list": HEAD + "  - run: {command: [ls], env: {A: [1]}}\n",
 }
 
 
@@ -259,6 +274,18 @@ LOADER_ONLY = {
     "a settle longer than its step's timeout": (
         HEAD + "  - config: {bit_depth: 16}\n    settle: 10\n    timeout: 3\n",
         "comparing two numbers of one step: JSON Schema cannot",
+    ),
+    "a guard on a write that does not wait": (
+        HEAD + "  - write: {output_file: /d/a.h5, n_images: 1, wait: false}\n    guard: {min_detector_rate: 1}\n",
+        "a relation of two keys of one step",
+    ),
+    "a guard's for_s longer than the step's timeout": (
+        HEAD + "  - write: {output_file: /d/a.h5, n_images: 1}\n    guard: {min_detector_rate: 1, for_s: 10}\n    timeout: 5\n",
+        "comparing two numbers of one step: JSON Schema cannot",
+    ),
+    "a run step with two timeouts": (
+        HEAD + "  - run: {command: [ls], timeout: 5}\n    timeout: 5\n",
+        "a relation of two keys of one step",
     ),
     "one file in every combination of a sweep": (
         HEAD + "  - for: {a: [1, 2]}\n    steps:\n      - write: {output_file: /d/a.h5, n_images: 1}\n",

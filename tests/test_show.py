@@ -342,3 +342,72 @@ def test_the_page_never_replaces_a_file_the_report_refers_to_or_one_that_is_not_
     page = tmp_path / "p.html"
     assert 0 == show_main(["--html", str(path), "-o", str(page)])
     assert 0 == show_main(["--html", str(path), "-o", str(page)])  # an earlier page: replaced
+
+
+# -- guards, file checks, programs ------------------------------------------------------------------
+
+
+def guarded_night(tmp_path: Path) -> Path:
+    """A report with a suspended write that passed, a write whose file failed its check, one not
+    checked, and a program run between them."""
+    path = tmp_path / "guarded.report.json"
+    report_file = JsonReportFile(str(path))
+    report_file(run_started(4))
+    base = {"tags": [], "params": {}, "attempts": 1, "error": None, "recoveries": [], "failed_attempts": []}
+    a, b, c = (str(tmp_path / f"{name}.h5") for name in ("a", "b", "c"))
+    config = {"detector_name": "EIGER", "bit_depth": 16, "image_pixel_height": 2, "image_pixel_width": 2}
+    records = [
+        {**base, "index": 1, "name": "run caput X:M.VAL 1", "kind": "run", "status": "passed", "started_at": T0 + 1, "finished_at": T0 + 2, "duration_s": 1.0,
+         "command": {"command": ["caput", "X:M.VAL", "1"], "outcome": "exited", "passed": True, "exit_code": 0, "expect_exit": 0, "duration_s": 0.9,
+                     "output": ["Old : X:M.VAL 0", "New : X:M.VAL 1"], "output_lines": 2, "reason": "caput exited with status 0"}},
+        {**base, "index": 2, "name": f"write 100 to {a}", "kind": "write", "status": "passed", "started_at": T0 + 2, "finished_at": T0 + 12, "duration_s": 10.0,
+         "output_file": a, "n_images": 100, "n_written": 100, "run_id": "222",
+         "suspensions": [{"reason": "the detector sent 0 images/s, below the guard's 50, for 2.0 s", "suspended_at": T0 + 4, "resumed_at": T0 + 8,
+                          "detector_rate": 0.0, "run_id": "111", "n_written": 37, "output_file": a, "complete": False, "ended": "acquisition ended 'Interrupted.'"}],
+         "file_check": {"status": "passed", "reason": "1 file, 100 images: every check passed", "files": [{"path": a, "size": 4321, "sha256": None}], "config": config}},
+        {**base, "index": 3, "name": f"write 10 to {b}", "kind": "write", "status": "failed", "started_at": T0 + 12, "finished_at": T0 + 13, "duration_s": 1.0,
+         "output_file": b, "n_images": 10, "n_written": 10, "run_id": "333", "error": f"file check failed: {b}: image_ids: 1 image id missing between 0 and 9: 5",
+         "file_check": {"status": "failed", "reason": f"{b}: image_ids: 1 image id missing between 0 and 9: 5", "files": [], "config": config}},
+        {**base, "index": 4, "name": f"write 10 to {c}", "kind": "write", "status": "passed", "started_at": T0 + 13, "finished_at": T0 + 14, "duration_s": 1.0,
+         "output_file": c, "n_images": 10, "n_written": 10, "run_id": "444", "file_check": {"status": "not_checked", "reason": "verify: off"}},
+    ]  # fmt: skip
+    for record in records:
+        report_file(Event(events.STEP_FINISHED, "run1", record["index"], record["name"], record, time=record["finished_at"]))
+    report_file(finished("failed", None, at=T0 + 15))
+    return path
+
+
+def test_show_tells_suspensions_file_checks_and_programs(tmp_path):
+    """The summary counts the file checks, lists the suspended writes with their times and the
+    incomplete acquisition, the writes not checked, the programs, and marks a file that failed
+    its check; the page has the same in sections and suspensions on the timeline."""
+    path = guarded_night(tmp_path)
+    text = summary_text(load_report(str(path)))
+    assert "\nfile checks: 1 passed, 1 failed, 1 not checked\n" in text
+    assert (
+        "\nWrites suspended (the detector stopped delivering)\n"
+        f"  step 2 passed: write 100 to {tmp_path / 'a.h5'} (1 suspension)\n"
+        "    2027-01-15T08:00:04.000Z to 2027-01-15T08:00:08.000Z: the detector sent 0 images/s, below the guard's 50, for 2.0 s; "
+        "acquisition 111 left 37 images (incomplete)\n"
+    ) in text
+    assert "\nFiles not checked\n  1 write: verify: off\n" in text
+    assert "\nPrograms run\n  step 1 passed: run caput X:M.VAL 1: caput exited with status 0\n" in text
+    assert f"  {tmp_path / 'b.h5'}  10 images  size unknown  step 3  INCOMPLETE (its step did not pass)  CHECK FAILED: " in text
+    out = tmp_path / "g.html"
+    assert 0 == show_main(["--html", str(path), "-o", str(out)])
+    html = out.read_text(encoding="utf-8")
+    assert "Writes suspended (the detector stopped delivering)</h2>" in html and 'fill="url(#hatch-suspended)"' in html
+    assert "suspended: the detector sent 0 images/s, below the guard&#x27;s 50, for 2.0 s; acquisition 111 left 37 images (incomplete)</title>" in html
+    assert "Programs run</h2>" in html and "New : X:M.VAL 1" in html
+    assert "✗ check failed" in html and "– not checked" in html and "✓ checked" in html
+
+
+def test_the_manifest_lists_the_complete_files_with_their_config(tmp_path, capsys):
+    """show --manifest: one JSON line per complete file (the failed write's is left out), the
+    config its check was made against, null where a file was not checked."""
+    path = guarded_night(tmp_path)
+    assert 0 == show_main(["--manifest", str(path)])
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [str(tmp_path / "a.h5"), str(tmp_path / "c.h5")] == [line["path"] for line in lines]
+    assert ("222", 100, 16) == (lines[0]["run_id"], lines[0]["images"], lines[0]["config"]["bit_depth"])
+    assert (None, None) == (lines[1]["config"], lines[1]["sha256"])

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 from .. import events, protocol
 from .._deadline import Deadline, current, detached
@@ -21,6 +21,9 @@ from ..exceptions import DaqTransportError, StepFailed, WriterNeedsRestart
 from ..record import RecoveryRecord, StepRecord
 from ._acquisitions import STOP_BUDGET_S, TrackedAcquisition, Tracker
 from ._feed import StatusFeed
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..verify import CheckOptions, Expected, Verification
 
 __all__ = ["RestV2Daq", "STOP_BUDGET_S"]
 
@@ -67,6 +70,7 @@ class RestV2Daq(Daq):
         self._redis: Any = None
         self._feed: Optional[StatusFeed] = None
         self._tracker: Optional[Tracker] = None
+        self._rates_client: Optional[StdDaqClient] = None
         self._last_retry_notice = 0.0
         self._probe: Optional[StdDaqClient] = None  # its own client: asked from the lock's thread
         self._probe_guard = threading.Lock()
@@ -89,9 +93,16 @@ class RestV2Daq(Daq):
         self._redis = connect(self.redis_url) if self.redis_url else None
         self._tracker = Tracker(self)
         self._feed = StatusFeed(self.client, self._redis, self.streams, self.poll_interval, run.notice, self._tracker.observe)
+        # A client of its own for the rates: a guard reads them from another thread while this
+        # run's thread follows an acquisition with the run's client (whose retries tell the run).
+        main = self.client
+        self._rates_client = StdDaqClient(main.url_base, timeout=main.timeout, retries=main.retries, retry_deadline=main.retry_deadline)
         self._last_retry_notice = 0.0
 
     def close(self) -> None:
+        rates_client, self._rates_client = self._rates_client, None
+        if rates_client is not None:
+            rates_client.close()
         redis_client, self._redis = self._redis, None
         self.run_or_none, self._feed, self._tracker = None, None, None
         if redis_client is not None:
@@ -146,9 +157,14 @@ class RestV2Daq(Daq):
         return dict(self.client.get_deployment_status())
 
     def read_rates(self) -> Rates:
-        stats = self.client.get_stats() or {}
+        stats = (self._rates_client or self.client).get_stats() or {}
         detector = float(((stats.get("detector") or {}).get("images_per_second")) or 0.0)
         return Rates(detector, protocol.writer_rate(stats))
+
+    def verify_files(self, step: WriteStep, config: Dict[str, Any], expected: "Expected", options: "CheckOptions") -> "Verification":
+        from ..verify import verify_rest_v2
+
+        return verify_rest_v2(step.output_file, expected, options)
 
     # -- the writer: stop-on-UNKNOWN, written once ----------------------------------------------------
 
