@@ -19,8 +19,10 @@ The report (JSON object, keys in this order)::
     steps [step records], files [{path, step, n_images, size_bytes, run_id, complete}],
     status (running | passed | failed | interrupted), reason, daq_unreachable,
     finished_at, duration_s, summary {passed, failed, skipped, interrupted, pending},
-    totals {steps, images, bytes, files, failed_attempts}, recoveries [pre-run],
-    notices [{at, step, message}] (the first 10 and the last 40), notices_omitted
+    totals {steps, images, bytes, files, failed_attempts},
+    estimate {duration_s, images, bytes, ...} (when the run was given one: what it was expected to cost),
+    cleanup {status, reason, steps, restore_config} (when the batch has a finally: or restore_config),
+    recoveries [pre-run], notices [{at, step, message}] (the first 10 and the last 40), notices_omitted
 
 Times are ISO 8601 UTC (``2026-11-29T18:44:55.123Z``), also in failed_attempts and
 recoveries; run ids are strings. Every version of the file on disk has all these keys:
@@ -272,7 +274,7 @@ class JsonReportFile:
                 return
             elif record is not None:
                 self._add_step(record)
-            elif event.kind == events.NOTICE or (event.kind == events.RECOVERY and event.step is None):
+            elif event.kind in (events.NOTICE, events.CLEANUP) or (event.kind == events.RECOVERY and event.step is None):
                 self._write_tail(b"")
         except (OSError, ValueError, TypeError) as exc:
             self._fail(exc)
