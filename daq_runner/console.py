@@ -489,6 +489,8 @@ class LogEvents:
             level = "error"
         if event.kind == events.RUN_FINISHED and data.get("status") != "passed":
             level = "error"
+        if event.kind == events.CLEANUP and data.get("status") in ("failed", "skipped"):
+            level = "error" if data.get("status") == "failed" else "warning"
         if event.kind == events.STEP_FINISHED:
             data = step_record(event).to_json()  # ISO 8601 UTC times and string run ids, as in the report
         fields = {k: v for k, v in data.items() if k not in ("daq_log", "acquisition", "config", "deployment", "step", "run", "step_name")}

@@ -297,11 +297,11 @@ class Estimate:
             + (f" ({'; '.join(how)})" if how else "")
         ]
         for need in self.folders:
-            written = format_bytes(need.bytes) if need.bytes is not None else "an unknown volume"
-            if need.free_bytes is None:
-                lines.append(f"  disk: {need.path}: {written}; free space not visible on this machine")
+            free = f"{format_bytes(need.free_bytes)} free" if need.free_bytes is not None else "free space not visible on this machine"
+            if need.bytes is None:
+                lines.append(f"  disk: {need.path}: {free}; the volume written there is unknown")
             else:
-                lines.append(f"  disk: {need.path}: {written} of {format_bytes(need.free_bytes)} free")
+                lines.append(f"  disk: {need.path}: {format_bytes(need.bytes)} of {free}" if need.free_bytes is not None else f"  disk: {need.path}: {format_bytes(need.bytes)}; {free}")
         lines += [f"  ! {problem}" for problem in self.low_disk]
         lines += [f"  note: {note}" for note in self.notes]
         return lines
@@ -404,7 +404,8 @@ def estimate(
         fixed += deploy or 0.0
     tail = max([end - t for end in background] + [0.0])
     if volume_unknown:
-        notes.append("the image size or bit depth is not known for some writes: their volume is unknown")
+        if facts.config is not None:  # else said above
+            notes.append("the image size or bit depth is not known for some writes: their volume is unknown")
         volume = None
     if rate_needed and images:
         if rate is None and not any("0 images/s" in n for n in notes):

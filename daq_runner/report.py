@@ -528,7 +528,8 @@ class JUnitFile:
 
     Failed steps carry ``<failure>``, interrupted ones ``<error>``, skipped ones (and steps
     kept from an earlier run) ``<skipped>``; tags are ``<properties>``; failed attempts and
-    recoveries are in ``<system-out>`` (a retry that passed still shows in CI). Test cases
+    recoveries are in ``<system-out>`` (a retry that passed still shows in CI). The run's
+    cleanup steps (``finally:``, ``restore_config``) are test cases of class ``<batch>.finally``. Test cases
     are streamed to a temporary file during the run, so memory stays flat. Errors are
     handled as by :class:`JsonReportFile` (:attr:`error`, one line on stderr, never raised).
     """
@@ -541,6 +542,7 @@ class JUnitFile:
         self._cases: Optional[IO[bytes]] = None
         self._counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
         self._done = False
+        self._cleanup_done = False
 
     @property
     def complete(self) -> bool:
@@ -553,6 +555,10 @@ class JUnitFile:
                 return
             if record is not None:
                 self._case(record)
+            elif event.kind == events.CLEANUP and event.data.get("status") in ("passed", "failed", "skipped") and not self._cleanup_done:
+                self._cleanup_done = True  # its end: every cleanup step once
+                for raw in event.data.get("steps") or ():
+                    self._case(StepRecord.from_json(raw), "finally")
             elif event.kind == events.RUN_FINISHED:
                 self._write()
         except (OSError, ValueError, TypeError) as exc:
@@ -561,12 +567,13 @@ class JUnitFile:
             self._cases = None
             _say(self._stream, self.error)
 
-    def _case(self, step: StepRecord) -> None:
+    def _case(self, step: StepRecord, group: str = "") -> None:
         if self._cases is None:
             self._cases = tempfile.TemporaryFile(dir=os.path.dirname(os.path.abspath(self.path)))
         suite = self._tally.batch.get("name") or "batch"
         label = f"{step.index:04d} {step.name}"
-        parts = [f'  <testcase classname={_xml_attr(f"{suite}.{step.kind}")} name={_xml_attr(label)} time="{_seconds(step.duration_s)}">']
+        classname = f"{suite}.{group}.{step.kind}" if group else f"{suite}.{step.kind}"
+        parts = [f'  <testcase classname={_xml_attr(classname)} name={_xml_attr(label)} time="{_seconds(step.duration_s)}">']
         if step.tags:
             parts.append("    <properties>")
             parts += [f'      <property name="tag" value={_xml_attr(tag)}/>' for tag in step.tags]

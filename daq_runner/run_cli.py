@@ -242,16 +242,18 @@ def _validate_estimate(args: argparse.Namespace, batch: Any) -> None:
     from .preflight import run_estimate
     from .targets import resolve_target
 
-    url = None
-    if not args.sim:
+    url, why = None, None
+    if args.sim:
+        why = "--validate does not start the simulator (--dry-run does)"
+    else:
         try:
             url = resolve_target(
                 url=args.url, redis=args.redis, no_redis=True, daq=args.daq, profiles=args.profiles, batch=batch, environ=os.environ
             ).url
         except SetupError as exc:
-            _say(f"estimate: the DAQ could not be named ({exc}); durations and volumes that need it are unknown")
+            why = f"the DAQ could not be named: {exc}"
     estimate, _ = run_estimate(batch, url, assume_rate=args.assume_rate, restore_config=args.restore_config)
-    for line in estimate.lines():
+    for line in estimate.lines() + ([f"  note: {why}"] if why else []):
         _say(line)
 
 

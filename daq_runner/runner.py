@@ -36,8 +36,7 @@ from ._handlers import HANDLERS
 from ._redis import connect
 from ._text import redact_url, scrub
 from ._version import __version__
-from ._stepkinds import DEFAULT_TIMEOUT_S
-from .batch import Batch, ConfigStep, Step, WriteStep
+from .batch import DEFAULT_TIMEOUT_S, Batch, ConfigStep, Step, WriteStep
 from .client import StdDaqClient
 from .daq import Acquisition, Acquisitions, Daq, RunServices
 from .exceptions import (
@@ -284,7 +283,10 @@ class RunState(RunServices):
         batch, run_id (``{run}``, the report's id), invocation (this invocation's random id).
         daq: the DAQ; lock: the runner lock, ``None`` when none is held.
         step: the step under way (``None`` between steps).
-        stop_reason, daq_lost, lock_lost: why the run ends early, if it does.
+        stop_reason, daq_lost, lock_lost: why the run ends early, if it does; lock_refused: the
+            lock could not be taken at the start.
+        cleanup: the run's :class:`~daq_runner.record.CleanupRecord` (``None`` without one).
+        ending: how it ended (:class:`~daq_runner.exit_codes.RunEnding`), once it has.
     """
 
     def __init__(

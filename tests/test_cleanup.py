@@ -18,6 +18,7 @@ from daq_runner.exit_codes import RunEnding, RunExit
 from daq_runner.runner import Runner
 
 from .conftest import batch_file, daq_run, script, wait_until, writer_state
+from .test_notify import recorder  # noqa: F401 - a fixture: a real HTTP server that records
 
 SWEEP_THEN_FAIL = """
 version: 1
@@ -272,11 +273,12 @@ def start_until_writing(daq_sim: Any, path: Any, report: Any, *args: str) -> Any
     return proc
 
 
-def test_finally_and_restore_config_run_after_sigterm_in_the_middle_of_a_write(daq_sim, tmp_path):
-    """SIGTERM while writing: the acquisition is stopped, then the finally steps and the restore run; exit 143, all in the report."""
+def test_finally_and_restore_config_run_after_sigterm_in_the_middle_of_a_write(daq_sim, tmp_path, recorder):
+    """SIGTERM while writing: the acquisition is stopped, then the finally steps and the restore run; exit 143, all in
+    the report, and the webhook hears INTERRUPTED."""
     path = batch_file(tmp_path, LONG_WRITE)
     report_path = tmp_path / "r.json"
-    proc = start_until_writing(daq_sim, path, report_path, "--restore-config")
+    proc = start_until_writing(daq_sim, path, report_path, "--restore-config", "--notify", recorder.url + "/hook")
     assert bit_depth(daq_sim) == 32
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=30)
@@ -289,6 +291,9 @@ def test_finally_and_restore_config_run_after_sigterm_in_the_middle_of_a_write(d
     assert all(s["status"] == "passed" for s in cleanup["steps"])
     assert cleanup["restore_config"]["outcome"] == "restored"
     assert bit_depth(daq_sim) == 16 and writer_state(daq_sim.url) == "READY"
+    (told,) = [json.loads(r["body"]) for r in recorder.wait_for(1)]
+    assert told["text"].startswith("daq-run INTERRUPTED: long write on 127.0.0.1\nexit 143: ")
+    assert told["daq_run"]["reason"] == "SIGTERM" and told["daq_run"]["resume_command"].endswith(f"--resume {report_path}")
 
 
 def test_a_second_signal_cuts_the_cleanup_short(daq_sim, tmp_path):
@@ -344,3 +349,20 @@ def test_a_write_in_finally_must_wait_and_errors_point_at_the_line(tmp_path):
     result = daq_run(str(path), "--validate")
     assert result.returncode == RunExit.USAGE
     assert f"{path}:5:12: a write in finally: must wait for its end" in result.stderr
+
+
+def test_the_cleanup_steps_are_test_cases_of_the_junit_file(run_batch, tmp_path):
+    """CI sees the cleanup: each cleanup step (the restore too) is a test case of class <batch>.finally; a failed restore is a failure."""
+    import xml.etree.ElementTree as ET
+
+    from daq_runner.report import JUnitFile
+
+    junit = JUnitFile(str(tmp_path / "j.xml"))
+    run_batch(SWEEP_THEN_FAIL, consumers=[junit])
+    suite = ET.parse(tmp_path / "j.xml").getroot()
+    cases = [(c.get("classname"), c.get("name")) for c in suite.iter("testcase")]
+    assert cases[-2:] == [
+        ("sweep left at 32 bits.finally.stop", "0005 tidy"),
+        ("sweep left at 32 bits.finally.config", "0006 restore_config: put back bit_depth=16"),
+    ]
+    assert (suite.get("tests"), suite.get("failures")) == ("6", "1")

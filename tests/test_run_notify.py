@@ -17,6 +17,7 @@ from daq_runner.resume import resume_command
 
 from .conftest import batch_file, daq_run
 from .test_notify import Recorder, recorder, refused_url, smtp_plain  # noqa: F401 - fixtures
+from .test_report import fill, small_disk  # noqa: F401 - small_disk is a fixture
 
 FAILING = """
 version: 1
@@ -167,3 +168,15 @@ def test_the_resume_command_is_the_run_as_it_was_with_its_own_report_replaced():
     command = resume_command(argv, "new r.json", options=options, cwd="/w d", variables={"root": "/tmp/f"})
     assert command == "cd '/w d' && daq-run 'b c.yaml' --daq x --report-dir d --var a=1 --var root=/tmp/f --resume 'new r.json'"
     assert shlex.split(command.split(" && ", 1)[1])[-2:] == ["--resume", "new r.json"]
+
+
+def test_a_full_disk_under_the_report_is_told_as_a_failure_with_its_reason(daq_sim, tmp_path, recorder, small_disk):  # noqa: F811
+    """The steps pass but the report's disk is full: exit 1, and the message says the report could not be written."""
+    fill(small_disk)
+    path = batch_file(tmp_path, 'version: 1\nsteps:\n  - write: {output_file: "{root}/a.h5", n_images: 2}\n')
+    report = small_disk / "r.json"
+    result = daq_run(str(path), *common(daq_sim), "--report", str(report), "--quiet", "--notify", recorder.url + "/hook")
+    assert result.returncode == RunExit.FAILED, result.stderr
+    (body,) = bodies(recorder, 1)
+    assert body["daq_run"]["outcome"] == "failure" and body["daq_run"]["status"] == "passed"
+    assert body["daq_run"]["reason"] == f"report {report}: disk full; no report was written"
