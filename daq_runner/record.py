@@ -35,6 +35,7 @@ __all__ = [
     "StepRecord",
     "CleanupRecord",
     "RESTORE_OUTCOMES",
+    "RESTORE_STEP_NAME",
     "FailedAttempt",
     "RecoveryRecord",
     "MISSING",
@@ -495,8 +496,8 @@ class CleanupRecord:
 
     The section is in the report from the run's start (``status: pending``) when the batch has
     a cleanup; each cleanup step's record is the same :class:`StepRecord` as a step's (indices
-    after the plan's). Built by the Runner, serialised by :meth:`to_json`, read back by
-    :meth:`from_json`.
+    after the plan's). Built by the Runner, serialised by :meth:`to_json` (``daq-run show``
+    reads the section as the report holds it).
 
     Attributes:
         status: ``pending`` (not begun), ``running``, ``passed`` (every cleanup step passed and
@@ -532,22 +533,6 @@ class CleanupRecord:
             "steps": [record.to_json() for record in self.steps],
             "restore_config": dict(self.restore) if self.restore is not None else ({"outcome": None} if self.restore_config else None),
         }
-
-    @classmethod
-    def from_json(cls, data: Any) -> Optional["CleanupRecord"]:
-        """The section as a report holds it (``None`` for a report without one)."""
-        if not isinstance(data, dict):
-            return None
-        steps = [StepRecord.from_json(item, i) for i, item in enumerate(data.get("steps") or [], 1) if isinstance(item, dict)] if isinstance(data.get("steps"), list) else []
-        restore = data.get("restore_config") if isinstance(data.get("restore_config"), dict) else None
-        return cls(
-            n_finally=sum(1 for s in steps if not s.name.startswith(RESTORE_STEP_NAME)),
-            restore_config=restore is not None,
-            status=_text(data.get("status")) or "pending",
-            reason=_text(data.get("reason")),
-            steps=steps,
-            restore=restore if restore is not None and restore.get("outcome") is not None else None,
-        )
 
 
 RESTORE_STEP_NAME = "restore_config"

@@ -5,6 +5,7 @@ message carries continues the run."""
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import subprocess
 from typing import Any, Dict, List
@@ -44,7 +45,8 @@ def common(daq_sim: Any) -> List[str]:
 def test_a_failing_batch_under_sim_tells_the_webhook_once_with_the_reason_and_a_resume_that_works(recorder, tmp_path):
     """`daq-run --sim --notify URL`: one JSON POST with the reason and the command that continues the run; that command resumes it."""
     path = batch_file(tmp_path, FAILING)
-    result = daq_run("--sim", str(path), "--quiet", "--report-dir", str(tmp_path), "--notify", recorder.url + "/hooks/T0/B0/secret", cwd=tmp_path)
+    env = {"TMPDIR": str(tmp_path)}  # --sim's fresh folder goes there
+    result = daq_run("--sim", str(path), "--quiet", "--report-dir", str(tmp_path), "--notify", recorder.url + "/hooks/T0/B0/secret", cwd=tmp_path, env=env)
     assert result.returncode == RunExit.FAILED, result.stderr
     (body,) = bodies(recorder, 1)
     fields, text = body["daq_run"], body["text"]
@@ -55,11 +57,11 @@ def test_a_failing_batch_under_sim_tells_the_webhook_once_with_the_reason_and_a_
     (report,) = tmp_path.glob("*.report.json")
     resume = fields["resume_command"]
     assert f"continue with: {resume}" in text and resume.endswith(f"--resume {report}")
-    assert resume.startswith(f"cd {tmp_path} && ") and "--var root=/tmp/daq-run-sim-" in resume
+    assert resume.startswith(f"cd {tmp_path} && ") and f"--var root={tmp_path}/daq-run-sim-" in resume
     notices = [n["message"] for n in json.loads(report.read_text())["notices"]]
     assert not [n for n in notices if "notification" in n]  # delivered: nothing to say
 
-    again = subprocess.run(resume, shell=True, capture_output=True, text=True, timeout=60)
+    again = subprocess.run(resume, shell=True, capture_output=True, text=True, timeout=60, env={**os.environ, **env})
     assert again.returncode == RunExit.FAILED, again.stderr
     (_, second) = bodies(recorder, 2)
     resumed = json.loads(open(second["daq_run"]["report"]).read())
