@@ -125,8 +125,9 @@ class Deadline:
             if left <= 0:
                 return
             event = self.cancel
-            # In slices when a parent could be shortened or cancelled by another event.
-            step = left if not self._parents else min(left, SLICE_S)
+            # In slices: another thread may shorten this deadline or a parent (a second stop
+            # request cuts a cleanup's wait short) or cancel a parent.
+            step = min(left, SLICE_S)
             if event is None:
                 time.sleep(step)
             elif event.wait(step):

@@ -12,7 +12,7 @@ from ._tally import SUMMARY_KEYS
 from .record import parse_iso
 from ._text import one_line
 
-__all__ = ["digest", "as_dict", "as_list", "as_text"]
+__all__ = ["digest", "as_dict", "as_list", "as_text", "daq_of", "failed_steps"]
 
 
 def as_dict(value: Any) -> Dict[str, Any]:
@@ -160,6 +160,7 @@ def digest(report: Dict[str, Any]) -> Dict[str, Any]:
         else:
             notices.append({"at": None, "step": None, "message": str(item)})  # older reports: plain strings
     batch, daq = as_dict(report.get("batch")), as_dict(report.get("daq"))
+    estimate = as_dict(report.get("estimate"))
     return {
         "status": status,
         "reason": reason,
@@ -190,4 +191,49 @@ def digest(report: Dict[str, Any]) -> Dict[str, Any]:
         "notices_omitted": _int(report.get("notices_omitted")) or 0,
         "recoveries": [r for r in as_list(report.get("recoveries")) if isinstance(r, dict)],
         "retries": sum(len(s["failed_attempts"]) for s in steps),
+        "estimate": {
+            "duration_s": _num(estimate.get("duration_s")),
+            "bytes": _int(estimate.get("bytes")),
+            "images": _int(estimate.get("images")),
+        }
+        if estimate
+        else None,
+        "cleanup": _cleanup(report.get("cleanup")),
     }
+
+
+def _cleanup(raw: Any) -> Optional[Dict[str, Any]]:
+    """The report's ``cleanup`` section (``finally:`` and ``restore_config``), or ``None``."""
+    if not isinstance(raw, dict):
+        return None
+    restore = as_dict(raw.get("restore_config"))
+    return {
+        "status": as_text(raw.get("status")) or "?",
+        "reason": as_text(raw.get("reason")),
+        "steps": [_step(s, i) for i, s in enumerate(as_list(raw.get("steps")), 1) if isinstance(s, dict)],
+        "restore": {"outcome": as_text(restore.get("outcome")), "fields": as_dict(restore.get("fields")), "error": as_text(restore.get("error"))}
+        if restore.get("outcome") is not None
+        else None,
+    }
+
+
+def daq_of(d: Dict[str, Any]) -> str:
+    """The DAQ of a digested report as people name it: ``host:port`` of its URL."""
+    from urllib.parse import urlsplit
+
+    url = d.get("daq_url") or ""
+    try:
+        return urlsplit(url).netloc.rpartition("@")[2] or url or "?"
+    except ValueError:
+        return url or "?"
+
+
+def failed_steps(d: Dict[str, Any], limit: int = 3) -> str:
+    """``4 (short write), 7 (dark)``: the steps that did not pass; else why the run did not pass; ``-``."""
+    problems = [s for s in d["steps"] if s["status"] in ("failed", "interrupted")]
+    if problems:
+        shown = ", ".join(f"{s['index']} ({one_line(s['name'], 40)})" for s in problems[:limit])
+        return shown + (f" and {len(problems) - limit} more" if len(problems) > limit else "")
+    if d["status"] != "passed":
+        return one_line(d["reason"] or d["status"], 80)
+    return "-"

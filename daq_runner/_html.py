@@ -1,4 +1,5 @@
-"""One self-contained HTML page for a run report (``daq-run show --html``).
+"""Self-contained HTML pages: one run report (``daq-run show --html``), or a table of several
+(``daq-run show --html R1.json R2.json ... -o fleet.html``).
 
 Everything is inline (CSS, an SVG timeline); a Content-Security-Policy forbids any fetch, so
 the page shows the same offline, from a mail attachment or an archive. Every text from the
@@ -12,11 +13,11 @@ import os
 from html import escape
 from typing import Any, Dict, List, Optional, Tuple
 
-from ._digest import digest
+from ._digest import daq_of, digest, failed_steps
 from ._tally import SUMMARY_KEYS, format_bytes, format_seconds
 from .record import iso
 
-__all__ = ["render"]
+__all__ = ["render", "render_runs"]
 
 MAX_ROWS = 400  # timeline rows; beyond them the steps that did not pass are preferred
 
@@ -390,24 +391,30 @@ def _notices(d: Dict[str, Any]) -> str:
     return "<h2>Notices</h2><table><tr><th>At (UTC)</th><th class=num>Step</th><th>Message</th></tr>" + "".join(rows) + "</table>" + omitted
 
 
-def render(report: Dict[str, Any]) -> str:
-    """The HTML page of a loaded report (any daq-run version)."""
-    d = digest(report)
-    status = d["status"]
-    color = _COLOR.get(status, "#555")
-    summary = d["summary"]
-    counts = " · ".join(f"{_SYMBOL.get(k, _SYMBOL['running'])} {summary[k]} {k}" for k in (*SUMMARY_KEYS, "pending") if summary.get(k)) or "no step"
-    duration = format_seconds(d["duration_s"]) if d["duration_s"] is not None else "unknown"
-    rates = [s["rate"] for s in d["steps"] if s["rate"]]
-    cards = [
-        _card("Steps", str(d["n_steps"]), counts),
-        _card("Duration", duration, iso(d["started"]) or ""),
-        _card("Images", f"{d['images']:,}", f"{max(rates):,.0f} images/s at best" if rates else ""),
-        _card("Files", str(len(d["files"])), format_bytes(d["bytes"]) if d["bytes"] is not None else "size not visible here"),
-        _card("Failed attempts", str(d["retries"]), _count(sum(len(s["recoveries"]) for s in d["steps"]) + len(d["recoveries"]), "recovery", "recoveries")),
+def _cleanup(d: Dict[str, Any]) -> str:
+    cleanup = d["cleanup"]
+    if cleanup is None:
+        return ""
+    color = _COLOR.get(cleanup["status"], "#555")
+    rows = [
+        f"<tr><td class=num>{step['index']}</td><td><span style=\"color:{_COLOR.get(step['status'], '#888')}\">{_e(_SYMBOL.get(step['status'], '?'))} {_e(step['status'])}</span></td>"
+        f"<td>{_e(step['name'])}</td><td>{_e(step['error'] if step['status'] != 'passed' else '')}</td></tr>"
+        for step in cleanup["steps"][:MAX_ROWS]
     ]
-    reason = f'<div class="reason" style="border-color:{color}">{_e(d["reason"])}</div>' if d["reason"] else ""
-    title = f"daq-run {status}: {d['batch_name']}"
+    restore = cleanup["restore"]
+    restored = ""
+    if restore is not None:
+        fields = ", ".join(f"{k}={v}" for k, v in restore["fields"].items())
+        restored = f'<p>restore_config: <b>{_e(restore["outcome"])}</b>' + (f' <span class="mono">{_e(fields)}</span>' if fields else "") + (
+            f' — {_e(restore["error"])}' if restore["error"] else ""
+        ) + "</p>"
+    reason = f" — {_e(cleanup['reason'])}" if cleanup["reason"] else ""
+    table = "<table><tr><th class=num>Step</th><th>Status</th><th>Name</th><th>Error</th></tr>" + "".join(rows) + "</table>" if rows else ""
+    return f'<h2>Cleanup</h2><p><b style="color:{color}">{_e(cleanup["status"])}</b>{reason}</p>{table}{restored}'
+
+
+def _page(title: str, body: str) -> str:
+    """A whole page: ``body`` under a head that forbids every fetch (the page shows the same offline)."""
     return f"""<!doctype html>
 <html lang="en">
 <head>
@@ -418,7 +425,34 @@ def render(report: Dict[str, Any]) -> str:
 <style>{_CSS}</style>
 </head>
 <body>
-<svg width="0" height="0" style="position:absolute" aria-hidden="true">{_defs()}</svg>
+{body}</body>
+</html>
+"""
+
+
+def render(report: Dict[str, Any]) -> str:
+    """The HTML page of a loaded report (any daq-run version)."""
+    d = digest(report)
+    status = d["status"]
+    color = _COLOR.get(status, "#555")
+    summary = d["summary"]
+    counts = " · ".join(f"{_SYMBOL.get(k, _SYMBOL['running'])} {summary[k]} {k}" for k in (*SUMMARY_KEYS, "pending") if summary.get(k)) or "no step"
+    duration = format_seconds(d["duration_s"]) if d["duration_s"] is not None else "unknown"
+    rates = [s["rate"] for s in d["steps"] if s["rate"]]
+    expected = d["estimate"]
+    estimated = ""
+    if expected is not None and expected["duration_s"] is not None:
+        estimated = f"estimated {format_seconds(expected['duration_s'])}"
+    cards = [
+        _card("Steps", str(d["n_steps"]), counts),
+        _card("Duration", duration, " · ".join(x for x in (iso(d["started"]) or "", estimated) if x)),
+        _card("Images", f"{d['images']:,}", f"{max(rates):,.0f} images/s at best" if rates else ""),
+        _card("Files", str(len(d["files"])), format_bytes(d["bytes"]) if d["bytes"] is not None else "size not visible here"),
+        _card("Failed attempts", str(d["retries"]), _count(sum(len(s["recoveries"]) for s in d["steps"]) + len(d["recoveries"]), "recovery", "recoveries")),
+    ]
+    reason = f'<div class="reason" style="border-color:{color}">{_e(d["reason"])}</div>' if d["reason"] else ""
+    title = f"daq-run {status}: {d['batch_name']}"
+    return _page(title, f"""<svg width="0" height="0" style="position:absolute" aria-hidden="true">{_defs()}</svg>
 <main>
 <h1><span class="badge" style="background:{color}">{_e(_SYMBOL.get(status, "?"))} {_e(status.upper())}</span> {_e(d["batch_name"])}</h1>
 {reason}
@@ -431,11 +465,51 @@ def render(report: Dict[str, Any]) -> str:
 {_throughput(d)}
 {_programs(d)}
 {_files(d)}
+{_cleanup(d)}
 {_notices(d)}
 <h2>Run</h2>
 {_facts(d)}
 <footer>daq-run show · report of run {_e(d["run_id"] or "?")} · times in UTC</footer>
 </main>
-</body>
-</html>
-"""
+""")
+
+
+def render_runs(runs: List[Any], folder: str) -> str:
+    """One page of several runs (:class:`daq_runner.show.Run` objects): a verdict, then a row per
+    run with its status, DAQ, batch, start, duration, images, files and failed steps, and a link
+    to its report (relative to ``folder``, where the page goes)."""
+    passed = sum(1 for run in runs if run.passed)
+    verdict = "passed" if passed == len(runs) else "failed"
+    color = _COLOR[verdict]
+    rows = []
+    for run in runs:
+        try:
+            link = os.path.relpath(os.path.abspath(run.path), folder)
+        except ValueError:  # another drive (Windows)
+            link = os.path.abspath(run.path)
+        href = _e(link.replace(os.sep, "/"))
+        d = run.digest
+        if d is None:
+            rows.append(
+                f'<tr><td><span style="color:{_COLOR["failed"]}">✗ unreadable</span></td><td colspan=6>{_e(run.problem)}</td>'
+                f'<td class="mono"><a href="{href}">{_e(os.path.basename(run.path))}</a></td></tr>'
+            )
+            continue
+        status = d["status"]
+        rows.append(
+            f'<tr><td><span style="color:{_COLOR.get(status, "#555")}">{_e(_SYMBOL.get(status, "?"))} {_e(status)}</span></td>'
+            f'<td class="mono">{_e(daq_of(d))}</td><td>{_e(d["batch_name"])}</td><td class="mono">{_e(iso(d["started"]) or "?")}</td>'
+            f'<td class=num>{_e(format_seconds(d["duration_s"]) if d["duration_s"] is not None else "?")}</td>'
+            f'<td class=num>{d["images"]:,}</td><td>{_e(failed_steps(d))}</td>'
+            f'<td class="mono"><a href="{href}">{_e(os.path.basename(run.path))}</a></td></tr>'
+        )
+    title = f"daq-run: {passed} of {len(runs)} runs passed"
+    return _page(title, f"""<main>
+<h1><span class="badge" style="background:{color}">{_e(_SYMBOL[verdict])} {_e("ALL PASSED" if verdict == "passed" else "NOT ALL PASSED")}</span> {_e(title)}</h1>
+<table>
+<tr><th>Status</th><th>DAQ</th><th>Batch</th><th>Started (UTC)</th><th class=num>Duration</th><th class=num>Images</th><th>Failed steps</th><th>Report</th></tr>
+{"".join(rows)}
+</table>
+<footer>daq-run show · {len(runs)} reports · times in UTC</footer>
+</main>
+""")

@@ -34,6 +34,7 @@ __all__ = [
     "HeartbeatSettings",
     "Rule",
     "NotifySettings",
+    "notify_schema",
 ]
 
 OUTCOMES = ("passed", "failure", "usage", "unreachable", "busy", "interrupted")
@@ -503,3 +504,44 @@ def _unique(targets: Iterable[Target]) -> List[Target]:
     for target in targets:
         seen.setdefault((target.kind, target.address.lower() if target.kind == "mail" else target.address), target)
     return list(seen.values())
+
+
+def notify_schema() -> Dict[str, Any]:
+    """The JSON Schema of a ``notify:`` block (batch files, profiles), for editors: written
+    from the same names the parser checks against."""
+    target = {
+        "type": "string",
+        "pattern": "^(https?://|mailto:)",
+        "description": "An http(s):// webhook (JSON POST; 'text' suits Slack and Mattermost) or mailto:ADDRESS.",
+    }
+    outcome = {"enum": list(ON_CHOICES)}
+    return {
+        "description": "Who is told how the run ended (see docs/notifications.md).",
+        "type": "object",
+        "properties": {
+            "to": {"anyOf": [target, {"type": "array", "items": target, "minItems": 1, "maxItems": _MAX_TARGETS}]},
+            "on": {
+                "anyOf": [outcome, {"type": "array", "items": outcome, "minItems": 1}],
+                "description": "When: every outcome but a pass by default; 'always' includes a pass, 'never' silences.",
+            },
+            "smtp": {"type": "string", "description": "HOST[:PORT], smtp+starttls://[USER@]HOST[:PORT] or smtps://... (password: $%s)." % SMTP_PASSWORD_ENV},
+            "from": {"type": "string", "description": "The sender of mails (default daq-run@<this host>)."},
+            "timeout": {"type": "number", "minimum": 1, "maximum": _MAX_TIMEOUT_S, "description": "Seconds for every delivery at the end, in all."},
+            "heartbeat": {
+                "anyOf": [
+                    {"type": "string", "pattern": "^https?://"},
+                    {
+                        "type": "object",
+                        "required": ["url"],
+                        "properties": {
+                            "url": {"type": "string", "pattern": "^https?://"},
+                            "every": {"type": "number", "minimum": _MIN_EVERY_S, "maximum": _MAX_EVERY_S},
+                        },
+                        "additionalProperties": False,
+                    },
+                ],
+                "description": "A dead-man's switch: URL/start, URL every 'every' seconds, URL or URL/fail at the end.",
+            },
+        },
+        "additionalProperties": False,
+    }

@@ -49,6 +49,8 @@ __all__ = [
     "DEFAULTS",
     "DAQ",
     "BATCH_NAME",
+    "RESTORE_CONFIG",
+    "FINALLY",
     "BUILTINS",
     "ON_ERROR",
     "DEFAULT_TIMEOUT_S",
@@ -519,3 +521,10 @@ DEFAULTS = Object(
     },
     doc="Values for every step that does not set its own.",
 )
+RESTORE_CONFIG = Boolean(
+    default=False,
+    doc="true: read the whole DAQ configuration before the first step and put it back when the run ends, "
+    "whatever ended it, if a config step changed it (a failed restore fails the run).",
+)
+FINALLY = "finally"
+"""The batch key of the cleanup: steps that run when the run ends, whatever ended it."""

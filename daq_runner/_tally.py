@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional
 
 from . import events
 from ._version import __version__
-from .record import StepRecord, StepStatus, iso
+from .record import CleanupRecord, StepRecord, StepStatus, iso
 
 __all__ = [
     "Tally",
@@ -92,7 +92,10 @@ class Tally:
         started_at / finished_at (Unix time or ``None``), status (``running`` until
         ``run_finished``), reason, daq_unreachable, summary (steps by status), images,
         bytes, n_files (over the files written), failed_attempts, notices and
-        recoveries (lists, bounded), last_index (index of the last finished step).
+        recoveries (lists, bounded), last_index (index of the last finished step);
+        estimate (what the run was expected to cost, as the report holds it, or ``None``);
+        cleanup (the report's ``cleanup`` section as it stands, or ``None`` for a batch
+        without one).
     """
 
     def __init__(self) -> None:
@@ -114,6 +117,8 @@ class Tally:
         self.n_finished = 0
         self.last_index: Optional[int] = None
         self.first_problem: Optional[str] = None
+        self.estimate: Optional[Dict[str, Any]] = None
+        self.cleanup: Optional[Dict[str, Any]] = None
         self._notices = Bounded(10, 40)
         self._recoveries = Bounded(10, 40)
 
@@ -131,6 +136,8 @@ class Tally:
             self._notices.append({"at": iso(event.time), "step": event.step, "message": str(data.get("message"))})
         elif kind == events.RECOVERY and event.step is None:
             self._recoveries.append({**data, "at": iso(data.get("at", event.time))})
+        elif kind == events.CLEANUP:
+            self.cleanup = dict(data)
         elif kind == events.RUN_FINISHED:
             self._finished(event, data)
         return None
@@ -142,6 +149,10 @@ class Tally:
         self.daq = dict(data.get("daq") or {})
         n_steps = data.get("n_steps")
         self.n_steps = n_steps if isinstance(n_steps, int) else None
+        self.estimate = dict(data["estimate"]) if isinstance(data.get("estimate"), dict) else None
+        announced = data.get("cleanup")
+        if isinstance(announced, dict):
+            self.cleanup = CleanupRecord(int(announced.get("finally") or 0), bool(announced.get("restore_config"))).to_json()
         # A consumer runs in the runner's process: what an older runner does not say is known here.
         self.info = {
             "daq_runner": data.get("daq_runner") or __version__,
@@ -241,6 +252,8 @@ class Tally:
             "duration_s": self.duration_s,
             "summary": {**self.summary, "pending": self.pending},
             "totals": self.totals(),
+            **({"estimate": self.estimate} if self.estimate is not None else {}),
+            **({"cleanup": self.cleanup} if self.cleanup is not None else {}),
             "recoveries": self.recoveries,
             "notices": self.notices,
             "notices_omitted": self.notices_omitted,

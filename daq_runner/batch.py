@@ -54,11 +54,13 @@ from ._stepkinds import (
     DAQ,
     DEFAULT_TIMEOUT_S,
     DEFAULTS,
+    FINALLY,
     KINDS,
     MAX_N_IMAGES,
     MAX_RETRIES,
     MAX_SECONDS,
     ON_ERROR,
+    RESTORE_CONFIG,
     STEP_KINDS,
     SWEEP,
     CheckStep,
@@ -116,7 +118,7 @@ COMMANDS_REFUSED = (
     "a run step runs a program on this machine: refused unless the run allows commands "
     "(daq-run --allow-commands, or allow_commands: true in the DAQ's profile)"
 )
-TOP_KEYS = ("version", "name", "daq", "vars", "defaults", "steps")
+TOP_KEYS = ("version", "name", "daq", "vars", "defaults", "steps", FINALLY, "restore_config", "notify")
 _RUN = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")
 _REFERENCE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)")  # lenient: also inside malformed placeholders
 
@@ -136,6 +138,12 @@ class Batch:
         run: the value of ``{run}`` for this load.
         now: the local time ``{date}``, ``{time}`` and ``{datetime}`` show (ISO 8601), so that
             a resumed run can render the same file names.
+        cleanup: the ``finally:`` steps, run when the run ends whatever ended it; their
+            indices follow those of ``steps`` (a batch of 14 steps has cleanup steps 15, ...).
+        restore_config: put the DAQ configuration found before the first step back at the
+            end (``restore_config: true``).
+        notify: the ``notify:`` block as written (checked when loaded; see
+            :class:`daq_runner.notify.NotifySettings`), ``None`` without one.
     """
 
     name: str
@@ -146,6 +154,9 @@ class Batch:
     vars: Dict[str, Any] = field(default_factory=dict)
     run: str = ""
     now: str = ""
+    cleanup: Tuple[Step, ...] = ()
+    restore_config: bool = False
+    notify: Optional[Dict[str, Any]] = None
 
     @property
     def secrets(self) -> Tuple[str, ...]:
@@ -329,6 +340,19 @@ def _value_mark(mapping: Any, key: Any) -> Mark:
     return getattr(mapping, "value_marks", {}).get(key, getattr(mapping, "mark", (1, 1)))
 
 
+def _mark_at(value: Any, path: Tuple[Any, ...], mark: Mark) -> Mark:
+    """The mark of the value at ``path`` (keys and list positions) inside ``value``, as far as it goes."""
+    for key in path:
+        if isinstance(value, dict) and key in value:
+            mark, value = _value_mark(value, key), value[key]
+        elif isinstance(value, list) and isinstance(key, int) and 0 <= key < len(value):
+            marks = getattr(value, "item_marks", None)
+            mark, value = (marks[key] if marks else mark), value[key]
+        else:
+            break
+    return mark
+
+
 # Sorted keys, no spaces, UTF-8: the form Step.identity hashes.
 _CANONICAL_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 
@@ -393,6 +417,7 @@ class _Loader:
         self.overflow = False
         self.identities: Dict[bytes, int] = {}
         self.outputs: Dict[str, Tuple[int, Mark, Dict[str, Any]]] = {}
+        self.in_cleanup = False  # expanding the finally: steps
 
     def error(self, reason: str, mark: Optional[Mark], *, each: bool = False) -> None:
         self.errors.add(reason, mark, each=each)
@@ -457,12 +482,12 @@ class _Loader:
     def unused_vars(self, doc: Mapping[str, Any], strict: Mapping[str, Any]) -> None:
         """A caller's variable the batch neither declares nor uses is a mistake (a typo?)."""
         referenced: Set[str] = set()
-        for key in ("vars", "defaults", "steps"):
+        for key in ("vars", "defaults", "steps", FINALLY):
             _references(doc.get(key), referenced)
         declared = set(doc["vars"]) if isinstance(doc.get("vars"), dict) else set()
-        declared |= self.sweep_names(doc.get("steps"))
+        swept = self.sweep_names(doc.get("steps")) | self.sweep_names(doc.get(FINALLY))
+        declared |= swept
         known = sorted(n for n in declared | referenced if isinstance(n, str))
-        swept = self.sweep_names(doc.get("steps"))
         for name in strict:
             if name in swept:
                 # The sweep gives it its values: a --var of that name would be ignored silently.
@@ -511,12 +536,12 @@ class _Loader:
 
     # -- steps --------------------------------------------------------------------------
 
-    def expand(self, steps: Any, mark: Mark, sweep: Dict[str, Any]) -> None:
+    def expand(self, steps: Any, mark: Mark, sweep: Dict[str, Any], key: str = "steps") -> None:
         if not isinstance(steps, list):
-            self.error(f"'steps' must be a list of steps, not {type_name(steps)}{colon_hint(steps)}", mark)
+            self.error(f"'{key}' must be a list of steps, not {type_name(steps)}{colon_hint(steps)}", mark)
             return
         if not steps:
-            self.error("'steps' is empty", mark)
+            self.error(f"'{key}' is empty", mark)
             return
         marks = getattr(steps, "item_marks", None) or [mark] * len(steps)
         for item, item_mark in zip(steps, marks):
@@ -641,6 +666,10 @@ class _Loader:
             self.error("give the timeout once: in run: (the program's) or on the step, not both", value_marks["timeout"])
             return
         if extra.get("guard") and not self.guard_fits(body, extra, given, options, raw, value_marks):
+            return
+        if self.in_cleanup and kind.cls is WriteStep and not body["wait"]:
+            # Nothing follows a cleanup step: its acquisition would outlive the run.
+            self.error("a write in finally: must wait for its end (wait: false has no place in a cleanup)", _value_mark(raw, kind.name))
             return
         default_name, params, attrs = kind.build(body, extra, options)
         options.update(attrs)
@@ -778,6 +807,23 @@ class _Loader:
             self.errors.sweep_pass += 1
             self.expand(steps, steps_mark, {**sweep, **dict(zip(names, combination))})
 
+    def notify_block(self, doc: Any) -> Optional[Dict[str, Any]]:
+        """The ``notify:`` block, checked as the command line will use it (the SMTP password
+        is looked up only then); a mistake points at its line and column."""
+        if "notify" not in doc:
+            return None
+        from .exceptions import NotifySettingsError
+        from .notify import NotifySettings
+
+        raw = doc["notify"]
+        block = plain(raw)
+        try:
+            NotifySettings.from_mapping(block, source=self.path)
+        except NotifySettingsError as exc:
+            self.error(f"notify: {exc.reason}", _mark_at(raw, exc.key, _value_mark(doc, "notify")))
+            return None
+        return block
+
     # -- the whole file ----------------------------------------------------------------------
 
     def load(
@@ -855,6 +901,19 @@ class _Loader:
         else:
             self.ctx.loops = self.loop_lines(doc["steps"])
             self.expand(doc["steps"], _value_mark(doc, "steps"), {})
+        n_steps = len(self.steps)
+        if FINALLY in doc:
+            # Indices go on after the plan's: every step of a run, its cleanup's too, has its own.
+            self.in_cleanup = True
+            self.expand(doc[FINALLY], _value_mark(doc, FINALLY), {}, FINALLY)
+            self.in_cleanup = False
+        restore = False
+        if "restore_config" in doc:
+            try:
+                restore = RESTORE_CONFIG.check("restore_config", doc["restore_config"], _value_mark(doc, "restore_config"), literal)
+            except Invalid as exc:
+                literal.report(exc)
+        notify = self.notify_block(doc)
         self.unused_vars(doc, given)
         if self.errors:
             raise self.errors.exception()
@@ -862,11 +921,14 @@ class _Loader:
             name=name,
             path=path,
             sha256=text_sha256,
-            steps=tuple(self.steps),
+            steps=tuple(self.steps[:n_steps]),
             daq=dict(daq),
             vars={k: v for k, v in self.variables.items() if k not in BUILTINS},
             run=run,
             now=(now if now.tzinfo else now.astimezone()).isoformat(),  # local time, with its offset
+            cleanup=tuple(self.steps[n_steps:]),
+            restore_config=restore,
+            notify=notify,
         )
 
 

@@ -2,7 +2,9 @@
 
 - :class:`ConsoleView`: one line per step; on a terminal also a live line (built on ``rich``,
   imported only then) naming the step and its file, with a progress bar, a countdown while
-  the runner waits, and an ETA once it means something. It fits the terminal's width.
+  the runner waits, and an ETA once it means something, and the whole run: step i of N and
+  the time left for the batch (from the run's estimate, else from its pace). It fits the
+  terminal's width. The run's cleanup (``finally:``, ``restore_config``) gets its lines too.
 - :class:`LogEvents`: every event as one structlog line (progress at most every 10 s).
 - :class:`QuietSummary`: nothing when every step passed (cron mails any output), a short
   summary with the reason otherwise.
@@ -69,17 +71,27 @@ class _Current:
         self.wait_since = now
 
 
-def live_line(current: Optional[_Current], n_steps: int, width: int, now: float) -> List[tuple]:
+_BATCH_ROOM = 40  # the batch's time left is shown only where the step keeps this much
+
+
+def live_line(current: Optional[_Current], n_steps: int, width: int, now: float, batch_left: Optional[float] = None) -> List[tuple]:
     """The live line as (text, style) pieces whose total length is at most ``width - 1``.
 
     ``[ 3/14] write 50 to sweep_16bit.h5 ━━━━━━━━━━━━ 20/50 812 img/s ETA 3.0 s`` (a write's
     folder gives way to its file name); while the runner waits, ``… waiting for writer READY:
-    7 s left`` (or the time waited so far when the wait has no known bound). When the width
-    is short, the ETA goes first, then the rate, then the label is shortened in the middle.
+    7 s left`` (or the time waited so far when the wait has no known bound). ``batch_left``
+    (seconds) adds `` · batch 2 min 05 s left`` where the width allows it. When the width
+    is short, the batch's time goes first, then the ETA, then the rate, then the label is
+    shortened in the middle. A cleanup step (index beyond ``n_steps``) shows ``[finally]``.
     """
     limit = max(width - 1, 1)  # the last column would wrap on some terminals
     pieces, left = [], limit
-    for text, style in _pieces(current, n_steps, limit, now):
+    tail: List[tuple] = []
+    if batch_left is not None and current is not None:
+        text = f" · batch {format_seconds(max(batch_left, 0.0))} left"
+        if limit - len(text) >= _BATCH_ROOM:
+            tail, limit = [(text, "cyan")], limit - len(text)
+    for text, style in _pieces(current, n_steps, limit, now) + tail:
         text = text[:left]
         left -= len(text)
         pieces.append((text, style))
@@ -89,7 +101,12 @@ def live_line(current: Optional[_Current], n_steps: int, width: int, now: float)
 def _pieces(current: Optional[_Current], n_steps: int, limit: int, now: float) -> List[tuple]:
     if current is None:
         return [("", "")]
-    prefix = f"[{current.index:>{len(str(n_steps))}}/{n_steps}] " if current.index is not None else ""
+    if current.index is None:
+        prefix = ""
+    elif n_steps and current.index > n_steps:
+        prefix = "[finally] "
+    else:
+        prefix = f"[{current.index:>{len(str(n_steps))}}/{n_steps}] "
     label = current.name
     if current.file:
         base = os.path.basename(current.file)
@@ -155,6 +172,9 @@ class ConsoleView:
         refresh_per_second: how often the live line is redrawn between events (countdowns,
             elapsed time); ``0`` redraws only on events.
         clock: monotonic time source (tests).
+        estimate: the run's :class:`~daq_runner.estimate.Estimate`, for the time left of the
+            whole batch (without one, or without a frame rate, the run's pace gives it once a
+            step has finished).
     """
 
     def __init__(
@@ -166,8 +186,11 @@ class ConsoleView:
         console: Any = None,
         refresh_per_second: float = 4.0,
         clock: Callable[[], float] = time.monotonic,
+        estimate: Any = None,
     ) -> None:
         self.stream = stream if stream is not None else sys.stdout
+        self._pace = _BatchPace(estimate)
+        self._cleanup_shown = 0
         self.verbose = verbose
         self.clock = clock
         self.refresh_per_second = refresh_per_second
@@ -227,7 +250,9 @@ class ConsoleView:
                 from rich.text import Text
 
                 text = Text(no_wrap=True, overflow="ellipsis", end="")
-                for piece, style in live_line(view._current, view.n_steps, view._console.width, view.clock()):
+                now = view.clock()
+                left = view._pace.left(view._current, now)
+                for piece, style in live_line(view._current, view.n_steps, view._console.width, now, left):
                     text.append(piece, style=style or None)
                 return text
 
@@ -261,6 +286,7 @@ class ConsoleView:
         prefix = f"[{event.step:>{len(str(self.n_steps))}}/{self.n_steps}]" if event.step else ""
         if kind == events.RUN_STARTED:
             self.n_steps = data.get("n_steps") or 0
+            self._pace.start(self.n_steps, self.clock())
             daq = data.get("daq") or {}
             redis = f", redis {daq['redis']}" if daq.get("redis") else ", no redis"
             name = _clean((data.get("batch") or {}).get("name"))
@@ -308,7 +334,10 @@ class ConsoleView:
         elif kind == events.NOTICE:
             self._print(f"{prefix + ' ' if prefix else ''}note: {_clean(data.get('message'))}", "cyan")
         elif kind == events.STEP_FINISHED:
+            self._pace.finished(event.step, self.clock())
             self._step_line(event, prefix)
+        elif kind == events.CLEANUP:
+            self._cleanup_lines(data)
         elif kind == events.RUN_FINISHED:
             with self._lock:
                 self._current = None
@@ -319,6 +348,27 @@ class ConsoleView:
                 self._print(f"  reason: {_clean(self.tally.reason)}")
             return
         self._refresh()
+
+    def _cleanup_lines(self, data: dict) -> None:
+        """Each cleanup step once it ended, then the cleanup's end (``cleanup: passed``)."""
+        from .record import StepRecord
+
+        steps = [s for s in data.get("steps") or () if isinstance(s, dict)]
+        for raw in steps[self._cleanup_shown :]:
+            record = StepRecord.from_json(raw)
+            status = record.status.value
+            self._print(f"[finally] {_MARKS.get(status, status)} {_clean(record.name)}  {format_seconds(record.duration_s or 0.0)}", _STYLES.get(status, ""))
+            if record.error and status != "passed":
+                self._print(f"      {_clean(record.error)}", _STYLES.get(status, ""))
+        self._cleanup_shown = len(steps)
+        status = data.get("status")
+        restore = data.get("restore_config") if isinstance(data.get("restore_config"), dict) else {}
+        if status in ("passed", "failed", "skipped"):
+            with self._lock:
+                self._current = None
+            outcome = f"; restore_config: {_clean(restore.get('outcome'))}" if restore.get("outcome") else ""
+            reason = f": {_clean(data.get('reason'))}" if data.get("reason") else ""
+            self._print(f"cleanup {status}{reason}{outcome}", "green" if status == "passed" else "bold red" if status == "failed" else "dim")
 
     def _step_line(self, event: events.Event, prefix: str) -> None:
         record = step_record(event)
@@ -340,6 +390,53 @@ def _isatty(stream: Any) -> bool:
         return bool(stream.isatty())
     except (AttributeError, ValueError, OSError):
         return False
+
+
+class _BatchPace:
+    """The time left for the whole batch: the estimate's seconds of the steps not finished yet
+    (corrected by how the run keeps up with its estimate), else the run's own pace so far."""
+
+    def __init__(self, estimate: Any) -> None:
+        seconds = list(getattr(estimate, "step_seconds", ()) or ())
+        self.known = estimate is not None and getattr(estimate, "duration_s", None) is not None and bool(seconds)
+        self.tail = float(getattr(estimate, "tail_s", 0.0) or 0.0) if self.known else 0.0
+        # after[i]: expected seconds of steps i+1 .. N (1-based step i), in one pass: flat per step.
+        self.after: List[float] = [0.0] * (len(seconds) + 1)
+        for i in range(len(seconds) - 1, -1, -1):
+            self.after[i] = self.after[i + 1] + seconds[i]
+        self.seconds = seconds
+        self.n_steps = 0
+        self.started: Optional[float] = None
+        self.done = 0  # steps of the plan finished
+        self.last: Optional[int] = None  # index of the last finished step
+
+    def start(self, n_steps: int, now: float) -> None:
+        self.n_steps, self.started = n_steps, now
+
+    def finished(self, index: Optional[int], now: float) -> None:
+        if index is not None and index <= self.n_steps:
+            self.done += 1
+            self.last = index if self.last is None else max(self.last, index)
+
+    def left(self, current: Optional[_Current], now: float) -> Optional[float]:
+        if self.started is None or current is None or current.index is None or current.index > self.n_steps:
+            return None
+        elapsed = now - self.started
+        index = current.index
+        if self.known and len(self.seconds) >= index:
+            expected_done = self.after[0] - self.after[index - 1]  # steps before this one
+            pace = 1.0
+            if expected_done >= 1.0 and self.done:
+                pace = min(max((now - self.started - (now - current.since)) / expected_done, 0.5), 10.0)
+            this = max(self.seconds[index - 1] - (now - current.since), 0.0)
+            if current.n_images and current.first_seen is not None and current.n_written:
+                t0, n0 = current.first_seen
+                if now - t0 >= ETA_AFTER_S and current.n_written > n0:
+                    this = max(current.n_images - current.n_written, 0) / ((current.n_written - n0) / (now - t0))
+            return this + (self.after[index] + self.tail) * pace
+        if self.done and self.n_steps:
+            return elapsed / self.done * max(self.n_steps - self.done, 0)
+        return None
 
 
 class LogEvents:
@@ -392,6 +489,8 @@ class LogEvents:
             level = "error"
         if event.kind == events.RUN_FINISHED and data.get("status") != "passed":
             level = "error"
+        if event.kind == events.CLEANUP and data.get("status") in ("failed", "skipped"):
+            level = "error" if data.get("status") == "failed" else "warning"
         if event.kind == events.STEP_FINISHED:
             data = step_record(event).to_json()  # ISO 8601 UTC times and string run ids, as in the report
         fields = {k: v for k, v in data.items() if k not in ("daq_log", "acquisition", "config", "deployment", "step", "run", "step_name")}

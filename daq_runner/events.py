@@ -12,7 +12,9 @@ older Runner does not send them):
     ``batch`` {name, path, sha256, vars*}; ``daq`` {url, redis, url_source*,
     redis_source*} (credentials already removed); ``n_steps``; ``daq_runner``* (version);
     ``host``*, ``user``*, ``pid``*; ``command``* (list of str, or null when not run from
-    the command line); ``python``* (version).
+    the command line); ``python``* (version); ``estimate``* (what the run was expected to
+    cost: :meth:`daq_runner.estimate.Estimate.to_json`); ``cleanup``* ({finally: number of
+    cleanup steps, restore_config: bool}, when the batch has a cleanup).
 ``step_started``
     ``attempt`` (1, 2, ...); ``kind``*; ``timeout``* (s); writes also ``output_file``*,
     ``n_images``*.
@@ -33,6 +35,12 @@ older Runner does not send them):
     ``status``, ``error``, ``images_written``, ``problem``...); ``data`` is the same record
     as the report holds it (:meth:`~daq_runner.record.StepRecord.to_json`: ISO 8601 UTC
     times, run ids as strings), for consumers that want plain JSON.
+``cleanup``
+    the run's cleanup as it stands (the report's ``cleanup`` section,
+    :meth:`daq_runner.record.CleanupRecord.to_json`), once it begins and after each of its
+    steps; ``event.step`` is None. Cleanup steps send ``step_started``, ``progress``,
+    ``waiting``, ``attempt_failed``, ``recovery`` and ``notice`` events with their own
+    indices (after the plan's), but no ``step_finished``: they are not steps of the plan.
 ``run_finished``
     ``status`` (passed, failed, interrupted), ``reason`` (null when passed),
     ``daq_unreachable``, ``lock_lost`` (why the runner lock was lost, or null).
@@ -57,6 +65,7 @@ __all__ = [
     "RECOVERY",
     "NOTICE",
     "STEP_FINISHED",
+    "CLEANUP",
     "RUN_FINISHED",
     "STEP_STATUSES",
 ]
@@ -69,6 +78,7 @@ ATTEMPT_FAILED = "attempt_failed"  # data: attempt, error, will_retry
 RECOVERY = "recovery"  # data: reason, action, outcome, at
 NOTICE = "notice"  # data: message (Redis fallback, lock, retries of the client...)
 STEP_FINISHED = "step_finished"  # record: the step's StepRecord; data: its JSON
+CLEANUP = "cleanup"  # data: the report's cleanup section so far
 RUN_FINISHED = "run_finished"  # data: status, reason, daq_unreachable, lock_lost
 
 STEP_STATUSES = tuple(status.value for status in StepStatus)

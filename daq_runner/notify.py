@@ -30,6 +30,7 @@ The settings are parsed in :mod:`daq_runner._notify_settings`; every public name
 
 from __future__ import annotations
 
+import copy
 import shlex
 import socket
 import threading
@@ -52,6 +53,7 @@ from ._notify_settings import (
     Rule,
     SmtpServer,
     Target,
+    notify_schema,
     outcome_of,
     shown_url,
 )
@@ -80,6 +82,7 @@ __all__ = [
     "Notifier",
     "Heartbeat",
     "NotifySettingsError",
+    "notify_schema",
 ]
 
 _HEADLINE = {
@@ -381,9 +384,27 @@ class Notifier:
         resume_command: Union[Sequence[str], str, None] = None,
         *,
         notes: Sequence[str] = (),
+        ending: Any = None,
     ) -> Message:
         """The message :meth:`deliver` would send (see :func:`compose`)."""
-        return compose(self.tally, exit_code, report_path, resume_command, notes=notes, label=self.label, secrets=self.secrets)
+        tally = self._tally_at(ending)
+        return compose(tally, exit_code, report_path, resume_command, notes=notes, label=self.label, secrets=self.secrets)
+
+    def _tally_at(self, ending: Any) -> Tally:
+        """The tally as the run ends: ``ending`` (a :class:`~daq_runner.exit_codes.RunEnding`,
+        told by the Runner's end hook before ``run_finished``) gives its status and reason."""
+        if ending is None or self.tally.finished_at is not None or self.tally.started_at is None:
+            return self.tally
+        tally = copy.copy(self.tally)
+        tally.summary = dict(self.tally.summary)  # the real run_finished still comes to self.tally
+        tally.feed(
+            events.Event(
+                events.RUN_FINISHED,
+                tally.run_id,
+                data={"status": ending.status, "reason": ending.reason, "daq_unreachable": ending.daq_unreachable, "lock_lost": ending.lock_lost},
+            )
+        )
+        return tally
 
     def deliver(
         self,
@@ -392,12 +413,16 @@ class Notifier:
         resume_command: Union[Sequence[str], str, None] = None,
         *,
         notes: Sequence[str] = (),
+        ending: Any = None,
     ) -> List[str]:
         """Tell every target whose ``on`` matches ``exit_code``, and send the heartbeat's last ping.
 
         All at once, within the settings' ``timeout`` (default 5 s) in all, whatever the
         targets do (refuse, hang, trickle). ``resume_command`` (a list of arguments or a
-        string) is shown when the run did not pass. Never raises for a delivery.
+        string) is shown when the run did not pass. ``ending`` (a
+        :class:`~daq_runner.exit_codes.RunEnding`) gives the status and reason of a run that
+        is ending, when this is called before its ``run_finished`` (a Runner's end hook).
+        Never raises for a delivery.
 
         Returns:
             One line per problem (``notification to mailto:ops@x failed: SMTP 550: ...``),
@@ -408,7 +433,7 @@ class Notifier:
         outcome = outcome_of(exit_code)
         targets = self.settings.targets_for(outcome)
         budget = self.settings.delivery_timeout
-        message = self.message(exit_code, report_path, resume_command, notes=notes)
+        message = self.message(exit_code, report_path, resume_command, notes=notes, ending=ending)
         # Keyed by position: two webhooks of one service show alike (https://hooks.slack.com/***).
         jobs: Dict[str, Callable[[], Optional[str]]] = {}
         shown: Dict[str, str] = {}

@@ -9,6 +9,9 @@
 - :func:`plan_lines` is the expanded plan for people: one step a line, then what it does
   (every write's output file and images, whatever the step's name), its limits, and the
   findings; with ``--resume`` which steps are kept and which run.
+- :func:`run_estimate` is what the run will cost (duration, volume, the free space of its
+  output folders: :mod:`daq_runner.estimate`), asking the DAQ where it answers; every run,
+  the dry run and ``--validate`` make it.
 """
 
 from __future__ import annotations
@@ -16,9 +19,9 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from typing import Any, Collection, Dict, List, Optional, Sequence
+from typing import Any, Collection, Dict, List, Optional, Sequence, Tuple
 
-__all__ = ["Finding", "check_writes", "check_commands", "plan_lines", "daq_state", "daq_is_here"]
+__all__ = ["Finding", "check_writes", "check_commands", "plan_lines", "daq_state", "daq_is_here", "run_estimate"]
 
 
 @dataclass(frozen=True)
@@ -203,3 +206,59 @@ def daq_state(url: str) -> Dict[str, Any]:
 
     with StdDaqClient(url, timeout=3.0, retries=1) as client:
         return {"writer": client.get_status(), "deployment": client.get_deployment_status(), "config": client.get_config()}
+
+
+def run_estimate(
+    batch: Any,
+    url: Optional[str],
+    *,
+    assume_rate: Optional[float] = None,
+    kept: Collection[int] = (),
+    made_at_start: Optional[str] = None,
+    restore_config: bool = False,
+    cancel: Any = None,
+) -> Tuple[Any, Optional[str]]:
+    """What a run of ``batch`` against the DAQ at ``url`` will cost, read-only.
+
+    Args:
+        url: the DAQ's REST URL (``None``: it is not asked; durations and volumes that need
+            it are unknown).
+        assume_rate: ``--assume-rate``; kept: steps a resumed run keeps; made_at_start: the
+            folder ``--sim`` makes; restore_config: the run puts the configuration back.
+        cancel: an event (a signal's) that abandons the DAQ's answer at once.
+
+    Returns:
+        ``(estimate, problem)``: the :class:`~daq_runner.estimate.Estimate`, and why the DAQ
+        could not be asked (``None`` when it answered), one line with credentials as ``***``.
+    """
+    from ._deadline import Interrupted
+    from ._text import redact_url
+    from .estimate import estimate, facts_at, needs
+    from .exceptions import DaqRunnerError
+
+    restore = restore_config or batch.restore_config
+    writes, deployments = needs([s for s in (*batch.steps, *batch.cleanup) if s.index not in kept])
+    facts = problem = None
+    if url is not None and (writes or deployments):  # a plan that needs nothing of the DAQ asks nothing
+        try:
+            facts = facts_at(url, cancel=cancel, writes=writes, deployments=deployments)
+        except Interrupted:
+            problem = "the DAQ was not asked: a stop was requested first"
+        except DaqRunnerError as exc:
+            from ._cli import error_line
+
+            problem = f"the DAQ at {redact_url(url)} did not answer: {error_line(exc)}"
+    result = estimate(
+        batch.steps,
+        facts,
+        cleanup=batch.cleanup,
+        restore_config=restore,
+        assume_rate=assume_rate,
+        kept=kept,
+        made_at_start=made_at_start,
+    )
+    if problem is not None:
+        from dataclasses import replace
+
+        result = replace(result, notes=(problem, *result.notes))
+    return result, problem

@@ -33,6 +33,9 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple, TypedDict
 __all__ = [
     "StepStatus",
     "StepRecord",
+    "CleanupRecord",
+    "RESTORE_OUTCOMES",
+    "RESTORE_STEP_NAME",
     "FailedAttempt",
     "RecoveryRecord",
     "SuspensionRecord",
@@ -539,6 +542,65 @@ class StepRecord:
 
 
 _STATUSES = {s.value for s in StepStatus}
+
+
+# -- the run's cleanup ---------------------------------------------------------------------------
+
+RESTORE_OUTCOMES = ("restored", "unchanged", "failed", "skipped")
+"""How ``restore_config`` ended: the configuration found before the first step was put back,
+was still in force (nothing to put back), could not be put back, or was not tried (the
+lock lost, the run ended before its first step, the configuration could not be read at the
+start, a second stop request)."""
+
+
+@dataclass(eq=False)
+class CleanupRecord:
+    """The run's cleanup, the report's ``cleanup`` section: what the batch's ``finally:`` steps
+    and ``restore_config`` did when the run ended.
+
+    The section is in the report from the run's start (``status: pending``) when the batch has
+    a cleanup; each cleanup step's record is the same :class:`StepRecord` as a step's (indices
+    after the plan's). Built by the Runner, serialised by :meth:`to_json` (``daq-run show``
+    reads the section as the report holds it).
+
+    Attributes:
+        status: ``pending`` (not begun), ``running``, ``passed`` (every cleanup step passed and
+            the configuration is as found), ``failed`` or ``skipped`` (nothing was tried).
+        reason: why it did not pass, or why it was skipped or cut short.
+        steps: the records of the cleanup steps, in order (a restore of the configuration is
+            the last, a config step).
+        restore: what ``restore_config`` did: ``{"outcome": one of RESTORE_OUTCOMES,
+            "fields": {field: value put back}, "error": why it failed or was skipped}``;
+            ``None`` when the run did not ask for it.
+        n_finally: the batch's ``finally:`` steps; restore_config: whether the run asked for it.
+    """
+
+    n_finally: int = 0
+    restore_config: bool = False
+    status: str = "pending"
+    reason: Optional[str] = None
+    steps: List[StepRecord] = field(default_factory=list)
+    restore: Optional[Dict[str, Any]] = None
+
+    @property
+    def problem(self) -> Optional[str]:
+        """One line saying why the cleanup did not pass (``None`` when it passed, or has not ended)."""
+        if self.status != "failed":
+            return None
+        return f"cleanup failed: {self.reason}" if self.reason else "cleanup failed"
+
+    def to_json(self) -> Dict[str, Any]:
+        """``{status, reason, steps: [step records], restore_config: {outcome, fields, error} | null}``."""
+        return {
+            "status": self.status,
+            "reason": self.reason,
+            "steps": [record.to_json() for record in self.steps],
+            "restore_config": dict(self.restore) if self.restore is not None else ({"outcome": None} if self.restore_config else None),
+        }
+
+
+RESTORE_STEP_NAME = "restore_config"
+"""The name of the config step that puts the configuration back begins with this."""
 
 
 def _text(value: Any) -> Optional[str]:

@@ -19,8 +19,10 @@ The report (JSON object, keys in this order)::
     steps [step records], files [{path, step, n_images, size_bytes, run_id, complete}],
     status (running | passed | failed | interrupted), reason, daq_unreachable,
     finished_at, duration_s, summary {passed, failed, skipped, interrupted, pending},
-    totals {steps, images, bytes, files, failed_attempts}, recoveries [pre-run],
-    notices [{at, step, message}] (the first 10 and the last 40), notices_omitted
+    totals {steps, images, bytes, files, failed_attempts},
+    estimate {duration_s, images, bytes, ...} (when the run was given one: what it was expected to cost),
+    cleanup {status, reason, steps, restore_config} (when the batch has a finally: or restore_config),
+    recoveries [pre-run], notices [{at, step, message}] (the first 10 and the last 40), notices_omitted
 
 Times are ISO 8601 UTC (``2026-11-29T18:44:55.123Z``), also in failed_attempts and
 recoveries; run ids are strings. Every version of the file on disk has all these keys:
@@ -272,7 +274,7 @@ class JsonReportFile:
                 return
             elif record is not None:
                 self._add_step(record)
-            elif event.kind == events.NOTICE or (event.kind == events.RECOVERY and event.step is None):
+            elif event.kind in (events.NOTICE, events.CLEANUP) or (event.kind == events.RECOVERY and event.step is None):
                 self._write_tail(b"")
         except (OSError, ValueError, TypeError) as exc:
             self._fail(exc)
@@ -526,7 +528,8 @@ class JUnitFile:
 
     Failed steps carry ``<failure>``, interrupted ones ``<error>``, skipped ones (and steps
     kept from an earlier run) ``<skipped>``; tags are ``<properties>``; failed attempts and
-    recoveries are in ``<system-out>`` (a retry that passed still shows in CI). Test cases
+    recoveries are in ``<system-out>`` (a retry that passed still shows in CI). The run's
+    cleanup steps (``finally:``, ``restore_config``) are test cases of class ``<batch>.finally``. Test cases
     are streamed to a temporary file during the run, so memory stays flat. Errors are
     handled as by :class:`JsonReportFile` (:attr:`error`, one line on stderr, never raised).
     """
@@ -539,6 +542,7 @@ class JUnitFile:
         self._cases: Optional[IO[bytes]] = None
         self._counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
         self._done = False
+        self._cleanup_done = False
 
     @property
     def complete(self) -> bool:
@@ -551,6 +555,10 @@ class JUnitFile:
                 return
             if record is not None:
                 self._case(record)
+            elif event.kind == events.CLEANUP and event.data.get("status") in ("passed", "failed", "skipped") and not self._cleanup_done:
+                self._cleanup_done = True  # its end: every cleanup step once
+                for raw in event.data.get("steps") or ():
+                    self._case(StepRecord.from_json(raw), "finally")
             elif event.kind == events.RUN_FINISHED:
                 self._write()
         except (OSError, ValueError, TypeError) as exc:
@@ -559,12 +567,13 @@ class JUnitFile:
             self._cases = None
             _say(self._stream, self.error)
 
-    def _case(self, step: StepRecord) -> None:
+    def _case(self, step: StepRecord, group: str = "") -> None:
         if self._cases is None:
             self._cases = tempfile.TemporaryFile(dir=os.path.dirname(os.path.abspath(self.path)))
         suite = self._tally.batch.get("name") or "batch"
         label = f"{step.index:04d} {step.name}"
-        parts = [f'  <testcase classname={_xml_attr(f"{suite}.{step.kind}")} name={_xml_attr(label)} time="{_seconds(step.duration_s)}">']
+        classname = f"{suite}.{group}.{step.kind}" if group else f"{suite}.{step.kind}"
+        parts = [f'  <testcase classname={_xml_attr(classname)} name={_xml_attr(label)} time="{_seconds(step.duration_s)}">']
         if step.tags:
             parts.append("    <properties>")
             parts += [f'      <property name="tag" value={_xml_attr(tag)}/>' for tag in step.tags]

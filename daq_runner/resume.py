@@ -10,7 +10,8 @@ The whole feature in one module, as the command line and Python use it:
   that passed, keyed by identity; :func:`kept_steps` says which steps they keep;
 - :class:`ResumedRun` is what the report says about the files its steps left, so that a step
   that runs again may replace its own file and nobody else's
-  (:meth:`ResumedRun.left_the_file`).
+  (:meth:`ResumedRun.left_the_file`);
+- :func:`resume_command` is the command line that continues a run (for its notification).
 
 Steps are matched by :attr:`~daq_runner.batch.Step.identity`, not by position.
 """
@@ -36,7 +37,13 @@ __all__ = [
     "plan_fingerprint",
     "acquisition_id",
     "run_ids_of",
+    "resume_command",
 ]
+
+# daq-run's options that name the run's own report or say how to resume one: the command that
+# continues a run replaces them (value-taking ones, then flags).
+_RUN_OWN = ("--resume", "--report")
+_RUN_OWN_FLAGS = ("--force", "--overwrite-report")
 
 
 def acquisition_id(invocation: str, step_index: int, start: int) -> int:
@@ -270,3 +277,55 @@ def previous_results(
                 "that passed in the earlier run"
             )
     return passed
+
+
+def resume_command(
+    argv: Sequence[str],
+    report: str,
+    *,
+    options: Sequence[str] = (),
+    cwd: Optional[str] = None,
+    variables: Optional[Dict[str, str]] = None,
+    program: str = "daq-run",
+) -> str:
+    """The command line that continues a run of ``program argv`` from its report ``report``.
+
+    The run's arguments as they were, without what named its own report or resumed another
+    (``--report``, ``--resume``, ``--force``, ``--overwrite-report``, also abbreviated or
+    as ``--opt=value``), plus ``--resume REPORT``; ``variables`` are added as ``--var
+    NAME=VALUE`` (``--sim``'s fresh folder, so that the files kept are found). With ``cwd``
+    it starts with ``cd CWD &&``, so that relative paths (the batch, ``--profiles``) mean what
+    they meant. ``options`` are every long option of the command (to resolve abbreviations);
+    shell-quoted.
+    """
+    import shlex
+
+    def full(word: str) -> Optional[str]:
+        name = word.split("=", 1)[0]
+        if name in options or not options:
+            return name
+        matches = [o for o in options if o.startswith(name)]
+        return matches[0] if len(matches) == 1 else name
+
+    args: List[str] = []
+    skip = False
+    after_dashes = False
+    for word in argv:
+        if skip:
+            skip = False
+            continue
+        if not after_dashes and word == "--":
+            after_dashes = True
+        elif not after_dashes and word.startswith("--"):
+            name = full(word)
+            if name in _RUN_OWN:
+                skip = "=" not in word
+                continue
+            if name in _RUN_OWN_FLAGS:
+                continue
+        args.append(word)
+    for name, value in (variables or {}).items():
+        args += ["--var", f"{name}={value}"]
+    args += ["--resume", report]
+    command = shlex.join([program, *args])
+    return f"cd {shlex.quote(cwd)} && {command}" if cwd else command

@@ -2,18 +2,22 @@
 
 The command line is wiring: the rules live in modules Python can use too. Which DAQ:
 :mod:`daq_runner.targets`; where reports go: :mod:`daq_runner.report_paths`; ``--resume``:
-:mod:`daq_runner.resume`; ``--dry-run``: :mod:`daq_runner.preflight`; ``--sim``:
-:mod:`daq_runner.sim.embedded`. What is left here: options, output for people and log
-systems, signals, and the exit code (:class:`~daq_runner.exit_codes.RunExit`). Heavy modules
-are imported only when needed, so that ``--help`` and ``--version`` start fast.
+:mod:`daq_runner.resume`; ``--dry-run`` and the estimate: :mod:`daq_runner.preflight` and
+:mod:`daq_runner.estimate`; ``--sim``: :mod:`daq_runner.sim.embedded`; notifications:
+:mod:`daq_runner.notify` (wired by :mod:`daq_runner._run_notifications`). What is left here:
+options, output for people and log systems, signals, and the exit code
+(:func:`~daq_runner.exit_codes.run_exit`). Heavy modules are imported only when needed, so
+that ``--help`` and ``--version`` start fast.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
-from typing import Any, Dict, List, Optional, Sequence
+import threading
+from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 from ._cli import error_line as _one_line
 from ._cli import log_line as _log_line
@@ -88,6 +92,33 @@ def _parser() -> argparse.ArgumentParser:
         "--allow-commands", action="store_true",
         help="let the batch's run: steps run programs on this machine (else they are refused; a DAQ profile may say allow_commands: true)",
     )
+    run.add_argument(
+        "--restore-config", action="store_true",
+        help="read the DAQ's whole configuration before the first step and put it back when the run ends, whatever "
+        "ended it, if a config step changed it (as 'restore_config: true' in the batch); a failed restore fails the run",
+    )
+    run.add_argument(
+        "--allow-low-disk", action="store_true",
+        help="run even when the estimated volume exceeds the free space of an output folder this machine sees",
+    )
+    run.add_argument(
+        "--assume-rate", type=float, default=None, metavar="HZ",
+        help="images per second for the estimate, instead of the detector's rate in the DAQ's statistics",
+    )
+    notify = parser.add_argument_group("notifications (see docs/notifications.md)")
+    notify.add_argument(
+        "--notify", action="append", default=[], metavar="TARGET",
+        help="tell TARGET how the run ended: an http(s):// webhook (JSON POST, Slack/Mattermost 'text') or mailto:ADDRESS "
+        "(repeatable; adds to the notify: blocks of the DAQ's profile and the batch)",
+    )
+    notify.add_argument(
+        "--notify-on", action="append", default=[], metavar="OUTCOME[,...]",
+        help="when, for every target: failure, usage, unreachable, busy, interrupted, always or never "
+        "(default: every outcome but a pass)",
+    )
+    notify.add_argument("--smtp", metavar="HOST[:PORT]", help="mail server for mailto: targets (smtp+starttls://USER@HOST, smtps://...; password in $DAQ_RUNNER_SMTP_PASSWORD)")
+    notify.add_argument("--heartbeat", metavar="URL", help="dead-man's switch: URL/start at the start, URL while the run goes on, URL or URL/fail at the end")
+    notify.add_argument("--heartbeat-every", type=float, default=None, metavar="SECONDS", help="seconds between heartbeat pings (default 60)")
     modes = parser.add_argument_group("modes").add_mutually_exclusive_group()
     modes.add_argument(
         "--dry-run", action="store_true",
@@ -130,9 +161,22 @@ def _check_options(args: argparse.Namespace) -> None:
         raise SetupError("--sim-frame-rate must be in (0, 100000]")
     if args.checksums and args.no_verify:
         raise SetupError("--checksums and --no-verify contradict each other (the checksums are read with the file checks)")
+    if args.assume_rate is not None and not 0 < args.assume_rate <= 1e9:
+        raise SetupError("--assume-rate must be more than 0 and at most 1e9 images per second")
 
 
-def _load(args: argparse.Namespace, extra: Optional[Dict[str, str]] = None, earlier: Optional[dict] = None) -> Any:
+def _notifications(args: argparse.Namespace) -> Any:
+    """Who is told how this invocation ends, from the flags (the files' blocks join later)."""
+    from ._run_notifications import RunNotifications
+    from .notify import NotifySettings
+
+    flags = NotifySettings.from_args(
+        args.notify, args.notify_on, args.smtp, args.heartbeat, args.heartbeat_every, environ=os.environ
+    )
+    return RunNotifications(flags, _warn, environ=os.environ, enabled=not (args.dry_run or args.validate))
+
+
+def _load(args: argparse.Namespace, extra: Optional[Dict[str, str]] = None, earlier: Optional[dict] = None, told: Any = None) -> Any:
     """The batch, validated; ``earlier`` (a report being resumed) gives ``{run}`` and the time again."""
     from .batch import load_batch, parse_var
     from .exceptions import BatchValidationError
@@ -147,8 +191,11 @@ def _load(args: argparse.Namespace, extra: Optional[Dict[str, str]] = None, earl
         variables.update(extra or {})
         return load_batch(args.batch, vars=variables, allow_commands=allow_commands, **same)
     except BatchValidationError as exc:
-        for line in exc.lines():
+        lines = exc.lines()
+        for line in lines:
             _warn(f"daq-run: {line}")
+        if told is not None:
+            told.not_started(RunExit.USAGE, f"invalid batch file: {lines[0]}" + (f" (and {len(lines) - 1} more)" if len(lines) > 1 else ""), args.batch)
         raise SystemExit(RunExit.USAGE) from None
 
 
@@ -162,15 +209,25 @@ def _main(argv: Sequence[str]) -> int:
         _say(json.dumps(batch_schema(), indent=2))
         return RunExit.PASSED
     _check_options(args)
+    told = _notifications(args)
+    try:
+        return _main_told(args, argv, told)
+    except SetupError as exc:  # said by main(); told first, where the flags name someone
+        told.not_started(RunExit.USAGE, str(exc), args.batch)
+        raise
+
+
+def _main_told(args: argparse.Namespace, argv: Sequence[str], told: Any) -> int:
     from . import resume
 
     earlier = resume.read_report(args.resume) if args.resume else None
     try:
-        batch = _load(args, earlier=earlier)
+        batch = _load(args, earlier=earlier, told=told)
     except SystemExit as exc:  # an invalid batch, said line by line
         return int(exc.code or 0)
     if args.validate:
-        _say(f"{args.batch}: valid, {len(batch.steps)} steps")
+        _say(f"{args.batch}: valid, {len(batch.steps)} steps" + (f" and {len(batch.cleanup)} cleanup steps" if batch.cleanup else ""))
+        _validate_estimate(args, batch)
         return RunExit.PASSED
     output = None
     if args.sim:
@@ -180,12 +237,12 @@ def _main(argv: Sequence[str]) -> int:
             # The demo respects the machine: a fresh folder of its own, told at the start and the end.
             output = SimOutput(batch.vars[ROOT_VAR], create=not args.dry_run)
             try:
-                batch = _load(args, {output.var: output.folder}, earlier)
+                batch = _load(args, {output.var: output.folder}, earlier, told)
             except SystemExit as exc:
                 output.discard()
                 return int(exc.code or 0)
     try:
-        return _prepared(args, argv, batch, earlier, output)
+        return _prepared(args, argv, batch, earlier, output, told)
     finally:
         if output is not None:
             said = output.finish()
@@ -193,7 +250,28 @@ def _main(argv: Sequence[str]) -> int:
                 _warn(f"daq-run: {said}")
 
 
-def _prepared(args: argparse.Namespace, argv: Sequence[str], batch: Any, earlier: Optional[dict], output: Any) -> int:
+def _validate_estimate(args: argparse.Namespace, batch: Any) -> None:
+    """``--validate``: the estimate, where the DAQ answers (a DAQ that cannot be resolved or
+    reached is a note: the batch is valid all the same)."""
+    from .preflight import run_estimate
+    from .targets import resolve_target
+
+    url, why = None, None
+    if args.sim:
+        why = "--validate does not start the simulator (--dry-run does)"
+    else:
+        try:
+            url = resolve_target(
+                url=args.url, redis=args.redis, no_redis=True, daq=args.daq, profiles=args.profiles, batch=batch, environ=os.environ
+            ).url
+        except SetupError as exc:
+            why = f"the DAQ could not be named: {exc}"
+    estimate, _ = run_estimate(batch, url, assume_rate=args.assume_rate, restore_config=args.restore_config)
+    for line in estimate.lines() + ([f"  note: {why}"] if why else []):
+        _say(line)
+
+
+def _prepared(args: argparse.Namespace, argv: Sequence[str], batch: Any, earlier: Optional[dict], output: Any, told: Any) -> int:
     """Everything checked before the DAQ is touched, then the dry run or the run."""
     from .report_paths import choose_report_paths
     from .resume import kept_steps, previous_results
@@ -221,6 +299,13 @@ def _prepared(args: argparse.Namespace, argv: Sequence[str], batch: Any, earlier
         except VerifyExtraMissing as exc:
             _warn(f"daq-run: error: {exc}")
             return RunExit.USAGE
+    # Every notify: block is checked (and the SMTP password found) before anything is sent.
+    told.add(
+        profile=target.notify if target is not None else None,
+        profile_source=target.notify_source if target is not None else None,
+        batch=batch.notify,
+        batch_source=batch.path,
+    )
     previous = kept = None
     if earlier is not None:
         previous = previous_results(
@@ -250,13 +335,16 @@ def _prepared(args: argparse.Namespace, argv: Sequence[str], batch: Any, earlier
                 sim = EmbeddedSim(args.sim_frame_rate, redis=not args.no_redis).start()
             except SimStartError as exc:
                 _warn(f"daq-run: error: {exc}")
+                told.not_started(RunExit.UNREACHABLE, str(exc), args.batch)
                 return RunExit.UNREACHABLE
             target = sim.target
             for line in output.announce(batch, quiet=args.quiet) if output is not None else start_lines(batch, quiet=args.quiet):
                 _warn(f"daq-run: {line}")
+        made_at_start = output.folder if output is not None else None
         if args.dry_run:
-            return _dry_run(args, batch, target, kept, paths, problem, made_at_start=output.folder if output is not None else None)
-        return _run(args, batch, target, previous, paths, argv, earlier)
+            return _dry_run(args, batch, target, kept, paths, problem, made_at_start=made_at_start)
+        resume_from = {output.var: output.folder} if output is not None else {}
+        return _run(args, batch, target, previous, paths, argv, earlier, told, kept or (), made_at_start, resume_from)
     finally:
         if sim is not None:
             sim.stop()
@@ -268,7 +356,7 @@ def _dry_run(args: argparse.Namespace, batch: Any, target: Any, kept: Any, paths
 
     from ._text import redact_url
     from .exceptions import DaqRunnerError
-    from .preflight import check_commands, check_writes, daq_is_here, daq_state, plan_lines
+    from .preflight import check_commands, check_writes, daq_is_here, daq_state, plan_lines, run_estimate
 
     findings = check_writes(
         batch.steps, overwrite=args.overwrite, kept=kept or (), resuming=kept is not None,
@@ -281,18 +369,41 @@ def _dry_run(args: argparse.Namespace, batch: Any, target: Any, kept: Any, paths
         state = daq_state(target.url)
     except DaqRunnerError as exc:
         _warn(f"daq-run: DAQ unreachable at {redact_url(target.url)}: {_one_line(exc)}")
+        estimate, _ = run_estimate(
+            batch, None, assume_rate=args.assume_rate, kept=kept or (), made_at_start=made_at_start, restore_config=args.restore_config
+        )
+        for line in estimate.lines():
+            _say(line)
         return RunExit.UNREACHABLE
     _say("DAQ state (nothing was changed):")
     _say(json.dumps(state, indent=2))
-    if problem is not None:
+    estimate, _ = run_estimate(
+        batch, target.url, assume_rate=args.assume_rate, kept=kept or (), made_at_start=made_at_start, restore_config=args.restore_config
+    )
+    for line in estimate.lines():
+        _say(line)
+    low = estimate.low_disk
+    if low and not args.allow_low_disk:
+        _say("the run would refuse to start: not enough disk space (marked !; --allow-low-disk runs anyway)")
+    if problem is not None or (low and not args.allow_low_disk):
         return RunExit.USAGE
     return RunExit.FAILED if any(f.fails for f in findings) else RunExit.PASSED
 
 
 def _run(
-    args: argparse.Namespace, batch: Any, target: Any, previous: Optional[Dict[str, List[dict]]], paths: Any, argv: Sequence[str], earlier: Optional[dict]
+    args: argparse.Namespace,
+    batch: Any,
+    target: Any,
+    previous: Optional[Dict[str, List[dict]]],
+    paths: Any,
+    argv: Sequence[str],
+    earlier: Optional[dict],
+    told: Any,
+    kept: Sequence[int],
+    made_at_start: Optional[str],
+    resume_vars: Dict[str, str],
 ) -> int:
-    import signal
+    from dataclasses import replace
 
     from ._cli import configure_json_logging
     from ._tally import Tally
@@ -300,8 +411,9 @@ def _run(
     from .console import ConsoleView, LogEvents, QuietSummary
     from .exceptions import BatchValidationError, LockError, LockHeldError
     from .lock import LOCK_TTL_S
+    from .preflight import run_estimate
     from .report import JsonReportFile, JUnitFile
-    from .resume import ResumedRun
+    from .resume import ResumedRun, resume_command
     from .runner import Runner
 
     log_format = args.log_format or ("console" if sys.stdout.isatty() else "json")
@@ -319,6 +431,7 @@ def _run(
         keep_steps=False,
         verify=not args.no_verify,
         checksums=args.checksums,
+        restore_config=args.restore_config,
     )
     try:
         runner.refuse_unusable(batch)  # a step this DAQ's generation cannot do: nothing sent, no report
@@ -326,62 +439,104 @@ def _run(
         for line in exc.lines():
             _warn(f"daq-run: {line}")
         return RunExit.USAGE
-    report_file = JsonReportFile(paths.report)
-    runner.subscribe(report_file)
-    junit = JUnitFile(paths.junit) if paths.junit else None
-    if junit is not None:
-        runner.subscribe(junit)
-    tally = Tally()  # how the run ended, also when run() raises
-    runner.subscribe(tally.feed)
-    if args.quiet:
-        runner.subscribe(QuietSummary())
-    elif log_format == "console":
-        runner.subscribe(ConsoleView(verbose=args.verbose))
-    else:
-        configure_json_logging(args.verbose)
-        runner.subscribe(LogEvents())
+    # Signals are handled from here: one during the estimate abandons it, and the run then
+    # stops before its first step, with a report.
+    with _signals_to(runner) as stopping:
+        estimate, _ = run_estimate(
+            batch, target.url, assume_rate=args.assume_rate, kept=kept, made_at_start=made_at_start,
+            restore_config=args.restore_config, cancel=stopping,
+        )
+        low = estimate.low_disk
+        if low and not args.allow_low_disk and not stopping.is_set():
+            raise SetupError(f"not enough disk space: {low[0]}; nothing was sent to the DAQ (--allow-low-disk runs anyway)")
+        report_file = JsonReportFile(paths.report)
+        runner.subscribe(report_file)
+        junit = JUnitFile(paths.junit) if paths.junit else None
+        if junit is not None:
+            runner.subscribe(junit)
+        tally = Tally()  # how the run ended, also when run() raises
+        runner.subscribe(tally.feed)
+        if args.quiet:
+            runner.subscribe(QuietSummary())
+        elif log_format == "console":
+            runner.subscribe(ConsoleView(verbose=args.verbose, estimate=estimate))
+        else:
+            configure_json_logging(args.verbose)
+            runner.subscribe(LogEvents())
+
+        def incomplete() -> List[str]:
+            return [c.error for c in (report_file, junit) if c is not None and getattr(c, "error", None)]
+
+        told.watch(
+            runner,
+            label=args.batch,
+            secrets=batch.secrets,
+            report=paths.report,
+            resume=resume_command(argv, paths.report, options=_long_options(), cwd=os.getcwd(), variables=resume_vars, program=_program()),
+            incomplete=incomplete,
+        )
+        code: Optional[int] = None
+        try:
+            runner.run(batch, previous, estimate=estimate.to_json())
+        except LockError as exc:
+            # Where the Redis address came from, and how to give another (it may have been guessed).
+            hint = "" if isinstance(exc, LockHeldError) else f" ({target.redis_hint()})"
+            _warn(f"daq-run: {_one_line(exc)}{hint}")
+            code = RunExit.LOCKED
+        errors = incomplete()
+        ending = replace(runner.ending, report_incomplete=bool(errors))
+        if code is None:
+            code = ending.exit_code
+            if ending.lock_lost is not None:
+                _warn(f"daq-run: runner lock lost: {ending.lock_lost}; the run was stopped")
+            elif code == RunExit.UNREACHABLE:
+                _warn(f"daq-run: {tally.reason} at {redact_url(target.url)}; the rest of the run was skipped")
+        _tell_the_end(args, log_format, tally, paths.report, runner.run_id, code, errors)
+        return code
+
+
+@contextlib.contextmanager
+def _signals_to(runner: Any) -> Iterator[threading.Event]:
+    """SIGINT, SIGTERM and SIGHUP (as SIGTERM) go to ``runner`` while the block runs: the first
+    asks it to stop (a run about to begin stops before its first step), a second hurries its
+    cleanup, a third exits at once. Yields an event set by the first signal. The handlers
+    before are restored afterwards, so that main() can also be called from Python."""
+    import signal
 
     received: List[str] = []
+    stopping = threading.Event()
 
     def on_signal(signum: int, frame: Any) -> None:
         name = "SIGTERM" if signum == signal.SIGHUP else signal.Signals(signum).name
         received.append(name)
+        stopping.set()
         if len(received) == 1:
             runner.request_stop(name)
         elif len(received) == 2:
             # A second signal: finish now, with one short stop; the report and the lock are still done.
             runner.hurry(1.0)
         else:
-            os._exit(signal_exit(received[0]))
+            os._exit(signal_exit(received[0]))  # a third: at once
 
-    # Restored afterwards, so that main() can also be called from Python (a test, a script).
     handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     before = {signum: signal.signal(signum, on_signal) for signum in handled}
-    code: Optional[int] = None
     try:
-        report = runner.run(batch, previous)
-    except LockError as exc:
-        # Where the Redis address came from, and how to give another (it may have been guessed).
-        hint = "" if isinstance(exc, LockHeldError) else f" ({target.redis_hint()})"
-        _warn(f"daq-run: {_one_line(exc)}{hint}")
-        code = RunExit.LOCKED
+        yield stopping
     finally:
         for signum, handler in before.items():
             signal.signal(signum, handler)
-    incomplete = [c.error for c in (report_file, junit) if c is not None and getattr(c, "error", None)]
-    if code is None:
-        if runner.lock_lost is not None:
-            _warn(f"daq-run: runner lock lost: {runner.lock_lost}; the run was stopped")
-            code = RunExit.LOCKED
-        elif report.status == "interrupted":
-            code = signal_exit(received[0] if received else "SIGINT")
-        elif report.daq_unreachable:
-            _warn(f"daq-run: {report.reason} at {redact_url(target.url)}; the rest of the run was skipped")
-            code = RunExit.UNREACHABLE
-        else:
-            code = RunExit.PASSED if report.status == "passed" and not incomplete else RunExit.FAILED
-    _tell_the_end(args, log_format, tally, paths.report, runner.run_id, code, incomplete)
-    return code
+
+
+def _long_options() -> List[str]:
+    """Every long option of ``daq-run`` (to read abbreviations the way argparse does)."""
+    return [o for action in _parser()._actions for o in action.option_strings if o.startswith("--")]
+
+
+def _program() -> str:
+    """How this ``daq-run`` was started, for a command line that continues the run: its full
+    path when it was started by one (cron often lacks the venv's ``bin`` on its ``PATH``)."""
+    started = sys.argv[0] if sys.argv else ""
+    return started if os.path.basename(started) == "daq-run" and os.path.isabs(started) else "daq-run"
 
 
 def _tell_the_end(args: argparse.Namespace, log_format: str, tally: Any, path: str, run_id: str, code: int, incomplete: List[Any]) -> None:

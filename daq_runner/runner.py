@@ -13,8 +13,10 @@ Whatever ends a run (the last step, ``on_error: abort``, a signal, a lost lock, 
 exception in a consumer, a bug), the run ends the same way, written once in
 :meth:`RunState._finish`: every acquisition it started that may still run is stopped (or, at a
 normal end, waited for), every step gets exactly one record (the current one failed or
-interrupted, the rest skipped, so the summary adds up), the lock is released and
-``run_finished`` is emitted.
+interrupted, the rest skipped, so the summary adds up), the cleanup runs (the batch's
+``finally:`` steps, then ``restore_config``), the lock is released, the :meth:`Runner.at_end`
+hooks are told how the run ended (their notices still reach the report) and ``run_finished``
+is emitted.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import socket
 import threading
 import time
 import uuid
-from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 from . import events, protocol
 from ._deadline import Deadline, Interrupted, bounded
@@ -36,7 +38,7 @@ from ._handlers import HANDLERS, generous_timeout
 from ._redis import connect
 from ._text import redact_url, scrub
 from ._version import __version__
-from .batch import Batch, ConfigStep, Step, WriteStep
+from .batch import DEFAULT_TIMEOUT_S, Batch, ConfigStep, Step, WriteStep
 from .client import StdDaqClient
 from .daq import Acquisition, Acquisitions, Daq, RunServices, unsupported_steps
 from .exceptions import (
@@ -51,13 +53,19 @@ from .exceptions import (
     StdDaqAdminException,
     StepFailed,
 )
+from .exit_codes import RunEnding
 from .lock import LOCK_TTL_S, REDIS_BUDGET_S, DaqLock, LockFactory, RunnerLock
-from .record import StepRecord, StepStatus
+from .record import RESTORE_STEP_NAME, CleanupRecord, StepRecord, StepStatus
 from .report import ReportRecorder, RunReport
 from .rest_v2 import STOP_BUDGET_S, RestV2Daq
 from .resume import ResumedRun, plan_fingerprint
 
-__all__ = ["Runner", "RunState", "StepFailed"]
+__all__ = ["Runner", "RunState", "StepFailed", "EndHook", "RunEnding"]
+
+EndHook = Callable[[RunEnding], Optional[Iterable[str]]]
+"""``hook(ending)``: told how a run ended (and so its exit code, ``ending.exit_code``) as the run
+ends, after its cleanup and the lock's release, before ``run_finished``; the lines it returns
+become notices of the run (they reach the report). A hook that raises becomes a notice too."""
 
 _PRE_RUN_BUDGET_S = 30.0
 _END_LOG_WAIT_S = 1.5  # for the log record of an acquisition stopped because its step did not pass
@@ -100,6 +108,9 @@ class Runner:
         verify: check the files each write wrote (:mod:`daq_runner._filecheck`; a step's
             ``verify: off`` skips its own); ``False``: none is checked (``--no-verify``).
         checksums: with the checks, read each file whole for its size and sha256 (``--checksums``).
+        restore_config: put the DAQ configuration found before the first step back when a run
+            ends (as ``restore_config: true`` in every batch; ``daq-run --restore-config``).
+        at_end: hooks told how each run ended (see :data:`EndHook` and :meth:`at_end`).
 
     Example::
 
@@ -130,6 +141,8 @@ class Runner:
         keep_steps: bool = True,
         verify: bool = True,
         checksums: bool = False,
+        restore_config: bool = False,
+        at_end: Iterable[EndHook] = (),
     ) -> None:
         self.daq: Daq = daq or RestV2Daq(url, redis_url, client=client, streams=streams, poll_interval=poll_interval, outage_s=outage_s)
         self.consumers: List[events.Consumer] = list(consumers)
@@ -145,6 +158,8 @@ class Runner:
         self.keep_steps = keep_steps
         self.verify = verify
         self.checksums = checksums
+        self.restore_config = restore_config
+        self.end_hooks: List[EndHook] = list(at_end)
         self._guard = threading.Lock()
         self._active: Optional[RunState] = None
         self._last: Optional[RunState] = None
@@ -156,6 +171,18 @@ class Runner:
     def subscribe(self, consumer: events.Consumer) -> None:
         """Add a consumer of the events of every run from now on."""
         self.consumers.append(consumer)
+
+    def at_end(self, hook: EndHook) -> None:
+        """Tell ``hook`` how every run from now on ended, as it ends (see :data:`EndHook`).
+
+        The hook runs in :meth:`RunState._finish`, whatever ended the run (its last step, an
+        abort, a signal, a lost lock, a DAQ gone, a lock held by another runner), after the
+        cleanup and the lock's release and before ``run_finished``, so that what it says (the
+        lines it returns) lands in the report as notices. It is given a
+        :class:`~daq_runner.exit_codes.RunEnding`, whose ``exit_code`` is the exit ``daq-run``
+        gives such a run. Bound its time yourself (a notification is, by its own timeout).
+        """
+        self.end_hooks.append(hook)
 
     # -- control -----------------------------------------------------------------------
 
@@ -207,6 +234,12 @@ class Runner:
         run = self._active or self._last
         return run.lock_lost if run is not None else None
 
+    @property
+    def ending(self) -> Optional[RunEnding]:
+        """How the last run ended (its exit code: ``ending.exit_code``), ``None`` before one ended."""
+        run = self._last if self._active is None else self._active
+        return run.ending if run is not None else None
+
     # -- the run ------------------------------------------------------------------------
 
     def run(
@@ -215,6 +248,7 @@ class Runner:
         previous: Optional[Dict[str, List[dict]]] = None,
         *,
         resumed: Optional[ResumedRun] = None,
+        estimate: Optional[Mapping[str, Any]] = None,
     ) -> RunReport:
         """Run ``batch`` and return its :class:`RunReport`.
 
@@ -226,6 +260,8 @@ class Runner:
             resumed: what the earlier run's report says (:class:`~daq_runner.resume.ResumedRun`):
                 a step that runs again may replace the file it left then, when nobody provably
                 wrote it since (default: the Runner's ``resumed``).
+            estimate: what the run is expected to cost (:meth:`daq_runner.estimate.Estimate.to_json`),
+                for the report, beside the actual figures.
 
         Raises:
             BatchValidationError: a step needs what this DAQ's generation does not have (a
@@ -239,7 +275,7 @@ class Runner:
         with self._guard:
             if self._active is not None:
                 raise RuntimeError("this Runner is running a batch already; use one Runner per concurrent run")
-            run = RunState(self, batch, previous, resumed if resumed is not None else self.resumed)
+            run = RunState(self, batch, previous, resumed if resumed is not None else self.resumed, estimate)
             pending, self._pending_stop = self._pending_stop, None
             hurry, self._pending_hurry = self._pending_hurry, None
             self._active = run
@@ -271,10 +307,20 @@ class RunState(RunServices):
         batch, run_id (``{run}``, the report's id), invocation (this invocation's random id).
         daq: the DAQ; lock: the runner lock, ``None`` when none is held.
         step: the step under way (``None`` between steps).
-        stop_reason, daq_lost, lock_lost: why the run ends early, if it does.
+        stop_reason, daq_lost, lock_lost: why the run ends early, if it does; lock_refused: the
+            lock could not be taken at the start.
+        cleanup: the run's :class:`~daq_runner.record.CleanupRecord` (``None`` without one).
+        ending: how it ended (:class:`~daq_runner.exit_codes.RunEnding`), once it has.
     """
 
-    def __init__(self, runner: Runner, batch: Batch, previous: Optional[Dict[str, List[dict]]], resumed: Optional[ResumedRun]) -> None:
+    def __init__(
+        self,
+        runner: Runner,
+        batch: Batch,
+        previous: Optional[Dict[str, List[dict]]],
+        resumed: Optional[ResumedRun],
+        estimate: Optional[Mapping[str, Any]] = None,
+    ) -> None:
         self.batch = batch
         self.daq = runner.daq
         self.retry_delay = runner.retry_delay
@@ -306,6 +352,17 @@ class RunState(RunServices):
         self.lock_lost: Optional[str] = None
         self.lock: Optional[RunnerLock] = None
         self.plan = _Progress(batch.steps)
+        self.estimate = dict(estimate) if estimate is not None else None
+        self.end_hooks = list(runner.end_hooks)
+        self.lock_refused = False  # the lock could not be taken at the start: nothing ran
+        self.reached_steps = False  # the run got as far as its steps: there is something to clean up
+        restore = runner.restore_config or batch.restore_config
+        has_cleanup = bool(batch.cleanup) or restore
+        self.cleanup = CleanupRecord(len(batch.cleanup), restore) if has_cleanup else None
+        self.found_config: Optional[Dict[str, Any]] = None  # read before the first step, for restore_config
+        self.found_config_error: Optional[str] = None
+        self.config_touched = False  # a config step (or a resume's re-apply) may have changed the configuration
+        self.ending: Optional[RunEnding] = None  # set as the run ends
         self._cleanup: Optional[Deadline] = None
         self._hurry_s: Optional[float] = None  # a second stop request: every cleanup gets this long
 
@@ -368,8 +425,11 @@ class RunState(RunServices):
                 self.lock = self._take_lock(lock_redis)
             if self.daq_lost is None:
                 self._prepare_daq()
+            if self.daq_lost is None and self.cleanup is not None and self.cleanup.restore_config:
+                self._read_found_config()
             if self.daq_lost is None:
                 self._warn_slow_writes()
+                self.reached_steps = True
                 outcome = self._run_steps()
             else:
                 outcome = "failed"
@@ -381,6 +441,7 @@ class RunState(RunServices):
         except LockError as exc:  # held by another runner, or Redis did not allow it: exit 4
             outcome, error = "failed", exc
             self.stop_reason = str(exc)
+            self.lock_refused = self.lock is None and self.lock_lost is None
         except BaseException as exc:
             outcome, error = "failed", exc
             self.stop_reason = self.stop_reason or f"runner error: {type(exc).__name__}: {exc}"
@@ -416,6 +477,8 @@ class RunState(RunServices):
             "pid": os.getpid(),
             "command": self.context.get("command"),
             "python": platform.python_version(),
+            **({"estimate": self.estimate} if self.estimate is not None else {}),
+            **({"cleanup": {"finally": self.cleanup.n_finally, "restore_config": self.cleanup.restore_config}} if self.cleanup is not None else {}),
         }
 
     def _take_lock(self, redis_client: Any) -> Optional[RunnerLock]:
@@ -536,13 +599,24 @@ class RunState(RunServices):
             outcome = "failed"
         return outcome
 
-    def _run_step(self, step: Step, reapply: Tuple[Dict[str, Any], List[int]]) -> StepStatus:
+    def _run_step(self, step: Step, reapply: Tuple[Dict[str, Any], List[int]], *, cleanup: Optional[StepRecord] = None) -> StepStatus:
+        """Run ``step`` with its retries; record it (a step of the plan) or fill ``cleanup`` (a
+        cleanup step: not stopped by the stop request that may have ended the run, only cut
+        short by a second one, and not a step of the plan)."""
         self.step = step
-        record = StepRecord.of(step)
+        record = StepRecord.of(step) if cleanup is None else cleanup
         record.started_at = time.time()
-        self.plan.record = record
+        if cleanup is None:
+            self.plan.record = record
+        if step.kind == "config":
+            self.config_touched = True
         handler = HANDLERS[step.kind]
-        deadline = Deadline(step.timeout, cancel=self.stop_event)
+        if cleanup is None:
+            deadline = Deadline(step.timeout, cancel=self.stop_event)
+        else:
+            # The stop request that ended the run must not end its cleanup; a second one cuts it
+            # short (hurry() shortens the deadline in self._cleanup).
+            deadline = self._cleanup = Deadline(min(step.timeout, self._hurry_s) if self._hurry_s is not None else step.timeout)
         status, error, attempt = FAILED, None, 0
         background: Optional[Acquisition] = None
         try:
@@ -579,6 +653,8 @@ class RunState(RunServices):
                             break
                         deadline.sleep(self.retry_delay)
         except (Interrupted, KeyboardInterrupt):
+            if cleanup is not None:
+                self.hurry(1.0)  # Ctrl-C in a cleanup (from Python): cut the rest short
             self.request_stop("SIGINT")
             if self.lock_lost is not None:
                 status, error = FAILED, f"runner lock lost: {self.lock_lost}"
@@ -586,13 +662,21 @@ class RunState(RunServices):
                 status, error = INTERRUPTED, f"interrupted ({self.stop_reason or 'stop requested'})"
         finally:
             self.step = None
+            if cleanup is not None:
+                self._cleanup = None
         if status is not PASSED:
             # An acquisition this step started that may still run is stopped (its own budget,
             # outside the step's time limit).
             acquisition = self.acquisitions.of_step(step.index)
             if acquisition is not None:
                 self._end_acquisition(acquisition, error or status.value, record)
+        if cleanup is not None and self._hurry_s is not None and deadline.expired:
+            # Its time was cut by a second stop request: a wait that ended early did not pass.
+            status, error = FAILED, "cut short by a second stop request" + (f": {error}" if error else "")
         _finalize(record, status, attempt, error)
+        if cleanup is not None:
+            self.acquisitions.forget(step.index)
+            return status
         if background is not None:
             self.plan.pending(step)
             return PASSED
@@ -612,11 +696,134 @@ class RunState(RunServices):
         if read is not None:
             read()
 
+    # -- the cleanup: finally: steps and restore_config -------------------------------------
+
+    def _read_found_config(self) -> None:
+        """Before the first step: the configuration ``restore_config`` puts back at the end."""
+        with bounded(Deadline(_PRE_RUN_BUDGET_S, cancel=self.stop_event)):
+            try:
+                self.found_config = self.daq.read_config()
+            except (StepFailed, DaqRunnerError, NotImplementedError) as exc:
+                self.found_config_error = f"the configuration could not be read before the first step: {_describe(exc)}"
+                self.notice(f"restore_config: {self.found_config_error}; it will not be restored")
+
+    def _emit_cleanup(self) -> None:
+        assert self.cleanup is not None
+        data = self.cleanup.to_json()
+        self.emit(events.CLEANUP, **(scrub(data, self.secrets) if self.secrets else data))
+
+    def _clean_up(self) -> None:
+        """The batch's ``finally:`` steps, then ``restore_config``: whatever ended the run, unless
+        the lock was lost (nothing more may be sent) or the run never reached its steps (nothing
+        to clean up; the DAQ may be another runner's). Each item under its own timeout; a second
+        stop request cuts the item under way to a second and skips the rest."""
+        cleanup = self.cleanup
+        if cleanup is None:
+            return
+        why_not = None
+        if self.lock_lost is not None:
+            why_not = f"the runner lock was lost ({self.lock_lost}): nothing more may be sent to the DAQ"
+        elif not self.reached_steps:
+            why_not = "the run ended before its first step: nothing to clean up"
+        if why_not is not None:
+            cleanup.status, cleanup.reason = "skipped", why_not
+            for step in self.batch.cleanup:
+                record = StepRecord.of(step)
+                _finalize(record, SKIPPED, 0, f"not run: {why_not}")
+                cleanup.steps.append(record.scrubbed(self.secrets))
+            if cleanup.restore_config:
+                cleanup.restore = {"outcome": "skipped", "fields": {}, "error": why_not}
+            if self.lock_lost is not None:
+                self.notice(f"cleanup skipped: {why_not}")
+            self._emit_cleanup()
+            return
+        cleanup.status = "running"
+        self._emit_cleanup()
+        problems: List[str] = []
+        for step in self.batch.cleanup:
+            record = StepRecord.of(step)
+            if self._hurry_s is not None or self.lock_lost is not None:
+                why = "cut short by a second stop request" if self.lock_lost is None else f"runner lock lost: {self.lock_lost}"
+                _finalize(record, SKIPPED, 0, f"not run: {why}")
+            elif self._run_step(step, ({}, []), cleanup=record) is not PASSED:
+                problems.append(record.problem or f"step {step.index} ({step.name}) did not pass")
+            cleanup.steps.append(record.scrubbed(self.secrets))
+            self._emit_cleanup()
+        if cleanup.restore_config:
+            problem = self._restore()
+            if problem:
+                problems.append(problem)
+            self._emit_cleanup()
+        skipped = [r for r in cleanup.steps if r.status is SKIPPED]
+        if problems:
+            cleanup.status, cleanup.reason = "failed", "; ".join(problems)
+        elif skipped or (cleanup.restore or {}).get("outcome") == "skipped":
+            cleanup.status = "failed"
+            cleanup.reason = skipped[0].error if skipped else f"restore_config: {cleanup.restore['error']}"  # type: ignore[index]
+        else:
+            cleanup.status = "passed"
+        self._emit_cleanup()
+
+    def _restore(self) -> Optional[str]:
+        """``restore_config``: put back the fields of the configuration found before the first step
+        that differ now; the problem as one line, or ``None``."""
+        cleanup = self.cleanup
+        assert cleanup is not None
+        restore: Dict[str, Any] = {"outcome": "skipped", "fields": {}, "error": None}
+        cleanup.restore = restore
+        if self.found_config is None:
+            restore["error"] = self.found_config_error or "the configuration was not read before the first step"
+            return f"restore_config: {restore['error']}"
+        if not self.config_touched:
+            restore["outcome"] = "unchanged"
+            return None
+        if self._hurry_s is not None or self.lock_lost is not None:
+            restore["error"] = "cut short by a second stop request" if self.lock_lost is None else f"runner lock lost: {self.lock_lost}"
+            self.notice(f"restore_config: not tried ({restore['error']}); the DAQ keeps the configuration the run left")
+            return f"restore_config: not tried ({restore['error']})"
+        found = {key: value for key, value in self.found_config.items() if key in protocol.CONFIG_FIELDS}
+        timeout = max([s.timeout for s in (*self.batch.steps, *self.batch.cleanup) if isinstance(s, ConfigStep)] or [DEFAULT_TIMEOUT_S])
+        deadline = self._cleanup = Deadline(min(timeout, self._hurry_s) if self._hurry_s is not None else timeout)
+        try:
+            with bounded(deadline):
+                now = self.daq.read_config()
+        except (StepFailed, DaqRunnerError, Interrupted) as exc:
+            restore.update(outcome="failed", error=f"the configuration could not be read: {_describe(exc)}")
+            return f"restore_config failed: {restore['error']}"
+        finally:
+            self._cleanup = None
+        changes = {key: value for key, value in found.items() if protocol.config_differences(now, {key: value})}
+        if not changes:
+            restore["outcome"] = "unchanged"
+            return None
+        text = ", ".join(f"{key}={value}" for key, value in changes.items())
+        index = len(self.batch.steps) + len(self.batch.cleanup) + 1
+        step = ConfigStep(
+            index=index,
+            kind="config",
+            name=f"{RESTORE_STEP_NAME}: put back {text}",
+            params={"config": changes, "settle": 0.0},
+            timeout=timeout,
+            config=changes,
+        )
+        record = StepRecord.of(step)
+        status = self._run_step(step, ({}, []), cleanup=record)
+        cleanup.steps.append(record.scrubbed(self.secrets))
+        restore["fields"] = changes
+        if status is PASSED:
+            restore["outcome"] = "restored"
+            self.notice(f"restore_config: put back {text}, as found before the first step")
+            return None
+        restore.update(outcome="failed", error=record.error)
+        self.notice(f"restore_config failed: {record.error}; the DAQ may keep the configuration the run left ({text} were not put back)")
+        return f"restore_config failed: {record.error}"
+
     def _reapply_config(self, step: Step, record: StepRecord, reapply: Dict[str, Any], sources: List[int]) -> None:
         """Resume: the configuration that passed (kept) config steps established, applied again."""
         config = self.daq.read_config()
         changes = {key: value for key, value in reapply.items() if config.get(key) != value}
         if changes:
+            self.config_touched = True
             self.daq.apply_config(changes, step, record)
             steps = ", ".join(str(i) for i in sources)
             text = ", ".join(f"{k}={v}" for k, v in changes.items())
@@ -701,14 +908,11 @@ class RunState(RunServices):
     # -- the end, written once ------------------------------------------------------------------
 
     def _finish(self, outcome: str) -> str:
-        """Stop what may still run, give every step a record, release the lock, say how it ended."""
+        """Stop what may still run, give every step a record, clean up, release the lock, tell
+        the end hooks and the consumers how it ended."""
         plan = self.plan
         errors: List[BaseException] = []
-        reason = self.stop_reason
-        if self.lock_lost is not None:
-            outcome, reason = "failed", f"runner lock lost: {self.lock_lost}"
-        elif self.daq_lost is not None:
-            outcome, reason = "failed", self.daq_lost
+        outcome, reason = self._ended(outcome)
         why = f"run {outcome}" + (f": {reason}" if reason else "")
         ended_as = INTERRUPTED if outcome == "interrupted" else FAILED
         for acq in list(self.acquisitions.running):
@@ -742,10 +946,40 @@ class RunState(RunServices):
             except BaseException as exc:
                 errors.append(exc)
                 break
+        try:
+            self._clean_up()
+        except BaseException as exc:  # keep finishing: the lock and the report come next
+            errors.append(exc)
         if self.lock is not None:
             self.lock.release()
+        # The cleanup may have lost the lock or the DAQ, or failed a run that had passed.
+        outcome, reason = self._ended(outcome)
         if reason is None and outcome != "passed":
             reason = plan.first_failure
+        problem = self.cleanup.problem if self.cleanup is not None else None
+        if problem is not None:
+            outcome = "failed" if outcome == "passed" else outcome
+            reason = f"{reason}; {problem}" if reason else problem
+        ending = RunEnding(
+            outcome,
+            reason,
+            daq_unreachable=self.daq_lost is not None,
+            lock_lost=self.lock_lost,
+            lock_refused=self.lock_refused,
+            stop_reason=self.stop_reason,
+        )
+        self.ending = ending
+        for hook in self.end_hooks:
+            try:
+                for line in hook(ending) or ():
+                    self.notice(str(line))
+            except KeyboardInterrupt:
+                break
+            except Exception as exc:  # a hook's failure is a notice, never the run's outcome
+                try:
+                    self.notice(f"end hook {getattr(hook, '__name__', type(hook).__name__)} failed: {type(exc).__name__}: {exc}")
+                except BaseException as inner:
+                    errors.append(inner)
         try:
             self.emit(
                 events.RUN_FINISHED,
@@ -759,6 +993,14 @@ class RunState(RunServices):
         if errors:
             raise errors[0]
         return outcome
+
+    def _ended(self, outcome: str) -> Tuple[str, Optional[str]]:
+        """The run's outcome and reason as far as stops, the lock and the DAQ decide them."""
+        if self.lock_lost is not None:
+            return "failed", f"runner lock lost: {self.lock_lost}"
+        if self.daq_lost is not None:
+            return "failed", self.daq_lost
+        return outcome, self.stop_reason
 
 
 def _finalize(record: StepRecord, status: StepStatus, attempts: int, error: Optional[str]) -> None:

@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import Any, Dict
 
 from ._fields import LONE_PLACEHOLDER_SCHEMA
-from ._stepkinds import BATCH_NAME, BUILTINS, COMMON_FIELDS, DAQ, DEFAULTS, KINDS, SWEEP, StepKind
+from ._notify_settings import notify_schema
+from ._stepkinds import BATCH_NAME, BUILTINS, COMMON_FIELDS, DAQ, DEFAULTS, FINALLY, KINDS, RESTORE_CONFIG, SWEEP, StepKind
 
 __all__ = ["batch_schema"]
 
@@ -81,6 +82,13 @@ def batch_schema() -> Dict[str, Any]:
             },
             "defaults": DEFAULTS.schema(),
             "steps": {"$ref": "#/$defs/steps"},
+            FINALLY: {
+                "allOf": [{"$ref": "#/$defs/steps"}],
+                "description": "Cleanup: steps run when the run ends, whatever ended it (each under its own timeout; "
+                "a write here must wait for its end).",
+            },
+            "restore_config": RESTORE_CONFIG.schema(),
+            "notify": notify_schema(),
         },
         "additionalProperties": False,
         "$defs": {"steps": steps},

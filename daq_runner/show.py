@@ -1,11 +1,17 @@
 """``daq-run show``: a run report for people, in the terminal or as one HTML page.
 
 ``daq-run show REPORT`` prints a short summary: status and reason first, then the counts,
-duration and images, the failures (step, error, attempts), and the files written.
-``daq-run show --html REPORT -o run.html`` writes one self-contained page (no network at
-view time): the summary, a timeline of the steps, and the images/s of every write.
-``daq-run show --manifest REPORT`` prints the run's complete files as JSON lines for a
-catalogue (path, size, sha256, images, run id, the DAQ's config at the time).
+duration and images (beside the estimate the run started with), the failures (step, error,
+attempts), the files written and the run's cleanup. ``daq-run show --html REPORT -o run.html``
+writes one self-contained page (no network at view time): the summary, a timeline of the
+steps, and the images/s of every write. ``daq-run show --manifest REPORT`` prints the run's
+complete files as JSON lines for a catalogue (path, size, sha256, images, run id, the DAQ's
+config at the time).
+
+``daq-run show R1.json R2.json ...`` (a fleet: the same batch on every DAQ) prints one line per
+run (status, DAQ, batch, duration, images, failed steps) and a verdict, and exits 1 when any
+run did not pass or a report could not be read; ``--html R1.json ... -o fleet.html`` makes one
+page of them.
 
 Exit codes: :class:`~daq_runner.exit_codes.ShowExit` (an output path that must not be
 replaced is bad usage; one that cannot be written on this machine, like a full disk, is a
@@ -16,16 +22,16 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence
 
-from ._digest import as_dict, as_list, as_text, digest
+from ._digest import as_dict, as_list, as_text, daq_of, digest, failed_steps
 from ._streams import to_devnull
 from ._text import one_line
 from .exit_codes import ShowExit
 from ._tally import SUMMARY_KEYS, format_bytes, format_seconds
 from .record import iso
 
-__all__ = ["main", "digest", "summary_text", "manifest"]
+__all__ = ["main", "digest", "summary_text", "manifest", "runs_text", "Run", "read_runs"]
 
 MAX_LISTED = 50  # failures and files listed in the text summary; the rest is counted
 
@@ -63,6 +69,11 @@ def summary_text(report: Dict[str, Any]) -> str:
     checks = _check_counts(d["steps"])
     if checks:
         lines.append("file checks: " + ", ".join(f"{n} {status.replace('_', ' ')}" for status, n in checks.items()))
+    estimate = d["estimate"]
+    if estimate is not None:
+        expected = format_seconds(estimate["duration_s"]) if estimate["duration_s"] is not None else "unknown"
+        volume = format_bytes(estimate["bytes"]) if estimate["bytes"] is not None else "unknown"
+        lines.append(f"estimated before the run: duration {expected}, volume {volume} in {estimate['images'] or 0} images (at most)")
     who = " · ".join(x for x in (d["batch_path"] and f"batch {d['batch_path']}", d["run_id"] and f"run {d['run_id']}",
                                   d["user"] and d["host"] and f"{d['user']}@{d['host']}", d["daq_runner"] and f"daq-runner {d['daq_runner']}") if x)  # fmt: skip
     if who:
@@ -130,6 +141,69 @@ def summary_text(report: Dict[str, Any]) -> str:
             )
         if len(d["files"]) > MAX_LISTED:
             lines.append(f"  ... and {len(d['files']) - MAX_LISTED} more")
+    cleanup = d["cleanup"]
+    if cleanup is not None:
+        lines += ["", f"Cleanup: {cleanup['status']}" + (f" — {cleanup['reason']}" if cleanup["reason"] else "")]
+        for step in cleanup["steps"][:MAX_LISTED]:
+            lines.append(f"  step {step['index']} {step['status']}: {step['name']}" + (f": {step['error']}" if step["error"] and step["status"] != "passed" else ""))
+        restore = cleanup["restore"]
+        if restore is not None:
+            fields = ", ".join(f"{k}={v}" for k, v in restore["fields"].items())
+            lines.append(f"  restore_config: {restore['outcome']}" + (f" ({fields})" if fields else "") + (f": {restore['error']}" if restore["error"] else ""))
+    return "\n".join(lines)
+
+
+# -- several runs (a fleet) ----------------------------------------------------------------------
+
+
+class Run(NamedTuple):
+    """One report of several: its path, and its digest (:func:`digest`) or why it could not be read."""
+
+    path: str
+    digest: Optional[Dict[str, Any]]
+    problem: Optional[str] = None
+
+    @property
+    def passed(self) -> bool:
+        return self.digest is not None and self.digest["status"] == "passed"
+
+
+def read_runs(paths: Sequence[str]) -> List[Run]:
+    """Every report of ``paths``, in order; one that cannot be read or shown is a :class:`Run`
+    with its problem (a DAQ whose job left no report must not vanish from the verdict)."""
+    from .report import load_report
+
+    runs = []
+    for path in paths:
+        try:
+            runs.append(Run(path, digest(load_report(path))))
+        except ValueError as exc:
+            runs.append(Run(path, None, one_line(str(exc), 300)))
+        except Exception as exc:  # odd values in a hand-made or damaged report
+            runs.append(Run(path, None, f"{path} cannot be shown: {type(exc).__name__}: {one_line(exc, 200)}"))
+    return runs
+
+
+def runs_text(runs: Sequence[Run]) -> str:
+    """One line per run (status, DAQ, batch, duration, images, failed steps, report) and a verdict."""
+    rows = [("STATUS", "DAQ", "BATCH", "DURATION", "IMAGES", "FAILED STEPS", "REPORT")]
+    for run in runs:
+        d = run.digest
+        if d is None:
+            rows.append(("UNREADABLE", "?", "?", "?", "?", run.problem or "", run.path))
+            continue
+        status = d["status"] if d["status"] == "passed" else d["status"].upper()
+        duration = format_seconds(d["duration_s"]) if d["duration_s"] is not None else "?"
+        rows.append((status, one_line(daq_of(d), 40), one_line(d["batch_name"], 40), duration, str(d["images"]), failed_steps(d), run.path))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 2)]
+    lines = ["  ".join([*(cell.ljust(w) for cell, w in zip(row, widths)), row[-2], row[-1]]).rstrip() for row in rows]
+    lines = [lines[0]] + lines[1:]
+    counts: Dict[str, int] = {}
+    for run in runs:
+        key = run.digest["status"] if run.digest is not None else "unreadable"
+        counts[key] = counts.get(key, 0) + 1
+    verdict = "all passed" if all(run.passed for run in runs) else "NOT ALL PASSED"
+    lines.append(f"{_plural(len(runs), 'run')}: " + ", ".join(f"{n} {k}" for k, n in counts.items()) + f" — {verdict}")
     return "\n".join(lines)
 
 
@@ -181,7 +255,7 @@ def _parser() -> Any:
         description="Show a daq-run report: a short summary, or one self-contained HTML page.",
         epilog=f"Exit codes: {ShowExit.describe()}.",
     )
-    parser.add_argument("report", help="a JSON report written by daq-run")
+    parser.add_argument("report", nargs="+", help="a JSON report written by daq-run; several: one line per run and a verdict")
     parser.add_argument("--html", action="store_true", help="write an HTML page instead of printing a summary")
     parser.add_argument(
         "--manifest", action="store_true",
@@ -198,6 +272,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from .report import load_report, write_atomic
     from .report_paths import check_output_path
 
+    if len(args.report) > 1:
+        return _several(args)
+    args.report = args.report[0]
     try:
         report = load_report(args.report)
     except ValueError as exc:
@@ -247,6 +324,64 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return _fail(f"cannot write {output}: {exc.strerror or exc}", ShowExit.WRITE_FAILED)
     print(output)
     return ShowExit.SHOWN
+
+
+def _several(args: Any) -> int:
+    """``daq-run show R1.json R2.json ...``: a line per run, or one page of them (``--html -o``)."""
+    from .exceptions import OutputUnwritable
+    from .report import load_report, write_atomic
+    from .report_paths import check_output_path
+
+    if args.output and not args.html:
+        return _fail("-o/--output goes with --html", ShowExit.USAGE)
+    if args.manifest and args.html:
+        return _fail("--manifest and --html contradict each other", ShowExit.USAGE)
+    if args.manifest:  # one catalogue of every run's complete files
+        lines: List[str] = []
+        for path in args.report:
+            try:
+                lines += manifest(load_report(path))
+            except Exception as exc:  # unreadable, not a report, odd values: one line, exit 2
+                return _fail(f"{path} cannot be shown: {type(exc).__name__}: {one_line(exc)}", ShowExit.USAGE)
+        try:
+            if lines:
+                print("\n".join(lines))
+        except BrokenPipeError:
+            to_devnull(sys.stdout)
+        return ShowExit.SHOWN
+    if args.html and not args.output:
+        return _fail("the page of several reports needs -o PATH", ShowExit.USAGE)
+    runs = read_runs(args.report)
+    verdict = ShowExit.SHOWN if all(run.passed for run in runs) else ShowExit.FAILED
+    if not args.html:
+        try:
+            print(runs_text(runs))
+        except BrokenPipeError:
+            to_devnull(sys.stdout)
+        return verdict
+    output = args.output
+    try:
+        output = check_output_path(output, batch_path=args.report[0], what="HTML page", protects="a report")
+        for path in args.report:
+            if os.path.exists(path) and os.path.exists(output) and os.path.samefile(path, output):
+                raise ValueError(f"HTML page {output} is the report {path}; choose another path")
+        for run in runs:
+            if run.digest is not None:
+                _refuse_overwrite(output, load_report(run.path))
+        if os.path.exists(output) and not _is_html(output):
+            raise ValueError(f"HTML page {output} exists and is not an HTML page; choose another path or remove it first")
+    except OutputUnwritable as exc:
+        return _fail(str(exc), ShowExit.WRITE_FAILED)
+    except ValueError as exc:
+        return _fail(str(exc), ShowExit.USAGE)
+    from ._html import render_runs
+
+    try:
+        write_atomic(output, render_runs(runs, os.path.dirname(os.path.abspath(output))).encode("utf-8", "replace"))
+    except OSError as exc:
+        return _fail(f"cannot write {output}: {exc.strerror or exc}", ShowExit.WRITE_FAILED)
+    print(output)
+    return verdict
 
 
 def _referred(report: Dict[str, Any]) -> List[tuple]:

@@ -16,14 +16,19 @@ address was derived, not given (:attr:`DaqTarget.redis_derived`). A Redis URL fr
 source with a REST URL from another is refused. ``$STD_DAQ_REDIS_PASSWORD`` gives the Redis
 password without putting it on the command line, where ``ps`` shows it.
 
-A profile file::
+A profile file (read as YAML 1.2, as batch files are: ``on:`` stays the key ``on``)::
 
     daqs:
-      my-daq: {url: http://daq-host:5000, redis: redis://daq-host:6379/0}
+      my-daq:
+        url: http://daq-host:5000
+        redis: redis://daq-host:6379/0
+        notify: {to: [mailto:ops@example.org], smtp: mail.example.org}   # optional
       beamline-daq: {url: http://x12-daq:5000, allow_commands: true}
 
-``allow_commands: true`` lets batches run against that DAQ hold ``run:`` steps (programs run on
-this machine), as ``daq-run --allow-commands`` does (:func:`profile_allows_commands`).
+A profile's ``notify:`` block (see :mod:`daq_runner.notify`) comes with the DAQ as
+:attr:`DaqTarget.notify`, whichever source gave the URLs. ``allow_commands: true`` lets
+batches run against that DAQ hold ``run:`` steps (programs run on this machine), as
+``daq-run --allow-commands`` does (:func:`profile_allows_commands`).
 
 The DAQ generation follows from the URL's scheme (:data:`GENERATIONS`): ``http(s)://`` is
 the rest_v2 Standard DAQ, the only one driven so far. :class:`DaqTarget` has room for a
@@ -79,6 +84,8 @@ class DaqTarget:
         generation: the DAQ generation (:data:`GENERATIONS`); ``rest_v2`` so far.
         config_url, config_user: a generation with a separate config service (its URL and
             the user it stores configs as); ``None`` for rest_v2.
+        notify: the ``notify:`` block of the DAQ's profile (``--daq NAME``), as written;
+            notify_source: where it is (``config/daqs.yaml: daqs.NAME``), for messages.
     """
 
     url: str
@@ -89,6 +96,8 @@ class DaqTarget:
     generation: str = REST_V2
     config_url: Optional[str] = None
     config_user: Optional[str] = None
+    notify: Optional[Dict[str, Any]] = None
+    notify_source: Optional[str] = None
 
     def describe(self) -> str:
         """``DAQ http://h:5000 (from --url/--redis), Redis redis://h:6379/0 (from ...)``, credentials as ``***``."""
@@ -116,6 +125,8 @@ class _Source(NamedTuple):
     name: str
     url: Optional[str]
     redis: Optional[str]
+    notify: Optional[Dict[str, Any]] = None
+    notify_source: Optional[str] = None
 
 
 def resolve_target(
@@ -152,8 +163,10 @@ def resolve_target(
     if no_redis and redis:
         raise SetupError("--no-redis and --redis contradict each other")
     levels: List[_Source] = [_Source("--url/--redis", url, redis)]
+    profile = None
     if daq:
-        levels.append(_profile(profiles or env.get(PROFILES_ENV) or DEFAULT_PROFILES, daq))
+        profile = _profile(profiles or env.get(PROFILES_ENV) or DEFAULT_PROFILES, daq)
+        levels.append(profile)
     levels.append(_Source(f"environment ({URL_ENV}/{REDIS_ENV})", env.get(URL_ENV) or None, env.get(REDIS_ENV) or None))
     if batch is not None:
         levels.append(_Source(f"the batch's daq: ({batch.path})", batch.daq.get("url"), batch.daq.get("redis")))
@@ -189,7 +202,9 @@ def resolve_target(
             check_redis_url(chosen_redis)
         except ValueError as exc:
             raise SetupError(str(exc)) from None
-    return DaqTarget(chosen_url, chosen_redis, url_source, redis_source, derived, generation)
+    notify = profile.notify if profile is not None else None
+    source = profile.notify_source if profile is not None else None
+    return DaqTarget(chosen_url, chosen_redis, url_source, redis_source, derived, generation, notify=notify, notify_source=source)
 
 
 def _generation(url: str) -> str:
@@ -241,18 +256,30 @@ def _profile(path: str, name: str) -> _Source:
     if not isinstance(entry.get("url"), str):
         raise SetupError(f"DAQ {name!r} in {path} has no url")
     redis = entry.get("redis")
-    return _Source(f"--daq {name} ({path})", entry["url"], redis if isinstance(redis, str) else None)
+    notify = entry.get("notify")
+    where = f"{path}: daqs.{name}"
+    if notify is not None:
+        from .notify import NotifySettings
+
+        NotifySettings.from_mapping(notify, source=where)  # checked now; the password is looked up by the run
+    return _Source(f"--daq {name} ({path})", entry["url"], redis if isinstance(redis, str) else None, notify, where if notify is not None else None)
 
 
 def _profile_entry(path: str, name: str) -> Dict[str, Any]:
-    import yaml
+    from ._fields import plain
+    from ._yaml import load_yaml
+    from .exceptions import BatchValidationError
 
+    # YAML 1.2, as batch files: a notify: block's on: stays a key, NO and 0123 stay what was typed.
     try:
         with open(path, encoding="utf-8") as handle:
-            profiles = yaml.safe_load(handle.read(_MAX_PROFILE_BYTES)) or {}
+            text = handle.read(_MAX_PROFILE_BYTES)
+        profiles = plain(load_yaml(text, path)) if text.strip() else {}
     except OSError as exc:
         raise SetupError(f"cannot read profile file {path}: {exc.strerror or exc}") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError:
+        raise SetupError(f"profile file {path} is not UTF-8 text") from None
+    except BatchValidationError as exc:  # file:line:column: reason
         raise SetupError(f"profile file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
     daqs = profiles.get("daqs") if isinstance(profiles, dict) else None
     if not isinstance(daqs, dict) or name not in daqs or not isinstance(daqs[name], dict):

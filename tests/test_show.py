@@ -411,3 +411,94 @@ def test_the_manifest_lists_the_complete_files_with_their_config(tmp_path, capsy
     assert [str(tmp_path / "a.h5"), str(tmp_path / "c.h5")] == [line["path"] for line in lines]
     assert ("222", 100, 16) == (lines[0]["run_id"], lines[0]["images"], lines[0]["config"]["bit_depth"])
     assert (None, None) == (lines[1]["config"], lines[1]["sha256"])
+
+
+# -- several reports: a fleet ---------------------------------------------------------------------
+
+
+def fleet(tmp_path: Path) -> List[Path]:
+    """Reports of three DAQs that ran one smoke batch: one passed, one failed, one never reached its DAQ."""
+    paths = []
+    for name, url, status, reason, steps in (
+        ("eiger", "http://daq-eiger.example.org:5000", "passed", None, [("passed", None)]),
+        ("jungfrau", "http://daq-jf.example.org:5000", "failed", None, [("passed", None), ("failed", "acquisition FAILED: ERROR: detector lost")]),
+        ("gone", "http://daq-gone.example.org:5000", "failed", "DAQ unreachable at the start", []),
+    ):
+        path = tmp_path / f"{name}.report.json"
+        report_file = JsonReportFile(str(path))
+        report_file(Event(events.RUN_STARTED, name, data={"batch": {"name": "smoke", "path": "batches/smoke.yaml"}, "daq": {"url": url}, "n_steps": 2}, time=T0))
+        for i, (state, error) in enumerate(steps, 1):
+            record = {"index": i, "name": f"write {i}", "kind": "write", "status": state, "error": error, "started_at": T0 + i, "finished_at": T0 + i + 1,
+                      "duration_s": 1.0, "output_file": f"/d/{name}_{i}.h5", "n_images": 10, "n_written": 10 if state == "passed" else 4,
+                      "acquisition": {"state": "FINISHED"}, "run_id": str(i)}  # fmt: skip
+            report_file(Event(events.STEP_FINISHED, name, i, f"write {i}", record, time=T0 + i + 1))
+        report_file(Event(events.RUN_FINISHED, name, data={"status": status, "reason": reason, "daq_unreachable": bool(reason)}, time=T0 + 65))
+        paths.append(path)
+    return paths
+
+
+def test_several_reports_are_one_line_each_and_a_verdict(tmp_path, capsys):
+    """`daq-run show R1 R2 R3`: status, DAQ, batch, duration, images, failed steps, report; exit 1 when one did not pass."""
+    paths = fleet(tmp_path)
+    assert show_main([str(p) for p in paths]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["STATUS", "DAQ", "BATCH", "DURATION", "IMAGES", "FAILED", "STEPS", "REPORT"]
+    assert lines[1].split() == ["passed", "daq-eiger.example.org:5000", "smoke", "1", "min", "05", "s", "10", "-", str(paths[0])]
+    assert lines[2].split()[:2] == ["FAILED", "daq-jf.example.org:5000"] and "14" in lines[2].split()
+    assert "2 (write 2)" in lines[2] and lines[2].endswith(str(paths[1]))
+    assert "DAQ unreachable at the start" in lines[3]
+    assert lines[4] == "3 runs: 1 passed, 2 failed — NOT ALL PASSED"
+    assert show_main([str(paths[0]), str(paths[0])]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "2 runs: 2 passed — all passed"
+
+
+def test_a_report_that_cannot_be_read_is_a_line_of_the_fleet_not_its_end(tmp_path, capsys):
+    """A DAQ whose job left no report, or a damaged one: its own line, the others shown, exit 1."""
+    paths = fleet(tmp_path)
+    (tmp_path / "broken.json").write_text("{")
+    assert show_main([str(paths[0]), str(tmp_path / "missing.json"), str(tmp_path / "broken.json")]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2].startswith("UNREADABLE") and "No such file or directory" in lines[2]
+    assert lines[3].startswith("UNREADABLE") and "not valid JSON" in lines[3]
+    assert lines[-1] == "3 runs: 1 passed, 2 unreadable — NOT ALL PASSED"
+
+
+def test_one_page_of_several_reports(tmp_path, capsys):
+    """--html R1 R2 R3 -o fleet.html: one self-contained page, a row per run with a link to its report; -o is required."""
+    paths = fleet(tmp_path)
+    out = tmp_path / "pages" / "fleet.html"
+    out.parent.mkdir()
+    assert show_main(["--html", *map(str, paths), "-o", str(out)]) == 1  # written; not every run passed
+    page = out.read_text()
+    assert page.startswith("<!doctype html>") and "default-src 'none'" in page
+    assert "NOT ALL PASSED" in page and "1 of 3 runs passed" in page
+    assert page.count("<tr>") == 4 and 'href="../eiger.report.json"' in page and "daq-jf.example.org:5000" in page
+    capsys.readouterr()
+    assert show_main(["--html", *map(str, paths)]) == 2
+    assert "needs -o PATH" in capsys.readouterr().err
+    assert show_main(["--html", str(paths[0]), str(paths[1]), "-o", str(paths[1])]) == 2  # never over a report
+    assert json.loads(paths[1].read_text())["status"] == "failed"
+
+
+def test_the_summary_shows_the_estimate_and_the_cleanup(tmp_path):
+    """A report with an estimate and a cleanup: both in the text summary and on the page."""
+    path = tmp_path / "r.json"
+    report_file = JsonReportFile(str(path))
+    started = {"batch": {"name": "sweep"}, "daq": {}, "n_steps": 0, "estimate": {"duration_s": 12.5, "bytes": 2 * 1024**2, "images": 30},
+               "cleanup": {"finally": 1, "restore_config": True}}  # fmt: skip
+    report_file(Event(events.RUN_STARTED, "r", data=started, time=T0))
+    cleanup = {"status": "failed", "reason": "restore_config failed: deployment ERROR",
+               "steps": [{"index": 1, "name": "stop writer", "kind": "stop", "status": "passed"}],
+               "restore_config": {"outcome": "failed", "fields": {"bit_depth": 16}, "error": "deployment ERROR"}}  # fmt: skip
+    report_file(Event(events.CLEANUP, "r", data=cleanup, time=T0 + 1))
+    report_file(Event(events.RUN_FINISHED, "r", data={"status": "failed", "reason": "cleanup failed: restore_config failed: deployment ERROR"}, time=T0 + 2))
+    report = load_report(str(path))
+    assert report["cleanup"] == cleanup and report["estimate"]["duration_s"] == 12.5
+    text = summary_text(report)
+    assert "estimated before the run: duration 12.5 s, volume 2.0 MiB in 30 images (at most)" in text
+    assert "Cleanup: failed — restore_config failed: deployment ERROR" in text
+    assert "  restore_config: failed (bit_depth=16): deployment ERROR" in text
+    from daq_runner._html import render
+
+    page = render(report)
+    assert "<h2>Cleanup</h2>" in page and "estimated 12.5 s" in page

@@ -72,3 +72,24 @@ def test_a_redis_url_from_one_source_and_a_rest_url_from_another_is_refused():
     with pytest.raises(SetupError, match=r"Redis URL comes from environment .* REST URL would come from the batch's daq: \(b.yaml\)"):
         resolve_target(batch=load_batch_text("version: 1\ndaq: {url: 'http://b:5000'}\nsteps:\n  - stop: {}\n", "b.yaml"),
                        environ={"STD_DAQ_REDIS_URL": "redis://e:6379/0"})
+
+
+def test_profiles_are_read_as_yaml_12_and_bring_their_notify_block(tmp_path):
+    """A profile's notify: comes with the DAQ, its on: a key (not True); YAML 1.1 slips and bad blocks are one line naming the file."""
+    profiles = tmp_path / "daqs.yaml"
+    profiles.write_text(
+        "daqs:\n  eiger:\n    url: http://eiger:5000\n    redis: redis://eiger:6379/0\n"
+        "    notify:\n      to: [https://hooks.example.org/T0]\n      on: [failure, busy]\n"
+        "  plain: {url: http://plain:5000}\n"
+    )
+    target = resolve_target(daq="eiger", profiles=str(profiles))
+    assert target.notify == {"to": ["https://hooks.example.org/T0"], "on": ["failure", "busy"]}
+    assert target.notify_source == f"{profiles}: daqs.eiger"
+    assert resolve_target(daq="plain", profiles=str(profiles)).notify is None
+    assert resolve_target(url="http://x:5000", daq=None).notify is None
+    profiles.write_text("daqs:\n  eiger:\n    url: http://eiger:5000\n    notify: {to: [nope]}\n")
+    with pytest.raises(SetupError, match=rf"^{profiles}: daqs\.eiger: notify\.to\[0\]: 'nope' is not a target"):
+        resolve_target(daq="eiger", profiles=str(profiles))
+    profiles.write_text("daqs:\n  eiger: {url: http://eiger:5000}\n  eiger: {url: http://other:5000}\n")
+    with pytest.raises(SetupError, match=rf"^profile file {profiles} is not valid YAML: {profiles}:3:3: "):
+        resolve_target(daq="eiger", profiles=str(profiles))
