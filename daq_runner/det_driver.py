@@ -844,9 +844,10 @@ class DetDriverClient:
 
         Args:
             timeout: seconds (``None``: only the bound in force).
-            reconnect: when the session drops, open a new one and go on (a current build
-                pushes an outcome that no session took to the next session; an older build
-                is asked with ``status``); ``acquisition.reconnects`` counts them.
+            reconnect: when the session drops (or ``acquisition`` has none, as one made for a
+                start whose reply was lost), open a new one and go on (a current build pushes
+                an outcome that no session took to the next session; an older build is asked
+                with ``status``); ``acquisition.reconnects`` counts them.
             on_state: called with each new state.
 
         Raises:
@@ -860,6 +861,12 @@ class DetDriverClient:
         with self._bounded(timeout) as bound:
             while acquisition.outcome is None:
                 session = acquisition._session
+                if session is None and reconnect and self.build == DriverBuild.PERSISTENT:
+                    # Followed without a session of its own (a start whose reply was lost): a
+                    # current build pushes its states to any session.
+                    acquisition.reconnects += 1
+                    acquisition._session = self._reconnect(bound)
+                    continue
                 if session is None:
                     frame = self._probe_frame(bound)
                 else:
