@@ -81,7 +81,7 @@ __all__ = ["DriverDaq", "DriverWrite", "start_target", "WRITER_USER_ID"]
 WRITER_USER_ID = "writer_user_id"  # kept by the run, sent as writer_id with every start
 
 _SLICE_S = 0.5  # an acquisition is followed in slices of this: a wedge is seen between them
-_WEDGE_MARGIN_S = 3.0  # beyond the writers' 5 s each to confirm their last image
+_WEDGE_MARGIN_S = 2.0  # beyond the time the writers have to confirm their last image
 _LOST_REPLY_GRACE_S = 10.0  # after a start whose reply was lost: how long to look for it
 _CLOCK_SKEW_S = 2.0  # a file's modification time may lie this far before the start
 _START_TRIES = 3  # rejected starts ("driver is busy!") of one attempt before it fails
@@ -203,6 +203,9 @@ class DriverDaq(Daq):
             its own): named in the report.
         client: a ready :class:`~daq_runner.det_driver.DetDriverClient` (default: one for the URLs).
         outage_s: how long an unreachable driver or config REST is ridden out.
+        writer_timeout_s: how long the driver waits for each writer's answer (5 s in its code):
+            a driver in ``stop``, or in ``recording`` with every image counted, for longer than
+            this times the writers (plus 2 s) is wedged.
     """
 
     generation = DRIVER
@@ -219,8 +222,10 @@ class DriverDaq(Daq):
         redis_url: Optional[str] = None,
         client: Optional[DetDriverClient] = None,
         outage_s: float = protocol.DEFAULT_OUTAGE_S,
+        writer_timeout_s: float = WRITER_ACK_TIMEOUT_S,
     ) -> None:
         self.url = url
+        self.writer_timeout_s = writer_timeout_s
         self.config_url = config_url or default_config_url(url)
         self.config_user = config_user
         self.redis_url = redis_url
@@ -340,7 +345,7 @@ class DriverDaq(Daq):
             self._seen = (status.state, status.count, status.monotonic)
 
     def _wedge_limit(self, n_writers: int) -> float:
-        return WRITER_ACK_TIMEOUT_S * max(n_writers, 1) + _WEDGE_MARGIN_S
+        return self.writer_timeout_s * max(n_writers, 1) + _WEDGE_MARGIN_S
 
     def _wedged(self, state: Optional[DriverState], count: Optional[int], since: float, n_image: Optional[int], n_writers: int) -> Optional[str]:
         """Why the driver is wedged (``None``: it is not): in ``stop``, or in ``recording`` with
@@ -603,8 +608,12 @@ class DriverDaq(Daq):
             return
         shown = existing[0] + (f" and {len(existing) - 1} more of this write's files" if len(existing) > 1 else "")
         if not (step.overwrite or run.overwrite):
+            unproven = (
+                " (nothing proves they are the ones this step left in the run resumed: the report does not name its acquisition, "
+                "and this DAQ generation keeps no log)" if resumed is not None else ""
+            )
             raise StepFailed(
-                f"{shown} exist: the DAQ's writers would overwrite them; set overwrite: true on the step "
+                f"{shown} exist{unproven}: the DAQ's writers would overwrite them; set overwrite: true on the step "
                 "(or in defaults), or run with --overwrite; nothing was sent"
             )
         record.overwrote = True
@@ -731,12 +740,18 @@ class DriverDaq(Daq):
         seen = self._read_files(acq, wanted)
         self._record_files(acq, record, seen.per_file)
         record.n_written = seen.total if seen.total is not None else acq.count
-        ended = "went back to idle without file_saved" if driver.outcome == DriverState.IDLE.value else "ended file_saved"
+        if driver.outcome == DriverState.FILE_SAVED.value:
+            ended = "ended file_saved"
+        elif driver.reconnects:
+            ended = "went back to idle without file_saved after its session dropped (the DAQ services restarted?)"
+        else:
+            ended = "went back to idle without file_saved (another client's session took its outcome)"
+        counted = f"{final if final is not None else acq.count}/{step.n_images} images counted by the driver"
         if final is not None and final != wanted:
-            raise StepFailed(f"the acquisition {ended} with {final}/{step.n_images} images counted by the driver")
+            raise StepFailed(f"the acquisition {ended} with {counted}")
         if seen.unreadable is None:
             if seen.problem:
-                raise StepFailed(f"the acquisition {ended}, but its files do not confirm {wanted if wanted is not None else 'its'} images: {seen.problem}")
+                raise StepFailed(f"the acquisition {ended} with {counted}, but its files do not confirm {wanted if wanted is not None else 'its'} images: {seen.problem}")
             record.confirmed_by = "files"
             record.daq_log_reason = "this DAQ generation keeps no acquisition log: confirmed by its files"
         elif final is None:
@@ -756,13 +771,16 @@ class DriverDaq(Daq):
         self._failed_starts += 1
         began = not any(s.state in (DriverState.WAITING_FOR_FIRST_IMAGE, DriverState.RECORDING) for s in acq.driver.states) if acq.driver else True
         self._restart_needed = f"the acquisition of step {acq.step.index} ended in error: the writers may be one answer behind and keep its files open"
-        if began:
+        if began and os.path.isdir(acq.folder):
+            what = f"while its writers created the files {acq.folder}/{acq.prefix}<i>.h5"
+            needs = "its writers could not create them in that folder (it exists): see the writers' journal (a writer that does not answer, permissions for the writer_id)"
+        elif began:
             what = f"while its writers created the files {acq.folder}/{acq.prefix}<i>.h5"
             needs = f"the folder {acq.folder} must exist on the DAQ and its writers must be able to create files there"
         else:
             what = "while its writers wrote or closed the files"
             needs = "look at the DAQ's writers (their journal): a full disk, a file system that went away"
-        again = f" (the {self._failed_starts}th failure in a row, also after the services were restarted)" if self._failed_starts > 1 else ""
+        again = f" ({self._failed_starts} failures in a row, also after the services were restarted)" if self._failed_starts > 1 else ""
         raise StepFailed(f"the driver ended the acquisition in error {what}{again}: {needs}; the DAQ services are restarted before the next start")
 
     def _record_files(self, acq: DriverWrite, record: StepRecord, per_file: Optional[List[Optional[int]]]) -> None:

@@ -37,6 +37,7 @@ __all__ = [
     "RecoveryRecord",
     "MISSING",
     "CONFIRMATIONS",
+    "WEAK_CONFIRMATIONS",
     "iso",
     "parse_iso",
     "acquisition_json",
@@ -105,6 +106,9 @@ CONFIRMATIONS: Dict[str, str] = {
 people: the DAQ's own log record of it (rest_v2), its status without the log
 (``--no-require-log``), its files' own metadata (the current generation, which keeps no log), or
 the driver's count alone where the files cannot be read here."""
+WEAK_CONFIRMATIONS = ("status", "driver_count")
+"""The confirmations of a write that passed without its files or the DAQ's log saying so:
+shown apart, for people to look at."""
 
 
 # -- times --------------------------------------------------------------------------------------
