@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from ._digest import digest
 from ._tally import SUMMARY_KEYS, format_bytes, format_seconds
 from .record import CONFIRMATIONS, WEAK_CONFIRMATIONS, iso
-from .targets import DRIVER
+from .daq import DRIVER
 
 __all__ = ["render"]
 

@@ -42,8 +42,14 @@ __all__ = [
     "WRITING",
     "UNKNOWN",
     "FEATURES",
+    "REST_V2",
+    "DRIVER",
     "check_supported",
 ]
+
+# The generations (Daq.generation), as reports name them: PSI's rest_v2 server with its Redis, and
+# the current one (std_det_driver with its config REST).
+REST_V2, DRIVER = "rest_v2", "driver"
 
 # The writer states the Runner and a batch speak of, whatever the generation (a generation
 # without them maps its own states onto these).

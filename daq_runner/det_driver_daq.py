@@ -41,12 +41,14 @@ import math
 import os
 import time
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Set, Tuple, TypeVar
+from urllib.parse import urlsplit
 
 from . import events, protocol
 from ._deadline import Deadline, current, detached
 from ._text import redact_url, secrets_in
+from ._transport import is_loopback
 from .batch import ConfigStep, Step, WriteStep
-from .daq import READY, WRITING, Acquisition, Daq, Progress, RunServices
+from .daq import DRIVER, READY, WRITING, Acquisition, Daq, Progress, RunServices
 from .det_driver import RESTART_TIMEOUT, DetDriverClient, DriverAcquisition, DriverStatus
 from .det_driver_protocol import (
     DEFAULT_WS_URL,
@@ -74,7 +76,6 @@ from .exceptions import (
 )
 from .record import MISSING, RecoveryRecord, StepRecord, iso
 from .resume import acquisition_id
-from .targets import DRIVER
 
 __all__ = ["DriverDaq", "DriverWrite", "start_target", "WRITER_USER_ID"]
 
@@ -226,6 +227,7 @@ class DriverDaq(Daq):
     ) -> None:
         self.url = url
         self.writer_timeout_s = writer_timeout_s
+        self._here = is_loopback(urlsplit(url).hostname)  # the DAQ writes on this machine
         self.config_url = config_url or default_config_url(url)
         self.config_user = config_user
         self.redis_url = redis_url
@@ -571,12 +573,10 @@ class DriverDaq(Daq):
         Allowed without ``overwrite``: the files this step's own failed attempt left (not older
         than that attempt), and, when resuming, the files this step left in the run resumed.
         """
-        from .preflight import daq_is_here
-
         run = self.run
         folder = os.path.dirname(files[0])
         if not os.path.isdir(folder):
-            if daq_is_here(self.url):
+            if self._here:
                 raise StepFailed(f"folder {folder} does not exist on this machine, where the DAQ writes: its writers could not create the files; nothing was sent")
             if folder not in self._unseen:
                 self._unseen.add(folder)

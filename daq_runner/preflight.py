@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Collection, Dict, List, Optional, Sequence, Tuple
 
-from .targets import DRIVER, REST_V2
+from .daq import DRIVER, REST_V2
 
 __all__ = ["Finding", "check_writes", "plan_lines", "daq_state", "daq_is_here"]
 

@@ -22,7 +22,7 @@ from ._text import one_line
 from .exit_codes import ShowExit
 from ._tally import SUMMARY_KEYS, format_bytes, format_seconds
 from .record import CONFIRMATIONS, WEAK_CONFIRMATIONS, iso
-from .targets import DRIVER
+from .daq import DRIVER
 
 __all__ = ["main", "digest", "summary_text", "daq_line"]
 

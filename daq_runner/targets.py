@@ -36,6 +36,7 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, List, Mapping, NamedTuple, Optional, Sequence, Type
 
+from .daq import DRIVER, REST_V2
 from .exceptions import SetupError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -56,8 +57,6 @@ __all__ = [
     "REDIS_PASSWORD_ENV",
 ]
 
-REST_V2 = "rest_v2"
-DRIVER = "driver"
 GENERATIONS: Mapping[str, str] = {"http": REST_V2, "https": REST_V2, "ws": DRIVER, "wss": DRIVER}
 """The DAQ generation a DAQ URL's scheme names."""
 

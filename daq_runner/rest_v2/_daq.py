@@ -15,10 +15,9 @@ from .._redis import connect
 from .._text import quote, redact_url, secrets_in
 from ..batch import ConfigStep, Step, WriteStep
 from ..client import StdDaqClient
-from ..daq import READY, UNKNOWN, Acquisition, Daq, Progress, Rates, RunServices
+from ..daq import READY, REST_V2, UNKNOWN, Acquisition, Daq, Progress, Rates, RunServices
 from ..exceptions import StepFailed, WriterNeedsRestart
 from ..record import RecoveryRecord, StepRecord
-from ..targets import REST_V2
 from ._acquisitions import STOP_BUDGET_S, TrackedAcquisition, Tracker
 from ._feed import StatusFeed
 
