@@ -43,6 +43,7 @@ __all__ = [
     # the DAQ seam and its generations
     "Daq",
     "RestV2Daq",
+    "DriverDaq",
     # batches, runner, reports
     "Batch",
     "Step",
@@ -83,6 +84,7 @@ _WHERE = {
     "StepStatus": ".record",
     "Daq": ".daq",
     "RestV2Daq": ".rest_v2",
+    "DriverDaq": ".det_driver_daq",
 }
 
 

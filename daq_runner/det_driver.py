@@ -234,6 +234,11 @@ class DriverAcquisition:
         return None
 
     @property
+    def connected(self) -> bool:
+        """Whether it is followed on an open session of its own (``False``: a session must be opened again)."""
+        return self._session is not None and self._session.closed is None
+
+    @property
     def last_state(self) -> Optional[DriverState]:
         return self.states[-1].state if self.states else None
 

@@ -75,6 +75,7 @@ from .exceptions import (
     WriteOutcomeUnknown,
 )
 from .record import MISSING, RecoveryRecord, StepRecord, iso
+from .verify import FILE_TIMEOUT_S
 from .resume import acquisition_id
 
 __all__ = ["DriverDaq", "DriverWrite", "start_target", "WRITER_USER_ID"]
@@ -89,6 +90,7 @@ _START_TRIES = 3  # rejected starts ("driver is busy!") of one attempt before it
 _STOP_PAUSE_S = 0.1  # between attempts to stop an acquisition, doubling up to 0.5 s
 _MAX_STATES = 50  # states of one acquisition kept in its record
 _START_TIMEOUT_S = 10.0
+_POLL_RECONNECT_S = 1.0  # a look at a background acquisition whose session dropped: time to open one
 
 T = TypeVar("T")
 
@@ -258,7 +260,7 @@ class DriverDaq(Daq):
 
         self.run_or_none = run
         self._starts, self._files, self._unseen = {}, {}, set()
-        self._restart_needed, self._failed_starts, self._seen = None, 0, None
+        self._restart_needed, self._failed_starts, self._seen, self._last_retry_notice = None, 0, None, 0.0
         try:
             require_verify_extra()
             self._unreadable = None
@@ -434,7 +436,7 @@ class DriverDaq(Daq):
         return READY
 
     def wait_for_state(self, state: str, step: Step) -> bool:
-        if state == READY:
+        if state == READY:  # (a wait step waits for READY with wait_ready, which records its recoveries)
             try:
                 self._ready(step, StepRecord.of(step), None)
             except StepFailed:
@@ -694,21 +696,23 @@ class DriverDaq(Daq):
 
     # -- judging: the driver's states and the files -----------------------------------------------
 
-    def _read_files(self, acq: DriverWrite, n_images: Optional[int]) -> "_FilesSeen":
+    def _read_files(self, acq: DriverWrite, n_images: Optional[int], timeout: float = FILE_TIMEOUT_S) -> "_FilesSeen":
         """What the files of ``acq`` say about ``n_images`` (``None``: as many as they hold, for
-        an acquisition stopped on purpose whose final count was not seen)."""
+        an acquisition stopped on purpose whose final count was not seen); ``timeout`` bounds
+        each file-system operation (a hung mount)."""
         unread = [None] * acq.n_writers
         if not os.path.isdir(acq.folder):
             return _FilesSeen(None, unread, f"{acq.folder} is not visible on this machine")
         if self._unreadable:
             return _FilesSeen(None, unread, self._unreadable)
-        from .verify import Expected, verify_driver
+        from .verify import CheckOptions, Expected, verify_driver
 
+        options = CheckOptions(timeout=timeout)
         try:
-            result = verify_driver(acq.folder, acq.prefix, acq.n_writers, Expected.from_config(acq.config, n_images or 0))
+            result = verify_driver(acq.folder, acq.prefix, acq.n_writers, Expected.from_config(acq.config, n_images or 0), options)
             if n_images is None:
                 found = sum(f.images or 0 for f in result.files)
-                result = verify_driver(acq.folder, acq.prefix, acq.n_writers, Expected.from_config(acq.config, found))
+                result = verify_driver(acq.folder, acq.prefix, acq.n_writers, Expected.from_config(acq.config, found), options)
         except ValueError as exc:
             return _FilesSeen(None, unread, f"the config does not describe the files: {exc}")
         per_file = [f.images for f in result.files]
@@ -799,7 +803,8 @@ class DriverDaq(Daq):
         if acq.driver is None or (acq.unknown and not acq.driver.states):
             return  # never sent, or no sign that it started
         try:
-            seen = self._read_files(acq, acq.count or 0)
+            # While the run ends: a file system that does not answer must not hold it up.
+            seen = self._read_files(acq, acq.count or 0, timeout=1.0 + log_wait)
             self._record_files(acq, record, seen.per_file)
             record.n_written = seen.total if seen.total is not None else (acq.count if acq.count is not None else 0)
             record.acquisition_id, record.acquisition = acq.acquisition_id, acq.summary()
@@ -815,11 +820,11 @@ class DriverDaq(Daq):
         return [acq for acq in waiting if acq.end_known]
 
     def _poll(self, acq: DriverWrite) -> None:
-        """A short look at ``acq``'s states (recorded in it)."""
+        """A short look at ``acq``'s states (recorded in it); a session that dropped is opened again."""
         if acq.driver is None or acq.end_known:
             return
         try:
-            self.client.follow(acq.driver, timeout=0.02, reconnect=False)
+            self.client.follow(acq.driver, timeout=0.02 if acq.driver.connected else _POLL_RECONNECT_S, reconnect=True)
         except DaqError:
             pass
 

@@ -273,3 +273,28 @@ def test_a_stop_of_the_run_stops_the_acquisition_and_waits_for_the_outcome(daq_d
     assert recovery["outcome"].startswith(f"stopped acquisition {step.acquisition_id} (file_saved, ")
     assert DriverState.IDLE == sim.core.snapshot()[0]
     assert [False, False] == [f["complete"] for f in report.files] and 0 < step.n_written < 100000
+
+
+def test_a_resumed_run_applies_again_the_configuration_its_kept_config_steps_established(daq_driver_sim, tmp_path):
+    """A run whose write failed after its config step passed; the DAQ's config then changes; the
+    resume keeps the config step, stores its bit_depth again before the write (a recovery), and the files are 8-bit."""
+    import h5py
+
+    from daq_runner.resume import ResumedRun, previous_results
+
+    sim = daq_driver_sim
+    steps = "  - config: {bit_depth: 8}\n  - write: {output_file: '{root}/a.h5', n_images: 4}\n"
+    (tmp_path / "a_0.h5").write_bytes(b"in the way")
+    first = run(sim, tmp_path, steps).to_dict()
+    assert ["passed", "failed"] == [s["status"] for s in first["steps"]]
+    (tmp_path / "a_0.h5").unlink()
+    sim.core.reset()  # back to the initial config: 16 bits
+    batch = load_batch_text("version: 1\nsteps:\n" + steps.replace("{root}", str(tmp_path)), str(tmp_path / "b.yaml"))
+    previous = previous_results(first, batch, report_path="first.json", batch_path="b.yaml", force=True)
+    daq = DriverDaq(sim.ws_url, sim.url)
+    report = Runner(daq=daq, retry_delay=0.05, resumed=ResumedRun.from_report(first)).run(batch, previous)
+    assert "passed" == report.status, report.reason
+    kept, write = report.steps
+    assert kept.resumed and [r["action"] for r in write.recoveries] == ["update_config bit_depth=8"]
+    with h5py.File(tmp_path / "a_0.h5", "r") as handle:
+        assert "uint8" == str(handle["SIM-EIGER-64K"]["data"].dtype)
