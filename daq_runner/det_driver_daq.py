@@ -91,6 +91,10 @@ _STOP_PAUSE_S = 0.1  # between attempts to stop an acquisition, doubling up to 0
 _MAX_STATES = 50  # states of one acquisition kept in its record
 _START_TIMEOUT_S = 10.0
 _POLL_RECONNECT_S = 1.0  # a look at a background acquisition whose session dropped: time to open one
+# The driver seen idle (or ending our acquisition) this recently is taken for idle by a start: a
+# current build pushes only every 0.1 s, and a start sent to a busy driver is refused anyway
+# ("driver is busy!": nothing started), after which the driver is looked at again.
+_FRESH_S = 0.5
 
 T = TypeVar("T")
 
@@ -245,7 +249,8 @@ class DriverDaq(Daq):
         self._unseen: Set[str] = set()
         self._unreadable: Optional[str] = None
         self._last_retry_notice = 0.0
-        self._seen: Optional[Tuple[Optional[DriverState], Optional[int], float]] = None
+        self._seen: Optional[Tuple[Optional[DriverState], Optional[int], float]] = None  # state, count, since
+        self._seen_at = 0.0  # when the driver's state was last seen
 
     # -- one run -------------------------------------------------------------------------------
 
@@ -347,6 +352,11 @@ class DriverDaq(Daq):
         """Note when the driver's state (with its count) began: a wedge is a state that lasts."""
         if self._seen is None or self._seen[:2] != (status.state, status.count):
             self._seen = (status.state, status.count, status.monotonic)
+        self._seen_at = status.monotonic
+
+    def _idle_lately(self) -> bool:
+        """Whether the driver was seen idle, or ending an acquisition of ours, within :data:`_FRESH_S`."""
+        return self._seen is not None and self._seen[0] == DriverState.IDLE and time.monotonic() - self._seen_at < _FRESH_S
 
     def _wedge_limit(self, n_writers: int) -> float:
         return self.writer_timeout_s * max(n_writers, 1) + _WEDGE_MARGIN_S
@@ -406,6 +416,8 @@ class DriverDaq(Daq):
             self._follow_to_end(ours, step, record)
         if self._restart_needed and purpose == "the write":
             self._restart(step, record, self._restart_needed)
+        if purpose == "the write" and self._idle_lately():
+            return
         status = self._state()
         while status.state != DriverState.IDLE:
             assert self._seen is not None
@@ -537,6 +549,7 @@ class DriverDaq(Daq):
                 acq.driver = self.client.start(folder, prefix, step.n_images, writer_id, timeout=_left(_START_TIMEOUT_S))
             except DriverBusy as exc:
                 self._not_started(acq, earlier)
+                self._seen = None  # not idle after all: looked at again
                 rejected.append(str(exc))
                 if len(rejected) >= _START_TRIES:
                     raise StepFailed(
@@ -557,6 +570,7 @@ class DriverDaq(Daq):
             except DaqTransportError:
                 self._not_started(acq, earlier)  # not sent: the driver could not be reached
                 raise
+            self._seen = None  # busy with it now
             record.acquisition = acq.summary()
             return acq
 
@@ -649,6 +663,8 @@ class DriverDaq(Daq):
             try:
                 client.follow(acq.driver, timeout=min(_left(_SLICE_S), _SLICE_S), reconnect=True, on_state=on_state)
                 outage.over()
+                if acq.driver.outcome is not None:  # the driver is idle once it pushed the outcome (or was already)
+                    self._observe(DriverStatus(DriverState.IDLE, None, time.time(), time.monotonic()))
             except DaqTimeoutError:
                 if current().remaining() <= 0:
                     last = acq.driver.states[-1] if acq.driver.states else None

@@ -298,3 +298,26 @@ def test_a_resumed_run_applies_again_the_configuration_its_kept_config_steps_est
     assert kept.resumed and [r["action"] for r in write.recoveries] == ["update_config bit_depth=8"]
     with h5py.File(tmp_path / "a_0.h5", "r") as handle:
         assert "uint8" == str(handle["SIM-EIGER-64K"]["data"].dtype)
+
+
+def test_a_start_another_client_beat_is_rejected_then_sent_once_the_driver_is_idle(daq_driver_sim, tmp_path):
+    """Right after our write, another client starts first: our start is refused ("driver is busy!"),
+    nothing of ours started; the write waits for idle and starts once."""
+    sim = daq_driver_sim
+    other = DetDriverClient(sim.ws_url, sim.url)
+
+    def start_the_other(event: Any) -> None:
+        if event.kind == "step_finished" and event.step == 1:  # in the Runner's thread, before step 2 begins
+            other.start(str(tmp_path), "other_", 200)
+
+    try:
+        report = run(
+            sim, tmp_path, "  - write: {output_file: '{root}/a.h5', n_images: 2}\n  - write: {output_file: '{root}/b.h5', n_images: 2}\n",
+            consumers=[start_the_other],
+        )  # fmt: skip
+    finally:
+        other.close()
+    assert "passed" == report.status, report.reason
+    assert 3 == sim.core.starts  # ours, the other's, ours again: the refused one started nothing
+    assert any(m.startswith('the driver rejected the start') and "driver is busy!" in m for m in messages(report))
+    assert 2 == sum(f["n_images"] for f in report.files if "/b_" in f["path"])
