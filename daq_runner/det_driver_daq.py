@@ -51,6 +51,7 @@ from .batch import ConfigStep, Step, WriteStep
 from .daq import DRIVER, READY, WRITING, Acquisition, Daq, Progress, RunServices
 from .det_driver import RESTART_TIMEOUT, DetDriverClient, DriverAcquisition, DriverStatus
 from .det_driver_protocol import (
+    DEFAULT_CONFIG_USER,
     DEFAULT_WS_URL,
     WRITER_ACK_TIMEOUT_S,
     DriverBuild,
@@ -205,7 +206,7 @@ class DriverDaq(Daq):
     Args:
         url: the driver's WebSocket.
         config_url: the config REST (default: the driver's host, port 5000).
-        config_user: the user name the config REST records changes under.
+        config_user: the user name the config REST records changes under (default ``daq-runner``).
         redis_url: the Redis of the runner lock, if one was given (this generation has none of
             its own): named in the report.
         client: a ready :class:`~daq_runner.det_driver.DetDriverClient` (default: one for the URLs).
@@ -225,7 +226,7 @@ class DriverDaq(Daq):
         url: str = DEFAULT_WS_URL,
         config_url: Optional[str] = None,
         *,
-        config_user: str = "daq-runner",
+        config_user: Optional[str] = None,
         redis_url: Optional[str] = None,
         client: Optional[DetDriverClient] = None,
         outage_s: float = protocol.DEFAULT_OUTAGE_S,
@@ -235,11 +236,11 @@ class DriverDaq(Daq):
         self.writer_timeout_s = writer_timeout_s
         self._here = is_loopback(urlsplit(url).hostname)  # the DAQ writes on this machine
         self.config_url = config_url or default_config_url(url)
-        self.config_user = config_user
+        self.config_user = config_user or DEFAULT_CONFIG_USER
         self.redis_url = redis_url
         self.outage_s = outage_s
         self.outage = f"{outage_s:g} s"
-        self.client = client or DetDriverClient(url, self.config_url, user=config_user)
+        self.client = client or DetDriverClient(url, self.config_url, user=self.config_user)
         self.run_or_none: Optional[RunServices] = None
         self._starts: Dict[int, int] = {}
         self._files: Dict[str, int] = {}  # real path of every file this run asked for -> its step
@@ -491,6 +492,7 @@ class DriverDaq(Daq):
                 raise StepFailed(f"configuration not sent: {exc}") from None
             self._seen = None
             if applied.stored:
+                self._restart_needed = None  # every service restarted with the stored config
                 self.run.notice(f"configuration stored; the DAQ services were back and idle after {applied.restart_s or 0.0:.1f} s", step)
         config = self.read_config()
         if WRITER_USER_ID in fields:

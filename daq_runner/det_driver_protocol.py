@@ -30,6 +30,7 @@ __all__ = [
     "DEFAULT_WS_URL",
     "DEFAULT_CONFIG_URL",
     "CONFIG_PORT",
+    "DEFAULT_CONFIG_USER",
     "default_config_url",
     "DriverState",
     "DriverBuild",
@@ -81,6 +82,7 @@ __all__ = [
 DEFAULT_WS_URL = "ws://127.0.0.1:8080"
 DEFAULT_CONFIG_URL = "http://127.0.0.1:5000"
 CONFIG_PORT = 5000  # the config REST, deployed with the DAQ
+DEFAULT_CONFIG_USER = "daq-runner"  # the user name the config REST records changes under, unless one is given
 
 
 def default_config_url(ws_url: str) -> str:

@@ -206,8 +206,9 @@ def daq_state(target: Any) -> Dict[str, Any]:
     """
     if target.generation == DRIVER:
         from .det_driver import DetDriverClient
+        from .det_driver_protocol import DEFAULT_CONFIG_USER
 
-        with DetDriverClient(target.url, target.config_url, user=target.config_user or "daq-runner", timeout=3.0, retries=1) as driver:
+        with DetDriverClient(target.url, target.config_url, user=target.config_user or DEFAULT_CONFIG_USER, timeout=3.0, retries=1) as driver:
             status = driver.state()
             return {"driver": status.to_dict(), "build": driver.build.value if driver.build else None, "config": driver.get_config()}
     from .client import StdDaqClient

@@ -135,7 +135,7 @@ class Runner:
         if daq is None and generation_of(url) == DRIVER:
             from .det_driver_daq import DriverDaq
 
-            daq = DriverDaq(url, config_url, config_user=config_user or "daq-runner", redis_url=redis_url, outage_s=outage_s)
+            daq = DriverDaq(url, config_url, config_user=config_user, redis_url=redis_url, outage_s=outage_s)
         self.daq: Daq = daq or RestV2Daq(url, redis_url, client=client, streams=streams, poll_interval=poll_interval, outage_s=outage_s)
         self.consumers: List[events.Consumer] = list(consumers)
         self.retry_delay = retry_delay
