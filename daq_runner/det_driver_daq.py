@@ -671,7 +671,8 @@ class DriverDaq(Daq):
                 if current().remaining() <= 0:
                     last = acq.driver.states[-1] if acq.driver.states else None
                     where = f"last state {last.state.value if last and last.state else 'none'}" + (f" count {last.count}" if last and last.count is not None else "")
-                    raise StepFailed(f"timed out after {acq.step.timeout:g} s with {acq.count or 0}/{n_image} images counted ({where})") from None
+                    whose = "" if acq.step is step else f" waiting for the acquisition of step {acq.step.index} to end,"
+                    raise StepFailed(f"timed out after {step.timeout:g} s{whose} with {acq.count or 0}/{n_image} images counted ({where})") from None
                 outage.over()  # a slice without an end: look for a wedge
             except DaqTransportError as exc:
                 outage.failed(exc)  # the driver does not take a session: ridden out for the outage budget

@@ -321,3 +321,14 @@ def test_a_start_another_client_beat_is_rejected_then_sent_once_the_driver_is_id
     assert 3 == sim.core.starts  # ours, the other's, ours again: the refused one started nothing
     assert any(m.startswith('the driver rejected the start') and "driver is busy!" in m for m in messages(report))
     assert 2 == sum(f["n_images"] for f in report.files if "/b_" in f["path"])
+
+
+def test_a_write_whose_images_never_come_ends_at_its_timeout_and_is_stopped(daq_driver_sim, tmp_path):
+    """A detector that sends nothing: the write fails at its timeout naming the last state, the acquisition is stopped."""
+    daq_driver_sim.core.arm_faults({"silent_detector": True})
+    began = time.monotonic()
+    report = run(daq_driver_sim, tmp_path, "  - write: {output_file: '{root}/a.h5', n_images: 10}\n    timeout: 1\n")
+    (step,) = report.steps
+    assert "timed out after 1 s with 0/10 images counted (last state waiting_for_first_image)" == step.error
+    assert step.recoveries[0]["outcome"].startswith(f"stopped acquisition {step.acquisition_id}")
+    assert DriverState.IDLE == daq_driver_sim.core.snapshot()[0] and time.monotonic() - began < 8
