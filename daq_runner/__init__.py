@@ -47,6 +47,7 @@ __all__ = [
     # the DAQ seam and its generations
     "Daq",
     "RestV2Daq",
+    "DriverDaq",
     # batches, runner, reports
     "Batch",
     "Step",
@@ -93,6 +94,7 @@ _WHERE = {
     "bounded": "._deadline",
     "Interrupted": "._deadline",
     "RestV2Daq": ".rest_v2",
+    "DriverDaq": ".det_driver_daq",
 }
 
 

@@ -107,6 +107,7 @@ def _step(raw: Dict[str, Any], position: int) -> Dict[str, Any]:
             "output": [as_text(line) or "" for line in as_list(command.get("output"))],
             "output_lines": _int(command.get("output_lines")),
         } if command else None,
+        "confirmed_by": as_text(raw.get("confirmed_by")),
     }
 
 
@@ -175,6 +176,10 @@ def digest(report: Dict[str, Any]) -> Dict[str, Any]:
         "command": [str(c) for c in as_list(report.get("command"))] or None,
         "daq_url": as_text(daq.get("url")),
         "url_source": as_text(daq.get("url_source")),
+        "generation": as_text(daq.get("generation")) or "rest_v2",  # reports before the current generation: rest_v2
+        "config_url": as_text(daq.get("config_url")),
+        "config_url_source": as_text(daq.get("config_url_source")),
+        "config_user": as_text(daq.get("config_user")),
         "redis": as_text(daq.get("redis")),
         "redis_source": as_text(daq.get("redis_source")),
         "daq_unreachable": bool(report.get("daq_unreachable")),

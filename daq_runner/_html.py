@@ -15,7 +15,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from ._digest import daq_of, digest, failed_steps
 from ._tally import SUMMARY_KEYS, format_bytes, format_seconds
-from .record import iso
+from .record import CONFIRMATIONS, WEAK_CONFIRMATIONS, iso
+from .daq import DRIVER
 
 __all__ = ["render", "render_runs"]
 
@@ -46,6 +47,7 @@ td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 .facts th { width: 170px; text-transform: none; letter-spacing: 0; font-size: 13px; }
 .mono { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: 12.5px; word-break: break-all; }
 .muted { color: var(--muted); }
+.warn { color: #b45309; font-weight: 600; }
 .legend { display: flex; gap: 18px; flex-wrap: wrap; margin: 6px 0 10px; font-size: 13px; }
 .legend span { display: inline-flex; align-items: center; gap: 6px; }
 .legend svg { vertical-align: middle; }
@@ -244,7 +246,8 @@ def _facts(d: Dict[str, Any]) -> str:
         ("Variables", ", ".join(f'<span class="mono">{_e(k)}={_e(v)}</span>' for k, v in d["vars"].items()) or '<span class="muted">none</span>'),
         ("Started", _e(iso(d["started"]) or "unknown")),
         ("Finished", _e(iso(d["finished"]) or "not finished")),
-        ("DAQ", source(d["daq_url"], d["url_source"])),
+        ("DAQ", source(d["daq_url"], d["url_source"]) + (' <span class="muted">the current generation (std_det_driver)</span>' if d["generation"] == DRIVER else "")),
+        *([("Config REST", source(d["config_url"], d["config_url_source"]) + (f' <span class="muted">as {_e(d["config_user"])}</span>' if d["config_user"] else ""))] if d["config_url"] else []),
         ("Redis", source(d["redis"], d["redis_source"])),
         ("Run", f'<span class="mono">{_e(d["run_id"] or "?")}</span>'),
         ("By", _e(" on ".join(x for x in (d["user"], d["host"]) if x) or "?")),
@@ -292,12 +295,13 @@ def _throughput(d: Dict[str, Any]) -> str:
             f"<td class=num>{_e(step['written'] if step['written'] is not None else '?')}"
             f"{' / ' + _e(step['n_images']) if step['n_images'] is not None and step['written'] != step['n_images'] else ''}</td>"
             f"<td class=num>{_e(format_seconds(step['duration_s']) if step['duration_s'] is not None else '?')}</td>"
-            f'<td><div class="rate"><span class="num" style="min-width:70px;text-align:right">{_e(f"{rate:,.0f}" if rate else "–")}</span>{bar}</div></td></tr>'
+            f'<td><div class="rate"><span class="num" style="min-width:70px;text-align:right">{_e(f"{rate:,.0f}" if rate else "–")}</span>{bar}</div></td>'
+            f'<td class="{"warn" if step["confirmed_by"] in WEAK_CONFIRMATIONS else "muted"}">{_e(CONFIRMATIONS.get(step["confirmed_by"] or "", ""))}</td></tr>'
         )
     more = f'<p class="muted">{len(writes) - MAX_ROWS} more writes in the report.</p>' if len(writes) > MAX_ROWS else ""
     return (
         "<h2>Images per second, per write</h2>"
-        '<table><tr><th class=num>Step</th><th>File</th><th class=num>Images</th><th class=num>Step time</th><th>Images/s (acquisition)</th></tr>'
+        '<table><tr><th class=num>Step</th><th>File</th><th class=num>Images</th><th class=num>Step time</th><th>Images/s (acquisition)</th><th>Confirmed by</th></tr>'
         + "".join(rows)
         + "</table>"
         + more

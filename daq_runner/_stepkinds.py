@@ -94,7 +94,8 @@ class Step:
         name: human name (given, or derived from the kind and parameters).
         params: the step's parameters after templating, as written in the report.
         timeout: seconds the step may take; retries: extra attempts; on_error:
-            ``abort`` or ``continue``; tags: free labels; line: where it is in the file.
+            ``abort`` or ``continue``; tags: free labels; line, column: where its kind's key
+            (``write:``...) is in the file.
         sweep: the sweep variables in force for this step.
         identity: a stable id of what the step does, for resuming a run: 64 hex
             digits, the sha256 of the canonical JSON (sorted keys, no spaces, UTF-8) of
@@ -115,6 +116,7 @@ class Step:
     on_error: str = "abort"
     tags: Tuple[str, ...] = ()
     line: int = 0
+    column: int = 0
     sweep: Dict[str, Any] = field(default_factory=dict)
     identity: str = ""
 
@@ -174,11 +176,6 @@ class WriteStep(Step):
     overwrite: bool = False
     guard: Optional[DetectorGuard] = None
     verify: str = "hdf5"
-
-    @property
-    def needs(self) -> FrozenSet[str]:
-        """What of a DAQ generation's features (:data:`daq_runner.daq.FEATURES`) it needs."""
-        return frozenset({"rates"}) if self.guard is not None else frozenset()
 
 
 @dataclass(frozen=True)
@@ -271,6 +268,9 @@ class StepKind:
         extra: step-level keys of this kind besides :data:`COMMON_FIELDS`.
         build: ``(body values, extra values, common options) -> (default name, params,
             dataclass attributes)``; attributes may override options (e.g. ``timeout``).
+        needs: ``step -> ((feature, what the step asks), ...)``: what of
+            :data:`daq_runner.daq.FEATURES` a step of this kind needs of the DAQ (a generation
+            without it refuses the step at validation).
     """
 
     name: str
@@ -279,6 +279,7 @@ class StepKind:
     doc: str
     build: Callable[[Dict[str, Any], Dict[str, Any], Dict[str, Any]], Built]
     extra: Mapping[str, Field] = field(default_factory=dict)
+    needs: Callable[[Any], Tuple[Tuple[str, str], ...]] = lambda step: ()
 
     @property
     def step_keys(self) -> Tuple[str, ...]:
@@ -360,6 +361,26 @@ def _build_wait(body: Dict[str, Any], extra: Dict[str, Any], options: Dict[str, 
     return name, dict(body), {"seconds": seconds, "state": state, "timeout": timeout}
 
 
+def _needs_check(step: CheckStep) -> Tuple[Tuple[str, str], ...]:
+    needs = []
+    if step.deployment is not None:
+        needs.append(("deployment", f"deployment: {step.deployment}"))
+    for key in ("min_detector_rate", "min_writer_rate"):
+        if getattr(step, key) is not None:
+            needs.append(("rates", key))
+    if step.writer == protocol.WriterState.UNKNOWN.value:
+        needs.append(("unknown_state", f"writer: {step.writer}"))
+    return tuple(needs)
+
+
+def _needs_write(step: WriteStep) -> Tuple[Tuple[str, str], ...]:
+    return (("rates", "guard:"),) if step.guard is not None else ()
+
+
+def _needs_wait(step: WaitStep) -> Tuple[Tuple[str, str], ...]:
+    return (("unknown_state", f"state: {step.state}"),) if step.state == protocol.WriterState.UNKNOWN.value else ()
+
+
 def _build_stop(body: Dict[str, Any], extra: Dict[str, Any], options: Dict[str, Any]) -> Built:
     return "stop writer", {}, {}
 
@@ -429,6 +450,7 @@ CHECK = StepKind(
         doc="Conditions, all of which must hold.",
     ),
     build=_build_check,
+    needs=_needs_check,
 )
 WRITE = StepKind(
     name="write",
@@ -453,6 +475,7 @@ WRITE = StepKind(
     ),
     extra={"guard": GUARD, "verify": VERIFY},
     build=_build_write,
+    needs=_needs_write,
 )
 WAIT = StepKind(
     name="wait",
@@ -470,6 +493,7 @@ WAIT = StepKind(
         doc="Either seconds or state (with an optional timeout).",
     ),
     build=_build_wait,
+    needs=_needs_wait,
 )
 STOP = StepKind(
     name="stop",
@@ -505,8 +529,14 @@ STEP_KINDS = (*KINDS, SWEEP)
 BATCH_NAME = Text(numbers=True, doc="Name of the batch, in logs and reports and as {batch} (default: the file name).")
 DAQ = Object(
     {
-        "url": Text(min_length=1, doc="REST base URL of the DAQ, e.g. http://daq-host:5000."),
-        "redis": Text(min_length=1, doc="Redis URL of the DAQ, e.g. redis://daq-host:6379."),
+        "url": Text(
+            min_length=1,
+            doc="URL of the DAQ; its scheme says the generation: http://daq-host:5000 (rest_v2's REST API) "
+            "or ws://daq-host:8080 (the current generation's std_det_driver).",
+        ),
+        "redis": Text(min_length=1, doc="Redis URL of the DAQ, e.g. redis://daq-host:6379 (the current generation: where the runner lock lives)."),
+        "config_url": Text(min_length=1, doc="The config REST of a ws:// DAQ, e.g. http://daq-host:5000 (default: the driver's host, port 5000)."),
+        "config_user": Text(min_length=1, doc="The user name the config REST of a ws:// DAQ records changes under (default daq-runner)."),
     },
     doc="Where the DAQ is (command line and environment take precedence).",
 )

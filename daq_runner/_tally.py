@@ -172,8 +172,7 @@ class Tally:
         self.failed_attempts += len(record.failed_attempts)
         if self.first_problem is None:
             self.first_problem = record.problem
-        entry = record.file_entry()
-        if entry is not None:
+        for entry in record.file_entries():
             self.n_files += 1
             self.images += entry["n_images"] or 0
             self.bytes += entry["size_bytes"] or 0

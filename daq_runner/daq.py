@@ -23,7 +23,7 @@ from __future__ import annotations
 import abc
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Dict, FrozenSet, List, NamedTuple, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Dict, FrozenSet, List, Mapping, NamedTuple, Optional, Tuple, Union
 
 if TYPE_CHECKING:  # pragma: no cover
     from ._deadline import Deadline
@@ -43,25 +43,31 @@ __all__ = [
     "WRITING",
     "UNKNOWN",
     "FEATURES",
-    "unsupported_steps",
+    "REST_V2",
+    "DRIVER",
+    "check_supported",
 ]
+
+# The generations (Daq.generation), as reports name them: PSI's rest_v2 server with its Redis, and
+# the current one (std_det_driver with its config REST).
+REST_V2, DRIVER = "rest_v2", "driver"
 
 # The writer states the Runner and a batch speak of, whatever the generation (a generation
 # without them maps its own states onto these).
 READY, WRITING, UNKNOWN = "READY", "WRITING", "UNKNOWN"
 
-FEATURES = frozenset({"deployment", "rates", "log", "writer_states"})
-"""What a batch may ask of a DAQ that not every generation has: the deployment status of its
-configuration (``check: {deployment}``), the detector's and writer's rates (``check:
-{min_detector_rate}``..., a write's ``guard:``), an acquisition log that confirms each write,
-and the writer's own states (``wait: {state}``)."""
-
-_FEATURE_NAMES = {
-    "deployment": "a deployment status",
-    "rates": "the detector's rate",
+FEATURES: Mapping[str, str] = {
+    "deployment": "the deployment status of a configuration",
+    "rates": "the detector's and the writer's rates",
     "log": "an acquisition log",
-    "writer_states": "writer states",
+    "unknown_state": "a writer state UNKNOWN",
 }
+"""What a batch may ask of a DAQ that not every generation has, and what it is (for messages):
+the deployment status of its configuration (``check: {deployment}``), the detector's and
+writer's rates (``check: {min_detector_rate}``...), an acquisition log that confirms each write,
+and a writer state UNKNOWN (``check: {writer: UNKNOWN}``, ``wait: {state: UNKNOWN}``). Which
+step needs which is declared with the step kinds (:attr:`daq_runner._stepkinds.StepKind.needs`);
+which generation has which, by each :class:`Daq` (:attr:`Daq.features`)."""
 
 
 class Rates(NamedTuple):
@@ -219,13 +225,17 @@ class Daq(abc.ABC):
     """One generation of the Standard DAQ, as the Runner sees it.
 
     Class attributes:
-        generation: its name in reports (``rest_v2``, ...).
+        generation: its name in reports (``rest_v2``, ``driver``).
+        title: what it is, for people (``the rest_v2 Standard DAQ``).
         features: what of :data:`FEATURES` it has; a batch step that needs another is refused
-            at validation, before anything is sent.
+            at validation, before anything is sent (:func:`check_supported`).
+        unguarded: what keeps another client off the DAQ when the run holds no runner lock.
     """
 
     generation: ClassVar[str] = ""
+    title: ClassVar[str] = ""
     features: ClassVar[FrozenSet[str]] = frozenset()
+    unguarded: ClassVar[str] = "another runner could drive this DAQ"
     outage: str = "the client's retries"
     """How long requests ride out an unreachable DAQ, for messages (``40 s``)."""
 
@@ -351,14 +361,28 @@ class Daq(abc.ABC):
         all of them (each is then followed by the Runner)."""
 
 
-def unsupported_steps(batch: "Batch", daq: Daq) -> List[Tuple["Step", str]]:
-    """The steps of ``batch`` that need what ``daq``'s generation does not have, each with one
-    line saying what (``its guard needs the detector's rate, which a driver DAQ does not
-    report``): refused before anything is sent."""
-    found = []
+def check_supported(batch: "Batch", daq: Union[Daq, type]) -> None:
+    """Refuse a batch with a step that needs what the DAQ generation of ``daq`` (a :class:`Daq`
+    or its class) does not have, before anything is sent.
+
+    Raises:
+        BatchValidationError: one ``file:line: reason`` per step (a step repeated by a sweep
+            once), naming what the step asks and what the generation lacks.
+    """
+    from ._stepkinds import KINDS
+    from .batch import MAX_ERRORS
+    from .exceptions import BatchValidationError
+
+    errors: Dict[Tuple[int, str], BatchValidationError] = {}
     for step in batch.steps:
-        for feature in sorted(getattr(step, "needs", frozenset())):
-            if feature not in daq.features:
-                what = "its guard" if feature == "rates" and getattr(step, "guard", None) else f"a {step.kind} step"
-                found.append((step, f"{what} needs {_FEATURE_NAMES.get(feature, feature)}, which a {daq.generation or 'this'} DAQ does not report"))
-    return found
+        for feature, asked in KINDS[step.kind].needs(step):
+            if feature in daq.features:
+                continue
+            reason = (
+                f"{step.kind} {asked} needs {FEATURES[feature]}, which {daq.title} does not have: "
+                "remove it from the batch, or run the batch on a DAQ that has it"
+            )
+            errors.setdefault((step.line, reason), BatchValidationError(reason, batch.path, step.line, step.column))
+    if errors:
+        found = list(errors.values())
+        raise BatchValidationError.from_errors(found[:MAX_ERRORS], len(found[MAX_ERRORS:]))

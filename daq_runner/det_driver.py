@@ -68,6 +68,7 @@ from .det_driver_protocol import (
     CONFIG_GET,
     CONFIG_SET,
     DEFAULT_CONFIG_URL,
+    DEFAULT_CONFIG_USER,
     DEFAULT_FILE_PREFIX,
     DEFAULT_N_IMAGE,
     DEFAULT_WS_URL,
@@ -232,6 +233,11 @@ class DriverAcquisition:
             if status.count is not None:
                 return status.count
         return None
+
+    @property
+    def connected(self) -> bool:
+        """Whether it is followed on an open session of its own (``False``: a session must be opened again)."""
+        return self._session is not None and self._session.closed is None
 
     @property
     def last_state(self) -> Optional[DriverState]:
@@ -464,7 +470,7 @@ class DetDriverClient:
         ws_url: str = DEFAULT_WS_URL,
         config_url: str = DEFAULT_CONFIG_URL,
         *,
-        user: str = "daq-runner",
+        user: str = DEFAULT_CONFIG_USER,
         timeout: float = DEFAULT_TIMEOUT,
         retries: int = DEFAULT_RETRIES,
         session: Optional[requests.Session] = None,
@@ -844,9 +850,10 @@ class DetDriverClient:
 
         Args:
             timeout: seconds (``None``: only the bound in force).
-            reconnect: when the session drops, open a new one and go on (a current build
-                pushes an outcome that no session took to the next session; an older build
-                is asked with ``status``); ``acquisition.reconnects`` counts them.
+            reconnect: when the session drops (or ``acquisition`` has none, as one made for a
+                start whose reply was lost), open a new one and go on (a current build pushes
+                an outcome that no session took to the next session; an older build is asked
+                with ``status``); ``acquisition.reconnects`` counts them.
             on_state: called with each new state.
 
         Raises:
@@ -860,6 +867,12 @@ class DetDriverClient:
         with self._bounded(timeout) as bound:
             while acquisition.outcome is None:
                 session = acquisition._session
+                if session is None and reconnect and self.build == DriverBuild.PERSISTENT:
+                    # Followed without a session of its own (a start whose reply was lost): a
+                    # current build pushes its states to any session.
+                    acquisition.reconnects += 1
+                    acquisition._session = self._reconnect(bound)
+                    continue
                 if session is None:
                     frame = self._probe_frame(bound)
                 else:

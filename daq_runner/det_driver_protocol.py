@@ -29,6 +29,9 @@ from .protocol import AcquisitionState, WriterState, _json_kind, _protocol_error
 __all__ = [
     "DEFAULT_WS_URL",
     "DEFAULT_CONFIG_URL",
+    "CONFIG_PORT",
+    "DEFAULT_CONFIG_USER",
+    "default_config_url",
     "DriverState",
     "DriverBuild",
     "ACQUISITION_STATES",
@@ -78,6 +81,22 @@ __all__ = [
 
 DEFAULT_WS_URL = "ws://127.0.0.1:8080"
 DEFAULT_CONFIG_URL = "http://127.0.0.1:5000"
+CONFIG_PORT = 5000  # the config REST, deployed with the DAQ
+DEFAULT_CONFIG_USER = "daq-runner"  # the user name the config REST records changes under, unless one is given
+
+
+def default_config_url(ws_url: str) -> str:
+    """The config REST of the driver at ``ws_url`` where nobody said otherwise: its host, port
+    :data:`CONFIG_PORT` (``ws://h:8080`` -> ``http://h:5000``, ``wss://`` -> ``https://``; an
+    IPv6 host keeps its brackets; credentials are not carried over)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(ws_url)
+    host = parts.hostname or "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    scheme = "https" if parts.scheme.lower() == "wss" else "http"
+    return f"{scheme}://{host}:{CONFIG_PORT}"
 
 
 class DriverState(str, Enum):

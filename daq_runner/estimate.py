@@ -90,9 +90,10 @@ def read_facts(daq: Any, *, writes: bool = True, deployments: bool = True) -> Da
 
 
 def facts_at(
-    url: str, seconds: float = _READ_BUDGET_S, cancel: Optional[threading.Event] = None, *, writes: bool = True, deployments: bool = True
+    url: Any, seconds: float = _READ_BUDGET_S, cancel: Optional[threading.Event] = None, *, writes: bool = True, deployments: bool = True
 ) -> DaqFacts:
-    """:func:`read_facts` of the rest_v2 DAQ at ``url``, within ``seconds`` in all (3 s a
+    """:func:`read_facts` of the DAQ at ``url`` (a URL, or a :class:`~daq_runner.targets.DaqTarget`,
+    which names a current-generation DAQ's config REST too), within ``seconds`` in all (3 s a
     request, one retry; a name that does not resolve in time counts as no answer).
 
     Raises:
@@ -104,12 +105,27 @@ def facts_at(
     from ._deadline import Deadline, Interrupted, bounded
     from .client import StdDaqClient
     from .exceptions import DaqTimeoutError
+    from .daq import DRIVER
     from .rest_v2 import RestV2Daq
+    from .targets import generation_of
 
     answer: "queue.Queue[Tuple[Optional[DaqFacts], Optional[BaseException]]]" = queue.Queue()
 
+    target = url
+    url = getattr(target, "url", target)
+
     def work() -> None:
         try:
+            if generation_of(url) == DRIVER:
+                from .det_driver_daq import DriverDaq
+
+                daq = DriverDaq(url, getattr(target, "config_url", None), config_user=getattr(target, "config_user", None), outage_s=3.0)
+                try:
+                    with bounded(Deadline(seconds, cancel=cancel)):
+                        answer.put((read_facts(daq, writes=writes, deployments=deployments), None))
+                finally:
+                    daq.close()
+                return
             with StdDaqClient(url, timeout=3.0, retries=1) as client, bounded(Deadline(seconds, cancel=cancel)):
                 answer.put((read_facts(RestV2Daq(url, None, client=client), writes=writes, deployments=deployments), None))
         except BaseException as exc:  # handed to the caller

@@ -5,7 +5,7 @@
   folders need not be visible here), an existing file the write would refuse or replace, a
   symbolic link, one file under two names.
 - :func:`check_commands` looks for the program of every ``run:`` step.
-- :func:`daq_state` reads the DAQ's state without changing it.
+- :func:`daq_state` reads the DAQ's state without changing it (either generation).
 - :func:`plan_lines` is the expanded plan for people: one step a line, then what it does
   (every write's output file and images, whatever the step's name), its limits, and the
   findings; with ``--resume`` which steps are kept and which run.
@@ -18,8 +18,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from typing import Any, Collection, Dict, List, Optional, Sequence, Tuple
+
+from .daq import DRIVER, REST_V2
 
 __all__ = ["Finding", "check_writes", "check_commands", "plan_lines", "daq_state", "daq_is_here", "run_estimate"]
 
@@ -51,6 +54,24 @@ def daq_is_here(url: str) -> bool:
         return False
 
 
+def _existing(step: Any, generation: str) -> Tuple[str, List[str]]:
+    """What a write of ``generation`` writes, as one key (its file, or its files' folder and
+    prefix, real paths), and which of its files exist here."""
+    path = step.output_file
+    if generation != DRIVER:
+        return os.path.realpath(path), [path] if os.path.lexists(path) else []
+    from .det_driver_daq import start_target
+
+    folder, prefix = start_target(path)
+    # The number of writers is the DAQ's: any <prefix><i>.h5 is one of the write's files.
+    pattern = re.compile(re.escape(prefix) + r"[0-9]+\.h5")
+    try:
+        names = sorted(name for name in os.listdir(folder) if pattern.fullmatch(name))
+    except OSError:
+        names = []
+    return os.path.join(os.path.realpath(folder), prefix), [os.path.join(folder, name) for name in names]
+
+
 def check_writes(
     steps: Sequence[Any],
     *,
@@ -59,6 +80,7 @@ def check_writes(
     resuming: bool = False,
     daq_here: bool = False,
     made_at_start: Optional[str] = None,
+    generation: str = REST_V2,
 ) -> List[Finding]:
     """The findings of this machine about the writes among ``steps``, in step order.
 
@@ -71,6 +93,8 @@ def check_writes(
             folder missing here makes its writes fail.
         made_at_start: a folder the run makes at its start (``--sim``'s fresh folder):
             nothing under it is looked at.
+        generation: the DAQ generation (:mod:`daq_runner.targets`): on the current one a
+            write's files are ``<folder>/<prefix><i>.h5``, one per writer.
     """
     findings: List[Finding] = []
     written: Dict[str, int] = {}
@@ -87,21 +111,25 @@ def check_writes(
             else:
                 findings.append(Finding(step.index, f"folder {folder} is not on this machine: it must exist on the DAQ's", False))
             continue
-        if os.path.islink(path):
-            findings.append(Finding(step.index, f"{path} is a symbolic link: the write would be refused", True))
+        key, existing = _existing(step, generation)
+        links = [p for p in existing if os.path.islink(p)] or ([path] if generation != DRIVER and os.path.islink(path) else [])
+        if links:
+            findings.append(Finding(step.index, f"{links[0]} is a symbolic link: the write would be refused", True))
             continue
-        real = os.path.realpath(path)
-        if real in written:
-            findings.append(Finding(step.index, f"{path} is the file step {written[real]} writes ({real}): the write would be refused", True))
+        if key in written:
+            same = f"the file step {written[key]} writes ({key})" if generation != DRIVER else f"the files step {written[key]} writes ({key}<i>.h5)"
+            findings.append(Finding(step.index, f"{path} is {same}: the write would be refused", True))
             continue
-        written[real] = step.index
-        if os.path.lexists(path):
+        written[key] = step.index
+        if existing:
+            shown = existing[0] + (f" and {len(existing) - 1} more of its files" if len(existing) > 1 else "")
+            verb = "exists" if len(existing) == 1 else "exist"
             if overwrite or getattr(step, "overwrite", False):
-                findings.append(Finding(step.index, f"{path} exists and would be overwritten (overwrite allowed)", False))
+                findings.append(Finding(step.index, f"{shown} {verb} and would be overwritten (overwrite allowed)", False))
             elif resuming:
-                findings.append(Finding(step.index, f"{path} exists: the write replaces it only if this step left it in the run resumed", False))
+                findings.append(Finding(step.index, f"{shown} {verb}: the write replaces it only if this step left it in the run resumed", False))
             else:
-                findings.append(Finding(step.index, f"{path} exists: the write would be refused (overwrite: true on the step, or --overwrite)", True))
+                findings.append(Finding(step.index, f"{shown} {verb}: the write would be refused (overwrite: true on the step, or --overwrite)", True))
     return findings
 
 
@@ -195,16 +223,24 @@ def _plan(batch: Any, target: Any, kept: Optional[Collection[int]], findings: Se
     return lines
 
 
-def daq_state(url: str) -> Dict[str, Any]:
-    """``{writer, deployment, config}`` as the DAQ at ``url`` reports them, read without
-    changing anything (3 s a request, one retry).
+def daq_state(target: Any) -> Dict[str, Any]:
+    """The DAQ's state as the DAQ of ``target`` (a :class:`~daq_runner.targets.DaqTarget`)
+    reports it, read without changing anything (3 s a request, one retry): rest_v2
+    ``{writer, deployment, config}``, the current generation ``{driver, build, config}``.
 
     Raises:
         DaqRunnerError: the DAQ did not answer, or not as a Standard DAQ.
     """
+    if target.generation == DRIVER:
+        from .det_driver import DetDriverClient
+        from .det_driver_protocol import DEFAULT_CONFIG_USER
+
+        with DetDriverClient(target.url, target.config_url, user=target.config_user or DEFAULT_CONFIG_USER, timeout=3.0, retries=1) as driver:
+            status = driver.state()
+            return {"driver": status.to_dict(), "build": driver.build.value if driver.build else None, "config": driver.get_config()}
     from .client import StdDaqClient
 
-    with StdDaqClient(url, timeout=3.0, retries=1) as client:
+    with StdDaqClient(target.url, timeout=3.0, retries=1) as client:
         return {"writer": client.get_status(), "deployment": client.get_deployment_status(), "config": client.get_config()}
 
 
@@ -221,8 +257,8 @@ def run_estimate(
     """What a run of ``batch`` against the DAQ at ``url`` will cost, read-only.
 
     Args:
-        url: the DAQ's REST URL (``None``: it is not asked; durations and volumes that need
-            it are unknown).
+        url: the DAQ's URL, or its :class:`~daq_runner.targets.DaqTarget` (``None``: it is not
+            asked; durations and volumes that need it are unknown).
         assume_rate: ``--assume-rate``; kept: steps a resumed run keeps; made_at_start: the
             folder ``--sim`` makes; restore_config: the run puts the configuration back.
         cancel: an event (a signal's) that abandons the DAQ's answer at once.
@@ -247,7 +283,7 @@ def run_estimate(
         except DaqRunnerError as exc:
             from ._cli import error_line
 
-            problem = f"the DAQ at {redact_url(url)} did not answer: {error_line(exc)}"
+            problem = f"the DAQ at {redact_url(getattr(url, 'url', url))} did not answer: {error_line(exc)}"
     result = estimate(
         batch.steps,
         facts,

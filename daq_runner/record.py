@@ -7,7 +7,7 @@ builds it when the step starts and fills it as the step goes; the ``step_finishe
 carries it; the console, the JSON report, the JUnit file, ``daq-run show`` and the HTML page
 read it and derive nothing again: what counts as images written (:attr:`StepRecord.images_written`),
 the one line that says why a step did not pass (:attr:`StepRecord.problem`) and a write's
-``files`` entry (:meth:`StepRecord.file_entry`) are written here, once.
+``files`` entries (:meth:`StepRecord.file_entries`) are written here, once.
 
 :meth:`StepRecord.to_json` is the one serialisation (the report's keys, in their order, with
 ISO 8601 UTC times and run ids as strings); :meth:`StepRecord.from_json` reads a record of any
@@ -40,6 +40,8 @@ __all__ = [
     "RecoveryRecord",
     "SuspensionRecord",
     "MISSING",
+    "CONFIRMATIONS",
+    "WEAK_CONFIRMATIONS",
     "iso",
     "parse_iso",
     "acquisition_json",
@@ -116,6 +118,20 @@ class _Missing:
 
 
 MISSING: Any = _Missing()
+
+CONFIRMATIONS: Dict[str, str] = {
+    "daq_log": "the DAQ's log",
+    "status": "the DAQ's status alone (its log not required)",
+    "files": "its files",
+    "driver_count": "the driver's count alone (its files are not visible on this machine)",
+}
+"""Where a write's confirmation came from (:attr:`StepRecord.confirmed_by`), and what that is for
+people: the DAQ's own log record of it (rest_v2), its status without the log
+(``--no-require-log``), its files' own metadata (the current generation, which keeps no log), or
+the driver's count alone where the files cannot be read here."""
+WEAK_CONFIRMATIONS = ("status", "driver_count")
+"""The confirmations of a write that passed without its files or the DAQ's log saying so:
+shown apart, for people to look at."""
 
 
 # -- times --------------------------------------------------------------------------------------
@@ -226,8 +242,8 @@ _BASE_KEYS = ("index", "name", "kind", "params", "tags", "identity", "status", "
 _WRITE_KEYS = ("run_id", "output_file", "n_images", "n_written", "overwrite", "acquisition", "daq_log", "daq_log_reason")
 _DETAIL_KEYS = (
     "observed", "writer", "deployment", "config", "config_id", "acquisition", "overwrote", "stopped_by_step", "daq_log_source",
-    "guard", "suspensions", "file_check", "command",
-)
+    "guard", "suspensions", "file_check", "command", "confirmed_by", "files",
+)  # fmt: skip
 _SET_LATER = tuple(key for key in _DETAIL_KEYS if key != "acquisition")  # attributes that stay MISSING until set
 _KNOWN = frozenset(_BASE_KEYS + _WRITE_KEYS + _DETAIL_KEYS + ("recoveries", "failed_attempts", "resumed"))
 
@@ -264,6 +280,10 @@ class StepRecord:
         command: a run step's program: ``command``, ``outcome``, ``exit_code``,
             ``expect_exit``, ``duration_s``, ``output`` (its last lines), ``output_lines``,
             ``reason`` (:meth:`daq_runner._commands.CommandResult.to_json`).
+        confirmed_by: where a write that passed was confirmed (a key of :data:`CONFIRMATIONS`).
+        files: the files of a write on a DAQ generation that writes several per acquisition
+            (the current one: one per writer), ``[{path, n_images}]`` in writer order; unset
+            when the write's file is its ``output_file``.
         resumed: kept from the run a ``--resume`` continued (not run again).
         details: keys of a record read from a report that this version does not know.
     """
@@ -304,6 +324,8 @@ class StepRecord:
     suspensions: Any = MISSING
     file_check: Any = MISSING
     command: Any = MISSING
+    confirmed_by: Any = MISSING
+    files: Any = MISSING
     resumed: bool = False
     details: Dict[str, Any] = field(default_factory=dict)
     _json: Optional[Dict[str, Any]] = field(default=None, repr=False)
@@ -406,44 +428,59 @@ class StepRecord:
                 return t1 - t0
         return self.duration_s
 
-    def file_entry(self) -> Optional[Dict[str, Any]]:
-        """The report's ``files`` entry of a write that wrote something, else ``None``:
-        ``{path, step, n_images, size_bytes, run_id, complete}``.
+    def file_entries(self) -> List[Dict[str, Any]]:
+        """The report's ``files`` entries of a write that wrote something, one per file:
+        ``{path, step, n_images, size_bytes, run_id, complete}``; ``[]`` for any other step.
 
-        A write that passed wrote a complete file. Every other write whose acquisition started
-        left an incomplete one (``complete: false``), whatever ended it (FAILED, the step's
-        timeout, a signal, an abort, a lost lock, a protocol error, a writer restart): the runner
-        records ``n_written`` (possibly 0) or the acquisition's last status for every
-        acquisition it started, and not for one that provably did not start (a refused write);
-        a started one with no image counted is listed when its file is there. ``size_bytes``
-        comes from ``os.stat`` when the file is visible on this machine (bounded in time: a hung
-        network mount gives null), else null. Made once, when the record is final.
+        The files are the write's ``output_file``, or, on a DAQ generation that writes several
+        per acquisition, each of :attr:`files` with its own images. A write that passed wrote
+        complete files. Every other write whose acquisition started left incomplete ones
+        (``complete: false``), whatever ended it (FAILED, the step's timeout, a signal, an abort,
+        a lost lock, a protocol error, a writer restart): the runner records ``n_written``
+        (possibly 0) or the acquisition's last status for every acquisition it started, and not
+        for one that provably did not start (a refused write); a file of a started one with no
+        image counted is listed when it is there. ``size_bytes`` comes from ``os.stat`` when the
+        file is visible on this machine (bounded in time: a hung network mount gives null),
+        else null. Made once, when the record is final.
         """
         if self._file is MISSING:
-            self._file = self._file_entry()
+            self._file = self._file_entries()
         return self._file
 
-    def _file_entry(self) -> Optional[Dict[str, Any]]:
-        if self.kind != "write" or not isinstance(self.output_file, str):
-            return None
+    def file_entry(self) -> Optional[Dict[str, Any]]:
+        """The first of :meth:`file_entries` (the one file of a rest_v2 write), else ``None``."""
+        entries = self.file_entries()
+        return entries[0] if entries else None
+
+    def _file_entries(self) -> List[Dict[str, Any]]:
+        if self.kind != "write":
+            return []
         complete = self.status is StepStatus.PASSED
+        key = (self.acquisition_id, self.finished_at)
+        if isinstance(self.files, list):
+            files = [f for f in self.files if isinstance(f, dict) and isinstance(f.get("path"), str)]
+            listed = []
+            for item in files:
+                n_images = item["n_images"] if _is_int(item.get("n_images")) else None
+                size = _SIZES.size(item["path"], key)
+                if complete or n_images or size is not None:  # a started write's file that is not there: none
+                    listed.append(self._entry(item["path"], n_images, size, complete))
+            return listed
+        if not isinstance(self.output_file, str):
+            return []
         n_images = self.images_written
-        size = _SIZES.size(self.output_file, (self.acquisition_id, self.finished_at))
+        size = _SIZES.size(self.output_file, key)
         if not complete and not n_images:
             # Started but no image counted: listed when the file is there (a writer that failed
             # to create it, e.g. "Cannot create output file.", left none).
             started = self.n_written is not None or isinstance(self.acquisition, dict)
             if not started or size is None:
-                return None
-        entry = {
-            "path": self.output_file,
-            "step": self.index,
-            "n_images": n_images,
-            "size_bytes": size,
-            "run_id": self.acquisition_id,
-            "complete": complete,
-        }
-        sha256 = self.checksum_of(self.output_file)
+                return []
+        return [self._entry(self.output_file, n_images, size, complete)]
+
+    def _entry(self, path: str, n_images: Optional[int], size: Optional[int], complete: bool) -> Dict[str, Any]:
+        entry = {"path": path, "step": self.index, "n_images": n_images, "size_bytes": size, "run_id": self.acquisition_id, "complete": complete}
+        sha256 = self.checksum_of(path)
         if sha256 is not None:  # --checksums: the file as it was checked
             entry["sha256"] = sha256
         return entry

@@ -92,9 +92,7 @@ class RunReport(Tally):
         if record is not None:
             if self.keep_steps or record.status.is_problem:
                 self.steps.append(record)
-            entry = record.file_entry()
-            if entry is not None:
-                self.files.append(entry)
+            self.files.extend(record.file_entries())
         return record
 
     @property
@@ -295,9 +293,10 @@ class JsonReportFile:
 
     def _add_step(self, record: StepRecord) -> None:
         step = _encode(("," if self._n_steps else "") + "\n" + _dumps(record.to_json()))
+        entries = record.file_entries()
         entry = b""
-        if record.file_entry() is not None:
-            entry = _encode(("," if self._n_files else "") + "\n" + _dumps(record.file_entry()))
+        if entries:
+            entry = _encode(("," if self._n_files else "") + "\n" + ",\n".join(_dumps(e) for e in entries))
         tail = self._tail()
         fits = self._tail_at + len(entry) + len(tail) <= self._size
         if self._steps_end + len(step) <= self._files_at and fits:
@@ -310,7 +309,7 @@ class JsonReportFile:
             self._move_files(step, entry, tail)
         if entry:
             self._keep(entry)
-            self._n_files += 1
+            self._n_files += len(entries)
         self._n_steps += 1
         self._held = record.index
 

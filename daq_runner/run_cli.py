@@ -34,7 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     from ._cli import OneLineArgumentParser
     from ._version import __version__
     from .protocol import DEFAULT_OUTAGE_S
-    from .targets import DEFAULT_PROFILES, PROFILES_ENV
+    from .targets import DEFAULT_PROFILES, DRIVER, PROFILES_ENV, REST_V2
 
     parser = OneLineArgumentParser(
         prog="daq-run",
@@ -44,8 +44,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("batch", nargs="?", help="batch file (YAML)")
     parser.add_argument("--version", action="version", version=f"daq-run {__version__}")
-    target = parser.add_argument_group("DAQ (one source gives both URLs)")
-    target.add_argument("--url", help="REST base URL of the DAQ (default: --daq, $STD_DAQ_API_URL, the batch's daq.url, http://127.0.0.1:5000)")
+    target = parser.add_argument_group("DAQ (one source gives its URLs)")
+    target.add_argument(
+        "--url",
+        help="URL of the DAQ; its scheme says the generation: http://HOST:5000 rest_v2's REST API, ws://HOST:8080 the current "
+        "generation's driver (default: --daq, $STD_DAQ_API_URL, the batch's daq.url, http://127.0.0.1:5000)",
+    )
     target.add_argument(
         "--redis",
         help="Redis URL of the DAQ (default: from the same source as the REST URL: --daq, $STD_DAQ_REDIS_URL with "
@@ -53,6 +57,11 @@ def _parser() -> argparse.ArgumentParser:
         "its password without putting it on the command line",
     )
     target.add_argument("--no-redis", action="store_true", help="do not use Redis: poll REST, take no lock")
+    target.add_argument(
+        "--config-url", metavar="URL",
+        help="the config REST of a ws:// DAQ (default: from the same source as --url, else the driver's host on port 5000)",
+    )
+    target.add_argument("--config-user", metavar="NAME", help="the user name the config REST of a ws:// DAQ records changes under (default daq-runner)")
     target.add_argument("--daq", metavar="NAME", help="a named DAQ (REST and Redis URLs) from the profile file")
     target.add_argument("--profiles", metavar="FILE", help=f"profile file for --daq (default ${PROFILES_ENV} or {DEFAULT_PROFILES})")
     target.add_argument(
@@ -61,6 +70,10 @@ def _parser() -> argparse.ArgumentParser:
         "not given with --var becomes a fresh folder, and daq-run says so",
     )
     target.add_argument("--sim-frame-rate", type=float, default=None, metavar="HZ", help="frame rate of --sim (default 1000)")
+    target.add_argument(
+        "--sim-generation", choices=(REST_V2, DRIVER), default=None,
+        help="the DAQ generation --sim simulates: rest_v2 (default) or driver (std_det_driver and its config REST, no Redis)",
+    )
     run = parser.add_argument_group("run")
     run.add_argument("--var", action="append", default=[], metavar="NAME=VALUE", help="set a template variable (repeatable; the value is text)")
     run.add_argument("--report", metavar="PATH", help="JSON report (default: <batch>-<date>-<time>-<run>.report.json next to the batch); never replaces a report")
@@ -153,10 +166,12 @@ def _check_options(args: argparse.Namespace) -> None:
         raise SetupError("--no-lock and --wait-lock contradict each other")
     if args.quiet and args.log_format:
         raise SetupError("--quiet and --log-format contradict each other")
-    if args.sim and (args.url or args.daq or args.redis):
-        raise SetupError("--sim runs against the embedded simulator; do not combine it with --url, --redis or --daq")
+    if args.sim and (args.url or args.daq or args.redis or args.config_url or args.config_user):
+        raise SetupError("--sim runs against the embedded simulator; do not combine it with --url, --redis, --daq, --config-url or --config-user")
     if args.sim_frame_rate is not None and not args.sim:
         raise SetupError("--sim-frame-rate only goes with --sim")
+    if args.sim_generation is not None and not args.sim:
+        raise SetupError("--sim-generation only goes with --sim")
     if args.sim_frame_rate is not None and not 0 < args.sim_frame_rate <= 100_000:
         raise SetupError("--sim-frame-rate must be in (0, 100000]")
     if args.checksums and args.no_verify:
@@ -226,6 +241,10 @@ def _main_told(args: argparse.Namespace, argv: Sequence[str], told: Any) -> int:
     except SystemExit as exc:  # an invalid batch, said line by line
         return int(exc.code or 0)
     if args.validate:
+        # What the DAQ the run would drive has: a step it cannot do is invalid too.
+        refused = _unsupported(batch, _sim_generation(args) if args.sim else _target(args, batch).generation)
+        if refused is not None:
+            return refused
         _say(f"{args.batch}: valid, {len(batch.steps)} steps" + (f" and {len(batch.cleanup)} cleanup steps" if batch.cleanup else ""))
         _validate_estimate(args, batch)
         return RunExit.PASSED
@@ -254,16 +273,12 @@ def _validate_estimate(args: argparse.Namespace, batch: Any) -> None:
     """``--validate``: the estimate, where the DAQ answers (a DAQ that cannot be resolved or
     reached is a note: the batch is valid all the same)."""
     from .preflight import run_estimate
-    from .targets import resolve_target
-
     url, why = None, None
     if args.sim:
         why = "--validate does not start the simulator (--dry-run does)"
     else:
         try:
-            url = resolve_target(
-                url=args.url, redis=args.redis, no_redis=True, daq=args.daq, profiles=args.profiles, batch=batch, environ=os.environ
-            ).url
+            url = _target(args, batch, no_redis=True)
         except SetupError as exc:
             why = f"the DAQ could not be named: {exc}"
     estimate, _ = run_estimate(batch, url, assume_rate=args.assume_rate, restore_config=args.restore_config)
@@ -271,17 +286,46 @@ def _validate_estimate(args: argparse.Namespace, batch: Any) -> None:
         _say(line)
 
 
+def _target(args: argparse.Namespace, batch: Any, no_redis: bool = False) -> Any:
+    """The DAQ of the run, from the options, the environment and the batch (:mod:`daq_runner.targets`)."""
+    from .targets import resolve_target
+
+    return resolve_target(
+        url=args.url, redis=args.redis, no_redis=no_redis or args.no_redis, daq=args.daq, profiles=args.profiles, batch=batch,
+        environ=os.environ, config_url=args.config_url, config_user=args.config_user,
+    )  # fmt: skip
+
+
+def _sim_generation(args: argparse.Namespace) -> str:
+    from .targets import REST_V2
+
+    return args.sim_generation or REST_V2
+
+
+def _unsupported(batch: Any, generation: str) -> Optional[int]:
+    """Exit 2, each step said on its line, when the batch asks what ``generation`` does not have; else ``None``."""
+    from .daq import check_supported
+    from .exceptions import BatchValidationError
+    from .targets import daq_class
+
+    try:
+        check_supported(batch, daq_class(generation))
+    except BatchValidationError as exc:
+        for line in exc.lines():
+            _warn(f"daq-run: {line}")
+        return RunExit.USAGE
+    return None
+
+
 def _prepared(args: argparse.Namespace, argv: Sequence[str], batch: Any, earlier: Optional[dict], output: Any, told: Any) -> int:
     """Everything checked before the DAQ is touched, then the dry run or the run."""
     from .report_paths import choose_report_paths
     from .resume import kept_steps, previous_results
-    from .targets import resolve_target
 
-    target = None
-    if not args.sim:
-        target = resolve_target(
-            url=args.url, redis=args.redis, no_redis=args.no_redis, daq=args.daq, profiles=args.profiles, batch=batch, environ=os.environ
-        )
+    target = None if args.sim else _target(args, batch)
+    refused = _unsupported(batch, _sim_generation(args) if args.sim else target.generation)
+    if refused is not None:
+        return refused
     if args.sim:
         from .sim._extra import SimExtraMissing, require_sim_extra
 
@@ -332,7 +376,7 @@ def _prepared(args: argparse.Namespace, argv: Sequence[str], batch: Any, earlier
             from .sim.embedded import EmbeddedSim, SimStartError, start_lines
 
             try:
-                sim = EmbeddedSim(args.sim_frame_rate, redis=not args.no_redis).start()
+                sim = EmbeddedSim(args.sim_frame_rate, redis=not args.no_redis, generation=_sim_generation(args)).start()
             except SimStartError as exc:
                 _warn(f"daq-run: error: {exc}")
                 told.not_started(RunExit.UNREACHABLE, str(exc), args.batch)
@@ -360,13 +404,13 @@ def _dry_run(args: argparse.Namespace, batch: Any, target: Any, kept: Any, paths
 
     findings = check_writes(
         batch.steps, overwrite=args.overwrite, kept=kept or (), resuming=kept is not None,
-        daq_here=args.sim or daq_is_here(target.url), made_at_start=made_at_start,
+        daq_here=args.sim or daq_is_here(target.url), made_at_start=made_at_start, generation=target.generation,
     ) + check_commands(batch.steps, kept=kept or ())
     findings.sort(key=lambda finding: finding.step)
     for line in plan_lines(batch, target=target, kept=kept, findings=findings, report=paths, report_problem=problem):
         _say(line)
     try:
-        state = daq_state(target.url)
+        state = daq_state(target)
     except DaqRunnerError as exc:
         _warn(f"daq-run: DAQ unreachable at {redact_url(target.url)}: {_one_line(exc)}")
         estimate, _ = run_estimate(
@@ -378,7 +422,7 @@ def _dry_run(args: argparse.Namespace, batch: Any, target: Any, kept: Any, paths
     _say("DAQ state (nothing was changed):")
     _say(json.dumps(state, indent=2))
     estimate, _ = run_estimate(
-        batch, target.url, assume_rate=args.assume_rate, kept=kept or (), made_at_start=made_at_start, restore_config=args.restore_config
+        batch, target, assume_rate=args.assume_rate, kept=kept or (), made_at_start=made_at_start, restore_config=args.restore_config
     )
     for line in estimate.lines():
         _say(line)
@@ -415,19 +459,26 @@ def _run(
     from .report import JsonReportFile, JUnitFile
     from .resume import ResumedRun, resume_command
     from .runner import Runner
+    from .targets import DRIVER
 
     log_format = args.log_format or ("console" if sys.stdout.isatty() else "json")
     runner = Runner(
         url=target.url,
         redis_url=target.redis,
+        config_url=target.config_url,
+        config_user=target.config_user,
         require_log=not args.no_require_log,
-        lock=target.redis is not None and not args.no_lock,
+        # A DAQ generation without a Redis of its own runs unlocked unless one is given, and says so.
+        lock=not args.no_lock and (target.redis is not None or target.generation == DRIVER),
         lock_wait=args.wait_lock,
         lock_ttl=args.lock_ttl if args.lock_ttl is not None else LOCK_TTL_S,
         outage_s=args.max_outage,
         overwrite=args.overwrite,
         resumed=ResumedRun.from_report(earlier) if earlier is not None else None,
-        context={"command": ["daq-run", *map(redact_text, argv)], "url_source": target.url_source, "redis_source": target.redis_source},
+        context={
+            "command": ["daq-run", *map(redact_text, argv)], "url_source": target.url_source, "redis_source": target.redis_source,
+            "config_url_source": target.config_url_source,
+        },  # fmt: skip
         keep_steps=False,
         verify=not args.no_verify,
         checksums=args.checksums,
@@ -443,7 +494,7 @@ def _run(
     # stops before its first step, with a report.
     with _signals_to(runner) as stopping:
         estimate, _ = run_estimate(
-            batch, target.url, assume_rate=args.assume_rate, kept=kept, made_at_start=made_at_start,
+            batch, target, assume_rate=args.assume_rate, kept=kept, made_at_start=made_at_start,
             restore_config=args.restore_config, cancel=stopping,
         )
         low = estimate.low_disk

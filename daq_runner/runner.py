@@ -40,7 +40,7 @@ from ._text import redact_url, scrub
 from ._version import __version__
 from .batch import DEFAULT_TIMEOUT_S, Batch, ConfigStep, Step, WriteStep
 from .client import StdDaqClient
-from .daq import Acquisition, Acquisitions, Daq, RunServices, unsupported_steps
+from .daq import Acquisition, Acquisitions, Daq, RunServices, check_supported
 from .exceptions import (
     BatchValidationError,
     DaqHTTPError,
@@ -59,6 +59,7 @@ from .record import RESTORE_STEP_NAME, CleanupRecord, StepRecord, StepStatus
 from .report import ReportRecorder, RunReport
 from .rest_v2 import STOP_BUDGET_S, RestV2Daq
 from .resume import ResumedRun, plan_fingerprint
+from .targets import DRIVER, generation_of
 
 __all__ = ["Runner", "RunState", "StepFailed", "EndHook", "RunEnding"]
 
@@ -77,12 +78,18 @@ class Runner:
     """Runs batches against one DAQ, one at a time; each :meth:`run` starts afresh.
 
     Args:
-        url: base URL of the DAQ's REST API (rest_v2; ignored when ``daq`` is given).
-        redis_url: the DAQ's Redis (``None``: REST polling only, no lock).
+        url: the DAQ's URL (ignored when ``daq`` is given); its scheme says the generation
+            (:func:`daq_runner.targets.generation_of`): ``http(s)://`` the rest_v2 REST API,
+            ``ws(s)://`` the current generation's driver (``std_det_driver``).
+        redis_url: the DAQ's Redis (``None``: REST polling only, no lock); the current
+            generation has none of its own: a Redis given holds the runner lock.
         consumers: callables receiving every :class:`~daq_runner.events.Event` of every run.
-        daq: the DAQ, behind the seam (default: a :class:`~daq_runner.rest_v2.RestV2Daq` for
-            ``url`` and ``redis_url``, with ``client``, ``streams``, ``poll_interval`` and
-            ``outage_s``).
+        daq: the DAQ, behind the seam (default: for a ``ws://`` URL a
+            :class:`~daq_runner.det_driver_daq.DriverDaq` with ``config_url`` and
+            ``config_user``; else a :class:`~daq_runner.rest_v2.RestV2Daq` for ``url`` and
+            ``redis_url``, with ``client``, ``streams`` and ``poll_interval``; both with ``outage_s``).
+        config_url, config_user: the current generation's config REST (default: the
+            driver's host, port 5000) and the user name it records changes under.
         client: a ready :class:`StdDaqClient` (default: one for ``url`` that rides out
             REST outages of up to ``outage_s`` seconds).
         streams: Redis stream names of the DAQ.
@@ -102,7 +109,7 @@ class Runner:
         overwrite: let writes replace existing files (as ``overwrite: true`` on every step).
         resumed: the default of :meth:`run`'s ``resumed``.
         context: what the caller knows about the runs, for the report: ``command`` (list of
-            str), ``url_source``, ``redis_source``.
+            str), ``url_source``, ``redis_source``, ``config_url_source``.
         keep_steps: the returned report keeps every step record (``False``: only the failed
             ones, for very long runs).
         verify: check the files each write wrote (:mod:`daq_runner._filecheck`; a step's
@@ -143,7 +150,13 @@ class Runner:
         checksums: bool = False,
         restore_config: bool = False,
         at_end: Iterable[EndHook] = (),
+        config_url: Optional[str] = None,
+        config_user: Optional[str] = None,
     ) -> None:
+        if daq is None and generation_of(url) == DRIVER:
+            from .det_driver_daq import DriverDaq
+
+            daq = DriverDaq(url, config_url, config_user=config_user, redis_url=redis_url, outage_s=outage_s)
         self.daq: Daq = daq or RestV2Daq(url, redis_url, client=client, streams=streams, poll_interval=poll_interval, outage_s=outage_s)
         self.consumers: List[events.Consumer] = list(consumers)
         self.retry_delay = retry_delay
@@ -213,11 +226,7 @@ class Runner:
     def refuse_unusable(self, batch: Batch) -> None:
         """Before anything is sent: raise what would make ``batch`` fail on this Runner's DAQ
         and machine, whatever the DAQ's state (:meth:`run` says what)."""
-        unsupported = unsupported_steps(batch, self.daq)
-        if unsupported:
-            raise BatchValidationError.from_errors(
-                [BatchValidationError(f"step {step.index} ({step.name}): {why}", batch.path, step.line or None) for step, why in unsupported]
-            )
+        check_supported(batch, self.daq)
         FileChecks(self.verify, self.checksums).require(batch.steps)
 
     # -- what the last run was ---------------------------------------------------------
@@ -264,8 +273,9 @@ class Runner:
                 for the report, beside the actual figures.
 
         Raises:
-            BatchValidationError: a step needs what this DAQ's generation does not have (a
-                guard, the detector's rate); nothing is sent, no event emitted.
+            BatchValidationError: a step needs what this DAQ generation does not have (a guard,
+                the detector's rate: :func:`~daq_runner.daq.check_supported`); nothing is sent,
+                no event emitted.
             VerifyExtraMissing: files are to be checked and h5py is missing (idem).
             LockError: the lock was held by another runner or could not be taken (the report
                 is complete all the same; ``daq-run`` exits 4).
@@ -469,6 +479,7 @@ class RunState(RunServices):
                 **self.daq.describe(),
                 "url_source": self.context.get("url_source"),
                 "redis_source": self.context.get("redis_source"),
+                **({"config_url_source": self.context["config_url_source"]} if self.context.get("config_url_source") else {}),
             },
             "n_steps": len(batch.steps),
             "daq_runner": __version__,
@@ -492,7 +503,7 @@ class RunState(RunServices):
         if callable(self.use_lock):  # a lock store of the caller's
             lock = self.use_lock(holder=holder, ttl=self.lock_ttl, on_lost=lost, notify=self.notice)
         elif redis_client is None:
-            self.notice("no Redis: no runner lock could be taken; another runner could drive this DAQ")
+            self.notice(f"no Redis: no runner lock could be taken; {self.daq.unguarded}")
             return None
         else:
             lock = DaqLock(redis_client, holder, ttl=self.lock_ttl, on_lost=lost, notify=self.notice, daq_reachable=self.daq.answers)

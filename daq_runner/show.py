@@ -29,9 +29,10 @@ from ._streams import to_devnull
 from ._text import one_line
 from .exit_codes import ShowExit
 from ._tally import SUMMARY_KEYS, format_bytes, format_seconds
-from .record import iso
+from .record import CONFIRMATIONS, WEAK_CONFIRMATIONS, iso
+from .daq import DRIVER
 
-__all__ = ["main", "digest", "summary_text", "manifest", "runs_text", "Run", "read_runs"]
+__all__ = ["main", "digest", "summary_text", "manifest", "runs_text", "Run", "read_runs", "daq_line"]
 
 MAX_LISTED = 50  # failures and files listed in the text summary; the rest is counted
 
@@ -50,6 +51,18 @@ def _plural(n: int, word: str) -> str:
 
 def _source(value: Optional[str], source: Optional[str]) -> str:
     return f"{value or 'none'}" + (f" (from {source})" if source else "")
+
+
+def daq_line(d: Dict[str, Any]) -> str:
+    """Which DAQ the run drove, as the digest ``d`` of its report says: its URLs and where they
+    came from; for the current generation its config REST too."""
+    if d["generation"] != DRIVER:
+        return f"DAQ {_source(d['daq_url'], d['url_source'])} · Redis {_source(d['redis'], d['redis_source'])}"
+    user = f" as {d['config_user']}" if d["config_user"] else ""
+    return (
+        f"DAQ {_source(d['daq_url'], d['url_source'])}, the current generation (std_det_driver) · "
+        f"config REST {_source(d['config_url'], d['config_url_source'])}{user} · Redis {_source(d['redis'], d['redis_source'])}"
+    )
 
 
 def summary_text(report: Dict[str, Any]) -> str:
@@ -78,7 +91,7 @@ def summary_text(report: Dict[str, Any]) -> str:
                                   d["user"] and d["host"] and f"{d['user']}@{d['host']}", d["daq_runner"] and f"daq-runner {d['daq_runner']}") if x)  # fmt: skip
     if who:
         lines.append(who)
-    lines.append(f"DAQ {_source(d['daq_url'], d['url_source'])} · Redis {_source(d['redis'], d['redis_source'])}")
+    lines.append(daq_line(d))
 
     problems = [s for s in d["steps"] if s["status"] in ("failed", "interrupted")]
     if problems:
@@ -127,6 +140,13 @@ def summary_text(report: Dict[str, Any]) -> str:
                 lines += [f"    | {line}" for line in command["output"][-5:]]
         if len(programs) > MAX_LISTED:
             lines.append(f"  ... and {len(programs) - MAX_LISTED} more")
+    weaker = [s for s in d["steps"] if s["status"] == "passed" and s["confirmed_by"] in WEAK_CONFIRMATIONS]
+    if weaker:
+        lines += ["", "Passed without their files or the DAQ's log confirming them"]
+        for step in weaker[:MAX_LISTED]:
+            lines.append(f"  step {step['index']}: {step['name']} (confirmed by {CONFIRMATIONS[step['confirmed_by']]})")
+        if len(weaker) > MAX_LISTED:
+            lines.append(f"  ... and {len(weaker) - MAX_LISTED} more")
     if d["files"]:
         checks_of = {s["index"]: s["check"] for s in d["steps"] if s["check"] is not None}
         lines += ["", "Files written"]

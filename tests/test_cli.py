@@ -134,7 +134,7 @@ def test_daq_run_invalid_batch_exit_2_nothing_sent(daq_sim, tmp_path, body, text
     "args, text",
     [
         (["--bogus"], "unrecognized arguments"),
-        (["--url", "ftp://x"], "must be a http/https URL"),
+        (["--url", "ftp://x"], "must be a http/https/ws/wss URL"),
         (["--report", "/no/such/dir/r.json"], "does not exist"),
         (["--daq", "nope"], "no DAQ named 'nope'"),
         (["--var", "1x=2"], "--var expects NAME=VALUE"),

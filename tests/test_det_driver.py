@@ -245,6 +245,24 @@ def test_a_start_whose_session_drops_is_outcome_unknown_and_never_sent_again(sim
     assert 1 == sim.core.starts
 
 
+def test_a_start_whose_reply_was_lost_is_followed_on_a_new_session(current, client, tmp_path):
+    """A record of the lost start (no session of its own) followed with reconnect: a current build's
+    states come on a new session, to file_saved; ``connected`` says whether a session is open."""
+    from daq_runner.det_driver import DriverAcquisition
+    from daq_runner.det_driver_protocol import start_command
+
+    faults(current, drop_on_start=True)
+    command = start_command(str(tmp_path), "lost_", 200)
+    sent = time.time()
+    with pytest.raises(WriteOutcomeUnknown):
+        client.start(str(tmp_path), "lost_", n_image=200)
+    acquisition = DriverAcquisition(current.ws_url, DriverBuild.PERSISTENT, command, sent)
+    assert not acquisition.connected
+    client.follow(acquisition, timeout=10, reconnect=True)
+    assert ("file_saved", 200, 1) == (acquisition.outcome, acquisition.count, acquisition.reconnects)
+    assert 1 == current.core.starts
+
+
 # -- sessions that drop -------------------------------------------------------------------------
 
 

@@ -195,14 +195,18 @@ def test_a_daq_without_rates_refuses_a_guard_before_anything_is_sent():
 
     class NoRates(RestV2Daq):
         generation = "no-rates"
-        features = frozenset({"deployment", "log", "writer_states"})
+        title = "a DAQ without statistics"
+        features = frozenset({"deployment", "log", "unknown_state"})
 
     batch = load_batch_text(GUARDED.format(n=1, guard="{min_detector_rate: 5}"), "g.yaml", optional_vars={"root": "/d"})
     seen = []
     runner = Runner(daq=NoRates("http://127.0.0.1:9"), lock=False, consumers=[seen.append])
     with pytest.raises(BatchValidationError) as caught:
         runner.run(batch)
-    assert ["g.yaml:3:1: step 1 (write 1 to /d/scan.h5): its guard needs the detector's rate, which a no-rates DAQ does not report"] == caught.value.lines()
+    assert [
+        "g.yaml:3:5: write guard: needs the detector's and the writer's rates, which a DAQ without statistics does not have: "
+        "remove it from the batch, or run the batch on a DAQ that has it"
+    ] == caught.value.lines()
     assert [] == seen
 
 

@@ -137,6 +137,38 @@ def test_a_report_of_an_older_daq_run_is_shown(tmp_path):
     assert "DAQ request failed (attempt 1): 503; retrying" in (tmp_path / "old.html").read_text()
 
 
+def test_a_run_on_the_current_generation_shows_its_config_rest_files_per_writer_and_how_writes_were_confirmed(tmp_path):
+    """The driver's URL with its config REST and user; each write's files; a write the count alone
+    confirmed listed apart; the page says the same."""
+    daq = {
+        "generation": "driver", "url": "ws://det:8080", "config_url": "http://det:5000", "config_user": "e12345", "redis": None,
+        "url_source": "--daq det", "redis_source": "none: this DAQ generation has no Redis", "config_url_source": "--daq det",
+    }  # fmt: skip
+    here = [{"path": str(tmp_path / "a_0.h5"), "n_images": 3}, {"path": str(tmp_path / "a_1.h5"), "n_images": 2}]
+    for entry in here:
+        (tmp_path / Path(entry["path"]).name).write_bytes(b"\0" * 100)
+    remote = [{"path": "/remote/b_0.h5", "n_images": 2}, {"path": "/remote/b_1.h5", "n_images": 2}]
+    path = tmp_path / "driver.json"
+    report_file = JsonReportFile(str(path))
+    report_file(run_started(2, daq=daq))
+    for index, files, confirmed in ((1, here, "files"), (2, remote, "driver_count")):
+        record = write_record(index, files[0]["path"].replace("_0.h5", ".h5"), files=files, confirmed_by=confirmed, n_written=sum(f["n_images"] for f in files))
+        report_file(step_event(record))
+    report_file(finished("passed"))
+    text = summary_text(load_report(str(path)))
+    assert (
+        "DAQ ws://det:8080 (from --daq det), the current generation (std_det_driver) · config REST http://det:5000 (from --daq det) as e12345 · "
+        "Redis none (from none: this DAQ generation has no Redis)"
+    ) in text
+    assert "images 9 in 4 files, 200 B" in text
+    assert "Passed without their files or the DAQ's log confirming them\n  step 2: write 2 (confirmed by the driver's count alone" in text
+    assert f"  {tmp_path / 'a_1.h5'}  2 images  100 B  step 1" in text and "  /remote/b_0.h5  2 images  size unknown  step 2" in text
+    assert 0 == show_main(["--html", str(path), "-o", str(tmp_path / "driver.html")])
+    page = (tmp_path / "driver.html").read_text()
+    assert "<th>Config REST</th>" in page and "the current generation (std_det_driver)" in page
+    assert '<td class="muted">its files</td>' in page and '<td class="warn">the driver&#x27;s count alone' in page
+
+
 def test_the_report_of_a_killed_run_says_it_was_not_finished(tmp_path):
     """A report whose run never ended (status running): the summary says so instead of a reason."""
     path = tmp_path / "r.json"

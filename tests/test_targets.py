@@ -6,7 +6,9 @@ import pytest
 
 from daq_runner.batch import load_batch_text
 from daq_runner.exceptions import SetupError
-from daq_runner.targets import REST_V2, DaqTarget, resolve_target
+from daq_runner.det_driver_daq import DriverDaq
+from daq_runner.rest_v2 import RestV2Daq
+from daq_runner.targets import DRIVER, REST_V2, DaqTarget, resolve_target
 
 BATCH = load_batch_text("version: 1\ndaq: {url: 'http://batch-host:5000', redis: 'redis://batch-host:6379/1'}\nsteps:\n  - stop: {}\n", "b.yaml")
 ENV = {"STD_DAQ_API_URL": "http://env-host:5000", "STD_DAQ_REDIS_URL": "redis://env-host:6379/0"}
@@ -53,9 +55,13 @@ def test_the_redis_password_comes_from_the_environment_not_the_command_line():
     [
         ({"url": "http://h:1", "daq": "x"}, "--daq and --url both name a DAQ"),
         ({"redis": "redis://h/0", "no_redis": True}, "contradict"),
-        ({"url": "ftp://h"}, "must be a http/https URL"),
+        ({"url": "ftp://h"}, "must be a http/https/ws/wss URL"),
         ({"url": "http://h:5000/?x=1"}, "no query or fragment"),
-        ({"url": "ws://h:8080"}, r"names a DAQ of the current generation \(a WebSocket driver\)"),
+        ({"url": "ws://h:99999"}, "DAQ URL: not a valid URL: ws://h:99999"),
+        ({"url": "http://h:5000", "config_url": "http://h:5001"}, "a config REST and its user go with a current-generation DAQ"),
+        ({"config_url": "http://h:5001"}, r"goes with the URL of a current-generation DAQ's driver \(ws://HOST:8080\): give it too"),
+        ({"url": "ws://h:8080", "config_url": "ws://h:5000"}, "config REST URL 'ws://h:5000' must be a http/https URL"),
+        ({"url": "ws://h:8080", "config_user": " "}, "user name must not be empty"),
         ({"url": "http://h:1", "redis": "http://h:6379"}, "Redis URL 'http://h:6379' must be a redis/rediss/unix URL"),
         ({"daq": "nope", "profiles": "/no/such/daqs.yaml"}, "cannot read profile file /no/such/daqs.yaml"),
     ],
@@ -93,3 +99,24 @@ def test_profiles_are_read_as_yaml_12_and_bring_their_notify_block(tmp_path):
     profiles.write_text("daqs:\n  eiger: {url: http://eiger:5000}\n  eiger: {url: http://other:5000}\n")
     with pytest.raises(SetupError, match=rf"^profile file {profiles} is not valid YAML: {profiles}:3:3: "):
         resolve_target(daq="eiger", profiles=str(profiles))
+
+
+def test_a_ws_url_names_the_current_generation_with_its_config_rest_and_no_redis_of_its_own(tmp_path):
+    """ws://: the driver generation; its config REST is given or the driver's host on port 5000;
+    no Redis is derived (a given one holds the lock); profiles and the batch's daq: block say the same."""
+    derived = resolve_target(url="ws://[::1]:8080")
+    assert (DRIVER, "http://[::1]:5000", None, False) == (derived.generation, derived.config_url, derived.redis, derived.redis_derived)
+    assert "derived from the driver's URL" in derived.config_url_source and "the run is unlocked" in derived.redis_source
+    assert DriverDaq is derived.daq_class and RestV2Daq is resolve_target().daq_class
+    given = resolve_target(url="wss://u:pw@h:8080", redis="redis://h:6379/0", config_url="https://h:5443", config_user="e12345")
+    assert ("https://h:5443", "e12345", "redis://h:6379/0") == (given.config_url, given.config_user, given.redis)
+    assert "pw" not in given.describe() and "config REST https://h:5443 (from --url/--redis)" in given.describe()
+    profiles = tmp_path / "daqs.yaml"
+    profiles.write_text("daqs:\n  det: {url: 'ws://det-host:8080', config_url: 'http://cfg-host:5000', config_user: beamline}\n")
+    named = resolve_target(daq="det", profiles=str(profiles))
+    assert ("ws://det-host:8080", "http://cfg-host:5000", "beamline") == (named.url, named.config_url, named.config_user)
+    assert f"--daq det ({profiles})" == named.config_url_source
+    batch = load_batch_text("version: 1\ndaq: {url: 'ws://b:8080', config_user: me}\nsteps:\n  - stop: {}\n", "b.yaml")
+    from_batch = resolve_target(batch=batch)
+    assert ("ws://b:8080", "http://b:5000", "me") == (from_batch.url, from_batch.config_url, from_batch.config_user)
+    assert None is resolve_target(url="ws://h:8080", no_redis=True).redis

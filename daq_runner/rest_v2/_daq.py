@@ -16,7 +16,7 @@ from .._redis import connect
 from .._text import quote, redact_url, secrets_in
 from ..batch import ConfigStep, Step, WriteStep
 from ..client import StdDaqClient
-from ..daq import READY, UNKNOWN, Acquisition, Daq, Progress, Rates, RunServices
+from ..daq import READY, REST_V2, UNKNOWN, Acquisition, Daq, Progress, Rates, RunServices
 from ..exceptions import DaqTransportError, StepFailed, WriterNeedsRestart
 from ..record import RecoveryRecord, StepRecord
 from ._acquisitions import STOP_BUDGET_S, TrackedAcquisition, Tracker
@@ -47,8 +47,9 @@ class RestV2Daq(Daq):
         outage_s: how long every request rides out an unreachable DAQ.
     """
 
-    generation = "rest_v2"
-    features = frozenset({"deployment", "rates", "log", "writer_states"})
+    generation = REST_V2
+    title = "the rest_v2 Standard DAQ"
+    features = frozenset({"deployment", "rates", "log", "unknown_state"})
 
     def __init__(
         self,
@@ -112,7 +113,7 @@ class RestV2Daq(Daq):
                 pass
 
     def describe(self) -> Dict[str, Any]:
-        return {"url": redact_url(self.url), "redis": redact_url(self.redis_url)}
+        return {"generation": self.generation, "url": redact_url(self.url), "redis": redact_url(self.redis_url)}
 
     def secrets(self) -> Tuple[str, ...]:
         return secrets_in(self.url, self.redis_url)
@@ -317,6 +318,8 @@ class RestV2Daq(Daq):
     def follow(self, acquisition: Acquisition, record: StepRecord, progress: Optional[Progress] = None) -> None:
         assert isinstance(acquisition, TrackedAcquisition)
         self._tracked().follow(acquisition, record, progress)
+        # Passed: confirmed by the DAQ's log record of it, or (its log not required) by its status.
+        record.confirmed_by = "daq_log" if record.daq_log is not None else "status"
 
     def stop(self, acquisition: Acquisition, reason: str, deadline: Deadline) -> RecoveryRecord:
         assert isinstance(acquisition, TrackedAcquisition)

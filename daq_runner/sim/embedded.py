@@ -1,7 +1,9 @@
 """The simulated DAQ of ``daq-run --sim``: its life cycle and where its files go.
 
 - :class:`EmbeddedSim` starts a simulator with a small detector (48 x 48 pixels, so that the
-  demo writes a few MB) and its own Redis-compatible server, and stops both.
+  demo writes a few MB): the rest_v2 DAQ with its own Redis-compatible server, or the current
+  generation (``--sim-generation driver``: the driver's WebSocket and the config REST, two
+  writers, no Redis); and stops it.
 - :class:`SimOutput` is a fresh folder for the run's files, named at the start and the end,
   removed when it stayed empty.
 - The one rule about variables (:func:`replaces_root`): a batch variable named ``root`` that
@@ -19,14 +21,16 @@ import tempfile
 from typing import Any, List, Mapping, Optional
 
 from ..exceptions import DaqRunnerError, SetupError
-from ..targets import DaqTarget
+from ..targets import DRIVER, REST_V2, DaqTarget
 
-__all__ = ["EmbeddedSim", "SimOutput", "SimStartError", "replaces_root", "start_lines", "ROOT_VAR", "IMAGE_SIZE", "FRAME_RATE"]
+__all__ = ["EmbeddedSim", "SimOutput", "SimStartError", "replaces_root", "start_lines", "ROOT_VAR", "IMAGE_SIZE", "FRAME_RATE", "DRIVER_BLOCK_BYTES", "DRIVER_RESTART_S"]
 
 ROOT_VAR = "root"
 """The batch variable ``--sim`` points at its fresh folder (the output folder of the shipped batches)."""
 IMAGE_SIZE = 48  # pixels a side: the demo writes a few MB
 FRAME_RATE = 1000.0  # images per second by default
+DRIVER_BLOCK_BYTES = 64 * 1024  # the simulated writers' files grow by chunks of this (gpfs_block_size)
+DRIVER_RESTART_S = 0.5  # how long the simulated services are down after a stored config
 _PREFIX = "daq-run-sim-"
 _LISTED = 3  # folders named in a line; the rest are counted
 
@@ -42,6 +46,8 @@ class EmbeddedSim:
         frame_rate: images per second its detector sends (default :data:`FRAME_RATE`).
         redis: whether the run uses its Redis (``False``: ``--no-redis``; the simulator
             still has one for itself).
+        generation: ``rest_v2`` (the default) or ``driver`` (the current generation: no Redis;
+            its services restart in :data:`DRIVER_RESTART_S` after a stored config).
 
     Raises (from :meth:`start`):
         SetupError: the ``sim`` extra or a Redis-compatible server is missing: a set-up
@@ -49,9 +55,10 @@ class EmbeddedSim:
         SimStartError: anything else that kept it from starting.
     """
 
-    def __init__(self, frame_rate: Optional[float] = None, redis: bool = True) -> None:
+    def __init__(self, frame_rate: Optional[float] = None, redis: bool = True, generation: str = REST_V2) -> None:
         self.frame_rate = frame_rate or FRAME_RATE
         self.use_redis = redis
+        self.generation = generation
         self._sim: Any = None
 
     def start(self) -> "EmbeddedSim":
@@ -61,12 +68,17 @@ class EmbeddedSim:
             require_sim_extra()
         except SimExtraMissing as exc:
             raise SetupError(f"--sim: {exc}") from None
-        from . import DEFAULT_CONFIG, SimSettings, SimulatedDaq
+        from . import DEFAULT_CONFIG, DEFAULT_DRIVER_CONFIG, DriverSimSettings, SimSettings, SimulatedDaq, SimulatedDriverDaq
         from .redis_server import RedisServerNotFound
 
-        config = {**DEFAULT_CONFIG, "image_pixel_height": IMAGE_SIZE, "image_pixel_width": IMAGE_SIZE}
+        size = {"image_pixel_height": IMAGE_SIZE, "image_pixel_width": IMAGE_SIZE}
         try:
-            self._sim = SimulatedDaq(config=config, settings=SimSettings(frame_rate=self.frame_rate)).start()
+            if self.generation == DRIVER:
+                config = {**DEFAULT_DRIVER_CONFIG, **size, "gpfs_block_size": DRIVER_BLOCK_BYTES}
+                settings = DriverSimSettings(frame_rate=self.frame_rate, restart_s=DRIVER_RESTART_S)
+                self._sim = SimulatedDriverDaq(config=config, settings=settings).start()
+            else:
+                self._sim = SimulatedDaq(config={**DEFAULT_CONFIG, **size}, settings=SimSettings(frame_rate=self.frame_rate)).start()
         except RedisServerNotFound as exc:
             raise SetupError(f"--sim: {exc}") from None
         except Exception as exc:
@@ -78,6 +90,9 @@ class EmbeddedSim:
         """The DAQ the run drives (after :meth:`start`)."""
         if self._sim is None:
             raise RuntimeError("the simulator is not started")
+        if self.generation == DRIVER:
+            unlocked = "--sim: the simulated driver has no Redis; the run is unlocked"
+            return DaqTarget(self._sim.ws_url, None, "--sim", unlocked, generation=DRIVER, config_url=self._sim.url, config_url_source="--sim")
         redis = self._sim.redis_url if self.use_redis else None
         return DaqTarget(self._sim.url, redis, "--sim", "--sim" if self.use_redis else "--no-redis")
 
