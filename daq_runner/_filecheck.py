@@ -59,6 +59,7 @@ class FileChecks:
         self.options = CheckOptions(checksums=checksums)
         self._told: Set[str] = set()
         self._config: Optional[Dict[str, Any]] = None  # the DAQ's, as last read
+        self._at_start: Dict[int, Dict[str, Any]] = {}  # step -> what its write was meant to run with
         self._established: Optional[Dict[str, Any]] = None  # the run's fields when it was read
 
     def _intended(self, run: "RunServices", fresh: bool = False) -> Dict[str, Any]:
@@ -67,6 +68,12 @@ class FileChecks:
         if fresh or self._config is None or self._established != established:
             self._config, self._established = dict(run.daq.read_config()), established
         return {**self._config, **established}
+
+    def started(self, run: "RunServices", step: "WriteStep") -> None:
+        """The write ``step`` was started: what it is meant to run with is taken now, not when
+        its files are checked (a background write is checked after later config steps)."""
+        if self.wanted(step) and os.path.isdir(os.path.dirname(step.output_file)):
+            self._at_start[step.index] = self._intended(run)
 
     def wanted(self, step: "WriteStep") -> bool:
         """Whether the files of ``step`` are to be checked (the run's and the step's say)."""
@@ -131,7 +138,7 @@ class FileChecks:
         n_images = record.n_written if stopped and record.n_written is not None else step.n_images
         ended = time.time()
         window = (started if started is not None and started <= ended else None, ended)
-        config = self._intended(run)
+        config = self._at_start.pop(step.index, None) or self._intended(run)
         verification = self._verify(run, step, record, config, n_images, window)
         if verification is not None and not verification.passed:
             again = self._intended(run, fresh=True)

@@ -113,6 +113,7 @@ def write(run: RunServices, step: WriteStep, record: StepRecord, attempt: int) -
     else:
         if step.guard is not None:
             wait_for_detector(run, step, record)
+        run.file_checks.started(run, step)
         acquisition = run.daq.start(step, record)
     if acquisition.background:
         record.daq_log_reason = "running in the background (wait: false)"

@@ -263,7 +263,7 @@ def start_until_writing(daq_sim: Any, path: Any, report: Any, *args: str) -> Any
     import subprocess
 
     proc = subprocess.Popen(
-        [script("daq-run"), str(path), "--url", daq_sim.url, "--redis", daq_sim.redis_url, "--report", str(report), *args],
+        [script("daq-run"), str(path), "--url", daq_sim.url, "--redis", daq_sim.redis_url, "--report", str(report), "--allow-low-disk", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -147,7 +147,7 @@ def test_a_run_that_would_not_fit_refuses_to_start_unless_allowed(daq_sim, tmp_p
     path = batch_file(tmp_path, 'version: 1\nsteps:\n  - write: {output_file: "{root}/huge.h5", n_images: 1000000000}\n')
     config_id = daq_sim.core.get_config()[0]
     report = tmp_path / "r.json"
-    result = daq_run(str(path), "--url", daq_sim.url, "--redis", daq_sim.redis_url, "--report", str(report))
+    result = daq_run(str(path), "--url", daq_sim.url, "--redis", daq_sim.redis_url, "--report", str(report), check_disk=True)
     assert result.returncode == RunExit.USAGE
     (line,) = [line for line in result.stderr.splitlines() if line.startswith("daq-run: error: ")]
     assert re.fullmatch(
@@ -157,7 +157,7 @@ def test_a_run_that_would_not_fit_refuses_to_start_unless_allowed(daq_sim, tmp_p
     ), line
     assert not report.exists() and daq_sim.core.get_config()[0] == config_id
     assert daq_sim.core.status()["acquisition"] is None and daq_sim.core.logs(10) == {}
-    dry = daq_run(str(path), "--url", daq_sim.url, "--dry-run")
+    dry = daq_run(str(path), "--url", daq_sim.url, "--dry-run", check_disk=True)
     assert dry.returncode == RunExit.USAGE and "the run would refuse to start: not enough disk space" in dry.stdout
     allowed = daq_run(str(path), "--url", daq_sim.url, "--dry-run", "--allow-low-disk")
     assert allowed.returncode == RunExit.PASSED, allowed.stdout

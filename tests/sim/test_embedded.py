@@ -41,7 +41,7 @@ def test_ctrl_c_on_a_terminal_ends_daq_run_sim_cleanly(tmp_path):
     skip_without_redis_server()
     batch = batch_file(tmp_path, BATCH)
     report = tmp_path / "run.report.json"
-    command = [script("daq-run"), str(batch), "--sim", "--sim-frame-rate", "200", "--var", f"root={tmp_path}", "--report", str(report)]
+    command = [script("daq-run"), str(batch), "--sim", "--sim-frame-rate", "200", "--var", f"root={tmp_path}", "--report", str(report), "--allow-low-disk"]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         wait_until(lambda: (tmp_path / "long.h5").exists() or proc.poll() is not None, timeout=30)
