@@ -101,7 +101,12 @@ class RestartSigns:
         return self.back_at is not None
 
     def _note_before(self, at: float, rate: float) -> None:
-        self.baseline, self.last_at = rate, at
+        self.baseline = rate
+        self._note_time(at)
+
+    def _note_time(self, at: float) -> None:
+        """A sample of the stream's usual rhythm: its time counts towards the period."""
+        self.last_at = at
         self._before = (self._before + [at])[-10:]
         if len(self._before) >= 2:
             spacing = [b - a for a, b in zip(self._before, self._before[1:]) if b > a]
@@ -120,6 +125,9 @@ class RestartSigns:
         if self.down_at is None:
             if rate <= 0.0 and (self.baseline or 0.0) > 0.0:
                 self.down_at, self.down_by = at, "zeros"
+            else:
+                self._note_time(at)  # still up: the period learns from it
+                return
         elif self.down_by == "silence":
             # The first sample after the silence: back, unless it says the detector is still
             # silent where it was not (a zeros server whose logger also paused).

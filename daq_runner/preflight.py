@@ -86,6 +86,9 @@ def check_writes(
         if os.path.islink(path):
             findings.append(Finding(step.index, f"{path} is a symbolic link: the write would be refused", True))
             continue
+        if os.path.isdir(path):
+            findings.append(Finding(step.index, f"{path} is a folder: the write would be refused (the DAQ's writer cannot create its file there)", True))
+            continue
         real = os.path.realpath(path)
         if real in written:
             findings.append(Finding(step.index, f"{path} is the file step {written[real]} writes ({real}): the write would be refused", True))

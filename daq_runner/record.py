@@ -188,7 +188,7 @@ def _is_int(value: Any) -> bool:
 # failed attempts, only when a step set them; keys of other daq-run versions are kept after them.
 _BASE_KEYS = ("index", "name", "kind", "params", "tags", "identity", "status", "attempts", "started_at", "finished_at", "duration_s", "error")
 _WRITE_KEYS = ("run_id", "output_file", "n_images", "n_written", "overwrite", "acquisition", "daq_log", "daq_log_reason")
-_DETAIL_KEYS = ("observed", "writer", "deployment", "config", "config_id", "acquisition", "overwrote", "stopped_by_step", "daq_log_source")
+_DETAIL_KEYS = ("observed", "writer", "deployment", "config", "config_id", "restart", "acquisition", "overwrote", "stopped_by_step", "daq_log_source")
 _KNOWN = frozenset(_BASE_KEYS + _WRITE_KEYS + _DETAIL_KEYS + ("recoveries", "failed_attempts", "resumed"))
 
 
@@ -211,7 +211,10 @@ class StepRecord:
             (a stop step: the acquisition it stopped); daq_log: the DAQ's log record of it;
             daq_log_reason: why there is none; daq_log_source: where it was found.
         observed: a check's observations; writer: a wait's final writer state; deployment,
-            config, config_id: a config step's; overwrote: the write replaced an existing file;
+            config: a config step's; config_id: the configuration a config step stored, or
+            the one a write ran with (proven before its start); restart: what a config step
+            saw of the DAQ's services restarting with it (``{"seen", "sign", "down_after_s",
+            "back_after_s"}``); overwrote: the write replaced an existing file;
             stopped_by_step: the stop step that ended a background write on purpose.
         resumed: kept from the run a ``--resume`` continued (not run again).
         details: keys of a record read from a report that this version does not know.
@@ -246,6 +249,7 @@ class StepRecord:
     deployment: Any = MISSING
     config: Any = MISSING
     config_id: Any = MISSING
+    restart: Any = MISSING
     overwrote: Any = MISSING
     stopped_by_step: Any = MISSING
     daq_log_source: Any = MISSING
@@ -301,7 +305,7 @@ class StepRecord:
         record.daq_log_reason = _text(get("daq_log_reason"))
         record.recoveries = [r for r in get("recoveries") if isinstance(r, dict)] if isinstance(get("recoveries"), list) else []  # type: ignore[misc]
         record.failed_attempts = [a for a in get("failed_attempts") if isinstance(a, dict)] if isinstance(get("failed_attempts"), list) else []  # type: ignore[misc]
-        for key in ("observed", "writer", "deployment", "config", "config_id", "overwrote", "stopped_by_step", "daq_log_source"):
+        for key in ("observed", "writer", "deployment", "config", "config_id", "restart", "overwrote", "stopped_by_step", "daq_log_source"):
             if key in data:
                 setattr(record, key, data[key])
         record.resumed = bool(get("resumed"))

@@ -140,7 +140,7 @@ class SimSettings:
     sync_limit_s: float = 60.0
     deploy_delay_s: float = 0.2
     restart_delay_s: float = 1.0
-    restart_s: float = 0.0
+    restart_s: float = 1.0
     stats_while_down: str = "zeros"
     servers: Tuple[str, ...] = ("sim-daq-0", "sim-daq-1")
     streams: protocol.StreamNames = field(default_factory=protocol.StreamNames)
