@@ -89,6 +89,7 @@ class ConfigWatch:
         self._restart: Optional[_Deployed] = None  # its restart not seen over yet
         self._window: Optional[_Deployed] = None  # the last deployment: "Cannot reach WRITING" soon after it is its restart
         self._window_used: Set[Optional[str]] = set()
+        self._started = False
 
     @property
     def run(self) -> RunServices:
@@ -101,6 +102,7 @@ class ConfigWatch:
         with Redis, ``daq:config`` is read along from now on)."""
         seen = self.daq.feed.watch_config()
         self.known = (seen if seen is not None else self._read())[0]
+        self._started = True
 
     def _read(self) -> ConfigEntry:
         """The DAQ's newest config over REST: ``(config_id, config)``."""
@@ -128,6 +130,8 @@ class ConfigWatch:
             DaqNotConfigured: the DAQ has no configuration.
             StepFailed: the services went down after a deployment and did not come back.
         """
+        if not self._started:
+            self.start()  # the DAQ could not be prepared before the first step: its config now is the start
         config_id, config = self.newest()
         if config is None:
             raise DaqNotConfigured(NO_CONFIG.format(message=protocol.MESSAGE_NO_CONFIG) + "; the write was not started")

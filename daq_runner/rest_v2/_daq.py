@@ -7,12 +7,12 @@ that changes the DAQ first checks the run's lock (``run.guard()``).
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from .. import events, protocol
 from .._deadline import Deadline, current
 from .._redis import connect
-from .._text import quote, redact_url, secrets_in
+from .._text import redact_url, secrets_in
 from ..batch import ConfigStep, Step, WriteStep
 from ..client import StdDaqClient
 from ..daq import READY, UNKNOWN, Acquisition, Daq, Progress, Rates, RunServices
