@@ -486,7 +486,10 @@ class Tracker:
         record.daq_log_source = source if logged is not None else None
         record.daq_log_reason = None if logged is not None else source
         if logged is None and self.run.require_log:
-            raise StepFailed(f"acquisition FINISHED but the DAQ did not log it: {source}")
+            raise StepFailed(
+                f"acquisition FINISHED but the DAQ did not log it: {source} (a rest_v2 server whose Redis failed as an "
+                "acquisition ended logs nothing more until its REST server restarts; --no-require-log goes without its record)"
+            )
 
     # -- what an acquisition that did not pass left ----------------------------------------------
 

@@ -35,7 +35,7 @@ from .._deadline import current
 from .._restart import RESTART_WINDOW_S, RestartSigns
 from .._text import quote
 from ..batch import Step
-from ..client import ConfigUpdate, DeploymentHook, StdDaqClient
+from ..client import MAX_TIMEOUT_S, ConfigUpdate, DeploymentHook, StdDaqClient
 from ..daq import RunServices
 from ..exceptions import DaqNotConfigured, StepFailed
 from ..record import StepRecord, iso
@@ -99,7 +99,7 @@ class ConfigWatch:
 
     def start(self) -> None:
         """Before the first step: the configuration in force is the run's starting point (and,
-        with Redis, ``daq:config`` is read along from now on)."""
+        with Redis, every write's mark looks at ``daq:config`` from now on)."""
         seen = self.daq.feed.watch_config()
         self.known = (seen if seen is not None else self._read())[0]
         self._started = True
@@ -195,9 +195,9 @@ class ConfigWatch:
         run's from now on. Without Redis the client waits for the restart too (over REST,
         from a baseline taken before the change); with Redis :meth:`wait_restart` does."""
         self.run.guard()
-        applied = self.daq.client.update_config(
-            changes, timeout=current().remaining(), on_deployment=on_deployment, wait_restart=not self.daq.feed.using_redis
-        )
+        # The step's bound ends it in any case; the client's own limit must be a number it takes.
+        timeout = min(max(current().remaining(), 1e-3), MAX_TIMEOUT_S)
+        applied = self.daq.client.update_config(changes, timeout=timeout, on_deployment=on_deployment, wait_restart=not self.daq.feed.using_redis)
         self.stored(applied)
         return applied
 

@@ -12,6 +12,7 @@ import time
 
 import h5py
 import pytest
+import requests
 
 from daq_runner import Runner, StdDaqClient, events
 from daq_runner.batch import load_batch_text
@@ -40,6 +41,10 @@ def dtype(path) -> str:
 def outside(daq_sim, **changes):
     """Someone else stores a config (as std_cli_set_config --merge would), and it deploys."""
     return StdDaqClient(daq_sim.url).update_config(changes)
+
+
+def faults(daq_sim, **armed) -> None:
+    requests.post(daq_sim.url + "/sim/faults", json=armed, timeout=5).raise_for_status()
 
 
 def on_step_finished(index, action):
@@ -175,12 +180,6 @@ def test_cannot_reach_writing_in_the_restart_window_is_the_restart(daq_sim, tmp_
     assert "uint8" == dtype(tmp_path / "a.h5")
     logs = StdDaqClient(daq_sim.url).get_logs(10)
     assert 1 == len([r for r in logs if r["info"]["output_file"] == str(tmp_path / "a.h5")])
-
-
-def faults(daq_sim, **armed) -> None:
-    import requests
-
-    requests.post(daq_sim.url + "/sim/faults", json=armed, timeout=5).raise_for_status()
 
 
 def test_a_config_step_fails_when_the_services_do_not_come_back(daq_sim, tmp_path, monkeypatch):
