@@ -31,7 +31,13 @@ falls on every variant alike):
 - ``get_status`` round trip, ours and the original's, in alternating blocks;
 - scale: a batch of 100,000 steps validated (time, peak memory), and a run of 100,000
   ``check`` steps (peak memory, and memory every 10 % of the steps);
-- ``daq-run --help`` / ``--version``.
+- ``daq-run --help`` / ``--version``;
+- a config -> write sweep (bit depth 8, 16, 32, ...; 10 images per write; no ``settle``, no
+  retries) on a daq-sim of its own with its default, real timings: the services restart 1 s
+  after each deployment reported, for 1 s; ``daq:stat`` every second with zeros while they
+  are down (the real server), or silent then (``stats_while_down="silence"``), or no restart
+  at all (``restart_s`` 0, which shows no sign: the runner waits out the window). The time per
+  point is set against the restart itself (1 s + 1 s).
 
 Peak memory is ``VmHWM`` of the measured process itself (``ru_maxrss`` is not: Linux carries
 the forking process's high-water mark across ``exec``).
@@ -55,7 +61,7 @@ from typing import Callable, Dict, List, Tuple
 
 FRAME_RATE = 20_000
 STATUS_STREAM = "daq:status"
-SECTIONS = "steps,startup,batch,latency,round-trip,scale"
+SECTIONS = "steps,startup,batch,latency,round-trip,scale,sweep"
 SCRIPTS = Path(sysconfig.get_path("scripts"))
 DAQ_RUN = str(SCRIPTS / "daq-run")
 
@@ -442,6 +448,45 @@ def scale(sim: Sim, root: str, n: int) -> Dict[str, object]:
     return result
 
 
+def config_sweep(points: int, variants: List[Tuple[str, Dict[str, object]]]) -> List[Dict[str, object]]:
+    """Per variant of the simulator: a config -> write sweep of ``points`` points through ``Runner``;
+    wall time per point, and the config step, the restart seen, the write, as medians."""
+    from daq_runner import Runner
+    from daq_runner.batch import load_batch_text
+    from daq_runner.sim import SimSettings, SimulatedDaq
+
+    out = []
+    for label, settings in variants:
+        depths = [(8, 16, 32)[i % 3] for i in range(points)]
+        with tempfile.TemporaryDirectory() as folder, SimulatedDaq(settings=SimSettings(start_state="READY", **settings)) as sim:  # type: ignore[arg-type]
+            batch = load_batch_text(_sweep_text(depths, folder))
+            start = time.perf_counter()
+            report = Runner(sim.url, sim.redis_url).run(batch)
+            wall = time.perf_counter() - start
+            restart = sim.core.settings.restart_delay_s + sim.core.settings.restart_s if sim.core.settings.restart_s > 0 else None
+        configs = [s for s in report.steps if s["kind"] == "config"]
+        writes = [s for s in report.steps if s["kind"] == "write"]
+        out.append({
+            "label": label,
+            "status": report.status,
+            "per_point": wall / points,
+            "config": median([s["duration_s"] for s in configs]),
+            "back": median([s["restart"]["back_after_s"] or 0.0 for s in configs]),
+            "seen": sum(1 for s in configs if s["restart"]["seen"]),
+            "write": median([s["duration_s"] for s in writes]),
+            "restart": restart,
+            "points": points,
+        })
+    return out
+
+
+def _sweep_text(depths: List[int], folder: str) -> str:
+    steps = "".join(
+        f"  - config: {{bit_depth: {depth}}}\n  - write: {{output_file: '{folder}/p{i}.h5', n_images: 10}}\n" for i, depth in enumerate(depths)
+    )
+    return "version: 1\nsteps:\n" + steps
+
+
 def compile_package() -> bool:
     """Byte-compile the installed package, as ``pip install`` does (an editable install is not)."""
     import compileall
@@ -483,6 +528,10 @@ def main() -> int:
             big = scale(sim, root, n_scale) if "scale" in only else {}
         finally:
             sim.stop()
+    variants: List[Tuple[str, Dict[str, object]]] = [("restart, zeros in daq:stat (the real server)", {})]
+    if not args.quick:
+        variants += [("restart, daq:stat silent", {"stats_while_down": "silence"}), ("no restart (restart_s 0): no sign", {"restart_s": 0.0})]
+    swept = config_sweep(2 if args.quick else 9, variants) if "sweep" in only else []
 
     command = "python bench/bench_all.py" + (" --quick" if args.quick else f" --steps {n} --reps {reps} --scale {n_scale}")
     print(f"## Run of {time.strftime('%Y-%m-%d %H:%M')}\n")
@@ -502,7 +551,21 @@ def main() -> int:
         print_round_trip(trip)
     if big:
         print_scale(big, n_scale)
+    if swept:
+        print_sweep(swept)
     return 0
+
+
+def print_sweep(swept: List[Dict[str, object]]) -> None:
+    print(f"### Config -> write sweep, {swept[0]['points']} points, daq-sim's real timings (medians per point)\n")
+    print("| daq-sim | run | per point | config step | services back after SUCCESS | restart seen | write step | the DAQ's own restart |\n|---|---|---|---|---|---|---|---|")
+    for row in swept:
+        restart = "none" if row["restart"] is None else f"{row['restart']:.1f} s"
+        print(
+            f"| {row['label']} | {row['status']} | **{row['per_point']:.2f} s** | {row['config']:.2f} s | {row['back']:.2f} s | "
+            f"{row['seen']}/{row['points']} | {row['write']:.2f} s | {restart} |"
+        )
+    print()
 
 
 def print_steps(steps: Dict[str, List[float]], n: int, reps: int) -> None:

@@ -33,11 +33,14 @@ import urllib3
 
 from . import _deadline, _transport, protocol
 from ._limits import MAX_SECONDS
+from ._restart import RestartSigns, detector_rate, wait_for_signs
 from ._text import quote, redact_url, userinfo_problem
 from .exceptions import (
     DaqError,
     DaqHTTPError,
+    DaqNotConfigured,
     DaqProtocolError,
+    DaqRedisUnavailable,
     DaqTimeoutError,
     DaqTransportError,
     DeadlineExceeded,
@@ -211,11 +214,15 @@ class ConfigUpdate:
         config: the whole configuration in force afterwards (``GET /daq/config``).
         config_id: its id (the ``daq:config`` stream id).
         deployment: the final deployment status (``status`` ``SUCCESS``).
+        restart: with ``wait_restart``, what was seen of the services' restart, in seconds
+            after the deployment's SUCCESS: ``{"seen": bool, "sign": "zeros"|"silence"|None,
+            "down_after_s", "back_after_s"}``; else ``None``.
     """
 
     config: protocol.DaqConfig
     config_id: Optional[str]
     deployment: protocol.Deployment
+    restart: Optional[dict] = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -466,6 +473,9 @@ class StdDaqClient:
         if envelope["status"] != "ok":
             message = envelope.get("message")
             text = quote(message) if message not in (None, "") else f"DAQ answered status {quote(envelope['status'])!r}"
+            if protocol.redis_unavailable(message):
+                # Not a refusal: the server failed before doing anything. Ridden out as an outage.
+                raise DaqRedisUnavailable(f"{source} -> the DAQ cannot reach its own Redis: {text}", url=safe_url, status_code=200, text=text)
             if isinstance(message, str) and protocol.MESSAGE_NEEDS_RESTART in message:
                 raise WriterNeedsRestart(text, url=safe_url)
             raise StdDaqAdminException(text, url=safe_url)
@@ -650,6 +660,7 @@ class StdDaqClient:
         *,
         timeout: float = DEPLOY_TIMEOUT,
         on_deployment: Optional[DeploymentHook] = None,
+        wait_restart: bool = False,
     ) -> ConfigUpdate:
         """Change some configuration fields, wait for the deployment, check that it took.
 
@@ -662,23 +673,39 @@ class StdDaqClient:
         ``ERROR`` (it is ``UNKNOWN`` "Waiting for servers..." first; ``RUNNING`` may never
         be seen), and reads the config again to check that it shows the changes.
 
+        SUCCESS is not the end on a real rest_v2 DAQ: its services (writer, detector
+        receivers) restart with the new config about a second later, while the writer
+        status still says READY. A write sent before they are back is answered after 5 s
+        with "Cannot reach WRITING. Writer needs to be restarted."; one that starts just
+        before they go down is lost under it; one that ends before ran with the old config.
+        ``wait_restart=True`` returns only once the services are back: it reads
+        ``GET /daq/stats`` every 0.25 s from before the change (the detector's images per
+        second drop to 0 while they are down and come back after) and gives up waiting
+        when no sign can show (the detector sent no images before the change) or none
+        showed within 5 s of SUCCESS (see :mod:`daq_runner._restart`).
+
         Args:
             changes: ``{field: value}``; fields of :data:`daq_runner.protocol.CONFIG_FIELDS`.
             timeout: seconds for all of it (also bounded by the bound in force).
             on_deployment: called with each deployment status of the new config seen
                 (a dict as :meth:`get_deployment_status` returns), once per change.
+            wait_restart: also wait until the services restarted with the new config and
+                are back (``ConfigUpdate.restart`` says what was seen).
 
         Returns:
-            :class:`ConfigUpdate` ``(config, config_id, deployment)``.
+            :class:`ConfigUpdate` ``(config, config_id, deployment, restart)``.
 
         Raises:
             ValueError: before anything is sent: unknown field names, ``bit_depth`` other
-                than 8/16/32, wrong value types; or no config in force yet and ``changes``
-                is not a whole config.
+                than 8/16/32, wrong value types.
+            DaqNotConfigured: the DAQ has no configuration and ``changes`` is not a whole
+                one (nothing sent: a rest_v2 DAQ in that state refuses every config until
+                its REST server restarts).
             StdDaqAdminException: the DAQ refused the config.
             DeploymentError: the deployment ended in ERROR, was not done within
-                ``timeout``, was superseded by another config, or the config read back
-                does not show the changes.
+                ``timeout``, was superseded by another config, the config read back
+                does not show the changes, or (``wait_restart``) the services went down and
+                did not come back within ``timeout``.
             DeadlineExceeded: the caller's bound ended it.
             DaqError: the DAQ could not be talked to.
         """
@@ -688,7 +715,7 @@ class StdDaqClient:
         progress = _ConfigProgress()
         with _deadline.bounded(_deadline.Deadline(timeout)) as bound:
             try:
-                return self._update_config(changes, bound, progress, on_deployment)
+                return self._update_config(changes, bound, progress, on_deployment, wait_restart)
             except DeadlineExceeded as exc:
                 if caller.expired:
                     raise
@@ -698,12 +725,26 @@ class StdDaqClient:
         return redact_url(protocol.DAQ_CONFIG_GET.url(self.url_base))
 
     def _update_config(
-        self, changes: dict, bound: _deadline.Deadline, progress: "_ConfigProgress", on_deployment: Optional[DeploymentHook]
+        self,
+        changes: dict,
+        bound: _deadline.Deadline,
+        progress: "_ConfigProgress",
+        on_deployment: Optional[DeploymentHook],
+        wait_restart: bool = False,
     ) -> ConfigUpdate:
         progress.stage = "reading the current config"
         envelope, current = self._exchange(protocol.DAQ_CONFIG_GET)
         old_id = envelope.get("config_id")
+        if current is None and protocol.missing_config_fields(changes):
+            raise DaqNotConfigured(
+                f"the DAQ has no configuration ({protocol.MESSAGE_NO_CONFIG!r}): a change of "
+                f"{', '.join(sorted(changes))} cannot be applied; a rest_v2 DAQ refuses every config and write "
+                "in that state (its Redis came back empty?) until its REST server restarts and deploys its config file",
+                url=self._config_url(),
+            )
         config = protocol.merge_config(current, changes)
+        # The detector's rate before the change: the services' restart shows as its drop to 0.
+        before = [(time.monotonic(), detector_rate(self.get_stats()))] if wait_restart else []
         # The servers that took part in the last deployment: SUCCESS only counts once each of
         # them reported again (the real server says SUCCESS as soon as the servers that have
         # reported so far are done, while a slower one may still fail).
@@ -730,6 +771,7 @@ class StdDaqClient:
         progress.stage = f"waiting for the deployment of config {new_id}"
         seen = None
         steady_since: Optional[float] = None
+        deployed_at: Optional[float] = None  # when SUCCESS was first seen
         while True:
             deployment = self.get_deployment_status()
             deployed_id = deployment.get("config_id")
@@ -744,6 +786,7 @@ class StdDaqClient:
                 if status == protocol.DeploymentStatus.ERROR.value:
                     break
                 if status == protocol.DeploymentStatus.SUCCESS.value:
+                    deployed_at = deployed_at or time.monotonic()
                     reported = set((deployment.get("servers") or {}).keys())
                     if servers and servers <= reported:
                         break
@@ -769,7 +812,25 @@ class StdDaqClient:
                 f"config {new_id} deployed, but the DAQ does not show the change: {quote('; '.join(differences))}",
                 self._config_url(),
             )
-        return ConfigUpdate(config=applied or {}, config_id=envelope.get("config_id") or new_id, deployment=deployment)
+        restart = None
+        if wait_restart:
+            progress.stage = f"waiting for the DAQ's services to restart with config {new_id}"
+            signs = self._wait_for_restart(RestartSigns(deployed_at or time.monotonic(), timed=False, before=before), bound)
+            restart = signs.outcome()
+            if bound.expired or (signs.down_at is not None and not signs.back):
+                raise progress.error(
+                    f"config {new_id} deployed, but {signs.describe()} within the time allowed", self._config_url()
+                )
+        return ConfigUpdate(config=applied or {}, config_id=envelope.get("config_id") or new_id, deployment=deployment, restart=restart)
+
+    def _wait_for_restart(self, signs: RestartSigns, bound: _deadline.Deadline) -> RestartSigns:
+        """Poll ``GET /daq/stats`` until ``signs`` show the services back (or cannot show more)."""
+
+        def read(seconds: float) -> List[Tuple[float, float]]:
+            bound.sleep(seconds)
+            return [(time.monotonic(), detector_rate(self.get_stats()))]
+
+        return wait_for_signs(signs, read, time.monotonic)
 
 
 class _ConfigProgress:

@@ -11,14 +11,17 @@ Hierarchy::
     │   │   ├── DaqTimeoutError         no (complete) answer within the request's own limit
     │   │   │   └── DeadlineExceeded    the caller's time bound ended the request: not retried
     │   │   │       └── WriteDeadlineExceeded   ... and it was a write start that may have begun
-    │   │   └── OutcomeUnknown          a request that changes the DAQ was sent, its reply lost
-    │   │       ├── WriteOutcomeUnknown     ... a write start: the acquisition may have started
-    │   │       │   └── WriteDeadlineExceeded
-    │   │       └── ConfigOutcomeUnknown    ... a config: it may have been stored
+    │   │   ├── OutcomeUnknown          a request that changes the DAQ was sent, its reply lost
+    │   │   │   ├── WriteOutcomeUnknown     ... a write start: the acquisition may have started
+    │   │   │   │   └── WriteDeadlineExceeded
+    │   │   │   └── ConfigOutcomeUnknown    ... a config: it may have been stored
+    │   │   └── DaqRedisUnavailable     the DAQ's REST server cannot reach its own Redis ("Error 111
+    │   │                               connecting to ..."): nothing was done, retried as an outage
     │   ├── DaqHTTPError                any other non-200 reply (4xx, 500), a redirect of a POST
     │   ├── DaqProtocolError            a 200 reply that is not the envelope, or a payload of
     │   │                               the wrong shape (also a Redis stream entry)
-    │   └── DeploymentError             a config change that did not deploy or did not take
+    │   ├── DeploymentError             a config change that did not deploy or did not take
+    │   └── DaqNotConfigured            the DAQ has no configuration (its Redis came back empty)
     ├── BatchValidationError (ValueError)  a batch file is invalid: carries file, line, column
     ├── SetupError (ValueError)         what a run is given cannot be used: DAQ URLs, a profile
     │   ├── OutputRefused               an output path names what must not be replaced
@@ -26,6 +29,8 @@ Hierarchy::
     │   ├── ResumeError                 a report that cannot be resumed with this batch
     │   └── NotifySettingsError         a notify: block or a --notify/--smtp/--heartbeat flag is invalid
     ├── StepFailed                      a step's attempt failed: the message says why
+    │   └── DaqNeedsRestart             the DAQ cannot go on until someone restarts it (a wedged
+    │                                   writer driver): the run stops
     └── LockError                       the runner lock could not be taken, or was lost
         └── LockHeldError               another runner drives this DAQ
 
@@ -58,6 +63,9 @@ __all__ = [
     "DaqHTTPError",
     "DaqProtocolError",
     "DeploymentError",
+    "DaqRedisUnavailable",
+    "DaqNotConfigured",
+    "DaqNeedsRestart",
     "BatchValidationError",
     "SetupError",
     "OutputRefused",
@@ -190,6 +198,18 @@ class ConfigOutcomeUnknown(OutcomeUnknown):
     """
 
 
+class DaqRedisUnavailable(DaqTransportError):
+    """The DAQ's REST server answered that it cannot reach its own Redis.
+
+    The rest_v2 server keeps its config, deployments, logs and statistics in Redis and reads
+    them on every request (a write reads the config first); while that Redis is down it
+    answers HTTP 200 ``status: error`` with redis-py's message ("Error 111 connecting to
+    HOST:PORT. Connection refused."). Nothing was done, so the request is retried like any
+    transport failure, within the client's retry budget (a Redis restart is an outage to
+    ride out, not a refusal).
+    """
+
+
 class DaqHTTPError(DaqError):
     """The DAQ answered with an HTTP status other than 200 that is not worth retrying."""
 
@@ -220,6 +240,15 @@ class DeploymentError(DaqError):
         self.config_id = config_id
         self.deployment = deployment
         self.config = config
+
+
+class DaqNotConfigured(DaqError):
+    """The DAQ has no configuration (``GET /daq/config`` answers ``config: null``).
+
+    A rest_v2 DAQ whose Redis came back empty is in this state: it refuses every write
+    ("'NoneType' object is not subscriptable") and every config until its REST server
+    restarts, which deploys its config file again.
+    """
 
 
 class BatchValidationError(DaqRunnerError, ValueError):
@@ -321,6 +350,16 @@ class StepFailed(DaqRunnerError):
     def __init__(self, message: str, *, final: Optional[str] = None) -> None:
         super().__init__(message)
         self.final = final
+
+
+class DaqNeedsRestart(StepFailed):
+    """The DAQ cannot go on until someone restarts it; the message says what it needs.
+
+    A rest_v2 writer driver that lost an acquisition under it (its writer killed or
+    restarted mid-acquisition) answers "Cannot reach READY. Writer needs to be restarted."
+    to every stop until its REST server restarts: no stop, retry or later step can help, so
+    the Runner stops the run with this reason instead of trying again and again.
+    """
 
 
 class LockError(DaqRunnerError):

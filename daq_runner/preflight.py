@@ -116,6 +116,9 @@ def check_writes(
         if links:
             findings.append(Finding(step.index, f"{links[0]} is a symbolic link: the write would be refused", True))
             continue
+        if generation != DRIVER and os.path.isdir(path):
+            findings.append(Finding(step.index, f"{path} is a folder: the write would be refused (the DAQ's writer cannot create its file there)", True))
+            continue
         if key in written:
             same = f"the file step {written[key]} writes ({key})" if generation != DRIVER else f"the files step {written[key]} writes ({key}<i>.h5)"
             findings.append(Finding(step.index, f"{path} is {same}: the write would be refused", True))

@@ -179,6 +179,23 @@ MESSAGE_DEPLOYMENT_SUCCESS = "Deployment successful"
 MESSAGE_DEPLOYMENT_FAILED = "Deployment failed"
 # n_images the writer protocol carries (a 32-bit signed integer): 2**31 and more never start.
 MAX_WRITER_N_IMAGES = 2**31 - 1
+# A write or config while the DAQ has no config (its Redis came back empty): the server reads
+# the config's writer_user_id first.
+MESSAGE_NO_CONFIG_TO_READ = "'NoneType' object is not subscriptable"
+# The server's answer while its own Redis is down: redis-py's message, passed through as an
+# application error (HTTP 200, status: error). "Error 111 connecting to HOST:PORT. Connection
+# refused.", "Timeout reading from HOST:PORT", "Redis is loading the dataset in memory", ...
+REDIS_UNAVAILABLE_PATTERN = re.compile(
+    r"^(Error -?\d+ (connecting to|while (reading|writing))|Error while (reading|writing)|"
+    r"Timeout (connecting|reading|writing)|Connection closed by server|Redis is loading the dataset)"
+)
+
+
+def redis_unavailable(message: Any) -> bool:
+    """Whether an error reply's ``message`` is the server's Redis connection failing (see
+    :data:`REDIS_UNAVAILABLE_PATTERN`), not a refusal of the request."""
+    return isinstance(message, str) and REDIS_UNAVAILABLE_PATTERN.match(message.strip()) is not None
+
 
 # Refusals of a write request that the same request meets again, whatever the DAQ does meanwhile.
 _FINAL_REFUSALS = (
@@ -236,6 +253,9 @@ __all__ += [
     "MESSAGE_DEPLOYMENT_RUNNING",
     "MESSAGE_DEPLOYMENT_SUCCESS",
     "MESSAGE_DEPLOYMENT_FAILED",
+    "MESSAGE_NO_CONFIG_TO_READ",
+    "REDIS_UNAVAILABLE_PATTERN",
+    "redis_unavailable",
     "MAX_WRITER_N_IMAGES",
     "final_refusal",
 ]
@@ -641,13 +661,18 @@ def merge_config(current: Optional[dict], changes: Dict[str, Any]) -> Dict[str, 
     import copy
 
     if current is None:
-        missing = [key for key in CONFIG_FIELDS if key not in changes and key != "submodule_info"]
+        missing = missing_config_fields(changes)
         if missing:
             raise ValueError(f"the DAQ has no configuration yet: the first one must give every field (missing: {', '.join(missing)})")
         return dict(changes)
     merged = copy.deepcopy(current)
     merged.update(copy.deepcopy(changes))
     return merged
+
+
+def missing_config_fields(config: Dict[str, Any]) -> List[str]:
+    """The fields a whole configuration needs that ``config`` lacks (``submodule_info`` may be left out)."""
+    return [key for key in CONFIG_FIELDS if key not in config and key != "submodule_info"]
 
 
 def config_differences(config: Optional[dict], changes: Dict[str, Any]) -> List[str]:

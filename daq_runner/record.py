@@ -241,7 +241,7 @@ def _is_int(value: Any) -> bool:
 _BASE_KEYS = ("index", "name", "kind", "params", "tags", "identity", "status", "attempts", "started_at", "finished_at", "duration_s", "error")
 _WRITE_KEYS = ("run_id", "output_file", "n_images", "n_written", "overwrite", "acquisition", "daq_log", "daq_log_reason")
 _DETAIL_KEYS = (
-    "observed", "writer", "deployment", "config", "config_id", "acquisition", "overwrote", "stopped_by_step", "daq_log_source",
+    "observed", "writer", "deployment", "config", "config_id", "restart", "acquisition", "overwrote", "stopped_by_step", "daq_log_source",
     "guard", "suspensions", "file_check", "command", "confirmed_by", "files",
 )  # fmt: skip
 _SET_LATER = tuple(key for key in _DETAIL_KEYS if key != "acquisition")  # attributes that stay MISSING until set
@@ -267,7 +267,10 @@ class StepRecord:
             (a stop step: the acquisition it stopped); daq_log: the DAQ's log record of it;
             daq_log_reason: why there is none; daq_log_source: where it was found.
         observed: a check's observations; writer: a wait's final writer state; deployment,
-            config, config_id: a config step's; overwrote: the write replaced an existing file;
+            config: a config step's; config_id: the configuration a config step stored, or
+            the one a write ran with (proven before its start); restart: what a config step
+            saw of the DAQ's services restarting with it (``{"seen", "sign", "down_after_s",
+            "back_after_s"}``); overwrote: the write replaced an existing file;
             stopped_by_step: the stop step that ended a background write on purpose.
         guard: a guarded write's guard (``min_detector_rate``, ``for_s``, ``max_wait_s``) and
             its waits for the detector (``waits``, ``waited_s``, ``last_rate``);
@@ -317,6 +320,7 @@ class StepRecord:
     deployment: Any = MISSING
     config: Any = MISSING
     config_id: Any = MISSING
+    restart: Any = MISSING
     overwrote: Any = MISSING
     stopped_by_step: Any = MISSING
     daq_log_source: Any = MISSING

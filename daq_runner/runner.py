@@ -44,6 +44,7 @@ from .daq import Acquisition, Acquisitions, Daq, RunServices, check_supported
 from .exceptions import (
     BatchValidationError,
     DaqHTTPError,
+    DaqNeedsRestart,
     DaqProtocolError,
     DaqRunnerError,
     DaqTransportError,
@@ -317,8 +318,8 @@ class RunState(RunServices):
         batch, run_id (``{run}``, the report's id), invocation (this invocation's random id).
         daq: the DAQ; lock: the runner lock, ``None`` when none is held.
         step: the step under way (``None`` between steps).
-        stop_reason, daq_lost, lock_lost: why the run ends early, if it does; lock_refused: the
-            lock could not be taken at the start.
+        stop_reason, daq_lost, halted, lock_lost: why the run ends early, if it does; lock_refused:
+            the lock could not be taken at the start.
         cleanup: the run's :class:`~daq_runner.record.CleanupRecord` (``None`` without one).
         ending: how it ended (:class:`~daq_runner.exit_codes.RunEnding`), once it has.
     """
@@ -359,6 +360,7 @@ class RunState(RunServices):
         self.step: Optional[Step] = None
         self.stop_reason: Optional[str] = None
         self.daq_lost: Optional[str] = None  # why the DAQ is considered gone for this run
+        self.halted: Optional[str] = None  # why the DAQ cannot go on until someone restarts it
         self.lock_lost: Optional[str] = None
         self.lock: Optional[RunnerLock] = None
         self.plan = _Progress(batch.steps)
@@ -388,7 +390,13 @@ class RunState(RunServices):
             consumer(event)
 
     def emit_record(self, step: Step, record: StepRecord) -> None:
-        """The step's ``step_finished``: its record, built once, credentials of variables masked."""
+        """The step's ``step_finished``: its record, built once, credentials of variables masked.
+
+        The run's status follows its records: the first that did not pass (a background
+        write recorded long after it started too) is the run's reason for failing.
+        """
+        if record.status.is_problem and self.plan.first_failure is None:
+            self.plan.first_failure = record.problem or f"step {step.index} {record.status}"
         shown = record.scrubbed(self.secrets)
         name = scrub(step.name, self.secrets) if self.secrets else step.name
         event = events.Event(events.STEP_FINISHED, self.run_id, step.index, name, shown.to_json(), record=shown)
@@ -437,7 +445,7 @@ class RunState(RunServices):
                 self._prepare_daq()
             if self.daq_lost is None and self.cleanup is not None and self.cleanup.restore_config:
                 self._read_found_config()
-            if self.daq_lost is None:
+            if self.daq_lost is None and self.halted is None:
                 self._warn_slow_writes()
                 self.reached_steps = True
                 outcome = self._run_steps()
@@ -545,6 +553,9 @@ class RunState(RunServices):
                 if _daq_gone(exc):
                     self.daq_lost = f"DAQ unreachable beyond the retry budget ({self.daq.outage}): {_describe(exc)}"
                     return
+                if isinstance(exc, DaqNeedsRestart):
+                    self.halted = str(exc)
+                    return
                 self.notice(f"could not reset the writer before the first step: {_describe(exc)}")
 
     def _warn_slow_writes(self) -> None:
@@ -584,8 +595,11 @@ class RunState(RunServices):
         reapply: Dict[str, Any] = {}  # configuration established by kept config steps, not yet applied
         reapply_from: List[int] = []
         for step in self.batch.steps:
-            if self._settle_background() == "abort":
+            settled = self._settle_background()
+            if settled == "abort":
                 return "failed"
+            if settled == "failed":
+                outcome = "failed"
             kept = self.kept.get(step.identity)
             if kept:
                 self.plan.emitted(step)
@@ -600,7 +614,7 @@ class RunState(RunServices):
             status = self._run_step(step, (reapply, reapply_from))
             if status is INTERRUPTED:
                 return "interrupted"
-            if self.daq_lost is not None or self.lock_lost is not None:
+            if self.daq_lost is not None or self.lock_lost is not None or self.halted is not None:
                 return "failed"
             if status is FAILED:
                 outcome = "failed"
@@ -648,10 +662,14 @@ class RunState(RunServices):
                         if _daq_gone(exc) and not timed_out:
                             self.daq_lost = f"DAQ unreachable beyond the retry budget ({self.daq.outage})"
                         final = _no_retry_changes(exc)
+                        if isinstance(exc, DaqNeedsRestart):
+                            # No retry or later step can help: the run stops with what the DAQ needs.
+                            self.halted = str(exc)
                         will_retry = (
                             attempt <= step.retries
                             and final is None
                             and self.daq_lost is None
+                            and self.halted is None
                             and self.lock_lost is None
                             and not timed_out
                             and deadline.remaining() > self.retry_delay
@@ -694,8 +712,6 @@ class RunState(RunServices):
         # Done with it: memory must not grow with the number of finished steps.
         self.acquisitions.forget(step.index)
         self.plan.emitted(step)
-        if status is not PASSED and self.plan.first_failure is None:
-            self.plan.first_failure = record.problem
         self.emit_record(step, record)
         return status
 
@@ -876,8 +892,6 @@ class RunState(RunServices):
             status = self._follow_background(acq)
             self.plan.emitted(acq.step)
             if status is not PASSED:
-                record = acq.record
-                self.plan.first_failure = self.plan.first_failure or (record.problem if record is not None else None)
                 verdict = "abort" if acq.step.on_error == "abort" and not wait else (verdict or "failed")
         return verdict
 
@@ -965,6 +979,9 @@ class RunState(RunServices):
             self.lock.release()
         # The cleanup may have lost the lock or the DAQ, or failed a run that had passed.
         outcome, reason = self._ended(outcome)
+        if outcome == "passed" and plan.first_failure is not None:
+            # A step that did not pass, whenever it was recorded, never lets the run pass.
+            outcome = "failed"
         if reason is None and outcome != "passed":
             reason = plan.first_failure
         problem = self.cleanup.problem if self.cleanup is not None else None
@@ -1011,6 +1028,8 @@ class RunState(RunServices):
             return "failed", f"runner lock lost: {self.lock_lost}"
         if self.daq_lost is not None:
             return "failed", self.daq_lost
+        if self.halted is not None:
+            return "failed", self.halted
         return outcome, self.stop_reason
 
 

@@ -11,7 +11,9 @@ as ``***``.
 
 ``std_cli_set_config CONFIG_FILE`` sends the file as given (the original's request);
 with ``--merge`` it sends the current config with the file's fields changed, waits for
-the deployment and checks the result (works on servers that refuse partial configs).
+the deployment and for the DAQ's services to restart with it, and checks the result
+(works on servers that refuse partial configs; a write sent before the restart is over
+would be lost).
 The file is JSON or YAML, read as ``daq-sim --config`` reads it
 (:mod:`daq_runner._config_file`: a regular file of at most 1 MiB holding one mapping).
 A refusal that this tool knows the way out of (a partial config refused: ``--merge``; a
@@ -96,7 +98,7 @@ def _write_sync(client: StdDaqClient, args: argparse.Namespace) -> Any:
 
 def _set_config(client: StdDaqClient, args: argparse.Namespace) -> Any:
     if args.merge:
-        return client.update_config(args.daq_config).config
+        return client.update_config(args.daq_config, wait_restart=True).config
     return client.set_config(args.daq_config)
 
 
@@ -106,7 +108,8 @@ def _set_config_args(parser: argparse.ArgumentParser) -> None:
         "--merge",
         action="store_true",
         help="send the current config with the file's fields changed (works on servers that refuse "
-        "partial configs), wait for the deployment and check the result",
+        "partial configs), wait for the deployment and for the DAQ's services to restart with it, "
+        "and check the result",
     )
 
 

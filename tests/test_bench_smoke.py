@@ -19,5 +19,5 @@ def test_bench_all_quick_runs(tmp_path):
         [sys.executable, str(REPO / "bench" / "bench_all.py"), "--quick"], capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path
     )
     assert 0 == proc.returncode, proc.stderr
-    for section in ("Per-step cost", "Reaction latency", "round trip", "Start-up"):
+    for section in ("Per-step cost", "Reaction latency", "round trip", "Start-up", "Config -> write sweep"):
         assert section in proc.stdout

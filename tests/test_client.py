@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 import pytest
@@ -21,6 +22,8 @@ from daq_runner import (
     WriteOutcomeUnknown,
     protocol,
 )
+
+from .conftest import wait_until
 
 BASE = "http://daq.test:5000"
 STATUS = {"acquisition": None, "state": "READY"}
@@ -668,10 +671,15 @@ def test_update_config_refuses_bad_changes_before_sending_anything(client, chang
 
 @responses.activate
 def test_update_config_without_a_config_in_force_needs_a_whole_config(client):
-    """Before the first deployment there is nothing to merge into: a partial change is refused, nothing POSTed."""
+    """Without a config in force there is nothing to merge into: a partial change is refused as the
+    DAQ's state (DaqNotConfigured, a DaqError: a runner fails the step, never with an internal
+    error), saying what the DAQ needs; nothing POSTed."""
+    from daq_runner.exceptions import DaqError, DaqNotConfigured
+
     responses.get(BASE + "/daq/config", json=config_reply(None, None))
-    with pytest.raises(ValueError, match="missing: detector_name"):
+    with pytest.raises(DaqNotConfigured, match="has no configuration .* until its REST server restarts") as info:
         client.update_config({"bit_depth": 8})
+    assert isinstance(info.value, DaqError) and not isinstance(info.value, ValueError)
     assert ["GET"] == [c.request.method for c in responses.calls]
 
 
@@ -805,6 +813,114 @@ def test_update_config_deployment_error_on_the_simulator(daq_sim):
     assert "ERROR" == info.value.deployment["status"]
 
 
+def test_update_config_wait_restart_returns_once_the_services_are_back(daq_sim, tmp_path):
+    """wait_restart: update_config returns only once the DAQ's services restarted with the new
+    config and are back (the detector's rate in GET /daq/stats dropped to 0 and came back), so a
+    write right after runs with it."""
+    client = StdDaqClient(daq_sim.url, sleep=time.sleep)
+    applied = client.update_config({"bit_depth": 8}, timeout=20, wait_restart=True)
+    assert (True, "zeros") == (applied.restart["seen"], applied.restart["sign"]), applied.restart
+    assert applied.restart["down_after_s"] < applied.restart["back_after_s"]
+    assert (8, False) == (daq_sim.core.config["bit_depth"], daq_sim.core.services_down)
+    reply = client.start_writer_sync({"output_file": str(tmp_path / "a.h5"), "n_images": 2})
+    assert "FINISHED" == reply["acquisition"]["state"]
+    import h5py
+
+    with h5py.File(tmp_path / "a.h5") as handle:
+        (group,) = handle.values()
+        assert "uint8" == str(group["data"].dtype)
+
+
+def test_update_config_returns_at_success_before_the_restart(daq_sim, tmp_path):
+    """Without wait_restart update_config returns at SUCCESS, while the services still run the old
+    config: a short write sent then is written at the old bit depth (why the runner waits)."""
+    client = StdDaqClient(daq_sim.url, sleep=time.sleep)
+    applied = client.update_config({"bit_depth": 8}, timeout=20)
+    assert None is applied.restart
+    client.start_writer_sync({"output_file": str(tmp_path / "a.h5"), "n_images": 2})
+    import h5py
+
+    with h5py.File(tmp_path / "a.h5") as handle:
+        (group,) = handle.values()
+        assert "uint16" == str(group["data"].dtype)
+
+
+def test_update_config_wait_restart_without_a_sign_waits_the_window_out(daq_sim, monkeypatch):
+    """A detector that sends nothing cannot show the restart: wait_restart waits out the window in
+    which it begins (shortened here) and says it saw nothing; by then the services are back."""
+    import daq_runner._restart
+
+    monkeypatch.setattr(daq_runner._restart, "SIGN_WINDOW_S", 2.5)
+    requests.post(daq_sim.url + "/sim/faults", json={"detector_rate": 0}, timeout=5).raise_for_status()
+    client = StdDaqClient(daq_sim.url, sleep=time.sleep)
+    wait_until(lambda: client.get_stats()["detector"]["images_per_second"] == 0)
+    began = time.monotonic()
+    applied = client.update_config({"bit_depth": 32}, timeout=20, wait_restart=True)
+    assert time.monotonic() - began >= 2.5
+    assert {"seen": False, "sign": None, "down_after_s": None, "back_after_s": None} == applied.restart
+    assert (32, False) == (daq_sim.core.config["bit_depth"], daq_sim.core.services_down)
+
+
+# -- the DAQ's own Redis down: its REST server answers "Error 111 connecting to ..." ------------
+
+
+@pytest.fixture
+def sim_own_redis(tmp_path):
+    """A simulator on a Redis of its own that keeps its data on disk: kill() it, start() it again."""
+    from daq_runner.sim import RedisServer, SimSettings, SimulatedDaq
+    from daq_runner.testing import skip_without_redis_server
+
+    skip_without_redis_server()
+    data = tmp_path / "redis"
+    data.mkdir()
+    servers = [RedisServer(data_dir=str(data)).start()]
+
+    def restart_after(seconds):
+        timer = threading.Timer(seconds, lambda: servers.append(RedisServer(port=servers[0].port, data_dir=str(data)).start()))
+        timer.start()
+        return timer
+
+    with SimulatedDaq(redis_url=servers[0].url, settings=SimSettings(start_state="READY", frame_rate=500, heartbeat_s=0.3)) as sim:
+        sim.kill_redis, sim.restart_redis_after = servers[0].kill, restart_after
+        yield sim
+    for server in servers:
+        server.stop()
+
+
+def test_the_daqs_redis_down_is_an_outage_ridden_out_not_a_refusal(sim_own_redis, tmp_path):
+    """While the DAQ's Redis is down its REST server answers HTTP 200 "Error 111 connecting to ...":
+    an outage (DaqRedisUnavailable, a transport error), retried like one; a write sent meanwhile
+    starts once, as soon as Redis is back (with its data: the config is there)."""
+    from daq_runner.exceptions import DaqRedisUnavailable
+
+    retries = []
+    client = StdDaqClient(sim_own_redis.url, retries=1000, retry_deadline=20, sleep=time.sleep, on_retry=lambda url, attempt, error, pause: retries.append(error))
+    sim_own_redis.kill_redis()
+    sim_own_redis.restart_redis_after(1.5)
+    began = time.monotonic()
+    reply = client.start_writer_async({"output_file": str(tmp_path / "a.h5"), "n_images": 5, "run_id": 7})
+    assert time.monotonic() - began >= 1.0 and 7 == reply["acquisition"]["info"]["run_id"]
+    assert retries and all(isinstance(e, DaqRedisUnavailable) for e in retries)
+    assert "the DAQ cannot reach its own Redis: Error 111 connecting to" in str(retries[0])
+    while client.get_status()["state"] == "WRITING":
+        time.sleep(0.05)
+    assert ("FINISHED", 5) == (client.get_status()["acquisition"]["state"], client.get_status()["acquisition"]["stats"]["n_write_completed"])
+    assert 16 == client.get_config()["bit_depth"]
+
+
+def test_the_daqs_redis_down_beyond_the_retry_budget_is_a_transport_error(sim_own_redis):
+    """A DAQ whose Redis stays down beyond the client's budget: DaqRedisUnavailable, a
+    DaqTransportError (daq-run: the DAQ unreachable), saying that the REST server cannot reach it."""
+    from daq_runner.exceptions import DaqRedisUnavailable
+
+    sim_own_redis.kill_redis()
+    client = StdDaqClient(sim_own_redis.url, retries=1000, retry_deadline=1.0, sleep=time.sleep)
+    with pytest.raises(DaqRedisUnavailable, match=r"GET .*/daq/config -> the DAQ cannot reach its own Redis: Error 111") as info:
+        client.get_config()
+    assert isinstance(info.value, DaqTransportError)
+    assert "READY" == client.get_status()["state"], "the writer status does not need Redis"
+
+
 @pytest.mark.parametrize("body", [{"output_file": "/tmp/a.h5", "n_images": float("nan")}, {"output_file": {1, 2}, "n_images": 1}])
 @responses.activate
 def test_body_that_is_not_json_is_refused_before_sending(client, body):
@@ -885,5 +1001,5 @@ def test_public_methods_are_annotated_with_the_protocol_shapes():
         "get_deployment_status": protocol.Deployment,
         "update_config": ConfigUpdate,
     }.items() <= returns.items()
-    assert {"config": protocol.DaqConfig, "config_id": typing.Optional[str], "deployment": protocol.Deployment} == typing.get_type_hints(ConfigUpdate)
+    assert {"config": protocol.DaqConfig, "config_id": typing.Optional[str], "deployment": protocol.Deployment, "restart": typing.Optional[dict]} == typing.get_type_hints(ConfigUpdate)
     assert protocol.AcquisitionInfo == typing.get_type_hints(typing.get_type_hints(status)["acquisition"].__args__[0])["info"]

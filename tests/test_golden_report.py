@@ -91,6 +91,7 @@ class _Normalizer:
     """Placeholders for what differs from run to run; the same value gets the same placeholder."""
 
     _ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+    _ISO_IN_TEXT = re.compile(r"\b\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\b")
     _LONG_ID = re.compile(r"(?<![\w-])\d{12,}(?![\w])")
     _ENTRY_ID = re.compile(r"\b\d{13}-\d+\b")
 
@@ -110,6 +111,7 @@ class _Normalizer:
         if self._ISO.match(value):
             return "<time>"
         value = value.replace(self.root, "<root>").replace(self.url, "<url>").replace(self.redis_url, "<redis>")
+        value = self._ISO_IN_TEXT.sub("<time>", value)
         value = self._ENTRY_ID.sub(self._entry, value)
         return self._LONG_ID.sub(self._id, value)
 
@@ -118,7 +120,7 @@ class _Normalizer:
             return {k: self.value(v, k) for k, v in value.items()}
         if isinstance(value, list):
             return [self.value(v, key) for v in value]
-        if key in ("duration_s", "size_bytes", "size", "bytes", "pid", "start_time", "stop_time") and isinstance(value, (int, float)):
+        if key in ("duration_s", "size_bytes", "size", "bytes", "pid", "start_time", "stop_time", "down_after_s", "back_after_s") and isinstance(value, (int, float)):
             return f"<{key}>"
         if key == "identity" and isinstance(value, str):
             # A hash of the step's parameters, which hold the test's folder.

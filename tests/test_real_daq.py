@@ -120,8 +120,8 @@ def test_cannot_reach_writing_is_a_refusal_with_recovery_not_a_lost_request(daq_
     'Cannot reach WRITING. Writer needs to be restarted.'; the step fails with that reason, the
     writer is reset (stop-on-UNKNOWN), and nothing says 'write request lost'."""
     daq_sim.core.settings.driver_timeout_s = 0.5
-    (tmp_path / "blocked.h5").mkdir()  # a directory where the file should go: it cannot be created
-    path = batch_file(tmp_path, "version: 1\nsteps:\n  - write: {output_file: '{root}/blocked.h5', n_images: 5, overwrite: true}\n")
+    (tmp_path / "plain").write_text("")  # a file where the file's folder should be: it cannot be created
+    path = batch_file(tmp_path, "version: 1\nsteps:\n  - write: {output_file: '{root}/plain/blocked.h5', n_images: 5, overwrite: true}\n")
     proc = daq_run(str(path), *common(daq_sim), "--report", str(tmp_path / "r.json"))
     assert 1 == proc.returncode
     report = report_of(tmp_path / "r.json")

@@ -202,34 +202,40 @@ def test_rest_outage_is_ridden_out(run_batch, daq_sim):
 
 
 def test_redis_dies_mid_batch_falls_back_and_returns(tmp_path):
-    """Redis killed mid-batch: REST polling takes over; Redis back: the stream is used again."""
+    """Redis killed between two writes and back 2.5 s later with its data: the DAQ's REST server
+    answers "Error 111 connecting to ..." meanwhile, ridden out as an outage; REST polling takes
+    over, and once Redis is back the stream is used again."""
     from daq_runner.sim import RedisServer, SimSettings, SimulatedDaq
 
-    server = RedisServer().start()
+    data = tmp_path / "redis"
+    data.mkdir()
+    server = RedisServer(data_dir=str(data)).start()
+    restarted = {}
     with SimulatedDaq(redis_url=server.url, settings=SimSettings(frame_rate=50, heartbeat_s=0.3)) as sim:
         batch = load_batch_text(
             "version: 1\nsteps:\n  - for: {i: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]}\n    steps:\n      - write: {output_file: '{root}/r{i}.h5', n_images: 20}\n",
             vars={"root": str(tmp_path)},
         )
         collect = Collect()
-        runner = Runner(sim.url, server.url, [collect], require_log=False)
-        restarted = {}
 
-        def chaos():
-            wait_until(lambda: len(collect.kinds(events.STEP_FINISHED)) >= 1)
-            server.kill()
-            wait_until(lambda: len(collect.kinds(events.STEP_FINISHED)) >= 2)
-            restarted["server"] = RedisServer(port=server.port).start()
+        def chaos(event):
+            # Between two steps (in the runner's thread): no acquisition ends while Redis is
+            # down, so the DAQ's log thread lives on (a Redis error ends it, as on the real server).
+            if event.kind == events.STEP_FINISHED and event.step == 1:
+                server.kill()
+                timer = threading.Timer(2.5, lambda: restarted.setdefault("server", RedisServer(port=server.port, data_dir=str(data)).start()))
+                timer.start()
+                time.sleep(1.2)  # past the moment a next write may start on the last one's cursors: it looks at Redis
 
-        thread = threading.Thread(target=chaos)
-        thread.start()
+        runner = Runner(sim.url, server.url, [collect, chaos], require_log=False)
         report = runner.run(batch)
-        thread.join()
+        wait_until(lambda: "server" in restarted)
         restarted["server"].stop()
     assert "passed" == report.status, report.to_dict()
     notices = " | ".join(n["message"] for n in report.notices)
     assert "falling back to REST polling" in notices
     assert "Redis is back; waiting on the status stream again" in notices
+    assert "cannot reach its own Redis" in notices  # the REST server's "Error 111", ridden out
     assert report.steps[-1]["daq_log_source"].startswith("redis daq:log")  # back on the stream
 
 
@@ -536,3 +542,123 @@ def test_a_daq_restart_between_config_and_write_gets_the_configuration_back(run_
     with h5py.File(tmp_path / "w.h5") as handle:
         (group,) = handle.values()
         assert "uint32" == str(group["data"].dtype)
+
+
+# -- the run's status follows its steps ---------------------------------------------------------
+
+BACKGROUND = (
+    "version: 1\nsteps:\n  - write: {output_file: '{root}/bg.h5', n_images: 60, wait: false}\n    on_error: continue\n"
+    "  - wait: {seconds: 0.3}\n  - wait: {state: READY, timeout: 20}\n  - wait: {seconds: 0.1}\n"
+)
+
+
+@pytest.mark.parametrize(
+    "fault, error",
+    [
+        ("stop", "acquisition ended 'Interrupted.' with"),
+        ("fail", "acquisition FAILED: ERROR: detector lost"),
+        ("unknown", "vanished: the writer is READY with no record of it"),  # the wait step reset the writer first
+    ],
+)
+def test_a_background_write_that_fails_after_its_step_was_left_fails_the_run(run_batch, daq_sim, fault, error):
+    """A wait: false write ended by a stop from outside, FAILED, or lost to a writer restart is
+    recorded failed on its own step, long after the run went on: the run ends failed with that
+    reason, whatever its on_error (continue here), never passed with failed: 1."""
+    daq_sim.core.settings.frame_rate, daq_sim.core.settings.driver_timeout_s = 40, 0.5
+    if fault == "fail":
+        faults(daq_sim, fail_next="ERROR: detector lost")
+
+    def from_outside(event):
+        if event.kind == events.STEP_STARTED and event.step == 2:
+            if fault == "stop":
+                requests.post(daq_sim.url + "/writer/stop", json={}, timeout=15).raise_for_status()
+            elif fault == "unknown":
+                faults(daq_sim, writer_state="UNKNOWN")
+
+    report = run_batch(BACKGROUND, [from_outside])
+    (background,) = [step for step in report.steps if step["index"] == 1]
+    assert ("failed", True) == (background["status"], error in background["error"]), background["error"]
+    assert ("failed", 1) == (report.status, report.to_dict()["summary"]["failed"])
+    assert report.reason and error in report.reason
+
+
+def test_a_background_write_that_fails_at_the_end_of_the_run_fails_it(run_batch, daq_sim):
+    """The background write is the last thing that runs and fails while the run waits for it at
+    its end: the run is failed."""
+    daq_sim.core.settings.frame_rate = 40
+    faults(daq_sim, fail_next="ERROR: detector lost")
+    report = run_batch("version: 1\nsteps:\n  - write: {output_file: '{root}/bg.h5', n_images: 60, wait: false}\n    on_error: continue\n")
+    assert ("failed", "failed") == (report.status, report.steps[0]["status"])
+    assert "acquisition FAILED: ERROR: detector lost" in report.reason
+
+
+# -- the DAQ's own Redis: down, or back without its data ----------------------------------------
+
+
+def test_a_daq_back_without_config_fails_the_steps_with_a_reason_and_follows_on_error(tmp_path):
+    """The DAQ's Redis killed and restarted empty between two steps: the DAQ has no configuration
+    and refuses every write and config. Each step fails saying so and what the DAQ needs (no
+    internal error), on_error: continue goes on, the run ends failed with that reason."""
+    from daq_runner.sim import RedisServer, SimSettings, SimulatedDaq
+
+    server = RedisServer().start()
+    servers = [server]
+    with SimulatedDaq(redis_url=server.url, settings=SimSettings(start_state="READY", heartbeat_s=0.3)) as sim:
+
+        def empty_redis(event):
+            if event.kind == events.STEP_FINISHED and event.step == 1:
+                server.kill()
+                servers.append(RedisServer(port=server.port).start())
+
+        batch = load_batch_text(
+            "version: 1\ndefaults: {on_error: continue}\nsteps:\n  - write: {output_file: '{root}/a.h5', n_images: 5}\n"
+            "  - write: {output_file: '{root}/b.h5', n_images: 5}\n  - config: {bit_depth: 8}\n  - write: {output_file: '{root}/c.h5', n_images: 5}\n",
+            vars={"root": str(tmp_path)},
+        )
+        report = Runner(sim.url, server.url, [empty_redis], retry_delay=0.05, lock=False).run(batch)
+    for each in servers:
+        each.stop()
+    assert ["passed", "failed", "failed", "failed"] == [s["status"] for s in report.steps]
+    for step in report.steps[1:]:
+        assert "the DAQ has no configuration" in step["error"] and "until its REST server restarts" in step["error"], step["error"]
+    assert "failed" == report.status and "the DAQ has no configuration" in report.reason
+    assert "runner error" not in report.reason
+
+
+# -- a wedged writer driver ---------------------------------------------------------------------------
+
+
+def test_a_wedged_driver_stops_the_run_with_what_the_daq_needs(run_batch, daq_sim):
+    """The writer killed mid-acquisition wedges the driver ("Cannot reach READY" to every stop until
+    the REST server restarts): the runner notices, stops the run saying what the DAQ needs (no more
+    retries, the rest skipped), within a bounded time."""
+    daq_sim.core.settings.frame_rate, daq_sim.core.settings.driver_timeout_s = 20, 0.5
+
+    def kill_the_writer(event):
+        if event.kind == events.PROGRESS and event.step == 1 and not killed:
+            killed.append(True)
+            faults(daq_sim, kill_writer=True)
+
+    killed: list = []
+    began = time.monotonic()
+    report = run_batch(
+        "version: 1\ndefaults: {on_error: continue}\nsteps:\n  - write: {output_file: '{root}/a.h5', n_images: 100}\n    timeout: 3\n    retries: 3\n"
+        "  - write: {output_file: '{root}/b.h5', n_images: 5}\n  - stop: {}\n",
+        [kill_the_writer],
+    )
+    assert time.monotonic() - began < 15
+    # The first write times out (its acquisition never ends) and its stop is refused; the next
+    # step's reset finds every stop refused: the run stops there.
+    assert ["failed", "failed", "skipped"] == [s["status"] for s in report.steps]
+    assert (1, 1) == (report.steps[0]["attempts"], report.steps[1]["attempts"])
+    assert "wedged" in report.reason and "restart the DAQ's REST server" in report.reason
+    assert "restart the DAQ's REST server" in report.steps[2]["error"]
+
+
+def test_a_folder_at_the_output_path_is_refused_as_a_folder(run_batch, tmp_path):
+    """A write whose output_file is an existing folder fails saying it is a folder, even with
+    overwrite: true (no file could be written there); nothing is sent."""
+    (tmp_path / "x.h5").mkdir()
+    report = run_batch("version: 1\nsteps:\n  - write: {output_file: '{root}/x.h5', n_images: 2, overwrite: true}\n")
+    assert "failed" == report.status
+    assert f"{tmp_path / 'x.h5'} is a folder: the DAQ's writer cannot create its file there; nothing was sent" == report.steps[0]["error"]

@@ -208,9 +208,10 @@ PARTIAL_REFUSAL = "int() argument must be a string, a bytes-like object or a rea
 
 @pytest.fixture
 def last_rest_v2():
-    """A stand-in for the last rest_v2 version: it refuses partial configs and module positions, and
-    starts deployments UNKNOWN."""
-    state = {"config": dict(FULL), "id": 1, "polls": 0}
+    """A stand-in for the last rest_v2 version: it refuses partial configs and module positions,
+    starts deployments UNKNOWN, and its detector's rate shows the restart after a config (0 for
+    two looks, then images again)."""
+    state = {"config": dict(FULL), "id": 1, "polls": 0, "stat_looks": None}
 
     def answer(method, target, headers, body):
         if method == "GET" and target == "/daq/config":
@@ -221,8 +222,14 @@ def last_rest_v2():
                 return reply(200, {"status": "error", "message": PARTIAL_REFUSAL})
             if sent["module_positions"]:
                 return reply(200, {"status": "error", "message": protocol.MESSAGE_MODULE_POSITIONS})
-            state["config"], state["id"], state["polls"] = sent, state["id"] + 1, 0
+            state["config"], state["id"], state["polls"], state["stat_looks"] = sent, state["id"] + 1, 0, 0
             return reply(200, {"status": "ok", "message": "Setting new daq config.", "config": sent, "config_id": None})
+        if method == "GET" and target == "/daq/stats":
+            looks = state["stat_looks"]
+            rate = 100.0 if looks is None or looks >= 2 else 0.0
+            state["stat_looks"] = None if looks is None else looks + 1
+            return reply(200, {"status": "ok", "message": "DAQ statistics", "stats": {
+                "detector": {"bytes_per_second": rate * 8, "images_per_second": rate}, "writer": {"bytes_per_second": 0, "images_per_second": 0}}})
         if method == "GET" and target == "/daq/deployment":
             state["polls"] += 1
             status, message = ("UNKNOWN", "Waiting for servers...") if state["polls"] < 3 else ("SUCCESS", "Deployment successful")
@@ -243,6 +250,7 @@ def test_set_config_partial_is_refused_by_the_last_server_but_merge_works(last_r
     code, out, err = run_in_process("std_cli_set_config", [str(config), "--merge", "-b", last_rest_v2.url])
     assert 0 == code, err
     assert {**FULL, "bit_depth": 8} == json.loads(out)
+    assert 4 == len([t for _, t, _, _ in last_rest_v2.requests if t == "/daq/stats"]), "before the change, down twice, back"
 
 
 # -- no traceback for any argv ------------------------------------------------------------

@@ -4,7 +4,9 @@ behind the DAQ seam (:mod:`daq_runner.daq`).
 :class:`RestV2Daq` is what the Runner uses by default. What belongs to this generation lives
 here: the status feed on ``daq:status`` (REST polling without Redis), run_id reconciliation
 and the exactly-once start of a write, the confirmation of each write in ``daq:log``, the
-deployment status of a config change, the fast start path of consecutive writes.
+deployment status of a config change and the restart of the DAQ's services after it, the
+configuration every write runs with (proven before it starts), the fast start path of
+consecutive writes.
 """
 
 from ._daq import STOP_BUDGET_S, RestV2Daq

@@ -33,9 +33,10 @@ from .._text import quote
 from ..batch import WriteStep
 from ..client import StdDaqClient
 from ..daq import READY, UNKNOWN, WRITING, Acquisition, Progress, RunServices
-from ..exceptions import DaqRunnerError, StdDaqAdminException, StepFailed, WriteOutcomeUnknown, WriterNeedsRestart
+from ..exceptions import DaqNotConfigured, DaqRunnerError, StdDaqAdminException, StepFailed, WriteOutcomeUnknown, WriterNeedsRestart
 from ..record import MISSING, StepRecord
 from ..resume import acquisition_id, run_ids_of
+from ._config import NO_CONFIG, ConfigWatch
 from ._feed import Cursor, StatusFeed, Tap
 
 __all__ = ["TrackedAcquisition", "Tracker", "STOP_BUDGET_S"]
@@ -48,11 +49,18 @@ _LOG_LOOKUP = 100  # logs searched for an earlier acquisition of a file the runn
 STOP_BUDGET_S = 5.0  # how long a stop of our acquisition is tried once the run must end
 _STOP_PAUSE_S = 0.1  # between attempts to stop it, doubling up to _STOP_PAUSE_MAX_S
 _STOP_PAUSE_MAX_S = 0.5
-_STOP_ERRORS_KEPT = 5
-_STAYS = "the file stays there whatever the DAQ does"  # distinct errors of one stop kept in its record
+_STOP_ERRORS_KEPT = 5  # distinct errors of one stop kept in its record
+_STAYS = "the file stays there whatever the DAQ does"
+_LOOKS = 8  # looks at the DAQ before one write: each that finds something to do acts on it first
+
 
 class _NotReady(Exception):
     """A write sent because the status stream said READY was refused, and the writer is not READY."""
+
+
+class _RestartHit(Exception):
+    """A write was answered "Cannot reach WRITING" by services restarting after a deployment,
+    and provably did not start: the writer was reset; start it again once they are back."""
 
 
 class TrackedAcquisition(Acquisition):
@@ -117,6 +125,7 @@ class _Writer(Protocol):
 
     client: StdDaqClient
     feed: StatusFeed
+    config: ConfigWatch
     run: RunServices
     run_or_none: Optional[RunServices]
 
@@ -185,6 +194,9 @@ class Tracker:
         logs: Optional[List[dict]] = None
         local = os.path.isdir(os.path.dirname(path))
         if local:
+            if os.path.isdir(path):
+                # Not a file to overwrite: the writer cannot create its file there, whatever overwrite says.
+                raise StepFailed(f"{path} is a folder: the DAQ's writer cannot create its file there; nothing was sent")
             exists = os.path.lexists(path)
             where = "it exists"
         else:
@@ -238,26 +250,39 @@ class Tracker:
     def start(self, step: WriteStep, record: StepRecord) -> TrackedAcquisition:
         """Start the acquisition of ``step`` once; raises :class:`StepFailed` when it provably did not start.
 
-        The writer must be READY. When the status stream's newest entry says so, the write
-        is sent at once (one Redis round trip instead of a status request): the DAQ's reply
-        confirms it, and a refusal while the writer is in fact busy or UNKNOWN (the entry
-        was a stale copy, or someone else's write came first) proves that nothing started,
-        so the runner then waits for READY (resetting an UNKNOWN writer) and sends it again,
-        as when it had asked first. Otherwise (no Redis, a busy or UNKNOWN writer) it asks
-        over REST and waits before sending.
+        First the configuration is proven (:meth:`ConfigWatch.prove`: the run's, its restart
+        over). The writer must be READY. When the status stream's newest entry says so, the
+        write is sent at once (one Redis round trip instead of a status request): the DAQ's
+        reply confirms it, and a refusal while the writer is in fact busy or UNKNOWN (the entry
+        was a stale copy, or someone else's write came first) proves that nothing started, so
+        the runner then waits for READY (resetting an UNKNOWN writer) and sends it again, as
+        when it had asked first. Otherwise (no Redis, a busy or UNKNOWN writer) it asks over
+        REST and waits before sending. Whatever was done on the way (a config applied again, a
+        writer reset, a restart waited for) is followed by another look before sending.
         """
-        feed = self.daq.feed
-        marks = feed.mark_write()
-        newest = marks[2]
-        if self._says_ready(newest):
-            earlier = self.run.acquisitions.of_step(step.index)
+        feed, config = self.daq.feed, self.daq.config
+        for _ in range(_LOOKS):
+            marks = feed.mark_write()
+            if config.prove(step, record):
+                continue
+            newest = marks[2]
+            if self._says_ready(newest):
+                earlier = self.run.acquisitions.of_step(step.index)
+                try:
+                    return self._start(step, record, newest, marks)
+                except _NotReady:
+                    # Not started; as if it had never been tried.
+                    self.run.acquisitions.restore(step.index, earlier)
+                except _RestartHit:
+                    continue
+            before = self.daq.ready_status(step, record, "the write")
+            if config.due:
+                continue  # the writer was reset: the configuration is proven again first
             try:
-                return self._start(step, record, newest, marks)
-            except _NotReady:
-                # Not started; as if it had never been tried.
-                self.run.acquisitions.restore(step.index, earlier)
-        before = self.daq.ready_status(step, record, "the write")
-        return self._start(step, record, before, None)
+                return self._start(step, record, before, None)
+            except _RestartHit:
+                continue
+        raise StepFailed(f"the DAQ kept changing under the write (configuration, writer resets) for {_LOOKS} looks; it was not started")
 
     def _says_ready(self, status: Optional[dict]) -> bool:
         """Whether the newest status entry suggests a READY writer.
@@ -285,6 +310,7 @@ class Tracker:
         self.files[os.path.realpath(step.output_file)] = step.index
         request = {"output_file": step.output_file, "n_images": step.n_images, "run_id": acq.run_id}
         record.acquisition_id, record.acquisition, record.daq_log, record.daq_log_reason = str(acq.run_id), None, None, None
+        record.config_id = daq.config.known  # proven just before (ConfigWatch.prove): what it runs with
         for send in (1, 2):
             # Cursors from before the request: no status of our acquisition can be missed.
             acq.cursor, acq.log_cursor, _ = marks if send == 1 and marks is not None else daq.feed.mark_write()
@@ -295,10 +321,18 @@ class Tracker:
                 reply = daq.client.start_writer_async(request)
             except WriterNeedsRestart as exc:
                 self._ended(acq)
-                daq.reset_writer(step, record, f"the DAQ could not start the write: {exc}")
-                raise StepFailed(f"the DAQ refused the write: {exc} (the writer was reset)") from None
+                restart = daq.config.restart_hit()
+                if restart is None:
+                    daq.reset_writer(step, record, f"the DAQ could not start the write: {exc}")
+                    raise StepFailed(f"the DAQ refused the write: {exc} (the writer was reset)") from None
+                daq.reset_writer(step, record, f"the DAQ answered the write {exc} {restart}; started again once they are back")
+                if not self._showed(acq):
+                    raise _RestartHit() from None
+                raise StepFailed(f"the DAQ refused the write: {exc}, but acquisition {acq.run_id} showed; not started again") from None
             except StdDaqAdminException as exc:
                 self._ended(acq)
+                if protocol.MESSAGE_NO_CONFIG_TO_READ in str(exc) and daq.client.get_config() is None:
+                    raise DaqNotConfigured(NO_CONFIG.format(message=protocol.MESSAGE_NO_CONFIG) + f"; the DAQ refused the write: {exc}") from None
                 if marks is not None and send == 1 and daq.feed.status().get("state") != READY:
                     # Sent on the stream's word and refused: the writer is busy or UNKNOWN.
                     raise _NotReady() from None
@@ -329,6 +363,15 @@ class Tracker:
             # Followed from before its request: its end cannot slip past the background look.
             self._background_cursor = Cursor(acq.cursor.stream, acq.cursor.id)
         return acq
+
+    def _showed(self, acq: TrackedAcquisition) -> bool:
+        """Whether ``acq`` showed anywhere since its request (statuses read in order, the live
+        status, the DAQ's log): a start that was refused and never showed provably did not start."""
+        cursor = Cursor(acq.cursor.stream, acq.cursor.id) if acq.cursor else None
+        if self.daq.feed.wait_for_status(acq.matches, 0.05, cursor) is not None:
+            return True
+        logged, _ = self.daq.feed.find_log(lambda r: acq.is_ours(r), acq.log_cursor, 0.05)
+        return logged is not None
 
     def _look_for(self, acq: TrackedAcquisition, exc: Exception, grace: float) -> bool:
         """After a lost reply: did our acquisition start within ``grace`` s? Statuses in order, then the log."""
@@ -448,7 +491,10 @@ class Tracker:
         record.daq_log_source = source if logged is not None else None
         record.daq_log_reason = None if logged is not None else source
         if logged is None and self.run.require_log:
-            raise StepFailed(f"acquisition FINISHED but the DAQ did not log it: {source}")
+            raise StepFailed(
+                f"acquisition FINISHED but the DAQ did not log it: {source} (a rest_v2 server whose Redis failed as an "
+                "acquisition ended logs nothing more until its REST server restarts; --no-require-log goes without its record)"
+            )
 
     # -- what an acquisition that did not pass left ----------------------------------------------
 

@@ -13,13 +13,14 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 from .. import events, protocol
 from .._deadline import Deadline, current, detached
 from .._redis import connect
-from .._text import quote, redact_url, secrets_in
+from .._text import redact_url, secrets_in
 from ..batch import ConfigStep, Step, WriteStep
 from ..client import StdDaqClient
 from ..daq import READY, REST_V2, UNKNOWN, Acquisition, Daq, Progress, Rates, RunServices
-from ..exceptions import DaqTransportError, StepFailed, WriterNeedsRestart
+from ..exceptions import DaqNeedsRestart, DaqTransportError, StepFailed, WriterNeedsRestart
 from ..record import RecoveryRecord, StepRecord
 from ._acquisitions import STOP_BUDGET_S, TrackedAcquisition, Tracker
+from ._config import ConfigWatch
 from ._feed import StatusFeed
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -28,8 +29,9 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["RestV2Daq", "STOP_BUDGET_S"]
 
 _READY_AFTER_STOP_S = 10.0
-# The real server answers "Cannot reach READY" to the first stop after a config change
-# restarted the writer under an acquisition; a further stop resets it.
+# A driver that lost track of its writer answers "Cannot reach READY" to the first stop and a
+# further one resets it; one that lost an acquisition under it (its writer killed or restarted
+# mid-acquisition) answers so to every stop until its REST server restarts: wedged.
 _STOPS_FOR_RESET = 3
 _PROBE_S = 1.5  # one look at whether the DAQ answers at all
 
@@ -72,6 +74,7 @@ class RestV2Daq(Daq):
         self._feed: Optional[StatusFeed] = None
         self._tracker: Optional[Tracker] = None
         self._rates_client: Optional[StdDaqClient] = None
+        self._config: Optional[ConfigWatch] = None
         self._last_retry_notice = 0.0
         self._probe: Optional[StdDaqClient] = None  # its own client: asked from the lock's thread
         self._probe_guard = threading.Lock()
@@ -89,6 +92,12 @@ class RestV2Daq(Daq):
         assert self._feed is not None, "open() first"
         return self._feed
 
+    @property
+    def config(self) -> ConfigWatch:
+        """The run's configuration: known, proven before each write (:mod:`._config`)."""
+        assert self._config is not None, "open() first"
+        return self._config
+
     def open(self, run: RunServices) -> None:
         self.run_or_none = run
         self._redis = connect(self.redis_url) if self.redis_url else None
@@ -98,6 +107,7 @@ class RestV2Daq(Daq):
         # run's thread follows an acquisition with the run's client (whose retries tell the run).
         main = self.client
         self._rates_client = StdDaqClient(main.url_base, timeout=main.timeout, retries=main.retries, retry_deadline=main.retry_deadline)
+        self._config = ConfigWatch(self)
         self._last_retry_notice = 0.0
 
     def close(self) -> None:
@@ -105,7 +115,7 @@ class RestV2Daq(Daq):
         if rates_client is not None:
             rates_client.close()
         redis_client, self._redis = self._redis, None
-        self.run_or_none, self._feed, self._tracker = None, None, None
+        self.run_or_none, self._feed, self._tracker, self._config = None, None, None, None
         if redis_client is not None:
             try:
                 redis_client.close()
@@ -142,9 +152,11 @@ class RestV2Daq(Daq):
             return True
 
     def prepare(self) -> None:
-        """A writer found UNKNOWN (a freshly started DAQ) is reset once, before the first step."""
+        """A writer found UNKNOWN (a freshly started DAQ) is reset once, before the first step;
+        the configuration in force becomes the run's starting point."""
         if self.feed.status().get("state") == UNKNOWN:
             self.reset_writer(None, None, "writer UNKNOWN before the first step (a freshly started DAQ)")
+        self.config.start()
 
     # -- reading -----------------------------------------------------------------------------------
 
@@ -172,8 +184,10 @@ class RestV2Daq(Daq):
     def reset_writer(self, step: Optional[Step], record: Optional[StepRecord], reason: str) -> None:
         """Send a stop until the writer is READY again and record it as a recovery.
 
-        ``record`` is the step's record (``None``: a pre-run recovery). Raises
-        :class:`StepFailed` when the writer does not return to READY.
+        ``record`` is the step's record (``None``: a pre-run recovery). The configuration is
+        compared again before the next write. Raises :class:`DaqNeedsRestart` when every stop
+        answers "Cannot reach READY" (a wedged driver), :class:`StepFailed` when the writer
+        does not return to READY otherwise.
         """
         entry: RecoveryRecord = {"reason": reason, "action": "stop_writer", "at": time.time()}
         run = self.run
@@ -181,6 +195,7 @@ class RestV2Daq(Daq):
         cursor = self.feed.mark()
         reply: Optional[dict] = None
         refusal: Optional[Exception] = None
+        self.config.writer_reset()
         for _ in range(_STOPS_FOR_RESET):
             try:
                 reply = self.client.stop_writer()
@@ -197,6 +212,11 @@ class RestV2Daq(Daq):
         else:
             entry["outcome"] = "still not READY"
         run.add_recovery(record, step, entry)
+        if reply is None:
+            raise DaqNeedsRestart(
+                f"the DAQ's writer driver is wedged: {_STOPS_FOR_RESET} stops in a row answered {refusal} ({reason}); "
+                "no stop can reset it: restart the DAQ's REST server, then run the rest again (daq-run --resume REPORT)"
+            )
         if ready is None:
             raise StepFailed(f"the writer did not return to READY after a stop ({reason}): {entry['outcome']}")
 
@@ -207,35 +227,10 @@ class RestV2Daq(Daq):
         """The writer status once READY: resets an UNKNOWN writer, waits out a running acquisition.
 
         The wait is bounded by the step's time left; a READY read from the stream is confirmed
-        over REST (a real DAQ stores each status twice and the copies can interleave).
+        over REST (a real DAQ stores each status twice and the copies can interleave). After a
+        reset the configuration is proven again before a write (:meth:`ConfigWatch.prove`).
         """
-        while True:
-            status, reset = self._ready(step, record, purpose)
-            # A writer found UNKNOWN may mean a DAQ restart, which may have brought back another
-            # configuration: a write runs with the one this run set, or not at all.
-            if not (reset and purpose == "the write" and self.run.established and self._restore_config(step, record)):
-                return status
-
-    def _restore_config(self, step: Step, record: StepRecord) -> bool:
-        """Apply again the fields of the run's established configuration the DAQ no longer shows; True if any."""
-        run = self.run
-        config = self.client.get_config() or {}
-        changes = {key: value for key, value in run.established.items() if protocol.config_differences(config, {key: value})}
-        if not changes:
-            return False
-        shown = ", ".join(f"{key}={quote(config.get(key))} instead of {value}" for key, value in changes.items())
-        run.guard()
-        self.client.update_config(changes, timeout=current().remaining())
-        text = ", ".join(f"{key}={value}" for key, value in changes.items())
-        run.recovery(
-            record,
-            step,
-            f"the DAQ's configuration changed under the run ({shown}) while its writer was UNKNOWN (a DAQ restart?)",
-            f"update_config {text}",
-            "applied",
-        )
-        run.notice(f"re-applied {text} before step {step.index}: the DAQ showed {shown} after its writer was found UNKNOWN", step)
-        return True
+        return self._ready(step, record, purpose)[0]
 
     def _ready(self, step: Step, record: StepRecord, purpose: Optional[str]) -> "tuple[dict, bool]":
         """The writer status once READY, and whether an UNKNOWN writer had to be reset."""
@@ -277,16 +272,18 @@ class RestV2Daq(Daq):
         def seen(deployment: dict) -> None:
             record.deployment = deployment
 
-        applied = self.client.update_config(step.config, timeout=current().remaining(), on_deployment=seen)
+        applied = self.config.update(step.config, seen)
         record.deployment, record.config, record.config_id = applied.deployment, applied.config, applied.config_id
         run.established.update(step.config)
+        # The step ends when the DAQ runs the new config: its services restarted and back.
+        record.restart = self.config.wait_restart(step, record) or applied.restart
         if self.feed.status().get("state") == UNKNOWN:
             self.reset_writer(step, record, "writer UNKNOWN after the deployment")
 
     def apply_config(self, changes: Dict[str, Any], step: Step, record: StepRecord) -> None:
         self.ready_status(step, record, purpose="re-applying the configuration")
-        self.run.guard()
-        self.client.update_config(changes)
+        self.config.update(changes)
+        self.config.wait_restart(step, record)
 
     def stop_writer(self, step: Step, record: StepRecord) -> None:
         run = self.run

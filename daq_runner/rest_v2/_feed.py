@@ -24,16 +24,29 @@ import redis
 from .. import protocol
 from .._deadline import SLICE_S, Interrupted, bounded, current
 from .._redis import as_text, decode_entries, last_id, newest_id
+from .._restart import RestartSigns, Sample, detector_rate, wait_for_signs
 from ..client import StdDaqClient
 from ..exceptions import DaqProtocolError, DeadlineExceeded
 
-__all__ = ["StatusFeed", "Cursor", "Tap", "Interrupted"]
+__all__ = ["StatusFeed", "Cursor", "Tap", "Interrupted", "ConfigEntry", "entry_time"]
+
+ConfigEntry = Tuple[Optional[str], Any]
+"""``(config_id, config)``: the newest ``daq:config`` entry (``(None, None)``: none)."""
 
 StatusPredicate = Callable[[dict], bool]
 
 _REDIS_RETRY_S = 2.0
 _REST_CONFIRM_S = 2.0  # with Redis, confirm over REST this often while the stream is silent
 CONTINUE_S = 1.0  # how long after an acquisition's end the next write may start from its cursors
+_STAT_HISTORY_S = 10.0  # daq:stat read from this long before a deployment: the baseline and the period
+
+
+def entry_time(entry_id: str) -> float:
+    """The time (s, the DAQ's Redis clock) of a stream entry id ``<ms>-<seq>``."""
+    try:
+        return int(entry_id.split("-", 1)[0]) / 1000.0
+    except ValueError:
+        return 0.0
 
 
 class Cursor:
@@ -100,6 +113,11 @@ class StatusFeed:
         self._redis_ok = redis_client is not None
         self._retry_redis_at = 0.0
         self._continue: Optional[Tuple[Cursor, Tap, dict, float]] = None
+        # daq:config, looked at with every write mark once watch_config() started it: the
+        # newest entry seen, and whether the last mark_write() saw it (then it is current).
+        self._watching_config = False
+        self.config_seen: ConfigEntry = (None, None)
+        self.config_fresh = False
 
     @property
     def using_redis(self) -> bool:
@@ -162,10 +180,26 @@ class StatusFeed:
         DAQ last published, not necessarily the writer's state now (a real DAQ stores each
         status twice and the copies can interleave); the write's own reply is the confirmation.
         Either way the cursors are from before the request: no later entry can be missed.
+
+        Once :meth:`watch_config` started it, the same round trip reads the newest ``daq:config``
+        entry into :attr:`config_seen` (on the fast path, one look at it is the only round
+        trip) and sets :attr:`config_fresh`.
         """
         kept, self._continue = self._continue, None
+        self.config_fresh = False
+        watch = self._watching_config
         if kept is not None and time.monotonic() - kept[3] < CONTINUE_S and self._redis_ok:
-            return kept[0], kept[1], kept[2]
+            if not watch:
+                return kept[0], kept[1], kept[2]
+            try:
+                # The one look the fast path makes: a config stored since the last acquisition
+                # ended (its restart would come under the next one).
+                self._saw_configs(self.redis.xrevrange(self.streams.config, count=1))
+                self.config_fresh = True
+                return kept[0], kept[1], kept[2]
+            except redis.RedisError as exc:
+                self._redis_failed(exc)
+                return Cursor(self.streams.status, None), Tap(self.streams.log, None), None
         status_stream, log_stream = self.streams.status, self.streams.log
         if not self._maybe_back_to_redis():
             return Cursor(status_stream, None), Tap(log_stream, None), None
@@ -173,10 +207,16 @@ class StatusFeed:
             with self.redis.pipeline(transaction=False) as pipe:
                 pipe.xrevrange(status_stream, count=1)
                 pipe.xrevrange(log_stream, count=1)
-                newest_status, newest_log = pipe.execute()
+                if watch:
+                    pipe.xrevrange(self.streams.config, count=1)
+                replies = pipe.execute()
         except redis.RedisError as exc:
             self._redis_failed(exc)
             return Cursor(status_stream, None), Tap(log_stream, None), None
+        newest_status, newest_log = replies[0], replies[1]
+        if watch:
+            self._saw_configs(replies[2])
+            self.config_fresh = True
         cursors = Cursor(status_stream, newest_id(newest_status)), Tap(log_stream, newest_id(newest_log))
         newest = None
         for entry_id, obj in decode_entries(newest_status):
@@ -185,6 +225,89 @@ class StatusFeed:
             except DaqProtocolError:
                 newest = None  # junk on the stream: no hint
         return cursors[0], cursors[1], newest
+
+    # -- the configuration and the restart of the services ---------------------------------------
+
+    def watch_config(self) -> Optional[ConfigEntry]:
+        """Start looking at ``daq:config`` with every write mark; returns the newest entry
+        (:attr:`config_seen`), or ``None`` without Redis."""
+        if not self._maybe_back_to_redis():
+            return None
+        try:
+            newest = self.redis.xrevrange(self.streams.config, count=1)
+        except redis.RedisError as exc:
+            self._redis_failed(exc)
+            return None
+        self._watching_config = True
+        self._saw_configs(newest)
+        return self.config_seen
+
+    def _saw_configs(self, newest: Any) -> None:
+        """The reply of ``XREVRANGE daq:config COUNT 1`` becomes :attr:`config_seen` (empty: no config)."""
+        if not newest:
+            self.config_seen = (None, None)
+            return
+        decoded = decode_entries(newest[:1])
+        self.config_seen = (as_text(newest[0][0]), decoded[0][1] if decoded else None)
+
+    def restart_signs(self, deployed_at: Optional[float]) -> RestartSigns:
+        """Wait for the DAQ's services to restart after a deployment and come back (see
+        :mod:`daq_runner._restart`): bounded by the bound in force and the windows there.
+
+        ``deployed_at`` is when the deployment reported SUCCESS on the DAQ's Redis clock
+        (``deployment.stats.stop_time``). With Redis, ``daq:stat`` is read from a few seconds
+        before it (a restart that already happened shows in the history) and then as it comes,
+        so that a silence shows too. Without Redis (or ``deployed_at`` unknown), ``GET
+        /daq/stats`` is polled from now, the first sample the baseline.
+        """
+        if deployed_at is not None and self._maybe_back_to_redis():
+            try:
+                return self._stat_signs(deployed_at)
+            except redis.RedisError as exc:
+                self._redis_failed(exc)
+        now = time.monotonic()
+        signs = RestartSigns(now, timed=False, before=[(now, detector_rate(self.client.get_stats()))])
+        return wait_for_signs(signs, self._rest_stats(time.monotonic), time.monotonic)
+
+    def _rest_stats(self, clock: Callable[[], float]) -> Callable[[float], List[Sample]]:
+        def read(seconds: float) -> List[Sample]:
+            self.sleep(seconds)
+            return [(clock(), detector_rate(self.client.get_stats()))]
+
+        return read
+
+    def _stat_signs(self, deployed_at: float) -> RestartSigns:
+        stream = self.streams.stat
+        start = f"{max(int((deployed_at - _STAT_HISTORY_S) * 1000), 0)}-0"
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.time()
+            pipe.xrange(stream, min=start, max="+", count=1000)
+            (seconds, micros), history = pipe.execute()
+        anchor_redis, anchor_local = float(seconds) + float(micros) / 1e6, time.monotonic()
+
+        def now() -> float:
+            return anchor_redis + (time.monotonic() - anchor_local)
+
+        samples = [(entry_time(entry_id), detector_rate(obj)) for entry_id, obj in decode_entries(history)]
+        signs = RestartSigns(deployed_at, timed=True, before=[s for s in samples if s[0] <= deployed_at])
+        for at, rate in samples:
+            if at > deployed_at:
+                signs.add(at, rate)
+        cursor = Cursor(stream, newest_id(history[-1:]) if history else start)
+
+        def read(seconds: float) -> List[Sample]:
+            try:
+                entries = self._xread(cursor, seconds)
+            except redis.RedisError as exc:
+                # Redis gone meanwhile: the statistics over REST for the rest of the wait.
+                self._redis_failed(exc)
+                signs.timed = False
+                return self._rest_stats(now)(seconds)
+            if entries:
+                cursor.id = entries[-1][0]
+            return [(entry_time(entry_id), detector_rate(obj)) for entry_id, obj in entries]
+
+        return wait_for_signs(signs, read, now)
 
     def status(self) -> dict:
         """The writer status now, over REST (checked for shape, passed to ``observe``)."""

@@ -75,8 +75,6 @@ _ECHO_LAG_S = 0.002
 # How often an acquisition looks again while its detector sends nothing (a stall, a rate
 # of 0, the services down).
 _IDLE_POLL_S = 0.05
-# What the server answers when it reads the config's writer_user_id and there is no config.
-_MESSAGE_NO_CONFIG_TO_READ = "'NoneType' object is not subscriptable"
 _MESSAGE_MODULE_POSITIONS_ONLY_EMPTY = (
     "Config field 'module_positions' must be {}: the rest_v2 server takes no other value back "
     '(the list form {"0": [x0, y0, x1, y1]} is HTTP 422, the object form is not JSON serializable), '
@@ -103,11 +101,15 @@ class SimSettings:
             change (the initial config, at start and on reset, is in force at once).
         restart_delay_s: time from a deployment's last report (SUCCESS) until the DAQ's
             services (writer, detector) restart with the new config (about 1 s on the real DAQ).
-        restart_s: how long the restarted services are down. ``0`` (the default, until the
-            runner handles restarts): they take the new config at once and never go down;
-            a running acquisition is still lost, as the first server reports. While down
-            (``> 0``): writes and stops answer "Cannot reach ..." after the driver's wait,
-            the detector sends nothing and ``daq:stat`` is silent.
+        restart_s: how long the restarted services are down (about a second on the real
+            DAQ). While down: writes and stops answer "Cannot reach ..." after the driver's
+            wait, the detector sends nothing, and ``daq:stat`` shows it as ``stats_while_down``
+            says. ``0``: they take the new config at once and never go down (a running
+            acquisition is still lost, as the first server reports).
+        stats_while_down: what ``daq:stat`` shows while the services are down: ``"zeros"``
+            (the real server: its statistics logger runs inside the REST server and writes
+            an entry every ``heartbeat_s``, with 0 images/s while no image arrives) or
+            ``"silence"`` (no entry; the first one a period after they are back).
         servers: names of the simulated DAQ servers that report deployments.
         streams: Redis stream names.
         status_interval_s: ``daq:status`` period while images are written (0.5 s).
@@ -138,7 +140,8 @@ class SimSettings:
     sync_limit_s: float = 60.0
     deploy_delay_s: float = 0.2
     restart_delay_s: float = 1.0
-    restart_s: float = 0.0
+    restart_s: float = 1.0
+    stats_while_down: str = "zeros"
     servers: Tuple[str, ...] = ("sim-daq-0", "sim-daq-1")
     streams: protocol.StreamNames = field(default_factory=protocol.StreamNames)
     status_interval_s: float = 0.5
@@ -388,6 +391,12 @@ class SimulatedDaqCore:
         """The config the DAQ's services run with (the stored one, once they have restarted with it)."""
         with self._cond:
             return copy.deepcopy(self._services_config)
+
+    @property
+    def services_down(self) -> bool:
+        """The DAQ's services are down for a restart after a deployment (``restart_s``)."""
+        with self._cond:
+            return time.monotonic() < self._services_down_until
 
     def status(self) -> dict:
         """The writer driver's status, ``{"state": "READY"|"WRITING"|"UNKNOWN", "acquisition": {...} | None}``.
@@ -761,7 +770,7 @@ class SimulatedDaqCore:
         with _redis_errors():
             _, stored = self._store.get_config()
         if stored is None:
-            raise SimRefusal(_MESSAGE_NO_CONFIG_TO_READ)
+            raise SimRefusal(protocol.MESSAGE_NO_CONFIG_TO_READ)
         self.check_output_file(output_file)
         with self._driver:
             with self._cond:
@@ -1034,12 +1043,13 @@ class SimulatedDaqCore:
             self._loggers.publish(self.streams.status, self.status())
 
     def _publish_stats(self) -> None:
-        # The statistics come from the services: none while they are down. The detector
-        # streams at its rate all the time (idle, UNKNOWN too) unless stopped or stalled;
-        # the writer rate counts the images written in the last second.
+        # The statistics count the services' images: zeros while they are down (or, with
+        # the "silence" model, no entry at all). The detector streams at its rate all the
+        # time (idle, UNKNOWN too) unless stopped or stalled; the writer rate counts the
+        # images written in the last second.
         now = time.monotonic()
         with self._cond:
-            if now < self._services_down_until:
+            if now < self._services_down_until and self.settings.stats_while_down == "silence":
                 return
             config = self._services_config
             try:
@@ -1057,12 +1067,13 @@ class SimulatedDaqCore:
         self._store.publish(self.streams.stat, stats)
 
     def _tick(self) -> None:
-        # daq:stat every heartbeat_s; after a restart of the services the first entry comes
-        # one interval after they are back, as at start.
+        # daq:stat every heartbeat_s; with the "silence" model the first entry after a
+        # restart of the services comes one interval after they are back, as at start.
         last = time.monotonic()
         while True:
             with self._cond:
-                due = max(last, self._services_up_at) + self.settings.heartbeat_s
+                silence = self.settings.stats_while_down == "silence"
+                due = (max(last, self._services_up_at) if silence else last) + self.settings.heartbeat_s
             delay = due - time.monotonic()
             if delay > 0:
                 if self._closed.wait(delay):

@@ -163,13 +163,17 @@ class RedisServer:
         port: TCP port (0: a free one).
         host: address to bind (loopback by default).
         binary: the server binary (default: :func:`find_redis_server`).
+        data_dir: keep the data in this folder, every write synced to disk (an append-only
+            file), so that a server killed and started again on it comes back with its data,
+            as a DAQ's Redis with persistence does (default: in memory only).
 
     Raises:
         RedisServerNotFound: at construction, when no binary is given and none is found.
     """
 
-    def __init__(self, port: int = 0, host: str = "127.0.0.1", binary: Optional[str] = None) -> None:
+    def __init__(self, port: int = 0, host: str = "127.0.0.1", binary: Optional[str] = None, data_dir: Optional[str] = None) -> None:
         self.host = host
+        self.data_dir = data_dir
         self.port = port or free_port(host)
         self.binary = binary or find_redis_server()
         self._process: Optional[subprocess.Popen] = None
@@ -208,12 +212,14 @@ class RedisServer:
             "--port", str(self.port),
             "--bind", self.host,
             "--save", "",
-            "--appendonly", "no",
             "--daemonize", "no",
             "--protected-mode", "no",
             "--loglevel", "warning",
-            "--dir", tempfile.gettempdir(),
         ]
+        if self.data_dir is None:
+            args += ["--appendonly", "no", "--dir", tempfile.gettempdir()]
+        else:
+            args += ["--appendonly", "yes", "--appendfsync", "always", "--dir", self.data_dir]
         # Its log goes to a file, not a pipe: a pipe nobody reads stalls a long-running
         # server once the pipe's buffer is full. A session of its own: the Ctrl-C a terminal
         # sends to its foreground process group must not stop the server under a program

@@ -78,10 +78,22 @@ def full_config(sim: Any, **changes: Any) -> dict:
 
 
 def set_config(sim: Any, **changes: Any) -> dict:
-    """POST the full config with ``changes`` and wait until every server reported Done.
+    """POST the full config with ``changes``, wait until every server reported Done and the
+    DAQ's services restarted with it (read from the simulator's state: a test of what the DAQ
+    does after a config, not of how a client finds out).
 
-    The deployment restarts the writer: an acquisition started before it is lost.
+    The restart loses an acquisition started before it.
     """
+    deployed = set_config_deployed(sim, **changes)
+    from ..conftest import wait_until
+
+    wait_until(lambda: sim.core.config == deployed and not sim.core.services_down)
+    return deployed
+
+
+def set_config_deployed(sim: Any, **changes: Any) -> dict:
+    """POST the full config with ``changes`` and wait until every server reported Done (the
+    services restart ``restart_delay_s`` later)."""
     from ..conftest import wait_until
 
     config = ok(post(sim, "/daq/config", full_config(sim, **changes)))["config"]

@@ -3,7 +3,7 @@
 On the real DAQ the deployment reports SUCCESS as soon as the deployers have written the
 new config; the services (writer, detector) restart about a second later while the REST
 server still shows its old status. These tests set ``restart_s`` explicitly (its default
-is 0: no window) and shorten the driver's wait to 0.5 s.
+is 1 s) and shorten the driver's wait to 0.5 s.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pytest
 from daq_runner import protocol
 from daq_runner.sim import SimSettings
 
-from .conftest import entries, entry_time, faults, get, ok, post, refused, set_config, status
+from .conftest import entries, entry_time, faults, get, ok, post, refused, set_config_deployed, status
 
 RESTART_DELAY_S = 0.4
 RESTART_S = 1.2
@@ -33,7 +33,7 @@ def restarting(daq_sim):
 
 def _deployed(sim, **changes):
     """Store the full config with ``changes``, wait for SUCCESS; the (epoch) time its last server reported."""
-    set_config(sim, **changes)
+    set_config_deployed(sim, **changes)
     return ok(get(sim, "/daq/deployment"))["deployment"]["stats"]["stop_time"]
 
 
@@ -41,9 +41,10 @@ def _sleep_until(epoch):
     time.sleep(max(0.0, epoch - time.time()))
 
 
-def test_the_default_is_no_window():
-    """restart_s is 0 by default (the services take a new config at once), restart_delay_s 1 s."""
-    assert (0.0, 1.0) == (SimSettings().restart_s, SimSettings().restart_delay_s)
+def test_the_default_is_the_real_restart():
+    """By default the services go down 1 s after a deployment reported, for 1 s, and daq:stat
+    shows zeros meanwhile (the real server's statistics logger runs in the REST server)."""
+    assert (1.0, 1.0, "zeros") == (SimSettings().restart_s, SimSettings().restart_delay_s, SimSettings().stats_while_down)
 
 
 def test_a_write_in_the_window_waits_the_driver_out_and_leaves_the_writer_unknown(restarting, tmp_path):
@@ -78,9 +79,26 @@ def test_a_stop_in_the_window_answers_as_the_status_allows(restarting, tmp_path)
     assert protocol.MESSAGE_CANNOT_REACH_READY == refused(post(restarting, "/writer/stop", {}))
 
 
+def test_daq_stat_shows_zeros_while_the_services_are_down_and_images_after(restarting):
+    """The real server's statistics logger runs in the REST server: daq:stat goes on every interval,
+    with 0 images/s of the detector while the services are down, and images again after."""
+    interval = restarting.core.settings.heartbeat_s
+    done = _deployed(restarting, bit_depth=8)
+    down, back = done + RESTART_DELAY_S, done + RESTART_DELAY_S + RESTART_S
+    _sleep_until(back + 2 * interval + 0.2)
+    stats = [(entry_time(entry_id), stat["detector"]["images_per_second"]) for entry_id, stat in entries(restarting.redis_url, "daq:stat")]
+    times = [t for t, _ in stats if t > done]
+    assert all(interval - 0.1 <= b - a <= interval + 0.25 for a, b in zip(times, times[1:])), times
+    assert all(rate == 0 for t, rate in stats if down + 0.02 < t < back - 0.02), stats
+    assert any(rate == 0 for t, rate in stats if down < t < back), "at least one entry while down"
+    assert all(rate > 0 for t, rate in stats if t < down - 0.02 or t > back + 0.02), stats
+
+
 def test_daq_stat_is_silent_while_the_services_are_down_and_resumes_one_interval_after(restarting):
-    """The statistics come from the services: no daq:stat entry while they are down; the first comes
-    one stats interval after they are back, then one every interval, as at start."""
+    """With stats_while_down "silence" (a logger that restarts with the services): no daq:stat entry
+    while they are down; the first comes one stats interval after they are back, then one every
+    interval, as at start."""
+    restarting.core.settings.stats_while_down = "silence"
     interval = restarting.core.settings.heartbeat_s
     done = _deployed(restarting, bit_depth=8)
     down, back = done + RESTART_DELAY_S, done + RESTART_DELAY_S + RESTART_S
@@ -115,6 +133,7 @@ def test_an_acquisition_running_when_the_services_go_down_is_lost_and_wedges_the
 def test_a_config_stored_while_a_restart_is_pending_restarts_the_services_again(restarting, tmp_path):
     """A second config stored before the first one's restart: both restart the services, the second
     keeps them down until RESTART_S after its own restart, and they come back with its config."""
+    restarting.core.settings.stats_while_down = "silence"
     interval = restarting.core.settings.heartbeat_s
     done = _deployed(restarting, bit_depth=8)
     time.sleep(RESTART_DELAY_S / 2)
@@ -131,7 +150,8 @@ def test_a_config_stored_while_a_restart_is_pending_restarts_the_services_again(
 
 
 def test_without_a_window_the_services_run_the_new_config_at_once(daq_sim, tmp_path):
-    """restart_s 0 (the default): a write right after SUCCESS works and uses the new config."""
+    """restart_s 0: a write right after SUCCESS works and uses the new config."""
+    daq_sim.core.settings.restart_s = 0.0
     _deployed(daq_sim, bit_depth=32)
     ok(post(daq_sim, "/writer/write_sync", {"output_file": str(tmp_path / "a.h5"), "n_images": 2}))
     with h5py.File(tmp_path / "a.h5", "r") as f:

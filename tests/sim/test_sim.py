@@ -374,12 +374,12 @@ def test_daq_sim_bad_option_is_one_line(args):
 
 
 def test_daq_sim_defaults_are_the_settings_defaults():
-    """Every default of the command line is SimSettings' own (restart_s 0, restart_delay_s 1 among them)."""
+    """Every default of the command line is SimSettings' own (restart_s 1, restart_delay_s 1 among them)."""
     from daq_runner.sim import SimSettings
     from daq_runner.sim.cli import _parse, _settings
 
     assert SimSettings() == _settings(_parse([]))
-    assert (0.0, 1.0) == (SimSettings().restart_s, SimSettings().restart_delay_s)
+    assert (1.0, 1.0) == (SimSettings().restart_s, SimSettings().restart_delay_s)
 
 
 def test_daq_sim_restart_options_reach_the_simulator():
