@@ -7,6 +7,7 @@ and the exactly-once start of a write, the confirmation of each write in ``daq:l
 deployment status of a config change, the fast start path of consecutive writes.
 """
 
-from ._daq import STOP_BUDGET_S, RestV2Daq
+from ._daq import RestV2Daq
+from ._timing import STOP_BUDGET_S, RestV2Timing
 
-__all__ = ["RestV2Daq", "STOP_BUDGET_S"]
+__all__ = ["RestV2Daq", "RestV2Timing", "STOP_BUDGET_S"]
