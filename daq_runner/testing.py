@@ -106,10 +106,11 @@ def __getattr__(name: str) -> Any:
 
 
 def arm_faults(sim: Any, **faults: Any) -> Dict[str, Any]:
-    """Arm faults of a daq-sim (``POST /sim/faults``; ``sim`` has its ``url``); returns what is armed.
+    """Arm faults of a daq-sim of either generation (``POST /sim/faults``; ``sim`` has its ``url``);
+    returns what is armed.
 
-    ``writer_state="UNKNOWN"`` (a writer restart), ``fail_next="ERROR: <reason>"``,
-    ``unavailable_s=N``, ``deployment="ERROR"``, ``stall_s=N`` (see daq-sim in the README).
+    E.g. ``writer_state="UNKNOWN"`` (a writer restart), ``fail_next="ERROR: <reason>"``,
+    ``unavailable_s=N``, ``deployment="ERROR"``, ``stall_s=N``: every fault ``docs/daq-sim.md`` lists.
 
     Raises:
         requests.HTTPError: the simulator refused them (HTTP 422 for an unknown fault).
