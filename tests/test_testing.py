@@ -48,6 +48,15 @@ def test_the_plugin_loads_without_the_client_or_the_scripted_daq():
     assert ["False", "False", "ScriptedDaq"] == out
 
 
+def test_the_plugin_names_every_public_name_of_the_scripted_daq_and_no_other():
+    """daq_runner.testing re-exports the in-process names lazily from a list of its own: the two lists agree."""
+    import daq_runner._scripted as scripted
+    import daq_runner.testing as testing
+
+    assert sorted(scripted.__all__) == sorted(testing._SCRIPTED)
+    assert all(getattr(testing, name) is getattr(scripted, name) for name in scripted.__all__)
+
+
 def test_a_batch_runs_on_the_scripted_daq_in_milliseconds_without_a_socket(scripted_daq, tmp_path, monkeypatch):
     """A whole run (writes, a config change, a stop) through the real Runner and client, no socket opened."""
 
