@@ -206,7 +206,7 @@ class ScriptedDaq:
     """A rest_v2 DAQ in this process, for the real client and the real :class:`RestV2Daq`.
 
     Args:
-        state: the writer's state at the start (``READY``; ``UNKNOWN`` as a freshly started DAQ).
+        state: the writer's state at the start: ``READY``, or ``UNKNOWN`` as a freshly started DAQ.
         config: the configuration in force (default: daq-sim's); ``None`` entries are kept.
         images_per_read: images each acquisition advances per ``GET /writer/status``
             (``0``: only :meth:`advance` and ``tick_s`` move it).
@@ -227,6 +227,9 @@ class ScriptedDaq:
         requests: every request received, as ``(method, path, body)``, faulted ones included.
         started: every acquisition the writer started, as ``(run_id, output_file)``.
         logs: the acquisition log, ``(entry_id, record)`` newest first.
+
+    Raises:
+        ValueError: ``state`` is not READY or UNKNOWN, ``images_per_read`` not a whole number >= 0.
 
     Example::
 
@@ -251,6 +254,10 @@ class ScriptedDaq:
     ) -> None:
         from .sim.daq import DEFAULT_CONFIG
 
+        if state not in (_READY, _UNKNOWN):
+            raise ValueError(f"a scripted DAQ starts READY or UNKNOWN, not {state!r}")
+        if isinstance(images_per_read, bool) or not isinstance(images_per_read, int) or images_per_read < 0:
+            raise ValueError(f"images_per_read must be a whole number >= 0, not {images_per_read!r}")
         self.url = url.rstrip("/")
         self.images_per_read = images_per_read
         self.files = files
@@ -354,8 +361,7 @@ class ScriptedDaq:
         (any request that has nothing scripted of its own). Requests beyond the script are
         answered by the model. Returns the DAQ, so that calls chain.
         """
-        key = where if isinstance(where, str) else f"{where.method} {where.path.split('{')[0]}"
-        queue = self._script.setdefault(key, deque())
+        queue = self._script.setdefault(_key(where), deque())
         for fault in faults:
             queue.extend([fault] * times)
         return self
@@ -392,7 +398,7 @@ class ScriptedDaq:
 
     def count(self, where: Where) -> int:
         """How many requests to ``where`` (as in :meth:`script`) were received."""
-        key = where if isinstance(where, str) else f"{where.method} {where.path.split('{')[0]}"
+        key = _key(where)
         return sum(1 for method, path, _ in self.requests if _matches(key, method, path))
 
     # -- the model: what the writer does -----------------------------------------------------------
@@ -704,6 +710,11 @@ class ScriptedDaq:
             if late[0] <= 0:
                 self._late.remove(late)
                 self._reply(*late[1:])
+
+
+def _key(where: Where) -> str:
+    """``"METHOD /path"`` of an endpoint (a templated path up to its first field: ``GET /daq/logs/``)."""
+    return where if isinstance(where, str) else f"{where.method} {where.path.split('{')[0]}"
 
 
 def _matches(key: str, method: str, path: str) -> bool:
