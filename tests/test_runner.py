@@ -502,7 +502,10 @@ def test_a_status_published_between_mark_and_start_is_not_a_vanished_acquisition
     mark (a heartbeat); it must not read as 'our acquisition vanished'."""
     from daq_runner.sim import SimSettings, SimulatedDaq
 
-    with SimulatedDaq(settings=SimSettings(frame_rate=20000, heartbeat_s=0.002)) as sim:
+    # The driver looks for WRITING every 10 ms instead of 100 ms: the late copies land 2 ms after
+    # each end, before the next reply either way, and the 60 writes take half as long.
+    settings = SimSettings(frame_rate=20000, heartbeat_s=0.002, driver_poll_s=0.01)
+    with SimulatedDaq(settings=settings) as sim:
         batch = load_batch_text(
             "version: 1\nsteps:\n  - for: {i: [" + ", ".join(map(str, range(60))) + "]}\n"
             "    steps: [{write: {output_file: '{root}/h{i}.h5', n_images: 1}}]\n",
