@@ -213,8 +213,9 @@ class ScriptedDaq:
         tick_s: advance one image every ``tick_s`` seconds on a clock of its own (a thread),
             for tests that wait on Redis streams rather than read statuses.
         files: the DAQ's folders are visible here: a write needs its folder to exist and
-            creates (truncates) its file, as the real writer does. ``False``: a DAQ on another
-            machine (no folder check, no file).
+            writes a real HDF5 file (truncating an existing one) in the writer's layout, with
+            daq-sim's writer (the ``sim`` extra), so that daq-run's file checks pass.
+            ``False``: a DAQ on another machine (no folder check, no file).
         redis_url: a Redis to publish ``daq:status`` and ``daq:log`` to, as a real DAQ does
             (``None``: no streams; the runner polls REST).
         streams: the stream names (tests sharing one Redis give each DAQ its own).
@@ -282,6 +283,8 @@ class ScriptedDaq:
         self._armed: Dict[str, Any] = {}
         self._fate: Dict[str, Any] = {}  # what was armed for the acquisition under way
         self._hooks: List[Tuple[int, Action]] = []
+        self._file: Any = None  # the HDF5 writer of the acquisition under way
+        self._image_id = 1
         self._ids = 0
         self._redis: Any = None
         if redis_url is not None:
@@ -296,10 +299,12 @@ class ScriptedDaq:
             self._clock.start()
 
     def close(self) -> None:
-        """Stop the clock and let go of Redis."""
+        """Stop the clock, close a file being written, let go of Redis."""
         self._closed.set()
         if self._clock is not None:
             self._clock.join(1.0)
+        with self._lock:
+            self._close_file()
         if self._redis is not None:
             self._redis.close()
 
@@ -330,16 +335,26 @@ class ScriptedDaq:
 
     def rest_v2(self, **kwargs: Any) -> Any:
         """A real :class:`~daq_runner.rest_v2.RestV2Daq` on this DAQ: REST polled every 2 ms,
-        :data:`FAST_TIMING`, and its Redis when it has one (``kwargs`` as RestV2Daq's own)."""
+        :data:`FAST_TIMING`, and its Redis when it has one (``kwargs`` as RestV2Daq's own).
+
+        Every client it holds talks to this DAQ: the run's, and those it makes of its own
+        later (for the rates, for a look at whether the DAQ answers)."""
+        from .client import StdDaqClient
         from .rest_v2 import RestV2Daq
+
+        scripted = self
+
+        class _Routed(RestV2Daq):
+            def __setattr__(self, name: str, value: Any) -> None:
+                if isinstance(value, StdDaqClient):
+                    scripted.attach(value)
+                super().__setattr__(name, value)
 
         kwargs.setdefault("poll_interval", 0.002)
         kwargs.setdefault("timing", FAST_TIMING)
         kwargs.setdefault("outage_s", 5.0)
         kwargs.setdefault("streams", self.streams)
-        daq = RestV2Daq(self.url, self.redis_url, **kwargs)
-        self.attach(daq.client)
-        return daq
+        return _Routed(self.url, self.redis_url, **kwargs)
 
     def runner(self, consumers: Any = (), **kwargs: Any) -> Any:
         """A real :class:`~daq_runner.Runner` on :meth:`rest_v2` (no lock, no pause between attempts)."""
@@ -419,7 +434,9 @@ class ScriptedDaq:
                 self._end(AcquisitionState.FAILED, failure)
                 return
             stats = acq["stats"]
-            written = min(stats["n_write_completed"] + images, acq["info"]["n_images"])
+            before = stats["n_write_completed"]
+            written = min(before + images, acq["info"]["n_images"])
+            self._write_images(before, written)
             stats["n_write_completed"] = stats["n_write_requested"] = written
             acq["state"] = AcquisitionState.ACQUIRING_IMAGES.value
             if written >= acq["info"]["n_images"]:
@@ -459,6 +476,7 @@ class ScriptedDaq:
     def vanish(self) -> None:
         """The DAQ comes back READY without the acquisition (restarted; nothing of it left)."""
         with self._lock:
+            self._close_file()
             self._state, self._acquisition, self._lost = _READY, None, False
             self._changed()
 
@@ -495,8 +513,12 @@ class ScriptedDaq:
     def _start(self, output_file: str, n_images: int, run_id: int, fate: Optional[Dict[str, Any]] = None) -> None:
         self._state, self._lost, self._fate = _WRITING, False, dict(fate or {})
         self.started.append((run_id, output_file))
+        self._close_file()
         if self.files and os.path.isdir(os.path.dirname(output_file)):
-            open(output_file, "wb").close()  # the writer opens its file with truncation
+            from .sim.hdf5 import Hdf5Writer
+
+            # The writer opens its file with truncation.
+            self._file = Hdf5Writer(output_file, self.config, self.config.get("bit_depth"), n_images)
         self._acquisition = {
             "info": {"n_images": n_images, "output_file": output_file, "run_id": run_id},
             "message": "",
@@ -506,9 +528,22 @@ class ScriptedDaq:
         }
         self._changed()
 
+    def _write_images(self, first: int, stop: int) -> None:
+        if self._file is not None and stop > first:
+            from .sim.hdf5 import frame_source
+
+            self._file.append(frame_source(self.config).frames(first, stop), self._image_id)
+            self._image_id += stop - first
+
+    def _close_file(self) -> None:
+        writer, self._file = self._file, None
+        if writer is not None:
+            writer.close()
+
     def _end(self, state: AcquisitionState, message: str) -> None:
         acq = self._acquisition
         assert acq is not None
+        self._close_file()
         acq["state"], acq["message"] = state.value, message
         acq["stats"]["stop_time"] = time.time()
         if state == AcquisitionState.FAILED:
@@ -586,6 +621,7 @@ class ScriptedDaq:
 
     def _give_up(self) -> None:
         # The writer driver resets its status to UNKNOWN without acquisition; a stop makes it READY.
+        self._close_file()
         self._state, self._acquisition, self._lost = _UNKNOWN, None, False
         self._changed()
 
