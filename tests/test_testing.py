@@ -210,27 +210,31 @@ def _shape(status_code: int, envelope: dict, folder: str) -> tuple:
 
 def test_the_scripted_model_answers_as_daq_sim_does(daq_sim, scripted_daq, tmp_path):
     """Section 9 where the model has it: messages, refusals, 422, the stop that re-logs, partial configs, logs as a dict."""
-    folder = str(tmp_path)
-    sequence = [
-        ("GET", "/writer/status", None),
-        ("POST", "/writer/write_async", {"output_file": f"{folder}/x.h5", "n_images": 100000, "run_id": 5}),
-        ("POST", "/writer/write_async", {"output_file": f"{folder}/y.h5", "n_images": 1, "run_id": 6}),
-        ("POST", "/writer/stop", {}),
-        ("POST", "/writer/stop", {}),
-        ("GET", "/daq/logs/0", None),
-        ("POST", "/daq/config", {"bit_depth": 16}),
-        ("POST", "/writer/write_async", {"output_file": f"{folder}/z.h5", "n_images": 0}),
-        ("POST", "/writer/write_async", {"output_file": "relative/z.h5", "n_images": 1}),
-        ("POST", "/writer/write_async", {"output_file": f"{folder}/missing/z.h5", "n_images": 1}),
-        ("GET", "/daq/config", None),
-        ("GET", "/daq/deployment", None),
-    ]
+    def sequence(folder: str) -> list:
+        return [
+            ("GET", "/writer/status", None),
+            ("POST", "/writer/write_async", {"output_file": f"{folder}/x.h5", "n_images": 100000, "run_id": 5}),
+            ("POST", "/writer/write_async", {"output_file": f"{folder}/y.h5", "n_images": 1, "run_id": 6}),
+            ("POST", "/writer/stop", {}),
+            ("POST", "/writer/stop", {}),
+            ("GET", "/daq/logs/0", None),
+            ("POST", "/daq/config", {"bit_depth": 16}),
+            ("POST", "/writer/write_async", {"output_file": f"{folder}/z.h5", "n_images": 0}),
+            ("POST", "/writer/write_async", {"output_file": "relative/z.h5", "n_images": 1}),
+            ("POST", "/writer/write_async", {"output_file": f"{folder}/missing/z.h5", "n_images": 1}),
+            ("GET", "/daq/config", None),
+            ("GET", "/daq/deployment", None),
+        ]
+
     scripted_daq.images_per_read = 0
     sim_session, scripted_session = requests.Session(), scripted_daq.client().session
-    for method, path, body in sequence:
-        sim = _shape(*_exchange(sim_session, daq_sim.url, method, path, body), folder)
-        scripted = _shape(*_exchange(scripted_session, scripted_daq.url, method, path, body), folder)
-        assert sim == scripted, (method, path)
+    folders = [tmp_path / "sim", tmp_path / "scripted"]  # each writes its own files
+    for folder in folders:
+        folder.mkdir()
+    for sim_request, scripted_request in zip(sequence(str(folders[0])), sequence(str(folders[1]))):
+        sim = _shape(*_exchange(sim_session, daq_sim.url, *sim_request), str(folders[0]))
+        scripted = _shape(*_exchange(scripted_session, scripted_daq.url, *scripted_request), str(folders[1]))
+        assert sim == scripted, sim_request[:2]
     sim_logs = _exchange(sim_session, daq_sim.url, "GET", "/daq/logs/5")[1]["logs"]
     scripted_logs = _exchange(scripted_session, scripted_daq.url, "GET", "/daq/logs/5")[1]["logs"]
     assert isinstance(sim_logs, dict) and isinstance(scripted_logs, dict)

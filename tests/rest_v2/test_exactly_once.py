@@ -161,10 +161,18 @@ def test_cannot_reach_writing_resets_the_writer_and_fails_the_attempt(seam):
 
 def test_a_refusal_is_raised_and_nothing_is_left_running(seam):
     """Rule: a refusal (not on a stream hint) is the DAQ's answer: raised as it is, the acquisition ended."""
-    seam.scripted.script(WRITE, refused("Output file folder /x does not exist. Please create it first."))
-    with pytest.raises(StdDaqAdminException, match="does not exist"):
+    seam.scripted.script(WRITE, refused("ERROR: the detector is not connected"))
+    with pytest.raises(StdDaqAdminException, match="not connected"):
         seam.start(seam.step())
     assert ([], 1) == (seam.run.acquisitions.running, seam.scripted.count(WRITE))
+
+
+def test_a_refusal_no_retry_can_change_fails_the_step_for_good(seam):
+    """Rule: a refusal whose cause stays (a folder the DAQ does not have) is a final failure: nothing left running."""
+    seam.scripted.script(WRITE, refused(protocol.MESSAGE_FOLDER_MISSING.format(folder="/x")))
+    with pytest.raises(StepFailed, match="the DAQ refused: Output file folder /x does not exist") as info:
+        seam.start(seam.step())
+    assert info.value.final and [] == seam.run.acquisitions.running
 
 
 def test_a_lost_reply_of_a_write_that_started_is_found_in_the_statuses(seam):
