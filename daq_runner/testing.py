@@ -21,15 +21,36 @@ Fixtures:
         REST, no Redis), persistent build; ``daq_driver_sim`` reset (initial config, no faults).
     daq_driver_sim_per_connection_session, daq_driver_sim_per_connection: the same, older build.
 
-Helpers, for tests that start servers of their own:
+Helpers:
+    arm_faults(sim, **faults): arm daq-sim's faults (``POST /sim/faults``), e.g.
+        ``arm_faults(daq_sim, fail_next="ERROR: detector lost")``.
+    wait_until(predicate, timeout=10.0): poll until ``predicate()`` is truthy; fail the test otherwise.
+    stream_entries(redis_url, stream): every entry of a Redis stream, decoded.
     skip_without_redis_server(): the server binary's path, or skip the test with the fix.
     skip_without_sim_extra(): skip the test unless the ``sim`` extra can be imported.
+
+In process, no servers at all (decision logic in milliseconds; see :mod:`daq_runner._scripted`)::
+
+    def test_a_lost_reply_is_never_sent_twice(scripted_daq, tmp_path):
+        scripted_daq.script(protocol.WRITER_WRITE_ASYNC, lost(handled=True))
+        report = scripted_daq.runner().run(load_batch_text(...))
+        assert 1 == scripted_daq.count(protocol.WRITER_WRITE_ASYNC)
+
+    scripted_daq: a fresh :class:`ScriptedDaq` (writer READY, daq-sim's config, no faults).
+    ScriptedDaq: a rest_v2 DAQ modelled in this process under the real client (a ``requests``
+        adapter), with a script of faults per request: :func:`lost`, :func:`refused`,
+        :func:`needs_restart`, :func:`http_error`, :func:`unreachable`, :func:`malformed`,
+        :func:`stale`, :func:`slow`, :func:`before`, :func:`after` (each a :class:`Fault`).
+    RecordedRun: the services of a run, to drive a :class:`~daq_runner.daq.Daq` without a Runner.
+    FAST_TIMING: the :class:`~daq_runner.rest_v2.RestV2Timing` a scripted DAQ's RestV2Daq uses.
 """
 
 from __future__ import annotations
 
+import json
 import os
-from typing import Any, Callable, Iterator
+import time
+from typing import Any, Callable, Dict, Iterator, List
 
 import pytest
 
@@ -39,6 +60,10 @@ __all__ = [
     "daq_sim",
     "daq_sim_fresh",
     "run_batch",
+    "scripted_daq",
+    "arm_faults",
+    "wait_until",
+    "stream_entries",
     "skip_without_redis_server",
     "skip_without_sim_extra",
     "SIM_FRAME_RATE",
@@ -47,9 +72,79 @@ __all__ = [
     "daq_driver_sim_per_connection_session",
     "daq_driver_sim_per_connection",
     "DRIVER_RESTART_S",
+    # in process (daq_runner._scripted, imported when first used)
+    "ScriptedDaq",
+    "RecordedRun",
+    "Fault",
+    "FAST_TIMING",
+    "lost",
+    "refused",
+    "needs_restart",
+    "http_error",
+    "unreachable",
+    "malformed",
+    "stale",
+    "slow",
+    "before",
+    "after",
 ]
 
 SIM_FRAME_RATE = 2000.0
+
+# Names of the in-process DAQ, imported on first use: this module is a pytest plugin, loaded by
+# every test session of an environment with daq-runner, and requests with the client's
+# transport would add a fifth of a second to each start-up.
+_SCRIPTED = frozenset(__all__[__all__.index("ScriptedDaq") :])
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SCRIPTED:
+        from . import _scripted
+
+        return getattr(_scripted, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def arm_faults(sim: Any, **faults: Any) -> Dict[str, Any]:
+    """Arm faults of a daq-sim of either generation (``POST /sim/faults``; ``sim`` has its ``url``);
+    returns what is armed.
+
+    E.g. ``writer_state="UNKNOWN"`` (a writer restart), ``fail_next="ERROR: <reason>"``,
+    ``unavailable_s=N``, ``deployment="ERROR"``, ``stall_s=N``: every fault ``docs/daq-sim.md`` lists.
+
+    Raises:
+        requests.HTTPError: the simulator refused them (HTTP 422 for an unknown fault).
+    """
+    import requests
+
+    reply = requests.post(sim.url + "/sim/faults", json=faults, timeout=5)
+    reply.raise_for_status()
+    return reply.json()["faults"]
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> Any:
+    """Poll ``predicate()`` every ``interval`` s until it returns something truthy, and return
+    that; fail the calling test when ``timeout`` s pass first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {timeout} s")
+        time.sleep(interval)
+
+
+def stream_entries(redis_url: str, stream: str) -> List[Any]:
+    """Every entry of the Redis stream ``stream`` at ``redis_url``, oldest first, as decoded JSON
+    (the ``json`` field each DAQ stream entry has; entries without one are left out)."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        return [json.loads(fields[b"json"]) for _, fields in client.xrange(stream) if b"json" in fields]
+    finally:
+        client.close()
 
 
 def skip_without_redis_server() -> str:
@@ -179,3 +274,12 @@ def daq_driver_sim_per_connection(daq_driver_sim_per_connection_session: Any) ->
     """The session's per-connection DAQ reset: initial config, no faults, idle, no sessions."""
     daq_driver_sim_per_connection_session.core.reset()
     return daq_driver_sim_per_connection_session
+
+
+@pytest.fixture
+def scripted_daq() -> Iterator[Any]:
+    """A fresh in-process :class:`ScriptedDaq`: writer READY, daq-sim's config, nothing scripted."""
+    from ._scripted import ScriptedDaq
+
+    with ScriptedDaq() as daq:
+        yield daq

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import sysconfig
-import time
 from pathlib import Path
 from typing import Any, Optional, Tuple
 
 import pytest
-import redis
 
 from daq_runner.sim.redis_server import RedisServerNotFound
-from daq_runner.testing import skip_without_redis_server
+from daq_runner.testing import arm_faults, skip_without_redis_server, stream_entries, wait_until  # noqa: F401 - shared with the tests
 
 from .clean_repo import CleanRepo
 
@@ -79,27 +76,6 @@ def run_script(name: str, *args: str, env: Optional[dict] = None, timeout: float
     """Run an installed console script and capture its output."""
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([script(name), *args], capture_output=True, text=True, env=full_env, timeout=timeout, **kwargs)
-
-
-def stream_entries(url: str, stream: str) -> list:
-    """All entries of a stream as decoded JSON objects."""
-    client = redis.Redis.from_url(url)
-    try:
-        return [json.loads(fields[b"json"]) for _, fields in client.xrange(stream) if b"json" in fields]
-    finally:
-        client.close()
-
-
-def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.02) -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail the test on timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout} s")
-        time.sleep(interval)
 
 
 def batch_file(tmp_path: Path, body: str, name: str = "b.yaml") -> Path:

@@ -123,18 +123,18 @@ def test_alias_bomb_is_refused_fast():
     lines = ["a: &a [x, x, x, x, x, x, x, x, x, x]"]
     for i in range(1, 12):
         lines.append(f"{chr(97 + i)}: &{chr(97 + i)} [*{chr(96 + i)}, *{chr(96 + i)}, *{chr(96 + i)}, *{chr(96 + i)}, *{chr(96 + i)}, *{chr(96 + i)}, *{chr(96 + i)}, *{chr(96 + i)}, *{chr(96 + i)}, *{chr(96 + i)}]")
-    start = time.monotonic()
+    start = time.process_time()  # CPU time: what the loader costs, however busy the machine
     assert "document too large" in error_of("\n".join(lines) + "\n")
-    assert time.monotonic() - start < 2
+    assert time.process_time() - start < 2
 
 
 def test_absurd_sweeps_are_refused_before_expansion():
     """A sweep beyond the step limit is refused without expanding it."""
     values = "[" + ", ".join(str(i) for i in range(1000)) + "]"
-    start = time.monotonic()
+    start = time.process_time()  # CPU time: what the loader costs, however busy the machine
     message = error_of(HEAD + f"  - for: {{a: {values}, b: {values}}}\n    steps: [{{stop: {{}}}}]\n")
     assert f"exceed {MAX_STEPS} steps" in message
-    assert time.monotonic() - start < 2
+    assert time.process_time() - start < 2
 
 
 def test_enormous_numbers_are_refused():
@@ -173,10 +173,10 @@ def test_shipped_batches_are_valid():
 def test_ten_thousand_steps_load_in_under_a_second():
     """A batch expanding to 10,000 steps loads and validates quickly."""
     values = "[" + ", ".join(str(i) for i in range(100)) + "]"
-    start = time.perf_counter()
+    start = time.process_time()  # CPU time: what the loader costs, however busy the machine
     batch = load("version: 1\nsteps:\n  - for: {a: " + values + ", b: " + values + "}\n    steps:\n      - write: {output_file: '/d/x_{a}_{b}.h5', n_images: 1}\n")
     assert 10_000 == len(batch.steps)
-    assert time.perf_counter() - start < 3  # the benchmark holds it to 1 s; CI machines vary
+    assert time.process_time() - start < 3  # the benchmark holds it to 1 s; CI machines vary
 
 
 def test_parse_var():
@@ -577,10 +577,10 @@ def test_config_fields_are_typed_and_unknown_ones_refused():
 def test_a_hundred_thousand_steps_load_quickly():
     """The step limit itself: 100,000 steps validate in a few seconds (about 2 s on a loaded 2-core machine)."""
     values = "[" + ", ".join(str(i) for i in range(1000)) + "]"
-    start = time.perf_counter()
+    start = time.process_time()  # CPU time: what the loader costs, however busy the machine
     batch = load("version: 1\nsteps:\n  - for: {a: " + values + ", b: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63, 64, 65, 66, 67, 68, 69, 70, 71, 72, 73, 74, 75, 76, 77, 78, 79, 80, 81, 82, 83, 84, 85, 86, 87, 88, 89, 90, 91, 92, 93, 94, 95, 96, 97, 98, 99]}\n    steps:\n      - write: {output_file: '/d/x_{a}_{b}.h5', n_images: 1}\n")
     assert MAX_STEPS == len(batch.steps)
-    assert time.perf_counter() - start < 10
+    assert time.process_time() - start < 10
     with pytest.raises(BatchValidationError, match=f"more than {MAX_STEPS} steps"):
         load("version: 1\nsteps:\n  - for: {a: " + values + ", b: [" + ", ".join(map(str, range(100))) + "]}\n    steps:\n      - stop: {}\n  - stop: {}\n")
 
@@ -589,10 +589,10 @@ def test_sweeps_of_empty_sweeps_are_bounded():
     """Nested sweeps whose bodies make no step cannot keep the loader busy."""
     values = "[" + ", ".join(str(i) for i in range(1000)) + "]"
     text = HEAD + f"  - for: {{a: {values}}}\n    steps:\n      - for: {{b: {values}}}\n        steps:\n          - for: {{c: {values}}}\n            steps: []\n"
-    start = time.perf_counter()
+    start = time.process_time()  # CPU time: what the loader costs, however busy the machine
     with pytest.raises(BatchValidationError):
         load(text)
-    assert time.perf_counter() - start < 10
+    assert time.process_time() - start < 10
 
 
 def test_enormous_python_values_are_refused_cleanly():
@@ -633,10 +633,10 @@ def test_thousands_of_unknown_variables_against_thousands_of_vars_stay_fast():
         "version: 1\nvars:\n" + "".join(f"  v{i}: x\n" for i in range(20000)) + "steps:\n"
         + "".join(f"  - write: {{output_file: '/d/{{nope{i}}}.h5', n_images: 1}}\n" for i in range(8000))
     )
-    started = time.perf_counter()
+    started = time.process_time()  # CPU time: what the loader costs, however busy the machine
     with pytest.raises(BatchValidationError) as info:
         load(text)
-    assert time.perf_counter() - started < 5
+    assert time.process_time() - started < 5
     assert 8000 == len(info.value.errors) + info.value.more
     with pytest.raises(BatchValidationError, match=r"unknown variable 'v20000' .*\(did you mean 'v2000'\?\)"):
         load(text.replace("{nope0}", "{v20000}"))

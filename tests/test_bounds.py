@@ -21,6 +21,7 @@ import requests
 from daq_runner import Runner, events
 from daq_runner.batch import load_batch_text
 from daq_runner.report import JsonReportFile
+from daq_runner.testing import arm_faults
 
 from .conftest import batch_file, daq_run, start_daq_run, wait_until, writer_state
 from .standin import DaqProxy
@@ -91,7 +92,7 @@ def test_a_check_during_an_outage_fails_at_its_timeout(daq_sim, tmp_path):
     def outage_from_now() -> None:  # the check's first request: the outage begins
         if not armed:
             armed.append(1)
-            requests.post(daq_sim.url + "/sim/faults", json={"unavailable_s": 30}, timeout=5)
+            arm_faults(daq_sim, unavailable_s=30)
 
     try:
         with DaqProxy(daq_sim.url) as proxy:
@@ -250,7 +251,7 @@ def test_report_paths_that_would_destroy_something_are_refused(daq_sim, tmp_path
 
 def test_control_characters_in_a_daq_error_keep_junit_and_report_readable(daq_sim, tmp_path):
     """An ESC or BEL in a DAQ message: the JUnit file parses, the report is valid, messages are one line."""
-    requests.post(daq_sim.url + "/sim/faults", json={"fail_next": "ERROR: \x1b[31mdisk\x07 gone\nsecond line\x00"}, timeout=5)
+    arm_faults(daq_sim, fail_next="ERROR: \x1b[31mdisk\x07 gone\nsecond line\x00")
     path = batch_file(tmp_path, "version: 1\nsteps:\n  - write: {output_file: '{root}/a.h5', n_images: 10}\n")
     proc = daq_run(str(path), "--url", daq_sim.url, "--redis", daq_sim.redis_url, "--report", str(tmp_path / "r.json"), "--junit", str(tmp_path / "j.xml"))
     assert 1 == proc.returncode

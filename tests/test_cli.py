@@ -11,6 +11,7 @@ import requests
 import structlog
 
 from daq_runner.sim.redis_server import free_port
+from daq_runner.testing import arm_faults
 
 from .conftest import REPO, batch_file, daq_run, run_script, script, start_daq_run, start_daq_run_until_writing
 
@@ -97,7 +98,7 @@ def test_daq_run_passes_exit_0_with_report_and_junit(daq_sim, tmp_path):
 
 def test_daq_run_failure_exit_1_quiet_summary(daq_sim, tmp_path):
     """A failed step exits 1; --quiet prints only a short summary."""
-    requests.post(daq_sim.url + "/sim/faults", json={"fail_next": "ERROR: no space"}, timeout=5)
+    arm_faults(daq_sim, fail_next="ERROR: no space")
     path = batch_file(tmp_path, "version: 1\nsteps:\n  - write: {output_file: '{root}/a.h5', n_images: 3}\n")
     proc = daq_run(str(path), "--url", daq_sim.url, "--redis", daq_sim.redis_url, "--quiet", "--report", str(tmp_path / "r.json"))
     assert 1 == proc.returncode
@@ -170,7 +171,7 @@ def test_daq_run_unreachable_exit_3(tmp_path):
 def test_daq_run_waits_out_a_short_outage_at_the_start(daq_sim, tmp_path):
     """The DAQ answers 503 for 3 s when the run starts: it is waited out, the run passes."""
     path = batch_file(tmp_path, "version: 1\nsteps:\n  - check: {writer: READY}\n")
-    requests.post(daq_sim.url + "/sim/faults", json={"unavailable_s": 3}, timeout=5)
+    arm_faults(daq_sim, unavailable_s=3)
     proc = daq_run(str(path), "--url", daq_sim.url, "--redis", daq_sim.redis_url, "--report", str(tmp_path / "r.json"))
     assert 0 == proc.returncode, proc.stderr
 
@@ -276,7 +277,7 @@ def test_daq_run_resume_reruns_only_failed(daq_sim, tmp_path):
     body = "version: 1\nsteps:\n  - write: {output_file: '{root}/a.h5', n_images: 2}\n  - write: {output_file: '{root}/b.h5', n_images: 2}\n"
     path = batch_file(tmp_path, body)
     first = tmp_path / "first.json"
-    requests.post(daq_sim.url + "/sim/faults", json={"fail_next": "ERROR: x"}, timeout=5)
+    arm_faults(daq_sim, fail_next="ERROR: x")
     common = ["--url", daq_sim.url, "--redis", daq_sim.redis_url]
     # the fault hits the first write, so step 1 fails and step 2 is skipped
     assert 1 == daq_run(str(path), *common, "--report", str(first)).returncode

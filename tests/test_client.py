@@ -22,6 +22,7 @@ from daq_runner import (
     WriteOutcomeUnknown,
     protocol,
 )
+from daq_runner.testing import arm_faults
 
 from .conftest import wait_until
 
@@ -807,7 +808,7 @@ def test_update_config_deployment_error_on_the_simulator(daq_sim):
     """daq-sim's deployment fault: update_config raises DeploymentError with the ERROR status."""
     from daq_runner import DeploymentError
 
-    requests.post(daq_sim.url + "/sim/faults", json={"deployment": "ERROR"}, timeout=5).raise_for_status()
+    arm_faults(daq_sim, deployment="ERROR")
     with pytest.raises(DeploymentError) as info:
         StdDaqClient(daq_sim.url).update_config({"bit_depth": 32}, timeout=10)
     assert "ERROR" == info.value.deployment["status"]

@@ -33,6 +33,7 @@ from daq_runner.exceptions import (
     WriteOutcomeUnknown,
 )
 from daq_runner.sim.driver import DEFAULT_DRIVER_CONFIG
+from daq_runner.testing import arm_faults
 
 from .conftest import wait_until
 
@@ -62,11 +63,6 @@ def client(request: Any) -> Iterator[DetDriverClient]:
     target = request.getfixturevalue("sim" if "sim" in request.fixturenames else "current")
     with DetDriverClient(target.ws_url, target.url, timeout=2.0, user="tester") as daq:
         yield daq
-
-
-def faults(sim: Any, **armed: Any) -> None:
-    reply = requests.post(sim.url + "/sim/faults", json=armed, timeout=5)
-    assert 200 == reply.status_code, reply.text
 
 
 def images_in(paths: Any) -> int:
@@ -156,11 +152,11 @@ def test_stop_is_confirmed_by_the_pushed_states(sim, client, tmp_path):
 def test_a_stop_during_creating_file_is_not_lost(sim, client, tmp_path):
     """creating_file lasts (slow writers): stop() waits it out and stops the recording that follows."""
     sim.core.settings.writer_timeout_s = 2.0  # well above the writers' 0.3 s
-    faults(sim, slow_writers_s=0.3, silent_detector=True)
+    arm_faults(sim, slow_writers_s=0.3, silent_detector=True)
     acquisition = client.start(str(tmp_path), "slow_", n_image=LONG)
     assert DriverState.CREATING_FILE == sim.core.snapshot()[0]
     client.stop(acquisition, timeout=5)
-    faults(sim, silent_detector=False)
+    arm_faults(sim, silent_detector=False)
     client.follow(acquisition, timeout=10)
     assert "file_saved" == acquisition.outcome and acquisition.last_count < LONG
 
@@ -236,7 +232,7 @@ def test_a_missing_folder_ends_in_error(sim, client, tmp_path):
 
 def test_a_start_whose_session_drops_is_outcome_unknown_and_never_sent_again(sim, client, tmp_path):
     """The session drops right after the driver took the start: WriteOutcomeUnknown; it ran, sent once."""
-    faults(sim, drop_on_start=True)
+    arm_faults(sim, drop_on_start=True)
     with pytest.raises(WriteOutcomeUnknown, match="may have started") as caught:
         client.start(str(tmp_path), "lost_", n_image=20)
     assert sim.ws_url in str(caught.value)
@@ -251,7 +247,7 @@ def test_a_start_whose_reply_was_lost_is_followed_on_a_new_session(current, clie
     from daq_runner.det_driver import DriverAcquisition
     from daq_runner.det_driver_protocol import start_command
 
-    faults(current, drop_on_start=True)
+    arm_faults(current, drop_on_start=True)
     command = start_command(str(tmp_path), "lost_", 200)
     sent = time.time()
     with pytest.raises(WriteOutcomeUnknown):
@@ -269,7 +265,7 @@ def test_a_start_whose_reply_was_lost_is_followed_on_a_new_session(current, clie
 def test_a_dropped_session_is_a_transport_error_naming_the_url(current, client, tmp_path):
     """follow() without reconnect: the drop is a DaqTransportError naming the driver's URL, at once."""
     acquisition = client.start(str(tmp_path), "d_", n_image=LONG)
-    later(0.2, lambda: faults(current, drop_sessions=True))
+    later(0.2, lambda: arm_faults(current, drop_sessions=True))
     began = time.monotonic()
     with pytest.raises(DaqTransportError, match=current.ws_url.replace(".", r"\.")):
         client.follow(acquisition, timeout=10)
@@ -281,7 +277,7 @@ def test_follow_with_reconnect_gets_the_outcome_kept_for_the_next_session(curren
     """Dropped while no session is connected at the end: the reconnected session hears the kept outcome."""
     acquisition = client.start(str(tmp_path), "k_", n_image=LONG)
     wait_until(lambda: current.core.snapshot()[0] == DriverState.RECORDING, timeout=5)
-    faults(current, drop_sessions=True)
+    arm_faults(current, drop_sessions=True)
     current.core.stop()
     wait_until(lambda: current.core.snapshot()[0] == DriverState.FILE_SAVED, timeout=5)
     client.follow(acquisition, timeout=5, reconnect=True)
@@ -291,7 +287,7 @@ def test_follow_with_reconnect_gets_the_outcome_kept_for_the_next_session(curren
 def test_an_outcome_another_session_took_ends_as_idle(current, client, tmp_path):
     """Back to idle after having seen the acquisition, without its outcome: outcome "idle"."""
     acquisition = client.start(str(tmp_path), "o_", n_image=LONG)
-    faults(current, drop_sessions=True)
+    arm_faults(current, drop_sessions=True)
     with pytest.raises(DaqTransportError):
         client.follow(acquisition, timeout=5)
     with DetDriverClient(current.ws_url, current.url) as other:
@@ -307,7 +303,7 @@ def test_an_older_build_is_followed_by_status_after_a_drop(daq_driver_sim_per_co
     with DetDriverClient(sim.ws_url, sim.url, timeout=2.0) as daq:
         acquisition = daq.start(str(tmp_path), "p_", n_image=LONG)
         wait_until(lambda: sim.core.snapshot()[0] == DriverState.RECORDING, timeout=5)
-        faults(sim, drop_sessions=True)
+        arm_faults(sim, drop_sessions=True)
         later(0.5, sim.core.stop)
         daq.follow(acquisition, timeout=10, reconnect=True)
     assert acquisition.outcome in ("file_saved", "idle") and acquisition.reconnects == 1
@@ -325,7 +321,7 @@ def test_a_restart_during_a_wait_is_a_transport_error_then_ready_again(current, 
 
 def test_wait_until_ready_waits_out_a_slow_restart(current, client):
     """Connections refused for the restart's time: wait_until_ready returns idle once the driver is back."""
-    faults(current, restart_s=1.0)
+    arm_faults(current, restart_s=1.0)
     requests.post(current.url + "/api/config/set", params={"user": "t"}, json=DEFAULT_DRIVER_CONFIG, timeout=5)
     wait_until(lambda: not current.core.up, timeout=2)  # the restart follows the reply
     stages: List[str] = []
@@ -482,7 +478,7 @@ def test_a_missing_config_file_is_an_http_error(current, client):
 
 def test_a_secondary_server_that_fails_is_a_deployment_error(current, client):
     """HTTP 500 "Failed to synchronize with the secondary server": DeploymentError saying it was stored here."""
-    faults(current, secondary_fails=True)
+    arm_faults(current, secondary_fails=True)
     with pytest.raises(DeploymentError, match="secondary server was not synchronised"):
         client.update_config({"bit_depth": 32})
     assert 32 == client.get_config()["bit_depth"]
@@ -493,7 +489,7 @@ def test_restart_services_recovers_a_wedged_driver(current, client, tmp_path):
     starts are refused, restart_services brings it back and a start works."""
     acquisition = client.start(str(tmp_path), "w_", n_image=LONG)
     wait_until(lambda: current.core.snapshot()[0] == DriverState.RECORDING, timeout=5)
-    faults(current, silent_writer=0)
+    arm_faults(current, silent_writer=0)
     client.stop(acquisition)
     with pytest.raises(DaqTimeoutError, match="wedged"):
         client.follow(acquisition, timeout=1.0)

@@ -12,6 +12,7 @@ import time
 import requests
 
 from daq_runner.record import parse_iso
+from daq_runner.testing import arm_faults
 
 from .conftest import REPO, batch_file, daq_run, stream_entries, writer_state
 from .standin import DaqProxy
@@ -103,7 +104,7 @@ def test_a_writer_left_unknown_by_a_deployment_is_recovered_before_the_next_writ
     def restart_writer_on_post() -> None:
         calls.append(1)
         if len(calls) == 2:  # GET config, then the POST: the services restart
-            requests.post(daq_sim.url + "/sim/faults", json={"writer_state": "UNKNOWN"}, timeout=5)
+            arm_faults(daq_sim, writer_state="UNKNOWN")
 
     path = batch_file(tmp_path, "version: 1\nsteps:\n  - config: {bit_depth: 32}\n  - write: {output_file: '{root}/a.h5', n_images: 5}\n")
     with DaqProxy(daq_sim.url) as proxy:
@@ -158,7 +159,7 @@ def test_a_deployment_that_fails_on_a_slower_server_fails_the_config_step(daq_si
     """The real server says SUCCESS once the servers that reported so far are done: the config step
     waits for every server of the last deployment, so a later Error fails it."""
     daq_sim.core.settings.deploy_delay_s = 0.6  # the second server reports well after the first
-    requests.post(daq_sim.url + "/sim/faults", json={"deployment": "ERROR"}, timeout=5)
+    arm_faults(daq_sim, deployment="ERROR")
     path = batch_file(tmp_path, "version: 1\nsteps:\n  - config: {bit_depth: 8}\n  - check: {deployment: SUCCESS}\n")
     proc = daq_run(str(path), *common(daq_sim), "--report", str(tmp_path / "r.json"))
     assert 1 == proc.returncode

@@ -23,6 +23,7 @@ import requests
 
 from daq_runner.lock import LOCK_KEY, DaqLock
 from daq_runner.sim.redis_server import RedisServer, free_port
+from daq_runner.testing import arm_faults
 
 from .conftest import batch_file, daq_run, script, start_daq_run, start_daq_run_until_writing, wait_until, writer_state
 
@@ -239,7 +240,7 @@ def test_rest_outage_of_30_s_mid_batch_is_waited_out(daq_sim, tmp_path):
     report = tmp_path / "r.json"
     proc = start_daq_run(path, "--url", daq_sim.url, "--redis", daq_sim.redis_url, "--report", str(report))
     wait_until(lambda: daq_sim.core.logs(1))
-    assert 200 == requests.post(daq_sim.url + "/sim/faults", json={"unavailable_s": 30}, timeout=5).status_code
+    arm_faults(daq_sim, unavailable_s=30)
     outage = time.monotonic()
     _, err = proc.communicate(timeout=120)
     assert 0 == proc.returncode, err
@@ -260,7 +261,7 @@ def test_sigterm_during_rest_outage_exits_within_seconds(daq_sim, tmp_path, outa
     report = tmp_path / "r.json"
     proc = start_daq_run_until_writing(daq_sim, path, report, "--no-redis")
     try:
-        requests.post(daq_sim.url + "/sim/faults", json={"unavailable_s": outage_s}, timeout=5)
+        arm_faults(daq_sim, unavailable_s=outage_s)
         time.sleep(1.0)  # the runner's status polls now fail and are being retried
         signalled = time.monotonic()
         proc.send_signal(signal.SIGTERM)

@@ -12,6 +12,8 @@ import h5py
 import pytest
 import requests
 
+from daq_runner.testing import arm_faults
+
 from .conftest import batch_file, daq_run
 
 
@@ -143,7 +145,7 @@ SWEEP = (
 def test_resume_applies_the_configuration_the_kept_steps_established(daq_sim, tmp_path):
     """The 8-bit write failed, the 32-bit one passed last: on resume the 8-bit write runs at 8 bits."""
     path = batch_file(tmp_path, SWEEP)
-    requests.post(daq_sim.url + "/sim/faults", json={"fail_next": "ERROR: detector hiccup"}, timeout=5)
+    arm_faults(daq_sim, fail_next="ERROR: detector hiccup")
     first = tmp_path / "first.json"
     assert 1 == daq_run(str(path), *common(daq_sim), "--report", str(first)).returncode
     assert ["passed", "failed", "passed", "passed", "passed", "passed"] == [s["status"] for s in report_of(first)["steps"]]

@@ -15,14 +15,11 @@ from daq_runner import LockError, LockHeldError, Runner, events
 from daq_runner.batch import load_batch_text
 from daq_runner.lock import DaqLock
 from daq_runner.report import JsonReportFile, JUnitFile
+from daq_runner.testing import arm_faults
 
 from .conftest import wait_until
 
 WRITE = "version: 1\nsteps:\n  - write: {{output_file: '{{root}}/{name}.h5', n_images: {n}}}\n"
-
-
-def faults(sim, **armed):
-    assert 200 == requests.post(sim.url + "/sim/faults", json=armed, timeout=5).status_code
 
 
 class Collect:
@@ -65,7 +62,7 @@ def test_without_redis_rest_polling_and_rest_logs(daq_sim, tmp_path):
 
 def test_failed_acquisition_is_retried_then_passes(run_batch, daq_sim):
     """A FAILED acquisition fails the attempt with the DAQ's message; a retry passes."""
-    faults(daq_sim, fail_next="ERROR: detector lost")
+    arm_faults(daq_sim, fail_next="ERROR: detector lost")
     collect = Collect()
     report = run_batch("version: 1\nsteps:\n  - write: {output_file: '{root}/f.h5', n_images: 10}\n    retries: 1\n", consumers=[collect])
     assert "passed" == report.status and 2 == report.steps[0]["attempts"]
@@ -76,7 +73,7 @@ def test_failed_acquisition_is_retried_then_passes(run_batch, daq_sim):
 
 def test_failed_step_aborts_and_skips_the_rest(run_batch, daq_sim):
     """Without retries a failure fails the run; on_error abort skips what follows."""
-    faults(daq_sim, fail_next="ERROR: disk full")
+    arm_faults(daq_sim, fail_next="ERROR: disk full")
     report = run_batch("version: 1\nsteps:\n  - write: {output_file: '{root}/f.h5', n_images: 4}\n  - stop: {}\n")
     assert "failed" == report.status
     assert ["failed", "skipped"] == [s["status"] for s in report.steps]
@@ -86,7 +83,7 @@ def test_failed_step_aborts_and_skips_the_rest(run_batch, daq_sim):
 
 def test_on_error_continue_goes_on(run_batch, daq_sim):
     """on_error: continue runs the next steps; the run still fails."""
-    faults(daq_sim, fail_next="ERROR: x")
+    arm_faults(daq_sim, fail_next="ERROR: x")
     report = run_batch("version: 1\nsteps:\n  - write: {output_file: '{root}/f.h5', n_images: 4}\n    on_error: continue\n  - stop: {}\n")
     assert ("failed", ["failed", "passed"]) == (report.status, [s["status"] for s in report.steps])
 
@@ -94,7 +91,7 @@ def test_on_error_continue_goes_on(run_batch, daq_sim):
 def test_unknown_before_step_is_recovered_and_recorded(run_batch, daq_sim):
     """A fresh DAQ's UNKNOWN writer is reset before the first step (a pre-run recovery);
     one found UNKNOWN before a later write is reset by that step (its recovery)."""
-    faults(daq_sim, writer_state="UNKNOWN")
+    arm_faults(daq_sim, writer_state="UNKNOWN")
     report = run_batch(WRITE.format(name="u", n=5))
     assert "passed" == report.status
     assert [] == report.steps[0]["recoveries"]
@@ -103,7 +100,7 @@ def test_unknown_before_step_is_recovered_and_recorded(run_batch, daq_sim):
 
     def strike(event):
         if event.kind == events.STEP_FINISHED and event.step == 1:
-            faults(daq_sim, writer_state="UNKNOWN")
+            arm_faults(daq_sim, writer_state="UNKNOWN")
 
     report = run_batch("version: 1\nsteps:\n  - check: {writer: READY}\n  - write: {output_file: '{root}/u2.h5', n_images: 5}\n", consumers=[strike])
     assert "passed" == report.status
@@ -114,6 +111,9 @@ def test_unknown_before_step_is_recovered_and_recorded(run_batch, daq_sim):
 def test_unknown_during_acquisition_fails_attempt_recovers_and_retries(run_batch, daq_sim):
     """The writer going UNKNOWN mid-acquisition: recovery, the attempt fails, the retry passes."""
     daq_sim.core.settings.frame_rate = 100
+    # The stop after the restart ends in "Cannot reach READY" when the driver gives up: after
+    # 0.5 s here instead of the real 5 s (what follows is the same; reset() restores it).
+    daq_sim.core.settings.driver_timeout_s = 0.5
 
     def images_written():
         acquisition = requests.get(daq_sim.url + "/writer/status", timeout=5).json()["writer"]["acquisition"] or {}
@@ -121,7 +121,7 @@ def test_unknown_during_acquisition_fails_attempt_recovers_and_retries(run_batch
 
     def strike():
         wait_until(images_written)  # the start was confirmed: the acquisition is under way
-        faults(daq_sim, writer_state="UNKNOWN")
+        arm_faults(daq_sim, writer_state="UNKNOWN")
         daq_sim.core.settings.frame_rate = 2000
 
     thread = threading.Thread(target=strike)
@@ -136,7 +136,7 @@ def test_unknown_during_acquisition_fails_attempt_recovers_and_retries(run_batch
 
 def test_stall_hits_timeout_and_acquisition_is_stopped(run_batch, daq_sim):
     """A stalled acquisition fails at the step timeout, and the runner stops it."""
-    faults(daq_sim, stall_s=30)
+    arm_faults(daq_sim, stall_s=30)
     start = time.monotonic()
     report = run_batch("version: 1\nsteps:\n  - write: {output_file: '{root}/s.h5', n_images: 10}\n    timeout: 1\n")
     assert time.monotonic() - start < 8
@@ -150,7 +150,7 @@ def test_stall_hits_timeout_and_acquisition_is_stopped(run_batch, daq_sim):
 def test_config_waits_for_deployment_and_fails_on_error(run_batch, daq_sim):
     """config passes after deployment SUCCESS; a failed deployment fails the step."""
     assert "passed" == run_batch("version: 1\nsteps:\n  - config: {bit_depth: 8}\n").status
-    faults(daq_sim, deployment="ERROR")
+    arm_faults(daq_sim, deployment="ERROR")
     report = run_batch("version: 1\nsteps:\n  - config: {bit_depth: 32}\n")
     assert "failed" == report.status and "Deployment failed" in report.steps[0]["error"]
     assert "ERROR" == report.steps[0]["deployment"]["status"]
@@ -195,7 +195,7 @@ def test_write_waits_for_a_running_acquisition(run_batch, daq_sim):
 
 def test_rest_outage_is_ridden_out(run_batch, daq_sim):
     """A short REST outage (HTTP 503) mid-batch is waited out with backoff."""
-    faults(daq_sim, unavailable_s=1.5)
+    arm_faults(daq_sim, unavailable_s=1.5)
     report = run_batch(WRITE.format(name="o", n=5))
     assert "passed" == report.status
     assert any("retrying" in n["message"] for n in report.notices)
@@ -412,7 +412,7 @@ def test_json_report_is_valid_at_every_step_and_final(daq_sim, tmp_path):
 def junit_of_failing_first_write(run_batch, daq_sim, tmp_path, body: str, error: str):
     """Run ``body`` with the next acquisition failing with ``error``; the JUnit XML's root."""
     path = tmp_path / "junit.xml"
-    faults(daq_sim, fail_next=error)
+    arm_faults(daq_sim, fail_next=error)
     run_batch(body, consumers=[JUnitFile(str(path))])
     return ET.parse(path).getroot()
 
@@ -496,7 +496,7 @@ def test_resume_skips_passed_steps(daq_sim, tmp_path):
 def test_rest_outage_longer_than_the_budget_fails_the_step_clearly(daq_sim, tmp_path):
     """An outage beyond the retry budget fails the step naming the URL and HTTP 503."""
     batch = load_batch_text("version: 1\nsteps:\n  - check: {writer: READY}\n")
-    faults(daq_sim, unavailable_s=3)
+    arm_faults(daq_sim, unavailable_s=3)
     report = Runner(daq_sim.url, daq_sim.redis_url, outage_s=0.5, lock=False).run(batch)
     error = report.steps[0]["error"]
     assert "failed" == report.status and "DAQ unreachable" in error and "/writer/status" in error and "503" in error
@@ -508,7 +508,10 @@ def test_a_status_published_between_mark_and_start_is_not_a_vanished_acquisition
     mark (a heartbeat); it must not read as 'our acquisition vanished'."""
     from daq_runner.sim import SimSettings, SimulatedDaq
 
-    with SimulatedDaq(settings=SimSettings(frame_rate=20000, heartbeat_s=0.002)) as sim:
+    # The driver looks for WRITING every 10 ms instead of 100 ms: the late copies land 2 ms after
+    # each end, before the next reply either way, and the 60 writes take half as long.
+    settings = SimSettings(frame_rate=20000, heartbeat_s=0.002, driver_poll_s=0.01)
+    with SimulatedDaq(settings=settings) as sim:
         batch = load_batch_text(
             "version: 1\nsteps:\n  - for: {i: [" + ", ".join(map(str, range(60))) + "]}\n"
             "    steps: [{write: {output_file: '{root}/h{i}.h5', n_images: 1}}]\n",
@@ -529,7 +532,7 @@ def test_a_daq_restart_between_config_and_write_gets_the_configuration_back(run_
     def restart_with_another_config(event):
         if event.kind == events.STEP_STARTED and event.data.get("kind") == "wait":
             StdDaqClient(daq_sim.url).update_config({"bit_depth": 16})
-            faults(daq_sim, writer_state="UNKNOWN")
+            arm_faults(daq_sim, writer_state="UNKNOWN")
 
     report = run_batch(
         "version: 1\nsteps:\n  - config: {bit_depth: 32}\n  - wait: {seconds: 0.1}\n"
@@ -566,14 +569,14 @@ def test_a_background_write_that_fails_after_its_step_was_left_fails_the_run(run
     reason, whatever its on_error (continue here), never passed with failed: 1."""
     daq_sim.core.settings.frame_rate, daq_sim.core.settings.driver_timeout_s = 40, 0.5
     if fault == "fail":
-        faults(daq_sim, fail_next="ERROR: detector lost")
+        arm_faults(daq_sim, fail_next="ERROR: detector lost")
 
     def from_outside(event):
         if event.kind == events.STEP_STARTED and event.step == 2:
             if fault == "stop":
                 requests.post(daq_sim.url + "/writer/stop", json={}, timeout=15).raise_for_status()
             elif fault == "unknown":
-                faults(daq_sim, writer_state="UNKNOWN")
+                arm_faults(daq_sim, writer_state="UNKNOWN")
 
     report = run_batch(BACKGROUND, [from_outside])
     (background,) = [step for step in report.steps if step["index"] == 1]
@@ -586,7 +589,7 @@ def test_a_background_write_that_fails_at_the_end_of_the_run_fails_it(run_batch,
     """The background write is the last thing that runs and fails while the run waits for it at
     its end: the run is failed."""
     daq_sim.core.settings.frame_rate = 40
-    faults(daq_sim, fail_next="ERROR: detector lost")
+    arm_faults(daq_sim, fail_next="ERROR: detector lost")
     report = run_batch("version: 1\nsteps:\n  - write: {output_file: '{root}/bg.h5', n_images: 60, wait: false}\n    on_error: continue\n")
     assert ("failed", "failed") == (report.status, report.steps[0]["status"])
     assert "acquisition FAILED: ERROR: detector lost" in report.reason
@@ -637,7 +640,7 @@ def test_a_wedged_driver_stops_the_run_with_what_the_daq_needs(run_batch, daq_si
     def kill_the_writer(event):
         if event.kind == events.PROGRESS and event.step == 1 and not killed:
             killed.append(True)
-            faults(daq_sim, kill_writer=True)
+            arm_faults(daq_sim, kill_writer=True)
 
     killed: list = []
     began = time.monotonic()

@@ -11,7 +11,6 @@ import time
 
 import pytest
 import redis
-import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -20,6 +19,7 @@ from daq_runner._config_file import MAX_CONFIG_BYTES
 from daq_runner.client import StdDaqClient
 from daq_runner.exceptions import DaqTransportError
 from daq_runner.lock import FORCED_SUFFIX, LOCK_KEY, DaqLock
+from daq_runner.testing import arm_faults
 
 from .conftest import run_script, stream_entries
 from .standin import StandIn, reply
@@ -164,7 +164,7 @@ def test_fifo_config_through_the_installed_tool_does_not_hang(tmp_path):
 
 def test_write_sync_exits_1_when_the_acquisition_failed(daq_sim, tmp_path):
     """The acquisition ended FAILED: the status is printed, exit 1 with the DAQ's message."""
-    requests.post(daq_sim.url + "/sim/faults", json={"fail_next": "ERROR: disk full"}, timeout=5).raise_for_status()
+    arm_faults(daq_sim, fail_next="ERROR: disk full")
     proc = run_script("std_cli_write_sync", str(tmp_path / "f.h5"), "3", "-b", daq_sim.url)
     assert 1 == proc.returncode
     assert "FAILED" == json.loads(proc.stdout)["acquisition"]["state"]

@@ -109,11 +109,11 @@ def test_self_repeating_variables_are_refused_in_little_memory_and_time():
     text = "\n".join(lines) + "\n"
     assert len(text) < 600
     tracemalloc.start()
-    started = time.perf_counter()
+    started = time.process_time()  # CPU time: what the loader costs, however busy the machine
     try:
         with pytest.raises(BatchValidationError) as info:
             load_batch_text(text, "b.yaml")
-        elapsed = time.perf_counter() - started
+        elapsed = time.process_time() - started
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -132,7 +132,7 @@ def test_the_whole_batch_has_a_rendering_budget():
         f"  - for: {{i: [{', '.join(map(str, range(n)))}]}}\n"
         "    steps:\n      - name: '{p}{i}'\n        stop: {}\n"
     )
-    started = time.perf_counter()
+    started = time.process_time()  # CPU time: what the loader costs, however busy the machine
     with pytest.raises(BatchValidationError, match=f"renders more than {MAX_RENDERED_TOTAL} characters in total"):
         load_batch_text(text, "b.yaml")
-    assert time.perf_counter() - started < 10
+    assert time.process_time() - started < 10

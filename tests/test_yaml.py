@@ -149,9 +149,9 @@ def test_alias_bomb_is_refused_fast(parser):
     for i in range(1, 12):
         previous = chr(96 + i)
         lines.append(f"{chr(97 + i)}: &{chr(97 + i)} [" + ", ".join([f"*{previous}"] * 10) + "]")
-    started = time.monotonic()
+    started = time.process_time()  # CPU time: what the loader costs, however busy the machine
     assert f"more than {MAX_NODES} YAML nodes" in error_of("\n".join(lines) + "\n")
-    assert time.monotonic() - started < 2
+    assert time.process_time() - started < 2
 
 
 @pytest.mark.parametrize("depth", [60, 1000, 100_000])
@@ -216,14 +216,14 @@ def test_non_finite_numbers_never_reach_a_step():
 def test_too_many_nodes_stop_the_parser_early():
     """A flat document over the node limit is refused while it is parsed, before it is all built."""
     text = "a: [" + ",".join(["1"] * (MAX_NODES + 10)) + "]\n"
-    started = time.monotonic()
+    started = time.process_time()  # CPU time: what the loader costs, however busy the machine
     assert f"document too large: more than {MAX_NODES} YAML nodes" in error_of(text)
-    assert time.monotonic() - started < 3
+    assert time.process_time() - started < 3
 
 
 def test_hints_stay_fast_on_huge_lines():
     """A syntax error on a 1 MiB line full of near-mistakes is reported quickly."""
     text = "a: [x'y" + ", {a}z" * 30_000 + "]]\n"  # each {a}z looks quoted: hints scan the line again and again
-    started = time.monotonic()
+    started = time.process_time()  # CPU time: what the loader costs, however busy the machine
     assert "invalid YAML" in error_of(text)
-    assert time.monotonic() - started < 3
+    assert time.process_time() - started < 3

@@ -9,6 +9,7 @@ configuration every write runs with (proven before it starts), the fast start pa
 consecutive writes.
 """
 
-from ._daq import STOP_BUDGET_S, RestV2Daq
+from ._daq import RestV2Daq
+from ._timing import STOP_BUDGET_S, RestV2Timing
 
-__all__ = ["RestV2Daq", "STOP_BUDGET_S"]
+__all__ = ["RestV2Daq", "RestV2Timing", "STOP_BUDGET_S"]

@@ -38,17 +38,12 @@ from ..record import MISSING, StepRecord
 from ..resume import acquisition_id, run_ids_of
 from ._config import NO_CONFIG, ConfigWatch
 from ._feed import Cursor, StatusFeed, Tap
+from ._timing import RestV2Timing
 
-__all__ = ["TrackedAcquisition", "Tracker", "STOP_BUDGET_S"]
+__all__ = ["TrackedAcquisition", "Tracker"]
 
 _FINAL = (protocol.AcquisitionState.FINISHED.value, protocol.AcquisitionState.FAILED.value)
-_LOST_REPLY_GRACE_S = 10.0  # the real server answers a write within ~5 s of its own polling
-_ACK_GRACE_S = 5.0  # after the start's reply: how long a READY writer without ours is not yet "vanished"
-_LOG_WAIT_S = 3.0  # for the log record of an acquisition that ended FINISHED
 _LOG_LOOKUP = 100  # logs searched for an earlier acquisition of a file the runner cannot see
-STOP_BUDGET_S = 5.0  # how long a stop of our acquisition is tried once the run must end
-_STOP_PAUSE_S = 0.1  # between attempts to stop it, doubling up to _STOP_PAUSE_MAX_S
-_STOP_PAUSE_MAX_S = 0.5
 _STOP_ERRORS_KEPT = 5  # distinct errors of one stop kept in its record
 _STAYS = "the file stays there whatever the DAQ does"
 _LOOKS = 8  # looks at the DAQ before one write: each that finds something to do acts on it first
@@ -128,6 +123,7 @@ class _Writer(Protocol):
     config: ConfigWatch
     run: RunServices
     run_or_none: Optional[RunServices]
+    timing: RestV2Timing
 
     def reset_writer(self, step: Any, record: Optional[StepRecord], reason: str) -> None: ...
 
@@ -145,6 +141,7 @@ class Tracker:
 
     def __init__(self, daq: _Writer) -> None:
         self.daq = daq
+        self.timing = daq.timing
         self.files: Dict[str, int] = {}  # real path of every file this run asked for -> its step
         self._starts: Dict[int, int] = {}  # acquisitions started per step, for acquisition_id
         self._background_cursor: Optional[Cursor] = None
@@ -342,7 +339,7 @@ class Tracker:
                 raise
             except WriteOutcomeUnknown as exc:
                 # A request still on its way may arrive as late again as it has been out.
-                grace = max(_LOST_REPLY_GRACE_S, time.monotonic() - sent)
+                grace = max(self.timing.lost_reply_grace_s, time.monotonic() - sent)
                 if self._look_for(acq, exc, grace):
                     break
                 if current().expired:
@@ -380,7 +377,7 @@ class Tracker:
         cursor = Cursor(acq.cursor.stream, acq.cursor.id) if acq.cursor else None
         found = feed.wait_for_status(acq.matches, grace, cursor)
         if found is None:
-            logged, _ = feed.find_log(lambda r: acq.is_ours(r), acq.log_cursor, 0.5)
+            logged, _ = feed.find_log(lambda r: acq.is_ours(r), acq.log_cursor, self.timing.log_look_s)
             if logged is None:
                 return False
             acq.final = logged
@@ -416,7 +413,7 @@ class Tracker:
                 acq.last = status.get("acquisition")
                 return (acq.last or {}).get("state") in _FINAL
             if status.get("state") == READY:
-                grace_over = acq.acknowledged_at is not None and time.monotonic() - acq.acknowledged_at > _ACK_GRACE_S
+                grace_over = acq.acknowledged_at is not None and time.monotonic() - acq.acknowledged_at > self.timing.ack_grace_s
                 return acq.seen or grace_over
             return status.get("state") == WRITING and acq.seen  # another acquisition after ours
 
@@ -458,11 +455,11 @@ class Tracker:
                 if acq.is_final(live):
                     acq.final = acq.last
                 continue  # a stale copy in the stream
-            logged, _ = feed.find_log(lambda r: acq.is_ours(r), acq.log_cursor, 0.5)
+            logged, _ = feed.find_log(lambda r: acq.is_ours(r), acq.log_cursor, self.timing.log_look_s)
             if logged is not None:
                 acq.final = logged
                 break
-            grace_over = acq.acknowledged_at is not None and time.monotonic() - acq.acknowledged_at > _ACK_GRACE_S
+            grace_over = acq.acknowledged_at is not None and time.monotonic() - acq.acknowledged_at > self.timing.ack_grace_s
             if acq.seen or grace_over or live.get("state") == WRITING:
                 self._ended(acq)
                 record.acquisition = acq.last
@@ -486,7 +483,7 @@ class Tracker:
                 record.stopped_by_step = acq.stopped_by
             else:
                 raise StepFailed(f"acquisition ended '{message}' with {acq.n_written}/{step.n_images} images written")
-        logged, source = self.daq.feed.find_log(lambda r: acq.is_ours(r), acq.log_cursor, _LOG_WAIT_S)
+        logged, source = self.daq.feed.find_log(lambda r: acq.is_ours(r), acq.log_cursor, self.timing.log_wait_s)
         record.daq_log = logged
         record.daq_log_source = source if logged is not None else None
         record.daq_log_reason = None if logged is not None else source
@@ -545,18 +542,19 @@ class Tracker:
             return []
         if any(acq.final is None for acq in waiting):
             # Statuses read pass through observe(), which notes the ends.
-            self.daq.feed.wait_for_status(lambda status: False, 0.02, self._background_cursor)
+            self.daq.feed.wait_for_status(lambda status: False, self.timing.background_look_s, self._background_cursor)
         return [acq for acq in waiting if acq.final is not None]
 
     # -- stopping, written once ------------------------------------------------------------
 
     def stop(self, acq: TrackedAcquisition, reason: str, deadline: Optional[Deadline] = None) -> Dict[str, Any]:
-        """Stop ``acq`` if it still runs, by ``deadline`` (default: :data:`STOP_BUDGET_S` from now)
+        """Stop ``acq`` if it still runs, by ``deadline`` (default: ``timing.stop_budget_s`` from now)
         whatever the bound in force; the caller may shorten ``deadline`` meanwhile (a second
         stop request). Never raises.
 
         Any DAQ error (transport, HTTP 5xx, a garbled reply, a refusal) is tried again after
-        a short pause (0.1 s doubling to 0.5 s) until the writer is seen not writing our
+        a short pause (``timing.stop_pause_s``, 0.1 s, doubling to ``stop_pause_max_s``, 0.5 s)
+        until the writer is seen not writing our
         ``run_id`` (READY, UNKNOWN or another acquisition) or the deadline passes: one HTTP
         500 must not leave our acquisition running. The record (one of the step's
         ``recoveries``) gives ``outcome``, ``attempts`` and, when any failed, ``errors``
@@ -564,9 +562,10 @@ class Tracker:
         """
         client = self.daq.client
         entry: Dict[str, Any] = {"reason": reason, "action": "stop_writer", "at": time.time()}
-        deadline = deadline or Deadline(STOP_BUDGET_S)
+        timing = self.timing
+        deadline = deadline or Deadline(timing.stop_budget_s)
         errors: List[List[Any]] = []  # [text, times in a row]
-        attempt, pause, sent = 0, _STOP_PAUSE_S, False
+        attempt, pause, sent = 0, timing.stop_pause_s, False
         try:
             with detached(deadline):
                 while True:
@@ -589,13 +588,13 @@ class Tracker:
                     except (DaqRunnerError, OSError) as exc:
                         _count_error(errors, str(exc))
                         left = deadline.remaining()
-                        if left < _STOP_PAUSE_S:
+                        if left < timing.stop_pause_s:
                             entry["outcome"] = f"could not stop acquisition {acq.run_id}, it may still be running: {exc}"
                             self.run.notice(entry["outcome"], acq.step)
                             break
                         # Half of what is left at most: the next attempt gets time to be answered.
                         deadline.sleep(min(pause, left / 2))
-                        pause = min(pause * 2, _STOP_PAUSE_MAX_S)
+                        pause = min(pause * 2, timing.stop_pause_max_s)
         except Exception as exc:  # the transport's own stop (Interrupted) or a bug: still recorded
             entry["outcome"] = f"could not stop acquisition {acq.run_id}, it may still be running: {exc!r}"
         entry["attempts"] = attempt

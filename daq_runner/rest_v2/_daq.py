@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 from .. import events, protocol
 from .._deadline import Deadline, current, detached
@@ -19,16 +19,16 @@ from ..client import StdDaqClient
 from ..daq import READY, REST_V2, UNKNOWN, Acquisition, Daq, Progress, Rates, RunServices
 from ..exceptions import DaqNeedsRestart, DaqTransportError, StepFailed, WriterNeedsRestart
 from ..record import RecoveryRecord, StepRecord
-from ._acquisitions import STOP_BUDGET_S, TrackedAcquisition, Tracker
+from ._acquisitions import TrackedAcquisition, Tracker
 from ._config import ConfigWatch
 from ._feed import StatusFeed
+from ._timing import STOP_BUDGET_S, RestV2Timing
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..verify import CheckOptions, Expected, Verification
 
 __all__ = ["RestV2Daq", "STOP_BUDGET_S"]
 
-_READY_AFTER_STOP_S = 10.0
 # A driver that lost track of its writer answers "Cannot reach READY" to the first stop and a
 # further one resets it; one that lost an acquisition under it (its writer killed or restarted
 # mid-acquisition) answers so to every stop until its REST server restarts: wedged.
@@ -47,6 +47,8 @@ class RestV2Daq(Daq):
         streams: the Redis stream names of the DAQ.
         poll_interval: REST polling period without Redis, in seconds.
         outage_s: how long every request rides out an unreachable DAQ.
+        timing: the grace periods and pauses of this side (:class:`RestV2Timing`; the
+            defaults fit a real DAQ, tests give smaller ones).
     """
 
     generation = REST_V2
@@ -62,8 +64,10 @@ class RestV2Daq(Daq):
         streams: protocol.StreamNames = protocol.StreamNames(),
         poll_interval: float = 0.05,
         outage_s: float = protocol.DEFAULT_OUTAGE_S,
+        timing: RestV2Timing = RestV2Timing(),
     ) -> None:
         self.url = url
+        self.timing = timing
         self.redis_url = redis_url
         self.streams = streams
         self.poll_interval = poll_interval
@@ -102,7 +106,9 @@ class RestV2Daq(Daq):
         self.run_or_none = run
         self._redis = connect(self.redis_url) if self.redis_url else None
         self._tracker = Tracker(self)
-        self._feed = StatusFeed(self.client, self._redis, self.streams, self.poll_interval, run.notice, self._tracker.observe)
+        self._feed = StatusFeed(
+            self.client, self._redis, self.streams, self.poll_interval, run.notice, self._tracker.observe, timing=self.timing
+        )
         # A client of its own for the rates: a guard reads them from another thread while this
         # run's thread follows an acquisition with the run's client (whose retries tell the run).
         main = self.client
@@ -204,7 +210,7 @@ class RestV2Daq(Daq):
                 refusal = exc
         ready = reply if reply is not None and reply.get("state") == READY else None
         if ready is None and reply is not None:
-            ready = self.feed.wait_for_status(lambda s: s.get("state") == READY, _READY_AFTER_STOP_S, cursor)
+            ready = self.feed.wait_for_status(lambda s: s.get("state") == READY, self.timing.ready_after_stop_s, cursor)
         if ready is not None:
             entry["outcome"] = READY
         elif reply is None:

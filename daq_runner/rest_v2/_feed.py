@@ -27,6 +27,7 @@ from .._redis import as_text, decode_entries, last_id, newest_id
 from .._restart import RestartSigns, Sample, detector_rate, wait_for_signs
 from ..client import StdDaqClient
 from ..exceptions import DaqProtocolError, DeadlineExceeded
+from ._timing import RestV2Timing
 
 __all__ = ["StatusFeed", "Cursor", "Tap", "Interrupted", "ConfigEntry", "entry_time"]
 
@@ -35,9 +36,6 @@ ConfigEntry = Tuple[Optional[str], Any]
 
 StatusPredicate = Callable[[dict], bool]
 
-_REDIS_RETRY_S = 2.0
-_REST_CONFIRM_S = 2.0  # with Redis, confirm over REST this often while the stream is silent
-CONTINUE_S = 1.0  # how long after an acquisition's end the next write may start from its cursors
 _STAT_HISTORY_S = 10.0  # daq:stat read from this long before a deployment: the baseline and the period
 
 
@@ -93,6 +91,8 @@ class StatusFeed:
         notify: called with a message when the feed switches between Redis and REST.
         observe: called with every writer status read, in order (the runner follows
             acquisitions that run in the background with it).
+        timing: its periods (``rest_confirm_s``, ``redis_retry_s``, ``continue_s``,
+            ``log_poll_s`` of :class:`~daq_runner.rest_v2.RestV2Timing`).
     """
 
     def __init__(
@@ -103,8 +103,11 @@ class StatusFeed:
         poll_interval: float = 0.05,
         notify: Callable[[str], None] = lambda message: None,
         observe: Callable[[dict], None] = lambda status: None,
+        *,
+        timing: RestV2Timing = RestV2Timing(),
     ) -> None:
         self.client = client
+        self.timing = timing
         self.redis = redis_client
         self.streams = streams
         self.poll_interval = poll_interval
@@ -129,7 +132,7 @@ class StatusFeed:
         if self._redis_ok:
             self.notify(f"Redis unavailable ({exc}); falling back to REST polling")
         self._redis_ok = False
-        self._retry_redis_at = time.monotonic() + _REDIS_RETRY_S
+        self._retry_redis_at = time.monotonic() + self.timing.redis_retry_s
 
     def _maybe_back_to_redis(self) -> bool:
         if self.redis is None or self._redis_ok or time.monotonic() < self._retry_redis_at:
@@ -137,7 +140,7 @@ class StatusFeed:
         try:
             self.redis.ping()
         except redis.RedisError:
-            self._retry_redis_at = time.monotonic() + _REDIS_RETRY_S
+            self._retry_redis_at = time.monotonic() + self.timing.redis_retry_s
             return False
         self._redis_ok = True
         self.notify("Redis is back; waiting on the status stream again")
@@ -152,7 +155,7 @@ class StatusFeed:
 
         Consecutive writes then cost no look at the streams between them: whatever the DAQ
         published since (the second copies of the last statuses, or someone else's start)
-        is read by the next wait from there. Kept for :data:`CONTINUE_S` seconds, and only until
+        is read by the next wait from there. Kept for ``timing.continue_s`` seconds, and only until
         the feed is used for anything else.
         """
         if cursor.id is not None and tap.id is not None:
@@ -188,7 +191,7 @@ class StatusFeed:
         kept, self._continue = self._continue, None
         self.config_fresh = False
         watch = self._watching_config
-        if kept is not None and time.monotonic() - kept[3] < CONTINUE_S and self._redis_ok:
+        if kept is not None and time.monotonic() - kept[3] < self.timing.continue_s and self._redis_ok:
             if not watch:
                 return kept[0], kept[1], kept[2]
             try:
@@ -358,7 +361,7 @@ class StatusFeed:
         self._continue = None
         cursor = since if since is not None else Cursor(self.streams.status, None)
         with bounded(current().within(timeout)) as bound:
-            confirm_at = time.monotonic() + _REST_CONFIRM_S if cursor.id is not None else 0.0
+            confirm_at = time.monotonic() + self.timing.rest_confirm_s if cursor.id is not None else 0.0
             try:
                 while True:
                     bound.check()
@@ -380,7 +383,7 @@ class StatusFeed:
                                 return status
                         if time.monotonic() < confirm_at:
                             continue
-                        confirm_at = time.monotonic() + _REST_CONFIRM_S
+                        confirm_at = time.monotonic() + self.timing.rest_confirm_s
                     elif self._maybe_back_to_redis():
                         # Redis came back: read from now on, after one REST look for what happened meanwhile.
                         cursor.id = self.mark(cursor.stream).id
@@ -428,7 +431,7 @@ class StatusFeed:
                             return record, "rest /daq/logs"
                     if bound.expired:
                         break
-                    self.sleep(min(0.1, bound.remaining()))
+                    self.sleep(min(self.timing.log_poll_s, bound.remaining()))
             except DeadlineExceeded:
                 if not bound.expired:
                     raise

@@ -18,6 +18,7 @@ import requests
 
 from daq_runner import Runner, StdDaqClient, events
 from daq_runner.batch import load_batch_text
+from daq_runner.testing import arm_faults
 
 from ..conftest import batch_file, daq_run, start_daq_run, stream_entries, wait_until, writer_state
 from ..standin import DaqProxy
@@ -36,12 +37,6 @@ def acquisitions_of(daq_sim, output_file: str) -> set:
         for s in stream_entries(daq_sim.redis_url, "daq:status")
         if (s.get("acquisition") or {}).get("info", {}).get("output_file") == output_file
     }
-
-
-def faults(daq_sim, **armed) -> None:
-    import requests
-
-    requests.post(daq_sim.url + "/sim/faults", json=armed, timeout=5).raise_for_status()
 
 
 def test_a_slow_acknowledgement_is_not_vanished(daq_sim, tmp_path):
@@ -116,7 +111,7 @@ def test_a_driver_that_replaces_the_run_id_is_followed_by_output_file(daq_sim, t
 
 def test_a_background_write_that_fails_fails_the_run_on_its_own_step(daq_sim, tmp_path):
     """wait: false, then the acquisition FAILS: its step records the failure and the run fails."""
-    faults(daq_sim, fail_next="ERROR: detector lost")
+    arm_faults(daq_sim, fail_next="ERROR: detector lost")
     path = batch_file(
         tmp_path,
         "version: 1\nsteps:\n"
@@ -340,7 +335,7 @@ def test_a_stale_ready_on_the_stream_while_another_acquisition_runs_waits_for_it
 def test_a_stale_ready_on_the_stream_with_an_unknown_writer_resets_it_first(daq_sim, tmp_path):
     """The stream says READY, the writer is UNKNOWN (a restarted DAQ publishes nothing): the write is
     refused, the writer reset (recorded), the write sent again and passed."""
-    faults(daq_sim, writer_state="UNKNOWN")
+    arm_faults(daq_sim, writer_state="UNKNOWN")
     _hint(daq_sim, {"state": "READY", "acquisition": None})
     out = str(tmp_path / "a.h5")
     batch = load_batch_text(f"version: 1\nsteps:\n  - write: {{output_file: '{out}', n_images: 3}}\n")
@@ -427,7 +422,7 @@ def test_a_retry_never_replaces_a_file_someone_else_wrote_after_the_failed_attem
     from daq_runner import StdDaqClient
 
     path = tmp_path / "x.h5"
-    requests.post(daq_sim.url + "/sim/faults", json={"fail_next": "ERROR: boom"}, timeout=5)
+    arm_faults(daq_sim, fail_next="ERROR: boom")
 
     def someone_else_writes(event):
         if event.kind == events.ATTEMPT_FAILED:

@@ -12,10 +12,10 @@ import time
 
 import h5py
 import pytest
-import requests
 
 from daq_runner import Runner, StdDaqClient, events
 from daq_runner.batch import load_batch_text
+from daq_runner.testing import arm_faults
 
 from ..conftest import wait_until
 
@@ -41,10 +41,6 @@ def dtype(path) -> str:
 def outside(daq_sim, **changes):
     """Someone else stores a config (as std_cli_set_config --merge would), and it deploys."""
     return StdDaqClient(daq_sim.url).update_config(changes)
-
-
-def faults(daq_sim, **armed) -> None:
-    requests.post(daq_sim.url + "/sim/faults", json=armed, timeout=5).raise_for_status()
 
 
 def on_step_finished(index, action):
@@ -145,7 +141,7 @@ def test_a_writer_reset_during_a_write_gets_the_configuration_back_before_the_re
     def restart_under_the_write(event):
         if event.kind == events.PROGRESS and event.step == 2 and not done:
             done.append(True)
-            faults(daq_sim, writer_state="UNKNOWN")
+            arm_faults(daq_sim, writer_state="UNKNOWN")
             outside(daq_sim, bit_depth=16)
 
     done: list = []
@@ -191,7 +187,7 @@ def test_a_config_step_fails_when_the_services_do_not_come_back(daq_sim, tmp_pat
 
     def stop_the_detector(event):
         if event.kind == events.WAITING and "restart" in event.data.get("what", ""):
-            faults(daq_sim, detector_rate=0)
+            arm_faults(daq_sim, detector_rate=0)
 
     began = time.monotonic()
     report = run(daq_sim, tmp_path, "version: 1\nsteps:\n  - config: {bit_depth: 8}\n", [stop_the_detector])

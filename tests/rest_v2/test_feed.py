@@ -90,10 +90,10 @@ def test_the_runners_redis_connections_skip_client_setinfo(daq_redis_server):
         client.close()
 
 
-def test_a_write_right_after_an_acquisition_starts_from_its_cursors(feed, monkeypatch):
+def test_a_write_right_after_an_acquisition_starts_from_its_cursors(feed):
     """continue_from: the next mark_write returns the ended acquisition's cursors and final status
     without asking Redis; once only, and not after any other use of the feed or too late."""
-    from daq_runner.rest_v2 import _feed as feed_module
+    from daq_runner.rest_v2 import RestV2Timing
     from daq_runner.rest_v2._feed import Cursor
 
     feed, client = feed
@@ -108,6 +108,6 @@ def test_a_write_right_after_an_acquisition_starts_from_its_cursors(feed, monkey
     feed.continue_from(Cursor(STREAMS.status, "5-0"), Tap(STREAMS.log, "6-0"), final)
     feed.mark(STREAMS.status)  # anything else the feed does in between ends it
     assert "5-0" != feed.mark_write()[0].id
-    monkeypatch.setattr(feed_module, "CONTINUE_S", 0.0)
+    feed.timing = RestV2Timing(continue_s=0.0)
     feed.continue_from(Cursor(STREAMS.status, "5-0"), Tap(STREAMS.log, "6-0"), final)
     assert "5-0" != feed.mark_write()[0].id

@@ -63,9 +63,10 @@ def refused(reply: requests.Response) -> str:
 
 
 def faults(sim: Any, **armed: Any) -> dict:
-    reply = post(sim, "/sim/faults", armed)
-    assert 200 == reply.status_code, reply.text
-    return reply.json()["faults"]
+    """Arm faults (``POST /sim/faults``); what is armed now."""
+    from daq_runner.testing import arm_faults
+
+    return arm_faults(sim, **armed)
 
 
 def status(sim: Any) -> dict:

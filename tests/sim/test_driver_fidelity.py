@@ -21,6 +21,7 @@ from websockets.sync.client import connect
 
 from daq_runner.det_driver_protocol import DriverState
 from daq_runner.sim.driver import DEFAULT_DRIVER_CONFIG
+from daq_runner.testing import arm_faults
 
 from ..conftest import wait_until
 
@@ -88,12 +89,6 @@ def config_get(sim: Any, user: Optional[str] = "tester") -> requests.Response:
 
 def config_set(sim: Any, body: Any, user: Optional[str] = "tester") -> requests.Response:
     return requests.post(sim.url + "/api/config/set", params={"user": user} if user else None, json=body, timeout=5)
-
-
-def faults(sim: Any, **armed: Any) -> dict:
-    reply = requests.post(sim.url + "/sim/faults", json=armed, timeout=5)
-    assert 200 == reply.status_code, reply.text
-    return reply.json()["faults"]
 
 
 def back_idle(sim: Any, timeout: float = 10.0) -> None:
@@ -185,7 +180,7 @@ def test_stop_has_no_reply_and_is_seen_in_the_pushed_states(sim, tmp_path):
     with ws(sim) as conn:
         start(conn, tmp_path, n_image=10**6)
         frames(conn, "recording")
-        faults(sim, slow_writers_s=0.3)  # stop and saving_file last long enough to be pushed, even on a loaded machine
+        arm_faults(sim, slow_writers_s=0.3)  # stop and saving_file last long enough to be pushed, even on a loaded machine
         conn.send('{"command":"stop"}')
         after = statuses(frames(conn, "file_saved"))
     assert set(after) <= {"recording", "stop", "saving_file", "file_saved"}
@@ -204,13 +199,13 @@ def test_stop_acts_only_where_the_driver_records(sim, tmp_path):
 def test_a_stop_during_creating_file_is_lost(sim, tmp_path):
     """A stop that lands during creating_file is overwritten by waiting_for_first_image: it records on."""
     sim.core.settings.writer_timeout_s = 2.0  # well above the writers' 0.3 s
-    faults(sim, slow_writers_s=0.3, silent_detector=True)
+    arm_faults(sim, slow_writers_s=0.3, silent_detector=True)
     with ws(sim) as conn:
         start(conn, tmp_path, n_image=5)
         frames(conn, "creating_file")
         conn.send('{"command":"stop"}')
         frames(conn, "waiting_for_first_image", timeout=3)
-        faults(sim, silent_detector=False)
+        arm_faults(sim, silent_detector=False)
         assert "recording" in statuses(frames(conn, "file_saved"))
 
 
@@ -274,7 +269,7 @@ def test_states_go_idle_creating_waiting_recording_saving_file_saved_idle(sim, t
 
 def test_a_writer_that_does_not_answer_within_its_limit_is_an_error(sim, tmp_path):
     """A writer that does not answer its create within the limit (5 s; 0.3 s here): error, then idle."""
-    faults(sim, silent_writer=1)
+    arm_faults(sim, silent_writer=1)
     with ws(sim) as conn:
         start(conn, tmp_path, n_image=3)
         began = time.monotonic()
@@ -285,7 +280,7 @@ def test_a_writer_that_does_not_answer_within_its_limit_is_an_error(sim, tmp_pat
 
 def test_waiting_for_first_image_has_no_time_limit(sim, tmp_path):
     """With a detector that sends nothing the driver waits on; a stop ends it (saving_file, file_saved)."""
-    faults(sim, silent_detector=True)
+    arm_faults(sim, silent_detector=True)
     with ws(sim) as conn:
         start(conn, tmp_path, n_image=3)
         frames(conn, "waiting_for_first_image")
@@ -311,7 +306,7 @@ def test_a_change_is_pushed_at_once(sim, tmp_path):
     """A change does not wait for the next 100 ms tick: creating_file arrives within a few ms of the start."""
     # Writers that answer late hold creating_file long enough for a loaded machine's push
     # thread to see it (the driver pushes the state it finds, not every state it passed).
-    faults(sim, slow_writers_s=0.3)
+    arm_faults(sim, slow_writers_s=0.3)
     with ws(sim) as conn:
         frames(conn, "idle")
         began = time.monotonic()
@@ -442,7 +437,7 @@ def test_after_a_failed_start_the_writers_stay_one_answer_behind(sim, tmp_path):
 def test_a_file_name_cannot_be_reused_after_a_failure(sim, tmp_path):
     """A writer keeps its file open after a failed acquisition: the same folder and prefix fails
     again for that reason alone, another prefix works."""
-    faults(sim, silent_writer=1)
+    arm_faults(sim, silent_writer=1)
     with ws(sim) as conn:
         start(conn, tmp_path, file_prefix="keep_", n_image=3)
         frames(conn, "error")
@@ -461,7 +456,7 @@ def test_a_writer_failing_to_confirm_wedges_the_driver_until_a_config_is_stored(
     with ws(sim) as conn:
         start(conn, tmp_path, file_prefix="w_", n_image=10**6)
         frames(conn, "recording")
-        faults(sim, silent_writer=0)
+        arm_faults(sim, silent_writer=0)
         conn.send('{"command":"stop"}')
         frames(conn, "stop")
         assert {"stop"} == set(statuses(frames(conn, timeout=1.0)))
@@ -543,7 +538,7 @@ def test_a_schema_error_is_400_with_its_text(sim):
 
 def test_a_secondary_server_that_fails_is_500_but_the_config_is_stored(sim):
     """500 {"detail":"Failed to synchronize with the secondary server"}; stored here all the same."""
-    faults(sim, secondary_fails=True)
+    arm_faults(sim, secondary_fails=True)
     config = {**DEFAULT_DRIVER_CONFIG, "bit_depth": 32}
     reply = config_set(sim, config)
     assert (500, {"detail": "Failed to synchronize with the secondary server"}) == (reply.status_code, reply.json())
@@ -579,7 +574,7 @@ def test_a_stored_config_restarts_the_services(sim):
 
 def test_a_slow_restart_keeps_connections_refused_for_its_time(sim):
     """The restart_s fault: the services need that long to come back."""
-    faults(sim, restart_s=1.0)
+    arm_faults(sim, restart_s=1.0)
     began = time.monotonic()
     assert 200 == config_set(sim, DEFAULT_DRIVER_CONFIG).status_code
     wait_until(lambda: refused(sim), timeout=2)
