@@ -15,7 +15,7 @@ Where reports go is :mod:`daq_runner.report_paths`.
 The report (JSON object, keys in this order)::
 
     run_id, batch {name, path, sha256, plan, vars, run, now, invocation}, daq {url, redis, url_source, redis_source},
-    daq_runner, host, user, pid, command, python, n_steps, started_at,
+    daq_runner, host, user, pid, command, resume_command, python, n_steps, started_at,
     steps [step records], files [{path, step, n_images, size_bytes, run_id, complete}],
     status (running | passed | failed | interrupted), reason, daq_unreachable,
     finished_at, duration_s, summary {passed, failed, skipped, interrupted, pending},

@@ -152,7 +152,7 @@ def test_report_holds_what_a_person_decides_from(tmp_path):
     assert all(ISO.match(s) for s in stamps), stamps
     assert "2027-01-15T08:00:01.200Z" == report["steps"][0]["failed_attempts"][0]["at"]
     assert [str(1795978630763249142 + i) for i in (1, 2)] == [s["run_id"] for s in report["steps"][:2]]
-    assert "step 2 (write 2) failed: acquisition FAILED: ERROR: detector lost" == report["reason"]
+    assert "step 2 (write 2) failed: acquisition FAILED: ERROR: detector lost; 3 of 10 images written" == report["reason"]
     assert {"passed": 1, "failed": 1, "skipped": 1, "interrupted": 0, "pending": 0} == report["summary"]
     assert {"steps": 3, "images": 13, "bytes": 1234, "files": 2, "failed_attempts": 1} == report["totals"]
     good, partial = report["files"]  # the failed write's incomplete file is on disk too: listed
