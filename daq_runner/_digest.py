@@ -34,7 +34,6 @@ __all__ = [
     "said_once",
     "FailureGroup",
     "failure_groups",
-    "same_again",
 ]
 
 
@@ -119,31 +118,9 @@ def command_of(record: StepRecord) -> Optional[Dict[str, Any]]:
     }
 
 
-def same_again(first: int, last: int) -> str:
-    """``attempt 2`` or ``attempts 2-3``."""
-    return f"attempt {first}" if first == last else f"attempts {first}-{last}"
-
-
 def said_once(record: StepRecord) -> List[Tuple[str, str]]:
-    """What a step's failed attempts said, each text once: ``[("attempts 1-2", error), ...]``,
-    runs of attempts that failed the same way folded into one line. A step that did not pass
-    leaves out the attempts that said its own error (it is said once, as the step's error)."""
-    out: List[Tuple[str, str]] = []
-    run: List[Any] = []  # [first, last, error]
-    for attempt in attempts_of(record):
-        number = attempt["attempt"] if attempt["attempt"] is not None else 0
-        if run and run[2] == attempt["error"]:
-            run[1] = number
-            continue
-        if run:
-            out.append((same_again(run[0], run[1]), run[2]))
-        run = [number, number, attempt["error"]]
-    if run:
-        out.append((same_again(run[0], run[1]), run[2]))
-    if record.status.is_problem:
-        error = as_text(record.error)
-        out = [(label, text) for label, text in out if text != error]
-    return out
+    """:meth:`StepRecord.attempts_said_once`, printable."""
+    return [(label, as_text(error) or "") for label, error in record.attempts_said_once()]
 
 
 class FailureGroup(NamedTuple):

@@ -157,6 +157,8 @@ def _pieces(current: Optional[_Current], n_steps: int, limit: int, now: float) -
         if current.wait_s is not None and current.exact:
             left = max(current.wait_s - waited, 0.0)
             tails = [f" {what}: {left:.0f} s left", f" {left:.0f} s left"]
+            if what in label:  # "wait 2 s wait: 1 s left": the step's name says what it waits for
+                tails = tails[1:]
         elif current.wait_s is not None:
             # A bound (the step's time left), not how long it takes: said as one.
             left = max(current.wait_s - waited, 0.0)

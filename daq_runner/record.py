@@ -459,6 +459,25 @@ class StepRecord:
         images = f"{written} of {self.n_images} images written" if self.started and written is not None and self.n_images is not None else None
         return clauses(f"step {self.index} ({self.name}) {self.status}: {self.error or 'no error recorded'}", images)
 
+    def attempts_said_once(self) -> List[Tuple[str, str]]:
+        """What the failed attempts said, each text once: ``[("attempts 1-2", error), ...]``,
+        runs of attempts that failed the same way folded into one. A step that did not pass
+        leaves out the attempts that said its own error (said once, as the step's error)."""
+        out: List[Tuple[str, str]] = []
+        for item in self.failed_attempts:
+            if not isinstance(item, dict):
+                continue
+            number, error = item.get("attempt"), str(item.get("error") or "")
+            number = number if _is_int(number) else 0
+            if out and out[-1][2] == error:
+                out[-1] = (out[-1][0], number, error)
+            else:
+                out.append((number, number, error))
+        said = [(f"attempt {a}" if a == b else f"attempts {a}-{b}", error) for a, b, error in out]
+        if self.status.is_problem:
+            said = [(label, error) for label, error in said if error != (self.error or "")]
+        return said
+
     @property
     def stopped_on_purpose(self) -> Optional[str]:
         """``stopped by step 7 after 96 of 5000 images``: a background write a later ``stop``

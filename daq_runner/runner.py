@@ -1086,7 +1086,7 @@ def _describe(exc: BaseException, timed_out: Optional[Step] = None) -> str:
         text = f"DAQ unreachable: {exc}"
     else:
         text = str(exc)
-    if timed_out is not None and not text.startswith("timed out"):
+    if timed_out is not None and "timed out" not in text and "timeout" not in text:  # said once
         text = f"timed out after {timed_out.timeout:g} s: {text}"
     return text
 

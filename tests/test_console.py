@@ -121,6 +121,9 @@ def test_waiting_shows_a_countdown_or_the_time_waited():
     view(Event(events.WAITING, "run1", 2, "config bit_depth=16", {"what": "deployment", "seconds": None}))
     clock.now += 12
     assert plain(live_line(view._current, 3, 80, clock.now)).endswith("waiting for deployment (12 s)")
+    view(Event(events.STEP_STARTED, "run1", 3, "wait 2 s", {"attempt": 1, "kind": "wait"}))
+    view(Event(events.WAITING, "run1", 3, "wait 2 s", {"what": "wait", "seconds": 2, "exact": True}))
+    assert plain(live_line(view._current, 3, 80, clock.now)).endswith("[3/3] wait 2 s 2 s left")  # not "wait 2 s wait: 2 s left"
 
 
 def test_a_wait_bounded_by_the_timeout_is_not_shown_as_a_countdown():
