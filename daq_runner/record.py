@@ -562,13 +562,16 @@ class StepRecord:
             entry["sha256"] = sha256
         return entry
 
+    def checked_file(self, path: str) -> Dict[str, Any]:
+        """What its file check found of ``path`` (``{path, passed, images, size, sha256, ...}``), else ``{}``."""
+        check = self.file_check if isinstance(self.file_check, dict) else {}
+        files = check.get("files") if isinstance(check.get("files"), list) else ()
+        return next((f for f in files if isinstance(f, dict) and f.get("path") == path), {})
+
     def checksum_of(self, path: str) -> Optional[str]:
         """The sha256 its file check read of ``path`` (``--checksums``), else ``None``."""
-        check = self.file_check if isinstance(self.file_check, dict) else {}
-        for checked in check.get("files") or ():
-            if isinstance(checked, dict) and checked.get("path") == path and isinstance(checked.get("sha256"), str):
-                return checked["sha256"]
-        return None
+        sha256 = self.checked_file(path).get("sha256")
+        return sha256 if isinstance(sha256, str) else None
 
     # -- written once --------------------------------------------------------------------------------
 

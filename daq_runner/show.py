@@ -434,21 +434,18 @@ def manifest(report: Dict[str, Any]) -> List[str]:
     file was checked against (null for a file not checked). Incomplete files are left out."""
     from .verify import manifest_line
 
-    steps = {s.get("index"): s for s in as_list(report.get("steps")) if isinstance(s, dict)}
+    records = {r.index: r for r in (StepRecord.from_json(s, i) for i, s in enumerate(as_list(report.get("steps")), 1) if isinstance(s, dict))}
     lines = []
     for entry in as_list(report.get("files")):
         if not isinstance(entry, dict) or entry.get("complete") is not True or not isinstance(entry.get("path"), str):
             continue
-        check = as_dict(as_dict(steps.get(entry.get("step"))).get("file_check"))
-        checked = next((f for f in as_list(check.get("files")) if isinstance(f, dict) and f.get("path") == entry["path"]), {})
+        record = records.get(entry.get("step"))
+        check = as_dict(record.file_check) if record is not None else {}
+        checked = record.checked_file(entry["path"]) if record is not None else {}
         size = entry.get("size_bytes") if entry.get("size_bytes") is not None else checked.get("size")
         config = check.get("config") if isinstance(check.get("config"), dict) else None
-        lines.append(
-            manifest_line(
-                entry["path"], size=size, sha256=entry.get("sha256") or checked.get("sha256"), images=entry.get("n_images"),
-                run_id=entry.get("run_id"), config=config,
-            )
-        )
+        sha256 = entry.get("sha256") or (record.checksum_of(entry["path"]) if record is not None else None)
+        lines.append(manifest_line(entry["path"], size=size, sha256=sha256, images=entry.get("n_images"), run_id=entry.get("run_id"), config=config))
     return lines
 
 
