@@ -56,13 +56,24 @@ def configure_json_logging(verbose: bool) -> None:
     structlog.configure(
         processors=[
             structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _timestamp,
             structlog.processors.JSONRenderer(sort_keys=False, default=str, ensure_ascii=False),
         ],
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG if verbose else logging.INFO),
         cache_logger_on_first_use=True,
     )
+
+
+def _timestamp(logger: Any, method: str, event_dict: Any) -> Any:
+    """Each JSON log line's ``timestamp``, in the one format of the report's times
+    (``2026-11-29T18:44:55.123Z``)."""
+    import time
+
+    from .record import iso
+
+    event_dict["timestamp"] = iso(time.time())
+    return event_dict
 
 
 def log_line(event: str, **fields: Any) -> None:

@@ -329,7 +329,7 @@ def run_command(
     tail = _Tail(tail_lines)
     own_end = started + timeout
     ended_by: Optional[CommandOutcome] = None
-    limit = f"its timeout of {timeout:g} s"
+    limit = f"its timeout of {round(timeout, 3):g} s"  # a step's time left: not 0.995601 s
     with selectors.DefaultSelector() as selector:
         assert proc.stdout is not None
         fd = proc.stdout.fileno()

@@ -28,7 +28,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Set
 
-from .exceptions import StepFailed
+from .exceptions import DaqRunnerError, StepFailed
 from .record import MISSING, StepRecord, iso
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -36,9 +36,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from .daq import RunServices
     from .verify import Verification
 
-__all__ = ["FileChecks", "PASSED", "FAILED", "NOT_CHECKED"]
+__all__ = ["FileChecks", "PASSED", "FAILED", "NOT_CHECKED", "SHAPE_FIELDS"]
 
 PASSED, FAILED, NOT_CHECKED = "passed", "failed", "not_checked"
+SHAPE_FIELDS = ("bit_depth", "image_pixel_height", "image_pixel_width")
+"""The configuration's fields that shape a write's file (its dtype and image size): a write's
+record names them (``config``), whatever the run's config steps set."""
 
 
 class FileChecks:
@@ -69,11 +72,21 @@ class FileChecks:
             self._config, self._established = dict(run.daq.read_config()), established
         return {**self._config, **established}
 
-    def started(self, run: "RunServices", step: "WriteStep") -> None:
-        """The write ``step`` was started: what it is meant to run with is taken now, not when
-        its files are checked (a background write is checked after later config steps)."""
+    def started(self, run: "RunServices", step: "WriteStep") -> Dict[str, Any]:
+        """The write ``step`` is about to start: what it is meant to run with is taken now, not
+        when its files are checked (a background write is checked after later config steps).
+
+        Returns the configuration the write runs with, for its record (``config``): the fields
+        that shape its file (:data:`SHAPE_FIELDS`) and those the run's config steps set. A DAQ
+        whose configuration cannot be read now gives the run's fields alone (the write's own
+        start says what is wrong with the DAQ)."""
+        try:
+            intended = self._intended(run)
+        except DaqRunnerError:
+            return dict(run.established)
         if self.wanted(step) and os.path.isdir(os.path.dirname(step.output_file)):
-            self._at_start[step.index] = self._intended(run)
+            self._at_start[step.index] = intended
+        return {**{key: intended[key] for key in SHAPE_FIELDS if key in intended}, **run.established}
 
     def wanted(self, step: "WriteStep") -> bool:
         """Whether the files of ``step`` are to be checked (the run's and the step's say)."""

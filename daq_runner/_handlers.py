@@ -21,7 +21,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from . import events
 from ._deadline import current
 from ._guard import follow_guarded, wait_for_detector
-from ._text import quote
+from ._text import clauses, quote
 from .batch import CheckStep, ConfigStep, RunStep, Step, StopStep, WaitStep, WriteStep
 from .daq import READY, Acquisition, RunServices
 from .exceptions import StepFailed
@@ -43,7 +43,7 @@ def _handles(kind: str) -> Callable[[Handler], Handler]:
 
 def _sleep_within(run: RunServices, step: Step, seconds: float, what: str) -> None:
     """Sleep ``seconds`` inside the step's time limit, or fail: a step's timeout is a hard limit."""
-    run.emit(events.WAITING, step, what=what, seconds=seconds)
+    run.emit(events.WAITING, step, what=what, seconds=seconds, exact=True)
     left = current().remaining()
     if seconds > left:
         current().sleep(left)
@@ -113,7 +113,7 @@ def write(run: RunServices, step: WriteStep, record: StepRecord, attempt: int) -
     else:
         if step.guard is not None:
             wait_for_detector(run, step, record)
-        run.file_checks.started(run, step)
+        record.config = run.file_checks.started(run, step)  # what it runs with, in its record
         acquisition = run.daq.start(step, record)
     if acquisition.background:
         record.daq_log_reason = "running in the background (wait: false)"
@@ -136,7 +136,7 @@ def write(run: RunServices, step: WriteStep, record: StepRecord, attempt: int) -
         advice = pace.advice()
         if current().expired and advice:
             # The timeout it would have needed, where the DAQ's pace says it.
-            raise StepFailed(f"{exc}; {advice}", final=exc.final) from None
+            raise StepFailed(clauses(exc, advice), final=exc.final) from None
         raise
     run.file_checks.check(run, step, record, acquisition.started)
     return None

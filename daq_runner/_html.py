@@ -13,17 +13,33 @@ import os
 from html import escape
 from typing import Any, Dict, List, Optional, Tuple
 
-from ._digest import daq_of, digest, failed_steps
-from ._tally import SUMMARY_KEYS, format_bytes, format_seconds
-from .record import CONFIRMATIONS, WEAK_CONFIRMATIONS, iso
+from ._digest import (
+    as_text,
+    attempts_of,
+    check_of,
+    command_of,
+    daq_of,
+    digest,
+    failed_steps,
+    failure_groups,
+    headline,
+    liveness,
+    recoveries_of,
+    resume_hint,
+    said_once,
+    suspensions_of,
+)
+from ._tally import SUMMARY_KEYS, format_bytes, format_moment, format_seconds
+from ._text import plural
+from .record import CONFIRMATIONS, KEPT, WEAK_CONFIRMATIONS, StepRecord
 from .daq import DRIVER
 
 __all__ = ["render", "render_runs"]
 
 MAX_ROWS = 400  # timeline rows; beyond them the steps that did not pass are preferred
 
-_SYMBOL = {"passed": "✓", "failed": "✗", "interrupted": "■", "skipped": "–", "running": "…"}
-_COLOR = {"passed": "#2e7d32", "failed": "#c62828", "interrupted": "#e65100", "skipped": "#9e9e9e", "running": "#1565c0"}
+_SYMBOL = {"passed": "✓", "failed": "✗", "interrupted": "■", "skipped": "–", "running": "…", "killed": "■"}
+_COLOR = {"passed": "#2e7d32", "failed": "#c62828", "interrupted": "#e65100", "skipped": "#9e9e9e", "running": "#1565c0", "killed": "#e65100"}
 _FILL = {"passed": "#43a047", "failed": "url(#hatch-failed)", "interrupted": "url(#dots-interrupted)", "skipped": "#e0e0e0"}
 
 _CSS = """
@@ -79,13 +95,18 @@ def _ticks(span: float) -> Tuple[float, List[float]]:
 
 
 def _clock(seconds: float, step: float) -> str:
-    """``0:30``, ``12:00``, ``1:05:00``; tenths when ticks are that fine."""
+    """A tick of the timeline, from the run's start, with its unit: ``+0.5 s``, ``+30 s``,
+    ``+2 min``, ``+1 min 30 s``, ``+1 h 05 min`` (a bare ``0:02`` reads as minutes)."""
     if step < 1:
-        return f"{seconds:.1f} s"
+        return f"+{seconds:.1f} s"
     total = int(round(seconds))
+    if total < 60:
+        return f"+{total} s"
     hours, rest = divmod(total, 3600)
     minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+    if hours:
+        return f"+{hours} h" + (f" {minutes:02d} min" if minutes or secs else "")
+    return f"+{minutes} min" + (f" {secs:02d} s" if secs else "")
 
 
 def _swatch(status: str) -> str:
@@ -110,10 +131,11 @@ def _defs() -> str:
     )
 
 
-def _rows(steps: List[Dict[str, Any]]) -> Tuple[List[Dict[str, Any]], int]:
+def _rows(steps: List[StepRecord]) -> Tuple[List[StepRecord], int]:
+    steps = sorted(steps, key=lambda s: s.index)  # a background write is recorded when it ends
     if len(steps) <= MAX_ROWS:
         return steps, 0
-    problems = {id(s) for s in steps if s["status"] != "passed"}
+    problems = {id(s) for s in steps if s.status.value != "passed"}
     keep = [s for s in steps if id(s) in problems][:MAX_ROWS]
     room = MAX_ROWS - len(keep)
     keep_ids = {id(s) for s in keep} | {id(s) for s in [s for s in steps if id(s) not in problems][:room]}
@@ -123,9 +145,9 @@ def _rows(steps: List[Dict[str, Any]]) -> Tuple[List[Dict[str, Any]], int]:
 
 def _timeline(d: Dict[str, Any]) -> str:
     steps, hidden = _rows(d["steps"])
-    timed = [s for s in steps if s["start"] is not None]
-    t0 = d["started"] if d["started"] is not None else min((s["start"] for s in timed), default=None)
-    ends = [s["end"] for s in timed if s["end"] is not None] + ([d["finished"]] if d["finished"] is not None else [])
+    timed = [s for s in steps if s.started_at is not None and not s.resumed]  # a kept step ran in the run resumed
+    t0 = d["started"] if d["started"] is not None else min((s.started_at for s in timed), default=None)
+    ends = [s.finished_at for s in timed if s.finished_at is not None] + ([d["finished"]] if d["finished"] is not None else [])
     if t0 is None or not steps:
         return '<p class="muted">No step has a start time: nothing to draw.</p>'
     t1 = max(ends + [t0 + 1e-3])
@@ -148,43 +170,48 @@ def _timeline(d: Dict[str, Any]) -> str:
         out.append(f'<text x="{px:.1f}" y="{top - 12}" text-anchor="middle" fill="#656d76">{_e(_clock(tick, step_s))}</text>')
     for row, step in enumerate(steps):
         y = top + row * row_h
-        status = step["status"]
+        status = step.status.value
         color = _COLOR.get(status, "#888")
         if row % 2:
             out.append(f'<rect x="0" y="{y}" width="{width}" height="{row_h}" fill="#f6f8fa"/>')
-        name = step["name"]
-        if step["output_file"] and step["output_file"] in name:  # the folder is the same all night: keep the file name
-            name = name.replace(step["output_file"], os.path.basename(step["output_file"]))
+        full = as_text(step.name) or ""
+        name, output_file = full, as_text(step.output_file)
+        if output_file and output_file in name:  # the folder is the same all night: keep the file name
+            name = name.replace(output_file, os.path.basename(output_file))
         name = name if len(name) <= 34 else name[:33] + "…"
         out.append(
             f'<text x="8" y="{y + 14}" fill="{color}" font-weight="600">{_e(_SYMBOL.get(status, "?"))}</text>'
-            f'<text x="24" y="{y + 14}" fill="#1f2328"><tspan fill="#656d76">{step["index"]}</tspan> {_e(name)}'
-            f"<title>{_e(step['name'])}</title></text>"
+            f'<text x="24" y="{y + 14}" fill="#1f2328"><tspan fill="#656d76">{step.index}</tspan> {_e(name)}'
+            f"<title>{_e(full)}</title></text>"
         )
-        tip = f"step {step['index']} {step['name']}: {status}"
-        if step["duration_s"] is not None:
-            tip += f", {format_seconds(step['duration_s'])}"
-        if step["attempts"] > 1:
-            tip += f", {step['attempts']} attempts"
-        if step["error"]:
-            tip += f"\n{step['error']}"
-        if step["start"] is not None:
-            x0 = x(step["start"])
-            x1 = max(x(step["end"] if step["end"] is not None else t1), x0 + 2)
+        tip = f"step {step.index} {full}: {KEPT if step.resumed else status}"
+        if step.started_at is not None and step.duration_s is not None:
+            tip += f", {format_seconds(step.duration_s)}"
+        if step.attempts > 1:
+            tip += f", {step.attempts} attempts"
+        if step.stopped_on_purpose:
+            tip += f", {step.stopped_on_purpose}"
+        if step.error:
+            tip += f"\n{as_text(step.error)}"
+        if step.started_at is not None and not step.resumed:
+            x0 = x(step.started_at)
+            x1 = max(x(step.finished_at if step.finished_at is not None else t1), x0 + 2)
             out.append(
                 f'<rect x="{x0:.1f}" y="{y + 4}" width="{x1 - x0:.1f}" height="{row_h - 8}" rx="2" fill="{_FILL.get(status, "#bbb")}" '
                 f'stroke="{color}" stroke-width="0.8"><title>{_e(tip)}</title></rect>'
             )
             after = x1 + 4
-            if step["attempts"] > 1:
-                label = f"×{step['attempts']}"
+            if step.attempts > 1:
+                label = f"×{step.attempts}"
                 out.append(f'<text x="{after:.1f}" y="{y + 14}" fill="#c62828" font-size="11">{_e(label)}<title>{_e(tip)}</title></text>')
         else:
-            why = "kept from an earlier run" if step["resumed"] else (step["error"] or status)
+            why = KEPT if step.resumed else (as_text(step.error) or status)
             out.append(
                 f'<text x="{label_w + 4}" y="{y + 14}" fill="#8c959f" font-style="italic" font-size="11">{_e(why[:90])}<title>{_e(tip)}</title></text>'
             )
-        for attempt in step["failed_attempts"]:
+        if step.resumed:
+            continue  # its attempts and recoveries were in the run resumed, before this timeline
+        for attempt in attempts_of(step):
             if attempt["at"] is not None:
                 ax = x(attempt["at"])
                 text = f"attempt {attempt['attempt']} failed: {attempt['error']}"
@@ -192,16 +219,16 @@ def _timeline(d: Dict[str, Any]) -> str:
                     f'<path d="M{ax - 4:.1f},{y + 3} L{ax + 4:.1f},{y + row_h - 3} M{ax + 4:.1f},{y + 3} L{ax - 4:.1f},{y + row_h - 3}" '
                     f'stroke="#b71c1c" stroke-width="2"><title>{_e(text)}</title></path>'
                 )
-        for pause in step["suspensions"]:
+        for pause in suspensions_of(step):
             if pause["suspended_at"] is not None:
                 sx = x(pause["suspended_at"])
-                ex = x(pause["resumed_at"] if pause["resumed_at"] is not None else (step["end"] if step["end"] is not None else t1))
+                ex = x(pause["resumed_at"] if pause["resumed_at"] is not None else (step.finished_at if step.finished_at is not None else t1))
                 text = f"suspended: {pause['reason']}; acquisition {pause['run_id']} left {pause['n_written']} images (incomplete)"
                 out.append(
                     f'<rect x="{sx:.1f}" y="{y + 2}" width="{max(ex - sx, 2):.1f}" height="{row_h - 4}" fill="url(#hatch-suspended)" '
                     f'stroke="#455a64" stroke-width="0.8"><title>{_e(text)}</title></rect>'
                 )
-        for recovery in step["recoveries"]:
+        for recovery in recoveries_of(step):
             if recovery["at"] is not None:
                 rx = x(recovery["at"])
                 text = f"recovery ({recovery['reason']}): {recovery['action']} -> {recovery['outcome']}"
@@ -229,12 +256,12 @@ def _legend() -> str:
     return '<div class="legend">' + "".join(items) + "</div>"
 
 
-def _count(n: int, one: str, many: str) -> str:
-    return f"{n} {one if n == 1 else many}"
-
-
 def _card(key: str, value: str, sub: str = "") -> str:
     return f'<div class="card"><div class="k">{_e(key)}</div><div class="v">{_e(value)}</div><div class="s">{_e(sub)}</div></div>'
+
+
+def _moment(ts: Optional[float]) -> str:
+    return format_moment(ts) if ts is not None else ""
 
 
 def _facts(d: Dict[str, Any]) -> str:
@@ -243,65 +270,103 @@ def _facts(d: Dict[str, Any]) -> str:
 
     rows = [
         ("Batch", f'{_e(d["batch_name"])} <span class="mono muted">{_e(d["batch_path"] or "")}</span>'),
-        ("Variables", ", ".join(f'<span class="mono">{_e(k)}={_e(v)}</span>' for k, v in d["vars"].items()) or '<span class="muted">none</span>'),
-        ("Started", _e(iso(d["started"]) or "unknown")),
-        ("Finished", _e(iso(d["finished"]) or "not finished")),
+        ("Variables", ", ".join(f'<span class="mono">{_e(as_text(k))}={_e(as_text(v))}</span>' for k, v in d["vars"].items()) or '<span class="muted">none</span>'),
+        ("Started", _e(_moment(d["started"]) or "unknown")),
+        ("Finished", _e(_moment(d["finished"]) or "not finished")),
         ("DAQ", source(d["daq_url"], d["url_source"]) + (' <span class="muted">the current generation (std_det_driver)</span>' if d["generation"] == DRIVER else "")),
         *([("Config REST", source(d["config_url"], d["config_url_source"]) + (f' <span class="muted">as {_e(d["config_user"])}</span>' if d["config_user"] else ""))] if d["config_url"] else []),
         ("Redis", source(d["redis"], d["redis_source"])),
         ("Run", f'<span class="mono">{_e(d["run_id"] or "?")}</span>'),
-        ("By", _e(" on ".join(x for x in (d["user"], d["host"]) if x) or "?")),
+        ("By", _e(" on ".join(x for x in (d["user"], d["host"]) if x) or "?") + (f' <span class="muted">(pid {d["pid"]})</span>' if d["pid"] is not None else "")),
         ("Command", f'<span class="mono">{_e(" ".join(d["command"]))}</span>' if d["command"] else '<span class="muted">not from the command line</span>'),
         ("Software", _e(" · ".join(x for x in (d["daq_runner"] and f"daq-runner {d['daq_runner']}", d["python"] and f"Python {d['python']}") if x) or "?")),
     ]
     return '<table class="facts">' + "".join(f"<tr><th>{_e(k)}</th><td>{v}</td></tr>" for k, v in rows) + "</table>"
 
 
+def _attempt_items(step: StepRecord) -> List[str]:
+    """What a step's failed attempts and recoveries said, each text once."""
+    items = [f"<li>{_e(label)}: {_e(error)}</li>" for label, error in said_once(step)]
+    said = {a["error"]: f"attempt {a['attempt']}'s failure" for a in attempts_of(step)}
+    said[as_text(step.error) or ""] = "its failure"
+    for r in recoveries_of(step):
+        why = said.get(r["reason"] or "", r["reason"])
+        items.append(f"<li>recovery ({_e(why)}): {_e(r['action'])} → {_e(r['outcome'])}</li>")
+    return items
+
+
 def _failures(d: Dict[str, Any]) -> str:
-    problems = [s for s in d["steps"] if s["status"] in ("failed", "interrupted")]
-    retried = [s for s in d["steps"] if s["status"] == "passed" and s["failed_attempts"]]
-    if not problems and not retried:
+    groups = failure_groups(d["steps"])
+    retried = [s for s in d["steps"] if s.status.value == "passed" and s.failed_attempts]
+    if not groups and not retried:
         return ""
     out = ["<h2>Failures and retries</h2>"]
-    for step in problems[:100] + retried[:100]:
-        klass = {"interrupted": "fail interrupted", "passed": "fail retried"}.get(step["status"], "fail")
-        head = f"{_SYMBOL.get(step['status'], '?')} step {step['index']} {step['status']}" if step["status"] != "passed" else f"✓ step {step['index']} passed on attempt {step['attempts']}"
-        items = [f"<li>attempt {_e(a['attempt'])}: {_e(a['error'])}</li>" for a in step["failed_attempts"]]
-        items += [f"<li>recovery ({_e(r['reason'])}): {_e(r['action'])} → {_e(r['outcome'])}</li>" for r in step["recoveries"]]
-        error = f'<div class="err mono">{_e(step["error"])}</div>' if step["error"] and step["status"] != "passed" else ""
+    for group in groups[:100]:
+        klass = "fail interrupted" if group.status == "interrupted" else "fail"
+        first = group.steps[0]
+        said_above = d["reason"] is not None and as_text(first.problem) == d["reason"]
+        if len(group.steps) == 1:
+            head = f"{_SYMBOL.get(group.status, '?')} step {first.index} {group.status}"
+            attempts = plural(first.attempts, "attempt")
+            if first.attempts > 1 and not said_once(first):
+                attempts += ", each failed the same way"
+            if first.started and first.images_written is not None and first.n_images is not None and not said_above:
+                attempts += f"; {first.images_written} of {first.n_images} images written"
+            title = f"<b>{_e(head)}</b>: {_e(as_text(first.name))} <span class=\"muted\">({_e(attempts)})</span>"
+            names = ""
+        else:
+            head = f"{_SYMBOL.get(group.status, '?')} {len(group.steps)} steps {group.status} the same way"
+            title = f"<b>{_e(head)}</b>"
+            names = "<ul>" + "".join(
+                f"<li>step {s.index}: {_e(as_text(s.name))} <span class=\"muted\">({plural(s.attempts, 'attempt')})</span></li>"
+                for s in group.steps[:100]
+            ) + (f"<li class=\"muted\">… and {len(group.steps) - 100} more</li>" if len(group.steps) > 100 else "") + "</ul>"
+        error = '<div class="muted">the reason above</div>' if said_above and len(group.steps) == 1 else f'<div class="err mono">{_e(group.error)}</div>'
+        items = [item for step in group.steps[:100] for item in _attempt_items(step)]
+        out.append(f'<div class="{klass}">{title}{error}{names}' + (f"<ul>{''.join(items)}</ul>" if items else "") + "</div>")
+    for step in retried[:100]:
+        items = _attempt_items(step)
         out.append(
-            f'<div class="{klass}"><b>{_e(head)}</b>: {_e(step["name"])} <span class="muted">({step["attempts"]} attempt{"s" if step["attempts"] != 1 else ""})</span>'
-            f"{error}" + (f"<ul>{''.join(items)}</ul>" if items else "") + "</div>"
+            f'<div class="fail retried"><b>✓ step {step.index} passed on attempt {step.attempts}</b>: {_e(as_text(step.name))}'
+            + (f"<ul>{''.join(items)}</ul>" if items else "") + "</div>"
         )
-    rest = len(problems[100:]) + len(retried[100:])
+    rest = len(groups[100:]) + len(retried[100:])
     if rest:
         out.append(f'<p class="muted">… and {rest} more in the report.</p>')
     return "\n".join(out)
 
 
 def _throughput(d: Dict[str, Any]) -> str:
-    writes = [s for s in d["steps"] if s["kind"] == "write" and s["status"] != "skipped"]
+    writes = sorted((s for s in d["steps"] if s.kind == "write" and s.status.value != "skipped"), key=lambda s: s.index)
     if not writes:
         return ""
-    top = max((s["rate"] or 0 for s in writes), default=0) or 1
+    top = max((s.images_per_s or 0 for s in writes), default=0) or 1
     rows = []
     for step in writes[:MAX_ROWS]:
-        rate = step["rate"]
+        rate = step.images_per_s
+        written = step.images_written
         bar = f'<div class="bar" style="width:{max(rate / top * 220, 1):.0f}px"></div>' if rate else ""
-        name = os.path.basename(step["output_file"] or "") or step["name"]
+        output_file = as_text(step.output_file) or ""
+        name = os.path.basename(output_file) or as_text(step.name)
+        images = "?" if written is None else f"{written:,}"
+        if step.n_images is not None and written != step.n_images:
+            images += f" / {step.n_images:,}"
+        note = step.stopped_on_purpose or ("nothing started" if step.started is False else "")
+        confirmed = CONFIRMATIONS.get(as_text(step.confirmed_by) or "", "")
         rows.append(
-            f"<tr><td class=num>{step['index']}</td><td><span style=\"color:{_COLOR.get(step['status'], '#888')}\">{_e(_SYMBOL.get(step['status'], '?'))}</span> "
-            f'<span class="mono" title="{_e(step["output_file"])}">{_e(name)}</span></td>'
-            f"<td class=num>{_e(step['written'] if step['written'] is not None else '?')}"
-            f"{' / ' + _e(step['n_images']) if step['n_images'] is not None and step['written'] != step['n_images'] else ''}</td>"
-            f"<td class=num>{_e(format_seconds(step['duration_s']) if step['duration_s'] is not None else '?')}</td>"
+            f"<tr><td class=num>{step.index}</td><td><span style=\"color:{_COLOR.get(step.status.value, '#888')}\">{_e(_SYMBOL.get(step.status.value, '?'))}</span> "
+            f'<span class="mono" title="{_e(output_file)}">{_e(name)}</span>' + (f'<div class="muted">{_e(note)}</div>' if note else "") + "</td>"
+            f"<td class=num>{_e(images)}</td>"
+            f"<td class=num>{_e(step.bit_depth if step.bit_depth is not None else '?')}</td>"
+            f"<td class=num>{_e(format_seconds(step.duration_s) if step.duration_s is not None else '?')}</td>"
             f'<td><div class="rate"><span class="num" style="min-width:70px;text-align:right">{_e(f"{rate:,.0f}" if rate else "–")}</span>{bar}</div></td>'
-            f'<td class="{"warn" if step["confirmed_by"] in WEAK_CONFIRMATIONS else "muted"}">{_e(CONFIRMATIONS.get(step["confirmed_by"] or "", ""))}</td></tr>'
+            f'<td class="{"warn" if step.confirmed_by in WEAK_CONFIRMATIONS else "muted"}">{_e(confirmed)}</td></tr>'
         )
     more = f'<p class="muted">{len(writes) - MAX_ROWS} more writes in the report.</p>' if len(writes) > MAX_ROWS else ""
     return (
         "<h2>Images per second, per write</h2>"
-        '<table><tr><th class=num>Step</th><th>File</th><th class=num>Images</th><th class=num>Step time</th><th>Images/s (acquisition)</th><th>Confirmed by</th></tr>'
+        "<table><tr><th class=num>Step</th><th>File</th><th class=num>Images</th><th class=num>Bit depth</th><th class=num>Step time</th>"
+        "<th>Images/s (acquisition)</th><th>Confirmed by</th></tr>"
         + "".join(rows)
         + "</table>"
         + more
@@ -323,16 +388,16 @@ def _check_cell(check: Optional[Dict[str, Any]]) -> str:
 def _files(d: Dict[str, Any]) -> str:
     if not d["files"]:
         return ""
-    checks = {s["index"]: s["check"] for s in d["steps"] if s["check"] is not None}
+    checks = {s.index: check_of(s) for s in d["steps"] if check_of(s) is not None}
     rows = []
     for entry in d["files"][:1000]:
         size = entry.get("size_bytes")
         rows.append(
-            f'<tr><td class="mono">{_e(entry.get("path"))}{" <strong>(incomplete)</strong>" if entry.get("complete") is False else ""}</td>'
+            f'<tr><td class="mono">{_e(as_text(entry.get("path")))}{" <strong>(incomplete)</strong>" if entry.get("complete") is False else ""}</td>'
             f'<td class=num>{_e(entry.get("n_images") if entry.get("n_images") is not None else "?")}</td>'
-            f"<td class=num>{_e(format_bytes(size) if size is not None else 'not visible here')}</td><td class=num>{_e(entry.get('step'))}</td>"
+            f"<td class=num>{_e(format_bytes(size) if isinstance(size, int) else 'not visible here')}</td><td class=num>{_e(entry.get('step'))}</td>"
             + _check_cell(checks.get(entry.get("step")))
-            + f'<td class="mono muted">{_e(entry.get("run_id") or "")}</td></tr>'
+            + f'<td class="mono muted">{_e(as_text(entry.get("run_id")) or "")}</td></tr>'
         )
     more = f'<p class="muted">{len(d["files"]) - 1000} more files in the report.</p>' if len(d["files"]) > 1000 else ""
     return (
@@ -342,36 +407,35 @@ def _files(d: Dict[str, Any]) -> str:
 
 
 def _suspensions(d: Dict[str, Any]) -> str:
-    steps = [s for s in d["steps"] if s["suspensions"]]
+    steps = [s for s in d["steps"] if suspensions_of(s)]
     if not steps:
         return ""
     rows = []
     for step in steps[:MAX_ROWS]:
-        for pause in step["suspensions"]:
+        for pause in suspensions_of(step):
             rows.append(
-                f"<tr><td class=num>{step['index']}</td><td class=mono>{_e(iso(pause['suspended_at']) or '?')}</td>"
-                f"<td class=mono>{_e(iso(pause['resumed_at']) or 'never resumed')}</td><td>{_e(pause['reason'])}</td>"
+                f"<tr><td class=num>{step.index}</td><td class=mono>{_e(_moment(pause['suspended_at']) or '?')}</td>"
+                f"<td class=mono>{_e(_moment(pause['resumed_at']) or 'never resumed')}</td><td>{_e(pause['reason'])}</td>"
                 f"<td class=num>{_e(pause['n_written'] if pause['n_written'] is not None else '?')}</td><td class=\"mono muted\">{_e(pause['run_id'] or '')}</td></tr>"
             )
     return (
         "<h2>Writes suspended (the detector stopped delivering)</h2>"
-        "<table><tr><th class=num>Step</th><th>Suspended (UTC)</th><th>Resumed</th><th>Why</th>"
+        "<table><tr><th class=num>Step</th><th>Suspended</th><th>Resumed</th><th>Why</th>"
         "<th class=num>Images left (incomplete file)</th><th>Acquisition</th></tr>" + "".join(rows) + "</table>"
     )
 
 
 def _programs(d: Dict[str, Any]) -> str:
-    steps = [s for s in d["steps"] if s["command"] is not None]
+    steps = [(s, command_of(s)) for s in d["steps"] if command_of(s) is not None]
     if not steps:
         return ""
     rows = []
-    for step in steps[:MAX_ROWS]:
-        command = step["command"]
+    for step, command in steps[:MAX_ROWS]:
         output = "\n".join(command["output"])
         shown = f'<pre class="mono" style="margin:4px 0 0;white-space:pre-wrap">{_e(output)}</pre>' if output else ""
         rows.append(
-            f"<tr><td class=num>{step['index']}</td><td><span style=\"color:{_COLOR.get(step['status'], '#888')}\">{_e(_SYMBOL.get(step['status'], '?'))}</span> "
-            f'<span class="mono">{_e(step["name"])}</span></td><td class=num>{_e(command["exit_code"] if command["exit_code"] is not None else "–")}</td>'
+            f"<tr><td class=num>{step.index}</td><td><span style=\"color:{_COLOR.get(step.status.value, '#888')}\">{_e(_SYMBOL.get(step.status.value, '?'))}</span> "
+            f'<span class="mono">{_e(as_text(step.name))}</span></td><td class=num>{_e(command["exit_code"] if command["exit_code"] is not None else "–")}</td>'
             f"<td>{_e(command['reason'])}{shown}</td></tr>"
         )
     return (
@@ -384,15 +448,15 @@ def _notices(d: Dict[str, Any]) -> str:
     if not d["notices"] and not d["recoveries"]:
         return ""
     rows = [
-        f"<tr><td class=mono>{_e(iso(n['at']) or '')}</td><td class=num>{_e(n['step'] if n['step'] is not None else 'run')}</td><td>{_e(n['message'])}</td></tr>"
+        f"<tr><td class=mono>{_e(_moment(n['at']))}</td><td class=num>{_e(n['step'] if n['step'] is not None else 'run')}</td><td>{_e(n['message'])}</td></tr>"
         for n in d["notices"]
     ]
     rows = [
-        f"<tr><td class=mono>{_e(r.get('at') or '')}</td><td class=num>before</td><td>recovery ({_e(r.get('reason'))}): {_e(r.get('action'))} → {_e(r.get('outcome'))}</td></tr>"
+        f"<tr><td class=mono>{_e(_moment(r['at']))}</td><td class=num>run</td><td>recovery: {_e(r['reason'])} → {_e(r['action'])} ({_e(r['outcome'])})</td></tr>"
         for r in d["recoveries"]
     ] + rows
-    omitted = f'<p class="muted">{d["notices_omitted"]} notices between these were left out of the report.</p>' if d["notices_omitted"] else ""
-    return "<h2>Notices</h2><table><tr><th>At (UTC)</th><th class=num>Step</th><th>Message</th></tr>" + "".join(rows) + "</table>" + omitted
+    omitted = f'<p class="muted">{plural(d["notices_omitted"], "notice")} between these were left out of the report.</p>' if d["notices_omitted"] else ""
+    return "<h2>Notices</h2><table><tr><th>At</th><th class=num>Step</th><th>Message</th></tr>" + "".join(rows) + "</table>" + omitted
 
 
 def _cleanup(d: Dict[str, Any]) -> str:
@@ -401,14 +465,14 @@ def _cleanup(d: Dict[str, Any]) -> str:
         return ""
     color = _COLOR.get(cleanup["status"], "#555")
     rows = [
-        f"<tr><td class=num>{step['index']}</td><td><span style=\"color:{_COLOR.get(step['status'], '#888')}\">{_e(_SYMBOL.get(step['status'], '?'))} {_e(step['status'])}</span></td>"
-        f"<td>{_e(step['name'])}</td><td>{_e(step['error'] if step['status'] != 'passed' else '')}</td></tr>"
+        f"<tr><td class=num>{step.index}</td><td><span style=\"color:{_COLOR.get(step.status.value, '#888')}\">{_e(_SYMBOL.get(step.status.value, '?'))} {_e(step.status.value)}</span></td>"
+        f"<td>{_e(as_text(step.name))}</td><td>{_e(as_text(step.error) if step.status.value != 'passed' else '')}</td></tr>"
         for step in cleanup["steps"][:MAX_ROWS]
     ]
     restore = cleanup["restore"]
     restored = ""
     if restore is not None:
-        fields = ", ".join(f"{k}={v}" for k, v in restore["fields"].items())
+        fields = ", ".join(f"{as_text(k)}={as_text(v)}" for k, v in restore["fields"].items())
         restored = f'<p>restore_config: <b>{_e(restore["outcome"])}</b>' + (f' <span class="mono">{_e(fields)}</span>' if fields else "") + (
             f' — {_e(restore["error"])}' if restore["error"] else ""
         ) + "</p>"
@@ -434,32 +498,49 @@ def _page(title: str, body: str) -> str:
 """
 
 
-def render(report: Dict[str, Any]) -> str:
-    """The HTML page of a loaded report (any daq-run version)."""
+def render(report: Dict[str, Any], path: Optional[str] = None) -> str:
+    """The HTML page of a loaded report (any daq-run version); ``path``: where the report was
+    read from (for the command that continues the run)."""
     d = digest(report)
-    status = d["status"]
+    live = liveness(d)
+    word, reason = headline(d, live)
+    status = "killed" if word == "KILLED" else d["status"]
     color = _COLOR.get(status, "#555")
     summary = d["summary"]
-    counts = " · ".join(f"{_SYMBOL.get(k, _SYMBOL['running'])} {summary[k]} {k}" for k in (*SUMMARY_KEYS, "pending") if summary.get(k)) or "no step"
+    counts = " · ".join(
+        f"{_SYMBOL.get(k, _SYMBOL['running'])} {summary[k]} {k}" + (f" ({d['kept']} kept)" if k == "passed" and d["kept"] else "")
+        for k in (*SUMMARY_KEYS, "pending")
+        if summary.get(k)
+    ) or "no step"
     duration = format_seconds(d["duration_s"]) if d["duration_s"] is not None else "unknown"
-    rates = [s["rate"] for s in d["steps"] if s["rate"]]
+    rates = [s.images_per_s for s in d["steps"] if s.images_per_s]
     expected = d["estimate"]
     estimated = ""
     if expected is not None and expected["duration_s"] is not None:
         estimated = f"estimated {format_seconds(expected['duration_s'])}"
+    n_files = len(d["files"])
+    if not n_files:
+        sizes = "no file written"
+    elif d["bytes"] is None:
+        sizes = "sizes not visible here"
+    else:
+        sizes = format_bytes(d["bytes"]) + (f" ({d['sizes_unknown']} not visible here)" if d["sizes_unknown"] else "")
     cards = [
         _card("Steps", str(d["n_steps"]), counts),
-        _card("Duration", duration, " · ".join(x for x in (iso(d["started"]) or "", estimated) if x)),
+        _card("Duration", duration, " · ".join(x for x in (_moment(d["started"]), estimated) if x)),
         _card("Images", f"{d['images']:,}", f"{max(rates):,.0f} images/s at best" if rates else ""),
-        _card("Files", str(len(d["files"])), format_bytes(d["bytes"]) if d["bytes"] is not None else "size not visible here"),
-        _card("Failed attempts", str(d["retries"]), _count(sum(len(s["recoveries"]) for s in d["steps"]) + len(d["recoveries"]), "recovery", "recoveries")),
+        _card("Files", str(n_files), sizes),
+        _card("Failed attempts", str(d["retries"]), plural(sum(len(s.recoveries) for s in d["steps"]) + len(d["recoveries"]), "recovery", "recoveries")),
     ]
-    reason = f'<div class="reason" style="border-color:{color}">{_e(d["reason"])}</div>' if d["reason"] else ""
-    title = f"daq-run {status}: {d['batch_name']}"
+    box = f'<div class="reason" style="border-color:{color}">{_e(reason)}</div>' if reason else ""
+    hint = resume_hint(d, path, live)
+    if hint:
+        box += f'<p>To continue the run (the steps that passed are kept, the others run again):</p><pre class="mono reason">{_e(hint)}</pre>'
+    title = f"daq-run {word.lower()}: {d['batch_name']}"
     return _page(title, f"""<svg width="0" height="0" style="position:absolute" aria-hidden="true">{_defs()}</svg>
 <main>
-<h1><span class="badge" style="background:{color}">{_e(_SYMBOL.get(status, "?"))} {_e(status.upper())}</span> {_e(d["batch_name"])}</h1>
-{reason}
+<h1><span class="badge" style="background:{color}">{_e(_SYMBOL.get(status, "?"))} {_e(word)}</span> {_e(d["batch_name"])}</h1>
+{box}
 <div class="cards">{"".join(cards)}</div>
 <h2>Timeline</h2>
 {_legend()}
@@ -473,9 +554,17 @@ def render(report: Dict[str, Any]) -> str:
 {_notices(d)}
 <h2>Run</h2>
 {_facts(d)}
-<footer>daq-run show · report of run {_e(d["run_id"] or "?")} · times in UTC</footer>
+<footer>daq-run show · report of run {_e(d["run_id"] or "?")} · times in {_e(_zone())}</footer>
 </main>
 """)
+
+
+def _zone() -> str:
+    """Which times the page gives: ``local time (CET) and UTC``, or ``UTC``."""
+    import time
+
+    local = time.localtime()
+    return "UTC" if local.tm_gmtoff == 0 else f"local time ({time.strftime('%Z', local)}) and UTC"
 
 
 def render_runs(runs: List[Any], folder: str) -> str:
@@ -500,20 +589,21 @@ def render_runs(runs: List[Any], folder: str) -> str:
             )
             continue
         status = d["status"]
+        word = headline(d, liveness(d))[0].lower() if status == "running" else status
         rows.append(
-            f'<tr><td><span style="color:{_COLOR.get(status, "#555")}">{_e(_SYMBOL.get(status, "?"))} {_e(status)}</span></td>'
-            f'<td class="mono">{_e(daq_of(d))}</td><td>{_e(d["batch_name"])}</td><td class="mono">{_e(iso(d["started"]) or "?")}</td>'
+            f'<tr><td><span style="color:{_COLOR.get(word, _COLOR.get(status, "#555"))}">{_e(_SYMBOL.get(word, "?"))} {_e(word)}</span></td>'
+            f'<td class="mono">{_e(daq_of(d))}</td><td>{_e(d["batch_name"])}</td><td class="mono">{_e(_moment(d["started"]) or "?")}</td>'
             f'<td class=num>{_e(format_seconds(d["duration_s"]) if d["duration_s"] is not None else "?")}</td>'
             f'<td class=num>{d["images"]:,}</td><td>{_e(failed_steps(d))}</td>'
             f'<td class="mono"><a href="{href}">{_e(os.path.basename(run.path))}</a></td></tr>'
         )
-    title = f"daq-run: {passed} of {len(runs)} runs passed"
+    title = f"daq-run: {passed} of {plural(len(runs), 'run')} passed"
     return _page(title, f"""<main>
 <h1><span class="badge" style="background:{color}">{_e(_SYMBOL[verdict])} {_e("ALL PASSED" if verdict == "passed" else "NOT ALL PASSED")}</span> {_e(title)}</h1>
 <table>
-<tr><th>Status</th><th>DAQ</th><th>Batch</th><th>Started (UTC)</th><th class=num>Duration</th><th class=num>Images</th><th>Failed steps</th><th>Report</th></tr>
+<tr><th>Status</th><th>DAQ</th><th>Batch</th><th>Started</th><th class=num>Duration</th><th class=num>Images</th><th>Failed steps</th><th>Report</th></tr>
 {"".join(rows)}
 </table>
-<footer>daq-run show · {len(runs)} reports · times in UTC</footer>
+<footer>daq-run show · {len(runs)} reports · times in {_e(_zone())}</footer>
 </main>
 """)

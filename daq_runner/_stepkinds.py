@@ -10,7 +10,7 @@ so a rule cannot be written twice and drift. The runner dispatches on ``Step.kin
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, FrozenSet, Mapping, Optional, Tuple, Type
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Type
 
 from . import protocol
 from ._limits import MAX_SECONDS

@@ -14,11 +14,12 @@ import getpass
 import os
 import platform
 import socket
+import time
 from typing import Any, Dict, List, Optional
 
 from . import events
 from ._version import __version__
-from .record import CleanupRecord, StepRecord, StepStatus, iso
+from .record import CleanupRecord, StepRecord, iso
 
 __all__ = [
     "Tally",
@@ -26,6 +27,7 @@ __all__ = [
     "describe_counts",
     "format_seconds",
     "format_bytes",
+    "format_moment",
     "step_record",
     "SUMMARY_KEYS",
 ]
@@ -88,7 +90,7 @@ class Tally:
     Call :meth:`feed` with every event. Memory does not grow with the number of steps.
 
     Attributes:
-        run_id, batch, daq, info (version, host, user, pid, command, python), n_steps,
+        run_id, batch, daq, info (version, host, user, pid, command, resume_command, python), n_steps,
         started_at / finished_at (Unix time or ``None``), status (``running`` until
         ``run_finished``), reason, daq_unreachable, summary (steps by status), images,
         bytes, n_files (over the files written), failed_attempts, notices and
@@ -160,6 +162,7 @@ class Tally:
             "user": data.get("user") or _user(),
             "pid": data.get("pid") or os.getpid(),
             "command": data.get("command"),
+            "resume_command": data.get("resume_command"),
             "python": data.get("python") or platform.python_version(),
         }
 
@@ -278,6 +281,24 @@ def format_seconds(seconds: float) -> str:
         return f"{minutes} min {secs:02d} s"
     hours, minutes = divmod(minutes, 60)
     return f"{hours} h {minutes:02d} min"
+
+
+def format_moment(ts: Optional[float], date: bool = True) -> str:
+    """A moment for people: ``2026-12-08 03:12:04 CET (02:12:04 UTC)``, this machine's local
+    time with UTC beside it (the UTC date too when it is another day); ``2026-12-08 02:12:04
+    UTC`` where local time is UTC; ``unknown`` without a time. ``date=False`` leaves the dates
+    out. Reports keep UTC; this is for the people who read them in the morning."""
+    if ts is None or isinstance(ts, bool) or not isinstance(ts, (int, float)):
+        return "unknown"
+    try:
+        local, utc = time.localtime(ts), time.gmtime(ts)
+    except (OverflowError, OSError, ValueError):
+        return "unknown"
+    day, clock = "%Y-%m-%d ", "%H:%M:%S"
+    if local.tm_gmtoff == 0:
+        return time.strftime((day if date else "") + clock, utc) + " UTC"
+    utc_day = day if date and local[:3] != utc[:3] else ""
+    return f"{time.strftime((day if date else '') + clock + ' %Z', local)} ({time.strftime(utc_day + clock, utc)} UTC)"
 
 
 def format_bytes(n: Optional[float]) -> str:

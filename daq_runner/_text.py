@@ -23,6 +23,8 @@ __all__ = [
     "check_url_shape",
     "secrets_in",
     "scrub",
+    "clauses",
+    "plural",
 ]
 
 # Longest quoted reply text, in characters: enough for any DAQ message, short enough for a log line.
@@ -208,3 +210,17 @@ def scrub(value: Any, secrets: Tuple[str, ...]) -> Any:
     if isinstance(value, (list, tuple)):
         return [scrub(v, secrets) for v in value]
     return value
+
+
+def clauses(*parts: Any, sep: str = "; ") -> str:
+    """``parts`` joined into one sentence: ``"Please create it first; not retried: ..."``, not
+    ``"first.; not retried"``. A part's closing full stop (a DAQ's message often has one) is left
+    out before the next; an ellipsis stays; empty parts are skipped."""
+    texts = [str(part) for part in parts if part is not None and str(part) != ""]
+    trimmed = [t[:-1] if t.endswith(".") and not t.endswith("..") else t for t in texts[:-1]]
+    return sep.join(trimmed + texts[-1:])
+
+
+def plural(n: Any, word: str, words: Optional[str] = None) -> str:
+    """``1 step``, ``3 steps``, ``0 steps`` (``words``: an irregular plural)."""
+    return f"{n} {word if n == 1 else (words or word + 's')}"

@@ -34,7 +34,7 @@ import urllib3
 from . import _deadline, _transport, protocol
 from ._limits import MAX_SECONDS
 from ._restart import RestartSigns, detector_rate, wait_for_signs
-from ._text import quote, redact_url, userinfo_problem
+from ._text import clauses, quote, redact_url, userinfo_problem
 from .exceptions import (
     DaqError,
     DaqHTTPError,
@@ -539,11 +539,11 @@ class StdDaqClient:
         except DaqTransportError as exc:
             if at_bound.hit and not isinstance(exc, DeadlineExceeded):
                 raise DeadlineExceeded(
-                    f"{exc}; not retried: the time allowed ends before the next attempt", url=exc.url
+                    clauses(exc, "not retried: the time allowed ends before the next attempt"), url=exc.url
                 ) from exc
             if type(exc) is DaqTimeoutError and seen and str(seen[-1]) != str(exc):
                 # The retry budget cut the last attempt short: what the DAQ said before is the news.
-                raise DaqTimeoutError(f"{exc}; the attempt before: {seen[-1]}", url=exc.url) from exc
+                raise DaqTimeoutError(clauses(exc, f"the attempt before: {seen[-1]}"), url=exc.url) from exc
             raise
 
     def request(self, endpoint: protocol.Endpoint, body: Any = None, *, read_timeout: Optional[float] = None, **params: Any) -> dict:

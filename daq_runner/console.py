@@ -17,14 +17,16 @@ from __future__ import annotations
 
 import os
 import sys
+import textwrap
 import threading
 import time
-from typing import Any, Callable, List, Optional, TextIO
+from typing import Any, Callable, Dict, List, Optional, TextIO
 
 from . import events
 from ._streams import to_devnull
-from ._tally import Tally, format_seconds, step_record
-from ._text import one_line
+from ._tally import Tally, format_moment, format_seconds, step_record
+from ._text import clauses, one_line
+from .record import KEPT, StepRecord, iso
 
 __all__ = ["ConsoleView", "LogEvents", "QuietSummary", "end_line"]
 
@@ -34,9 +36,14 @@ ETA_AFTER_S = 0.5  # no estimate before the writer has been watched this long...
 ETA_AFTER_IMAGES = 1  # ...and has written this many more images: a first guess is wild
 
 
+BAR_DONE, BAR_TODO = "━", "·"  # characters that differ: the bar reads without colour too
+
+
 def end_line(tally: Tally) -> str:
-    """``daq-run: passed — 14 steps (14 passed), 450 images, 3 files, 12.4 s``."""
-    return f"daq-run: {tally.status} — {tally.counts_line()}"
+    """``daq-run: passed — 14 steps (14 passed), 450 images, 3 files, 12.4 s; ended 2026-12-08
+    03:12:04 CET (02:12:04 UTC)``: the run's end in local time, with UTC beside it."""
+    ended = f"; ended {format_moment(tally.finished_at)}" if tally.finished_at is not None else ""
+    return f"daq-run: {tally.status} — {tally.counts_line()}{ended}"
 
 
 def _clean(text: Any) -> str:
@@ -56,10 +63,41 @@ def _middle(text: str, width: int) -> str:
     return text[: keep // 2] + "…" + text[len(text) - (keep - keep // 2) :]
 
 
+def _label(name: str, file: Optional[str]) -> str:
+    """A step's name for a line of the width of a terminal: a write's folder gives way to its
+    file name (the folder is the same for a whole batch; the file name tells the steps apart)."""
+    if not file:
+        return name
+    base = os.path.basename(file)
+    label = name.replace(file, base) if file in name else name
+    return label if base in label else f"{label} → {base}"
+
+
+def _wrap(text: str, width: Optional[int], indent: str) -> List[str]:
+    """``text`` as lines of at most ``width - 1`` characters, broken between words, the lines
+    after the first indented by ``indent``; ``width`` None (not a terminal): one line."""
+    if width is None or len(text) < width:
+        return [text]
+    return textwrap.wrap(text, width=max(width - 1, len(indent) + 10), subsequent_indent=indent, break_on_hyphens=False) or [text]
+
+
+class _Said:
+    """What the console said about one step, so that each text is said once: the errors of its
+    failed attempts (with the first attempt that had each) and the texts printed."""
+
+    __slots__ = ("errors", "printed")
+
+    def __init__(self) -> None:
+        self.errors: Dict[str, Any] = {}
+        self.printed: set = set()
+
+
 class _Current:
     """What the live line shows: the step under way, its progress or the runner's wait."""
 
-    __slots__ = ("index", "name", "file", "attempt", "since", "n_written", "n_images", "first_seen", "waiting", "wait_s", "wait_since")
+    __slots__ = (
+        "index", "name", "file", "attempt", "since", "n_written", "n_images", "first_seen", "waiting", "wait_s", "wait_since", "exact",
+    )  # fmt: skip
 
     def __init__(self, index: Optional[int], name: str, file: Optional[str], attempt: int, now: float) -> None:
         self.index, self.name, self.file, self.attempt, self.since = index, name, file, attempt, now
@@ -69,6 +107,7 @@ class _Current:
         self.waiting: Optional[str] = None
         self.wait_s: Optional[float] = None
         self.wait_since = now
+        self.exact = False  # the wait lasts wait_s (a settle): a countdown; else wait_s is its bound
 
 
 _BATCH_ROOM = 40  # the batch's time left is shown only where the step keeps this much
@@ -77,9 +116,11 @@ _BATCH_ROOM = 40  # the batch's time left is shown only where the step keeps thi
 def live_line(current: Optional[_Current], n_steps: int, width: int, now: float, batch_left: Optional[float] = None) -> List[tuple]:
     """The live line as (text, style) pieces whose total length is at most ``width - 1``.
 
-    ``[ 3/14] write 50 to sweep_16bit.h5 ━━━━━━━━━━━━ 20/50 812 img/s ETA 3.0 s`` (a write's
-    folder gives way to its file name); while the runner waits, ``… waiting for writer READY:
-    7 s left`` (or the time waited so far when the wait has no known bound). ``batch_left``
+    ``[ 3/14] write 50 to sweep_16bit.h5 ━━━━━━━━━━······ 20/50 812 img/s ETA 3.0 s`` (a write's
+    folder gives way to its file name; the bar's done and remaining parts are different
+    characters, so it reads without colour); while the runner waits, ``… settle: 7 s left``
+    for a wait of known length, ``… waiting for deployment: 3 s, at most 117 s more`` for one
+    whose bound is the step's time left, or the time waited so far without a bound. ``batch_left``
     (seconds) adds `` · batch 2 min 05 s left`` where the width allows it. When the width
     is short, the batch's time goes first, then the ETA, then the rate, then the label is
     shortened in the middle. A cleanup step (index beyond ``n_steps``) shows ``[finally]``.
@@ -107,24 +148,26 @@ def _pieces(current: Optional[_Current], n_steps: int, limit: int, now: float) -
         prefix = "[finally] "
     else:
         prefix = f"[{current.index:>{len(str(n_steps))}}/{n_steps}] "
-    label = current.name
-    if current.file:
-        base = os.path.basename(current.file)
-        # The folder is the same for a whole batch; the file name is what tells the steps apart.
-        label = label.replace(current.file, base) if current.file in label else label
-        if base not in label:
-            label += f" → {base}"
+    label = _label(current.name, current.file)
     if current.attempt > 1:
         label += f" (attempt {current.attempt})"
     if current.waiting is not None:
         waited = now - current.wait_since
-        if current.wait_s is not None:
+        what = current.waiting
+        if current.wait_s is not None and current.exact:
             left = max(current.wait_s - waited, 0.0)
-            tail, short = f" waiting for {current.waiting}: {left:.0f} s left", f" {left:.0f} s left"
+            tails = [f" {what}: {left:.0f} s left", f" {left:.0f} s left"]
+            if what in label:  # "wait 2 s wait: 1 s left": the step's name says what it waits for
+                tails = tails[1:]
+        elif current.wait_s is not None:
+            # A bound (the step's time left), not how long it takes: said as one.
+            left = max(current.wait_s - waited, 0.0)
+            tails = [f" waiting for {what}: {waited:.0f} s, at most {left:.0f} s more", f" {what}: {waited:.0f} s, ≤{left:.0f} s more",
+                     f" {waited:.0f} s, ≤{left:.0f} s more"]  # fmt: skip
         else:
-            tail, short = f" waiting for {current.waiting} ({waited:.0f} s)", f" ({waited:.0f} s)"
-        if limit - len(prefix) - len(tail) < 12:
-            tail = short
+            tails = [f" waiting for {what} ({waited:.0f} s)", f" {what} ({waited:.0f} s)", f" ({waited:.0f} s)"]
+        # The longest that leaves the label some room; the what goes last.
+        tail = next((t for t in tails if limit - len(prefix) - len(t) >= 12), tails[-1])
         tail = tail[: max(limit - len(prefix), 0)]
         return [(prefix, "bold"), (_middle(label, max(limit - len(prefix) - len(tail), 0)), ""), (tail, "yellow")]
     if current.n_images:
@@ -148,7 +191,7 @@ def _pieces(current: Optional[_Current], n_steps: int, limit: int, now: float) -
         label_text = _middle(label, max(label_room, 0))
         bar_width += label_room - len(label_text)  # a short label leaves more bar
         done = int(bar_width * min(written / current.n_images, 1.0))
-        bar = [(" ", ""), ("━" * done, "green"), ("━" * (bar_width - done), "grey37")] if bar_width else []
+        bar = [(" ", ""), (BAR_DONE * done, "green"), (BAR_TODO * (bar_width - done), "grey37")] if bar_width else []
         return [(prefix, "bold"), (label_text, "")] + bar + [(tail, "")]
     elapsed = f" {format_seconds(now - current.since)}"
     room = limit - len(prefix) - len(elapsed)
@@ -197,6 +240,7 @@ class ConsoleView:
         self.off = False  # set once the output broke; the run goes on without this view
         self.tally = Tally()
         self.n_steps = 0
+        self._said: Dict[Optional[int], _Said] = {}  # per step under way: what was said of it
         self._console = console
         if live is None:
             live = console is not None or _isatty(self.stream)
@@ -283,7 +327,7 @@ class ConsoleView:
             return
         data = event.data if isinstance(event.data, dict) else {}
         kind = event.kind
-        prefix = f"[{event.step:>{len(str(self.n_steps))}}/{self.n_steps}]" if event.step else ""
+        prefix = self._prefix(event.step)
         if kind == events.RUN_STARTED:
             self.n_steps = data.get("n_steps") or 0
             self._pace.start(self.n_steps, self.clock())
@@ -293,15 +337,15 @@ class ConsoleView:
             if self.live and self._live is None:
                 with self._lock:
                     self._guard(self._start_live)
-            self._print(f"daq-run: {name} ({self.n_steps} steps) on {_clean(daq.get('url'))}{_clean(redis)}", "bold")
+            steps = f"{self.n_steps} step{'s' if self.n_steps != 1 else ''}"
+            self._say("", f"daq-run: {name} ({steps}) on {_clean(daq.get('url'))}{_clean(redis)}", "bold")
             return
         if kind == events.STEP_STARTED:
             attempt = data.get("attempt") or 1
             with self._lock:
                 output_file = data.get("output_file")
                 self._current = _Current(event.step, _clean(event.step_name), _clean(output_file) if output_file else None, attempt, self.clock())
-            if attempt > 1:
-                self._print(f"{prefix} retry {attempt}: {_clean(event.step_name)}", "yellow")
+            # A retry is said once, by the failed attempt's line ("...; retrying"); the live line shows the attempt.
         elif kind == events.PROGRESS:
             current = self._current
             if current is not None:
@@ -312,27 +356,40 @@ class ConsoleView:
                     if current.first_seen is None:
                         current.first_seen = (now, current.n_written)
         elif kind == events.WAITING:
-            what, seconds = _clean(data.get("what") or "the DAQ"), data.get("seconds")
+            what, seconds, exact = _clean(data.get("what") or "the DAQ"), data.get("seconds"), bool(data.get("exact"))
             if self._current is not None and self._current.index == event.step:
                 with self._lock:
                     self._current.waiting, self._current.wait_s, self._current.wait_since = what, seconds, self.clock()
+                    self._current.exact = exact
             elif self.live:
                 with self._lock:
                     self._current = _Current(event.step, "run", None, 1, self.clock())
-                    self._current.waiting, self._current.wait_s = what, seconds
+                    self._current.waiting, self._current.wait_s, self._current.exact = what, seconds, exact
             if not self.live and self.verbose:
-                bound = f"up to {seconds:g} s" if isinstance(seconds, (int, float)) else "(no bound known)"
-                self._print(f"{prefix + ' ' if prefix else ''}waiting for {what} {bound}")
+                if isinstance(seconds, (int, float)) and exact:
+                    text = f"{what}: {seconds:g} s"
+                else:
+                    bound = f"up to {seconds:g} s" if isinstance(seconds, (int, float)) else "(no bound known)"
+                    text = f"waiting for {what} {bound}"
+                self._say(prefix, text)
         elif kind == events.ATTEMPT_FAILED:
-            again = "; retrying" if data.get("will_retry") else ""
-            self._print(f"{prefix} attempt {_clean(data.get('attempt'))} failed: {_clean(data.get('error'))}{again}", "red")
+            self._attempt_failed(event, data, prefix)
         elif kind == events.RECOVERY:
-            self._print(
-                f"{prefix + ' ' if prefix else ''}recovery: {_clean(data.get('reason'))} -> {_clean(data.get('action'))} ({_clean(data.get('outcome'))})",
-                "yellow",
-            )
+            said = self._said.get(event.step) if event.step is not None else None
+            reason = _clean(data.get("reason"))
+            if said is not None and reason in said.errors:
+                # The failure it answers is said once: by its attempt's line, or by the step's line below.
+                text = f"recovery after attempt {said.errors[reason]} failed: {_clean(data.get('action'))} ({_clean(data.get('outcome'))})"
+            else:
+                text = f"recovery: {reason} -> {_clean(data.get('action'))} ({_clean(data.get('outcome'))})"
+            self._say(prefix, text, "yellow")
         elif kind == events.NOTICE:
-            self._print(f"{prefix + ' ' if prefix else ''}note: {_clean(data.get('message'))}", "cyan")
+            message = _clean(data.get("message"))
+            said = self._said_about(event.step) if event.step is not None else None  # kept per step under way only
+            if said is None or message not in said.printed:  # the same notice twice in a step is said once
+                if said is not None:
+                    said.printed.add(message)
+                self._say(prefix, f"note: {message}", "cyan")
         elif kind == events.STEP_FINISHED:
             self._pace.finished(event.step, self.clock())
             self._step_line(event, prefix)
@@ -343,23 +400,95 @@ class ConsoleView:
                 self._current = None
             self._stop_live()
             style = "bold green" if self.tally.status == "passed" else "bold red"
-            self._print(end_line(self.tally), style)
+            self._say("", end_line(self.tally), style)
             if self.tally.reason:
-                self._print(f"  reason: {_clean(self.tally.reason)}")
+                self._say("", f"  reason: {_clean(self.tally.reason)}", indent="    ")
             return
         self._refresh()
 
+    # -- what is said, once ---------------------------------------------------------------------
+
+    def _prefix(self, index: Optional[int]) -> str:
+        if not index:
+            return ""
+        if self.n_steps and index > self.n_steps:
+            return "[finally]"
+        return f"[{index:>{len(str(self.n_steps))}}/{self.n_steps}]"
+
+    def _said_about(self, index: Optional[int]) -> _Said:
+        said = self._said.get(index)
+        if said is None:
+            said = self._said[index] = _Said()
+        return said
+
+    def _width(self) -> Optional[int]:
+        """The terminal's width, when lines are drawn on one (else lines are not broken)."""
+        console = self._console
+        return console.width if console is not None and self.live else None
+
+    def _say(self, prefix: str, text: str, style: str = "", indent: Optional[str] = None) -> None:
+        """One line (``prefix text``); on a terminal broken between words to fit its width,
+        the continuation indented past the prefix."""
+        line = f"{prefix} {text}" if prefix else text
+        for piece in _wrap(line, self._width(), indent if indent is not None else " " * (len(prefix) + 1 if prefix else 2)):
+            self._print(piece, style)
+
+    def _attempt_failed(self, event: events.Event, data: dict, prefix: str) -> None:
+        """A failed attempt that will be retried, said once; the last one is said by the step's line."""
+        said = self._said_about(event.step)
+        error, attempt = _clean(data.get("error")), data.get("attempt")
+        said.errors.setdefault(error, attempt)
+        if not data.get("will_retry"):
+            return
+        if error in said.printed:
+            self._say(prefix, f"attempt {_clean(attempt)} failed the same way; retrying", "red")
+        else:
+            said.printed.add(error)
+            self._say(prefix, clauses(f"attempt {_clean(attempt)} failed: {error}", "retrying"), "red")
+
+    def _finished_lines(self, prefix: str, record: StepRecord, said: Optional[_Said]) -> None:
+        """A finished step: its status, name, time and what it did that a bare "ok" would hide
+        (kept, stopped on purpose, attempts, images); then its error, unless said already."""
+        status = record.status.value
+        style = _STYLES.get(status, "")
+        head = f"{prefix} {_MARKS.get(status, status)} " if prefix else f"{_MARKS.get(status, status)} "
+        took = f"  {format_seconds(record.duration_s or 0.0)}" if record.started_at is not None or record.duration_s else ""
+        notes = []
+        if record.resumed:
+            notes.append(KEPT)
+        if record.attempts > 1:
+            notes.append(f"{record.attempts} attempts")
+        if record.stopped_on_purpose:
+            notes.append(record.stopped_on_purpose)
+        error = _clean(record.error)
+        said_before = bool(record.error) and said is not None and error in said.printed
+        if said_before and record.status.is_problem:
+            notes.append(f"failed as attempt {said.errors.get(error, 1)} did")  # type: ignore[union-attr]
+        written = record.images_written
+        if record.status.is_problem and record.started and written is not None and record.n_images is not None:
+            notes.append(f"{written} of {record.n_images} images written")
+        name = _clean(record.name)
+        noted = f"  ({'; '.join(notes)})" if notes else ""
+        width = self._width()
+        line = head + name + took
+        if width is not None and len(line) >= width:  # fit the line: the file name stays, the folder goes
+            room = max(width - 1 - len(head) - len(took), 8)
+            line = head + _middle(_label(name, _clean(record.output_file) if record.output_file else None), room) + took
+        indent = " " * 6
+        if width is None or len(line + noted) < width:
+            line, noted = line + noted, ""
+        self._print(line, style)
+        if noted:
+            self._say("", indent + "; ".join(notes), style, indent=indent + "  ")
+        if record.error and status != "skipped" and not said_before:
+            self._say("", indent + error, style, indent=indent + "  ")
+
     def _cleanup_lines(self, data: dict) -> None:
         """Each cleanup step once it ended, then the cleanup's end (``cleanup: passed``)."""
-        from .record import StepRecord
-
         steps = [s for s in data.get("steps") or () if isinstance(s, dict)]
         for raw in steps[self._cleanup_shown :]:
             record = StepRecord.from_json(raw)
-            status = record.status.value
-            self._print(f"[finally] {_MARKS.get(status, status)} {_clean(record.name)}  {format_seconds(record.duration_s or 0.0)}", _STYLES.get(status, ""))
-            if record.error and status != "passed":
-                self._print(f"      {_clean(record.error)}", _STYLES.get(status, ""))
+            self._finished_lines("[finally]", record, self._said.pop(record.index, None))
         self._cleanup_shown = len(steps)
         status = data.get("status")
         restore = data.get("restore_config") if isinstance(data.get("restore_config"), dict) else {}
@@ -368,21 +497,17 @@ class ConsoleView:
                 self._current = None
             outcome = f"; restore_config: {_clean(restore.get('outcome'))}" if restore.get("outcome") else ""
             reason = f": {_clean(data.get('reason'))}" if data.get("reason") else ""
-            self._print(f"cleanup {status}{reason}{outcome}", "green" if status == "passed" else "bold red" if status == "failed" else "dim")
+            self._say("", f"cleanup {status}{reason}{outcome}", "green" if status == "passed" else "bold red" if status == "failed" else "dim")
 
     def _step_line(self, event: events.Event, prefix: str) -> None:
         record = step_record(event)
-        status = record.status.value
+        said = self._said.pop(event.step, None)
         with self._lock:
             if self._current is not None and self._current.index == event.step:
                 self._current = None
-        if status == "skipped" and not self.verbose:
+        if record.status.value == "skipped" and not self.verbose and not record.resumed:
             return
-        resumed = " (passed earlier)" if record.resumed else ""
-        line = f"{prefix} {_MARKS.get(status, status)} {_clean(record.name)}{resumed}  {format_seconds(record.duration_s or 0.0)}"
-        self._print(line, _STYLES.get(status, ""))
-        if record.error and status != "skipped":
-            self._print(f"      {_clean(record.error)}", _STYLES.get(status, ""))
+        self._finished_lines(prefix, record, said)
 
 
 def _isatty(stream: Any) -> bool:
@@ -493,16 +618,28 @@ class LogEvents:
             level = "error" if data.get("status") == "failed" else "warning"
         if event.kind == events.STEP_FINISHED:
             data = step_record(event).to_json()  # ISO 8601 UTC times and string run ids, as in the report
-        fields = {k: v for k, v in data.items() if k not in ("daq_log", "acquisition", "config", "deployment", "step", "run", "step_name")}
+        fields = {k: _loggable(k, v) for k, v in data.items() if k not in ("daq_log", "acquisition", "config", "deployment", "step", "run", "step_name")}
         getattr(self.logger, level)(event.kind, run=event.run_id, step=event.step, step_name=event.step_name, **fields)
 
 
-class QuietSummary:
-    """Nothing when every step passed (cron mails any output); a short summary otherwise::
+def _loggable(key: str, value: Any) -> Any:
+    """A value of an event as log lines show it: times (``at``, ``..._at``) as the report's ISO
+    8601 UTC text, other seconds and rates to the millisecond (not 14 digits)."""
+    if isinstance(value, float):
+        if key == "at" or key.endswith("_at"):
+            return iso(value)
+        return round(value, 3)
+    if isinstance(value, int) and not isinstance(value, bool) and (key == "at" or key.endswith("_at")):
+        return iso(value)
+    return value
 
-        daq-run: failed — 3 steps (1 passed, 1 failed, 1 skipped), 13 images, 1 file, 60.0 s
-          reason: step 2 (write 2) failed: acquisition FAILED: ERROR: detector lost
-          step 2 failed: write 2: acquisition FAILED: ERROR: detector lost
+
+class QuietSummary:
+    """Nothing when every step passed (cron mails any output); a short summary otherwise, each
+    failure said once (the reason is not repeated when it is the first failure)::
+
+        daq-run: failed — 3 steps (1 passed, 1 failed, 1 skipped), 13 images, 1 file, 60.0 s; ended ...
+          step 2 (write 2) failed: acquisition FAILED: ERROR: detector lost; 3 of 10 images written
     """
 
     MAX_PROBLEMS = 20
@@ -517,11 +654,13 @@ class QuietSummary:
         record = self.tally.feed(event)
         if record is not None and record.status.is_problem:
             if len(self._problems) < self.MAX_PROBLEMS:
-                self._problems.append(f"  step {record.index} {record.status}: {_clean(record.name)}: {_clean(record.error)}")
+                self._problems.append(_clean(record.problem))
             else:
                 self._more += 1
         elif event.kind == events.RUN_FINISHED and self.tally.status != "passed":
-            lines = [end_line(self.tally), f"  reason: {_clean(self.tally.reason)}"] + self._problems
+            reason = _clean(self.tally.reason)
+            lines = [end_line(self.tally)] + ([] if reason in self._problems else [f"  reason: {reason}"])
+            lines += [f"  {problem}" for problem in self._problems]
             if self._more:
                 lines.append(f"  ... and {self._more} more (see the report)")
             try:

@@ -47,7 +47,7 @@ from urllib.parse import urlsplit
 import requests
 
 from . import _deadline, _transport
-from ._text import quote, redact_url, userinfo_problem
+from ._text import clauses, quote, redact_url, userinfo_problem
 from .client import (
     DEFAULT_RETRIES,
     DEFAULT_TIMEOUT,
@@ -1103,7 +1103,7 @@ class DetDriverClient:
                     raise
                 pause = min(0.1 * 2**attempt, 2.0)
                 if pause >= outer.remaining():
-                    raise DeadlineExceeded(f"{exc}; not retried: the time allowed ends before the next attempt", url=exc.url) from exc
+                    raise DeadlineExceeded(clauses(exc, "not retried: the time allowed ends before the next attempt"), url=exc.url) from exc
                 log.debug("retrying %s after %s", safe, exc)
                 outer.sleep(pause)
                 attempt += 1

@@ -45,7 +45,7 @@ from urllib.parse import urlsplit
 
 from . import events, protocol
 from ._deadline import Deadline, current, detached
-from ._text import redact_url, secrets_in
+from ._text import clauses, redact_url, secrets_in
 from ._transport import is_loopback
 from .batch import ConfigStep, Step, WriteStep
 from .daq import DRIVER, READY, WRITING, Acquisition, Daq, Progress, RunServices
@@ -411,7 +411,7 @@ class DriverDaq(Daq):
         except DaqRunnerError as exc:
             entry["outcome"] = f"failed: {exc}"
             run.add_recovery(record, step, entry)
-            raise StepFailed(f"{reason}; restarting the DAQ services to recover it failed: {exc}") from exc
+            raise StepFailed(clauses(reason, f"restarting the DAQ services to recover it failed: {exc}")) from exc
         entry["outcome"] = f"the driver is back and idle after {change.restart_s or 0.0:.1f} s"
         run.add_recovery(record, step, entry)
         self._restart_needed, self._seen = None, None
@@ -694,9 +694,10 @@ class DriverDaq(Daq):
             except DaqTimeoutError:
                 if current().remaining() <= 0:
                     last = acq.driver.states[-1] if acq.driver.states else None
-                    where = f"last state {last.state.value if last and last.state else 'none'}" + (f" count {last.count}" if last and last.count is not None else "")
+                    # The images are the record's (n_written, counted once the acquisition ended).
+                    where = f"last state {last.state.value if last and last.state else 'none'}"
                     whose = "" if acq.step is step else f" waiting for the acquisition of step {acq.step.index} to end,"
-                    raise StepFailed(f"timed out after {step.timeout:g} s{whose} with {acq.count or 0}/{n_image} images counted ({where})") from None
+                    raise StepFailed(f"timed out after {step.timeout:g} s{whose} before {n_image} images were counted ({where})") from None
                 outage.over()  # a slice without an end: look for a wedge
             except DaqTransportError as exc:
                 outage.failed(exc)  # the driver does not take a session: ridden out for the outage budget
@@ -704,7 +705,7 @@ class DriverDaq(Daq):
             if last is not None and not acq.end_known:
                 wedged = self._wedged(last.state, last.count, last.monotonic, n_image, acq.n_writers)
                 if wedged:
-                    acq.lost = f"{wedged}; the DAQ services were restarted to recover it"
+                    acq.lost = clauses(wedged, "the DAQ services were restarted to recover it")
                     self._restart(step, record, wedged)
 
     def _look_for(self, acq: DriverWrite, on_state: Callable[[DriverStatus], None]) -> None:

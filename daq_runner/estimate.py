@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 import queue
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Collection, Dict, List, Optional, Sequence, Tuple
 
 __all__ = ["DaqFacts", "FolderNeed", "Estimate", "needs", "read_facts", "facts_at", "estimate", "free_space", "image_bytes"]

@@ -12,7 +12,8 @@ older Runner does not send them):
     ``batch`` {name, path, sha256, vars*}; ``daq`` {url, redis, url_source*,
     redis_source*} (credentials already removed); ``n_steps``; ``daq_runner``* (version);
     ``host``*, ``user``*, ``pid``*; ``command``* (list of str, or null when not run from
-    the command line); ``python``* (version); ``estimate``* (what the run was expected to
+    the command line); ``resume_command``* (the command line that continues the run from its
+    report, or null); ``python``* (version); ``estimate``* (what the run was expected to
     cost: :meth:`daq_runner.estimate.Estimate.to_json`); ``cleanup``* ({finally: number of
     cleanup steps, restore_config: bool}, when the batch has a cleanup).
 ``step_started``
@@ -22,7 +23,9 @@ older Runner does not send them):
     ``n_written``, ``n_images``, ``state`` (the acquisition's state).
 ``waiting``
     ``what`` ("settle", "wait", "deployment", "writer READY", "lock", "retry", ...);
-    ``seconds``: how long at most, or null when unknown.
+    ``seconds``: how long at most, or null when unknown; ``exact``* (true): the wait lasts
+    ``seconds`` (a settle, a ``wait: {seconds}``), otherwise ``seconds`` is only its bound
+    (the step's time left), not how long it takes.
 ``attempt_failed``
     ``attempt``, ``error``, ``will_retry``.
 ``recovery``
@@ -73,7 +76,7 @@ __all__ = [
 RUN_STARTED = "run_started"  # data: batch, daq, n_steps, daq_runner, host, user, pid, command, python
 STEP_STARTED = "step_started"  # data: attempt, kind, timeout, output_file, n_images
 PROGRESS = "progress"  # data: n_written, n_images, state
-WAITING = "waiting"  # data: what, seconds (at most; null when unknown)
+WAITING = "waiting"  # data: what, seconds (at most; null when unknown), exact
 ATTEMPT_FAILED = "attempt_failed"  # data: attempt, error, will_retry
 RECOVERY = "recovery"  # data: reason, action, outcome, at
 NOTICE = "notice"  # data: message (Redis fallback, lock, retries of the client...)

@@ -61,6 +61,7 @@ __all__ = [
     "LOCK_TTL_S",
     "REDIS_BUDGET_S",
     "process_alive",
+    "running_here",
 ]
 
 class RunnerLock(Protocol):
@@ -110,13 +111,38 @@ def process_alive(pid: Any) -> bool:
     return True
 
 
+def running_here(host: Any, pid: Any, since: Optional[float] = None) -> Optional[bool]:
+    """Whether process ``pid`` of ``host`` still runs, as far as this machine can tell: ``True``
+    or ``False`` for a process of this host, ``None`` for another host (or no pid). With
+    ``since`` (Unix time the process was known to run, e.g. its run's start), a process that
+    started well after it has only been given the same pid again (Linux: ``/proc``)."""
+    if host != socket.gethostname() or pid is None or isinstance(pid, bool):
+        return None
+    if not process_alive(pid):
+        return False
+    started = _process_start(pid)
+    return not (since is not None and started is not None and started > since + 2.0)
+
+
+def _process_start(pid: Any) -> Optional[float]:
+    """Unix time process ``pid`` started (Linux), else ``None``."""
+    try:
+        with open(f"/proc/{int(pid)}/stat", "rb") as handle:
+            ticks = int(handle.read().rsplit(b")", 1)[1].split()[19])
+        with open("/proc/stat", "rb") as handle:
+            boot = next(int(line.split()[1]) for line in handle if line.startswith(b"btime "))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration, TypeError, OverflowError):
+        return None
+
+
 def _utc_now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def _dead_here(holder: dict) -> bool:
     """Whether ``holder`` is a process of this host that no longer runs (its lock is void)."""
-    return holder.get("host") == socket.gethostname() and "pid" in holder and not process_alive(holder["pid"])
+    return "pid" in holder and running_here(holder.get("host"), holder["pid"]) is False
 
 
 def _after(entry_id: str) -> str:

@@ -58,7 +58,7 @@ from ._notify_settings import (
     shown_url,
 )
 from ._tally import Tally, format_bytes, format_seconds, iso
-from ._text import one_line, redact_text, scrub
+from ._text import one_line, plural, redact_text, scrub
 from ._version import __version__
 from .exceptions import NotifySettingsError
 from .exit_codes import RunExit
@@ -219,7 +219,7 @@ def compose(
 
 def _counts_so_far(tally: Tally) -> str:
     done = sum(tally.summary.values())
-    return f"{done} of {tally.n_steps} steps recorded, " + ", ".join(f"{n} {k}" for k, n in tally.summary.items() if n)
+    return f"{done} of {plural(tally.n_steps, 'step')} recorded, " + ", ".join(f"{n} {k}" for k, n in tally.summary.items() if n)
 
 
 def _masker(secrets: Tuple[str, ...]) -> Callable[[Any], Any]:

@@ -22,6 +22,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Collection, Dict, List, Optional, Sequence, Tuple
 
+from ._text import plural
 from .daq import DRIVER, REST_V2
 
 __all__ = ["Finding", "check_writes", "check_commands", "plan_lines", "daq_state", "daq_is_here", "run_estimate"]
@@ -186,7 +187,7 @@ def plan_lines(
 
     lines = _plan(batch, target, kept, findings)
     if kept is not None and len(kept) == len(batch.steps):
-        lines.append(f"nothing to run: all {len(kept)} steps passed in the report resumed")
+        lines.append(f"nothing to run: {'the step' if len(kept) == 1 else f'all {len(kept)} steps'} passed in the report resumed")
     if report_problem is not None:
         lines.append(f"report: cannot be written: {report_problem}")
     elif report is not None:
@@ -198,7 +199,7 @@ def plan_lines(
 
 
 def _plan(batch: Any, target: Any, kept: Optional[Collection[int]], findings: Sequence[Finding]) -> List[str]:
-    lines = [f"batch {batch.name}: {len(batch.steps)} steps"]
+    lines = [f"batch {batch.name}: {plural(len(batch.steps), 'step')}"]
     if target is not None:
         lines.append(target.describe())
     by_step: Dict[int, List[Finding]] = {}

@@ -42,6 +42,7 @@ __all__ = [
     "MISSING",
     "CONFIRMATIONS",
     "WEAK_CONFIRMATIONS",
+    "KEPT",
     "iso",
     "parse_iso",
     "acquisition_json",
@@ -132,6 +133,9 @@ the driver's count alone where the files cannot be read here."""
 WEAK_CONFIRMATIONS = ("status", "driver_count")
 """The confirmations of a write that passed without its files or the DAQ's log saying so:
 shown apart, for people to look at."""
+KEPT = "kept from the run resumed"
+"""What a step a ``--resume`` kept is called wherever people read it (the report's key is
+``resumed: true``, which reads as "run again"): it passed in the run resumed and was not run again."""
 
 
 # -- times --------------------------------------------------------------------------------------
@@ -272,6 +276,10 @@ class StepRecord:
             saw of the DAQ's services restarting with it (``{"seen", "sign", "down_after_s",
             "back_after_s"}``); overwrote: the write replaced an existing file;
             stopped_by_step: the stop step that ended a background write on purpose.
+            A write's ``config`` is the configuration it ran with (or was to run with, when
+            nothing started), taken just before its start: the fields that shape its file
+            (``bit_depth``, ``image_pixel_height``, ``image_pixel_width``) and those the run's
+            config steps set.
         guard: a guarded write's guard (``min_detector_rate``, ``for_s``, ``max_wait_s``) and
             its waits for the detector (``waits``, ``waited_s``, ``last_rate``);
             suspensions: each time it was suspended (:class:`SuspensionRecord`).
@@ -362,7 +370,7 @@ class StepRecord:
             get("params") if isinstance(get("params"), dict) else {},
             [str(t) for t in get("tags")] if isinstance(get("tags"), list) else [],
             get("identity") if isinstance(get("identity"), str) else None,
-            StepStatus(status) if status in _STATUSES else StepStatus.SKIPPED,
+            StepStatus(status) if isinstance(status, str) and status in _STATUSES else StepStatus.SKIPPED,
             get("attempts") if _is_int(get("attempts")) else 0,
             parse_iso(get("started_at")),
             parse_iso(get("finished_at")),
@@ -401,9 +409,27 @@ class StepRecord:
     # -- what every consumer would otherwise work out ----------------------------------------------
 
     @property
+    def started(self) -> Optional[bool]:
+        """Whether a write's acquisition started: ``True`` when the DAQ counted or showed it,
+        ``False`` when the write ran and provably started nothing (refused by the DAQ or before
+        sending, its step's time over before the writer was READY), ``None`` when not known (not a
+        write, not run, or an acquisition the runner had to stop without ever seeing it)."""
+        if self.kind != "write" or not self.attempts:
+            return None
+        if self.n_written is not None or isinstance(self.acquisition, dict) or self.status is StepStatus.PASSED:
+            return True
+        if self.acquisition is not None:  # MISSING: a report of a daq-run that did not say
+            return None
+        ours = self.acquisition_id
+        if ours and any(isinstance(r, dict) and ours in str(r.get("outcome")) for r in self.recoveries):
+            return None  # stopped in case it had started (a write start whose reply was lost)
+        return False
+
+    @property
     def images_written(self) -> Optional[int]:
         """Images a write step wrote: its ``n_written``, else the acquisition's count, else
-        ``n_images`` for a write that passed after waiting for its end; ``None`` when unknown."""
+        ``n_images`` for a write that passed after waiting for its end, ``0`` for a write that
+        started nothing (:attr:`started` is ``False``); ``None`` when unknown."""
         if self.n_written is not None:
             return self.n_written
         acquisition = self.acquisition if isinstance(self.acquisition, dict) else {}
@@ -412,15 +438,66 @@ class StepRecord:
             return counted
         if self.status is StepStatus.PASSED and acquisition and self.n_images is not None:
             return self.n_images
+        if self.started is False:
+            return 0
         return None
+
+    @property
+    def images_per_s(self) -> Optional[float]:
+        """Images per second of a write's acquisition: :attr:`images_written` over
+        :attr:`acquisition_span_s`; ``None`` when either is unknown or zero."""
+        written, span = self.images_written, self.acquisition_span_s
+        return written / span if written and span else None
 
     @property
     def problem(self) -> Optional[str]:
         """``step 3 (write 10 to /d/a.h5) failed: <error>``: why the step did not pass, in one
-        line; ``None`` for a step that passed or was skipped."""
+        line; ``None`` for a step that passed or was skipped. A write whose acquisition started
+        adds the images it wrote (``; 460 of 2000 images written``), from :attr:`images_written`:
+        the one count every view shows."""
         if not self.status.is_problem:
             return None
-        return f"step {self.index} ({self.name}) {self.status}: {self.error or 'no error recorded'}"
+        from ._text import clauses
+
+        written = self.images_written
+        images = f"{written} of {self.n_images} images written" if self.started and written is not None and self.n_images is not None else None
+        return clauses(f"step {self.index} ({self.name}) {self.status}: {self.error or 'no error recorded'}", images)
+
+    def attempts_said_once(self) -> List[Tuple[str, str]]:
+        """What the failed attempts said, each text once: ``[("attempts 1-2", error), ...]``,
+        runs of attempts that failed the same way folded into one. A step that did not pass
+        leaves out the attempts that said its own error (said once, as the step's error)."""
+        out: List[Tuple[str, str]] = []
+        for item in self.failed_attempts:
+            if not isinstance(item, dict):
+                continue
+            number, error = item.get("attempt"), str(item.get("error") or "")
+            number = number if _is_int(number) else 0
+            if out and out[-1][2] == error:
+                out[-1] = (out[-1][0], number, error)
+            else:
+                out.append((number, number, error))
+        said = [(f"attempt {a}" if a == b else f"attempts {a}-{b}", error) for a, b, error in out]
+        if self.status.is_problem:
+            said = [(label, error) for label, error in said if error != (self.error or "")]
+        return said
+
+    @property
+    def stopped_on_purpose(self) -> Optional[str]:
+        """``stopped by step 7 after 96 of 5000 images``: a background write a later ``stop``
+        step ended on purpose (it passed with the images it wrote); ``None`` for any other step."""
+        if self.stopped_by_step is MISSING or self.stopped_by_step is None:
+            return None
+        written = self.images_written
+        of = f" of {self.n_images}" if self.n_images is not None else ""
+        return f"stopped by step {self.stopped_by_step} after {written if written is not None else '?'}{of} images"
+
+    @property
+    def bit_depth(self) -> Optional[int]:
+        """The bit depth a write ran with (:attr:`config`, taken when it started), or that a
+        config step stored; ``None`` when the record does not say (a report of an older daq-run)."""
+        value = self.config.get("bit_depth") if isinstance(self.config, dict) else None
+        return value if _is_int(value) else None
 
     @property
     def acquisition_span_s(self) -> Optional[float]:
@@ -489,13 +566,16 @@ class StepRecord:
             entry["sha256"] = sha256
         return entry
 
+    def checked_file(self, path: str) -> Dict[str, Any]:
+        """What its file check found of ``path`` (``{path, passed, images, size, sha256, ...}``), else ``{}``."""
+        check = self.file_check if isinstance(self.file_check, dict) else {}
+        files = check.get("files") if isinstance(check.get("files"), list) else ()
+        return next((f for f in files if isinstance(f, dict) and f.get("path") == path), {})
+
     def checksum_of(self, path: str) -> Optional[str]:
         """The sha256 its file check read of ``path`` (``--checksums``), else ``None``."""
-        check = self.file_check if isinstance(self.file_check, dict) else {}
-        for checked in check.get("files") or ():
-            if isinstance(checked, dict) and checked.get("path") == path and isinstance(checked.get("sha256"), str):
-                return checked["sha256"]
-        return None
+        sha256 = self.checked_file(path).get("sha256")
+        return sha256 if isinstance(sha256, str) else None
 
     # -- written once --------------------------------------------------------------------------------
 

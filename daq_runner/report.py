@@ -15,7 +15,7 @@ Where reports go is :mod:`daq_runner.report_paths`.
 The report (JSON object, keys in this order)::
 
     run_id, batch {name, path, sha256, plan, vars, run, now, invocation}, daq {url, redis, url_source, redis_source},
-    daq_runner, host, user, pid, command, python, n_steps, started_at,
+    daq_runner, host, user, pid, command, resume_command, python, n_steps, started_at,
     steps [step records], files [{path, step, n_images, size_bytes, run_id, complete}],
     status (running | passed | failed | interrupted), reason, daq_unreachable,
     finished_at, duration_s, summary {passed, failed, skipped, interrupted, pending},
@@ -49,7 +49,7 @@ from typing import IO, Any, Dict, Iterable, Iterator, List, Optional, TextIO
 
 from . import events
 from ._tally import SUMMARY_KEYS, Tally
-from .record import StepRecord, StepStatus, iso
+from .record import KEPT, StepRecord, StepStatus, iso
 
 __all__ = [
     "RunReport",
@@ -587,10 +587,10 @@ class JUnitFile:
             parts.append(f"    <error message={_xml_attr(error or 'interrupted')}>{_xml_text(error or '')}</error>")
         elif step.status is StepStatus.SKIPPED or step.resumed:
             self._counts["skipped"] += 1
-            why = "passed in an earlier run (resumed)" if step.resumed else (error or "not run")
+            why = f"{KEPT}: it passed there and was not run again" if step.resumed else (error or "not run")
             parts.append(f"    <skipped message={_xml_attr(why)}/>")
-        # What went wrong on the way, also for a step that passed on a retry.
-        trail = [f"attempt {a.get('attempt')} failed: {a.get('error')}" for a in step.failed_attempts]
+        # What went wrong on the way, also for a step that passed on a retry: each text once.
+        trail = [f"{label} failed: {text}" for label, text in step.attempts_said_once()]
         trail += [f"recovery ({r.get('reason')}): {r.get('action')} -> {r.get('outcome')}" for r in step.recoveries]
         if trail:
             parts.append(f"    <system-out>{_xml_text(chr(10).join(trail))}</system-out>")

@@ -201,9 +201,7 @@ def refuse_live_report(path: str, what: str = "--report") -> None:
     Raises:
         OutputRefused: "<what> PATH is the report of a run still going on (pid N)".
     """
-    import socket
-
-    from .lock import process_alive
+    from .lock import running_here
     from .report import load_report
 
     if not os.path.isfile(path):
@@ -213,5 +211,5 @@ def refuse_live_report(path: str, what: str = "--report") -> None:
     except ValueError:
         return  # not a report
     pid = other.get("pid")
-    if other.get("status") == "running" and other.get("host") == socket.gethostname() and pid != os.getpid() and process_alive(pid):
+    if other.get("status") == "running" and pid != os.getpid() and running_here(other.get("host"), pid):
         raise OutputRefused(f"{what} {path} is the report of a run still going on (pid {pid}); give another path")

@@ -245,7 +245,9 @@ def _main_told(args: argparse.Namespace, argv: Sequence[str], told: Any) -> int:
         refused = _unsupported(batch, _sim_generation(args) if args.sim else _target(args, batch).generation)
         if refused is not None:
             return refused
-        _say(f"{args.batch}: valid, {len(batch.steps)} steps" + (f" and {len(batch.cleanup)} cleanup steps" if batch.cleanup else ""))
+        from ._text import plural
+
+        _say(f"{args.batch}: valid, {plural(len(batch.steps), 'step')}" + (f" and {plural(len(batch.cleanup), 'cleanup step')}" if batch.cleanup else ""))
         _validate_estimate(args, batch)
         return RunExit.PASSED
     output = None
@@ -359,7 +361,8 @@ def _prepared(args: argparse.Namespace, argv: Sequence[str], batch: Any, earlier
         kept = kept_steps(batch.steps, previous)
         if len(kept) == len(batch.steps) and not args.dry_run:
             if not args.quiet:
-                _warn(f"daq-run: nothing to run: all {len(kept)} steps of {args.batch} passed in {args.resume} (no new report written)")
+                steps = "the step" if len(kept) == 1 else f"all {len(kept)} steps"  # not "all 1 steps"
+                _warn(f"daq-run: nothing to run: {steps} of {args.batch} passed in {args.resume} (no new report written)")
             return RunExit.PASSED
     paths = problem = None
     try:
@@ -462,6 +465,8 @@ def _run(
     from .targets import DRIVER
 
     log_format = args.log_format or ("console" if sys.stdout.isatty() else "json")
+    # The command line that continues this run (its notification and its report say it).
+    resume = resume_command(argv, paths.report, options=_long_options(), cwd=os.getcwd(), variables=resume_vars, program=_program())
     runner = Runner(
         url=target.url,
         redis_url=target.redis,
@@ -476,8 +481,8 @@ def _run(
         overwrite=args.overwrite,
         resumed=ResumedRun.from_report(earlier) if earlier is not None else None,
         context={
-            "command": ["daq-run", *map(redact_text, argv)], "url_source": target.url_source, "redis_source": target.redis_source,
-            "config_url_source": target.config_url_source,
+            "command": ["daq-run", *map(redact_text, argv)], "resume_command": redact_text(resume), "url_source": target.url_source,
+            "redis_source": target.redis_source, "config_url_source": target.config_url_source,
         },  # fmt: skip
         keep_steps=False,
         verify=not args.no_verify,
@@ -523,7 +528,7 @@ def _run(
             label=args.batch,
             secrets=batch.secrets,
             report=paths.report,
-            resume=resume_command(argv, paths.report, options=_long_options(), cwd=os.getcwd(), variables=resume_vars, program=_program()),
+            resume=resume,
             incomplete=incomplete,
         )
         code: Optional[int] = None
@@ -538,10 +543,13 @@ def _run(
         ending = replace(runner.ending, report_incomplete=bool(errors))
         if code is None:
             code = ending.exit_code
-            if ending.lock_lost is not None:
+            # --quiet: one line on stderr for scripts (the console's and the log's last lines say why themselves).
+            if args.quiet and ending.lock_lost is not None:
                 _warn(f"daq-run: runner lock lost: {ending.lock_lost}; the run was stopped")
-            elif code == RunExit.UNREACHABLE:
-                _warn(f"daq-run: {tally.reason} at {redact_url(target.url)}; the rest of the run was skipped")
+            elif args.quiet and code == RunExit.UNREACHABLE:
+                url = redact_url(target.url)
+                at = "" if url in (tally.reason or "") else f" at {url}"  # the reason names it (a request's URL) or not
+                _warn(f"daq-run: {tally.reason}{at}; the rest of the run was skipped")
         _tell_the_end(args, log_format, tally, paths.report, runner.run_id, code, errors)
         return code
 

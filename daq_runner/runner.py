@@ -36,13 +36,12 @@ from ._filecheck import FileChecks
 from ._guard import DetectorHistory
 from ._handlers import HANDLERS, generous_timeout
 from ._redis import connect
-from ._text import redact_url, scrub
+from ._text import clauses, scrub
 from ._version import __version__
 from .batch import DEFAULT_TIMEOUT_S, Batch, ConfigStep, Step, WriteStep
 from .client import StdDaqClient
 from .daq import Acquisition, Acquisitions, Daq, RunServices, check_supported
 from .exceptions import (
-    BatchValidationError,
     DaqHTTPError,
     DaqNeedsRestart,
     DaqProtocolError,
@@ -110,7 +109,8 @@ class Runner:
         overwrite: let writes replace existing files (as ``overwrite: true`` on every step).
         resumed: the default of :meth:`run`'s ``resumed``.
         context: what the caller knows about the runs, for the report: ``command`` (list of
-            str), ``url_source``, ``redis_source``, ``config_url_source``.
+            str), ``resume_command`` (the command line that continues the run from its report),
+            ``url_source``, ``redis_source``, ``config_url_source``.
         keep_steps: the returned report keeps every step record (``False``: only the failed
             ones, for very long runs).
         verify: check the files each write wrote (:mod:`daq_runner._filecheck`; a step's
@@ -495,6 +495,7 @@ class RunState(RunServices):
             "user": _user(),
             "pid": os.getpid(),
             "command": self.context.get("command"),
+            "resume_command": self.context.get("resume_command"),
             "python": platform.python_version(),
             **({"estimate": self.estimate} if self.estimate is not None else {}),
             **({"cleanup": {"finally": self.cleanup.n_finally, "restore_config": self.cleanup.restore_config}} if self.cleanup is not None else {}),
@@ -540,7 +541,7 @@ class RunState(RunServices):
             except DaqRunnerError as exc:
                 if not _daq_gone(exc):
                     raise
-                self.daq_lost = f"DAQ unreachable at the start, for the whole retry budget ({self.daq.outage}): {_describe(exc)}"
+                self.daq_lost = f"DAQ unreachable at the start, for the whole retry budget ({self.daq.outage}): {exc}"
                 return False
         return True
 
@@ -551,7 +552,7 @@ class RunState(RunServices):
                 self.daq.prepare()
             except (StepFailed, DaqRunnerError) as exc:
                 if _daq_gone(exc):
-                    self.daq_lost = f"DAQ unreachable beyond the retry budget ({self.daq.outage}): {_describe(exc)}"
+                    self.daq_lost = f"DAQ unreachable beyond the retry budget ({self.daq.outage}): {exc}"
                     return
                 if isinstance(exc, DaqNeedsRestart):
                     self.halted = str(exc)
@@ -660,7 +661,7 @@ class RunState(RunServices):
                         record.failed_attempts.append({"attempt": attempt, "error": error, "at": time.time()})
                         self._forced_uses_now()
                         if _daq_gone(exc) and not timed_out:
-                            self.daq_lost = f"DAQ unreachable beyond the retry budget ({self.daq.outage})"
+                            self.daq_lost = f"DAQ unreachable beyond the retry budget ({self.daq.outage}): {exc}"
                         final = _no_retry_changes(exc)
                         if isinstance(exc, DaqNeedsRestart):
                             # No retry or later step can help: the run stops with what the DAQ needs.
@@ -676,7 +677,7 @@ class RunState(RunServices):
                         )
                         if final is not None and attempt <= step.retries:
                             # Retries were left: the report says why none was made.
-                            error = record.failed_attempts[-1]["error"] = f"{error}; not retried: {final}"
+                            error = record.failed_attempts[-1]["error"] = clauses(error, f"not retried: {final}")
                         self.emit(events.ATTEMPT_FAILED, step, attempt=attempt, error=error, will_retry=will_retry)
                         if not will_retry:
                             break
@@ -987,7 +988,7 @@ class RunState(RunServices):
         problem = self.cleanup.problem if self.cleanup is not None else None
         if problem is not None:
             outcome = "failed" if outcome == "passed" else outcome
-            reason = f"{reason}; {problem}" if reason else problem
+            reason = clauses(reason, problem) if reason else problem
         ending = RunEnding(
             outcome,
             reason,
@@ -1103,7 +1104,7 @@ def _describe(exc: BaseException, timed_out: Optional[Step] = None) -> str:
         text = f"DAQ unreachable: {exc}"
     else:
         text = str(exc)
-    if timed_out is not None and not text.startswith("timed out"):
+    if timed_out is not None and "timed out" not in text and "timeout" not in text:  # said once
         text = f"timed out after {timed_out.timeout:g} s: {text}"
     return text
 

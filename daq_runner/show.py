@@ -22,31 +22,48 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
-from ._digest import as_dict, as_list, as_text, daq_of, digest, failed_steps
+from ._digest import (
+    as_dict,
+    as_list,
+    as_text,
+    attempts_of,
+    check_of,
+    command_of,
+    daq_of,
+    digest,
+    failed_steps,
+    failure_groups,
+    headline,
+    liveness,
+    recoveries_of,
+    resume_hint,
+    said_once,
+    suspensions_of,
+)
 from ._streams import to_devnull
-from ._text import one_line
+from ._text import one_line, plural
 from .exit_codes import ShowExit
-from ._tally import SUMMARY_KEYS, format_bytes, format_seconds
-from .record import CONFIRMATIONS, WEAK_CONFIRMATIONS, iso
+from ._tally import SUMMARY_KEYS, format_bytes, format_moment, format_seconds
+from .record import CONFIRMATIONS, KEPT, WEAK_CONFIRMATIONS, StepRecord
 from .daq import DRIVER
 
-__all__ = ["main", "digest", "summary_text", "manifest", "runs_text", "Run", "read_runs", "daq_line"]
+__all__ = ["main", "digest", "summary_text", "manifest", "runs_text", "Run", "read_runs", "daq_line", "resume_hint", "headline"]
 
-MAX_LISTED = 50  # failures and files listed in the text summary; the rest is counted
+MAX_LISTED = 50  # steps, failures, writes and files listed in the text summary; the rest is counted
 
 
 # -- the text summary ----------------------------------------------------------------------------
 
 
-def _counts(summary: Dict[str, int], n_steps: int) -> str:
-    parts = [f"{summary[k]} {k}" for k in (*SUMMARY_KEYS, "pending") if summary.get(k)]
-    return f"{n_steps} step{'s' if n_steps != 1 else ''}" + (f": {', '.join(parts)}" if parts else "")
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}{'' if n == 1 else 's'}"
+def _counts(d: Dict[str, Any]) -> str:
+    summary, kept = d["summary"], d["kept"]
+    parts = []
+    for key in (*SUMMARY_KEYS, "pending"):
+        if summary.get(key):
+            parts.append(f"{summary[key]} {key}" + (f" ({kept} {KEPT})" if key == "passed" and kept else ""))
+    return plural(d["n_steps"], "step") + (f": {', '.join(parts)}" if parts else "")
 
 
 def _source(value: Optional[str], source: Optional[str]) -> str:
@@ -65,20 +82,199 @@ def daq_line(d: Dict[str, Any]) -> str:
     )
 
 
-def summary_text(report: Dict[str, Any]) -> str:
-    """The short human summary of a loaded report (what ``daq-run show REPORT`` prints)."""
+def _table(rows: List[Tuple[str, ...]], numeric: Sequence[int] = (), indent: str = "  ") -> List[str]:
+    """``rows`` (the first is the header) as lines whose columns line up; ``numeric`` columns
+    are right-aligned; the last column is not padded."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = []
+    for row in rows:
+        cells = [cell.rjust(w) if i in numeric else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths))]
+        cells[-1] = row[-1].rjust(widths[-1]) if len(row) - 1 in numeric else row[-1]
+        lines.append((indent + "  ".join(cells)).rstrip())
+    return lines
+
+
+_MARK = {"passed": "ok", "failed": "FAIL", "interrupted": "INT", "skipped": "skip"}
+
+
+def _step_note(step: StepRecord, reason: Optional[str]) -> str:
+    """What a step's line adds to its status: kept, stopped on purpose, attempts, why it did not
+    run (the run's ``reason`` is said once, at the top)."""
+    notes = []
+    if step.resumed:
+        notes.append(KEPT)
+    if step.stopped_on_purpose:
+        notes.append(step.stopped_on_purpose)
+    if step.attempts > 1:
+        notes.append(f"{step.attempts} attempts")
+    if step.status.value == "skipped" and step.error and not step.resumed:
+        error = as_text(step.error) or ""
+        notes.append("not run (the reason above)" if reason and reason in error else error)
+    return "; ".join(notes)
+
+
+def _steps_section(steps: List[StepRecord], reason: Optional[str]) -> List[str]:
+    if not steps:
+        return []
+    shown = steps
+    if len(steps) > MAX_LISTED:  # the steps that did not pass first, then the others in order
+        notable = {id(s) for s in steps if s.status.value != "passed" or s.failed_attempts or s.stopped_on_purpose}
+        keep = {id(s) for s in [s for s in steps if id(s) in notable][:MAX_LISTED]}
+        keep |= {id(s) for s in [s for s in steps if id(s) not in keep][: MAX_LISTED - len(keep)]}
+        shown = [s for s in steps if id(s) in keep]
+    rows = [("", "STEP", "NAME", "TIME", "")]
+    for step in sorted(shown, key=lambda s: s.index):  # a background write is recorded when it ends
+        mark = "kept" if step.resumed else _MARK.get(step.status.value, step.status.value)
+        took = format_seconds(step.duration_s) if step.started_at is not None and step.duration_s is not None else "-"
+        rows.append((mark, str(step.index), as_text(step.name) or "", took, _step_note(step, reason)))
+    lines = ["", "Steps"] + _table(rows, numeric=(1, 3))
+    if len(shown) < len(steps):
+        lines.append(f"  ... and {len(steps) - len(shown)} more steps that passed")
+    return lines
+
+
+def _failures_section(d: Dict[str, Any]) -> List[str]:
+    groups = failure_groups(d["steps"])
+    if not groups:
+        return []
+    lines = ["", "Failures"]
+    for group in groups[:MAX_LISTED]:
+        first = group.steps[0]
+        said_above = len(group.steps) == 1 and d["reason"] is not None and as_text(first.problem) == d["reason"]
+        if len(group.steps) == 1:
+            attempts = plural(first.attempts, "attempt") + (", each failed the same way" if first.attempts > 1 and not said_once(first) else "")
+            shown = first.started and first.images_written is not None and not said_above  # the reason says them
+            written = f"; {first.images_written} of {first.n_images} images written" if shown else ""
+            lines.append(f"  step {first.index} {group.status}: {as_text(first.name)} ({attempts}{written})" + (": the reason above" if said_above else ""))
+        else:
+            lines.append(f"  {len(group.steps)} steps {group.status} the same way:")
+            for step in group.steps[:MAX_LISTED]:
+                lines.append(f"    step {step.index}: {as_text(step.name)} ({plural(step.attempts, 'attempt')})")
+            if len(group.steps) > MAX_LISTED:
+                lines.append(f"    ... and {len(group.steps) - MAX_LISTED} more")
+        if not said_above:
+            lines.append(f"    {group.error}")
+        for step in group.steps[:MAX_LISTED]:
+            for label, error in said_once(step):
+                lines.append(f"    {label}" + (f" of step {step.index}" if len(group.steps) > 1 else "") + f": {error}")
+    if len(groups) > MAX_LISTED:
+        lines.append(f"  ... and {len(groups) - MAX_LISTED} more")
+    return lines
+
+
+def _retried_section(steps: List[StepRecord]) -> List[str]:
+    retried = [s for s in steps if s.status.value == "passed" and s.failed_attempts]
+    if not retried:
+        return []
+    lines = ["", "Passed after a retry"]
+    for step in retried[:MAX_LISTED]:
+        lines.append(f"  step {step.index}: {as_text(step.name)} (passed on attempt {step.attempts})")
+        lines += [f"    {label}: {error}" for label, error in said_once(step)]
+    if len(retried) > MAX_LISTED:
+        lines.append(f"  ... and {len(retried) - MAX_LISTED} more")
+    return lines
+
+
+def _images(step: StepRecord) -> str:
+    written = step.images_written
+    shown = "-" if written is None and step.started is None else ("?" if written is None else str(written))
+    return shown if step.n_images is None or written == step.n_images else f"{shown}/{step.n_images}"
+
+
+def _writes_section(steps: List[StepRecord]) -> List[str]:
+    writes = [s for s in steps if s.kind == "write" and s.status.value != "skipped"]
+    if not writes:
+        return []
+    rows = [("STEP", "FILE", "IMAGES", "TIME", "IMAGES/S", "BITS", "CONFIRMED BY")]
+    for step in writes[:MAX_LISTED]:
+        rate = step.images_per_s
+        note = step.stopped_on_purpose or ("nothing started" if step.started is False else "")
+        confirmed = CONFIRMATIONS.get(as_text(step.confirmed_by) or "", "")
+        rows.append((
+            str(step.index), os.path.basename(as_text(step.output_file) or "") or as_text(step.name) or "", _images(step),
+            format_seconds(step.duration_s) if step.duration_s is not None else "?", f"{rate:,.0f}" if rate else "-",
+            str(step.bit_depth) if step.bit_depth is not None else "?", "; ".join(x for x in (confirmed, note) if x) or "-",
+        ))  # fmt: skip
+    lines = ["", "Writes"] + _table(rows, numeric=(0, 2, 3, 4, 5))
+    if len(writes) > MAX_LISTED:
+        lines.append(f"  ... and {len(writes) - MAX_LISTED} more")
+    return lines
+
+
+def _files_section(d: Dict[str, Any]) -> List[str]:
+    if not d["files"]:
+        return []
+    checks = {s.index: check_of(s) for s in d["steps"] if check_of(s) is not None}
+    rows = [("PATH", "IMAGES", "SIZE", "STEP", "CHECK", "")]
+    for entry in d["files"][:MAX_LISTED]:
+        n, size, step = entry.get("n_images"), entry.get("size_bytes"), entry.get("step")
+        check = checks.get(step) if isinstance(step, int) else None
+        notes = ["INCOMPLETE (its step did not pass)"] if entry.get("complete") is False else []  # a failed check: its step's failure says why
+        rows.append((
+            as_text(entry.get("path")) or "?", str(n) if n is not None else "?", format_bytes(size) if isinstance(size, int) else "not visible here",
+            str(step), (check["status"].replace("_", " ") if check is not None else "-"), " ".join(notes),
+        ))  # fmt: skip
+    lines = ["", "Files written"] + _table(rows, numeric=(1, 2, 3))
+    if len(d["files"]) > MAX_LISTED:
+        lines.append(f"  ... and {len(d['files']) - MAX_LISTED} more")
+    return lines
+
+
+def _notices_section(d: Dict[str, Any]) -> List[str]:
+    if not d["notices"]:
+        return []
+    lines = ["", "Notices"]
+    for i, notice in enumerate(d["notices"]):  # the report keeps the first 10 and the last 40
+        if i == 10 and d["notices_omitted"]:
+            lines.append(f"  ... {plural(d['notices_omitted'], 'notice')} between these were left out of the report")
+        where = f"step {notice['step']}" if notice["step"] is not None else "run"
+        lines.append(f"  {format_moment(notice['at'], date=False) if notice['at'] is not None else '?'}  {where}: {notice['message']}")
+    return lines
+
+
+def _recoveries_section(d: Dict[str, Any]) -> List[str]:
+    entries = [("run", r, {}) for r in d["recoveries"]]
+    for step in d["steps"]:
+        # A recovery made because an attempt failed names that failure, said once above.
+        said = {a["error"]: f"attempt {a['attempt']}'s failure" for a in attempts_of(step)}
+        said[as_text(step.error) or ""] = "its failure"
+        entries += [(f"step {step.index}", r, said) for r in recoveries_of(step)]
+    if not entries:
+        return []
+    lines = ["", "Recoveries"]
+    for where, r, said in entries[:MAX_LISTED]:
+        why = said.get(r["reason"] or "", r["reason"])
+        lines.append(f"  {where}: {why} -> {r['action']} ({r['outcome']})")
+    if len(entries) > MAX_LISTED:
+        lines.append(f"  ... and {len(entries) - MAX_LISTED} more")
+    return lines
+
+
+def summary_text(report: Dict[str, Any], path: Optional[str] = None) -> str:
+    """The human summary of a loaded report (what ``daq-run show REPORT`` prints): the status
+    and reason, counts, times (local and UTC), images and files, where the run came from, how
+    to continue it, then every step, the failures (each said once), the writes, the files, the
+    notices, recoveries, programs and the cleanup: what the HTML page shows. ``path``: where
+    the report was read from (for the command that continues it)."""
     d = digest(report)
-    lines = [f"{d['status'].upper()}: {d['batch_name']}" + (f" — {d['reason']}" if d["reason"] else "")]
-    counts = _counts(d["summary"], d["n_steps"])
+    live = liveness(d)
+    status, reason = headline(d, live)
+    lines = [f"{status}: {d['batch_name']}" + (f" — {reason}" if reason else "")]
+    counts = _counts(d)
     if d["retries"]:
-        counts += f"; {_plural(d['retries'], 'failed attempt')}"
+        counts += f"; {plural(d['retries'], 'failed attempt')}"
     lines.append(counts)
-    when = ""
-    if d["started"] is not None:
-        when = f" ({iso(d['started'])} to {iso(d['finished']) or 'unfinished'})"
-    lines.append(f"duration {format_seconds(d['duration_s']) if d['duration_s'] is not None else 'unknown'}{when}")
+    took = format_seconds(d["duration_s"]) if d["duration_s"] is not None else "unknown"
+    when = f"started {format_moment(d['started'])}" if d["started"] is not None else "start unknown"
+    if d["finished"] is not None:
+        same_day = d["started"] is not None and _day(d["started"]) == _day(d["finished"])
+        when += f", finished {format_moment(d['finished'], date=not same_day)}; took {took}"
+    else:
+        when += ", not finished"
+    lines.append(when)
     size = f", {format_bytes(d['bytes'])}" if d["bytes"] is not None else ""
-    lines.append(f"images {d['images']} in {_plural(len(d['files']), 'file')}{size}")
+    unseen = f" ({d['sizes_unknown']} not visible here)" if d["bytes"] is not None and d["sizes_unknown"] else ""
+    lines.append(f"images {d['images']} in {plural(len(d['files']), 'file')}{size}{unseen}")
     checks = _check_counts(d["steps"])
     if checks:
         lines.append("file checks: " + ", ".join(f"{n} {status.replace('_', ' ')}" for status, n in checks.items()))
@@ -86,91 +282,84 @@ def summary_text(report: Dict[str, Any]) -> str:
     if estimate is not None:
         expected = format_seconds(estimate["duration_s"]) if estimate["duration_s"] is not None else "unknown"
         volume = format_bytes(estimate["bytes"]) if estimate["bytes"] is not None else "unknown"
-        lines.append(f"estimated before the run: duration {expected}, volume {volume} in {estimate['images'] or 0} images (at most)")
+        lines.append(f"estimated before the run: duration {expected}, volume {volume} in {plural(estimate['images'] or 0, 'image')} (at most)")
     who = " · ".join(x for x in (d["batch_path"] and f"batch {d['batch_path']}", d["run_id"] and f"run {d['run_id']}",
-                                  d["user"] and d["host"] and f"{d['user']}@{d['host']}", d["daq_runner"] and f"daq-runner {d['daq_runner']}") if x)  # fmt: skip
+                                  d["user"] and d["host"] and f"{d['user']}@{d['host']}", d["daq_runner"] and f"daq-runner {d['daq_runner']}",
+                                  d["python"] and f"Python {d['python']}") if x)  # fmt: skip
     if who:
         lines.append(who)
+    if d["vars"]:
+        lines.append("variables: " + ", ".join(f"{as_text(k)}={as_text(v)}" for k, v in d["vars"].items()))
+    if d["command"]:
+        lines.append("command: " + " ".join(as_text(c) or "" for c in d["command"]))
     lines.append(daq_line(d))
+    hint = resume_hint(d, path, live)
+    if hint:
+        lines += ["", "To continue the run (the steps that passed are kept, the others run again):", f"  {hint}"]
 
-    problems = [s for s in d["steps"] if s["status"] in ("failed", "interrupted")]
-    if problems:
-        lines += ["", "Failures"]
-        for step in problems[:MAX_LISTED]:
-            lines.append(f"  step {step['index']} {step['status']}: {step['name']} ({_plural(step['attempts'], 'attempt')})")
-            lines.append(f"    {step['error']}")
-            for attempt in step["failed_attempts"]:
-                if attempt["error"] != step["error"]:
-                    lines.append(f"    attempt {attempt['attempt']}: {attempt['error']}")
-        if len(problems) > MAX_LISTED:
-            lines.append(f"  ... and {len(problems) - MAX_LISTED} more")
-    retried = [s for s in d["steps"] if s["status"] == "passed" and s["failed_attempts"]]
-    if retried:
-        lines += ["", "Passed after a retry"]
-        for step in retried[:MAX_LISTED]:
-            first = step["failed_attempts"][0]
-            lines.append(f"  step {step['index']}: {step['name']} (attempt {step['attempts']}; attempt {first['attempt']}: {first['error']})")
-        if len(retried) > MAX_LISTED:
-            lines.append(f"  ... and {len(retried) - MAX_LISTED} more")
-    suspended = [s for s in d["steps"] if s["suspensions"]]
+    lines += _steps_section(d["steps"], reason)
+    lines += _failures_section(d)
+    lines += _retried_section(d["steps"])
+    suspended = [s for s in d["steps"] if suspensions_of(s)]
     if suspended:
         lines += ["", "Writes suspended (the detector stopped delivering)"]
         for step in suspended[:MAX_LISTED]:
-            lines.append(f"  step {step['index']} {step['status']}: {step['name']} ({_plural(len(step['suspensions']), 'suspension')})")
-            for x in step["suspensions"]:
-                until = iso(x["resumed_at"]) or "never resumed"
-                left = f"{x['n_written'] if x['n_written'] is not None else '?'} images"
-                lines.append(f"    {iso(x['suspended_at']) or '?'} to {until}: {x['reason']}; acquisition {x['run_id'] or '?'} left {left} (incomplete)")
+            pauses = suspensions_of(step)
+            lines.append(f"  step {step.index} {step.status}: {as_text(step.name)} ({plural(len(pauses), 'suspension')})")
+            for x in pauses:
+                until = format_moment(x["resumed_at"], date=False) if x["resumed_at"] is not None else "never resumed"
+                left = plural(x["n_written"], "image") if x["n_written"] is not None else "? images"
+                since = format_moment(x["suspended_at"], date=False) if x["suspended_at"] is not None else "?"
+                lines.append(f"    {since} to {until}: {x['reason']}; acquisition {x['run_id'] or '?'} left {left} (incomplete)")
         if len(suspended) > MAX_LISTED:
             lines.append(f"  ... and {len(suspended) - MAX_LISTED} more")
+    lines += _writes_section(d["steps"])
     unchecked: Dict[str, int] = {}
     for step in d["steps"]:
-        if step["check"] is not None and step["check"]["status"] == "not_checked" and step["status"] == "passed":
-            unchecked[step["check"]["reason"] or "?"] = unchecked.get(step["check"]["reason"] or "?", 0) + 1
+        check = check_of(step)
+        if check is not None and check["status"] == "not_checked" and step.status.value == "passed":
+            unchecked[check["reason"] or "?"] = unchecked.get(check["reason"] or "?", 0) + 1
     if unchecked:
         lines += ["", "Files not checked"]
-        lines += [f"  {_plural(n, 'write')}: {why}" for why, n in list(unchecked.items())[:MAX_LISTED]]
-    programs = [s for s in d["steps"] if s["command"] is not None]
+        lines += [f"  {plural(n, 'write')}: {why}" for why, n in list(unchecked.items())[:MAX_LISTED]]
+    programs = [(s, command_of(s)) for s in d["steps"] if command_of(s) is not None]
     if programs:
         lines += ["", "Programs run"]
-        for step in programs[:MAX_LISTED]:
-            command = step["command"]
-            lines.append(f"  step {step['index']} {step['status']}: {step['name']}: {command['reason']}")
-            if step["status"] != "passed" and command["output"]:
-                lines += [f"    | {line}" for line in command["output"][-5:]]
+        for step, command in programs[:MAX_LISTED]:
+            lines.append(f"  step {step.index} {step.status}: {as_text(step.name)}: {command['reason']}")
+            lines += [f"    | {line}" for line in command["output"][-5:]]
         if len(programs) > MAX_LISTED:
             lines.append(f"  ... and {len(programs) - MAX_LISTED} more")
-    weaker = [s for s in d["steps"] if s["status"] == "passed" and s["confirmed_by"] in WEAK_CONFIRMATIONS]
+    weaker = [s for s in d["steps"] if s.status.value == "passed" and s.confirmed_by in WEAK_CONFIRMATIONS]
     if weaker:
         lines += ["", "Passed without their files or the DAQ's log confirming them"]
         for step in weaker[:MAX_LISTED]:
-            lines.append(f"  step {step['index']}: {step['name']} (confirmed by {CONFIRMATIONS[step['confirmed_by']]})")
+            lines.append(f"  step {step.index}: {as_text(step.name)} (confirmed by {CONFIRMATIONS[step.confirmed_by]})")
         if len(weaker) > MAX_LISTED:
             lines.append(f"  ... and {len(weaker) - MAX_LISTED} more")
-    if d["files"]:
-        checks_of = {s["index"]: s["check"] for s in d["steps"] if s["check"] is not None}
-        lines += ["", "Files written"]
-        for entry in d["files"][:MAX_LISTED]:
-            n = entry.get("n_images")
-            size = entry.get("size_bytes")
-            check = checks_of.get(entry.get("step")) if isinstance(entry.get("step"), int) else None
-            lines.append(
-                f"  {entry.get('path')}  {n if n is not None else '?'} images  {format_bytes(size) if size is not None else 'size unknown'}"
-                f"  step {entry.get('step')}" + ("  INCOMPLETE (its step did not pass)" if entry.get("complete") is False else "")
-                + (f"  CHECK FAILED: {check['reason']}" if check is not None and check["status"] == "failed" else "")
-            )
-        if len(d["files"]) > MAX_LISTED:
-            lines.append(f"  ... and {len(d['files']) - MAX_LISTED} more")
+    lines += _files_section(d)
+    lines += _notices_section(d)
+    lines += _recoveries_section(d)
     cleanup = d["cleanup"]
     if cleanup is not None:
         lines += ["", f"Cleanup: {cleanup['status']}" + (f" — {cleanup['reason']}" if cleanup["reason"] else "")]
         for step in cleanup["steps"][:MAX_LISTED]:
-            lines.append(f"  step {step['index']} {step['status']}: {step['name']}" + (f": {step['error']}" if step["error"] and step["status"] != "passed" else ""))
+            error = as_text(step.error)
+            lines.append(f"  step {step.index} {step.status}: {as_text(step.name)}" + (f": {error}" if error and step.status.value != "passed" else ""))
         restore = cleanup["restore"]
         if restore is not None:
-            fields = ", ".join(f"{k}={v}" for k, v in restore["fields"].items())
+            fields = ", ".join(f"{as_text(k)}={as_text(v)}" for k, v in restore["fields"].items())
             lines.append(f"  restore_config: {restore['outcome']}" + (f" ({fields})" if fields else "") + (f": {restore['error']}" if restore["error"] else ""))
     return "\n".join(lines)
+
+
+def _day(ts: float) -> Any:
+    import time
+
+    try:
+        return time.localtime(ts)[:3]
+    except (OverflowError, OSError, ValueError):
+        return None
 
 
 # -- several runs (a fleet) ----------------------------------------------------------------------
@@ -212,27 +401,26 @@ def runs_text(runs: Sequence[Run]) -> str:
         if d is None:
             rows.append(("UNREADABLE", "?", "?", "?", "?", run.problem or "", run.path))
             continue
-        status = d["status"] if d["status"] == "passed" else d["status"].upper()
+        status = d["status"] if d["status"] == "passed" else headline(d, liveness(d))[0]
         duration = format_seconds(d["duration_s"]) if d["duration_s"] is not None else "?"
-        rows.append((status, one_line(daq_of(d), 40), one_line(d["batch_name"], 40), duration, str(d["images"]), failed_steps(d), run.path))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 2)]
-    lines = ["  ".join([*(cell.ljust(w) for cell, w in zip(row, widths)), row[-2], row[-1]]).rstrip() for row in rows]
-    lines = [lines[0]] + lines[1:]
+        rows.append((status, one_line(daq_of(d), 40), one_line(d["batch_name"], 40), duration, str(d["images"]), one_line(failed_steps(d), 80), run.path))
+    lines = _table(rows, numeric=(3, 4), indent="")
     counts: Dict[str, int] = {}
     for run in runs:
         key = run.digest["status"] if run.digest is not None else "unreadable"
         counts[key] = counts.get(key, 0) + 1
     verdict = "all passed" if all(run.passed for run in runs) else "NOT ALL PASSED"
-    lines.append(f"{_plural(len(runs), 'run')}: " + ", ".join(f"{n} {k}" for k, n in counts.items()) + f" — {verdict}")
+    lines.append(f"{plural(len(runs), 'run')}: " + ", ".join(f"{n} {k}" for k, n in counts.items()) + f" — {verdict}")
     return "\n".join(lines)
 
 
-def _check_counts(steps: List[Dict[str, Any]]) -> Dict[str, int]:
+def _check_counts(steps: List[StepRecord]) -> Dict[str, int]:
     """How the writes' files were checked: ``{"passed": 8, "not_checked": 1}`` (none: ``{}``)."""
     counts: Dict[str, int] = {}
     for step in steps:
-        if step["check"] is not None:
-            counts[step["check"]["status"]] = counts.get(step["check"]["status"], 0) + 1
+        check = check_of(step)
+        if check is not None:
+            counts[check["status"]] = counts.get(check["status"], 0) + 1
     return counts
 
 
@@ -246,21 +434,18 @@ def manifest(report: Dict[str, Any]) -> List[str]:
     file was checked against (null for a file not checked). Incomplete files are left out."""
     from .verify import manifest_line
 
-    steps = {s.get("index"): s for s in as_list(report.get("steps")) if isinstance(s, dict)}
+    records = {r.index: r for r in (StepRecord.from_json(s, i) for i, s in enumerate(as_list(report.get("steps")), 1) if isinstance(s, dict))}
     lines = []
     for entry in as_list(report.get("files")):
         if not isinstance(entry, dict) or entry.get("complete") is not True or not isinstance(entry.get("path"), str):
             continue
-        check = as_dict(as_dict(steps.get(entry.get("step"))).get("file_check"))
-        checked = next((f for f in as_list(check.get("files")) if isinstance(f, dict) and f.get("path") == entry["path"]), {})
+        record = records.get(entry.get("step"))
+        check = as_dict(record.file_check) if record is not None else {}
+        checked = record.checked_file(entry["path"]) if record is not None else {}
         size = entry.get("size_bytes") if entry.get("size_bytes") is not None else checked.get("size")
         config = check.get("config") if isinstance(check.get("config"), dict) else None
-        lines.append(
-            manifest_line(
-                entry["path"], size=size, sha256=entry.get("sha256") or checked.get("sha256"), images=entry.get("n_images"),
-                run_id=entry.get("run_id"), config=config,
-            )
-        )
+        sha256 = entry.get("sha256") or (record.checksum_of(entry["path"]) if record is not None else None)
+        lines.append(manifest_line(entry["path"], size=size, sha256=sha256, images=entry.get("n_images"), run_id=entry.get("run_id"), config=config))
     return lines
 
 
@@ -316,7 +501,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return ShowExit.SHOWN
     if not args.html:
         try:
-            text = summary_text(report)
+            text = summary_text(report, os.path.abspath(args.report))
         except Exception as exc:  # odd values in a hand-made or damaged report: one line, exit 2
             return _fail(f"{args.report} cannot be shown: {type(exc).__name__}: {one_line(exc)}", ShowExit.USAGE)
         try:
@@ -335,7 +520,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from ._html import render
 
     try:
-        page = render(report)
+        page = render(report, os.path.abspath(args.report))
     except Exception as exc:  # odd values in a hand-made or damaged report: one line, exit 2
         return _fail(f"{args.report} cannot be shown: {type(exc).__name__}: {one_line(exc)}", ShowExit.USAGE)
     try:

@@ -128,3 +128,17 @@ def start_daq_run_until_writing(daq_sim: Any, path: Path, report: Path, *args: s
 @pytest.fixture
 def python() -> str:
     return sys.executable
+
+
+@pytest.fixture
+def zone(monkeypatch):
+    """Sets this process's local time zone (``zone("Europe/Zurich")``); put back after the test."""
+    import time
+
+    def set_zone(name: str) -> None:
+        monkeypatch.setenv("TZ", name)
+        time.tzset()
+
+    yield set_zone
+    monkeypatch.undo()
+    time.tzset()

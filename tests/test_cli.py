@@ -245,7 +245,7 @@ def test_daq_run_unforeseen_error_is_one_line_and_stops_the_acquisition(daq_sim,
 def test_daq_run_validate_dry_run_and_schema(daq_sim, tmp_path):
     """--validate, --dry-run (reads state, changes nothing) and --schema."""
     path = batch_file(tmp_path, "version: 1\nsteps:\n  - config: {bit_depth: 8}\n")
-    assert "valid, 1 steps" in daq_run(str(path), "--validate").stdout
+    assert "valid, 1 step\n" in daq_run(str(path), "--validate").stdout  # not "1 steps"
     before = requests.get(daq_sim.url + "/daq/config", timeout=5).json()["config_id"]
     proc = daq_run(str(path), "--dry-run", "--url", daq_sim.url)
     assert 0 == proc.returncode and "config bit_depth=8" in proc.stdout and "nothing was changed" in proc.stdout

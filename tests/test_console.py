@@ -20,7 +20,7 @@ import pytest
 from rich.console import Console
 
 from daq_runner import events
-from daq_runner.console import ConsoleView, LogEvents, QuietSummary, _Current, live_line
+from daq_runner.console import ConsoleView, LogEvents, QuietSummary, _Current, end_line, live_line
 from daq_runner.events import Event
 
 from .conftest import batch_file, script
@@ -89,7 +89,7 @@ def test_the_live_line_names_the_step_and_the_file():
     assert line.startswith("[ 3/14] write 50 to sweep_16bit.h5 ━"), line  # the folder gives way to the file name
     assert "━" in line and line.endswith(" 20/50")
     named = plain(live_line(current(name="darks", file="/data/dark.h5", n_written=0, n_images=9), 14, 60, 100.0))
-    assert named.startswith("[ 3/14] darks → dark.h5 ━")
+    assert named.startswith("[ 3/14] darks → dark.h5 ·")  # nothing written yet: no part of the bar is done
 
 
 def test_no_eta_until_the_writer_has_been_watched_a_little():
@@ -110,19 +110,39 @@ def test_no_eta_until_the_writer_has_been_watched_a_little():
 
 
 def test_waiting_shows_a_countdown_or_the_time_waited():
-    """A `waiting` event with seconds counts down; without, it counts the time waited."""
+    """A wait of known length (a settle) counts down; without seconds, it counts the time waited."""
     clock = Clock()
     view = ConsoleView(console=rich_console(80), refresh_per_second=0, clock=clock)
     view(run_started(3))
     view(Event(events.STEP_STARTED, "run1", 2, "config bit_depth=16", {"attempt": 1, "kind": "config"}))
-    view(Event(events.WAITING, "run1", 2, "config bit_depth=16", {"what": "settle", "seconds": 10}))
+    view(Event(events.WAITING, "run1", 2, "config bit_depth=16", {"what": "settle", "seconds": 10, "exact": True}))
     clock.now += 3.2
-    assert plain(live_line(view._current, 3, 80, clock.now)).endswith("config bit_depth=16 waiting for settle: 7 s left")
+    assert plain(live_line(view._current, 3, 80, clock.now)).endswith("config bit_depth=16 settle: 7 s left")
     view(Event(events.WAITING, "run1", 2, "config bit_depth=16", {"what": "deployment", "seconds": None}))
     clock.now += 12
     assert plain(live_line(view._current, 3, 80, clock.now)).endswith("waiting for deployment (12 s)")
+    view(Event(events.STEP_STARTED, "run1", 3, "wait 2 s", {"attempt": 1, "kind": "wait"}))
+    view(Event(events.WAITING, "run1", 3, "wait 2 s", {"what": "wait", "seconds": 2, "exact": True}))
+    assert plain(live_line(view._current, 3, 80, clock.now)).endswith("[3/3] wait 2 s 2 s left")  # not "wait 2 s wait: 2 s left"
+
+
+def test_a_wait_bounded_by_the_timeout_is_not_shown_as_a_countdown():
+    """"waiting for deployment: 120 s left" read as if the deployment took 120 s: a wait whose
+    seconds are only its bound (the step's time left, the lock's wait) says the time waited and
+    the bound, whatever the width."""
+    clock = Clock()
+    view = ConsoleView(console=rich_console(80), refresh_per_second=0, clock=clock)
+    view(run_started(3))
+    view(Event(events.STEP_STARTED, "run1", 1, "config bit_depth=16", {"attempt": 1, "kind": "config"}))
+    view(Event(events.WAITING, "run1", 1, "config bit_depth=16", {"what": "deployment", "seconds": 120.0}))
+    clock.now += 3.2
+    line = plain(live_line(view._current, 3, 80, clock.now))
+    assert line.endswith("config bit_depth=16 waiting for deployment: 3 s, at most 117 s more"), line
+    assert "s left" not in line
+    narrow = plain(live_line(view._current, 3, 50, clock.now))
+    assert narrow.endswith(" deployment: 3 s, ≤117 s more") and len(narrow) <= 49, narrow
     view(Event(events.WAITING, "run1", None, None, {"what": "lock", "seconds": 30}))  # before any step
-    assert "waiting for lock: 30 s left" in plain(live_line(view._current, 3, 80, clock.now))
+    assert "waiting for lock: 0 s, at most 30 s more" in plain(live_line(view._current, 3, 80, clock.now))
 
 
 def test_a_run_on_a_60_column_terminal(tmp_path):
@@ -148,8 +168,9 @@ def test_a_run_on_a_60_column_terminal(tmp_path):
     assert view._live is None  # stopped
 
 
-def test_the_end_line_of_a_passed_run():
-    """`daq-run: passed — 14 steps (14 passed), 450 images, 3 files, 12.4 s`, and no reason line."""
+def test_the_end_line_of_a_passed_run(zone):
+    """`daq-run: passed — 14 steps (14 passed), 450 images, 3 files, 12.4 s; ended ... UTC`, and no reason line."""
+    zone("UTC")
     stream = io.StringIO()
     view = ConsoleView(stream, live=False)
     view(run_started(14))
@@ -157,7 +178,25 @@ def test_the_end_line_of_a_passed_run():
         record = write_record(i, f"/nowhere/{i}.h5", n_written=150) if i <= 3 else {**write_record(i, "/x"), "kind": "check", "n_written": None}
         view(step_event(record))
     view(finished("passed", at=T0 + 12.4))
-    assert stream.getvalue().endswith("daq-run: passed — 14 steps (14 passed), 450 images, 3 files, 12.4 s\n")
+    assert stream.getvalue().endswith("daq-run: passed — 14 steps (14 passed), 450 images, 3 files, 12.4 s; ended 2027-01-15 08:00:12 UTC\n")
+
+
+def test_the_end_line_gives_local_time_beside_utc(zone):
+    """People read in the morning in their own time: the end line says when the run ended in local
+    time with UTC beside it (the date of each when they differ); reports keep UTC."""
+    zone("Europe/Zurich")
+    stream = io.StringIO()
+    view = ConsoleView(stream, live=False)
+    view(run_started(0))
+    view(finished("passed", at=T0 + 12.4))
+    assert stream.getvalue().splitlines()[-1].endswith("; ended 2027-01-15 09:00:12 CET (08:00:12 UTC)")
+    zone("America/Los_Angeles")
+    assert "ended 2027-01-15 00:00:12 PST (08:00:12 UTC)" in end_line(view.tally)
+    zone("Asia/Tokyo")
+    late = ConsoleView(io.StringIO(), live=False)
+    late(run_started(0))
+    late(finished("passed", at=T0 + 15.5 * 3600))
+    assert end_line(late.tally).endswith("ended 2027-01-16 08:30:00 JST (2027-01-15 23:30:00 UTC)")
 
 
 def test_without_a_terminal_rich_is_not_imported():
@@ -274,8 +313,10 @@ def test_log_lines_give_progress_at_most_every_10_s():
     assert ("error", "step 1 failed") == (logger.lines[-1][0], logger.lines[-1][2]["reason"])
 
 
-def test_quiet_summary_is_silent_on_pass_and_short_otherwise(tmp_path):
-    """Nothing when every step passed; else the end line, the reason and each problem."""
+def test_quiet_summary_is_silent_on_pass_and_short_otherwise(tmp_path, zone):
+    """Nothing when every step passed; else the end line and each problem, said once (the reason
+    was the first problem, printed a second time)."""
+    zone("UTC")
     quiet = io.StringIO()
     summary = QuietSummary(quiet)
     for event in [run_started(1), step_event(write_record(1, "/x.h5")), finished("passed")]:
@@ -286,10 +327,16 @@ def test_quiet_summary_is_silent_on_pass_and_short_otherwise(tmp_path):
     for event in a_failed_run(tmp_path):
         summary(event)
     assert [
-        "daq-run: failed — 3 steps (1 passed, 1 failed, 1 skipped), 13 images, 2 files, 1 min 00 s",
-        "  reason: step 2 (write 2) failed: acquisition FAILED: ERROR: detector lost",
-        "  step 2 failed: write 2: acquisition FAILED: ERROR: detector lost",
+        "daq-run: failed — 3 steps (1 passed, 1 failed, 1 skipped), 13 images, 2 files, 1 min 00 s; ended 2027-01-15 08:01:00 UTC",
+        "  step 2 (write 2) failed: acquisition FAILED: ERROR: detector lost; 3 of 10 images written",
     ] == loud.getvalue().splitlines()
+    other = io.StringIO()  # a reason that is not a step's (a lost lock): said, then the steps
+    summary = QuietSummary(other)
+    for event in a_failed_run(tmp_path)[:-1] + [finished("failed", "runner lock lost: taken over")]:
+        summary(event)
+    assert ["  reason: runner lock lost: taken over", "  step 2 (write 2) failed: acquisition FAILED: ERROR: detector lost; 3 of 10 images written"] == (
+        other.getvalue().splitlines()[1:]
+    )
 
 
 def test_quiet_summary_bounds_the_problems_it_lists():
@@ -301,7 +348,7 @@ def test_quiet_summary_bounds_the_problems_it_lists():
         summary(step_event(write_record(i, "/x.h5", status="failed")))
     summary(finished("failed"))
     lines = out.getvalue().splitlines()
-    assert 23 == len(lines) and "  ... and 980 more (see the report)" == lines[-1]
+    assert 22 == len(lines) and "  ... and 980 more (see the report)" == lines[-1]  # the reason is the first of them
 
 
 def test_console_lines_without_a_terminal(tmp_path):
@@ -339,5 +386,125 @@ def test_control_characters_are_escaped_on_every_console_line():
             consumer(event)
         text = stream.getvalue()
         assert not any(c in text for c in "\x08\x1b\x07"), text
-        reason = [line for line in text.splitlines() if line.startswith("  reason:")]
-        assert ["  reason: step 1 (evil\\x08name\\x1b[2J) failed: step evil\\x08name\\x1b[2J broke\\x07"] == reason
+        said = [line.strip() for line in text.splitlines() if "step 1 (evil" in line]
+        assert ["step 1 (evil\\x08name\\x1b[2J) failed: step evil\\x08name\\x1b[2J broke\\x07; 3 of 10 images written"] == [
+            line.replace("reason: ", "") for line in said
+        ]
+
+
+# -- every message said once, lines that fit, a bar that reads without colour ----------------------
+
+
+def failing_step(error: str = "config bit_depth is 16, expected 8") -> List[Event]:
+    """A step whose three attempts fail the same way; a recovery answers the last failure."""
+    name = "check config={bit_depth: 8}"
+    stream = [run_started(1)]
+    for attempt in (1, 2, 3):
+        stream.append(Event(events.STEP_STARTED, "run1", 1, name, {"attempt": attempt, "kind": "check"}))
+        stream.append(Event(events.ATTEMPT_FAILED, "run1", 1, name, {"attempt": attempt, "error": error, "will_retry": attempt < 3}))
+    stream.append(Event(events.RECOVERY, "run1", 1, name, {"reason": error, "action": "stop_writer", "outcome": "stopped acquisition 7"}))
+    record = {**write_record(1, "/x.h5", status="failed"), "kind": "check", "name": name, "error": error, "attempts": 3, "n_written": None}
+    record.pop("acquisition")
+    return stream + [Event(events.STEP_FINISHED, "run1", 1, name, record, time=T0 + 3), finished("failed", "runner lock lost: taken over")]
+
+
+@pytest.mark.parametrize("live", [False, True])
+def test_a_failure_is_said_once_per_step(live):
+    """Three attempts failing the same way, a recovery after the last, the step's end: the error
+    is printed once (it was printed for the attempt, the retry, the recovery and the step's end)."""
+    error = "config bit_depth is 16, expected 8"
+    console = rich_console(120) if live else None
+    stream = io.StringIO()
+    view = ConsoleView(console=console, refresh_per_second=0) if live else ConsoleView(stream, live=False)
+    for event in failing_step(error):
+        view(event)
+    text = ANSI.sub("", console.file.getvalue()) if live else stream.getvalue()
+    assert 1 == text.count(error), text
+    assert "attempt 2 failed the same way; retrying" in text and "retry 2" not in text
+    assert "recovery after attempt 1 failed: stop_writer (stopped acquisition 7)" in text
+    assert "FAIL check config={bit_depth: 8}  3.00 s  (3 attempts; failed as attempt 1 did)" in text or "(3 attempts; failed as attempt 1 did)" in text
+
+
+def test_a_last_failure_not_said_before_is_said_by_the_steps_line():
+    """A step that fails at once: its error is said by the step's line, after the recovery it caused."""
+    error = "timed out after 3 s before its 2000 images were written"
+    stream = io.StringIO()
+    view = ConsoleView(stream, live=False)
+    view(run_started(1))
+    view(Event(events.ATTEMPT_FAILED, "run1", 1, "write 2000", {"attempt": 1, "error": error, "will_retry": False}))
+    view(Event(events.RECOVERY, "run1", 1, "write 2000", {"reason": error, "action": "stop_writer", "outcome": "stopped acquisition 9"}))
+    view(step_event({**write_record(1, "/d/t.h5", status="failed"), "name": "write 2000", "error": error, "n_images": 2000, "n_written": 588}))
+    lines = stream.getvalue().splitlines()
+    assert 1 == stream.getvalue().count(error)
+    assert ["[1/1] recovery after attempt 1 failed: stop_writer (stopped acquisition 9)", "[1/1] FAIL write 2000  0.50 s  (588 of 2000 images written)", f"      {error}"] == lines[1:]
+
+
+def test_the_progress_bar_reads_without_colour():
+    """NO_COLOR, a screenshot, a mail: the done and remaining parts of the bar are different characters."""
+    line = plain(live_line(current(n_written=20, n_images=50, first_seen=(100.0, 20)), 14, 60, 100.0))
+    bar = line[line.index(" ━") + 1 : line.rindex(" 20/50")]
+    done, rest = bar.count("━"), bar.count("·")
+    assert done and rest and done + rest == len(bar) and bar == "━" * done + "·" * rest, bar
+    assert round(done / len(bar), 1) == 0.4
+    full = plain(live_line(current(n_written=50, n_images=50, first_seen=(100.0, 50)), 14, 60, 100.0))
+    assert "·" not in full and "━" in full
+
+
+def test_finished_lines_fit_a_50_column_terminal():
+    """On 50 columns a step's line keeps its file name and fits (the folder gives way); its error
+    and the reason break between words, never inside one."""
+    console = rich_console(50)
+    view = ConsoleView(console=console, refresh_per_second=0)
+    folder = "/sls/X12SA/data/e12345/raw/2026-12-07/a-rather-long-run-folder"
+    error = "the DAQ refused: Output file folder /nonexistent/folder does not exist. Please create it first"
+    view(run_started(1))
+    view(step_event({**write_record(1, f"{folder}/timeout_0042.h5", status="failed"), "name": f"write 2000 to {folder}/timeout_0042.h5", "error": error}))
+    view(finished("failed", f"step 1 failed: {error}"))
+    lines = screen_lines(console.file.getvalue())
+    assert max(len(line) for line in lines) <= 49, [line for line in lines if len(line) > 49]
+    assert any(line.startswith("[1/1] FAIL write 2000 to timeout_0042.h5") for line in lines), lines
+    words = set(" ".join(lines).split())
+    assert {"/nonexistent/folder", "exist.", "first", "Output"} <= words, lines
+
+
+def test_a_background_write_stopped_on_purpose_says_so_with_its_images():
+    """A `wait: false` write ended by a later stop step passed: its line says it was stopped on purpose, with its images."""
+    stream = io.StringIO()
+    view = ConsoleView(stream, live=False)
+    view(run_started(7))
+    view(step_event({**write_record(5, "/d/dark.h5"), "name": "darks", "n_images": 5000, "n_written": 96, "stopped_by_step": 7}))
+    assert "[5/7] ok   darks  0.50 s  (stopped by step 7 after 96 of 5000 images)" in stream.getvalue()
+
+
+def test_kept_steps_are_named_as_kept_and_one_step_is_a_step():
+    """A step a resume kept is "kept from the run resumed" (never a bare "resumed"); a one-step batch has "1 step"."""
+    stream = io.StringIO()
+    view = ConsoleView(stream, live=False)
+    view(run_started(1))
+    view(step_event({**write_record(1, "/d/a.h5"), "resumed": True}))
+    text = stream.getvalue()
+    assert "(1 step) on " in text and "(1 steps)" not in text
+    assert "[1/1] ok   write 1  0.50 s  (kept from the run resumed)" in text
+
+
+def test_log_lines_have_one_time_format_and_no_14_digit_seconds():
+    """JSON log lines: `at` values as the report's ISO text (not epoch), seconds to the millisecond."""
+    logger = Logger()
+    log = LogEvents(logger)
+    log(Event(events.RECOVERY, "run1", 1, "w", {"reason": "r", "action": "stop_writer", "outcome": "READY", "at": 1796610364.83259}))
+    log(Event(events.WAITING, "run1", 1, "w", {"what": "deployment", "seconds": 19.991564605999883}))
+    (_, _, recovery), (_, _, waiting) = logger.lines
+    assert "2026-12-07T02:26:04.832Z" == recovery["at"]
+    assert 19.992 == waiting["seconds"]
+
+
+def test_the_json_log_lines_timestamp_is_the_reports_format(tmp_path):
+    """daq-run's JSON log lines carry `timestamp` as the report's times are written (milliseconds, Z)."""
+    code = (
+        "import sys\n"
+        "from daq_runner._cli import configure_json_logging, log_line\n"
+        "configure_json_logging(False)\n"
+        "log_line('report', path='r.json')\n"
+    )
+    line = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30).stderr)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", line["timestamp"]), line

@@ -330,6 +330,7 @@ def test_a_write_whose_images_never_come_ends_at_its_timeout_and_is_stopped(daq_
     began = time.monotonic()
     report = run(daq_driver_sim, tmp_path, "  - write: {output_file: '{root}/a.h5', n_images: 10}\n    timeout: 1\n")
     (step,) = report.steps
-    assert "timed out after 1 s with 0/10 images counted (last state waiting_for_first_image)" == step.error
+    assert "timed out after 1 s before 10 images were counted (last state waiting_for_first_image)" == step.error
+    assert step.problem.endswith("; 0 of 10 images written")  # the count, once: the record's
     assert step.recoveries[0]["outcome"].startswith(f"stopped acquisition {step.acquisition_id}")
     assert DriverState.IDLE == daq_driver_sim.core.snapshot()[0] and time.monotonic() - began < 8

@@ -132,7 +132,7 @@ def test_validate_gives_the_estimate_where_the_daq_answers(daq_sim, tmp_path):
     result = daq_run(str(path), "--validate", "--url", daq_sim.url)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[:3] == [
-        f"{path}: valid, 1 steps",
+        f"{path}: valid, 1 step",
         "estimate: duration 1.0 s, volume 250.0 MiB in 2000 images (2000 images/s from the DAQ's statistics)",
         f"  disk: {tmp_path}: 250.0 MiB of " + result.stdout.splitlines()[2].split(" of ", 1)[1],
     ]

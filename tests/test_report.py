@@ -152,7 +152,7 @@ def test_report_holds_what_a_person_decides_from(tmp_path):
     assert all(ISO.match(s) for s in stamps), stamps
     assert "2027-01-15T08:00:01.200Z" == report["steps"][0]["failed_attempts"][0]["at"]
     assert [str(1795978630763249142 + i) for i in (1, 2)] == [s["run_id"] for s in report["steps"][:2]]
-    assert "step 2 (write 2) failed: acquisition FAILED: ERROR: detector lost" == report["reason"]
+    assert "step 2 (write 2) failed: acquisition FAILED: ERROR: detector lost; 3 of 10 images written" == report["reason"]
     assert {"passed": 1, "failed": 1, "skipped": 1, "interrupted": 0, "pending": 0} == report["summary"]
     assert {"steps": 3, "images": 13, "bytes": 1234, "files": 2, "failed_attempts": 1} == report["totals"]
     good, partial = report["files"]  # the failed write's incomplete file is on disk too: listed
@@ -417,7 +417,19 @@ def test_junit_counts_a_resumed_step_as_skipped(tmp_path):
     record = {**write_record(1, str(tmp_path / "a.h5")), "resumed": True, "started_at": "2027-01-15T07:00:00.000Z"}
     feed([JUnitFile(str(path))], [run_started(1), step_event(record), finished("passed")])
     case = ET.parse(path).getroot().find("testcase")
-    assert "passed in an earlier run (resumed)" == case.find("skipped").get("message")
+    assert "kept from the run resumed: it passed there and was not run again" == case.find("skipped").get("message")
+
+
+def test_junit_says_a_failure_once(tmp_path):
+    """Three attempts that failed alike: the failure says the error, the output does not repeat it per attempt."""
+    path = tmp_path / "j.xml"
+    error = "acquisition FAILED: ERROR: detector lost"
+    attempts = [{"attempt": a, "error": error, "at": T0 + a} for a in (1, 2, 3)]
+    record = {**write_record(1, str(tmp_path / "a.h5"), status="failed"), "attempts": 3, "failed_attempts": attempts}
+    feed([JUnitFile(str(path))], [run_started(1), step_event(record), finished("failed")])
+    case = ET.parse(path).getroot().find("testcase")
+    assert error == case.find("failure").text
+    assert error not in (case.findtext("system-out") or "")
 
 
 # -- memory --------------------------------------------------------------------------------------

@@ -141,8 +141,9 @@ def test_stall_hits_timeout_and_acquisition_is_stopped(run_batch, daq_sim):
     report = run_batch("version: 1\nsteps:\n  - write: {output_file: '{root}/s.h5', n_images: 10}\n    timeout: 1\n")
     assert time.monotonic() - start < 8
     step = report.steps[0]
-    assert "failed" == report.status and "timed out after 1 s with 0/10 images written" == step["error"]
-    assert [("timed out after 1 s with 0/10 images written", "stop_writer")] == [(r["reason"], r["action"]) for r in step["recoveries"]]
+    assert "failed" == report.status and "timed out after 1 s before its 10 images were written" == step["error"]
+    assert [("timed out after 1 s before its 10 images were written", "stop_writer")] == [(r["reason"], r["action"]) for r in step["recoveries"]]
+    assert (0, "; 0 of 10 images written") == (step.images_written, step.problem[-len("; 0 of 10 images written") :])  # the count, once
     assert step["recoveries"][0]["outcome"].startswith("stopped acquisition")
     assert "READY" == requests.get(daq_sim.url + "/writer/status", timeout=5).json()["writer"]["state"]
 

@@ -88,19 +88,23 @@ def night(tmp_path: Path, evil: str = "") -> Path:
 # -- the text summary ------------------------------------------------------------------------------
 
 
-def test_the_summary_says_status_and_reason_first_then_counts_failures_files(tmp_path):
-    """Status and reason on the first line; counts, duration, images; failures with attempts; files written."""
+def test_the_summary_says_status_and_reason_first_then_counts_failures_files(tmp_path, zone):
+    """Status and reason on the first line; counts, times, images; failures with attempts; files written."""
+    zone("UTC")
     text = summary_text(load_report(str(night(tmp_path))))
     lines = text.splitlines()
-    assert lines[0] == "FAILED: sweep µ — step 28 (write 1000 to " + str(tmp_path / "sweep_128bit.h5") + ") failed: acquisition FAILED: ERROR: Cannot create output file."
+    assert lines[0] == (
+        "FAILED: sweep µ — step 28 (write 1000 to " + str(tmp_path / "sweep_128bit.h5") + ") failed: acquisition FAILED: ERROR: Cannot create output file; "
+        "0 of 1000 images written"
+    )
     assert lines[1] == "31 steps: 27 passed, 1 failed, 3 skipped; 3 failed attempts"
-    assert re.fullmatch(r"duration \d+\.\d s \(2027-01-15T08:00:00\.000Z to 2027-01-15T08:00:\d\d\.\d{3}Z\)", lines[2]), lines[2]
+    assert re.fullmatch(r"started 2027-01-15 08:00:00 UTC, finished 08:00:\d\d UTC; took \d+\.\d s", lines[2]), lines[2]
     assert re.fullmatch(r"images 4800 in 9 files, \d+\.\d KiB", lines[3]), lines[3]
     order = [text.index(h) for h in ("\nFailures\n", "\nPassed after a retry\n", "\nFiles written\n")]
     assert order == sorted(order)
-    assert "  step 28 failed: write 1000 to " in text and "(2 attempts)" in text
+    assert "  step 28 failed: write 1000 to " in text and "(2 attempts, each failed the same way): the reason above" in text
     assert "  step 27: write 800 to " in text and "attempt 1: writer went UNKNOWN" in text
-    assert f"  {tmp_path / 'sweep_8bit.h5'}  500 images  31.2 KiB  step 5" in text
+    assert re.search(rf"^  {re.escape(str(tmp_path / 'sweep_8bit.h5'))} +500 +31\.2 KiB +5  -$", text, re.M), text
     assert "DAQ http://daq:5000 (from --url) · Redis redis://daq:6379/0 (from default)" in text
 
 
@@ -112,7 +116,7 @@ def test_daq_run_show_prints_it(tmp_path, capsys):
     assert capsys.readouterr().out.startswith("FAILED: sweep µ — step 28")
 
 
-def test_a_report_of_an_older_daq_run_is_shown(tmp_path):
+def test_a_report_of_an_older_daq_run_is_shown(tmp_path, zone):
     """Local times with an offset, notices as strings, no files, totals or n_steps: still a summary and a page."""
     old = {
         "batch": {"name": "old", "path": "/b/old.yaml", "sha256": "0"}, "daq": {"url": "http://daq:5000", "redis": None},
@@ -129,10 +133,11 @@ def test_a_report_of_an_older_daq_run_is_shown(tmp_path):
     }  # fmt: skip
     path = tmp_path / "old.json"
     path.write_text(json.dumps(old))
+    zone("UTC")
     text = summary_text(load_report(str(path)))
     assert text.startswith("FAILED: old — step 2 (stop) failed: writer did not return to READY after the stop\n2 steps: 1 passed, 1 failed\n")
-    assert "duration 10.5 s (2025-03-01T21:00:00.000Z to 2025-03-01T21:00:10.500Z)" in text
-    assert "images 5 in 1 file\n" in text and "  /d/a.h5  5 images  size unknown  step 1" in text
+    assert "started 2025-03-01 21:00:00 UTC, finished 21:00:10 UTC; took 10.5 s" in text
+    assert "images 5 in 1 file\n" in text and re.search(r"^  /d/a\.h5 +5 +not visible here +1  -$", text, re.M), text
     assert 0 == show_main(["--html", str(path), "-o", str(tmp_path / "old.html")])
     assert "DAQ request failed (attempt 1): 503; retrying" in (tmp_path / "old.html").read_text()
 
@@ -162,20 +167,24 @@ def test_a_run_on_the_current_generation_shows_its_config_rest_files_per_writer_
     ) in text
     assert "images 9 in 4 files, 200 B" in text
     assert "Passed without their files or the DAQ's log confirming them\n  step 2: write 2 (confirmed by the driver's count alone" in text
-    assert f"  {tmp_path / 'a_1.h5'}  2 images  100 B  step 1" in text and "  /remote/b_0.h5  2 images  size unknown  step 2" in text
+    assert re.search(rf"^  {re.escape(str(tmp_path / 'a_1.h5'))} +2 +100 B +1  -$", text, re.M), text
+    assert re.search(r"^  /remote/b_0\.h5 +2 +not visible here +2  -$", text, re.M), text
     assert 0 == show_main(["--html", str(path), "-o", str(tmp_path / "driver.html")])
     page = (tmp_path / "driver.html").read_text()
     assert "<th>Config REST</th>" in page and "the current generation (std_det_driver)" in page
     assert '<td class="muted">its files</td>' in page and '<td class="warn">the driver&#x27;s count alone' in page
 
 
-def test_the_report_of_a_killed_run_says_it_was_not_finished(tmp_path):
-    """A report whose run never ended (status running): the summary says so instead of a reason."""
+def test_the_report_of_a_run_on_another_host_says_it_cannot_tell(tmp_path):
+    """A report whose run never ended, written on another host: the summary says it cannot look there."""
     path = tmp_path / "r.json"
     report_file = JsonReportFile(str(path))
     report_file(run_started(4))
     text = summary_text(load_report(str(path)))
-    assert text.startswith("RUNNING: sweep µ — the report was not finished: the run was killed, or is still going\n4 steps: 4 pending\n")
+    assert text.startswith(
+        "RUNNING?: sweep µ — not finished: the run (pid 4242 on beamline-pc) goes on, or was killed (another host: not looked at from here); "
+        "step 1 of 4 under way at the report's last write\n4 steps: 4 pending\n"
+    ), text
 
 
 @pytest.mark.parametrize(
@@ -313,7 +322,7 @@ def test_show_on_the_report_of_a_real_run(daq_sim, tmp_path):
     assert 0 == proc.returncode, proc.stderr
     lines = proc.stdout.splitlines()
     assert ("PASSED: e2e", "2 steps: 2 passed") == (lines[0], lines[1])
-    assert f"  {tmp_path / 'a.h5'}  20 images  " in proc.stdout
+    assert re.search(rf"^  {re.escape(str(tmp_path / 'a.h5'))} +20 +[\d.]+ [KM]iB +1  passed$", proc.stdout, re.M), proc.stdout
     proc = daq_run("show", "--html", str(report))
     assert 0 == proc.returncode and str(tmp_path / "r.html") == proc.stdout.strip()
     assert "✓ PASSED" in (tmp_path / "r.html").read_text()
@@ -409,22 +418,23 @@ def guarded_night(tmp_path: Path) -> Path:
     return path
 
 
-def test_show_tells_suspensions_file_checks_and_programs(tmp_path):
+def test_show_tells_suspensions_file_checks_and_programs(tmp_path, zone):
     """The summary counts the file checks, lists the suspended writes with their times and the
     incomplete acquisition, the writes not checked, the programs, and marks a file that failed
     its check; the page has the same in sections and suspensions on the timeline."""
+    zone("UTC")
     path = guarded_night(tmp_path)
     text = summary_text(load_report(str(path)))
     assert "\nfile checks: 1 passed, 1 failed, 1 not checked\n" in text
     assert (
         "\nWrites suspended (the detector stopped delivering)\n"
         f"  step 2 passed: write 100 to {tmp_path / 'a.h5'} (1 suspension)\n"
-        "    2027-01-15T08:00:04.000Z to 2027-01-15T08:00:08.000Z: the detector sent 0 images/s, below the guard's 50, for 2.0 s; "
+        "    08:00:04 UTC to 08:00:08 UTC: the detector sent 0 images/s, below the guard's 50, for 2.0 s; "
         "acquisition 111 left 37 images (incomplete)\n"
     ) in text
     assert "\nFiles not checked\n  1 write: verify: off\n" in text
-    assert "\nPrograms run\n  step 1 passed: run caput X:M.VAL 1: caput exited with status 0\n" in text
-    assert f"  {tmp_path / 'b.h5'}  10 images  size unknown  step 3  INCOMPLETE (its step did not pass)  CHECK FAILED: " in text
+    assert "\nPrograms run\n  step 1 passed: run caput X:M.VAL 1: caput exited with status 0\n    | Old : X:M.VAL 0\n" in text
+    assert re.search(rf"^  {re.escape(str(tmp_path / 'b.h5'))} +10 +not visible here +3  failed +INCOMPLETE \(its step did not pass\)$", text, re.M), text
     out = tmp_path / "g.html"
     assert 0 == show_main(["--html", str(path), "-o", str(out)])
     html = out.read_text(encoding="utf-8")
@@ -534,3 +544,206 @@ def test_the_summary_shows_the_estimate_and_the_cleanup(tmp_path):
 
     page = render(report)
     assert "<h2>Cleanup</h2>" in page and "estimated 12.5 s" in page
+
+
+# -- everything the page has, in the text; each message once; kept, live, resumable ---------------------
+
+
+def test_the_text_has_the_notices_recoveries_confirmations_and_times_of_the_page(tmp_path, zone):
+    """`daq-run show` (text) lists what the page lists: notices (local time with UTC), the run's and
+    the steps' recoveries (a recovery answering a failure names it, not its text again), where each
+    write's confirmation came from, and its bit depth; the file columns line up."""
+    zone("Europe/Zurich")
+    text = summary_text(load_report(str(night(tmp_path))))
+    assert "\nNotices\n  09:00:00 CET (08:00:00 UTC)  run: no Redis lock: another runner could drive this DAQ\n" in text
+    assert "\nRecoveries\n  step 27: writer UNKNOWN during the acquisition -> stop_writer (READY)" in text
+    assert "started 2027-01-15 09:00:00 CET (08:00:00 UTC), finished 09:00:28 CET (08:00:28 UTC)" in text
+    assert "\nWrites\n  STEP  FILE             IMAGES    TIME  IMAGES/S  BITS  CONFIRMED BY\n" in text
+    rows = text.split("\nFiles written\n")[1].split("\n\n")[0].splitlines()
+    end = rows[0].index("IMAGES") + len("IMAGES")  # numbers are right-aligned under their heading
+    assert all(row[end - 3 : end].isdigit() and row[end] == " " for row in rows[1:]), rows
+
+
+def test_file_columns_line_up_whatever_the_path_lengths(tmp_path):
+    """Files of paths of different lengths: images, sizes and steps start in the same column on every line."""
+    path = tmp_path / "r.json"
+    report_file = JsonReportFile(str(path))
+    report_file(run_started(3))
+    for i, name in enumerate(("a.h5", "a-much-longer-file-name.h5", "mid_name.h5"), 1):
+        report_file(step_event(write_record(i, f"/data/e12345/{name}")))
+    report_file(finished("passed"))
+    rows = summary_text(load_report(str(path))).split("\nFiles written\n")[1].splitlines()
+    assert 4 == len(rows)
+    ends = {row.index(" 10 ") for row in rows[1:]}
+    assert 1 == len(ends), rows
+    assert 1 == len({row.index("not visible here") for row in rows[1:]}), rows
+
+
+def kept_and_failed(tmp_path: Path, **head: Any) -> Path:
+    """The report of a resumed run: step 1 kept from the run resumed, step 2 failed."""
+    path = tmp_path / "resumed.report.json"
+    report_file = JsonReportFile(str(path))
+    report_file(run_started(2, **head))
+    report_file(step_event({**write_record(1, "/d/kept.h5"), "resumed": True}))
+    report_file(step_event(write_record(2, "/d/failed.h5", status="failed")))
+    report_file(finished("failed"))
+    return path
+
+
+def test_kept_steps_are_named_as_kept_and_a_failed_run_says_how_to_continue(tmp_path, capsys):
+    """Steps a resume kept read "kept from the run resumed" (text and page), never "resumed"; a
+    failed run ends with the exact command line that continues it (the report's resume_command)."""
+    resume = "cd /home/e12345 && daq-run sweep.yaml --url http://daq:5000 --resume /home/e12345/r.json"
+    path = kept_and_failed(tmp_path, resume_command=resume)
+    assert 0 == show_main([str(path)])
+    text = capsys.readouterr().out
+    assert "2 steps: 1 passed (1 kept from the run resumed), 1 failed" in text
+    assert re.search(r"^  kept +1  write 1 +0\.50 s  kept from the run resumed$", text, re.M), text
+    assert "resumed" not in text.replace("kept from the run resumed", "")
+    assert f"To continue the run (the steps that passed are kept, the others run again):\n  {resume}\n" in text
+    out = tmp_path / "p.html"
+    assert 0 == show_main(["--html", str(path), "-o", str(out)])
+    page = out.read_text()
+    assert "1 passed (1 kept)" in page and _e(resume) in page
+    assert 'font-style="italic" font-size="11">kept from the run resumed<title>' in page  # not a bar at the earlier run's time
+
+
+def _e(text: str) -> str:
+    from html import escape
+
+    return escape(text, quote=True)
+
+
+def test_a_report_without_a_resume_command_gets_one_from_its_command(tmp_path, capsys):
+    """An older report (no resume_command): the hint is made from its `command`, with the report's path."""
+    path = kept_and_failed(tmp_path)
+    assert 0 == show_main([str(path)])
+    text = capsys.readouterr().out
+    assert f"  daq-run sweep.yaml --url http://daq:5000 --resume {path}    # from the folder the run was started in\n" in text
+
+
+def test_a_live_run_is_shown_live_with_its_step_and_a_dead_one_as_killed(tmp_path):
+    """The report of a run whose process still runs on this host: RUNNING, live, with the step under
+    way (no resume hint: it goes on); the same report once its process is gone: KILLED, with the
+    command that continues it."""
+    import socket
+    import subprocess
+    import sys
+    import time as clock
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        path = tmp_path / "live.json"
+        report_file = JsonReportFile(str(path))
+        report_file(Event(events.RUN_STARTED, "run1", data={**run_started(5).data, "host": socket.gethostname(), "pid": child.pid}, time=clock.time() + 5))
+        for i in (1, 2):
+            report_file(step_event(write_record(i, f"/d/{i}.h5")))
+        text = summary_text(load_report(str(path)))
+        assert text.startswith(f"RUNNING: sweep µ — live: pid {child.pid} on {socket.gethostname()} still runs; step 3 of 5 under way\n"), text
+        assert "To continue" not in text
+    finally:
+        child.kill()
+        child.wait()
+    text = summary_text(load_report(str(path)))
+    assert text.startswith(f"KILLED: sweep µ — the run (pid {child.pid} on {socket.gethostname()}) no longer runs and never finished its report; it was at step 3 of 5\n")
+    assert "To continue the run" in text
+    from daq_runner._html import render
+
+    assert "■ KILLED</span>" in render(load_report(str(path)))
+
+
+def test_a_pid_given_again_to_another_process_is_not_the_run(tmp_path):
+    """A pid that now names a process started after the run began (pids are reused): not the run, which is killed."""
+    import os
+    import socket
+
+    path = tmp_path / "reused.json"
+    report_file = JsonReportFile(str(path))
+    # This test's own process started long before 2027: with a start in 2020 it is another process.
+    report_file(Event(events.RUN_STARTED, "run1", data={**run_started(2).data, "host": socket.gethostname(), "pid": os.getpid()}, time=1_600_000_000.0))
+    if not os.path.exists(f"/proc/{os.getpid()}/stat"):
+        pytest.skip("no /proc: a process's start time is not known here")
+    assert summary_text(load_report(str(path))).startswith("KILLED: ")
+
+
+def failing_folder_night(tmp_path: Path) -> Path:
+    """Six writes into a folder that does not exist, each refused and retried: one failure, six times."""
+    path = tmp_path / "refused.json"
+    report_file = JsonReportFile(str(path))
+    report_file(run_started(6))
+    error = "the DAQ refused: Output file folder /nonexistent does not exist. Please create it first"
+    for i in range(1, 7):
+        attempts = [{"attempt": a, "error": error, "at": T0 + i + a / 10} for a in (1, 2, 3)]
+        record = {**write_record(i, f"/nonexistent/{i}.h5", status="failed"), "n_images": 200, "error": error, "attempts": 3,
+                  "failed_attempts": attempts, "n_written": None, "acquisition": None}  # fmt: skip
+        report_file(step_event(record))
+    report_file(finished("failed"))
+    return path
+
+
+def test_one_failure_of_six_steps_is_said_once_and_refused_writes_wrote_0_images(tmp_path):
+    """Six writes refused the same way, three attempts each: the text and the page say the error once
+    (not six boxes each with it three times); a refused write wrote 0 images (not "?"); the page's
+    FILES tile says no file was written (not "0" and "size not visible here")."""
+    path = failing_folder_night(tmp_path)
+    error = "the DAQ refused: Output file folder /nonexistent does not exist. Please create it first"
+    text = summary_text(load_report(str(path)))
+    assert 2 == text.count(error), text  # the reason (step 1's), and the six steps' one failure
+    assert "\n  6 steps failed the same way:\n    step 1: write 1 (3 attempts)\n" in text
+    assert re.search(r"^ +1  1\.h5 +0/200 +0\.50 s +- +\? +nothing started$", text, re.M), text
+    from daq_runner._html import render
+
+    page = render(load_report(str(path)))
+    shown = re.sub(r"<title>.*?</title>", "", page, flags=re.S)  # what a reader sees without hovering
+    assert 2 == shown.count(_e(error)), shown.count(_e(error))  # the reason box and the one failure box
+    assert 1 == page.count('<div class="fail')
+    assert ">0 / 200</td>" in page and "? / 200" not in page
+    assert '<div class="k">Files</div><div class="v">0</div><div class="s">no file written</div>' in page
+
+
+def test_the_timelines_ticks_say_their_unit(tmp_path):
+    """Ticks of a 28 s run read +5 s, +10 s ... (a bare 0:02 reads as minutes); longer runs in min and h."""
+    from daq_runner._html import _clock, render
+
+    page = render(load_report(str(night(tmp_path))))
+    ticks = re.findall(r'text-anchor="middle" fill="#656d76">([^<]+)</text>', page)
+    assert ticks[:3] == ["+0 s", "+5 s", "+10 s"], ticks
+    assert ["+2 min", "+1 min 30 s", "+1 h", "+2 h 30 min", "+0.5 s"] == [_clock(120, 60), _clock(90, 30), _clock(3600, 600), _clock(9000, 1800), _clock(0.5, 0.1)]
+
+
+def test_after_a_timeout_the_failure_line_and_the_summary_say_one_number(run_batch, daq_sim, tmp_path):
+    """A write cut short by its timeout: the images its failure line gives are the images of the
+    summary, the files and the HDF5 file (the count at the timeout was said, and the DAQ's final count elsewhere)."""
+    daq_sim.core.settings.frame_rate = 200
+    path = tmp_path / "long.h5"
+    report = run_batch(f"version: 1\nsteps:\n  - write: {{output_file: '{path}', n_images: 2000}}\n    timeout: 1\n").to_dict()
+    (step,) = report["steps"]
+    written = step["n_written"]
+    assert 0 < written < 2000
+    assert f"; {written} of 2000 images written" in report["reason"]
+    counts = {int(n) for n in re.findall(r"(\d+)(?:/| of )2000", report["reason"] + " " + " ".join(a["error"] for a in step["failed_attempts"]))}
+    assert {written} == counts, (report["reason"], step["failed_attempts"])
+    path_json = tmp_path / "r.json"
+    path_json.write_text(json.dumps(report))
+    text = summary_text(load_report(str(path_json)))
+    assert f"images {written} in 1 file" in text
+    assert {int(n) for n in re.findall(r"(\d+)(?:/| of )2000", text)} == {written}, text
+
+
+def test_a_writes_record_says_the_configuration_it_ran_with(run_batch, daq_sim, tmp_path):
+    """A write's record names the configuration it ran with (bit_depth, image size), taken when it
+    started: a background write keeps its 8 bits after a later config step; show lists the bit depth."""
+    report = run_batch(
+        "version: 1\nsteps:\n  - config: {bit_depth: 8}\n"
+        "  - write: {output_file: '{root}/a.h5', n_images: 3}\n"
+        "  - write: {output_file: '{root}/bg.h5', n_images: 100000, wait: false}\n"
+        "  - stop: {}\n  - config: {bit_depth: 32}\n  - write: {output_file: '{root}/b.h5', n_images: 3}\n"
+    ).to_dict()
+    writes = {os.path.basename(s["output_file"]): s for s in report["steps"] if s["kind"] == "write"}
+    assert (8, 8, 32) == tuple(writes[name]["config"]["bit_depth"] for name in ("a.h5", "bg.h5", "b.h5"))
+    assert {"bit_depth", "image_pixel_height", "image_pixel_width"} <= set(writes["a.h5"]["config"])
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(report))
+    text = summary_text(load_report(str(path)))
+    assert re.search(r"^ +2  a\.h5 +3 +\S+ s +\S+ +8  ", text, re.M) and re.search(r"^ +6  b\.h5 +3 +\S+ s +\S+ +32  ", text, re.M), text
+    assert re.search(r"^ +3  bg\.h5 +\d+/100000 .* 8  the DAQ's log; stopped by step 4 after \d+ of 100000 images$", text, re.M), text

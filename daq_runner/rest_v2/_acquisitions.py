@@ -426,7 +426,9 @@ class Tracker:
         while acq.final is None:
             status = feed.wait_for_status(suggests_end, since=acq.cursor, on_status=on_status, tap=acq.log_cursor, stale=stale)
             if status is None:
-                raise StepFailed(f"timed out after {step.timeout:g} s with {acq.n_written}/{step.n_images} images written")
+                # The images written are the record's (n_written, counted once the acquisition is
+                # stopped): a count taken here would differ from it by what came after.
+                raise StepFailed(f"timed out after {step.timeout:g} s before its {step.n_images} images were written")
             if acq.is_final(status):
                 acq.final = status.get("acquisition")
                 if status.get("state") == READY and acq.cursor is not None and acq.log_cursor is not None:
@@ -482,7 +484,7 @@ class Tracker:
             if acq.stopped_by is not None and final.get("state") == protocol.AcquisitionState.FINISHED.value:
                 record.stopped_by_step = acq.stopped_by
             else:
-                raise StepFailed(f"acquisition ended '{message}' with {acq.n_written}/{step.n_images} images written")
+                raise StepFailed(f"acquisition ended '{message}' before its {step.n_images} images were written")
         logged, source = self.daq.feed.find_log(lambda r: acq.is_ours(r), acq.log_cursor, self.timing.log_wait_s)
         record.daq_log = logged
         record.daq_log_source = source if logged is not None else None

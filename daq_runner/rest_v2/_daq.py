@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 from .. import events, protocol
 from .._deadline import Deadline, current, detached
 from .._redis import connect
-from .._text import redact_url, secrets_in
+from .._text import clauses, redact_url, secrets_in
 from ..batch import ConfigStep, Step, WriteStep
 from ..client import StdDaqClient
 from ..daq import READY, REST_V2, UNKNOWN, Acquisition, Daq, Progress, Rates, RunServices
@@ -139,7 +139,7 @@ class RestV2Daq(Daq):
         run = self.run_or_none
         if run is not None and (time.monotonic() - self._last_retry_notice >= 1.0 or attempt == 1):
             self._last_retry_notice = time.monotonic()
-            run.notice(f"DAQ request failed (attempt {attempt}): {error}; retrying")
+            run.notice(clauses(f"DAQ request failed (attempt {attempt}): {error}", "retrying"))
 
     def check_reachable(self) -> None:
         self.feed.status()

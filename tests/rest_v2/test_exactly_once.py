@@ -366,7 +366,7 @@ def test_a_failed_acquisition_fails_with_the_daqs_message(seam):
 def test_a_short_count_fails(seam):
     """Rule: FINISHED with fewer images than asked (stopped by someone else) fails."""
     seam.scripted.at_image(1, lambda d: d.interrupt())
-    with pytest.raises(StepFailed, match=r"acquisition ended 'Interrupted.' with 1/3 images written"):
+    with pytest.raises(StepFailed, match=r"acquisition ended 'Interrupted.' before its 3 images were written"):
         seam.write(seam.step())
 
 
