@@ -157,13 +157,15 @@ class Field:
     Args:
         doc: description for editors (goes into the JSON Schema).
         default: the value when the key is absent (shown in the schema), if any.
+        unit: the unit of a number (``s``, ``images/s``), for the batch reference in the docs.
     """
 
     templated = True  # a lone placeholder is allowed in place of the value (schema)
 
-    def __init__(self, doc: str = "", default: Any = _MISSING) -> None:
+    def __init__(self, doc: str = "", default: Any = _MISSING, unit: str = "") -> None:
         self.doc = doc
         self.default = default
+        self.unit = unit
 
     @property
     def has_default(self) -> bool:
@@ -199,9 +201,16 @@ class Integer(Field):
     """
 
     def __init__(
-        self, low: int, high: int, *, choices: Optional[Sequence[int]] = None, doc: str = "", default: Any = _MISSING
+        self,
+        low: int,
+        high: int,
+        *,
+        choices: Optional[Sequence[int]] = None,
+        doc: str = "",
+        default: Any = _MISSING,
+        unit: str = "",
     ) -> None:
-        super().__init__(doc, default)
+        super().__init__(doc, default, unit)
         self.low, self.high, self.choices = low, high, tuple(choices) if choices else None
 
     def convert(self, what: str, value: Any, var: Optional[str], raw: Any, mark: Mark) -> int:
@@ -230,9 +239,16 @@ class Number(Field):
     """A finite number in ``[low, high]`` (``(low, high]`` with ``exclusive_low``); a float."""
 
     def __init__(
-        self, low: float, high: float, *, exclusive_low: bool = False, doc: str = "", default: Any = _MISSING
+        self,
+        low: float,
+        high: float,
+        *,
+        exclusive_low: bool = False,
+        doc: str = "",
+        default: Any = _MISSING,
+        unit: str = "",
     ) -> None:
-        super().__init__(doc, default)
+        super().__init__(doc, default, unit)
         self.low, self.high, self.exclusive_low = low, high, exclusive_low
 
     def convert(self, what: str, value: Any, var: Optional[str], raw: Any, mark: Mark) -> float:

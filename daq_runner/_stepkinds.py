@@ -207,10 +207,10 @@ class RunStep(Step):
 COMMON_FIELDS: Dict[str, Field] = {
     "name": Text(numbers=True, doc="Name of the step in logs and reports (default: derived from the step)."),
     "timeout": Number(
-        0, MAX_SECONDS, exclusive_low=True, default=DEFAULT_TIMEOUT_S,
-        doc="Seconds each attempt of the step may take; an acquisition still running then is stopped.",
+        0, MAX_SECONDS, exclusive_low=True, default=DEFAULT_TIMEOUT_S, unit="s",
+        doc="Seconds the whole step may take, its retries and any outage included (a hard limit); an acquisition still running then is stopped.",
     ),
-    "retries": Integer(0, MAX_RETRIES, default=0, doc="Extra attempts when the step fails (1 s apart)."),
+    "retries": Integer(0, MAX_RETRIES, default=0, unit="attempts", doc="Extra attempts when the step fails (1 s apart)."),
     "on_error": Choice(
         ON_ERROR, default="abort", doc="When the step fails for good: 'abort' skips the rest, 'continue' goes on."
     ),
@@ -232,12 +232,15 @@ _CONFIG_DOCS = {
 }
 
 
+_CONFIG_UNITS = {"bit_depth": "bits", "image_pixel_height": "pixels", "image_pixel_width": "pixels"}
+
+
 def _config_field(name: str) -> Field:
     doc = _CONFIG_DOCS[name]
     if name == "bit_depth":
-        return Integer(*_INT32, choices=protocol.BIT_DEPTHS, doc=doc)
+        return Integer(*_INT32, choices=protocol.BIT_DEPTHS, doc=doc, unit=_CONFIG_UNITS[name])
     if name in protocol.INTEGER_CONFIG_FIELDS:
-        return Integer(*_INT32, doc=doc)
+        return Integer(*_INT32, doc=doc, unit=_CONFIG_UNITS.get(name, ""))
     if name == "detector_type":
         return Choice(protocol.DETECTOR_TYPES, doc=doc)
     if name == "detector_name":
@@ -398,14 +401,15 @@ GUARD = OrOff(
     Object(
         {
             "min_detector_rate": Number(
-                0, MAX_RATE, exclusive_low=True, doc="Images per second the detector must send (from the DAQ's statistics)."
+                0, MAX_RATE, exclusive_low=True, unit="images/s",
+                doc="Images per second the detector must send (from the DAQ's statistics).",
             ),
             "for_s": Number(
-                0, MAX_SECONDS, default=GUARD_FOR_S,
+                0, MAX_SECONDS, default=GUARD_FOR_S, unit="s",
                 doc="Seconds the rate must stay at or above the minimum before the write starts, and below it during the write before the write is suspended.",
             ),
             "max_wait_s": Number(
-                0, MAX_SECONDS, exclusive_low=True,
+                0, MAX_SECONDS, exclusive_low=True, unit="s",
                 doc="Seconds one wait for the detector may take at most (default: what the step's timeout leaves).",
             ),
         },
@@ -427,7 +431,7 @@ CONFIG = StepKind(
     body=_CONFIG_BODY,
     extra={
         "settle": Number(
-            0, MAX_SECONDS, default=0.0,
+            0, MAX_SECONDS, default=0.0, unit="s",
             doc="Seconds to let the DAQ services stabilise afterwards; shorter than the step's timeout (the change and its deployment come first).",
         )
     },
@@ -442,8 +446,12 @@ CHECK = StepKind(
             "deployment": Choice(_DEPLOYMENT_STATES, doc="The deployment status the DAQ must report."),
             "writer": Choice(_WRITER_STATES, doc="The state the writer must be in."),
             "config": _CHECK_CONFIG,
-            "min_detector_rate": Number(0, MAX_RATE, doc="Images per second the detector must at least send."),
-            "min_writer_rate": Number(0, MAX_RATE, doc="Images per second the writer must at least write."),
+            "min_detector_rate": Number(
+                0, MAX_RATE, unit="images/s", doc="Images per second the detector must at least send (from the DAQ's statistics)."
+            ),
+            "min_writer_rate": Number(
+                0, MAX_RATE, unit="images/s", doc="Images per second the writer must at least write (from the DAQ's statistics)."
+            ),
         },
         min_fields=1,
         empty_message="check needs at least one condition",
@@ -462,7 +470,7 @@ WRITE = StepKind(
                 protocol.OUTPUT_FILE_PATTERN,
                 doc="Absolute path of the HDF5 file on the DAQ; its folder must exist. {name} placeholders allowed.",
             ),
-            "n_images": Integer(1, MAX_N_IMAGES, doc="Number of images to write."),
+            "n_images": Integer(1, MAX_N_IMAGES, unit="images", doc="Number of images to write."),
             "wait": Boolean(default=True, doc="false: start the acquisition and go on to the next step."),
             "overwrite": Boolean(
                 default=False,
@@ -484,10 +492,10 @@ WAIT = StepKind(
     body=Object(
         {
             "seconds": Number(
-                0, MAX_SECONDS, doc="Seconds to sleep; no longer than a timeout given for the step (without one, the timeout is at least seconds + 30)."
+                0, MAX_SECONDS, unit="s", doc="Seconds to sleep; no longer than a timeout given for the step (without one, the timeout is at least seconds + 30)."
             ),
             "state": Choice(_WRITER_STATES, doc="Writer state to wait for."),
-            "timeout": Number(0, MAX_SECONDS, exclusive_low=True, doc="Seconds to wait at most (the step's timeout, a hard limit)."),
+            "timeout": Number(0, MAX_SECONDS, exclusive_low=True, unit="s", doc="Seconds to wait at most (the step's timeout, a hard limit)."),
         },
         exactly_one=("seconds", "state"),
         doc="Either seconds or state (with an optional timeout).",
@@ -511,7 +519,7 @@ RUN = StepKind(
     body=Object(
         {
             "command": Argv(doc="The program and its arguments, e.g. [caput, X12SA-ES1:MOT1.VAL, \"{position}\"]; {name} placeholders allowed."),
-            "timeout": Number(0, MAX_SECONDS, exclusive_low=True, doc="Seconds the program may run (the step's timeout, a hard limit)."),
+            "timeout": Number(0, MAX_SECONDS, exclusive_low=True, unit="s", doc="Seconds the program may run (the step's timeout, a hard limit)."),
             "expect_exit": Integer(0, 255, default=0, doc="The exit status that counts as success."),
             "env": Environment(doc="Variables added to the program's environment."),
         },

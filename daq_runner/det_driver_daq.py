@@ -1,8 +1,8 @@
 """The current Standard DAQ generation (``std_det_driver`` and its config REST) behind the DAQ seam.
 
 :class:`DriverDaq` is the second implementation of :class:`~daq_runner.daq.Daq`: the same batch
-files run here as on rest_v2, where their steps have a meaning (README "The current
-generation"). It drives the DAQ through :class:`~daq_runner.det_driver.DetDriverClient` only.
+files run here as on rest_v2, where their steps have a meaning (docs/current-generation.md,
+"Each step on each generation"). It drives the DAQ through :class:`~daq_runner.det_driver.DetDriverClient` only.
 
 What each step does here:
 

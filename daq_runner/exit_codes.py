@@ -1,6 +1,6 @@
 """The exit codes of every command of daq-runner, one enum per tool, written down once.
 
-The README's tables, the ``--help`` epilogues and the tools themselves take them from here.
+The exit-code tables of README.md and docs/ (checked by tests), the ``--help`` epilogues and the tools themselves take them from here.
 Codes that mean the same thing have the same number in every tool (2 is always bad usage, 3 a
 DAQ that cannot be reached, 130 an interruption by Ctrl-C).
 """

@@ -88,7 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--lock-ttl", type=float, default=None, metavar="SECONDS",
         help="expiry of the runner lock, renewed every third of it: how long a crashed runner blocks the DAQ "
-        "(default: the lock's own, see README)",
+        "(default: the lock's own, see docs/guarantees.md)",
     )
     run.add_argument(
         "--max-outage", type=float, default=DEFAULT_OUTAGE_S, metavar="SECONDS",

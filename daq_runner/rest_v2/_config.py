@@ -1,6 +1,6 @@
 """rest_v2: the configuration every write of a run runs with, proven before the write starts.
 
-The rules (README "What the steps do on a real DAQ"):
+The rules (docs/batch-reference.md, "What the steps do on a real DAQ"):
 
 - **Known.** The run knows the configuration in force: the DAQ's at its start, then each one its
   own config steps store. Before every write the newest ``daq:config`` entry (read in the same
