@@ -1,4 +1,4 @@
-"""The package as a whole: no import cycles, one exception tree that README shows as the code has it."""
+"""The package as a whole: no import cycles, one exception tree that docs/client.md shows as the code has it."""
 
 from __future__ import annotations
 
@@ -123,8 +123,8 @@ def test_the_exception_tree_in_the_docstring_is_the_code():
     assert sorted(expected) == sorted(set(tree_of(docstring_tree())))
 
 
-def test_the_readme_shows_the_exception_tree_of_the_code():
-    """README's exception tree is the one in daq_runner/exceptions.py's docstring, line for line."""
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
-    start = readme.index("```\nDaqRunnerError") + 4
-    assert docstring_tree() == readme[start : readme.index("```", start)].rstrip("\n")
+def test_the_client_page_shows_the_exception_tree_of_the_code():
+    """docs/client.md's exception tree is the one in daq_runner/exceptions.py's docstring, line for line."""
+    page = (REPO / "docs" / "client.md").read_text(encoding="utf-8")
+    start = page.index("```\nDaqRunnerError") + 4
+    assert docstring_tree() == page[start : page.index("```", start)].rstrip("\n")

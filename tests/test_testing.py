@@ -320,19 +320,19 @@ def test_wait_until_returns_the_value_or_fails_the_test_in_time():
     assert time.monotonic() - started < 1.0
 
 
-def test_the_readmes_scripted_daq_example_runs(tmp_path, monkeypatch):
-    """README's example of the scripted DAQ, as printed, passes on a batch of one write."""
+def test_the_testing_pages_scripted_daq_example_runs(tmp_path, monkeypatch):
+    """docs/testing.md's example of the scripted DAQ, as printed, passes on a batch of one write."""
     from pathlib import Path
 
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
-    section = readme.split("## Testing your own batch files", 1)[1].split("\n## ", 1)[0]
+    page = (Path(__file__).resolve().parent.parent / "docs" / "testing.md").read_text(encoding="utf-8")
+    section = page.split("## Testing your own batch files", 1)[1].split("\n## ", 1)[0]
     blocks = [block.split("```", 1)[0] for block in section.split("```python\n")[1:]]
     (example,) = [block for block in blocks if "scripted_daq" in block]
     (tmp_path / "batches").mkdir()
     (tmp_path / "batches" / "my-scan.yaml").write_text("version: 1\nsteps:\n  - write: {output_file: '{root}/scan.h5', n_images: 3}\n")
     monkeypatch.chdir(tmp_path)
     namespace: dict = {}
-    exec(compile(example, "README.md", "exec"), namespace)
+    exec(compile(example, "docs/testing.md", "exec"), namespace)
     (test,) = [value for name, value in namespace.items() if name.startswith("test_")]
     with ScriptedDaq() as daq:
         test(daq, tmp_path)
