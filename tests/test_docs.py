@@ -11,7 +11,7 @@ import pytest
 
 from daq_runner import run_cli, show, std_cli
 from daq_runner.batch import load_batch_text
-from daq_runner.exit_codes import RunExit
+from daq_runner.exit_codes import RunExit, ShowExit, StdCliExit
 from daq_runner.sim import cli as sim_cli
 
 from .conftest import REPO
@@ -186,14 +186,27 @@ def test_the_readme_shows_the_two_set_up_commands_as_ci_runs_them():
     assert test == lines[marker + 1].strip()
 
 
-def readme_exit_codes() -> Dict[int, str]:
-    table = section(README.read_text(encoding="utf-8"), "Exit codes of daq-run")
-    return {int(code): meaning for code, meaning in re.findall(r"^\| (\d+) \| (.+?) \|$", table, flags=re.M)}
+def exit_table(page: Path, heading: str) -> Dict[int, str]:
+    """{code: meaning} of the exit-code table under ``heading`` (## or ###) of ``page``."""
+    text = page.read_text(encoding="utf-8")
+    under = re.split(rf"^#{{2,3}} {re.escape(heading)}\n", text, maxsplit=1, flags=re.M)[1]
+    under = re.split(r"^#{2,3} ", under, maxsplit=1, flags=re.M)[0]
+    return {int(code): meaning for code, meaning in re.findall(r"^\| (\d+) \| (.+?) \|", under, flags=re.M)}
 
 
-def test_the_readmes_exit_codes_are_daq_runs():
-    """The README's exit-code table is daq_runner.exit_codes.RunExit, code for code, meaning for meaning."""
-    assert {code.value: code.meaning for code in RunExit} == readme_exit_codes()
+@pytest.mark.parametrize(
+    "page, heading, enum",
+    [
+        (README, "Exit codes of daq-run", RunExit),
+        (REPO / "docs" / "running.md", "Exit codes", RunExit),
+        (REPO / "docs" / "report.md", "Exit codes of daq-run show", ShowExit),
+        (REPO / "docs" / "client.md", "Exit codes of the std_cli tools", StdCliExit),
+    ],
+    ids=["README", "running", "show", "std_cli"],
+)
+def test_the_exit_code_tables_are_the_enums(page, heading, enum):
+    """Each exit-code table of the docs is its tool's enum in daq_runner/exit_codes.py, code for code, meaning for meaning."""
+    assert {code.value: code.meaning for code in enum} == exit_table(page, heading)
 
 
 def test_the_readme_is_a_first_read():
