@@ -186,6 +186,17 @@ def test_the_readme_shows_the_two_set_up_commands_as_ci_runs_them():
     assert test == lines[marker + 1].strip()
 
 
+def test_the_synopsis_of_daq_run_has_every_option_and_no_other():
+    """docs/running.md's synopsis of daq-run names each of its options (but --help, --version, --verbose) and none it lacks."""
+    page = (REPO / "docs" / "running.md").read_text(encoding="utf-8")
+    (synopsis,) = [body for _, body in code_blocks(section(page, "The command line"))]
+    run_lines = "\n".join(line for line in synopsis.splitlines() if "daq-run show" not in line)
+    shown = set(re.findall(r"--[a-z][a-z0-9-]*", run_lines))
+    assert set(run_cli._long_options()) - {"--help", "--version", "--verbose"} == shown
+    shown_show = set(re.findall(r"--[a-z][a-z0-9-]*", synopsis)) - shown
+    assert shown_show <= {o for action in show._parser()._actions for o in action.option_strings}
+
+
 def exit_table(page: Path, heading: str) -> Dict[int, str]:
     """{code: meaning} of the exit-code table under ``heading`` (## or ###) of ``page``."""
     text = page.read_text(encoding="utf-8")
