@@ -1,6 +1,6 @@
 """rest_v2 acquisitions: started exactly once, followed to their provable end, confirmed, never orphaned.
 
-The rules (README "What an unattended run can rely on"):
+The rules (docs/guarantees.md, what an unattended run can rely on):
 
 - **No silent overwrite.** An existing output file is refused before anything is sent, unless
   the step or the run allows overwriting; a symbolic link is never written through.
