@@ -70,7 +70,10 @@ def test_a_write_writes_one_file_per_writer_confirmed_by_their_metadata(driver, 
     acquisition = step.acquisition
     assert {"path": str(tmp_path), "file_prefix": "a_", "n_image": 5} == {k: acquisition["request"][k] for k in ("path", "file_prefix", "n_image")}
     assert ("file_saved", 5) == (acquisition["outcome"], acquisition["count"])
-    assert "creating_file" == acquisition["states"][0]["state"] and acquisition["states"][0]["at"].endswith("Z")
+    # The driver pushes the state it finds, not each one it passed: on a loaded machine the
+    # first one heard can be a later one than creating_file.
+    assert acquisition["states"][0]["state"] in ("creating_file", "waiting_for_first_image", "recording")
+    assert acquisition["states"][0]["at"].endswith("Z")
     assert {"generation": "driver", "url": driver.ws_url, "config_url": driver.url, "config_user": "daq-runner"}.items() <= report.daq.items()
 
 

@@ -559,7 +559,7 @@ BACKGROUND = (
 @pytest.mark.parametrize(
     "fault, error",
     [
-        ("stop", "acquisition ended 'Interrupted.' with"),
+        ("stop", "acquisition ended 'Interrupted.' before its"),
         ("fail", "acquisition FAILED: ERROR: detector lost"),
         ("unknown", "vanished: the writer is READY with no record of it"),  # the wait step reset the writer first
     ],
