@@ -18,7 +18,12 @@ What each step does here:
   its last count equals ``n_images``, and the files' own metadata rows add up to ``n_images``
   with no image id missing (no acquisition log exists: the files are the independent record);
   where the files are not visible on this machine, the driver's count alone confirms it and
-  the record says so (:attr:`~daq_runner.record.StepRecord.confirmed_by`).
+  the record says so (:attr:`~daq_runner.record.StepRecord.confirmed_by`). Before the start
+  the config is read once: where someone else stored values other than those the run relies
+  on (its config steps' fields, the fields its files are checked against), the run's are
+  stored again first (a recovery naming the foreign values); the record's ``config`` is the
+  config read just before the start. A config stored during the write (the services restart
+  under it) fails the attempt, naming the changed fields.
 - ``stop``: the stop command, confirmed by the pushed states, then idle; ``wait`` for a state
   and ``check: {writer}`` through the state map (READY is ``idle``, WRITING any other state);
   ``check: {config}`` reads the config REST. Deployment status, rates, the DAQ's log and a
@@ -44,12 +49,14 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Set, Tuple, 
 from urllib.parse import urlsplit
 
 from . import events, protocol
-from ._deadline import Deadline, current, detached
+from ._deadline import Deadline, bounded, current, detached
+from ._filecheck import SHAPE_FIELDS
+from ._foreign_config import differing, record_reapplied, shown
 from ._text import clauses, redact_url, secrets_in
 from ._transport import is_loopback
 from .batch import ConfigStep, Step, WriteStep
 from .daq import DRIVER, READY, WRITING, Acquisition, Daq, Progress, RunServices
-from .det_driver import RESTART_TIMEOUT, DetDriverClient, DriverAcquisition, DriverStatus
+from .det_driver import RESTART_TIMEOUT, ConfigChange, DetDriverClient, DriverAcquisition, DriverStatus
 from .det_driver_protocol import (
     DEFAULT_CONFIG_USER,
     DEFAULT_WS_URL,
@@ -96,11 +103,13 @@ _POLL_RECONNECT_S = 1.0  # a look at a background acquisition whose session drop
 # current build pushes only every 0.1 s, and a start sent to a busy driver is refused anyway
 # ("driver is busy!": nothing started), after which the driver is looked at again.
 _FRESH_S = 0.5
+_REAPPLY_TRIES = 2  # foreign configs re-applied before one start; one more fails the step
 
 T = TypeVar("T")
 
 
 _PROBE_S = 1.5  # one look at whether the driver accepts a connection
+_CONFIG_LOOK_S = 3.0  # after an acquisition its services dropped: one look at the config REST
 
 
 def start_target(output_file: str) -> Tuple[str, str]:
@@ -255,6 +264,8 @@ class DriverDaq(Daq):
         self._last_retry_notice = 0.0
         self._seen: Optional[Tuple[Optional[DriverState], Optional[int], float]] = None  # state, count, since
         self._seen_at = 0.0  # when the driver's state was last seen
+        self._known: Optional[Dict[str, Any]] = None  # the config the run last stored or took on
+        self._known_at = 0.0  # when (Unix time): a foreign one was stored after it
 
     # -- one run -------------------------------------------------------------------------------
 
@@ -270,6 +281,7 @@ class DriverDaq(Daq):
         self.run_or_none = run
         self._starts, self._files, self._unseen = {}, {}, set()
         self._restart_needed, self._failed_starts, self._seen, self._last_retry_notice = None, 0, None, 0.0
+        self._known, self._known_at = None, 0.0
         try:
             require_verify_extra()
             self._unreadable = None
@@ -315,7 +327,9 @@ class DriverDaq(Daq):
 
     def check_reachable(self) -> None:
         self._ride_out(lambda: self.client.connect(timeout=_left(10.0)))
-        self._config()
+        config = self._config()
+        if self.run_or_none is not None and self._known is None:
+            self._take_on(config)  # the run's starting point
 
     def answers(self) -> bool:
         """Whether the driver accepts a connection at all (a TCP connection to its port, closed at once)."""
@@ -509,19 +523,99 @@ class DriverDaq(Daq):
         the config as the run sees it (``writer_user_id`` is the run's, never stored)."""
         changes = {key: value for key, value in fields.items() if key != WRITER_USER_ID}
         if changes:
-            self.run.guard()
-            try:
-                applied = self._ride_out(lambda: self.client.update_config(changes, timeout=_left(RESTART_TIMEOUT), on_progress=self._progress(step)))
-            except ValueError as exc:  # refused before sending (a name or type change, a wrong type)
-                raise StepFailed(f"configuration not sent: {exc}") from None
-            self._seen = None
+            applied = self._update(step, changes)
             if applied.stored:
-                self._restart_needed = None  # every service restarted with the stored config
                 self.run.notice(f"configuration stored; the DAQ services were back and idle after {applied.restart_s or 0.0:.1f} s", step)
         config = self.read_config()
+        self._take_on(config)
         if WRITER_USER_ID in fields:
             config[WRITER_USER_ID] = fields[WRITER_USER_ID]
         return config
+
+    def _update(self, step: Step, changes: Dict[str, Any]) -> ConfigChange:
+        """Store the config with ``changes`` merged (nothing when they are in force), waiting
+        for the services to come back; the driver must be idle.
+
+        Raises:
+            StepFailed: refused before sending (a name or type change, a wrong type).
+            DaqRunnerError: the config REST refused it, or the services did not come back.
+        """
+        self.run.guard()
+        try:
+            applied = self._ride_out(lambda: self.client.update_config(changes, timeout=_left(RESTART_TIMEOUT), on_progress=self._progress(step)))
+        except ValueError as exc:
+            raise StepFailed(f"configuration not sent: {exc}") from None
+        self._seen = None
+        if applied.stored:
+            self._restart_needed = None  # every service restarted with the stored config
+        return applied
+
+    # -- the configuration each write runs with ----------------------------------------------------
+
+    def _take_on(self, config: Dict[str, Any]) -> None:
+        """``config`` is the run's from now on (stored by it, found at its start, or shown
+        unchanged before a write where the run relies on it)."""
+        self._known, self._known_at = dict(config), time.time()
+
+    def _relied_on(self) -> Dict[str, Any]:
+        """The fields every write relies on: those the run's config steps set (but
+        ``writer_user_id``, sent with each start) and those its files are checked against
+        (their shape: :data:`~daq_runner._filecheck.SHAPE_FIELDS`, as the run last knew them)."""
+        known = self._known or {}
+        wanted = {key: known[key] for key in SHAPE_FIELDS if key in known}
+        wanted.update((key, value) for key, value in self.run.established.items() if key != WRITER_USER_ID)
+        return wanted
+
+    def _foreign(self, step: WriteStep, record: StepRecord, config: Dict[str, Any], reapplied: int) -> bool:
+        """Before a start, with ``config`` just read: where someone else stored a config that
+        changed a field the run relies on, the run's values are stored again (the services
+        restart; a recovery of ``step`` naming the foreign values) and True is returned (the
+        caller looks at the driver and the config again); else False.
+
+        Raises:
+            StepFailed: changed again after :data:`_REAPPLY_TRIES` re-applications before one
+                start (another client keeps changing it), or the re-application failed.
+        """
+        if self._known is None:
+            self._take_on(config)  # the DAQ could not be read before the first step: its config now is the start
+            return False
+        changes = differing(config, self._relied_on())
+        if not changes:
+            self._take_on(config)
+            return False
+        what = (
+            f"the DAQ's configuration changed under the run: stored by someone else after {iso(self._known_at)} "
+            f"({shown(config, changes)}; the config REST records no author)"
+        )
+        if reapplied >= _REAPPLY_TRIES:
+            raise StepFailed(f"{what}, again after the run's values were re-applied {reapplied} times: another client keeps storing its config; the write was not started")
+        applied = self._update(step, changes)
+        self._take_on(applied.config)
+        outcome = f"applied: the DAQ services were back and idle after {applied.restart_s or 0.0:.1f} s" if applied.stored else "in force already"
+        record_reapplied(self.run, step, record, changes, what, outcome)
+        return True
+
+    def _ran_with(self, config: Dict[str, Any]) -> Dict[str, Any]:
+        """A write's record of the config it runs with (``config``, read just before its start):
+        the fields that shape its files and those the run's config steps set."""
+        established = self.run.established
+        ran = {key: config[key] for key in SHAPE_FIELDS if key in config}
+        ran.update((key, established[key] if key == WRITER_USER_ID else config.get(key)) for key in established)
+        return ran
+
+    def _stored_during(self, acq: DriverWrite) -> Optional[str]:
+        """Why the services dropped ``acq``: a config stored while it ran (one bounded look at
+        the config REST, compared with the config it started with), else ``None``."""
+        try:
+            with bounded(Deadline(_CONFIG_LOOK_S)):
+                now = self.client.get_config()
+        except DaqRunnerError:
+            return None
+        was = acq.config
+        changed = {key: was.get(key) for key in sorted(set(was) | set(now), key=str) if now.get(key) != was.get(key)}
+        if not changed:
+            return None
+        return f"was dropped by a restart of the DAQ services: someone else stored a config during it ({shown(now, changed)})"
 
     def stop_writer(self, step: Step, record: StepRecord) -> None:
         run = self.run
@@ -543,9 +637,13 @@ class DriverDaq(Daq):
     def start(self, step: WriteStep, record: StepRecord) -> Acquisition:
         run = self.run
         rejected: List[str] = []
+        reapplied = 0
         while True:
             self._ready(step, record, "the write")
             config = self._config()
+            if self._foreign(step, record, config, reapplied):
+                reapplied += 1
+                continue
             if self._n_writers < 1:
                 raise StepFailed(
                     "the DAQ's config sets no number_of_writers (0 writers): its driver would crash at the first image; "
@@ -568,6 +666,7 @@ class DriverDaq(Daq):
             record.acquisition_id, record.acquisition = acq.acquisition_id, None
             earlier = run.acquisitions.of_step(step.index)
             record.files = [{"path": path, "n_images": None} for path in files]
+            record.config = self._ran_with(config)
             run.guard()
             run.acquisitions.started(acq)  # from here on it may run: whatever ends the run stops it
             sent_at = time.time()
@@ -791,7 +890,7 @@ class DriverDaq(Daq):
         if driver.outcome == DriverState.FILE_SAVED.value:
             ended = "ended file_saved"
         elif driver.reconnects:
-            ended = "went back to idle without file_saved after its session dropped (the DAQ services restarted?)"
+            ended = self._stored_during(acq) or "went back to idle without file_saved after its session dropped (the DAQ services restarted?)"
         else:
             ended = "went back to idle without file_saved (another client's session took its outcome)"
         counted = f"{final if final is not None else acq.count}/{step.n_images} images counted by the driver"
