@@ -845,9 +845,9 @@ class DriverDaq(Daq):
         each file-system operation (a hung mount)."""
         unread = [None] * acq.n_writers
         if not os.path.isdir(acq.folder):
-            return _FilesSeen(None, unread, f"{acq.folder} is not visible on this machine")
+            return _FilesSeen(unread, f"{acq.folder} is not visible on this machine")
         if self._unreadable:
-            return _FilesSeen(None, unread, self._unreadable)
+            return _FilesSeen(unread, self._unreadable)
         from .verify import CheckOptions, Expected, verify_driver
 
         options = CheckOptions(timeout=timeout)
@@ -857,14 +857,13 @@ class DriverDaq(Daq):
                 found = sum(f.images or 0 for f in result.files)
                 result = verify_driver(acq.folder, acq.prefix, acq.n_writers, Expected.from_config(acq.config, found), options)
         except ValueError as exc:
-            return _FilesSeen(None, unread, f"the config does not describe the files: {exc}")
+            return _FilesSeen(unread, f"the config does not describe the files: {exc}")
         per_file = [f.images for f in result.files]
         # What the files say about the images: each readable, its metadata sound, every image
         # id there once (the other checks are the file checks' own: docs/file-checks.md).
         problems = [f"{f.path}: {c.name}: {c.reason}" for f in result.files for c in f.checks if c.name in ("readable", "layout", "metadata") and not c.passed]
         problems += [f"{c.name}: {c.reason}" for c in result.checks if not c.passed]
-        total = sum(n or 0 for n in per_file)
-        return _FilesSeen(total, per_file, None, "; ".join(problems) or None)
+        return _FilesSeen(per_file, None, "; ".join(problems) or None)
 
     def _judge(self, acq: DriverWrite, record: StepRecord) -> None:
         """Pass only an acquisition that went back to idle without ``error``, whose final count
@@ -886,7 +885,6 @@ class DriverDaq(Daq):
         wanted = final if on_purpose else step.n_images
         seen = self._read_files(acq, wanted)
         self._record_files(acq, record, seen.per_file)
-        record.n_written = seen.total if seen.total is not None else acq.count
         if driver.outcome == DriverState.FILE_SAVED.value:
             ended = "ended file_saved"
         elif driver.reconnects:
@@ -932,11 +930,15 @@ class DriverDaq(Daq):
 
     def _record_files(self, acq: DriverWrite, record: StepRecord, per_file: Optional[List[Optional[int]]]) -> None:
         """The write's files in its record: the images each holds as read, else its round-robin
-        share of the driver's count (the k-th image goes to writer k mod W)."""
+        share of the driver's count (the k-th image goes to writer k mod W); and the images
+        written (``n_written``), their sum: one number in the step, its files, the totals and
+        ``daq-run show`` (``None`` where neither the files nor the driver say any)."""
         count, writers = acq.count, acq.n_writers
         shares = [None if count is None else (count - i + writers - 1) // writers for i in range(writers)]
         images = [read if read is not None else share for read, share in zip(per_file or [None] * writers, shares)]
         record.files = [{"path": path, "n_images": n} for path, n in zip(acq.files, images)]
+        known = [n for n in images if n is not None]
+        record.n_written = sum(known) if known else None
 
     # -- what an acquisition that did not pass left ---------------------------------------------------
 
@@ -949,7 +951,8 @@ class DriverDaq(Daq):
             # While the run ends: a file system that does not answer must not hold it up.
             seen = self._read_files(acq, acq.count or 0, timeout=1.0 + log_wait)
             self._record_files(acq, record, seen.per_file)
-            record.n_written = seen.total if seen.total is not None else (acq.count if acq.count is not None else 0)
+            if record.n_written is None:
+                record.n_written = 0  # it started (states were seen), and neither its files nor the driver say more
             record.acquisition_id, record.acquisition = acq.acquisition_id, acq.summary()
         except Exception:  # a file system gone, Interrupted, a bug: what was seen stays the answer
             pass
@@ -1022,10 +1025,9 @@ class DriverDaq(Daq):
 
 
 class _FilesSeen(NamedTuple):
-    """What the files of an acquisition said: images in all and per file (``None`` where not
-    read), why they could not be read here, or why they do not confirm the images."""
+    """What the files of an acquisition said: the images in each (``None`` where not read), why
+    they could not be read here, or why they do not confirm the images."""
 
-    total: Optional[int]
     per_file: List[Optional[int]]
     unreadable: Optional[str]
     problem: Optional[str] = None

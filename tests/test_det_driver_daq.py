@@ -337,3 +337,40 @@ def test_a_write_whose_images_never_come_ends_at_its_timeout_and_is_stopped(daq_
     assert step.problem.endswith("; 0 of 10 images written")  # the count, once: the record's
     assert step.recoveries[0]["outcome"].startswith(f"stopped acquisition {step.acquisition_id}")
     assert DriverState.IDLE == daq_driver_sim.core.snapshot()[0] and time.monotonic() - began < 8
+
+
+def test_a_driver_killed_mid_write_leaves_one_count_in_the_step_its_files_the_totals_and_show(tmp_path):
+    """daq-sim SIGKILLed mid-write (its files left unreadable, the run ends DAQ unreachable): the
+    step's n_written is the images its files list, the totals' images, and what show says."""
+    import re
+    import signal
+    import subprocess
+
+    from .conftest import batch_file, run_script, script, start_daq_run
+
+    sim = subprocess.Popen(
+        [script("daq-sim"), "--generation", "driver", "--port", "0", "--ws-port", "0", "--frame-rate", "500"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        words = dict(word.split("=", 1) for word in sim.stdout.readline().split()[2:])
+        path = batch_file(tmp_path, "version: 1\nsteps:\n  - write: {output_file: '{root}/a.h5', n_images: 2000}\n")
+        report = tmp_path / "r.json"
+        proc = start_daq_run(path, "--url", words["ws"], "--config-url", words["config"], "--report", str(report), "--max-outage", "1", "--quiet")
+        with DetDriverClient(words["ws"], words["config"]) as client:
+            client.wait_for(lambda s: (s.count or 0) > 100, timeout=20)
+        sim.send_signal(signal.SIGKILL)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        sim.kill()
+        sim.wait()
+        sim.stdout.close()
+        sim.stderr.close()
+    assert 3 == proc.returncode, err
+    final = json.loads(report.read_text())
+    (step,) = final["steps"]
+    listed = sum(f["n_images"] for f in final["files"])
+    assert 100 < step["n_written"] == listed == final["totals"]["images"] < 2000
+    shown = run_script("daq-run", "show", str(report))
+    assert f"{step['n_written']} of 2000 images written" in shown.stdout, shown.stdout
+    assert not re.search(r"\b0 of 2000 images written", shown.stdout)

@@ -14,7 +14,7 @@ import requests
 from daq_runner import events
 from daq_runner.det_driver_protocol import CONFIG_SET
 
-from .test_det_driver_daq import run, when_recording
+from .test_det_driver_daq import driver, run, when_recording  # noqa: F401 (driver: a fixture, both builds)
 
 
 def store_as_intruder(sim: Any, **fields: Any) -> None:
@@ -32,10 +32,10 @@ def dtypes(tmp_path: Path, prefix: str) -> set:
     return found
 
 
-def test_a_config_stored_by_someone_else_between_writes_is_named_and_the_runs_values_stored_again(daq_driver_sim, tmp_path):
+def test_a_config_stored_by_someone_else_between_writes_is_named_and_the_runs_values_stored_again(driver, tmp_path):
     """bit_depth 8 stored by another user during a wait: the next write stores 16 again first (a
     recovery naming 8 instead of 16), writes uint16 files and its record says the config it ran with."""
-    sim = daq_driver_sim
+    sim = driver
 
     def intrude(event: Any) -> None:
         if event.kind == events.STEP_STARTED and event.step == 3:
