@@ -75,3 +75,20 @@ def test_a_config_stored_during_a_write_fails_the_attempt_naming_it_and_the_retr
     assert ["update_config bit_depth=16"] == [r["action"] for r in step.recoveries]
     assert (2, 2, 300) == (step.attempts, sim.core.starts, step.n_written)
     assert {"uint16"} == dtypes(tmp_path, "a") and 16 == step.config["bit_depth"]
+
+
+def test_a_client_that_keeps_storing_its_config_fails_the_write_after_two_re_applications(daq_driver_sim, tmp_path):
+    """The intruder stores bit_depth 8 again after each re-application: two recoveries, then the
+    write fails saying another client keeps storing its config; nothing was started."""
+    sim = daq_driver_sim
+
+    def again(event: Any) -> None:
+        if (event.kind, event.step) == (events.STEP_STARTED, 2) or event.kind == events.RECOVERY:
+            store_as_intruder(sim, bit_depth=8)
+
+    report = run(sim, tmp_path, "  - config: {bit_depth: 16}\n  - write: {output_file: '{root}/a.h5', n_images: 4}\n", consumers=[again])
+    assert "failed" == report.status
+    write = report.steps[1]
+    assert ["update_config bit_depth=16"] * 2 == [r["action"] for r in write.recoveries]
+    assert "again after the run's values were re-applied 2 times: another client keeps storing its config" in write.error
+    assert 0 == sim.core.starts and not list(tmp_path.glob("a_*.h5"))
