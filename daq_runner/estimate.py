@@ -110,7 +110,7 @@ def facts_at(
     from .client import StdDaqClient
     from .exceptions import DaqTimeoutError
     from .daq import DRIVER
-    from .rest_v2 import RestV2Daq
+    from .rest_v2._reads import RestV2Reads
     from .targets import generation_of
 
     answer: "queue.Queue[Tuple[Optional[DaqFacts], Optional[BaseException]]]" = queue.Queue()
@@ -131,7 +131,7 @@ def facts_at(
                     daq.close()
                 return
             with StdDaqClient(url, timeout=3.0, retries=1) as client, bounded(Deadline(seconds, cancel=cancel)):
-                answer.put((read_facts(RestV2Daq(url, None, client=client), writes=writes, deployments=deployments), None))
+                answer.put((read_facts(RestV2Reads(client), writes=writes, deployments=deployments), None))
         except BaseException as exc:  # handed to the caller
             answer.put((None, exc))
 
@@ -382,6 +382,7 @@ def estimate(
     volume: Optional[int] = 0
     background: List[float] = []  # when each wait: false acquisition would end
     per_step: List[float] = []
+    shared: Dict[float, float] = {}  # one object per distinct duration: a sweep of 100,000 like writes holds a handful
     by_folder: Dict[str, Optional[int]] = {}
     config_ran = False
     n_plan = len(steps)
@@ -428,7 +429,7 @@ def estimate(
         elif kind == "stop":
             background = []  # a stop step ends what runs in the background now
         if position < n_plan:
-            per_step.append(t - before)
+            per_step.append(shared.setdefault(round(t - before, 6), round(t - before, 6)))
     if restore_config and config_ran:
         t += (deploy or 0.0) + restart
         fixed += (deploy or 0.0) + restart

@@ -309,10 +309,10 @@ def _unsupported(batch: Any, generation: str) -> Optional[int]:
     """Exit 2, each step said on its line, when the batch asks what ``generation`` does not have; else ``None``."""
     from .daq import check_supported
     from .exceptions import BatchValidationError
-    from .targets import daq_class
+    from .targets import generation_traits
 
     try:
-        check_supported(batch, daq_class(generation))
+        check_supported(batch, generation_traits(generation))
     except BatchValidationError as exc:
         for line in exc.lines():
             _warn(f"daq-run: {line}")
