@@ -13,12 +13,13 @@ import json
 from typing import Any, Dict, List, Optional, Tuple
 from urllib.parse import parse_qsl, quote as percent_encode, urlencode, urlsplit, urlunsplit
 
-import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
+from typing import TYPE_CHECKING
 
 from . import protocol
 from ._text import check_url_shape, quote, redact_url
+
+if TYPE_CHECKING:  # pragma: no cover
+    import redis
 
 __all__ = [
     "connect",
@@ -65,6 +66,12 @@ def connect(url: str, socket_timeout: float = 2.0) -> redis.Redis:
     """
     if not isinstance(url, str):
         raise ValueError(f"not a Redis URL: {redact_url(url)!r}")
+    # Imported here: redis-py (about 9 MB and 0.1 s) loads only when a Redis is used, not
+    # when a batch is validated or a DAQ's URL resolved.
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
     return redis.Redis.from_url(
         _without_forced_options(url),
         protocol=2,

@@ -230,11 +230,14 @@ class Daq(abc.ABC):
         features: what of :data:`FEATURES` it has; a batch step that needs another is refused
             at validation, before anything is sent (:func:`check_supported`).
         unguarded: what keeps another client off the DAQ when the run holds no runner lock.
+        config_restart_s: seconds a stored config usually keeps the DAQ's services from taking a
+            write (the restart the config step waits for), as the estimate counts it.
     """
 
     generation: ClassVar[str] = ""
     title: ClassVar[str] = ""
     features: ClassVar[FrozenSet[str]] = frozenset()
+    config_restart_s: ClassVar[float] = 0.0
     unguarded: ClassVar[str] = "another runner could drive this DAQ"
     outage: str = "the client's retries"
     """How long requests ride out an unreachable DAQ, for messages (``40 s``)."""

@@ -230,6 +230,9 @@ class DriverDaq(Daq):
 
     generation = DRIVER
     title = "the current Standard DAQ generation (std_det_driver)"
+    # Connections are refused while the services restart (1 s on daq-sim), then the driver is
+    # looked at until it is idle.
+    config_restart_s = 1.5
     features = frozenset()
     unguarded = 'the driver\'s own refusal of a second start ("driver is busy!") is the only guard'
 

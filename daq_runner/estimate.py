@@ -26,9 +26,9 @@ import os
 import queue
 import threading
 from dataclasses import dataclass
-from typing import Any, Collection, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Collection, Dict, List, Optional, Sequence, Tuple
 
-__all__ = ["DaqFacts", "FolderNeed", "Estimate", "needs", "read_facts", "facts_at", "estimate", "free_space", "image_bytes"]
+__all__ = ["DaqFacts", "FolderNeed", "Estimate", "needs", "read_facts", "facts_at", "estimate", "free_space", "image_bytes", "timeout_shortfall"]
 
 _STAT_TIMEOUT_S = 2.0  # a folder whose disk does not answer within this is "unknown"
 _READ_BUDGET_S = 5.0  # reading the DAQ's facts, in all
@@ -44,12 +44,15 @@ class DaqFacts:
             (``None``: not known).
         deployment_s: seconds its last deployment took (``None``: not known).
         problems: what could not be read, one line each.
+        restart_s: seconds a stored config usually keeps its services from taking a write (its
+            generation's :attr:`~daq_runner.daq.Daq.config_restart_s`; ``None``: not known).
     """
 
     config: Optional[Dict[str, Any]] = None
     detector_rate: Optional[float] = None
     deployment_s: Optional[float] = None
     problems: Tuple[str, ...] = ()
+    restart_s: Optional[float] = None
 
 
 def needs(steps: Sequence[Any]) -> Tuple[bool, bool]:
@@ -86,7 +89,8 @@ def read_facts(daq: Any, *, writes: bool = True, deployments: bool = True) -> Da
             pass  # a generation without deployment status: counted as 0
         except Exception as exc:
             problems.append(f"the DAQ's deployment status could not be read: {_one_line(exc)}")
-    return DaqFacts(config or None, rate, deployment, tuple(problems))
+    restart = getattr(daq, "config_restart_s", None) if deployments else None
+    return DaqFacts(config or None, rate, deployment, tuple(problems), restart)
 
 
 def facts_at(
@@ -106,7 +110,7 @@ def facts_at(
     from .client import StdDaqClient
     from .exceptions import DaqTimeoutError
     from .daq import DRIVER
-    from .rest_v2 import RestV2Daq
+    from .rest_v2._reads import RestV2Reads
     from .targets import generation_of
 
     answer: "queue.Queue[Tuple[Optional[DaqFacts], Optional[BaseException]]]" = queue.Queue()
@@ -127,7 +131,7 @@ def facts_at(
                     daq.close()
                 return
             with StdDaqClient(url, timeout=3.0, retries=1) as client, bounded(Deadline(seconds, cancel=cancel)):
-                answer.put((read_facts(RestV2Daq(url, None, client=client), writes=writes, deployments=deployments), None))
+                answer.put((read_facts(RestV2Reads(client), writes=writes, deployments=deployments), None))
         except BaseException as exc:  # handed to the caller
             answer.put((None, exc))
 
@@ -234,12 +238,15 @@ class Estimate:
         images: images the writes ask for; bytes: their volume (``None``: unknown).
         rate_hz: the detector's frame rate used, and rate_source where it came from
             (``the DAQ's statistics``, ``--assume-rate``).
-        deployment_s: seconds a config step's deployment is expected to take.
+        deployment_s: seconds a config step's deployment is expected to take; restart_s: the
+            restart of the services each stored config brings, after it.
         step_seconds: expected seconds of each step of the plan, in order (for the ETA of the
             whole batch; a ``wait: false`` write counts 0 and the wait for it at the end
             ``tail_s``).
         folders: every output folder with the bytes written there and its free space.
         notes: what is not known or not counted, one line each.
+        warnings: what will go wrong as planned (a write that cannot finish within its
+            timeout at the detector's rate), one line each.
     """
 
     duration_s: Optional[float]
@@ -249,10 +256,12 @@ class Estimate:
     rate_hz: Optional[float] = None
     rate_source: Optional[str] = None
     deployment_s: Optional[float] = None
+    restart_s: Optional[float] = None
     step_seconds: Tuple[float, ...] = ()
     tail_s: float = 0.0
     folders: Tuple[FolderNeed, ...] = ()
     notes: Tuple[str, ...] = ()
+    warnings: Tuple[str, ...] = ()
 
     @property
     def low_disk(self) -> List[str]:
@@ -278,7 +287,7 @@ class Estimate:
 
     def to_json(self) -> Dict[str, Any]:
         """The report's ``estimate``: ``{duration_s, fixed_s, images, bytes, rate_hz, rate_source,
-        deployment_s, folders: [{path, bytes, free_bytes}], notes}``."""
+        deployment_s, restart_s, folders: [{path, bytes, free_bytes}], notes, warnings}``."""
         return {
             "duration_s": _round(self.duration_s),
             "fixed_s": _round(self.fixed_s),
@@ -287,8 +296,10 @@ class Estimate:
             "rate_hz": self.rate_hz,
             "rate_source": self.rate_source,
             "deployment_s": _round(self.deployment_s),
+            "restart_s": _round(self.restart_s),
             "folders": [need.to_json() for need in self.folders],
             "notes": list(self.notes),
+            "warnings": list(self.warnings),
         }
 
     def lines(self) -> List[str]:
@@ -308,6 +319,8 @@ class Estimate:
             how.append(f"{self.rate_hz:g} images/s from {self.rate_source}")
         if self.deployment_s is not None:
             how.append(f"deployments of {format_seconds(self.deployment_s)}, as the DAQ's last one")
+        if self.restart_s:
+            how.append(f"a restart of the services of about {format_seconds(self.restart_s)} after each stored config")
         lines = [
             f"estimate: duration {duration}, volume {volume} in {self.images} image{'s' if self.images != 1 else ''}"
             + (f" ({'; '.join(how)})" if how else "")
@@ -318,7 +331,7 @@ class Estimate:
                 lines.append(f"  disk: {need.path}: {free}; the volume written there is unknown")
             else:
                 lines.append(f"  disk: {need.path}: {format_bytes(need.bytes)} of {free}" if need.free_bytes is not None else f"  disk: {need.path}: {format_bytes(need.bytes)}; {free}")
-        lines += [f"  ! {problem}" for problem in self.low_disk]
+        lines += [f"  ! {problem}" for problem in (*self.low_disk, *self.warnings)]
         lines += [f"  note: {note}" for note in self.notes]
         return lines
 
@@ -362,12 +375,14 @@ def estimate(
         rate = None
     config: Dict[str, Any] = dict(facts.config or {})
     deploy = facts.deployment_s
+    restart = facts.restart_s or 0.0
     t = fixed = 0.0
     rate_needed = deploy_unknown = state_waits = volume_unknown = False
     images = 0
     volume: Optional[int] = 0
     background: List[float] = []  # when each wait: false acquisition would end
     per_step: List[float] = []
+    shared: Dict[float, float] = {}  # one object per distinct duration: a sweep of 100,000 like writes holds a handful
     by_folder: Dict[str, Optional[int]] = {}
     config_ran = False
     n_plan = len(steps)
@@ -383,8 +398,8 @@ def estimate(
         if kind == "config":
             config.update(step.config)
             config_ran = True
-            t += (deploy or 0.0) + step.settle
-            fixed += (deploy or 0.0) + step.settle
+            t += (deploy or 0.0) + restart + step.settle
+            fixed += (deploy or 0.0) + restart + step.settle
             deploy_unknown = deploy_unknown or deploy is None
         elif kind == "write":
             n = step.n_images
@@ -414,10 +429,10 @@ def estimate(
         elif kind == "stop":
             background = []  # a stop step ends what runs in the background now
         if position < n_plan:
-            per_step.append(t - before)
+            per_step.append(shared.setdefault(round(t - before, 6), round(t - before, 6)))
     if restore_config and config_ran:
-        t += deploy or 0.0
-        fixed += deploy or 0.0
+        t += (deploy or 0.0) + restart
+        fixed += (deploy or 0.0) + restart
     tail = max([end - t for end in background] + [0.0])
     if volume_unknown:
         if facts.config is not None:  # else said above
@@ -437,6 +452,7 @@ def estimate(
         shown = ", ".join(invisible[:3]) + (f" and {len(invisible) - 3} more" if len(invisible) > 3 else "")
         notes.append(f"free space not checked where this machine does not see the folder: {shown}")
     duration = None if (rate_needed and images and rate is None) else t + tail
+    shortfall = timeout_shortfall(steps, rate, skip=lambda step: step.index in kept) if rate else None
     return Estimate(
         duration_s=duration,
         fixed_s=fixed,
@@ -445,10 +461,39 @@ def estimate(
         rate_hz=rate,
         rate_source=source if rate is not None else None,
         deployment_s=deploy,
+        restart_s=facts.restart_s,
         step_seconds=tuple(per_step),
         tail_s=tail,
         folders=folders,
         notes=tuple(notes),
+        warnings=(shortfall,) if shortfall else (),
+    )
+
+
+def timeout_shortfall(steps: Sequence[Any], rate: float, skip: Callable[[Any], bool] = lambda step: False) -> Optional[str]:
+    """One line when a write of ``steps`` cannot receive its images within its timeout at
+    ``rate`` images per second (the first such write named, with the timeout it needs), else
+    ``None``. A ``wait: false`` write that a later stop step ends is not meant to finish and
+    does not count; nor do steps ``skip`` says (those a resumed run keeps)."""
+    from ._handlers import generous_timeout
+
+    if not rate or rate <= 0:
+        return None
+    stops = [step.index for step in steps if step.kind == "stop"]
+    slow = [
+        step
+        for step in steps
+        if step.kind == "write" and not skip(step)
+        and (step.wait or not any(index > step.index for index in stops))
+        and step.n_images / rate > step.timeout
+    ]  # fmt: skip
+    if not slow:
+        return None
+    first, need = slow[0], slow[0].n_images / rate
+    more = f"; {len(slow) - 1} more write(s) too" if len(slow) > 1 else ""
+    return (
+        f"at the detector's {rate:g} images/s now, step {first.index} ({first.n_images} images) needs about "
+        f"{need:.0f} s, beyond its timeout of {first.timeout:g} s: give it timeout: {generous_timeout(need)} or more{more}"
     )
 
 

@@ -289,11 +289,12 @@ def _validate_estimate(args: argparse.Namespace, batch: Any) -> None:
 
 
 def _target(args: argparse.Namespace, batch: Any, no_redis: bool = False) -> Any:
-    """The DAQ of the run, from the options, the environment and the batch (:mod:`daq_runner.targets`)."""
+    """The DAQ of the run, from the options, the environment and the batch (:mod:`daq_runner.targets`);
+    ``no_redis``: the caller needs no Redis (``--redis`` is then left aside, not a contradiction)."""
     from .targets import resolve_target
 
     return resolve_target(
-        url=args.url, redis=args.redis, no_redis=no_redis or args.no_redis, daq=args.daq, profiles=args.profiles, batch=batch,
+        url=args.url, redis=None if no_redis else args.redis, no_redis=no_redis or args.no_redis, daq=args.daq, profiles=args.profiles, batch=batch,
         environ=os.environ, config_url=args.config_url, config_user=args.config_user,
     )  # fmt: skip
 
@@ -308,10 +309,10 @@ def _unsupported(batch: Any, generation: str) -> Optional[int]:
     """Exit 2, each step said on its line, when the batch asks what ``generation`` does not have; else ``None``."""
     from .daq import check_supported
     from .exceptions import BatchValidationError
-    from .targets import daq_class
+    from .targets import generation_traits
 
     try:
-        check_supported(batch, daq_class(generation))
+        check_supported(batch, generation_traits(generation))
     except BatchValidationError as exc:
         for line in exc.lines():
             _warn(f"daq-run: {line}")

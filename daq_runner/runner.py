@@ -34,7 +34,7 @@ from . import events, protocol
 from ._deadline import Deadline, Interrupted, bounded
 from ._filecheck import FileChecks
 from ._guard import DetectorHistory
-from ._handlers import HANDLERS, generous_timeout
+from ._handlers import HANDLERS
 from ._redis import connect
 from ._text import clauses, scrub
 from ._version import __version__
@@ -53,6 +53,7 @@ from .exceptions import (
     StdDaqAdminException,
     StepFailed,
 )
+from .estimate import timeout_shortfall
 from .exit_codes import RunEnding
 from .lock import LOCK_TTL_S, REDIS_BUDGET_S, DaqLock, LockFactory, RunnerLock
 from .record import RESTORE_STEP_NAME, CleanupRecord, StepRecord, StepStatus
@@ -564,30 +565,16 @@ class RunState(RunServices):
         said before the first step, when it can still be helped, not at 3 a.m."""
         if "rates" not in self.daq.features:
             return
-        steps = self.batch.steps
-        stops = [step.index for step in steps if step.kind == "stop"]
-        writes = [
-            step
-            for step in steps
-            if isinstance(step, WriteStep) and step.identity not in self.kept
-            # A background write that a later stop step ends is not meant to finish.
-            and (step.wait or not any(index > step.index for index in stops))
-        ]
-        if not writes:
+        if not any(isinstance(step, WriteStep) and step.identity not in self.kept for step in self.batch.steps):
             return
         try:
             with bounded(Deadline(3.0, cancel=self.stop_event)):
                 rate = self.daq.read_rates().detector
         except DaqRunnerError:
             return  # the steps will find out; a look at the rates is no reason to stop
-        slow = [step for step in writes if rate > 0 and step.n_images / rate > step.timeout]
-        if slow:
-            first, need = slow[0], slow[0].n_images / rate
-            more = f"; {len(slow) - 1} more write(s) too" if len(slow) > 1 else ""
-            self.notice(
-                f"at the detector's {rate:g} images/s now, step {first.index} ({first.n_images} images) needs about "
-                f"{need:.0f} s, beyond its timeout of {first.timeout:g} s: give it timeout: {generous_timeout(need)} or more{more}"
-            )
+        shortfall = timeout_shortfall(self.batch.steps, rate, skip=lambda step: step.identity in self.kept)
+        if shortfall:
+            self.notice(shortfall)
 
     # -- steps ------------------------------------------------------------------------------
 

@@ -165,6 +165,17 @@ def generation_of(url: str) -> str:
         return REST_V2
 
 
+def generation_traits(generation: str) -> type:
+    """A class with what ``generation`` has (``generation``, ``title``, ``features``,
+    ``config_restart_s``, as :class:`~daq_runner.daq.Daq` declares them), loaded without what
+    it needs to run: validating a rest_v2 batch imports no Redis client."""
+    if generation == DRIVER:
+        return daq_class(DRIVER)
+    from .rest_v2._reads import RestV2Reads
+
+    return RestV2Reads
+
+
 def daq_class(generation: str) -> "Type[Daq]":
     """The :class:`~daq_runner.daq.Daq` of ``generation`` (imported when asked)."""
     if generation == DRIVER:

@@ -68,6 +68,39 @@ def test_the_estimate_walks_the_plan_at_the_configuration_each_write_runs_with(t
     assert kept.images == 1010 and kept.bytes == 1010 * image32
 
 
+def test_each_stored_config_counts_the_restart_of_the_services_it_brings(tmp_path):
+    """The generation's usual restart after each config step and after the restore; the estimate says it counted it."""
+    b = plan(tmp_path)
+    plain = estimate(b.steps, FACTS, cleanup=b.cleanup, restore_config=True, check_disks=False)
+    facts = DaqFacts(CONFIG, 1000.0, 0.5, restart_s=2.5)
+    est = estimate(b.steps, facts, cleanup=b.cleanup, restore_config=True, check_disks=False)
+    assert est.duration_s == pytest.approx(plain.duration_s + 3 * 2.5)  # two config steps and the restore
+    assert est.step_seconds[0] == pytest.approx(0.5 + 2.5 + 1)
+    assert "a restart of the services of about 2.5 s after each stored config" in est.lines()[0]
+    assert 2.5 == est.to_json()["restart_s"]
+
+
+def test_the_generations_say_how_long_a_stored_config_keeps_their_services(daq_sim):
+    """facts_at takes the restart from the DAQ's generation (a real figure, not 0)."""
+    from daq_runner.det_driver_daq import DriverDaq
+    from daq_runner.rest_v2 import RestV2Daq
+
+    assert facts_at(daq_sim.url).restart_s == RestV2Daq.config_restart_s > 1.0
+    assert DriverDaq.config_restart_s > 0.5
+
+
+def test_a_write_that_cannot_finish_within_its_timeout_is_a_warning_of_the_estimate(tmp_path):
+    """At a known rate, the first write whose images need longer than its timeout is named with the timeout it needs;
+    a background write a later stop ends, or a write a resume keeps, is not."""
+    b = plan(tmp_path, "version: 1\nsteps:\n  - write: {output_file: '{root}/bg.h5', n_images: 900000, wait: false}\n"
+                       "  - stop: {}\n  - write: {output_file: '{root}/long.h5', n_images: 31000}\n")
+    (warning,) = estimate(b.steps, DaqFacts(CONFIG, 100.0, 0.0), check_disks=False).warnings
+    assert "step 3 (31000 images) needs about 310 s, beyond its timeout of 300 s: give it timeout: 380 or more" in warning
+    assert "  ! " + warning in estimate(b.steps, DaqFacts(CONFIG, 100.0, 0.0), check_disks=False).lines()
+    assert () == estimate(b.steps, DaqFacts(CONFIG, 100.0, 0.0), kept={3}, check_disks=False).warnings
+    assert () == estimate(b.steps, DaqFacts(CONFIG, None, 0.0), check_disks=False).warnings  # no rate, no guess
+
+
 def test_what_is_not_known_is_said_not_guessed(tmp_path):
     """No DAQ: the volume and the writes' time are unknown (the fixed part is given); --assume-rate gives the time; a silent detector is said."""
     b = plan(tmp_path, 'version: 1\nsteps:\n  - wait: {seconds: 3}\n  - write: {output_file: "{root}/x.h5", n_images: 500}\n  - wait: {state: READY}\n')
@@ -119,9 +152,9 @@ def test_dry_run_of_the_demo_prints_the_duration_and_the_volume(tmp_path):
     assert result.returncode == RunExit.PASSED, result.stderr
     line = next(line for line in result.stdout.splitlines() if line.startswith("estimate: "))
     # 3 writes of 50 at 1000 images/s, a settle of 0.2 s and a wait of 0.1 s, and 4 deployments as fast as the
-    # simulator's last one (a few ms); 50 images at 8, 16 and 32 bits and the 1000 darks at 32 bits, of 48 x 48
-    # pixels: 10,022,400 bytes.
-    assert re.match(r"estimate: duration 0\.(4[5-9]|5[0-9]) s, volume 9\.6 MiB in 1150 images \(1000 images/s from the DAQ's statistics", line), line
+    # simulator's last one (a few ms), each followed by the services' restart (2.6 s); 50 images at 8, 16 and
+    # 32 bits and the 1000 darks at 32 bits, of 48 x 48 pixels: 10,022,400 bytes. The run itself takes 12-13 s.
+    assert re.match(r"estimate: duration 1[01]\.[0-9] s, volume 9\.6 MiB in 1150 images \(1000 images/s from the DAQ's statistics", line), line
     assert 50 * 48 * 48 * (1 + 2 + 4) + 1000 * 48 * 48 * 4 == 10_022_400
     assert "  disk: " in result.stdout and " free" in result.stdout
 
@@ -131,6 +164,8 @@ def test_validate_gives_the_estimate_where_the_daq_answers(daq_sim, tmp_path):
     path = batch_file(tmp_path, 'version: 1\nsteps:\n  - write: {output_file: "{root}/v.h5", n_images: 2000}\n')
     result = daq_run(str(path), "--validate", "--url", daq_sim.url)
     assert result.returncode == 0, result.stderr
+    with_redis = daq_run(str(path), "--validate", "--url", daq_sim.url, "--redis", daq_sim.redis_url)  # needs no Redis, says nothing of it
+    assert with_redis.returncode == 0 and with_redis.stdout == result.stdout, with_redis.stdout
     assert result.stdout.splitlines()[:3] == [
         f"{path}: valid, 1 step",
         "estimate: duration 1.0 s, volume 250.0 MiB in 2000 images (2000 images/s from the DAQ's statistics)",

@@ -9,7 +9,21 @@ configuration every write runs with (proven before it starts), the fast start pa
 consecutive writes.
 """
 
-from ._daq import RestV2Daq
+from typing import TYPE_CHECKING, Any
+
 from ._timing import STOP_BUDGET_S, RestV2Timing
 
+if TYPE_CHECKING:  # pragma: no cover
+    from ._daq import RestV2Daq
+
 __all__ = ["RestV2Daq", "RestV2Timing", "STOP_BUDGET_S"]
+
+
+def __getattr__(name: str) -> Any:
+    # Loaded on first use: it brings the Redis client, which what only reads the DAQ
+    # (the estimate of --validate and --dry-run, through ._reads) does without.
+    if name == "RestV2Daq":
+        from ._daq import RestV2Daq
+
+        return RestV2Daq
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

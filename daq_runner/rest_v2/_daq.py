@@ -16,12 +16,13 @@ from .._redis import connect
 from .._text import clauses, redact_url, secrets_in
 from ..batch import ConfigStep, Step, WriteStep
 from ..client import StdDaqClient
-from ..daq import READY, REST_V2, UNKNOWN, Acquisition, Daq, Progress, Rates, RunServices
+from ..daq import READY, UNKNOWN, Acquisition, Daq, Progress, RunServices
 from ..exceptions import DaqNeedsRestart, DaqTransportError, StepFailed, WriterNeedsRestart
 from ..record import RecoveryRecord, StepRecord
 from ._acquisitions import TrackedAcquisition, Tracker
 from ._config import ConfigWatch
 from ._feed import StatusFeed
+from ._reads import RestV2Reads
 from ._timing import STOP_BUDGET_S, RestV2Timing
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -36,7 +37,7 @@ _STOPS_FOR_RESET = 3
 _PROBE_S = 1.5  # one look at whether the DAQ answers at all
 
 
-class RestV2Daq(Daq):
+class RestV2Daq(RestV2Reads, Daq):
     """A rest_v2 DAQ: its REST API at ``url``, its Redis at ``redis_url``.
 
     Args:
@@ -51,9 +52,8 @@ class RestV2Daq(Daq):
             defaults fit a real DAQ, tests give smaller ones).
     """
 
-    generation = REST_V2
-    title = "the rest_v2 Standard DAQ"
-    features = frozenset({"deployment", "rates", "log", "unknown_state"})
+    # generation, title, features and config_restart_s: from RestV2Reads (one place, read
+    # without importing this module's Redis client when a batch is only validated).
 
     def __init__(
         self,
@@ -168,17 +168,6 @@ class RestV2Daq(Daq):
 
     def read_state(self) -> str:
         return str(self.feed.status().get("state"))
-
-    def read_config(self) -> Dict[str, Any]:
-        return dict(self.client.get_config() or {})
-
-    def read_deployment(self) -> Dict[str, Any]:
-        return dict(self.client.get_deployment_status())
-
-    def read_rates(self) -> Rates:
-        stats = (self._rates_client or self.client).get_stats() or {}
-        detector = float(((stats.get("detector") or {}).get("images_per_second")) or 0.0)
-        return Rates(detector, protocol.writer_rate(stats))
 
     def verify_files(self, step: WriteStep, config: Dict[str, Any], expected: "Expected", options: "CheckOptions") -> "Verification":
         from ..verify import verify_rest_v2
