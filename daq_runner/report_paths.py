@@ -101,7 +101,27 @@ def choose_report_paths(
         _refuse_outputs(junit_path, outputs, "--junit")
         if os.path.realpath(junit_path) == os.path.realpath(path):
             raise OutputRefused("--junit and --report name the same file")
+        if os.path.isfile(junit_path) and os.path.getsize(junit_path) > 0 and not _is_junit(junit_path):
+            # CI reads JUnit at a fixed path, so an earlier JUnit file is replaced; anything
+            # else there (data, a report, a mistyped path) is not.
+            raise OutputRefused(f"--junit {junit} exists and is not a JUnit XML file: give a new path or an earlier JUnit file's")
     return ReportPaths(path, junit_path, chosen)
+
+
+def _is_junit(path: str) -> bool:
+    """Whether the file at ``path`` starts as a JUnit XML file does (a ``<testsuites>`` or
+    ``<testsuite>`` element first, after an optional XML declaration and comments)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4096)
+    except OSError:
+        return False
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if text.startswith(b"<?xml"):
+        text = text[text.find(b"?>") + 2 :].lstrip() if b"?>" in text else b""
+    while text.startswith(b"<!--") and b"-->" in text:
+        text = text[text.find(b"-->") + 3 :].lstrip()
+    return text.startswith((b"<testsuites", b"<testsuite"))
 
 
 def _report_dir(folder: str) -> str:

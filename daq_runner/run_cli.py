@@ -79,7 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--report", metavar="PATH", help="JSON report (default: <batch>-<date>-<time>-<run>.report.json next to the batch); never replaces a report")
     run.add_argument("--report-dir", metavar="DIR", help="put the report, under a new name of that form, into DIR instead")
     run.add_argument("--overwrite-report", action="store_true", help="let --report replace an existing file")
-    run.add_argument("--junit", metavar="PATH", help="also write JUnit XML (replaces an earlier one)")
+    run.add_argument("--junit", metavar="PATH", help="also write JUnit XML (replaces an earlier JUnit file, never another file)")
     run.add_argument("--resume", metavar="REPORT", help="re-run only the steps that did not pass in REPORT")
     run.add_argument("--force", action="store_true", help="with --resume: accept a batch whose steps or variables differ from REPORT's")
     run.add_argument("--overwrite", action="store_true", help="let writes replace existing files (as 'overwrite: true' on every step)")

@@ -111,6 +111,21 @@ def test_a_report_is_never_a_file_the_batch_writes_nor_the_junit_file(tmp_path):
     assert str(junit) == choose_report_paths(batch, junit=str(junit)).junit
 
 
+def test_junit_replaces_only_an_earlier_junit_file(tmp_path):
+    """--junit on an existing file that is not JUnit XML (data, a report, any text) is refused; ours and an empty file are not."""
+    batch = batch_in(tmp_path)
+    for name, content in (("precious.h5", b"\x89HDF\r\n\x1a\n" + bytes(100)), ("old.report.json", b'{"status": "passed"}'), ("notes.txt", b"x")):
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(OutputRefused, match=f"--junit .*{name} exists and is not a JUnit XML file"):
+            choose_report_paths(batch, junit=str(tmp_path / name))
+        assert content == (tmp_path / name).read_bytes()
+    ours = tmp_path / "ours.xml"
+    ours.write_text('<?xml version="1.0" encoding="utf-8"?>\n<!-- daq-run -->\n<testsuites name="x">\n</testsuites>\n')
+    (tmp_path / "empty.xml").write_text("")
+    assert str(ours) == choose_report_paths(batch, junit=str(ours)).junit
+    assert str(tmp_path / "empty.xml") == choose_report_paths(batch, junit=str(tmp_path / "empty.xml")).junit
+
+
 def test_a_default_report_that_cannot_be_written_says_how_to_give_one(tmp_path):
     """The default next to the batch, in a read-only folder: one line naming --report and --report-dir."""
     folder = tmp_path / "ro"
