@@ -233,6 +233,12 @@ _CONFIG_DOCS = {
 
 
 _CONFIG_UNITS = {"bit_depth": "bits", "image_pixel_height": "pixels", "image_pixel_width": "pixels"}
+_CONFIG_RANGES = {
+    "image_pixel_height": (1, _INT32[1]),
+    "image_pixel_width": (1, _INT32[1]),
+    "n_modules": (1, _INT32[1]),
+    "start_udp_port": (1, 65535),
+}
 
 
 def _config_field(name: str) -> Field:
@@ -240,7 +246,10 @@ def _config_field(name: str) -> Field:
     if name == "bit_depth":
         return Integer(*_INT32, choices=protocol.BIT_DEPTHS, doc=doc, unit=_CONFIG_UNITS[name])
     if name in protocol.INTEGER_CONFIG_FIELDS:
-        return Integer(*_INT32, doc=doc, unit=_CONFIG_UNITS.get(name, ""))
+        # Sizes and counts below 1, or a port outside 1-65535, are stored by a rest_v2 server
+        # and only fail the next write ("Cannot reach WRITING"), without naming the value.
+        low, high = _CONFIG_RANGES.get(name, _INT32)
+        return Integer(low, high, doc=doc, unit=_CONFIG_UNITS.get(name, ""))
     if name == "detector_type":
         return Choice(protocol.DETECTOR_TYPES, doc=doc)
     if name == "detector_name":
