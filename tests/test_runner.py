@@ -661,8 +661,11 @@ def test_a_wedged_driver_stops_the_run_with_what_the_daq_needs(run_batch, daq_si
 
 def test_a_folder_at_the_output_path_is_refused_as_a_folder(run_batch, tmp_path):
     """A write whose output_file is an existing folder fails saying it is a folder, even with
-    overwrite: true (no file could be written there); nothing is sent."""
+    overwrite: true (no file could be written there); nothing is sent, and its retries are not
+    used (no retry can change it)."""
     (tmp_path / "x.h5").mkdir()
-    report = run_batch("version: 1\nsteps:\n  - write: {output_file: '{root}/x.h5', n_images: 2, overwrite: true}\n")
+    report = run_batch("version: 1\nsteps:\n  - write: {output_file: '{root}/x.h5', n_images: 2, overwrite: true}\n    retries: 2\n")
     assert "failed" == report.status
-    assert f"{tmp_path / 'x.h5'} is a folder: the DAQ's writer cannot create its file there; nothing was sent" == report.steps[0]["error"]
+    assert report.steps[0]["error"].startswith(f"{tmp_path / 'x.h5'} is a folder: the DAQ's writer cannot create its file there; nothing was sent")
+    assert "not retried: the folder stays there whatever the DAQ does" in report.steps[0]["error"]
+    assert 1 == report.steps[0]["attempts"]

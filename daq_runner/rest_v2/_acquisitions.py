@@ -193,7 +193,10 @@ class Tracker:
         if local:
             if os.path.isdir(path):
                 # Not a file to overwrite: the writer cannot create its file there, whatever overwrite says.
-                raise StepFailed(f"{path} is a folder: the DAQ's writer cannot create its file there; nothing was sent")
+                raise StepFailed(
+                    f"{path} is a folder: the DAQ's writer cannot create its file there; nothing was sent",
+                    final="the folder stays there whatever the DAQ does",
+                )
             exists = os.path.lexists(path)
             where = "it exists"
         else:
