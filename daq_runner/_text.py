@@ -83,6 +83,15 @@ def one_line(text: Any, limit: Optional[int] = MAX_QUOTE) -> str:
     return text
 
 
+def printable(text: str) -> str:
+    """``text`` with its control characters (newlines too), bidirectional overrides and other
+    non-printable characters shown as ``\\xNN`` / ``\\uNNNN`` escapes, its spacing kept: a line
+    made of names from a batch file cannot act on a terminal (clear it, set its title)."""
+    if text.isprintable() and not any(c in _BIDI for c in text):
+        return text
+    return "".join(_escape(c) if (c in _BIDI or unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Cn")) else c for c in text)
+
+
 # A URL-like word whose "@" comes after characters a user name or password should have
 # percent-encoded ("#", "?", "/"): everything from "://" to its last "@" is masked.
 _LOOSE_CREDENTIALS = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*://)(?P<userinfo>[^\s@]*)@(?=[^\s@]*(?:\s|$))")

@@ -284,8 +284,10 @@ def _validate_estimate(args: argparse.Namespace, batch: Any) -> None:
         except SetupError as exc:
             why = f"the DAQ could not be named: {exc}"
     estimate, _ = run_estimate(batch, url, assume_rate=args.assume_rate, restore_config=args.restore_config)
+    from ._text import printable
+
     for line in estimate.lines() + ([f"  note: {why}"] if why else []):
-        _say(line)
+        _say(printable(line))
 
 
 def _target(args: argparse.Namespace, batch: Any, no_redis: bool = False) -> Any:
@@ -402,7 +404,7 @@ def _dry_run(args: argparse.Namespace, batch: Any, target: Any, kept: Any, paths
     """The plan, what this machine can check, the report path and the DAQ's state; nothing changes."""
     import json
 
-    from ._text import redact_url
+    from ._text import printable, redact_url
     from .exceptions import DaqRunnerError
     from .preflight import check_commands, check_writes, daq_is_here, daq_state, plan_lines, run_estimate
 
@@ -411,8 +413,9 @@ def _dry_run(args: argparse.Namespace, batch: Any, target: Any, kept: Any, paths
         daq_here=args.sim or daq_is_here(target.url), made_at_start=made_at_start, generation=target.generation,
     ) + check_commands(batch.steps, kept=kept or ())
     findings.sort(key=lambda finding: finding.step)
+    # Names, paths and values in these lines come from the batch file: escaped (printable).
     for line in plan_lines(batch, target=target, kept=kept, findings=findings, report=paths, report_problem=problem):
-        _say(line)
+        _say(printable(line))
     try:
         state = daq_state(target)
     except DaqRunnerError as exc:
@@ -421,7 +424,7 @@ def _dry_run(args: argparse.Namespace, batch: Any, target: Any, kept: Any, paths
             batch, None, assume_rate=args.assume_rate, kept=kept or (), made_at_start=made_at_start, restore_config=args.restore_config
         )
         for line in estimate.lines():
-            _say(line)
+            _say(printable(line))
         return RunExit.UNREACHABLE
     _say("DAQ state (nothing was changed):")
     _say(json.dumps(state, indent=2))
@@ -429,7 +432,7 @@ def _dry_run(args: argparse.Namespace, batch: Any, target: Any, kept: Any, paths
         batch, target, assume_rate=args.assume_rate, kept=kept or (), made_at_start=made_at_start, restore_config=args.restore_config
     )
     for line in estimate.lines():
-        _say(line)
+        _say(printable(line))
     low = estimate.low_disk
     if low and not args.allow_low_disk:
         _say("the run would refuse to start: not enough disk space (marked !; --allow-low-disk runs anyway)")

@@ -76,3 +76,17 @@ def test_the_plan_shows_guards_and_unchecked_files_and_finds_a_missing_program(t
     assert "     guard: detector at least 50 images/s for 2 s, waits at most 60 s" in lines
     assert "     verify: off (its file is not checked)" in lines
     assert [] == check_commands(b.steps, kept={2})
+
+
+def test_the_dry_run_shows_control_characters_of_the_batch_escaped(tmp_path):
+    """Names from the batch file (batch, step) reach the terminal as \\x1b escapes, never raw (a title set, a screen cleared)."""
+    from .conftest import batch_file, daq_run
+
+    path = batch_file(
+        tmp_path,
+        'version: 1\nname: "evil\\e]0;pwned\\a\\e[2J"\nsteps:\n  - write: {output_file: "{root}/x.h5", n_images: 1}\n    name: "bad\\e[2Jname"\n',
+    )
+    result = daq_run(str(path), "--dry-run", "--url", "http://127.0.0.1:9", "--no-redis")
+    assert "\x1b" not in result.stdout + result.stderr and "\x07" not in result.stdout
+    assert "batch evil\\x1b]0;pwned\\x07\\x1b[2J: 1 step" in result.stdout
+    assert "bad\\x1b[2Jname" in result.stdout
