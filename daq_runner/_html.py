@@ -30,7 +30,7 @@ from ._digest import (
     suspensions_of,
 )
 from ._tally import SUMMARY_KEYS, format_bytes, format_moment, format_seconds
-from ._text import plural
+from ._text import plural, said_with_source
 from .record import CONFIRMATIONS, KEPT, WEAK_CONFIRMATIONS, StepRecord
 from .daq import DRIVER
 
@@ -266,7 +266,9 @@ def _moment(ts: Optional[float]) -> str:
 
 def _facts(d: Dict[str, Any]) -> str:
     def source(value: Optional[str], where: Optional[str]) -> str:
-        return f'<span class="mono">{_e(value or "none")}</span>' + (f' <span class="muted">(from {_e(where)})</span>' if where else "")
+        if not value:
+            return f'<span class="muted">{_e(said_with_source(value, where))}</span>'
+        return f'<span class="mono">{_e(value)}</span>' + (f' <span class="muted">(from {_e(where)})</span>' if where else "")
 
     rows = [
         ("Batch", f'{_e(d["batch_name"])} <span class="mono muted">{_e(d["batch_path"] or "")}</span>'),

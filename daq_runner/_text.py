@@ -83,6 +83,16 @@ def one_line(text: Any, limit: Optional[int] = MAX_QUOTE) -> str:
     return text
 
 
+def said_with_source(value: Optional[str], source: Optional[str]) -> str:
+    """``value (from source)``; without a value, the source alone where it says why
+    (``none: this DAQ generation has no Redis; ...``), else ``none (source)``."""
+    if value:
+        return f"{value} (from {source})" if source else value
+    if source and source.startswith("none"):
+        return source
+    return f"none ({source})" if source else "none"
+
+
 def printable(text: str) -> str:
     """``text`` with its control characters (newlines too), bidirectional overrides and other
     non-printable characters shown as ``\\xNN`` / ``\\uNNNN`` escapes, its spacing kept: a line

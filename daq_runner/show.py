@@ -43,7 +43,7 @@ from ._digest import (
     suspensions_of,
 )
 from ._streams import to_devnull
-from ._text import one_line, plural
+from ._text import one_line, plural, said_with_source
 from .exit_codes import ShowExit
 from ._tally import SUMMARY_KEYS, format_bytes, format_moment, format_seconds
 from .record import CONFIRMATIONS, KEPT, WEAK_CONFIRMATIONS, StepRecord
@@ -67,7 +67,7 @@ def _counts(d: Dict[str, Any]) -> str:
 
 
 def _source(value: Optional[str], source: Optional[str]) -> str:
-    return f"{value or 'none'}" + (f" (from {source})" if source else "")
+    return said_with_source(value, source)
 
 
 def daq_line(d: Dict[str, Any]) -> str:

@@ -116,8 +116,10 @@ class DaqTarget:
         current generation: its config REST too), credentials as ``***``."""
         from ._text import redact_url
 
+        from ._text import said_with_source
+
         config = f", config REST {redact_url(self.config_url)} (from {self.config_url_source})" if self.config_url else ""
-        return f"DAQ {redact_url(self.url)} (from {self.url_source}){config}, Redis {redact_url(self.redis)} (from {self.redis_source})"
+        return f"DAQ {redact_url(self.url)} (from {self.url_source}){config}, Redis {said_with_source(redact_url(self.redis), self.redis_source)}"
 
     @property
     def daq_class(self) -> "Type[Daq]":

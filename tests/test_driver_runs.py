@@ -190,7 +190,7 @@ def test_validate_and_the_dry_run_speak_this_generation(daq_driver_sim, tmp_path
     path = batch_file(tmp_path, "version: 1\nsteps:\n  - write: {output_file: '{root}/a.h5', n_images: 4}\n")
     proc = daq_run(str(path), *on(sim), "--config-user", "e12345", "--dry-run")
     assert 1 == proc.returncode, proc.stderr
-    assert f"DAQ {sim.ws_url} (from --url/--redis), config REST {sim.url} (from --url/--redis), Redis None" in proc.stdout
+    assert f"DAQ {sim.ws_url} (from --url/--redis), config REST {sim.url} (from --url/--redis), Redis none: this DAQ generation has no Redis" in proc.stdout
     assert f"! {tmp_path / 'a_1.h5'} exists: the write would be refused" in proc.stdout
     state, _ = json.JSONDecoder().raw_decode(proc.stdout.split("DAQ state (nothing was changed):\n", 1)[1])  # the estimate follows
     assert ("idle", "persistent", "SIM-EIGER-64K") == (state["driver"]["state"], state["build"], state["config"]["detector_name"])

@@ -163,7 +163,7 @@ def test_a_run_on_the_current_generation_shows_its_config_rest_files_per_writer_
     text = summary_text(load_report(str(path)))
     assert (
         "DAQ ws://det:8080 (from --daq det), the current generation (std_det_driver) · config REST http://det:5000 (from --daq det) as e12345 · "
-        "Redis none (from none: this DAQ generation has no Redis)"
+        "Redis none: this DAQ generation has no Redis"
     ) in text
     assert "images 9 in 4 files, 200 B" in text
     assert "Passed without their files or the DAQ's log confirming them\n  step 2: write 2 (confirmed by the driver's count alone" in text
