@@ -185,7 +185,26 @@ def check_output_path(path: str, *, batch_path: Optional[str], what: str, protec
         raise OutputUnwritable(f"{what} folder {folder} does not exist")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise OutputUnwritable(f"{what} folder {folder} is not writable")
+    if info is None:
+        _probe(folder, what)
     return full
+
+
+def _probe(folder: str, what: str) -> None:
+    """Create and remove a file in ``folder``: the permission bits can say yes where no file can
+    be made (root in /proc or /sys, a read-only mount, a full inode table), and a run whose
+    report cannot be written must not start."""
+    import tempfile
+
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".daq-run-probe-", dir=folder)
+    except OSError as exc:
+        raise OutputUnwritable(f"{what} folder {folder}: no file can be created there ({exc.strerror or exc})") from None
+    os.close(handle)
+    try:
+        os.unlink(probe)
+    except OSError:
+        pass
 
 
 def default_report_path(batch_path: str, run_id: str, folder: Optional[str] = None) -> str:

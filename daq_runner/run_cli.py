@@ -605,7 +605,13 @@ def _program() -> str:
 def _tell_the_end(args: argparse.Namespace, log_format: str, tally: Any, path: str, run_id: str, code: int, incomplete: List[Any]) -> None:
     """Where the report is, as each output mode needs it: on a terminal after the console's
     end line; for log systems a JSON line, then one line for people (CI, an IDE, ``| tee``);
-    with ``--quiet`` after the summary, whenever the run did not pass (cron mail says where to look)."""
+    with ``--quiet`` after the summary, whenever the run did not pass (cron mail says where to look).
+    A report (or JUnit file) that could not be written completely is said so on that line:
+    the run's status alone would read as if everything was in order (exit 1 says otherwise)."""
+    from ._text import one_line
+
+    if incomplete:
+        path = f"{path} (NOT complete: {one_line(incomplete[0], 300)})"
     if args.quiet:
         if code != RunExit.PASSED:
             _say(f"  report: {path}")
@@ -613,7 +619,6 @@ def _tell_the_end(args: argparse.Namespace, log_format: str, tally: Any, path: s
     if log_format == "console":
         _say(f"report: {path}")
         return
-    from ._text import one_line
     from .console import end_line
 
     _log_line("report", run=run_id, path=path, complete=not incomplete)  # where log systems find it

@@ -138,3 +138,15 @@ def test_a_default_report_that_cannot_be_written_says_how_to_give_one(tmp_path):
             choose_report_paths(batch)
     finally:
         subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+def test_a_folder_where_no_file_can_be_created_is_refused_before_the_run():
+    """/proc says writable to root, but no file can be made there: refused at the check, not after the run."""
+    with pytest.raises(OutputUnwritable, match="/proc"):
+        check_output_path("/proc/daq-run-report.json", batch_path=None, what="--report")
+
+
+def test_the_check_leaves_no_file_behind(tmp_path):
+    """The folder's probe file is gone after the check."""
+    assert str(tmp_path / "r.json") == check_output_path(str(tmp_path / "r.json"), batch_path=None, what="--report")
+    assert [] == list(tmp_path.iterdir())

@@ -182,3 +182,5 @@ def test_a_full_disk_under_the_report_is_told_as_a_failure_with_its_reason(daq_s
     (body,) = bodies(recorder, 1)
     assert body["daq_run"]["outcome"] == "failure" and body["daq_run"]["status"] == "passed"
     assert body["daq_run"]["reason"] == f"report {report}: disk full; no report was written"
+    # The line that says where the report is says it is not complete (the run's status alone reads "passed").
+    assert f"  report: {report} (NOT complete: report {report}: disk full; no report was written)" in result.stdout + result.stderr
