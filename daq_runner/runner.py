@@ -21,6 +21,7 @@ is emitted.
 
 from __future__ import annotations
 
+import dataclasses
 import getpass
 import os
 import platform
@@ -381,12 +382,15 @@ class RunState(RunServices):
 
     # -- RunServices -------------------------------------------------------------------
 
-    def emit(self, kind: str, step: Optional[Step] = None, /, **data: Any) -> None:
+    def emit(self, kind: str, step: Optional[Step] = None, /, _at: Optional[float] = None, **data: Any) -> None:
+        """Send one event to every consumer; ``_at``: its time when it is not now (Unix time)."""
         name = step.name if step else None
         if self.secrets:
             data = scrub(data, self.secrets)
             name = scrub(name, self.secrets)
         event = events.Event(kind, self.run_id, step.index if step else None, name, data)
+        if _at is not None:
+            event = dataclasses.replace(event, time=_at)
         for consumer in self.consumers:
             consumer(event)
 
@@ -985,6 +989,9 @@ class RunState(RunServices):
             stop_reason=self.stop_reason,
         )
         self.ending = ending
+        # The run ended here: what the end hooks take (a notification to a slow server) is not
+        # the run's duration, which their messages already told.
+        ended_at = time.time()
         for hook in self.end_hooks:
             try:
                 for line in hook(ending) or ():
@@ -999,6 +1006,7 @@ class RunState(RunServices):
         try:
             self.emit(
                 events.RUN_FINISHED,
+                _at=ended_at,
                 status=outcome,
                 reason=reason,
                 daq_unreachable=self.daq_lost is not None,

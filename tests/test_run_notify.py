@@ -184,3 +184,26 @@ def test_a_full_disk_under_the_report_is_told_as_a_failure_with_its_reason(daq_s
     assert body["daq_run"]["reason"] == f"report {report}: disk full; no report was written"
     # The line that says where the report is says it is not complete (the run's status alone reads "passed").
     assert f"  report: {report} (NOT complete: report {report}: disk full; no report was written)" in result.stdout + result.stderr
+
+
+def test_a_slow_notification_is_not_counted_in_the_runs_duration(daq_sim, tmp_path):
+    """A webhook that never answers holds the command for its timeout, not the report's duration_s (the message told the run's)."""
+    import time
+
+    from .test_notify import Hanging
+
+    hanging = Hanging()
+    try:
+        path = batch_file(
+            tmp_path,
+            "version: 1\nnotify: {to: ['" + hanging.url + "/hook'], on: [always], timeout: 2}\nsteps:\n  - check: {writer: READY}\n",
+        )
+        report = tmp_path / "r.json"
+        began = time.monotonic()
+        result = daq_run(str(path), *common(daq_sim), "--report", str(report), "--quiet")
+        took = time.monotonic() - began
+    finally:
+        hanging.close()
+    assert result.returncode == RunExit.PASSED, result.stderr
+    assert took >= 2.0
+    assert json.loads(report.read_text())["duration_s"] < 1.5
