@@ -161,6 +161,11 @@ class Acquisitions:
         return [acquisition for acquisition in self.running if acquisition.background]
 
 
+ALLOW_OVERWRITE = "set overwrite: true on the step (or in defaults), or run with --overwrite"
+"""How a batch allows a write to replace an existing file, for the refusal's message (each
+generation's; :func:`daq_runner.writes.write_file` says it in its own words)."""
+
+
 class RunServices(abc.ABC):
     """What a :class:`Daq` may use of the run it serves (the Runner's per-run state).
 

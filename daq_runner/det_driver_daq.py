@@ -55,7 +55,7 @@ from ._foreign_config import differing, record_reapplied, shown
 from ._text import clauses, redact_url, secrets_in
 from ._transport import is_loopback
 from .batch import ConfigStep, Step, WriteStep
-from .daq import DRIVER, READY, WRITING, Acquisition, Daq, Progress, RunServices
+from .daq import ALLOW_OVERWRITE, DRIVER, READY, WRITING, Acquisition, Daq, Progress, RunServices
 from .det_driver import RESTART_TIMEOUT, ConfigChange, DetDriverClient, DriverAcquisition, DriverStatus
 from .det_driver_protocol import (
     DEFAULT_CONFIG_USER,
@@ -757,8 +757,7 @@ class DriverDaq(Daq):
                 "and this DAQ generation keeps no log)" if resumed is not None else ""
             )
             raise StepFailed(
-                f"{shown} exist{unproven}: the DAQ's writers would overwrite them; set overwrite: true on the step "
-                "(or in defaults), or run with --overwrite; nothing was sent"
+                f"{shown} exist{unproven}: the DAQ's writers would overwrite them; {ALLOW_OVERWRITE}; nothing was sent"
             )
         record.overwrote = True
         run.notice(f"overwriting {shown} (overwrite allowed)", step)

@@ -20,7 +20,8 @@ from typing import Iterable, Optional, Union
 from . import events
 from .batch import load_batch_text
 from .client import StdDaqClient
-from .exceptions import StepFailed
+from .daq import ALLOW_OVERWRITE
+from .exceptions import BatchValidationError, StepFailed
 from .record import StepRecord
 from .rest_v2 import RestV2Daq
 from .runner import Runner
@@ -66,14 +67,19 @@ def write_file(
         StepFailed: the write did not pass; the message says why (the acquisition was stopped).
         LockHeldError: another runner drives this DAQ (with ``redis_url``).
     """
+    try:
+        batch = load_batch_text(
+            _ONE_WRITE,
+            vars={"output_file": output_file, "n_images": str(n_images), "overwrite": str(bool(overwrite)).lower(), "timeout": repr(float(timeout))},
+        )
+    except BatchValidationError as exc:
+        # Said in the call's words: no position in a batch file the caller never wrote.
+        raise BatchValidationError("; ".join(error.reason for error in exc.errors), "write_file") from None
     client = daq if isinstance(daq, StdDaqClient) else StdDaqClient(daq)
-    batch = load_batch_text(
-        _ONE_WRITE,
-        vars={"output_file": output_file, "n_images": str(n_images), "overwrite": str(bool(overwrite)).lower(), "timeout": repr(float(timeout))},
-    )
     runner = Runner(daq=RestV2Daq(client.url_base, redis_url, client=client), consumers=consumers, lock=redis_url is not None, lock_url=redis_url)
     report = runner.run(batch)
     (record,) = report.steps
     if not record.status.value == "passed":
-        raise StepFailed(record.error or report.reason or f"the write {record.status}")
+        error = record.error or report.reason or f"the write {record.status}"
+        raise StepFailed(error.replace(ALLOW_OVERWRITE, "pass overwrite=True to write_file"))
     return record

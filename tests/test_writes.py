@@ -23,8 +23,9 @@ def test_an_existing_file_is_refused_and_kept_unless_overwrite(daq_sim, tmp_path
     """start_writer_sync would overwrite it without a word; write_file refuses, sends nothing."""
     out = tmp_path / "a.h5"
     out.write_bytes(b"last night's file")
-    with pytest.raises(StepFailed, match="it exists and the DAQ's writer would overwrite it"):
+    with pytest.raises(StepFailed, match="it exists and the DAQ's writer would overwrite it; pass overwrite=True to write_file;") as refused:
         write_file(daq_sim.url, str(out), 2)
+    assert "--overwrite" not in str(refused.value) and "defaults" not in str(refused.value)  # said in the call's words
     assert b"last night's file" == out.read_bytes()
     assert "passed" == write_file(daq_sim.url, str(out), 2, overwrite=True).status
 
@@ -37,11 +38,12 @@ def test_a_failed_acquisition_raises_with_the_daqs_reason(daq_sim, tmp_path):
 
 
 def test_bad_input_is_refused_before_anything_is_sent(daq_sim, tmp_path):
-    """A relative path, no images: one-line validation errors."""
-    with pytest.raises(BatchValidationError):
+    """A relative path, no images: one-line validation errors in the call's words (no position in a batch file)."""
+    with pytest.raises(BatchValidationError, match=r"^write_file: output_file must be an absolute path"):
         write_file(daq_sim.url, "relative/a.h5", 2)
-    with pytest.raises(BatchValidationError):
+    with pytest.raises(BatchValidationError, match=r"^write_file: n_images must be between 1 and") as refused:
         write_file(daq_sim.url, str(tmp_path / "a.h5"), 0)
+    assert "<string>" not in str(refused.value)
 
 
 def test_with_redis_the_runner_lock_keeps_others_off(daq_sim, tmp_path):

@@ -32,7 +32,7 @@ from .._deadline import Deadline, current, detached
 from .._text import quote
 from ..batch import WriteStep
 from ..client import StdDaqClient
-from ..daq import READY, UNKNOWN, WRITING, Acquisition, Progress, RunServices
+from ..daq import ALLOW_OVERWRITE, READY, UNKNOWN, WRITING, Acquisition, Progress, RunServices
 from ..exceptions import DaqNotConfigured, DaqRunnerError, StdDaqAdminException, StepFailed, WriteOutcomeUnknown, WriterNeedsRestart
 from ..record import MISSING, StepRecord
 from ..resume import acquisition_id, run_ids_of
@@ -219,8 +219,7 @@ class Tracker:
             return
         if not (step.overwrite or run.overwrite):
             raise StepFailed(
-                f"{path}: {where} and the DAQ's writer would overwrite it; set overwrite: true on the step "
-                "(or in defaults), or run with --overwrite; nothing was sent",
+                f"{path}: {where} and the DAQ's writer would overwrite it; {ALLOW_OVERWRITE}; nothing was sent",
                 final=_STAYS,
             )
         record.overwrote = True
