@@ -22,7 +22,7 @@ from typing import Any, Callable, List, Optional, Tuple
 import redis
 
 from .. import protocol
-from .._deadline import SLICE_S, Interrupted, bounded, current
+from .._deadline import SLICE_S, Deadline, Interrupted, bounded, current
 from .._redis import as_text, decode_entries, last_id, newest_id
 from .._restart import RestartSigns, Sample, detector_rate, wait_for_signs
 from ..client import StdDaqClient
@@ -45,6 +45,12 @@ def entry_time(entry_id: str) -> float:
         return int(entry_id.split("-", 1)[0]) / 1000.0
     except ValueError:
         return 0.0
+
+
+def _own_window(bound: Deadline, outer: Deadline) -> bool:
+    """Whether a wait's own time window (``bound``), not its caller's bound (``outer``), is what
+    a request cut short ended: the caller's time is not over, so it is no timeout of the step."""
+    return bound.at < outer.at
 
 
 class Cursor:
@@ -366,7 +372,8 @@ class StatusFeed:
         """
         self._continue = None
         cursor = since if since is not None else Cursor(self.streams.status, None)
-        with bounded(current().within(timeout)) as bound:
+        outer = current()
+        with bounded(outer.within(timeout)) as bound:
             confirm_at = time.monotonic() + self.timing.rest_confirm_s if cursor.id is not None else 0.0
             try:
                 while True:
@@ -407,7 +414,7 @@ class StatusFeed:
                     if cursor.id is None or not self._redis_ok:
                         self.sleep(min(self.poll_interval, bound.remaining()))
             except DeadlineExceeded:
-                if bound.expired:
+                if bound.expired or _own_window(bound, outer):
                     return None
                 raise
 
@@ -434,7 +441,8 @@ class StatusFeed:
             record = protocol.check_stream_entry(since.stream, obj, self.streams, entry_id)  # type: ignore[union-attr]
             if match(record):
                 return record, f"redis {since.stream} {entry_id}"  # type: ignore[union-attr]
-        with bounded(current().within(timeout)) as bound:
+        outer = current()
+        with bounded(outer.within(timeout)) as bound:
             try:
                 if since is not None and since.id is not None and self._redis_ok:
                     cursor = Cursor(since.stream, since.id)
@@ -456,7 +464,10 @@ class StatusFeed:
                     if bound.expired:
                         break
                     self.sleep(min(self.timing.log_poll_s, bound.remaining()))
-            except DeadlineExceeded:
+            except DeadlineExceeded as exc:
+                if _own_window(bound, outer):
+                    # Not the caller's time: the DAQ could not answer within this look.
+                    return None, f"the DAQ's log could not be read within {timeout:g} s: {exc}"
                 if not bound.expired:
                     raise
         return None, f"no daq:log record within {timeout:g} s"
