@@ -14,6 +14,10 @@ The rules (docs/guarantees.md, what an unattended run can rely on):
   acquisition) is confirmed over REST before it is believed: a real DAQ stores each status
   twice and the copies can interleave. A slow acknowledgement is not "vanished": the grace
   period counts from the start's reply.
+- **Not lost unnoticed.** ``daq:config`` is read along while an acquisition is followed: a
+  config the run did not store, while ours still writes, restarts the DAQ's services under it;
+  the attempt fails at once with that cause and the acquisition is stopped
+  (:meth:`~daq_runner.rest_v2._config.ConfigWatch.stored_during`).
 - **Owned.** Every acquisition that may be running is registered in the run's
   :class:`~daq_runner.daq.Acquisitions` before its request is sent, so that whatever ends the
   run stops it (:meth:`Tracker.stop`); ``wait: false`` acquisitions are followed in the
