@@ -77,6 +77,7 @@ class TrackedAcquisition(Acquisition):
         self.last: Optional[dict] = None  # our acquisition as last seen
         self.final: Optional[dict] = None  # our acquisition once provably ended
         self.adopted_notice: Optional[str] = None
+        self.config_id: Optional[str] = None  # the config it started with
 
     @property
     def acquisition_id(self) -> str:
@@ -311,7 +312,7 @@ class Tracker:
         self.files[os.path.realpath(step.output_file)] = step.index
         request = {"output_file": step.output_file, "n_images": step.n_images, "run_id": acq.run_id}
         record.acquisition_id, record.acquisition, record.daq_log, record.daq_log_reason = str(acq.run_id), None, None, None
-        record.config_id = daq.config.known  # proven just before (ConfigWatch.prove): what it runs with
+        record.config_id = acq.config_id = daq.config.known  # proven just before (ConfigWatch.prove): what it runs with
         for send in (1, 2):
             # Cursors from before the request: no status of our acquisition can be missed.
             acq.cursor, acq.log_cursor, _ = marks if send == 1 and marks is not None else daq.feed.mark_write()
@@ -427,12 +428,12 @@ class Tracker:
             # nothing about ours. Without this, its READY would be confirmed over REST.
             return status.get("state") != UNKNOWN and protocol.acquisition_run_id(status) in self._seen_end
 
-        configs = daq.config.tap()  # a config stored meanwhile restarts the services under it
+        configs = daq.config.tap(acq.config_id)  # a config stored meanwhile restarts the services under it
         while acq.final is None:
             status = feed.wait_for_status(suggests_end, since=acq.cursor, on_status=on_status, tap=acq.log_cursor, stale=stale, configs=configs)
             live: Optional[dict] = None
             if status is None and configs.entries:
-                lost = daq.config.stored_during(configs)
+                lost = daq.config.stored_during(configs, acq.config_id)
                 if lost is None:
                     continue  # this run's own (never stored under its writes)
                 live = feed.status()

@@ -166,15 +166,17 @@ class ConfigWatch:
 
     # -- during a write --------------------------------------------------------------------------
 
-    def tap(self) -> Tap:
-        """A tap on ``daq:config`` from the config the write runs with (:attr:`known`), for
-        the waits that follow it (``StatusFeed.wait_for_status(configs=...)``)."""
-        return Tap(self.daq.feed.streams.config, self.known)
+    def tap(self, config_id: Optional[str]) -> Tap:
+        """A tap on ``daq:config`` from ``config_id``, the config a write started with (proven
+        just before it), for the waits that follow it (``StatusFeed.wait_for_status(configs=...)``):
+        a write followed later (in the background) misses no config stored since its start."""
+        return Tap(self.daq.feed.streams.config, config_id)
 
-    def stored_during(self, configs: Tap) -> Optional[str]:
-        """Why the write followed with ``configs`` (see :meth:`tap`) is lost: a config the run
-        did not store was stored meanwhile (its restart of the services loses the
-        acquisition); ``None`` when all it read were this run's own. Empties the tap.
+    def stored_during(self, configs: Tap, ran_with_id: Optional[str]) -> Optional[str]:
+        """Why the write followed with ``configs`` (see :meth:`tap`), started with config
+        ``ran_with_id``, is lost: a config the run did not store was stored meanwhile (its
+        restart of the services loses the acquisition); ``None`` when all it read were this
+        run's own. Empties the tap.
 
         Raises:
             DaqProtocolError: the config entry has the wrong shape.
@@ -186,7 +188,7 @@ class ConfigWatch:
         feed = self.daq.feed
         config_id, config = stored[-1]
         config = protocol.check_stream_entry(feed.streams.config, config, feed.streams, config_id)
-        ran_with_id, ran_with = self.proven if self.proven[0] == self.known else (self.known, None)
+        ran_with = self.proven[1] if self.proven[0] == ran_with_id else None
         others = f" (and {len(stored) - 1} more)" if len(stored) > 1 else ""
         return (
             f"config {config_id}{others} ({_changed(ran_with, config, ran_with_id)}), by someone else at "

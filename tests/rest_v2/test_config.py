@@ -274,3 +274,28 @@ def test_a_config_that_wedged_the_writer_driver_under_the_write_stops_the_run_wi
     assert write["error"].startswith("the DAQ's writer driver is wedged: 3 stops in a row answered Cannot reach READY"), write["error"]
     assert f"(config {config_id} (bit_depth=16 instead of 8), by someone else at " in write["error"]
     assert "restart the DAQ's REST server" in write["error"] and "timeout" not in write["error"]
+
+
+def test_a_config_stored_during_a_background_write_is_its_cause_when_the_run_settles_it(daq_sim, tmp_path):
+    """A write with wait: false, and someone stores bit_depth 16 while it runs and the batch goes
+    on: when the run settles it, its record names that config as the cause at once (read from
+    the config it started with), instead of waiting out its step's timeout for a lost acquisition."""
+    settings = daq_sim.core.settings
+    settings.frame_rate, settings.driver_timeout_s = 100, 0.3
+    foreign: dict = {}
+
+    def consumer(event):
+        if event.kind == events.STEP_STARTED and event.step == 3 and not foreign:
+            foreign["update"] = outside(daq_sim, bit_depth=16)
+
+    text = (
+        "version: 1\nsteps:\n  - config: {bit_depth: 8}\n"
+        "  - write: {output_file: '{root}/a.h5', n_images: 3000, wait: false}\n    timeout: 30\n"
+        "  - wait: {seconds: 1}\n"
+    )
+    began = time.monotonic()
+    report = run(daq_sim, tmp_path, text, [consumer])
+    assert "failed" == report.status and time.monotonic() - began < 15
+    (write,) = [step for step in report.steps if step["kind"] == "write"]
+    assert f"config {foreign['update'].config_id} (bit_depth=16 instead of 8)" in write["error"], write["error"]
+    assert "stored while this write ran: the DAQ's services restart under the acquisition" in write["error"]
