@@ -26,7 +26,7 @@ from .._deadline import SLICE_S, Deadline, Interrupted, bounded, current
 from .._redis import as_text, decode_entries, last_id, newest_id
 from .._restart import RestartSigns, Sample, detector_rate, wait_for_signs
 from ..client import StdDaqClient
-from ..exceptions import DaqProtocolError, DeadlineExceeded
+from ..exceptions import DaqError, DaqProtocolError, DeadlineExceeded
 from ._timing import RestV2Timing
 
 __all__ = ["StatusFeed", "Cursor", "Tap", "Interrupted", "ConfigEntry", "entry_time"]
@@ -465,9 +465,9 @@ class StatusFeed:
                         break
                     self.sleep(min(self.timing.log_poll_s, bound.remaining()))
             except DeadlineExceeded as exc:
-                if _own_window(bound, outer):
-                    # Not the caller's time: the DAQ could not answer within this look.
-                    return None, f"the DAQ's log could not be read within {timeout:g} s: {exc}"
-                if not bound.expired:
+                if not (bound.expired or _own_window(bound, outer)):
                     raise
+                if isinstance(exc.__cause__, DaqError):
+                    # This look's time, not the caller's: the DAQ failed to answer within it.
+                    return None, f"the DAQ's log could not be read within {timeout:g} s: {exc}"
         return None, f"no daq:log record within {timeout:g} s"
