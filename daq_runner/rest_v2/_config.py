@@ -36,6 +36,7 @@ from typing import Any, Dict, Optional, Protocol, Set
 
 from .. import events, protocol
 from .._deadline import current
+from .._foreign_config import differing, record_reapplied, shown
 from .._restart import RESTART_WINDOW_S, RestartSigns
 from .._text import quote
 from ..batch import Step
@@ -149,13 +150,13 @@ class ConfigWatch:
         established = self.run.established
         if self.due:
             self.due = False
-            changes = _differing(config, established)
+            changes = differing(config, established)
             if changes:
                 self.apply(
                     step,
                     record,
                     changes,
-                    f"the DAQ's configuration changed under the run ({_shown(config, changes)}), found after its writer was reset (a DAQ restart?)",
+                    f"the DAQ's configuration changed under the run ({shown(config, changes)}), found after its writer was reset (a DAQ restart?)",
                 )
                 return True
         if self._restart is not None:
@@ -199,13 +200,13 @@ class ConfigWatch:
         """A config this run did not store is the newest: apply the run's fields over it where it changed them."""
         run = self.run
         what = f"the DAQ's configuration changed under the run: config {config_id} stored at {iso(entry_time(config_id)) if config_id else '?'} by someone else"
-        changes = _differing(config, run.established)
+        changes = differing(config, run.established)
         self.known = config_id
         deployment = self.daq.client.get_deployment_status()
         at = _stop_time(deployment) if deployment.get("config_id") == config_id else None
         self._restart = self._window = _Deployed(config_id, at)
         if changes:
-            self.apply(step, record, changes, f"{what} ({_shown(config, changes)})")
+            self.apply(step, record, changes, f"{what} ({shown(config, changes)})")
             return
         if run.established:
             set_by_run = ", ".join(f"{key}={value}" for key, value in run.established.items())
@@ -219,9 +220,7 @@ class ConfigWatch:
         run = self.run
         self.daq.ready_status(step, record, "re-applying the configuration")
         applied = self.update(changes)
-        text = ", ".join(f"{key}={value}" for key, value in changes.items())
-        run.recovery(record, step, reason, f"update_config {text}", f"applied: config {applied.config_id}")
-        run.notice(f"re-applied {text} before step {step.index}: {reason}", step)
+        record_reapplied(run, step, record, changes, reason, f"applied: config {applied.config_id}")
         self.wait_restart(step, record)
         return applied
 
@@ -294,11 +293,6 @@ def _stop_time(deployment: Any) -> Optional[float]:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 else None
 
 
-def _differing(config: Optional[dict], wanted: Dict[str, Any]) -> Dict[str, Any]:
-    """The fields of ``wanted`` that ``config`` does not show."""
-    return {key: value for key, value in wanted.items() if protocol.config_differences(config, {key: value})}
-
-
 def _changed(before: Optional[dict], after: Optional[dict], before_id: Optional[str]) -> str:
     """What ``after`` changed of ``before`` (the config ``before_id``), field by field."""
     if before is None:
@@ -310,10 +304,5 @@ def _changed(before: Optional[dict], after: Optional[dict], before_id: Optional[
     if not changed:
         return f"the same fields as config {before_id}, which the write ran with"
     return ", ".join(f"{key}={quote(after.get(key))} instead of {quote(before.get(key))}" for key in changed)
-
-
-def _shown(config: Optional[dict], changes: Dict[str, Any]) -> str:
-    config = config or {}
-    return ", ".join(f"{key}={quote(config.get(key))} instead of {value}" for key, value in changes.items())
 
 
