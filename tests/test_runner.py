@@ -318,18 +318,19 @@ def test_a_write_that_stalled_says_since_when_and_advises_no_longer_timeout(daq_
 
 
 def test_a_write_that_slowed_down_says_so_and_advises_no_timeout_from_its_average_pace(daq_sim, tmp_path):
-    """The detector drops from 100 to 10 images/s 2 s into a write: its timeout's error says that
-    it slowed down, not a timeout computed from the average pace (which the slow end belies)."""
+    """The detector drops from 100 to 2 images/s 50 images into a write: its timeout's error says
+    that it slowed down, not a timeout computed from the average pace (which the slow end belies).
+    (A loaded machine writes the first images slower than 100/s; the drop to 2/s still shows.)"""
     daq_sim.core.settings.frame_rate = 100
     slowed: list = []
 
     def slow_down(event):
-        if event.kind == events.PROGRESS and event.data["n_written"] >= 200 and not slowed:
+        if event.kind == events.PROGRESS and event.data["n_written"] >= 50 and not slowed:
             slowed.append(True)
-            arm_faults(daq_sim, detector_rate=10)
+            arm_faults(daq_sim, detector_rate=2)
 
     out = tmp_path / "slowed.h5"
-    batch = load_batch_text(f"version: 1\nsteps:\n  - write: {{output_file: '{out}', n_images: 2000}}\n    timeout: 7\n")
+    batch = load_batch_text(f"version: 1\nsteps:\n  - write: {{output_file: '{out}', n_images: 2000}}\n    timeout: 10\n")
     report = Runner(daq_sim.url, daq_sim.redis_url, [slow_down]).run(batch)
     (step,) = report.steps
     assert "failed" == step.status and "; it slowed down from " in step.error and "timeout:" not in step.error, step.error
