@@ -200,12 +200,18 @@ def test_numbers_go_out_as_json_numbers_and_the_start_exactly_once(tmp_path):
         connection.send('{"status":"idle"}')
         for message in connection:
             received.append(message)
+            try:
+                json.loads(message)
+            except ValueError:  # the marker after the start: answered as the driver answers text
+                connection.send(json.dumps({"reason": f"Invalid command! {message}", "status": "error"}))
+                continue
             connection.send('{"status":"creating_file"}')
 
     with standin(driver) as url, DetDriverClient(url) as daq:
-        daq.start("/data/e1", "p_", 7, 1234)
-    assert 1 == len(received)
+        acquisition = daq.start("/data/e1", "p_", 7, 1234)
+    assert 2 == len(received) and received[1].startswith("daq-runner: marks the start ")  # the start, then its marker
     assert {"command": "start", "path": "/data/e1", "file_prefix": "p_", "n_image": 7, "writer_id": 1234} == json.loads(received[0])
+    assert (DriverState.CREATING_FILE, None, []) == (acquisition.last_state, acquisition.doubt, acquisition.foreign)
 
 
 def test_an_error_reply_to_a_start_is_a_refusal_with_the_drivers_text():
