@@ -172,6 +172,88 @@ def test_a_busy_driver_refuses_with_driver_busy_and_nothing_more_starts(sim, cli
     assert "file_saved" == client.follow(first, timeout=10).outcome
 
 
+# -- whose pushes: another client's acquisition around our start ---------------------------------
+
+ANSWER = "the answer to the marker"
+IDLE, CREATING, WAITING, SAVED, ERROR = ('{"status":"%s"}' % s for s in ("idle", "creating_file", "waiting_for_first_image", "file_saved", "error"))
+
+
+def counted(state: str, count: int) -> str:
+    return json.dumps({"count": count, "status": state}, sort_keys=True)
+
+
+def scripted(after_start: List[str]) -> Callable[[Any], None]:
+    """A stand-in driver: idle, then after the start and its marker exactly ``after_start``
+    (``ANSWER``: where its answer to the marker goes), then silence."""
+
+    def driver(connection: Any) -> None:
+        connection.send(IDLE)
+        connection.recv()  # the start
+        marker = connection.recv()
+        for frame in after_start:
+            connection.send(json.dumps({"reason": f"Invalid command! {marker}", "status": "error"}) if frame == ANSWER else frame)
+        for _ in connection:
+            pass
+
+    return driver
+
+
+def test_a_refusal_behind_another_acquisitions_pushes_is_driver_busy():
+    """rejected after pushes of another acquisition, before the answer to the marker: DriverBusy, none of them ours."""
+    with standin(scripted([counted("recording", 5), counted("saving_file", 5), '{"reason":"driver is busy!","status":"rejected"}', ANSWER])) as url:
+        with DetDriverClient(url) as daq, pytest.raises(DriverBusy, match="driver is busy!"):
+            daq.start("/data", "p_", 3)
+
+
+def test_another_acquisitions_end_before_the_take_is_neither_our_count_nor_our_outcome():
+    """saving_file 200, file_saved, idle before the answer: another's (foreign); ours follows with its own count."""
+    ours = [CREATING, WAITING, counted("recording", 3), counted("saving_file", 3), SAVED, IDLE]
+    with standin(scripted([counted("saving_file", 200), SAVED, IDLE, ANSWER] + ours)) as url, DetDriverClient(url) as daq:
+        acquisition = daq.follow(daq.start("/data", "p_", 3), timeout=5)
+    assert ("file_saved", 3, None) == (acquisition.outcome, acquisition.count, acquisition.doubt)
+    assert [(DriverState.SAVING_FILE, 200), (DriverState.FILE_SAVED, None)] == [(s.state, s.count) for s in acquisition.foreign]
+    assert DriverState.CREATING_FILE == acquisition.states[0].state
+
+
+def test_a_late_sample_of_another_outcome_after_the_answer_waits_for_what_follows():
+    """An error as the first push after the answer may have been sampled before the take: a new acquisition that follows makes it another's."""
+    ours = [CREATING, WAITING, counted("recording", 3), counted("saving_file", 3), SAVED, IDLE]
+    with standin(scripted([ANSWER, ERROR] + ours)) as url, DetDriverClient(url) as daq:
+        acquisition = daq.follow(daq.start("/data", "p_", 3), timeout=5)
+    assert ("file_saved", 3, None) == (acquisition.outcome, acquisition.count, acquisition.doubt)
+    assert [DriverState.ERROR] == [s.state for s in acquisition.foreign]
+
+
+def test_an_end_nothing_surely_ours_came_before_is_taken_after_the_settle_time_with_its_doubt():
+    """creating_file before the answer, error as the first push after it, then idle only: the end, once SETTLE_S passed, with a doubt."""
+    from daq_runner.det_driver import SETTLE_S
+
+    with standin(scripted([CREATING, ANSWER, ERROR, IDLE, IDLE])) as url, DetDriverClient(url) as daq:
+        began = time.monotonic()
+        acquisition = daq.follow(daq.start("/data", "p_", 3), timeout=5)
+    assert "error" == acquisition.outcome and SETTLE_S <= time.monotonic() - began < SETTLE_S + 2
+    assert "cannot be told apart from the end of another client's acquisition" in acquisition.doubt
+
+
+@pytest.mark.parametrize(
+    "before, after, anew",
+    [
+        (("saving_file", 200), ("creating_file", None), True),
+        (("recording", 200), ("recording", 3), True),
+        (("saving_file", 5), ("recording", 5), True),
+        (("creating_file", None), ("recording", 0), False),
+        (("recording", 3), ("stop", None), False),
+        (("stop", None), ("recording", 4), False),  # the first image turns a stop back into recording
+        (("recording", 4), ("saving_file", 4), False),
+    ],
+)
+def test_a_state_that_cannot_follow_within_one_acquisition_begins_another(before, after, anew):
+    """began_anew: a lower rank or a count that fell; a stop has no rank."""
+    from daq_runner.det_driver_protocol import began_anew
+
+    assert anew == began_anew((DriverState(before[0]), before[1]), (DriverState(after[0]), after[1]))
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
