@@ -894,10 +894,7 @@ class DetDriverClient:
                 cut = i + 1
             elif state == DriverState.IDLE and any(f.message.state != DriverState.IDLE for f in pending[:i]):
                 cut = i + 1  # back to idle: what came before ended
-        for frame in pending[:cut]:
-            status = frame.status()
-            if status.state != DriverState.IDLE and (not acquisition.foreign or (acquisition.foreign[-1].state, acquisition.foreign[-1].count) != (status.state, status.count)):
-                acquisition.foreign.append(status)
+        self._foreign(acquisition, [frame.status() for frame in pending[:cut] if frame.message.state != DriverState.IDLE])
         acquisition._settled, acquisition._heard = False, -len(pending[cut:])
         for frame in pending[cut:]:
             self._record(acquisition, frame)
@@ -943,11 +940,17 @@ class DetDriverClient:
         acquisition.states.append(status)
 
     def _not_ours(self, acquisition: DriverAcquisition) -> None:
-        for status in acquisition.states:
-            if not acquisition.foreign or (acquisition.foreign[-1].state, acquisition.foreign[-1].count) != (status.state, status.count):
-                acquisition.foreign.append(status)
+        """The states recorded so far were another acquisition's."""
+        self._foreign(acquisition, acquisition.states)
         acquisition.states.clear()
         acquisition._unsure_end = None
+
+    @staticmethod
+    def _foreign(acquisition: DriverAcquisition, seen: List[DriverStatus]) -> None:
+        for status in seen:
+            last = acquisition.foreign[-1] if acquisition.foreign else None
+            if last is None or (last.state, last.count) != (status.state, status.count):
+                acquisition.foreign.append(status)
 
     def _ended(self, acquisition: DriverAcquisition, frame: _Frame, sure: bool) -> None:
         """An end (an outcome, or idle after its states): its outcome where it is sure to be
