@@ -355,7 +355,9 @@ def test_a_refusal_that_comes_after_another_clients_pushes_is_still_a_refusal(da
     assert (3, 3) == (sim.core.starts, relay.started)  # the other's went around the relay; the refused one started nothing
     assert any(m.startswith("the driver rejected the start") for m in messages(report))
     second = report.steps[1]
-    assert ("file_saved", 2, 2) == (second.acquisition["outcome"], second.acquisition["count"], second.n_written)
+    # The other client's session may take our outcome (each is pushed once); a count is a sample.
+    assert second.acquisition["outcome"] in ("file_saved", "idle") and 2 == second.n_written
+    assert (second.acquisition["count"] or 0) <= 2
     assert "other_states" not in second.acquisition  # the refused start's states were never ours
 
 
@@ -369,7 +371,8 @@ def test_another_clients_end_pushed_between_our_start_and_its_take_is_not_ours(d
     assert "passed" == report.status, report.reason
     (step,) = report.steps
     acquisition = step.acquisition
-    assert ("file_saved", 2, 2, "files") == (acquisition["outcome"], acquisition["count"], step.n_written, step.confirmed_by)
+    assert ("file_saved", 2, "files") == (acquisition["outcome"], step.n_written, step.confirmed_by)
+    assert acquisition["count"] in (0, 1, 2)  # a sample of ours (the first recording push can say 0), never the other's 200
     assert [("recording", 200), ("saving_file", 200), ("file_saved", None)] == [(s["state"], s["count"]) for s in acquisition["other_states"]]
     assert all((s["count"] or 0) <= 2 for s in acquisition["states"]) and "doubt" not in acquisition
 
@@ -381,7 +384,7 @@ def test_a_late_sample_of_another_clients_outcome_is_not_our_end(daq_driver_sim,
         report = run(daq_driver_sim, tmp_path, "  - write: {output_file: '{root}/a.h5', n_images: 1000}\n", ws_url=relay.url)
     assert "passed" == report.status, report.reason
     (step,) = report.steps
-    assert ("file_saved", 1000, 1000) == (step.acquisition["outcome"], step.acquisition["count"], step.n_written)
+    assert ("file_saved", 1000) == (step.acquisition["outcome"], step.n_written) and step.acquisition["count"] <= 1000
     assert ("file_saved", None) == (step.acquisition["other_states"][-1]["state"], step.acquisition["other_states"][-1]["count"])
 
 
