@@ -346,7 +346,9 @@ class _Session:
         self._closed: Optional[str] = None
         self._error: Optional[BaseException] = None
         self.last_frame_at = time.monotonic()
-        self.last: Optional[_Frame] = None  # the newest frame read by next()
+        # The newest state read (by next() or drain()): a reply to a command (rejected, the
+        # answer to a start's marker) says nothing of the driver's state.
+        self.last: Optional[_Frame] = None
         self._reader = threading.Thread(target=self._read, name="det-driver-session", daemon=True)
         self._reader.start()
 
@@ -402,8 +404,10 @@ class _Session:
         with self._cond:
             while True:
                 if self._frames:
-                    self.last = self._frames.popleft()
-                    return self.last
+                    frame = self._frames.popleft()
+                    if frame.message.state is not None:
+                        self.last = frame
+                    return frame
                 if self._error is not None:
                     raise self._error
                 if self._closed is not None:
@@ -423,11 +427,13 @@ class _Session:
                 self._cond.wait(wait)
 
     def drain(self) -> Optional[_Frame]:
-        """Drop the queued frames; returns the newest (or the last read)."""
+        """Drop the queued frames; returns the newest state (or the last read)."""
         with self._cond:
-            if self._frames:
-                self.last = self._frames[-1]
-                self._frames.clear()
+            for frame in reversed(self._frames):
+                if frame.message.state is not None:
+                    self.last = frame
+                    break
+            self._frames.clear()
             if self._error is not None:
                 raise self._error
             return self.last

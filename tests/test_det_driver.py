@@ -235,6 +235,36 @@ def test_an_end_nothing_surely_ours_came_before_is_taken_after_the_settle_time_w
     assert "cannot be told apart from the end of another client's acquisition" in acquisition.doubt
 
 
+def test_the_answer_to_the_marker_is_not_taken_for_the_drivers_state_by_a_stop():
+    """A stop right after a start whose last frame read was the answer to its marker: sent only once the driver left creating_file."""
+    pushed: List[str] = []
+    stops: List[str] = []
+
+    def driver(connection: Any) -> None:
+        connection.send(IDLE)
+        connection.recv()
+        marker = connection.recv()
+        for frame in (CREATING, json.dumps({"reason": f"Invalid command! {marker}", "status": "error"})):
+            connection.send(frame)
+        pushed.append("creating_file")
+
+        def stops_heard() -> None:
+            for message in connection:
+                stops.append(pushed[-1])  # the state pushed last when the stop came
+                connection.send('{"status":"stop"}')
+
+        threading.Thread(target=stops_heard, daemon=True).start()
+        for state in ("creating_file",) * 3 + ("waiting_for_first_image",) * 20:
+            time.sleep(0.05)
+            pushed.append(state)
+            connection.send('{"status":"%s"}' % state)
+
+    with standin(driver) as url, DetDriverClient(url) as daq:
+        acquisition = daq.start("/data", "p_", 3)
+        assert DriverState.STOP == daq.stop(acquisition, timeout=3).state
+    assert stops and stops[0] == "waiting_for_first_image"
+
+
 @pytest.mark.parametrize(
     "before, after, anew",
     [
