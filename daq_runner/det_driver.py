@@ -830,8 +830,9 @@ class DetDriverClient:
             confirm = bound.within(CONFIRM_S)
             pending: List[_Frame] = []  # states pushed before the driver's answer to the marker
             while True:
+                unsure = acquisition._unsure_end
                 try:
-                    frame = session.next(confirm)
+                    frame = session.next(confirm if unsure is None else confirm.within(max(unsure.monotonic + SETTLE_S - time.monotonic(), 0.001)))
                 except _SessionClosed as closed:
                     self._forget(session)
                     raise WriteOutcomeUnknown(
@@ -851,9 +852,11 @@ class DetDriverClient:
                     self._taken(acquisition, pending, answered=False)
                     marker = None
                 elif frame is None:
-                    if acquisition._unsure_end is not None:
-                        self._settle(acquisition, force=True)
-                        return acquisition
+                    if unsure is not None:
+                        self._settle(acquisition, force=confirm.expired)
+                        if acquisition.outcome is not None:
+                            return acquisition
+                        continue
                     what = f"{self.safe_ws_url}: no sign of the acquisition {time.monotonic() - sent:.1f} s after the start was sent (it may have started)"
                     if caller.expired:
                         raise WriteDeadlineExceeded(what, url=self.safe_ws_url)
@@ -887,23 +890,16 @@ class DetDriverClient:
 
     def _taken(self, acquisition: DriverAcquisition, pending: List[_Frame], answered: bool) -> None:
         """The driver took the start of ``acquisition``: it did not refuse it before answering
-        the marker (``answered``), or no refusal came in time. Of the states pushed before that
-        answer, those that count images or end an acquisition are another's (the driver
-        answers the marker as soon as it took the start, before this acquisition can count an
-        image), and so is everything before them; the ``creating_file``/``waiting_for_first_image``
-        after them may be this one's: they count only once a state sampled after the take
-        followed (:meth:`_record`)."""
-        cut = 0
-        for i, frame in enumerate(pending):
-            state = frame.message.state
-            if state not in (DriverState.IDLE, DriverState.STARTED, DriverState.CREATING_FILE, DriverState.FILE_CREATED, DriverState.WAITING_FOR_FIRST_IMAGE):
-                cut = i + 1
-            elif state == DriverState.IDLE and any(f.message.state != DriverState.IDLE for f in pending[:i]):
-                cut = i + 1  # back to idle: what came before ended
-        self._foreign(acquisition, [frame.status() for frame in pending[:cut] if frame.message.state != DriverState.IDLE])
-        acquisition._settled, acquisition._heard = False, -len(pending[cut:])
-        for frame in pending[cut:]:
+        the marker (``answered``), or no refusal came in time. The states pushed before that
+        answer are read as any that follow (:meth:`_record`): an acquisition that ended or
+        that a new one followed there was another's; none of them is sure to be this one's
+        (the driver's answer and its pushes are written by different threads)."""
+        acquisition._settled, acquisition._heard = False, -len(pending)
+        for frame in pending:
             self._record(acquisition, frame)
+        end = acquisition._unsure_end
+        if end is not None:  # the time to settle it runs from the answer
+            acquisition._unsure_end = _Frame(end.message, end.at, time.monotonic())
         # Without an answer nothing is ever sure: the doubt is said, the ends are taken as they come.
         acquisition._settled, acquisition._heard = (False, 0) if answered else (True, 2)
 
@@ -969,17 +965,18 @@ class DetDriverClient:
 
     def _settle(self, acquisition: DriverAcquisition, force: bool = False) -> None:
         """An unsure end that no new acquisition followed within :data:`SETTLE_S` (or at once,
-        ``force``) is taken for this one's, its doubt said: its count cannot be told apart
-        from another acquisition's."""
+        ``force``) is taken for this one's (the driver took the start: its acquisition is the
+        last it showed); where another acquisition was heard around the start, its doubt is
+        said: its count cannot be told apart from that one's."""
         end = acquisition._unsure_end
         if end is None or (not force and time.monotonic() - end.monotonic < SETTLE_S):
             return
         acquisition._unsure_end = None
         acquisition.outcome, acquisition.ended_at = end.message.status, end.at
-        if acquisition.doubt is None:
+        if acquisition.doubt is None and acquisition.foreign:
             acquisition.doubt = (
                 f"its end ({end.message.status}) came before any state the driver surely pushed after taking the start, "
-                "so it cannot be told apart from the end of another client's acquisition"
+                "and another client's acquisition was heard around it, so it cannot be told apart from that one's"
             )
 
     def follow(
