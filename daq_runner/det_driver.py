@@ -774,8 +774,8 @@ class DetDriverClient:
 
         The start is sent **exactly once**. On a current build every session hears every
         acquisition, so a marker follows it (text the driver answers in order, after its answer
-        to the start): a ``rejected`` before that answer refuses the start; states pushed
-        before it that count images or end an acquisition are another client's (kept in
+        to the start): a ``rejected`` before that answer refuses the start; an acquisition
+        heard around it that ended, or that a new one followed, is another client's (kept in
         ``foreign``, never in the count or the outcome). It writes ``<path>/<file_prefix><i>.h5``, one
         file per writer (``number_of_writers``).
 

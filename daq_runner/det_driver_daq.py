@@ -18,7 +18,10 @@ What each step does here:
   its last count equals ``n_images``, and the files' own metadata rows add up to ``n_images``
   with no image id missing (no acquisition log exists: the files are the independent record);
   where the files are not visible on this machine, the driver's count alone confirms it and
-  the record says so (:attr:`~daq_runner.record.StepRecord.confirmed_by`). Before the start
+  the record says so (:attr:`~daq_runner.record.StepRecord.confirmed_by`). Only its own
+  acquisition's states count: another client's heard around the start are listed apart
+  (``other_states``); where they cannot be told apart (``doubt``) the driver's count is not
+  recorded and the files decide (a notice says so; unreadable files fail the write). Before the start
   the config is read once: where someone else stored values other than those the run relies
   on (its config steps' fields, the fields its files are checked against), the run's are
   stored again first (a recovery naming the foreign values); the record's ``config`` is the

@@ -177,8 +177,7 @@ REASON_INVALID_START = "Invalid command! expected: start with path parameter, re
 # Sent right after a start on a persistent session: text that is not JSON, which the driver
 # answers REASON_INVALID with the text and keeps the session open. It reads a session's
 # messages one after the other, so the answer comes after its answer to the start
-# ("rejected", if busy): with no "rejected" before it, the driver took the start. It answers
-# the marker as soon as it took the start, before the acquisition can count an image.
+# ("rejected", if busy): with no "rejected" before it, the driver took the start.
 _START_MARKER = "daq-runner: marks the start {token} (not a command)"
 
 
