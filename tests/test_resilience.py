@@ -14,6 +14,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Iterator, Optional
 
 import h5py
@@ -207,24 +208,69 @@ def test_daq_host_gone_rest_and_redis_together_is_unreachable_not_a_lost_lock(tm
     assert any("does not answer either" in n["message"] for n in final["notices"]), final["notices"]
 
 
-def test_redis_gone_while_the_daq_answers_loses_the_lock(tmp_path, sim_process, redis_server):
-    """Redis alone does not answer for the lock's whole expiry while the DAQ's REST server does:
-    the lock counts as lost (exit 4), the acquisition is stopped."""
+def test_redis_gone_for_the_runner_alone_while_the_daq_works_loses_the_lock(tmp_path, sim_process, redis_server):
+    """The runner alone loses Redis (its Redis user is switched off and its connections closed)
+    for the lock's whole expiry, while the DAQ's REST server works with that Redis: the lock counts
+    as lost (exit 4), the acquisition is stopped."""
+    admin = redis.Redis.from_url(redis_server.url)
+    admin.execute_command("ACL", "SETUSER", "runner", "on", ">runner-secret", "~*", "&*", "+@all")
+    runner_url = redis_server.url.replace("redis://", "redis://runner:runner-secret@")
     path = batch_file(tmp_path, "version: 1\nsteps:\n  - write: {output_file: '{root}/a.h5', n_images: 100000}\n")
     report = tmp_path / "r.json"
-    proc = start_daq_run(
-        path, "--url", sim_process.url, "--redis", redis_server.url, "--report", str(report),
-        "--lock-ttl", "2", "--max-outage", "20", "--quiet",
-    )  # fmt: skip
-    wait_until(lambda: writer_state(sim_process.url) == "WRITING")
-    os.kill(redis_server.pid, signal.SIGSTOP)  # stalled: the REST server still answers status
     try:
+        daq = SimpleNamespace(url=sim_process.url, redis_url=runner_url)  # the runner's own Redis user
+        proc = start_daq_run_until_writing(daq, path, report, "--lock-ttl", "2", "--max-outage", "20", "--quiet")
+        admin.execute_command("ACL", "SETUSER", "runner", "off")
+        admin.execute_command("CLIENT", "KILL", "USER", "runner")
         _, err = proc.communicate(timeout=60)
     finally:
-        os.kill(redis_server.pid, signal.SIGCONT)
+        admin.close()
     assert 4 == proc.returncode, err
     assert "runner lock lost" in err and "while the DAQ answers" in err, err
     assert "READY" == writer_state(sim_process.url)
+
+
+def test_the_daqs_redis_killed_mid_write_is_an_outage_not_a_lost_lock(tmp_path, sim_process, redis_server):
+    """The DAQ's Redis is killed during a write (its REST server then answers only "Error 111
+    connecting to ..."; the lock lives in that Redis): ridden out as an outage for --max-outage,
+    then exit 3 "DAQ unreachable" naming the cause, never exit 4 "runner lock lost"."""
+    path = batch_file(tmp_path, "version: 1\nsteps:\n  - write: {output_file: '{root}/a.h5', n_images: 100000}\n    retries: 1\n")
+    report = tmp_path / "r.json"
+    proc = start_daq_run_until_writing(sim_process, path, report, "--lock-ttl", "2", "--max-outage", "5", "--quiet")
+    redis_server.kill()
+    gone = time.monotonic()
+    _, err = proc.communicate(timeout=60)
+    assert 3 == proc.returncode, err
+    assert 5 <= time.monotonic() - gone < 20, "ridden out for --max-outage"
+    final = report_of(report)
+    assert ("failed", True, None) == (final["status"], final["daq_unreachable"], final.get("lock_lost")), final["reason"]
+    (step,) = final["steps"]
+    assert "DAQ unreachable" in step["error"] and "cannot reach its own Redis" in step["error"], step["error"]
+    assert "timed out" not in step["error"] and "lock" not in final["reason"], final["reason"]
+    assert any("the DAQ does not answer either" in n["message"] for n in final["notices"]), final["notices"]
+
+
+def test_the_daqs_redis_back_within_the_outage_the_lock_is_taken_back_and_the_write_passes(tmp_path):
+    """The DAQ's Redis (with persistence) is killed during a write and back 3 s later, past the
+    lock's 2 s expiry: nobody took the lock meanwhile (its epoch token is still ours), so it is
+    taken back with a notice and the write passes, confirmed by the DAQ's log."""
+    with RedisServer(data_dir=str(tmp_path)) as server:
+        sim = SimProcess(server.url, frame_rate=200).start()
+        try:
+            path = batch_file(tmp_path, "version: 1\nsteps:\n  - write: {output_file: '{root}/a.h5', n_images: 1600}\n")
+            report = tmp_path / "r.json"
+            proc = start_daq_run_until_writing(sim, path, report, "--lock-ttl", "2", "--max-outage", "20", "--quiet")
+            server.kill()
+            time.sleep(3.0)  # past the lock's expiry
+            server.start()
+            _, err = proc.communicate(timeout=60)
+        finally:
+            sim.stop()
+    assert 0 == proc.returncode, err
+    final = report_of(report)
+    assert any("nobody took it meanwhile, taken back" in n["message"] for n in final["notices"]), final["notices"]
+    (step,) = final["steps"]
+    assert ("passed", 1600, "daq_log") == (step["status"], step["n_written"], step["confirmed_by"])
 
 
 def test_rest_outage_of_30_s_mid_batch_is_waited_out(daq_sim, tmp_path):

@@ -25,6 +25,17 @@ def test_a_silence_then_an_entry_is_the_restart():
     assert {"seen": True, "sign": "silence", "down_after_s": 0.4, "back_after_s": 3.0} == signs.outcome()
 
 
+def test_a_silence_that_began_before_the_deployment_is_no_sign():
+    """The last entry came before SUCCESS and the next one late: a held-up logger, not the restart
+    (which begins after SUCCESS); the late entry shows the stream alive, and a later silence counts."""
+    signs = feed(RestartSigns(0.0, timed=True, before=BEFORE), [(1.0, 100.0)])
+    assert (None, False) == (signs.down_by, signs.back)
+    signs.silent(2.0)
+    assert signs.down_at is None, "1 s since the entry after the deployment is one period"
+    feed(signs, [(3.5, 100.0)])
+    assert {"seen": True, "sign": "silence", "down_after_s": 1.0, "back_after_s": 3.5} == signs.outcome()
+
+
 def test_a_silence_still_going_on_is_the_services_down():
     """No entry for longer than the gap: down already, back at the next entry."""
     signs = RestartSigns(0.0, timed=True, before=BEFORE)

@@ -296,6 +296,45 @@ def test_a_write_that_cannot_finish_within_its_timeout_is_said_before_it_starts_
     assert "images/s it needs about" in step.error and "give it timeout:" in step.error, step.error
 
 
+def test_a_write_that_stalled_says_since_when_and_advises_no_longer_timeout(daq_sim, tmp_path):
+    """The detector stops sending 1 s into a write that would fit its timeout at the pace it had:
+    the timeout's error says that it stalled, at how many images and since when, and advises no
+    longer timeout (none would help); no notice while it writes claims it will not finish in time."""
+    daq_sim.core.settings.frame_rate = 100
+    stalled: list = []
+
+    def stall(event):
+        if event.kind == events.PROGRESS and event.data["n_written"] >= 100 and not stalled:
+            stalled.append(time.time())
+            arm_faults(daq_sim, stall_s=60)
+
+    out = tmp_path / "stalled.h5"
+    batch = load_batch_text(f"version: 1\nsteps:\n  - write: {{output_file: '{out}', n_images: 800}}\n    timeout: 7\n")
+    report = Runner(daq_sim.url, daq_sim.redis_url, [stall]).run(batch)
+    (step,) = report.steps
+    assert "failed" == step.status and step.error.startswith("timed out after 7 s before its 800 images were written; it stalled at "), step.error
+    assert " of 800 images: none written since " in step.error and "timeout:" not in step.error, step.error
+    assert not any("will not finish within its timeout" in n["message"] for n in report.notices), report.notices
+
+
+def test_a_write_that_slowed_down_says_so_and_advises_no_timeout_from_its_average_pace(daq_sim, tmp_path):
+    """The detector drops from 100 to 10 images/s 2 s into a write: its timeout's error says that
+    it slowed down, not a timeout computed from the average pace (which the slow end belies)."""
+    daq_sim.core.settings.frame_rate = 100
+    slowed: list = []
+
+    def slow_down(event):
+        if event.kind == events.PROGRESS and event.data["n_written"] >= 200 and not slowed:
+            slowed.append(True)
+            arm_faults(daq_sim, detector_rate=10)
+
+    out = tmp_path / "slowed.h5"
+    batch = load_batch_text(f"version: 1\nsteps:\n  - write: {{output_file: '{out}', n_images: 2000}}\n    timeout: 7\n")
+    report = Runner(daq_sim.url, daq_sim.redis_url, [slow_down]).run(batch)
+    (step,) = report.steps
+    assert "failed" == step.status and "; it slowed down from " in step.error and "timeout:" not in step.error, step.error
+
+
 def test_one_runner_runs_batch_after_batch_the_first_ended_by_request_stop(daq_sim, tmp_path):
     """A Runner holds configuration only: after a run ended by request_stop() and a second
     stop's short cleanup, the next two runs on the same Runner start afresh and pass."""

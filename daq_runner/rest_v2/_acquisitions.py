@@ -14,6 +14,10 @@ The rules (docs/guarantees.md, what an unattended run can rely on):
   acquisition) is confirmed over REST before it is believed: a real DAQ stores each status
   twice and the copies can interleave. A slow acknowledgement is not "vanished": the grace
   period counts from the start's reply.
+- **Not lost unnoticed.** ``daq:config`` is read along while an acquisition is followed: a
+  config the run did not store, while ours still writes, restarts the DAQ's services under it;
+  the attempt fails at once with that cause and the acquisition is stopped
+  (:meth:`~daq_runner.rest_v2._config.ConfigWatch.stored_during`).
 - **Owned.** Every acquisition that may be running is registered in the run's
   :class:`~daq_runner.daq.Acquisitions` before its request is sent, so that whatever ends the
   run stops it (:meth:`Tracker.stop`); ``wait: false`` acquisitions are followed in the
@@ -25,15 +29,15 @@ from __future__ import annotations
 import collections
 import os
 import time
-from typing import Any, Deque, Dict, List, Optional, Protocol, Set
+from typing import Any, Deque, Dict, List, NoReturn, Optional, Protocol, Set
 
 from .. import protocol
 from .._deadline import Deadline, current, detached
-from .._text import quote
+from .._text import clauses, quote
 from ..batch import WriteStep
 from ..client import StdDaqClient
 from ..daq import ALLOW_OVERWRITE, READY, UNKNOWN, WRITING, Acquisition, Progress, RunServices
-from ..exceptions import DaqNotConfigured, DaqRunnerError, StdDaqAdminException, StepFailed, WriteOutcomeUnknown, WriterNeedsRestart
+from ..exceptions import DaqNeedsRestart, DaqNotConfigured, DaqRunnerError, StdDaqAdminException, StepFailed, WriteOutcomeUnknown, WriterNeedsRestart
 from ..record import MISSING, StepRecord
 from ..resume import acquisition_id, run_ids_of
 from ._config import NO_CONFIG, ConfigWatch
@@ -73,6 +77,7 @@ class TrackedAcquisition(Acquisition):
         self.last: Optional[dict] = None  # our acquisition as last seen
         self.final: Optional[dict] = None  # our acquisition once provably ended
         self.adopted_notice: Optional[str] = None
+        self.config_id: Optional[str] = None  # the config it started with
 
     @property
     def acquisition_id(self) -> str:
@@ -309,7 +314,7 @@ class Tracker:
         self.files[os.path.realpath(step.output_file)] = step.index
         request = {"output_file": step.output_file, "n_images": step.n_images, "run_id": acq.run_id}
         record.acquisition_id, record.acquisition, record.daq_log, record.daq_log_reason = str(acq.run_id), None, None, None
-        record.config_id = daq.config.known  # proven just before (ConfigWatch.prove): what it runs with
+        record.config_id = acq.config_id = daq.config.known  # proven just before (ConfigWatch.prove): what it runs with
         for send in (1, 2):
             # Cursors from before the request: no status of our acquisition can be missed.
             acq.cursor, acq.log_cursor, _ = marks if send == 1 and marks is not None else daq.feed.mark_write()
@@ -425,13 +430,24 @@ class Tracker:
             # nothing about ours. Without this, its READY would be confirmed over REST.
             return status.get("state") != UNKNOWN and protocol.acquisition_run_id(status) in self._seen_end
 
+        configs = daq.config.tap(acq.config_id)  # a config stored meanwhile restarts the services under it
         while acq.final is None:
-            status = feed.wait_for_status(suggests_end, since=acq.cursor, on_status=on_status, tap=acq.log_cursor, stale=stale)
-            if status is None:
+            status = feed.wait_for_status(suggests_end, since=acq.cursor, on_status=on_status, tap=acq.log_cursor, stale=stale, configs=configs)
+            live: Optional[dict] = None
+            if status is None and configs.entries:
+                lost = daq.config.stored_during(configs, acq.config_id)
+                if lost is None:
+                    continue  # this run's own (never stored under its writes)
+                live = feed.status()
+                if acq.matches(live) and live.get("state") == WRITING:
+                    self._lost_to_config(acq, record, lost)
+                # Not ours writing: ours ended, or the DAQ itself restarted (a REST server deploys
+                # its config file as it starts): the status tells, as below.
+            elif status is None:
                 # The images written are the record's (n_written, counted once the acquisition is
                 # stopped): a count taken here would differ from it by what came after.
                 raise StepFailed(f"timed out after {step.timeout:g} s before its {step.n_images} images were written")
-            if acq.is_final(status):
+            elif acq.is_final(status):
                 acq.final = status.get("acquisition")
                 if status.get("state") == READY and acq.cursor is not None and acq.log_cursor is not None:
                     # Read from the stream just now: a following write can start from here.
@@ -447,7 +463,8 @@ class Tracker:
                     )
                 break
             # Believe the end only when the DAQ confirms it now.
-            live = feed.status()
+            if live is None:
+                live = feed.status()
             if live.get("state") == UNKNOWN:
                 self._ended(acq)
                 record.acquisition = live.get("acquisition") if acq.matches(live) else acq.last
@@ -474,6 +491,24 @@ class Tracker:
         self._ended(acq)
         self._note_adoption(acq)
         self.judge(acq, record)
+
+    def _lost_to_config(self, acq: TrackedAcquisition, record: StepRecord, lost: str) -> NoReturn:
+        """``acq`` still runs, but a config stored meanwhile restarts the services under it
+        (``lost`` says which): stop it now and fail the attempt with that cause (raises).
+
+        Stopped now, usually before the restart reaches it, its file keeps what was written and
+        the writer driver is not wedged. A driver wedged already stops the run
+        (:class:`DaqNeedsRestart` from the writer reset: only a restart of the REST server helps).
+        """
+        self._ended(acq)
+        try:
+            self.daq.reset_writer(acq.step, record, lost)
+        except DaqNeedsRestart:
+            raise
+        except StepFailed as exc:
+            raise StepFailed(clauses(lost, str(exc))) from None
+        self.record_end(acq, record, self.timing.log_wait_s)  # logged "Interrupted." with its count
+        raise StepFailed(lost)
 
     def judge(self, acq: TrackedAcquisition, record: StepRecord) -> None:
         """Pass only a FINISHED acquisition with every image written and (if required) logged."""

@@ -17,6 +17,10 @@ The rules (docs/batch-reference.md, "What the steps do on a real DAQ"):
   WRITING" within :data:`~daq_runner._restart.RESTART_WINDOW_S` of a deployment is that
   restart: the writer is reset and the write started again once (a recovery, not a retry),
   only when it provably did not start.
+- **Stored during a write.** A config the run did not store, stored while one of its writes runs,
+  restarts the DAQ's services under the acquisition, which loses it (and wedges the writer
+  driver of a real DAQ): the write fails at once with that cause, whatever the statuses still
+  say (:meth:`ConfigWatch.stored_during`); a retry then applies the run's fields again first.
 - **No configuration.** A DAQ without one (its Redis came back empty) refuses every write: the
   write fails with that reason (:class:`~daq_runner.exceptions.DaqNotConfigured`).
 
@@ -32,6 +36,7 @@ from typing import Any, Dict, Optional, Protocol, Set
 
 from .. import events, protocol
 from .._deadline import current
+from .._foreign_config import differing, record_reapplied, shown
 from .._restart import RESTART_WINDOW_S, RestartSigns
 from .._text import quote
 from ..batch import Step
@@ -39,7 +44,7 @@ from ..client import MAX_TIMEOUT_S, ConfigUpdate, DeploymentHook, StdDaqClient
 from ..daq import RunServices
 from ..exceptions import DaqNotConfigured, StepFailed
 from ..record import StepRecord, iso
-from ._feed import ConfigEntry, StatusFeed, entry_time
+from ._feed import ConfigEntry, StatusFeed, Tap, entry_time
 
 __all__ = ["ConfigWatch", "NO_CONFIG"]
 
@@ -84,6 +89,7 @@ class ConfigWatch:
     def __init__(self, daq: _Daq) -> None:
         self.daq = daq
         self.known: Optional[str] = None
+        self.proven: ConfigEntry = (None, None)  # the last config a write was proven to run with
         self.ours: Set[str] = set()
         self.due = True
         self._restart: Optional[_Deployed] = None  # its restart not seen over yet
@@ -144,31 +150,63 @@ class ConfigWatch:
         established = self.run.established
         if self.due:
             self.due = False
-            changes = _differing(config, established)
+            changes = differing(config, established)
             if changes:
                 self.apply(
                     step,
                     record,
                     changes,
-                    f"the DAQ's configuration changed under the run ({_shown(config, changes)}), found after its writer was reset (a DAQ restart?)",
+                    f"the DAQ's configuration changed under the run ({shown(config, changes)}), found after its writer was reset (a DAQ restart?)",
                 )
                 return True
         if self._restart is not None:
             self.wait_restart(step, record)
             return True
+        self.proven = (config_id, config)
         return False
+
+    # -- during a write --------------------------------------------------------------------------
+
+    def tap(self, config_id: Optional[str]) -> Tap:
+        """A tap on ``daq:config`` from ``config_id``, the config a write started with (proven
+        just before it), for the waits that follow it (``StatusFeed.wait_for_status(configs=...)``):
+        a write followed later (in the background) misses no config stored since its start."""
+        return Tap(self.daq.feed.streams.config, config_id)
+
+    def stored_during(self, configs: Tap, ran_with_id: Optional[str]) -> Optional[str]:
+        """Why the write followed with ``configs`` (see :meth:`tap`), started with config
+        ``ran_with_id``, is lost: a config the run did not store was stored meanwhile (its
+        restart of the services loses the acquisition); ``None`` when all it read were this
+        run's own. Empties the tap.
+
+        Raises:
+            DaqProtocolError: the config entry has the wrong shape.
+        """
+        stored = [(config_id, config) for config_id, config in configs.entries if config_id not in self.ours]
+        configs.entries.clear()
+        if not stored:
+            return None
+        feed = self.daq.feed
+        config_id, config = stored[-1]
+        config = protocol.check_stream_entry(feed.streams.config, config, feed.streams, config_id)
+        ran_with = self.proven[1] if self.proven[0] == ran_with_id else None
+        others = f" (and {len(stored) - 1} more)" if len(stored) > 1 else ""
+        return (
+            f"config {config_id}{others} ({_changed(ran_with, config, ran_with_id)}), by someone else at "
+            f"{iso(entry_time(config_id))}, stored while this write ran: the DAQ's services restart under the acquisition"
+        )
 
     def _foreign(self, step: Step, record: StepRecord, config_id: Optional[str], config: Dict[str, Any]) -> None:
         """A config this run did not store is the newest: apply the run's fields over it where it changed them."""
         run = self.run
         what = f"the DAQ's configuration changed under the run: config {config_id} stored at {iso(entry_time(config_id)) if config_id else '?'} by someone else"
-        changes = _differing(config, run.established)
+        changes = differing(config, run.established)
         self.known = config_id
         deployment = self.daq.client.get_deployment_status()
         at = _stop_time(deployment) if deployment.get("config_id") == config_id else None
         self._restart = self._window = _Deployed(config_id, at)
         if changes:
-            self.apply(step, record, changes, f"{what} ({_shown(config, changes)})")
+            self.apply(step, record, changes, f"{what} ({shown(config, changes)})")
             return
         if run.established:
             set_by_run = ", ".join(f"{key}={value}" for key, value in run.established.items())
@@ -182,9 +220,7 @@ class ConfigWatch:
         run = self.run
         self.daq.ready_status(step, record, "re-applying the configuration")
         applied = self.update(changes)
-        text = ", ".join(f"{key}={value}" for key, value in changes.items())
-        run.recovery(record, step, reason, f"update_config {text}", f"applied: config {applied.config_id}")
-        run.notice(f"re-applied {text} before step {step.index}: {reason}", step)
+        record_reapplied(run, step, record, changes, reason, f"applied: config {applied.config_id}")
         self.wait_restart(step, record)
         return applied
 
@@ -257,13 +293,16 @@ def _stop_time(deployment: Any) -> Optional[float]:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 else None
 
 
-def _differing(config: Optional[dict], wanted: Dict[str, Any]) -> Dict[str, Any]:
-    """The fields of ``wanted`` that ``config`` does not show."""
-    return {key: value for key, value in wanted.items() if protocol.config_differences(config, {key: value})}
-
-
-def _shown(config: Optional[dict], changes: Dict[str, Any]) -> str:
-    config = config or {}
-    return ", ".join(f"{key}={quote(config.get(key))} instead of {value}" for key, value in changes.items())
+def _changed(before: Optional[dict], after: Optional[dict], before_id: Optional[str]) -> str:
+    """What ``after`` changed of ``before`` (the config ``before_id``), field by field."""
+    if before is None:
+        return f"the write ran with config {before_id}"
+    after = after or {}
+    changed = [
+        key for key in sorted(set(before) | set(after)) if before.get(key) != after.get(key) and protocol.config_differences(after, {key: before.get(key)})
+    ]
+    if not changed:
+        return f"the same fields as config {before_id}, which the write ran with"
+    return ", ".join(f"{key}={quote(after.get(key))} instead of {quote(before.get(key))}" for key in changed)
 
 

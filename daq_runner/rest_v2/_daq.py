@@ -145,13 +145,17 @@ class RestV2Daq(RestV2Reads, Daq):
         self.feed.status()
 
     def answers(self) -> bool:
+        """Whether the DAQ works now, one quick look: its REST server answers a request it
+        serves from its Redis. One that answers only that it cannot reach its Redis
+        (:class:`DaqRedisUnavailable`) counts as down: the runner lock lives in that Redis, so
+        nobody can take it meanwhile (the writer status, kept in memory, would say nothing)."""
         with self._probe_guard:
             if self._probe is None:
                 self._probe = StdDaqClient(self.url, timeout=_PROBE_S, retries=0)
             try:
                 with detached(Deadline(2 * _PROBE_S)):
-                    self._probe.get_status()
-            except DaqTransportError:
+                    self._probe.request(protocol.DAQ_CONFIG_GET)
+            except DaqTransportError:  # DaqRedisUnavailable among them
                 return False
             except Exception:  # an HTTP error, a garbled reply: something answers there
                 return True

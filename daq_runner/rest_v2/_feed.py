@@ -22,11 +22,11 @@ from typing import Any, Callable, List, Optional, Tuple
 import redis
 
 from .. import protocol
-from .._deadline import SLICE_S, Interrupted, bounded, current
+from .._deadline import SLICE_S, Deadline, Interrupted, bounded, current
 from .._redis import as_text, decode_entries, last_id, newest_id
 from .._restart import RestartSigns, Sample, detector_rate, wait_for_signs
 from ..client import StdDaqClient
-from ..exceptions import DaqProtocolError, DeadlineExceeded
+from ..exceptions import DaqError, DaqProtocolError, DeadlineExceeded
 from ._timing import RestV2Timing
 
 __all__ = ["StatusFeed", "Cursor", "Tap", "Interrupted", "ConfigEntry", "entry_time"]
@@ -45,6 +45,12 @@ def entry_time(entry_id: str) -> float:
         return int(entry_id.split("-", 1)[0]) / 1000.0
     except ValueError:
         return 0.0
+
+
+def _own_window(bound: Deadline, outer: Deadline) -> bool:
+    """Whether a wait's own time window (``bound``), not its caller's bound (``outer``), is what
+    a request cut short ended: the caller's time is not over, so it is no timeout of the step."""
+    return bound.at < outer.at
 
 
 class Cursor:
@@ -319,22 +325,21 @@ class StatusFeed:
         self.observe(status)
         return status
 
-    def _xread(self, cursor: Cursor, remaining: float, tap: Optional[Tap] = None) -> List[Tuple[str, Any]]:
+    def _xread(self, cursor: Cursor, remaining: float, *taps: Optional[Tap]) -> List[Tuple[str, Any]]:
         # Block at most one slice: a stop request is looked at between slices.
         block_ms = max(1, int(min(remaining, SLICE_S) * 1000))
-        if tap is None or tap.id is None:
-            reply = self.redis.xread({cursor.stream: cursor.id}, count=100, block=block_ms)
-            return decode_entries(reply[0][1] if reply else [])
-        reply = self.redis.xread({cursor.stream: cursor.id, tap.stream: tap.id}, count=100, block=block_ms)
+        along = {tap.stream: tap for tap in taps if tap is not None and tap.id is not None}
+        streams = {cursor.stream: cursor.id, **{name: tap.id for name, tap in along.items()}}
+        reply = self.redis.xread(streams, count=100, block=block_ms)
         entries: List[Tuple[str, Any]] = []
         for name, items in reply or ():
-            if as_text(name) == tap.stream:
-                tapped = decode_entries(items)
-                if items:
-                    tap.id = as_text(items[-1][0])  # past every entry read, JSON or not
-                tap.entries.extend(tapped)
-            else:
+            tap = along.get(as_text(name))
+            if tap is None:
                 entries = decode_entries(items)
+                continue
+            if items:
+                tap.id = as_text(items[-1][0])  # past every entry read, JSON or not
+            tap.entries.extend(decode_entries(items))
         return entries
 
     def sleep(self, seconds: float) -> None:
@@ -349,6 +354,7 @@ class StatusFeed:
         on_status: Callable[[dict], None] = lambda status: None,
         tap: Optional[Tap] = None,
         stale: StatusPredicate = lambda status: False,
+        configs: Optional[Tap] = None,
     ) -> Optional[dict]:
         """The first writer status (after ``since``) for which ``predicate`` holds.
 
@@ -357,10 +363,17 @@ class StatusFeed:
         ``tap``, its stream is read along (see :class:`Tap`). Stream entries for which
         ``stale`` holds are known late copies: observed, but not given to ``predicate``
         (statuses read over REST always are: they are the DAQ's state now).
+
+        ``configs`` is a tap on ``daq:config`` whose id is the config id in force: a config
+        stored since ends the wait at once (``None``; the caller looks at ``configs.entries``,
+        ``(config_id, config)`` pairs, not checked yet). It is read along with the statuses;
+        without Redis, ``GET /daq/config`` is asked every ``timing.rest_confirm_s`` and a
+        new ``config_id`` is that entry.
         """
         self._continue = None
         cursor = since if since is not None else Cursor(self.streams.status, None)
-        with bounded(current().within(timeout)) as bound:
+        outer = current()
+        with bounded(outer.within(timeout)) as bound:
             confirm_at = time.monotonic() + self.timing.rest_confirm_s if cursor.id is not None else 0.0
             try:
                 while True:
@@ -369,7 +382,7 @@ class StatusFeed:
                         return None
                     if cursor.id is not None and self._redis_ok:
                         try:
-                            entries = self._xread(cursor, bound.remaining(), tap)
+                            entries = self._xread(cursor, bound.remaining(), tap, configs)
                         except redis.RedisError as exc:
                             self._redis_failed(exc)
                             cursor.id = None
@@ -381,12 +394,19 @@ class StatusFeed:
                             on_status(status)
                             if not stale(status) and predicate(status):
                                 return status
+                        if configs is not None and configs.entries:
+                            return None
                         if time.monotonic() < confirm_at:
                             continue
                         confirm_at = time.monotonic() + self.timing.rest_confirm_s
                     elif self._maybe_back_to_redis():
                         # Redis came back: read from now on, after one REST look for what happened meanwhile.
                         cursor.id = self.mark(cursor.stream).id
+                    elif configs is not None and time.monotonic() >= confirm_at:
+                        # No config stream to read along: the config id over REST, now and then.
+                        confirm_at = time.monotonic() + self.timing.rest_confirm_s
+                        if self._config_stored(configs):
+                            return None
                     status = self.status()
                     on_status(status)
                     if predicate(status):
@@ -394,9 +414,20 @@ class StatusFeed:
                     if cursor.id is None or not self._redis_ok:
                         self.sleep(min(self.poll_interval, bound.remaining()))
             except DeadlineExceeded:
-                if bound.expired:
+                if bound.expired or _own_window(bound, outer):
                     return None
                 raise
+
+    def _config_stored(self, configs: Tap) -> bool:
+        """Over REST: whether the DAQ's config id is no longer ``configs.id`` (then the config
+        is the tap's new entry)."""
+        envelope = self.client.request(protocol.DAQ_CONFIG_GET)
+        config_id = envelope.get("config_id")
+        if config_id is None or config_id == configs.id:
+            return False
+        configs.id = config_id
+        configs.entries.append((config_id, envelope.get("config")))
+        return True
 
     def find_log(self, match: Callable[[dict], bool], since: Optional[Cursor], timeout: float) -> Tuple[Optional[dict], str]:
         """The first acquisition log record for which ``match`` holds, as ``(record, source)``.
@@ -410,7 +441,8 @@ class StatusFeed:
             record = protocol.check_stream_entry(since.stream, obj, self.streams, entry_id)  # type: ignore[union-attr]
             if match(record):
                 return record, f"redis {since.stream} {entry_id}"  # type: ignore[union-attr]
-        with bounded(current().within(timeout)) as bound:
+        outer = current()
+        with bounded(outer.within(timeout)) as bound:
             try:
                 if since is not None and since.id is not None and self._redis_ok:
                     cursor = Cursor(since.stream, since.id)
@@ -432,7 +464,10 @@ class StatusFeed:
                     if bound.expired:
                         break
                     self.sleep(min(self.timing.log_poll_s, bound.remaining()))
-            except DeadlineExceeded:
-                if not bound.expired:
+            except DeadlineExceeded as exc:
+                if not (bound.expired or _own_window(bound, outer)):
                     raise
+                if isinstance(exc.__cause__, DaqError):
+                    # This look's time, not the caller's: the DAQ failed to answer within it.
+                    return None, f"the DAQ's log could not be read within {timeout:g} s: {exc}"
         return None, f"no daq:log record within {timeout:g} s"

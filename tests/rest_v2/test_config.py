@@ -8,6 +8,7 @@ land between two given steps.
 
 from __future__ import annotations
 
+import threading
 import time
 
 import h5py
@@ -194,3 +195,107 @@ def test_a_config_step_fails_when_the_services_do_not_come_back(daq_sim, tmp_pat
     assert "failed" == report.status and time.monotonic() - began < 10
     assert "were not seen back" in report.steps[0]["error"] and "is the detector sending?" in report.steps[0]["error"]
     wait_until(lambda: not daq_sim.core.services_down)
+
+
+LONG_WRITE = "version: 1\nsteps:\n  - config: {bit_depth: 8}\n  - write: {output_file: '{root}/a.h5', n_images: 3000}\n    timeout: 30\n    retries: RETRIES\n"
+
+
+def store_during_the_write(daq_sim, foreign, in_thread=True):
+    """A consumer that stores bit_depth 16 from outside once the write (step 2) has written images:
+    from a thread (as another person would), or from the run's own thread (the run then reads
+    on only once the config is deployed)."""
+
+    def consumer(event):
+        if event.kind == events.PROGRESS and event.step == 2 and event.data["n_written"] > 0 and not foreign:
+            foreign["at"] = time.monotonic()
+            if in_thread:
+                foreign["thread"] = threading.Thread(target=lambda: foreign.setdefault("update", outside(daq_sim, bit_depth=16)), daemon=True)
+                foreign["thread"].start()
+            else:
+                foreign["update"] = outside(daq_sim, bit_depth=16)
+
+    return consumer
+
+
+def test_a_config_stored_during_a_write_fails_it_at_once_naming_the_config_and_the_stop_keeps_its_file(daq_sim, tmp_path):
+    """Someone stores bit_depth 16 while a 30 s write runs: the attempt fails at once (not after its
+    timeout, with no advice of a longer one) naming the config, what it changed and why the write is
+    lost; the acquisition is stopped before the restart reaches it, so its file keeps what was written."""
+    daq_sim.core.settings.frame_rate = 100
+    foreign: dict = {}
+    report = run(daq_sim, tmp_path, LONG_WRITE.replace("RETRIES", "0"), [store_during_the_write(daq_sim, foreign)])
+    foreign["thread"].join(10)
+    assert "failed" == report.status
+    assert time.monotonic() - foreign["at"] < 5, "failed at once, not at the step's timeout"
+    write = report.steps[1]
+    config_id = foreign["update"].config_id
+    assert write["error"].startswith(f"config {config_id} (bit_depth=16 instead of 8), by someone else at "), write["error"]
+    assert write["error"].endswith("stored while this write ran: the DAQ's services restart under the acquisition"), write["error"]
+    assert "timeout" not in write["error"]
+    (stop,) = [r for r in write["recoveries"] if r["action"] == "stop_writer"]
+    assert ("READY", write["error"]) == (stop["outcome"], stop["reason"])
+    assert 0 < write["n_written"] < 3000 and write["acquisition"]["message"] == "Interrupted."
+    with h5py.File(tmp_path / "a.h5") as handle:
+        (group,) = handle.values()
+        assert write["n_written"] == group["data"].shape[0]
+
+
+def test_a_retry_after_a_config_stored_during_the_write_applies_the_runs_config_first(daq_sim, tmp_path):
+    """The same with retries: 1: the retry applies the run's bit_depth 8 over the foreign config
+    (a recovery naming it), waits for the restart, and writes every image at 8 bits."""
+    daq_sim.core.settings.frame_rate = 1000
+    foreign: dict = {}
+    report = run(daq_sim, tmp_path, LONG_WRITE.replace("RETRIES", "1"), [store_during_the_write(daq_sim, foreign)])
+    foreign["thread"].join(10)
+    assert "passed" == report.status, report.reason
+    write = report.steps[1]
+    config_id = foreign["update"].config_id
+    assert 2 == write["attempts"] and f"config {config_id} (bit_depth=16 instead of 8)" in write["failed_attempts"][0]["error"]
+    (reapplied,) = [r for r in write["recoveries"] if r["action"] == "update_config bit_depth=8"]
+    assert f"config {config_id} stored at " in reapplied["reason"]
+    assert (3000, "uint8") == (write["n_written"], dtype(tmp_path / "a.h5"))
+    assert write["config_id"] not in (config_id, report.steps[0]["config_id"])
+
+
+@pytest.mark.parametrize("redis", [True, False], ids=["redis", "rest"])
+def test_a_config_that_wedged_the_writer_driver_under_the_write_stops_the_run_with_what_the_daq_needs(daq_sim, tmp_path, redis):
+    """The restart came before the runner could stop the write (the writer driver is wedged: every
+    stop answers "Cannot reach READY"): the run stops at once, naming the config that caused it and
+    the restart of the DAQ's REST server it needs; without Redis the config id over REST tells."""
+    settings = daq_sim.core.settings
+    settings.frame_rate, settings.restart_s, settings.driver_timeout_s = 100, 0.0, 0.3  # restarted as it deploys
+    foreign: dict = {}
+    began = time.monotonic()
+    report = run(daq_sim, tmp_path, LONG_WRITE.replace("RETRIES", "2"), [store_during_the_write(daq_sim, foreign, in_thread=False)], redis=redis)
+    assert "failed" == report.status and time.monotonic() - began < 15
+    write = report.steps[1]
+    config_id = foreign["update"].config_id
+    assert 1 == write["attempts"], write["failed_attempts"]
+    assert write["error"].startswith("the DAQ's writer driver is wedged: 3 stops in a row answered Cannot reach READY"), write["error"]
+    assert f"(config {config_id} (bit_depth=16 instead of 8), by someone else at " in write["error"]
+    assert "restart the DAQ's REST server" in write["error"] and "timeout" not in write["error"]
+
+
+def test_a_config_stored_during_a_background_write_is_its_cause_when_the_run_settles_it(daq_sim, tmp_path):
+    """A write with wait: false, and someone stores bit_depth 16 while it runs and the batch goes
+    on: when the run settles it, its record names that config as the cause at once (read from
+    the config it started with), instead of waiting out its step's timeout for a lost acquisition."""
+    settings = daq_sim.core.settings
+    settings.frame_rate, settings.driver_timeout_s = 100, 0.3
+    foreign: dict = {}
+
+    def consumer(event):
+        if event.kind == events.STEP_STARTED and event.step == 3 and not foreign:
+            foreign["update"] = outside(daq_sim, bit_depth=16)
+
+    text = (
+        "version: 1\nsteps:\n  - config: {bit_depth: 8}\n"
+        "  - write: {output_file: '{root}/a.h5', n_images: 3000, wait: false}\n    timeout: 30\n"
+        "  - wait: {seconds: 1}\n"
+    )
+    began = time.monotonic()
+    report = run(daq_sim, tmp_path, text, [consumer])
+    assert "failed" == report.status and time.monotonic() - began < 15
+    (write,) = [step for step in report.steps if step["kind"] == "write"]
+    assert f"config {foreign['update'].config_id} (bit_depth=16 instead of 8)" in write["error"], write["error"]
+    assert "stored while this write ran: the DAQ's services restart under the acquisition" in write["error"]

@@ -111,3 +111,21 @@ def test_a_write_right_after_an_acquisition_starts_from_its_cursors(feed):
     feed.timing = RestV2Timing(continue_s=0.0)
     feed.continue_from(Cursor(STREAMS.status, "5-0"), Tap(STREAMS.log, "6-0"), final)
     assert "5-0" != feed.mark_write()[0].id
+
+
+def test_a_short_look_at_the_log_of_a_daq_without_its_redis_names_that_cause_not_a_timeout(tmp_path):
+    """The DAQ's Redis is gone (its REST server answers only "Error 111 connecting to ..."): a
+    3 s look for a log record inside a step with a minute left ends after its 3 s with the
+    DAQ's cause as the reason; a DeadlineExceeded would be taken for the step's own timeout."""
+    from daq_runner._deadline import Deadline, bounded
+    from daq_runner.sim import SimSettings, SimulatedDaq
+    from daq_runner.sim.redis_server import RedisServer
+
+    with RedisServer() as server, SimulatedDaq(redis_url=server.url, settings=SimSettings(deploy_delay_s=0.05)) as sim:
+        server.kill()
+        feed = StatusFeed(StdDaqClient(sim.url, retries=1000, retry_deadline=40), None)
+        began = time.monotonic()
+        with bounded(Deadline(60)):
+            record, reason = feed.find_log(lambda r: True, None, 3.0)
+    assert record is None and 2.0 < time.monotonic() - began < 5.0
+    assert reason.startswith("the DAQ's log could not be read within 3 s: ") and "cannot reach its own Redis" in reason, reason

@@ -180,7 +180,10 @@ def test_stop_has_no_reply_and_is_seen_in_the_pushed_states(sim, tmp_path):
     with ws(sim) as conn:
         start(conn, tmp_path, n_image=10**6)
         frames(conn, "recording")
-        arm_faults(sim, slow_writers_s=0.3)  # stop and saving_file last long enough to be pushed, even on a loaded machine
+        # stop and saving_file last long enough to be pushed, even on a loaded machine (writers
+        # that answer late, within the driver's patience for them)
+        sim.core.settings.writer_timeout_s = 3.0
+        arm_faults(sim, slow_writers_s=0.3)
         conn.send('{"command":"stop"}')
         after = statuses(frames(conn, "file_saved"))
     assert set(after) <= {"recording", "stop", "saving_file", "file_saved"}
@@ -306,6 +309,7 @@ def test_a_change_is_pushed_at_once(sim, tmp_path):
     """A change does not wait for the next 100 ms tick: creating_file arrives within a few ms of the start."""
     # Writers that answer late hold creating_file long enough for a loaded machine's push
     # thread to see it (the driver pushes the state it finds, not every state it passed).
+    sim.core.settings.writer_timeout_s = 3.0  # late writers, not failed ones
     arm_faults(sim, slow_writers_s=0.3)
     with ws(sim) as conn:
         frames(conn, "idle")
