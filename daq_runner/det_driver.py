@@ -34,14 +34,16 @@ The client is not thread-safe: use one per thread.
 from __future__ import annotations
 
 import copy
+import itertools
 import json
+import os
 import logging
 import socket
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Tuple, Union
 from urllib.parse import urlsplit
 
 import requests
@@ -80,6 +82,9 @@ from .det_driver_protocol import (
     REPLY_SUCCESS,
     STOPPABLE_STATES,
     USER_PARAM,
+    began_anew,
+    is_marker_answer,
+    start_marker,
     DriverBuild,
     DriverMessage,
     DriverState,
@@ -117,6 +122,7 @@ __all__ = [
     "DETECT_S",
     "SILENCE_S",
     "CONFIRM_S",
+    "SETTLE_S",
     "RESTART_TIMEOUT",
 ]
 
@@ -131,10 +137,15 @@ SILENCE_S = 3.0
 CONFIRM_S = 3.0
 # Services restart after a stored config (the project's own target: under 10 s).
 RESTART_TIMEOUT = 60.0
+# An end seen before any state that surely followed the driver's taking of the start (a sample
+# pushed late may be another acquisition's): taken for this one's only when no new
+# acquisition shows within this (the driver pushes every 0.1 s and at once on a change).
+SETTLE_S = 0.5
 # A stop still shows a stoppable state this long after it was sent: it was lost, send it again.
 _STOP_RESEND_S = 0.3
 # Per-connection builds answer no pushes while idle: how often their state is asked (status).
 _PROBE_S = 0.25
+_MARKS = itertools.count(1)  # numbers the markers of this process's starts
 # Frames kept per session between reads (10 a second: several minutes).
 _MAX_QUEUED = 4096
 _MAX_FRAME_BYTES = 64 * 1024
@@ -205,6 +216,12 @@ class DriverAcquisition:
             it is followed.
         ended_at: when the outcome was seen.
         reconnects: sessions opened again while following it.
+        foreign: states seen after the start was sent that belong to another acquisition (one
+            the driver ran before it took this start, pushed before or late): kept out of
+            ``states``, ``count`` and ``outcome``.
+        doubt: why its states cannot be told apart from another acquisition's (``None``: they
+            can): its count and outcome are then the driver's best word only; confirm with
+            the files.
     """
 
     url: str
@@ -215,7 +232,17 @@ class DriverAcquisition:
     outcome: Optional[str] = None
     ended_at: Optional[float] = None
     reconnects: int = 0
+    foreign: List[DriverStatus] = field(default_factory=list)
+    doubt: Optional[str] = None
     _session: Optional["_Session"] = field(default=None, repr=False, compare=False)
+    # A state pushed after the driver took the start was seen (an end before one is unsure).
+    _settled: bool = field(default=True, repr=False, compare=False)
+    # States heard after the driver's answer to the start's marker: the first may have been
+    # sampled before the driver took the start (a session's pusher holds one sample at a
+    # time), every later one was sampled after it.
+    _heard: int = field(default=2, repr=False, compare=False)
+    # An end seen while not settled: taken once SETTLE_S passes without a new acquisition.
+    _unsure_end: Optional[_Frame] = field(default=None, repr=False, compare=False)
 
     @property
     def count(self) -> Optional[int]:
@@ -260,6 +287,8 @@ class DriverAcquisition:
             "last_count": self.last_count,
             "ended_at": self.ended_at,
             "reconnects": self.reconnects,
+            "foreign": [status.to_dict() for status in self.foreign],
+            "doubt": self.doubt,
         }
 
 
@@ -317,7 +346,9 @@ class _Session:
         self._closed: Optional[str] = None
         self._error: Optional[BaseException] = None
         self.last_frame_at = time.monotonic()
-        self.last: Optional[_Frame] = None  # the newest frame read by next()
+        # The newest state read (by next() or drain()): a reply to a command (rejected, the
+        # answer to a start's marker) says nothing of the driver's state.
+        self.last: Optional[_Frame] = None
         self._reader = threading.Thread(target=self._read, name="det-driver-session", daemon=True)
         self._reader.start()
 
@@ -373,8 +404,10 @@ class _Session:
         with self._cond:
             while True:
                 if self._frames:
-                    self.last = self._frames.popleft()
-                    return self.last
+                    frame = self._frames.popleft()
+                    if frame.message.state is not None:
+                        self.last = frame
+                    return frame
                 if self._error is not None:
                     raise self._error
                 if self._closed is not None:
@@ -394,11 +427,13 @@ class _Session:
                 self._cond.wait(wait)
 
     def drain(self) -> Optional[_Frame]:
-        """Drop the queued frames; returns the newest (or the last read)."""
+        """Drop the queued frames; returns the newest state (or the last read)."""
         with self._cond:
-            if self._frames:
-                self.last = self._frames[-1]
-                self._frames.clear()
+            for frame in reversed(self._frames):
+                if frame.message.state is not None:
+                    self.last = frame
+                    break
+            self._frames.clear()
             if self._error is not None:
                 raise self._error
             return self.last
@@ -415,8 +450,8 @@ class _Session:
 
     # -- writing -------------------------------------------------------------------------
 
-    def send(self, obj: Dict[str, Any]) -> None:
-        """Send one command.
+    def send(self, obj: Union[Dict[str, Any], str]) -> None:
+        """Send one command (a text as it is: a start's marker).
 
         Raises:
             DaqTransportError: the connection is closed; the command was not sent (a frame
@@ -425,9 +460,10 @@ class _Session:
         from websockets.exceptions import ConnectionClosed
 
         try:
-            self._connection.send(encode(obj))
+            self._connection.send(obj if isinstance(obj, str) else encode(obj))
         except (ConnectionClosed, OSError) as exc:
-            raise DaqTransportError(f"{self.safe_url}: cannot send {obj.get('command')!r}: {quote(exc)}", url=self.safe_url) from exc
+            what = "the start's marker" if isinstance(obj, str) else repr(obj.get("command"))
+            raise DaqTransportError(f"{self.safe_url}: cannot send {what}: {quote(exc)}", url=self.safe_url) from exc
 
     def close(self) -> None:
         try:
@@ -736,7 +772,11 @@ class DetDriverClient:
     ) -> DriverAcquisition:
         """Start an acquisition; returns once the driver showed it (its first state).
 
-        The start is sent **exactly once**. It writes ``<path>/<file_prefix><i>.h5``, one
+        The start is sent **exactly once**. On a current build every session hears every
+        acquisition, so a marker follows it (text the driver answers in order, after its answer
+        to the start): a ``rejected`` before that answer refuses the start; an acquisition
+        heard around it that ended, or that a new one followed, is another client's (kept in
+        ``foreign``, never in the count or the outcome). It writes ``<path>/<file_prefix><i>.h5``, one
         file per writer (``number_of_writers``).
 
         Args:
@@ -772,16 +812,27 @@ class DetDriverClient:
                         raise self._dropped(session, closed, "before the start was sent") from None
             before = session.last.message.state if session.last is not None else None
             session.send(command)
+            acquisition = DriverAcquisition(self.safe_ws_url, session.build, command, time.time(), _session=session)
+            log.debug("start sent to %s: %s", self.safe_ws_url, command)
+            marker: Optional[str] = None
             if session.build == DriverBuild.PER_CONNECTION:
                 # An older build pushes every second once it started: silence is a dead session.
                 session.expect_pushes(SILENCE_S + 2 * PUSH_PERIOD_S[DriverBuild.PER_CONNECTION])
-            acquisition = DriverAcquisition(self.safe_ws_url, session.build, command, time.time(), _session=session)
-            log.debug("start sent to %s: %s", self.safe_ws_url, command)
+            else:
+                # Every session hears every acquisition: the marker tells which pushes can be ours.
+                marker = start_marker(f"{os.getpid()}-{next(_MARKS)}")
+                acquisition._settled = False
+                try:
+                    session.send(marker)
+                except DaqTransportError:
+                    pass  # the session dropped: the reads below say so (the start may have been taken)
             sent = time.monotonic()
             confirm = bound.within(CONFIRM_S)
+            pending: List[_Frame] = []  # states pushed before the driver's answer to the marker
             while True:
+                unsure = acquisition._unsure_end
                 try:
-                    frame = session.next(confirm)
+                    frame = session.next(confirm if unsure is None else confirm.within(max(unsure.monotonic + SETTLE_S - time.monotonic(), 0.001)))
                 except _SessionClosed as closed:
                     self._forget(session)
                     raise WriteOutcomeUnknown(
@@ -791,27 +842,66 @@ class DetDriverClient:
                 except DaqTransportError as exc:
                     self._forget(session)
                     raise WriteOutcomeUnknown(f"{exc} after the start was sent (the acquisition may have started)", url=self.safe_ws_url) from exc
-                if frame is None:
+                if frame is None and marker is not None and any(f.message.state != DriverState.IDLE for f in pending):
+                    # No answer to the marker, but states: the start was not refused in time
+                    # (a busy driver answers at once), so it was taken; whose they are is unsure.
+                    acquisition.doubt = (
+                        f"the driver did not answer the marker sent after the start within {CONFIRM_S:g} s, "
+                        "so the states it pushed cannot be told apart from another client's acquisition"
+                    )
+                    self._taken(acquisition, pending, answered=False)
+                    marker = None
+                elif frame is None:
+                    if unsure is not None:
+                        self._settle(acquisition, force=confirm.expired)
+                        if acquisition.outcome is not None:
+                            return acquisition
+                        continue
                     what = f"{self.safe_ws_url}: no sign of the acquisition {time.monotonic() - sent:.1f} s after the start was sent (it may have started)"
                     if caller.expired:
                         raise WriteDeadlineExceeded(what, url=self.safe_ws_url)
                     raise WriteOutcomeUnknown(what, url=self.safe_ws_url)
-                message = frame.message
-                if message.status == REPLY_REJECTED:
-                    if session.build == DriverBuild.PER_CONNECTION:
-                        session.close()
-                    raise DriverBusy(
-                        f"{self.safe_ws_url}: start rejected: {quote(message.reason or 'rejected')}" + (f" (state {before.value})" if before else ""),
-                        url=self.safe_ws_url,
-                        state=before.value if before else None,
-                    )
-                if message.state is None:  # an error with a reason: the driver closes the connection
-                    self._forget(session)
-                    raise StdDaqAdminException(f"{self.safe_ws_url}: start refused: {quote(message.reason or message.status)}", url=self.safe_ws_url)
-                if message.state == DriverState.IDLE:
-                    continue  # pushed before the driver took the start
-                self._record(acquisition, frame)
-                return acquisition
+                else:
+                    message = frame.message
+                    if message.status == REPLY_REJECTED:
+                        if session.build == DriverBuild.PER_CONNECTION:
+                            session.close()
+                        raise DriverBusy(
+                            f"{self.safe_ws_url}: start rejected: {quote(message.reason or 'rejected')}" + (f" (state {before.value})" if before else ""),
+                            url=self.safe_ws_url,
+                            state=before.value if before else None,
+                        )
+                    if marker is not None and is_marker_answer(message, marker):
+                        self._taken(acquisition, pending, answered=True)  # not refused: the driver took the start
+                        marker = None
+                    elif is_marker_answer(message):
+                        continue  # the answer to an earlier start's marker
+                    elif message.state is None:  # an error with a reason: the driver closes the connection
+                        self._forget(session)
+                        raise StdDaqAdminException(f"{self.safe_ws_url}: start refused: {quote(message.reason or message.status)}", url=self.safe_ws_url)
+                    elif marker is not None:
+                        pending.append(frame)
+                        continue
+                    else:
+                        self._record(acquisition, frame)
+                self._settle(acquisition)
+                if acquisition.outcome is not None or (acquisition.states and acquisition._unsure_end is None):
+                    return acquisition
+
+    def _taken(self, acquisition: DriverAcquisition, pending: List[_Frame], answered: bool) -> None:
+        """The driver took the start of ``acquisition``: it did not refuse it before answering
+        the marker (``answered``), or no refusal came in time. The states pushed before that
+        answer are read as any that follow (:meth:`_record`): an acquisition that ended or
+        that a new one followed there was another's; none of them is sure to be this one's
+        (the driver's answer and its pushes are written by different threads)."""
+        acquisition._settled, acquisition._heard = False, -len(pending)
+        for frame in pending:
+            self._record(acquisition, frame)
+        end = acquisition._unsure_end
+        if end is not None:  # the time to settle it runs from the answer
+            acquisition._unsure_end = _Frame(end.message, end.at, time.monotonic())
+        # Without an answer nothing is ever sure: the doubt is said, the ends are taken as they come.
+        acquisition._settled, acquisition._heard = (False, 0) if answered else (True, 2)
 
     def _forget(self, session: _Session) -> None:
         session.close()
@@ -819,20 +909,75 @@ class DetDriverClient:
             self._session = None
 
     def _record(self, acquisition: DriverAcquisition, frame: _Frame) -> None:
-        """Add a state to ``acquisition``: after its first state, idle means it ended."""
+        """Add a state to ``acquisition``: after its first state, idle means it ended. A state
+        that cannot follow the ones seen (a lower rank, a count that fell, anything after an
+        end) begins another acquisition: what came before was not this one's (``foreign``).
+        An end is this one's once a state sampled after the driver took the start was seen;
+        before that it is unsure (:meth:`_settle`)."""
         state = frame.message.state
         if state is None:
             return  # a reply to a command, not a state
+        acquisition._heard += 1
+        sure = acquisition._heard >= 2  # sampled after the driver took the start
         if state == DriverState.IDLE:
-            if acquisition.states:
-                acquisition.outcome, acquisition.ended_at = state.value, frame.at
+            if acquisition.states and acquisition._unsure_end is None:
+                self._ended(acquisition, frame, False)
             return
+        if acquisition._unsure_end is not None:
+            # A new acquisition after an end that was not sure to be this one's: it was not.
+            self._not_ours(acquisition)
+        status = frame.status()
         last = acquisition.states[-1] if acquisition.states else None
-        if last is not None and (last.state, last.count) == (state, frame.message.count):
-            return  # the same sample again (pushed every 100 ms): the first one's time is kept
-        acquisition.states.append(frame.status())
+        if last is not None and last.state is not None and (last.state, last.count) != (state, status.count) and began_anew((last.state, last.count), (state, status.count)):
+            self._not_ours(acquisition)
+            last = None
         if state in OUTCOME_STATES:
-            acquisition.outcome, acquisition.ended_at = state.value, frame.at
+            acquisition.states.append(status)
+            self._ended(acquisition, frame, sure)
+            return
+        if sure:
+            acquisition._settled = True
+        if last is not None and (last.state, last.count) == (state, status.count):
+            return  # the same sample again (pushed every 100 ms): the first one's time is kept
+        acquisition.states.append(status)
+
+    def _not_ours(self, acquisition: DriverAcquisition) -> None:
+        """The states recorded so far were another acquisition's."""
+        self._foreign(acquisition, acquisition.states)
+        acquisition.states.clear()
+        acquisition._unsure_end = None
+
+    @staticmethod
+    def _foreign(acquisition: DriverAcquisition, seen: List[DriverStatus]) -> None:
+        for status in seen:
+            last = acquisition.foreign[-1] if acquisition.foreign else None
+            if last is None or (last.state, last.count) != (status.state, status.count):
+                acquisition.foreign.append(status)
+
+    def _ended(self, acquisition: DriverAcquisition, frame: _Frame, sure: bool) -> None:
+        """An end (an outcome, or idle after its states): its outcome where it is sure to be
+        this acquisition's (``sure``: an outcome sampled after the driver took the start),
+        else an unsure end, taken once no new acquisition followed (:meth:`_settle`)."""
+        if acquisition._settled or sure:
+            acquisition.outcome, acquisition.ended_at = frame.message.status, frame.at
+        else:
+            acquisition._unsure_end = frame
+
+    def _settle(self, acquisition: DriverAcquisition, force: bool = False) -> None:
+        """An unsure end that no new acquisition followed within :data:`SETTLE_S` (or at once,
+        ``force``) is taken for this one's (the driver took the start: its acquisition is the
+        last it showed); where another acquisition was heard around the start, its doubt is
+        said: its count cannot be told apart from that one's."""
+        end = acquisition._unsure_end
+        if end is None or (not force and time.monotonic() - end.monotonic < SETTLE_S):
+            return
+        acquisition._unsure_end = None
+        acquisition.outcome, acquisition.ended_at = end.message.status, end.at
+        if acquisition.doubt is None and acquisition.foreign:
+            acquisition.doubt = (
+                f"its end ({end.message.status}) came before any state the driver surely pushed after taking the start, "
+                "and another client's acquisition was heard around it, so it cannot be told apart from that one's"
+            )
 
     def follow(
         self,
@@ -847,6 +992,11 @@ class DetDriverClient:
         The end is ``file_saved`` or ``error``, or ``idle`` after its states were seen
         (another session took the outcome: each outcome is pushed once). Its ``count`` is
         the last ``saving_file`` count.
+
+        Only this acquisition's states count: a state that cannot follow the ones seen
+        begins another acquisition (those before go to ``foreign``), and an end seen before
+        any state the driver surely pushed after taking the start is taken only when no new
+        acquisition shows within :data:`SETTLE_S` (then ``doubt`` says so).
 
         Args:
             timeout: seconds (``None``: only the bound in force).
@@ -876,8 +1026,9 @@ class DetDriverClient:
                 if session is None:
                     frame = self._probe_frame(bound)
                 else:
+                    unsure = acquisition._unsure_end
                     try:
-                        frame = session.next(bound)
+                        frame = session.next(bound if unsure is None else bound.within(max(unsure.monotonic + SETTLE_S - time.monotonic(), 0.001)))
                     except (_SessionClosed, DaqTransportError) as closed:
                         self._forget(session)
                         acquisition._session = None
@@ -890,12 +1041,14 @@ class DetDriverClient:
                         acquisition._session = self._reconnect(bound)
                         continue
                 if frame is None:
-                    if bound.expired:
+                    self._settle(acquisition)
+                    if bound.expired and acquisition.outcome is None:
                         self._follow_timeout(acquisition, timeout, caller)
                     continue
-                before = len(acquisition.states)
+                before = acquisition.states[-1] if acquisition.states else None
                 self._record(acquisition, frame)
-                if on_state is not None and len(acquisition.states) > before:
+                self._settle(acquisition)
+                if on_state is not None and acquisition.states and acquisition.states[-1] is not before:
                     on_state(acquisition.states[-1])
             if acquisition._session is not None and acquisition._session.build == DriverBuild.PER_CONNECTION:
                 acquisition._session.close()

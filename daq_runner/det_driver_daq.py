@@ -18,7 +18,10 @@ What each step does here:
   its last count equals ``n_images``, and the files' own metadata rows add up to ``n_images``
   with no image id missing (no acquisition log exists: the files are the independent record);
   where the files are not visible on this machine, the driver's count alone confirms it and
-  the record says so (:attr:`~daq_runner.record.StepRecord.confirmed_by`). Before the start
+  the record says so (:attr:`~daq_runner.record.StepRecord.confirmed_by`). Only its own
+  acquisition's states count: another client's heard around the start are listed apart
+  (``other_states``); where they cannot be told apart (``doubt``) the driver's count is not
+  recorded and the files decide (a notice says so; unreadable files fail the write). Before the start
   the config is read once: where someone else stored values other than those the run relies
   on (its config steps' fields, the fields its files are checked against), the run's are
   stored again first (a recovery naming the foreign values); the record's ``config`` is the
@@ -160,16 +163,18 @@ class DriverWrite(Acquisition):
     @property
     def count(self) -> Optional[int]:
         """Images the driver handed to the writers, as far as seen: the last ``saving_file``
-        count, else the last count of any state (a lower bound while it records)."""
-        if self.driver is None:
+        count, else the last count of any state (a lower bound while it records); ``None``
+        where its states cannot be told apart from another acquisition's (the files decide)."""
+        if self.driver is None or self.driver.doubt:
             return None
         return self.driver.count if self.driver.count is not None else self.driver.last_count
 
     @property
     def final_count(self) -> Optional[int]:
         """The driver's count at the end: its ``saving_file`` count; a ``recording`` count that
-        reached ``n_images`` when that short state was not sampled; else unknown (``None``)."""
-        if self.driver is None:
+        reached ``n_images`` when that short state was not sampled; else unknown (``None``,
+        also where its states cannot be told apart from another acquisition's)."""
+        if self.driver is None or self.driver.doubt:
             return None
         if self.driver.count is not None:
             return self.driver.count
@@ -187,28 +192,37 @@ class DriverWrite(Acquisition):
         driver = self.driver
         if driver is None:
             return out
-        states: List[Dict[str, Any]] = []
-        for status in driver.states:
-            name = status.state.value if status.state else None
-            if states and states[-1]["state"] == name:
-                states[-1]["count"] = status.count
-            elif len(states) < _MAX_STATES:
-                states.append({"state": name, "at": iso(status.at), "count": status.count})
         out.update(
             build=driver.build.value,
             request=dict(driver.request),
             sent_at=iso(driver.sent_at),
-            states=states,
+            states=_states(driver.states),
             outcome=("lost" if self.lost else driver.outcome),
             ended_at=iso(driver.ended_at),
             count=self.count,
             reconnects=driver.reconnects,
         )
+        if driver.foreign:
+            out["other_states"] = _states(driver.foreign)  # another client's acquisition, heard around the start
+        if driver.doubt:
+            out["doubt"] = driver.doubt
         if self.unknown:
             out["start_reply_lost"] = self.unknown
         if self.lost:
             out["lost"] = self.lost
         return out
+
+
+def _states(seen: List[DriverStatus]) -> List[Dict[str, Any]]:
+    """States for a report: one entry per state, with the time it was first seen and its last count."""
+    states: List[Dict[str, Any]] = []
+    for status in seen:
+        name = status.state.value if status.state else None
+        if states and states[-1]["state"] == name:
+            states[-1]["count"] = status.count
+        elif len(states) < _MAX_STATES:
+            states.append({"state": name, "at": iso(status.at), "count": status.count})
+    return states
 
 
 class DriverDaq(Daq):
@@ -887,20 +901,31 @@ class DriverDaq(Daq):
         wanted = final if on_purpose else step.n_images
         seen = self._read_files(acq, wanted)
         self._record_files(acq, record, seen.per_file)
+        if driver.doubt:
+            # Its states may be another client's acquisition's: its own files decide.
+            self.run.notice(f"acquisition {acq.number}: {driver.doubt}; its files ({acq.folder}/{acq.prefix}<i>.h5) decide", step)
         if driver.outcome == DriverState.FILE_SAVED.value:
             ended = "ended file_saved"
         elif driver.reconnects:
             ended = self._stored_during(acq) or "went back to idle without file_saved after its session dropped (the DAQ services restarted?)"
         else:
             ended = "went back to idle without file_saved (another client's session took its outcome)"
-        counted = f"{final if final is not None else acq.count}/{step.n_images} images counted by the driver"
+        counted = (
+            "its count not told apart from another client's acquisition"
+            if driver.doubt
+            else f"{final if final is not None else acq.count}/{step.n_images} images counted by the driver"
+        )
         if final is not None and final != wanted:
             raise StepFailed(f"the acquisition {ended} with {counted}")
         if seen.unreadable is None:
             if seen.problem:
                 raise StepFailed(f"the acquisition {ended} with {counted}, but its files do not confirm {wanted if wanted is not None else 'its'} images: {seen.problem}")
             record.confirmed_by = "files"
-            record.daq_log_reason = "this DAQ generation keeps no acquisition log: confirmed by its files"
+            record.daq_log_reason = "this DAQ generation keeps no acquisition log: confirmed by its files" + (
+                " (the driver's states could not be told apart from another client's acquisition)" if driver.doubt else ""
+            )
+        elif driver.doubt:
+            raise StepFailed(f"the acquisition {ended}, {counted}, and its files cannot be read here ({seen.unreadable}): it cannot be confirmed")
         elif final is None:
             raise StepFailed(
                 f"the acquisition {ended} without its final count (saving_file was not seen; last count {acq.count}), "

@@ -38,6 +38,10 @@ __all__ = [
     "STOPPABLE_STATES",
     "OUTCOME_STATES",
     "COUNTED_STATES",
+    "STATE_ORDER",
+    "began_anew",
+    "start_marker",
+    "is_marker_answer",
     "REPLY_REJECTED",
     "REPLY_SUCCESS",
     "REPLY_ERROR",
@@ -124,6 +128,23 @@ STOPPABLE_STATES: FrozenSet[DriverState] = frozenset({S.CREATING_FILE, S.WAITING
 OUTCOME_STATES: FrozenSet[DriverState] = frozenset({S.FILE_SAVED, S.ERROR})
 # Pushed with the number of images handed to the writers.
 COUNTED_STATES: FrozenSet[DriverState] = frozenset({S.RECORDING, S.SAVING_FILE})
+# The order of an acquisition's states: within one acquisition a state never follows one of a
+# higher rank, and its count never falls. A stop has no rank: it acts in creating_file,
+# waiting_for_first_image and recording, and the first image can turn it back into recording.
+STATE_ORDER: Mapping[DriverState, int] = {
+    S.STARTED: 1, S.CREATING_FILE: 1, S.FILE_CREATED: 1, S.WAITING_FOR_FIRST_IMAGE: 2,
+    S.RECORDING: 3, S.SAVING_FILE: 5, S.FILE_SAVED: 6, S.ERROR: 6,
+}  # fmt: skip
+
+
+def began_anew(before: Tuple[DriverState, Optional[int]], after: Tuple[DriverState, Optional[int]]) -> bool:
+    """Whether state ``after`` (with its count) cannot follow ``before`` within one acquisition:
+    its rank is lower, or its count fell. ``idle`` and the outcomes end an acquisition; they
+    are not compared here."""
+    rank_before, rank_after = STATE_ORDER.get(before[0]), STATE_ORDER.get(after[0])
+    if rank_before is not None and rank_after is not None and rank_after < rank_before:
+        return True
+    return before[1] is not None and after[1] is not None and after[1] < before[1]
 
 
 class DriverBuild(str, Enum):
@@ -152,6 +173,29 @@ REPLY_ERROR = "error"  # with a reason: a reply to a command; without: the pipel
 REASON_BUSY = "driver is busy!"
 REASON_INVALID = "Invalid command! {raw}"
 REASON_INVALID_START = "Invalid command! expected: start with path parameter, received: {raw}"
+
+# Sent right after a start on a persistent session: text that is not JSON, which the driver
+# answers REASON_INVALID with the text and keeps the session open. It reads a session's
+# messages one after the other, so the answer comes after its answer to the start
+# ("rejected", if busy): with no "rejected" before it, the driver took the start.
+_START_MARKER = "daq-runner: marks the start {token} (not a command)"
+
+
+def start_marker(token: str) -> str:
+    """The text sent after a start (``token``: unique to that start), not JSON."""
+    return _START_MARKER.format(token=token)
+
+
+def is_marker_answer(message: "DriverMessage", marker: Optional[str] = None) -> bool:
+    """Whether ``message`` is the driver's answer to ``marker`` (any start's marker when ``None``)."""
+    reason = message.reason
+    if message.status != REPLY_ERROR or reason is None:
+        return False
+    if marker is not None:
+        return reason == REASON_INVALID.format(raw=marker)
+    head, _, tail = _START_MARKER.partition("{token}")
+    return reason.startswith(REASON_INVALID.format(raw=head)) and reason.endswith(tail)
+
 
 COMMAND_START = "start"
 COMMAND_STOP = "stop"

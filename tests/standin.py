@@ -5,7 +5,8 @@ connect that never completes, TLS: each test gives a handler that talks raw HTTP
 the accepted socket. Keep-alive is the handler's choice (``serve_forever`` keeps
 answering on one connection until the client closes it). ``DaqProxy`` sits in front of a
 real daq-sim instead and changes the timing or the content of its replies (for daq-run
-end to end).
+end to end). ``DriverRelay`` sits in front of daq-sim's driver WebSocket and changes the
+interleaving of its frames around a start.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import requests
 
-__all__ = ["StandIn", "Conn", "DaqProxy", "reply", "ok_envelope", "make_certificate", "blackhole_port"]
+__all__ = ["StandIn", "Conn", "DaqProxy", "DriverRelay", "reply", "ok_envelope", "make_certificate", "blackhole_port"]
 
 
 def reply(status: int = 200, body: Any = b"", headers: Optional[dict] = None, reason: str = "OK") -> bytes:
@@ -354,3 +355,112 @@ class DaqProxy:
             self._server.shutdown()
             self._server.server_close()
         self._session.close()
+
+
+class DriverRelay:
+    """A WebSocket relay on 127.0.0.1 in front of a driver (daq-sim's): every frame passes, in
+    order, except around the starts it is told to shape, where it produces an interleaving the
+    real driver can produce (its answers and each session's pushes are written by different
+    threads, and a session's pusher sends the sample it took, however late):
+
+    - ``before_start``: frames pushed to the client when it sends the start, before the start
+      goes on (another client's acquisition, sampled before the driver took ours);
+    - ``hold_answers``: the driver's answers (frames with a ``reason``) after the start are held
+      back until this many pushes passed them;
+    - ``after_first``: frames sent right after the first frame the driver sends after the start
+      (a sample of another acquisition its pusher took before the driver took ours);
+    - ``drop_marker``: text that is not JSON after the start does not go on (no answer comes).
+
+    ``starts``: the numbers (1-based, over all connections) of the starts shaped.
+    """
+
+    def __init__(
+        self,
+        upstream: str,
+        *,
+        starts: Tuple[int, ...] = (1,),
+        before_start: Tuple[str, ...] = (),
+        hold_answers: int = 0,
+        after_first: Tuple[str, ...] = (),
+        drop_marker: bool = False,
+    ) -> None:
+        self.upstream = upstream
+        self.starts = starts
+        self.before_start, self.hold_answers, self.after_first, self.drop_marker = before_start, hold_answers, after_first, drop_marker
+        self.started = 0
+        self._lock = threading.Lock()
+        self._server: Any = None
+        self._thread: Optional[threading.Thread] = None
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self._server.socket.getsockname()[1]}"
+
+    def __enter__(self) -> "DriverRelay":
+        from websockets.sync.server import serve
+
+        self._server = serve(self._relay, "127.0.0.1", 0, compression=None, ping_interval=None)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._server.shutdown()
+        if self._thread is not None:
+            self._thread.join(5)
+
+    def _relay(self, client: Any) -> None:
+        from websockets.exceptions import ConnectionClosed
+        from websockets.sync.client import connect
+
+        send_lock = threading.Lock()
+        shaping: Dict[str, Any] = {"hold": 0, "held": [], "first": False}
+
+        def to_client(frame: str) -> None:
+            with send_lock:
+                client.send(frame)
+
+        def downstream(upstream: Any) -> None:
+            try:
+                for frame in upstream:
+                    with self._lock:
+                        inject: List[str] = []
+                        if shaping["first"]:
+                            shaping["first"], inject = False, list(self.after_first)
+                        if shaping["hold"] and '"reason"' in frame:
+                            shaping["held"].append(frame)
+                            continue
+                        if shaping["hold"]:
+                            shaping["hold"] -= 1
+                            if not shaping["hold"]:
+                                inject, shaping["held"] = inject + shaping["held"], []
+                    to_client(frame)
+                    for extra in inject:
+                        to_client(extra)
+            except ConnectionClosed:
+                pass
+            finally:
+                client.close()
+
+        with connect(self.upstream, compression=None, ping_interval=None) as upstream:
+            threading.Thread(target=downstream, args=(upstream,), daemon=True).start()
+            try:
+                for message in client:
+                    try:
+                        start = json.loads(message).get("command") == "start"
+                    except (ValueError, AttributeError):
+                        if self.drop_marker and self.started in self.starts:
+                            continue
+                        start = False
+                    if start:
+                        with self._lock:
+                            self.started += 1
+                            shaped = self.started in self.starts
+                            if shaped:
+                                shaping.update(hold=self.hold_answers, held=[], first=bool(self.after_first))
+                        if shaped:
+                            for frame in self.before_start:
+                                to_client(frame)
+                    upstream.send(message)
+            except ConnectionClosed:
+                pass

@@ -172,6 +172,135 @@ def test_a_busy_driver_refuses_with_driver_busy_and_nothing_more_starts(sim, cli
     assert "file_saved" == client.follow(first, timeout=10).outcome
 
 
+# -- whose pushes: another client's acquisition around our start ---------------------------------
+
+ANSWER = "the answer to the marker"
+IDLE, CREATING, WAITING, SAVED, ERROR = ('{"status":"%s"}' % s for s in ("idle", "creating_file", "waiting_for_first_image", "file_saved", "error"))
+
+
+def counted(state: str, count: int) -> str:
+    return json.dumps({"count": count, "status": state}, sort_keys=True)
+
+
+def scripted(after_start: List[str]) -> Callable[[Any], None]:
+    """A stand-in driver: idle, then after the start and its marker exactly ``after_start``
+    (``ANSWER``: where its answer to the marker goes), then silence."""
+
+    def driver(connection: Any) -> None:
+        connection.send(IDLE)
+        connection.recv()  # the start
+        marker = connection.recv()
+        for frame in after_start:
+            connection.send(json.dumps({"reason": f"Invalid command! {marker}", "status": "error"}) if frame == ANSWER else frame)
+        for _ in connection:
+            pass
+
+    return driver
+
+
+def test_a_refusal_behind_another_acquisitions_pushes_is_driver_busy():
+    """rejected after pushes of another acquisition, before the answer to the marker: DriverBusy, none of them ours."""
+    with standin(scripted([counted("recording", 5), counted("saving_file", 5), '{"reason":"driver is busy!","status":"rejected"}', ANSWER])) as url:
+        with DetDriverClient(url) as daq, pytest.raises(DriverBusy, match="driver is busy!"):
+            daq.start("/data", "p_", 3)
+
+
+def test_another_acquisitions_end_before_the_take_is_neither_our_count_nor_our_outcome():
+    """saving_file 200, file_saved, idle before the answer: another's (foreign); ours follows with its own count."""
+    ours = [CREATING, WAITING, counted("recording", 3), counted("saving_file", 3), SAVED, IDLE]
+    with standin(scripted([counted("saving_file", 200), SAVED, IDLE, ANSWER] + ours)) as url, DetDriverClient(url) as daq:
+        acquisition = daq.follow(daq.start("/data", "p_", 3), timeout=5)
+    assert ("file_saved", 3, None) == (acquisition.outcome, acquisition.count, acquisition.doubt)
+    assert [(DriverState.SAVING_FILE, 200), (DriverState.FILE_SAVED, None)] == [(s.state, s.count) for s in acquisition.foreign]
+    assert DriverState.CREATING_FILE == acquisition.states[0].state
+
+
+def test_a_late_sample_of_another_outcome_after_the_answer_waits_for_what_follows():
+    """An error as the first push after the answer may have been sampled before the take: a new acquisition that follows makes it another's."""
+    ours = [CREATING, WAITING, counted("recording", 3), counted("saving_file", 3), SAVED, IDLE]
+    with standin(scripted([ANSWER, ERROR] + ours)) as url, DetDriverClient(url) as daq:
+        acquisition = daq.follow(daq.start("/data", "p_", 3), timeout=5)
+    assert ("file_saved", 3, None) == (acquisition.outcome, acquisition.count, acquisition.doubt)
+    assert [DriverState.ERROR] == [s.state for s in acquisition.foreign]
+
+
+def test_an_end_nothing_surely_ours_came_before_is_taken_once_nothing_follows_it():
+    """creating_file before the answer, error as the first push after it, then idle only: the end, once SETTLE_S passed (the only acquisition heard)."""
+    from daq_runner.det_driver import SETTLE_S
+
+    with standin(scripted([CREATING, ANSWER, ERROR, IDLE, IDLE])) as url, DetDriverClient(url) as daq:
+        began = time.monotonic()
+        acquisition = daq.follow(daq.start("/data", "p_", 3), timeout=5)
+    assert ("error", None, []) == (acquisition.outcome, acquisition.doubt, acquisition.foreign)
+    assert SETTLE_S <= time.monotonic() - began < SETTLE_S + 2
+
+
+def test_an_unsure_end_after_another_acquisition_was_heard_is_taken_with_its_doubt():
+    """Another acquisition ended before the answer, ours showed creating_file, then an error as the first push after the answer and nothing more: taken, with a doubt."""
+    script = [counted("saving_file", 200), SAVED, CREATING, ANSWER, ERROR, IDLE, IDLE]
+    with standin(scripted(script)) as url, DetDriverClient(url) as daq:
+        acquisition = daq.follow(daq.start("/data", "p_", 3), timeout=5)
+    assert ("error", [DriverState.SAVING_FILE, DriverState.FILE_SAVED]) == (acquisition.outcome, [s.state for s in acquisition.foreign])
+    assert "cannot be told apart from that one's" in acquisition.doubt
+
+
+def test_a_whole_acquisition_pushed_before_the_answer_is_ours_when_nothing_follows():
+    """Under load the driver may answer the marker after ours was pushed to its end: one acquisition heard, nothing after it: ours, without doubt."""
+    ours = [CREATING, WAITING, counted("recording", 3), counted("saving_file", 3), SAVED, IDLE]
+    with standin(scripted(ours + [ANSWER, IDLE, IDLE])) as url, DetDriverClient(url) as daq:
+        acquisition = daq.follow(daq.start("/data", "p_", 3), timeout=5)
+    assert ("file_saved", 3, None, []) == (acquisition.outcome, acquisition.count, acquisition.doubt, acquisition.foreign)
+
+
+def test_the_answer_to_the_marker_is_not_taken_for_the_drivers_state_by_a_stop():
+    """A stop right after a start whose last frame read was the answer to its marker: sent only once the driver left creating_file."""
+    pushed: List[str] = []
+    stops: List[str] = []
+
+    def driver(connection: Any) -> None:
+        connection.send(IDLE)
+        connection.recv()
+        marker = connection.recv()
+        for frame in (CREATING, json.dumps({"reason": f"Invalid command! {marker}", "status": "error"})):
+            connection.send(frame)
+        pushed.append("creating_file")
+
+        def stops_heard() -> None:
+            for message in connection:
+                stops.append(pushed[-1])  # the state pushed last when the stop came
+                connection.send('{"status":"stop"}')
+
+        threading.Thread(target=stops_heard, daemon=True).start()
+        for state in ("creating_file",) * 3 + ("waiting_for_first_image",) * 20:
+            time.sleep(0.05)
+            pushed.append(state)
+            connection.send('{"status":"%s"}' % state)
+
+    with standin(driver) as url, DetDriverClient(url) as daq:
+        acquisition = daq.start("/data", "p_", 3)
+        assert DriverState.STOP == daq.stop(acquisition, timeout=3).state
+    assert stops and stops[0] == "waiting_for_first_image"
+
+
+@pytest.mark.parametrize(
+    "before, after, anew",
+    [
+        (("saving_file", 200), ("creating_file", None), True),
+        (("recording", 200), ("recording", 3), True),
+        (("saving_file", 5), ("recording", 5), True),
+        (("creating_file", None), ("recording", 0), False),
+        (("recording", 3), ("stop", None), False),
+        (("stop", None), ("recording", 4), False),  # the first image turns a stop back into recording
+        (("recording", 4), ("saving_file", 4), False),
+    ],
+)
+def test_a_state_that_cannot_follow_within_one_acquisition_begins_another(before, after, anew):
+    """began_anew: a lower rank or a count that fell; a stop has no rank."""
+    from daq_runner.det_driver_protocol import began_anew
+
+    assert anew == began_anew((DriverState(before[0]), before[1]), (DriverState(after[0]), after[1]))
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -200,12 +329,18 @@ def test_numbers_go_out_as_json_numbers_and_the_start_exactly_once(tmp_path):
         connection.send('{"status":"idle"}')
         for message in connection:
             received.append(message)
+            try:
+                json.loads(message)
+            except ValueError:  # the marker after the start: answered as the driver answers text
+                connection.send(json.dumps({"reason": f"Invalid command! {message}", "status": "error"}))
+                continue
             connection.send('{"status":"creating_file"}')
 
     with standin(driver) as url, DetDriverClient(url) as daq:
-        daq.start("/data/e1", "p_", 7, 1234)
-    assert 1 == len(received)
+        acquisition = daq.start("/data/e1", "p_", 7, 1234)
+    assert 2 == len(received) and received[1].startswith("daq-runner: marks the start ")  # the start, then its marker
     assert {"command": "start", "path": "/data/e1", "file_prefix": "p_", "n_image": 7, "writer_id": 1234} == json.loads(received[0])
+    assert (DriverState.CREATING_FILE, None, []) == (acquisition.last_state, acquisition.doubt, acquisition.foreign)
 
 
 def test_an_error_reply_to_a_start_is_a_refusal_with_the_drivers_text():

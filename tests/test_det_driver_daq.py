@@ -20,12 +20,14 @@ from daq_runner.exceptions import BatchValidationError
 from daq_runner.report import RunReport
 
 from .conftest import wait_until
+from .standin import DriverRelay
 
 
 def run(sim: Any, tmp_path: Path, steps: str, *, consumers: Any = (), writer_timeout_s: float = 5.0, **runner: Any) -> RunReport:
-    """Run the steps (YAML under ``steps:``; ``{root}`` is ``tmp_path``) on ``sim`` through a Runner."""
+    """Run the steps (YAML under ``steps:``; ``{root}`` is ``tmp_path``) on ``sim`` (its driver at
+    ``ws_url`` if given: a relay) through a Runner."""
     batch = load_batch_text("version: 1\nsteps:\n" + steps.replace("{root}", str(tmp_path)), str(tmp_path / "b.yaml"))
-    daq = DriverDaq(sim.ws_url, sim.url, outage_s=runner.pop("outage_s", 5.0), writer_timeout_s=writer_timeout_s)
+    daq = DriverDaq(runner.pop("ws_url", sim.ws_url), sim.url, outage_s=runner.pop("outage_s", 5.0), writer_timeout_s=writer_timeout_s)
     return Runner(daq=daq, consumers=consumers, retry_delay=0.05, **runner).run(batch)
 
 
@@ -325,6 +327,93 @@ def test_a_start_another_client_beat_is_rejected_then_sent_once_the_driver_is_id
     assert 3 == sim.core.starts  # ours, the other's, ours again: the refused one started nothing
     assert any(m.startswith('the driver rejected the start') and "driver is busy!" in m for m in messages(report))
     assert 2 == sum(f["n_images"] for f in report.files if "/b_" in f["path"])
+
+
+def test_a_refusal_that_comes_after_another_clients_pushes_is_still_a_refusal(daq_driver_sim, tmp_path, monkeypatch):
+    """Our start reaches a driver busy with another client's 2000 images and its "driver is busy!"
+    comes after three pushes of that acquisition (answers and pushes are written by different
+    threads): none is taken for ours; the write waits for idle, starts again, counts its own 2."""
+    from daq_runner import det_driver_daq
+
+    sim = daq_driver_sim
+    monkeypatch.setattr(det_driver_daq, "_FRESH_S", 60.0)  # our start goes out at once after write 1
+    other = DetDriverClient(sim.ws_url, sim.url)
+
+    def start_the_other(event: Any) -> None:
+        if event.kind == "step_finished" and event.step == 1:
+            other.start(str(tmp_path), "other_", 2000)
+
+    try:
+        with DriverRelay(sim.ws_url, starts=(2,), hold_answers=3) as relay:
+            report = run(
+                sim, tmp_path, "  - write: {output_file: '{root}/a.h5', n_images: 2}\n  - write: {output_file: '{root}/b.h5', n_images: 2}\n",
+                consumers=[start_the_other], ws_url=relay.url,
+            )  # fmt: skip
+    finally:
+        other.close()
+    assert "passed" == report.status, report.reason
+    assert (3, 3) == (sim.core.starts, relay.started)  # the other's went around the relay; the refused one started nothing
+    assert any(m.startswith("the driver rejected the start") for m in messages(report))
+    second = report.steps[1]
+    # The other client's session may take our outcome (each is pushed once); a count is a sample.
+    assert second.acquisition["outcome"] in ("file_saved", "idle") and 2 == second.n_written
+    assert (second.acquisition["count"] or 0) <= 2
+    assert "other_states" not in second.acquisition  # the refused start's states were never ours
+
+
+def test_another_clients_end_pushed_between_our_start_and_its_take_is_not_ours(daq_driver_sim, tmp_path):
+    """Another client's acquisition ends (recording and saving_file 200, file_saved, idle) after
+    our start was sent, before the driver took it: neither its count nor its outcome is our
+    write's; the write is followed to its own end and counts its own 2 images."""
+    other = ('{"count":200,"status":"recording"}', '{"count":200,"status":"saving_file"}', '{"status":"file_saved"}', '{"status":"idle"}')
+    with DriverRelay(daq_driver_sim.ws_url, before_start=other) as relay:
+        report = run(daq_driver_sim, tmp_path, "  - write: {output_file: '{root}/a.h5', n_images: 2}\n", ws_url=relay.url)
+    assert "passed" == report.status, report.reason
+    (step,) = report.steps
+    acquisition = step.acquisition
+    assert ("file_saved", 2, "files") == (acquisition["outcome"], step.n_written, step.confirmed_by)
+    # A sample of ours (the first recording push can say 0), or none where under load ours too
+    # was pushed before the driver answered the marker (then the files decide): never the 200.
+    assert acquisition["count"] in (None, 0, 1, 2)
+    assert [("recording", 200), ("saving_file", 200), ("file_saved", None)] == [(s["state"], s["count"]) for s in acquisition["other_states"]][:3]
+    assert all((s["count"] or 0) <= 2 for s in acquisition["states"])
+
+
+def test_a_late_sample_of_another_clients_outcome_is_not_our_end(daq_driver_sim, tmp_path):
+    """Another client's file_saved, sampled before the driver took our start and pushed right
+    after the first frame that follows it: not our end; our 1000 images are followed to theirs."""
+    with DriverRelay(daq_driver_sim.ws_url, after_first=('{"status":"file_saved"}',)) as relay:
+        report = run(daq_driver_sim, tmp_path, "  - write: {output_file: '{root}/a.h5', n_images: 1000}\n", ws_url=relay.url)
+    assert "passed" == report.status, report.reason
+    (step,) = report.steps
+    assert ("file_saved", 1000) == (step.acquisition["outcome"], step.n_written) and (step.acquisition["count"] or 0) <= 1000
+    assert ("file_saved", None) == (step.acquisition["other_states"][-1]["state"], step.acquisition["other_states"][-1]["count"])
+
+
+def test_states_that_cannot_be_told_apart_leave_the_count_to_the_files_and_the_step_says_so(daq_driver_sim, tmp_path):
+    """No answer to the marker after the start (whose pushes are ours is unsure): the driver's
+    count is not recorded as ours; the files (our file_prefix) decide, and the step says so."""
+    from daq_runner.det_driver import CONFIRM_S
+
+    sim = daq_driver_sim
+    sim.core.arm_faults({"silent_detector": True})
+
+    def images_once_the_start_is_taken() -> None:
+        wait_until(lambda: relay.started == 1, timeout=20, interval=0.01)
+        time.sleep(CONFIRM_S + 0.3)
+        sim.core.arm_faults({"silent_detector": False})
+
+    with DriverRelay(sim.ws_url, drop_marker=True) as relay:
+        thread = threading.Thread(target=images_once_the_start_is_taken, daemon=True)
+        thread.start()
+        report = run(sim, tmp_path, "  - write: {output_file: '{root}/a.h5', n_images: 4}\n", ws_url=relay.url)
+        thread.join(10)
+    assert "passed" == report.status, report.reason
+    (step,) = report.steps
+    assert ("files", 4, None) == (step.confirmed_by, step.n_written, step.acquisition["count"])
+    assert "told apart from another client's acquisition" in step.acquisition["doubt"]
+    assert "could not be told apart" in step.daq_log_reason
+    assert any("its files (" in m and "decide" in m for m in messages(report))
 
 
 def test_a_write_whose_images_never_come_ends_at_its_timeout_and_is_stopped(daq_driver_sim, tmp_path):
