@@ -58,7 +58,7 @@ def test_a_config_then_write_sweep_passes_with_the_restart_on_without_settle_or_
     """The sweep every beamline runs, on a DAQ whose services restart after each config: each config
     step ends once they are back (seen in daq:stat), each write runs at its depth, first time."""
     report = run(daq_sim, tmp_path, SWEEP)
-    assert "passed" == report.status, report.reason
+    assert "passed" == report.status, (report.reason, [step.get("restart") for step in report.steps[0::2]])
     configs, writes = report.steps[0::2], report.steps[1::2]
     assert all(step["restart"]["seen"] and step["restart"]["sign"] == "zeros" for step in configs), [s["restart"] for s in configs]
     assert all(1 == step["attempts"] and not step["recoveries"] and not step["failed_attempts"] for step in report.steps)
@@ -71,6 +71,7 @@ def test_the_restart_shows_as_zeros_or_as_a_silence_of_daq_stat(daq_sim, tmp_pat
     """A statistics logger that writes zeros while the services are down (the real server), or one
     that goes silent with them: either way the config step ends once they are back."""
     daq_sim.core.settings.stats_while_down = stats_while_down
+    daq_sim.core.settings.restart_s = 2.0  # a silence of a restart is longer than a held-up logger's (2 s at least)
     report = run(daq_sim, tmp_path, "version: 1\nsteps:\n  - config: {bit_depth: 32}\n  - write: {output_file: '{root}/a.h5', n_images: 5}\n")
     assert "passed" == report.status, report.reason
     assert (True, stats_while_down) == (report.steps[0]["restart"]["seen"], report.steps[0]["restart"]["sign"])
