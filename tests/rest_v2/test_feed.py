@@ -127,5 +127,6 @@ def test_a_short_look_at_the_log_of_a_daq_without_its_redis_names_that_cause_not
         began = time.monotonic()
         with bounded(Deadline(60)):
             record, reason = feed.find_log(lambda r: True, None, 3.0)
-    assert record is None and 2.0 < time.monotonic() - began < 5.0
+    # Within its 3 s (the client gives up before a retry that would outlast them), never the step's minute.
+    assert record is None and time.monotonic() - began < 5.0
     assert reason.startswith("the DAQ's log could not be read within 3 s: ") and "cannot reach its own Redis" in reason, reason
